@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Parley needs to build and test, only those missing.
+# Safe to run repeatedly: with everything present it does nothing and prints nothing.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config clang-format python3
+  libevent-dev libprotobuf-c-dev protobuf-c-compiler
+  libsqlite3-dev libsodium-dev libssl-dev libedit-dev libcmocka-dev
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=600)
+# The package lists may be absent on a fresh image; refresh them once if so.
+if ! apt-get install "${apt_opts[@]}" "${missing[@]}" </dev/null; then
+  apt-get update -q </dev/null
+  apt-get install "${apt_opts[@]}" "${missing[@]}" </dev/null
+fi

@@ -1,0 +1,160 @@
+#include "common/pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+
+struct worker {
+    pool *p;
+    unsigned idx;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pool_task *head, *tail;
+    int stop;
+    void *ctx;
+};
+
+struct pool {
+    const pool_hooks *hooks;
+    void *arg;
+    unsigned n, max_batch;
+    unsigned rr; /* atomic round-robin cursor */
+    struct worker *w;
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    unsigned started, failed;
+    char name[16];
+};
+
+static void *pool_main(void *arg)
+{
+    struct worker *w = arg;
+    pool *p = w->p;
+    w->ctx = p->hooks->worker_init(p->arg, w->idx);
+    pthread_mutex_lock(&p->start_lock);
+    p->started++;
+    if (!w->ctx)
+        p->failed++;
+    pthread_cond_broadcast(&p->start_cond);
+    pthread_mutex_unlock(&p->start_lock);
+    if (!w->ctx)
+        return NULL;
+
+    pool_task **batch = malloc(sizeof(*batch) * p->max_batch);
+    if (!batch)
+        abort();
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (!w->head && !w->stop)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (!w->head && w->stop) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        unsigned n = 0;
+        while (w->head && n < p->max_batch) {
+            batch[n++] = w->head;
+            w->head = w->head->next;
+        }
+        if (!w->head)
+            w->tail = NULL;
+        pthread_mutex_unlock(&w->lock);
+        p->hooks->run_batch(w->ctx, batch, n);
+    }
+    free(batch);
+    if (p->hooks->worker_fini)
+        p->hooks->worker_fini(w->ctx);
+    return NULL;
+}
+
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks,
+               void *arg)
+{
+    pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->hooks = hooks;
+    p->arg = arg;
+    p->n = n ? n : 1;
+    p->max_batch = max_batch ? max_batch : 1;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    pthread_mutex_init(&p->start_lock, NULL);
+    pthread_cond_init(&p->start_cond, NULL);
+    p->w = calloc(p->n, sizeof(*p->w));
+    if (!p->w) {
+        free(p);
+        return NULL;
+    }
+    unsigned created = 0;
+    for (unsigned i = 0; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        w->p = p;
+        w->idx = i;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        if (pthread_create(&w->thread, NULL, pool_main, w) != 0)
+            break;
+        created++;
+    }
+    pthread_mutex_lock(&p->start_lock);
+    while (p->started < created)
+        pthread_cond_wait(&p->start_cond, &p->start_lock);
+    pthread_mutex_unlock(&p->start_lock);
+    if (created < p->n || p->failed) {
+        log_error("%s pool: %u of %u workers failed to start", p->name, p->n - created + p->failed,
+                  p->n);
+        p->n = created;
+        pool_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pool_submit(pool *p, uint64_t key, pool_task *t)
+{
+    unsigned i;
+    if (key)
+        i = (unsigned)(key % p->n);
+    else
+        i = __atomic_fetch_add(&p->rr, 1, __ATOMIC_RELAXED) % p->n;
+    struct worker *w = &p->w[i];
+    t->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->tail)
+        w->tail->next = t;
+    else
+        w->head = t;
+    w->tail = t;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void pool_free(pool *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        pthread_mutex_lock(&w->lock);
+        w->stop = 1;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        pthread_join(p->w[i].thread, NULL);
+        pthread_mutex_destroy(&p->w[i].lock);
+        pthread_cond_destroy(&p->w[i].cond);
+    }
+    pthread_mutex_destroy(&p->start_lock);
+    pthread_cond_destroy(&p->start_cond);
+    free(p->w);
+    free(p);
+}
+
+unsigned pool_size(const pool *p)
+{
+    return p->n;
+}

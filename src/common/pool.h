@@ -1,0 +1,40 @@
+/*
+ * pool: worker threads for blocking work (storage, password hashing).
+ *
+ * Each worker has its own queue and its own context (e.g. a store handle).
+ * Tasks submitted with the same non-zero key go to the same worker and run
+ * in submission order; key 0 spreads tasks round-robin. A worker takes
+ * every task queued for it (up to max_batch) and runs them as one batch, so
+ * that the layer above can commit them together (group commit).
+ */
+#ifndef PARLEY_POOL_H
+#define PARLEY_POOL_H
+
+#include <stdint.h>
+
+typedef struct pool pool;
+
+typedef struct pool_task {
+    struct pool_task *next;
+} pool_task;
+
+typedef struct pool_hooks {
+    /* Runs on worker idx's thread before any task; returns its context, or
+     * NULL on failure (the pool then fails to start). */
+    void *(*worker_init)(void *arg, unsigned idx);
+    /* Runs a batch of n >= 1 tasks on the worker's thread, oldest first. */
+    void (*run_batch)(void *ctx, pool_task **tasks, unsigned n);
+    /* Runs on the worker's thread after its last batch. */
+    void (*worker_fini)(void *ctx);
+} pool_hooks;
+
+/* Starts n worker threads. NULL on failure. The caller owns the pool. */
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks,
+               void *arg);
+/* Queues t (owned by the caller until run_batch has seen it). Thread-safe. */
+void pool_submit(pool *p, uint64_t key, pool_task *t);
+/* Runs every task already queued, then stops and joins the workers. */
+void pool_free(pool *p);
+unsigned pool_size(const pool *p);
+
+#endif

@@ -1,0 +1,600 @@
+#include "gateway/gateway.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/arena.h"
+#include "common/log.h"
+#include "common/pwhash.h"
+#include "common/u64map.h"
+#include "services.pb-c.h"
+#include "services/limits.h"
+
+/* Method indexes, as declared in services.proto. */
+enum { USER_CREATE = 0, USER_LOGIN, USER_RESUME, USER_LOGOUT };
+enum { SOC_FRIEND_ADD = 0, SOC_FRIEND_DEL, SOC_FRIEND_LIST, SOC_GROUP_CREATE, SOC_GROUP_JOIN,
+       SOC_GROUP_QUIT, SOC_GROUP_DELETE };
+enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
+
+typedef struct gw_loop {
+    gateway *gw;
+    loop *l;
+    u64map *users; /* user id -> first conn of that user on this loop */
+    arena *scratch;
+} gw_loop;
+
+struct gateway {
+    gateway_config cfg;
+    loop **loops;
+    unsigned nloops;
+    unsigned next_loop; /* atomic */
+    uint64_t next_session; /* atomic */
+    ProtobufCService *user, *social, *message;
+    bus *bus;
+    gw_loop *per_loop;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned closed_loops;
+    const char *bye_reason;
+};
+
+/* Per-connection state, in the conn's udata. */
+typedef struct gw_session {
+    gw_loop *gl;
+    conn *self;
+    conn *next_of_user; /* the user's next conn on this loop */
+    uint64_t session_id;
+    uint64_t user; /* 0 until logged in */
+    uint8_t hello;
+    uint8_t authenticating;
+    char token[PWHASH_TOKEN_LEN + 1];
+} gw_session;
+
+typedef enum { CALL_REPLY, CALL_LOGIN, CALL_LOGOUT, CALL_QUIET, CALL_SYNC } gw_call_kind;
+
+typedef struct gw_pending {
+    conn *c;
+    uint64_t req_id;
+    gw_call_kind kind;
+} gw_pending;
+
+static gw_session *gw_sess(conn *c)
+{
+    return conn_udata(c);
+}
+
+/* ---- replies ---- */
+
+static void gw_send_error(conn *c, uint64_t id, Parley__ErrorCode code, const char *text)
+{
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    Parley__Error e = PARLEY__ERROR__INIT;
+    e.code = code;
+    e.text = (char *)text;
+    f.id = id;
+    f.error = &e;
+    conn_send_msg(c, &f.base);
+}
+
+/* ---- the session table of a loop ---- */
+
+static void gw_session_add(conn *c, uint64_t user)
+{
+    gw_session *s = gw_sess(c);
+    s->user = user;
+    s->next_of_user = u64map_get(s->gl->users, user);
+    if (u64map_put(s->gl->users, user, c) < 0) {
+        s->user = 0;
+        conn_close(c, "out of memory");
+        return;
+    }
+    bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
+}
+
+static void gw_session_remove(conn *c)
+{
+    gw_session *s = gw_sess(c);
+    if (!s->user)
+        return;
+    conn **pp = NULL, *head = u64map_get(s->gl->users, s->user);
+    if (head == c) {
+        if (s->next_of_user)
+            u64map_put(s->gl->users, s->user, s->next_of_user);
+        else
+            u64map_del(s->gl->users, s->user);
+    } else {
+        for (conn *p = head; p; p = gw_sess(p)->next_of_user) {
+            pp = &gw_sess(p)->next_of_user;
+            if (*pp == c) {
+                *pp = s->next_of_user;
+                break;
+            }
+        }
+    }
+    s->next_of_user = NULL;
+    bus_presence_remove(s->gl->gw->bus, s->user, s->gl->gw->cfg.gateway_id);
+}
+
+/* ---- calls into the services ---- */
+
+static void gw_call_done(const ProtobufCMessage *msg, void *data);
+
+static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
+                    Parley__ClientFrame *frame, uint64_t key, uint64_t after)
+{
+    gw_session *s = gw_sess(c);
+    gw_pending *call = malloc(sizeof(*call));
+    if (!call) {
+        gw_send_error(c, frame->id, PARLEY__ERROR_CODE__INTERNAL, "out of memory");
+        return;
+    }
+    call->c = c;
+    call->req_id = frame->id;
+    call->kind = kind;
+    conn_ref(c);
+    conn_inflight_inc(c);
+
+    Parley__Caller caller = PARLEY__CALLER__INIT;
+    caller.user_id = s->user;
+    caller.session_id = s->session_id;
+    caller.gateway_id = s->gl->gw->cfg.gateway_id;
+    Parley__Call in = PARLEY__CALL__INIT;
+    in.caller = &caller;
+    in.frame = frame;
+    in.key = key;
+    in.after_msgid = after;
+    svc->invoke(svc, method, &in.base, gw_call_done, call);
+}
+
+static void gw_sync(conn *c, uint64_t after)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    gw_call(c, gw_sess(c)->gl->gw->message, MSG_SYNC, CALL_SYNC, &f, 0, after);
+}
+
+static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
+{
+    gw_session *s = gw_sess(c);
+    s->authenticating = 0;
+    const Parley__ServerFrame *f = res->frame;
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && !f->error && !s->user) {
+        const Parley__LoginOk *ok = f->login_ok;
+        snprintf(s->token, sizeof(s->token), "%s", ok->token);
+        gw_session_add(c, ok->user->id);
+        conn_send_msg(c, &f->base);
+        /* Registered first, then caught up: a message stored in between
+         * arrives twice at worst (the client drops repeats by msgid),
+         * never not at all. */
+        if (conn_is_open(c))
+            gw_sync(c, 0);
+        return;
+    }
+    conn_send_msg(c, &f->base);
+}
+
+static void gw_call_done(const ProtobufCMessage *msg, void *data)
+{
+    gw_pending *call = data;
+    conn *c = call->c;
+    const Parley__Result *res = (const Parley__Result *)msg;
+    conn_inflight_dec(c);
+    if (!conn_is_open(c))
+        goto out;
+    if (!res || !res->frame) {
+        if (call->kind == CALL_LOGIN)
+            gw_sess(c)->authenticating = 0;
+        if (call->kind != CALL_QUIET && call->kind != CALL_SYNC)
+            gw_send_error(c, call->req_id, PARLEY__ERROR_CODE__UNAVAILABLE,
+                          "service unavailable, try again");
+        if (call->kind == CALL_SYNC && !res)
+            conn_close(c, "catch-up failed");
+        goto out;
+    }
+    res->frame->id = call->req_id;
+    switch (call->kind) {
+    case CALL_REPLY:
+    case CALL_LOGOUT:
+        conn_send_msg(c, &res->frame->base);
+        break;
+    case CALL_LOGIN:
+        gw_login_done(c, call, res);
+        break;
+    case CALL_SYNC: {
+        if (res->frame->error) {
+            /* Without the catch-up the client would silently miss messages. */
+            log_warn("catch-up for user %llu failed: %s", (unsigned long long)gw_sess(c)->user,
+                     res->frame->error->text);
+            conn_close(c, "catch-up failed");
+            break;
+        }
+        Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+        f.body_case = PARLEY__SERVER_FRAME__BODY_MESSAGE;
+        for (size_t i = 0; i < res->n_messages && conn_is_open(c); i++) {
+            f.message = res->messages[i];
+            conn_send_msg(c, &f.base);
+        }
+        if (res->more && res->n_messages && conn_is_open(c))
+            gw_sync(c, res->messages[res->n_messages - 1]->msgid);
+        break;
+    }
+    case CALL_QUIET:
+        break;
+    }
+out:
+    conn_unref(c);
+    free(call);
+}
+
+/* ---- requests ---- */
+
+static uint64_t gw_pair_key(uint64_t a, uint64_t b)
+{
+    uint64_t lo = a < b ? a : b, hi = a < b ? b : a;
+    return (lo * 0x9E3779B97F4A7C15ULL ^ hi) | 1;
+}
+
+static uint64_t gw_group_key(uint64_t g)
+{
+    return (g * 0xC2B2AE3D27D4EB4FULL) | 1;
+}
+
+static void gw_hello(conn *c, const Parley__ClientFrame *f)
+{
+    gw_session *s = gw_sess(c);
+    if (f->hello->version != PROTOCOL_VERSION) {
+        char text[96];
+        snprintf(text, sizeof(text), "protocol version %u is not supported (this server speaks %d)",
+                 f->hello->version, PROTOCOL_VERSION);
+        gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNSUPPORTED, text);
+        conn_close_after_flush(c, "unsupported protocol version");
+        return;
+    }
+    s->hello = 1;
+    Parley__ServerFrame out = PARLEY__SERVER_FRAME__INIT;
+    Parley__HelloOk ok = PARLEY__HELLO_OK__INIT;
+    ok.version = PROTOCOL_VERSION;
+    ok.server = "parleyd/0.1";
+    ok.max_frame = (uint32_t)s->gl->gw->cfg.limits.max_frame;
+    ok.idle_timeout_ms = s->gl->gw->cfg.limits.idle_timeout_s * 1000;
+    out.id = f->id;
+    out.body_case = PARLEY__SERVER_FRAME__BODY_HELLO_OK;
+    out.hello_ok = &ok;
+    conn_send_msg(c, &out.base);
+}
+
+static void gw_logout(conn *c, Parley__ClientFrame *f)
+{
+    gw_session *s = gw_sess(c);
+    gateway *gw = s->gl->gw;
+    /* Stop counting the session first, so the service sees whether this
+     * was the user's last one. */
+    gw_session_remove(c);
+    f->logout->token = s->token;
+    gw_call(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0);
+    s->user = 0;
+    memset(s->token, 0, sizeof(s->token));
+}
+
+static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
+{
+    gw_session *s = gw_sess(c);
+    gateway *gw = s->gl->gw;
+    arena *a = s->gl->scratch;
+    arena_reset(a);
+    Parley__ClientFrame *f = parley__client_frame__unpack(arena_pb(a), len, payload);
+    if (!f) {
+        gw_send_error(c, 0, PARLEY__ERROR_CODE__BAD_REQUEST, "malformed frame");
+        return;
+    }
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HELLO) {
+        gw_hello(c, f);
+        return;
+    }
+    if (!s->hello) {
+        gw_send_error(c, f->id, PARLEY__ERROR_CODE__BAD_REQUEST, "send hello first");
+        return;
+    }
+    int need_user = 1;
+    switch (f->body_case) {
+    case PARLEY__CLIENT_FRAME__BODY_PING:
+    case PARLEY__CLIENT_FRAME__BODY_REG:
+    case PARLEY__CLIENT_FRAME__BODY_LOGIN:
+    case PARLEY__CLIENT_FRAME__BODY_RESUME:
+        need_user = 0;
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_ACK:
+        if (!s->user)
+            return; /* acks get no reply, not even an error */
+        break;
+    case PARLEY__CLIENT_FRAME__BODY__NOT_SET:
+        gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNSUPPORTED, "unknown request type");
+        return;
+    default:
+        break;
+    }
+    if (need_user && !s->user) {
+        gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNAUTHENTICATED, "log in first");
+        return;
+    }
+    switch (f->body_case) {
+    case PARLEY__CLIENT_FRAME__BODY_PING: {
+        Parley__ServerFrame out = PARLEY__SERVER_FRAME__INIT;
+        Parley__Pong pong = PARLEY__PONG__INIT;
+        pong.nonce = f->ping->nonce;
+        out.id = f->id;
+        out.body_case = PARLEY__SERVER_FRAME__BODY_PONG;
+        out.pong = &pong;
+        conn_send_msg(c, &out.base);
+        break;
+    }
+    case PARLEY__CLIENT_FRAME__BODY_ACK:
+        gw_call(c, gw->message, MSG_ACK, CALL_QUIET, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_REG:
+        gw_call(c, gw->user, USER_CREATE, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_LOGIN:
+    case PARLEY__CLIENT_FRAME__BODY_RESUME:
+        if (s->user || s->authenticating) {
+            gw_send_error(c, f->id, PARLEY__ERROR_CODE__CONFLICT,
+                          s->user ? "already logged in; log out first" : "a login is in progress");
+            return;
+        }
+        s->authenticating = 1;
+        gw_call(c, gw->user,
+                f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN ? USER_LOGIN : USER_RESUME,
+                CALL_LOGIN, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_LOGOUT:
+        gw_logout(c, f);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD:
+        gw_call(c, gw->social, SOC_FRIEND_ADD, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FRIEND_DEL:
+        gw_call(c, gw->social, SOC_FRIEND_DEL, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST:
+        gw_call(c, gw->social, SOC_FRIEND_LIST, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE:
+        gw_call(c, gw->social, SOC_GROUP_CREATE, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN:
+        gw_call(c, gw->social, SOC_GROUP_JOIN, CALL_REPLY, f, gw_group_key(f->group_join->group_id),
+                0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_GROUP_QUIT:
+        gw_call(c, gw->social, SOC_GROUP_QUIT, CALL_REPLY, f, gw_group_key(f->group_quit->group_id),
+                0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_GROUP_DELETE:
+        gw_call(c, gw->social, SOC_GROUP_DELETE, CALL_REPLY, f,
+                gw_group_key(f->group_delete->group_id), 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT:
+        /* One conversation, one worker: its messages are stored and pushed
+         * in the order they arrive. */
+        gw_call(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
+                gw_pair_key(s->user, f->send_direct->to), 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
+        gw_call(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
+                gw_group_key(f->send_group->group_id), 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_HISTORY:
+        gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_RECALL:
+        gw_call(c, gw->message, MSG_RECALL, CALL_REPLY, f, 0, 0);
+        break;
+    default:
+        gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNSUPPORTED, "unknown request type");
+        break;
+    }
+}
+
+static void gw_on_oversize(conn *c, size_t announced)
+{
+    char text[128];
+    snprintf(text, sizeof(text), "frame of %zu bytes exceeds the limit of %zu bytes; closing",
+             announced, gw_sess(c)->gl->gw->cfg.limits.max_frame);
+    gw_send_error(c, 0, PARLEY__ERROR_CODE__TOO_LARGE, text);
+}
+
+static void gw_on_close(conn *c, const char *why)
+{
+    gw_session *s = gw_sess(c);
+    log_debug("session %llu closed: %s", (unsigned long long)s->session_id, why);
+    if (!s->user)
+        return;
+    gw_session_remove(c);
+    /* The user service sets the user offline for the friends if this was
+     * the last session. The token stays valid for a reconnect. */
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    gw_call(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &f, 0, 0);
+    s->user = 0;
+}
+
+static const conn_handler gw_handler = {
+    .on_frame = gw_on_frame,
+    .on_oversize = gw_on_oversize,
+    .on_close = gw_on_close,
+};
+
+/* ---- accepting ---- */
+
+typedef struct {
+    gw_loop *gl;
+    int fd;
+} gw_adopt;
+
+static void gw_adopt_run(void *arg)
+{
+    gw_adopt *ad = arg;
+    gw_loop *gl = ad->gl;
+    conn *c = conn_new(gl->l, ad->fd, &gw_handler, &gl->gw->cfg.limits, sizeof(gw_session));
+    free(ad);
+    if (!c)
+        return;
+    gw_session *s = gw_sess(c);
+    s->gl = gl;
+    s->self = c;
+    s->session_id = __atomic_add_fetch(&gl->gw->next_session, 1, __ATOMIC_RELAXED);
+}
+
+void gateway_accept(gateway *gw, int fd)
+{
+    unsigned i = __atomic_fetch_add(&gw->next_loop, 1, __ATOMIC_RELAXED) % gw->nloops;
+    gw_adopt *ad = malloc(sizeof(*ad));
+    if (!ad) {
+        close(fd);
+        return;
+    }
+    ad->gl = &gw->per_loop[i];
+    ad->fd = fd;
+    loop_post(gw->loops[i], gw_adopt_run, ad);
+}
+
+/* ---- pushes ---- */
+
+typedef struct {
+    loop_node node;
+    gw_loop *gl;
+    blob *frame;
+    size_t n;
+    uint64_t *users; /* shared by every loop's copy; freed by the last */
+    int *pending;
+} gw_push;
+
+static void gw_push_run(void *arg)
+{
+    gw_push *p = arg;
+    for (size_t i = 0; i < p->n; i++) {
+        conn *c = u64map_get(p->gl->users, p->users[i]);
+        while (c) {
+            conn *next = gw_sess(c)->next_of_user;
+            conn_send_raw(c, p->frame->data, p->frame->len);
+            c = next;
+        }
+    }
+    blob_unref(p->frame);
+    if (__atomic_sub_fetch(p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(p->users);
+        free(p->pending);
+    }
+    free(p);
+}
+
+static void gw_deliver(void *arg, const uint64_t *users, size_t n, blob *frame)
+{
+    gateway *gw = arg;
+    uint64_t *copy = malloc(n * sizeof(*copy));
+    int *pending = malloc(sizeof(*pending));
+    if (!copy || !pending)
+        abort();
+    memcpy(copy, users, n * sizeof(*copy));
+    *pending = (int)gw->nloops;
+    for (unsigned i = 0; i < gw->nloops; i++) {
+        gw_push *p = malloc(sizeof(*p));
+        if (!p)
+            abort();
+        p->gl = &gw->per_loop[i];
+        p->frame = blob_ref(frame);
+        p->n = n;
+        p->users = copy;
+        p->pending = pending;
+        p->node.fn = gw_push_run;
+        p->node.arg = p;
+        loop_post_node(gw->loops[i], &p->node);
+    }
+}
+
+/* ---- life cycle ---- */
+
+gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
+                     ProtobufCService *user, ProtobufCService *social, ProtobufCService *message,
+                     bus *b)
+{
+    gateway *gw = calloc(1, sizeof(*gw));
+    if (!gw)
+        return NULL;
+    gw->cfg = *cfg;
+    gw->loops = loops;
+    gw->nloops = nloops;
+    gw->user = user;
+    gw->social = social;
+    gw->message = message;
+    gw->bus = b;
+    pthread_mutex_init(&gw->lock, NULL);
+    pthread_cond_init(&gw->cond, NULL);
+    gw->per_loop = calloc(nloops, sizeof(*gw->per_loop));
+    if (!gw->per_loop)
+        goto fail;
+    for (unsigned i = 0; i < nloops; i++) {
+        gw_loop *gl = &gw->per_loop[i];
+        gl->gw = gw;
+        gl->l = loops[i];
+        gl->users = u64map_new();
+        gl->scratch = arena_new();
+        if (!gl->users || !gl->scratch)
+            goto fail;
+        loop_set_udata(loops[i], gl);
+    }
+    bus_subscribe(b, cfg->gateway_id, gw_deliver, gw);
+    return gw;
+fail:
+    gateway_free(gw);
+    return NULL;
+}
+
+static void gw_send_bye(conn *c, void *arg)
+{
+    gateway *gw = arg;
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    Parley__Bye bye = PARLEY__BYE__INIT;
+    bye.reason = (char *)gw->bye_reason;
+    f.body_case = PARLEY__SERVER_FRAME__BODY_BYE;
+    f.bye = &bye;
+    conn_send_msg(c, &f.base);
+}
+
+static void gw_close_loop(void *arg)
+{
+    gw_loop *gl = arg;
+    gateway *gw = gl->gw;
+    conn_close_all(gl->l, "server shutting down", gw_send_bye, gw);
+    pthread_mutex_lock(&gw->lock);
+    gw->closed_loops++;
+    pthread_cond_broadcast(&gw->cond);
+    pthread_mutex_unlock(&gw->lock);
+}
+
+void gateway_close_all(gateway *gw, const char *reason)
+{
+    gw->bye_reason = reason;
+    gw->closed_loops = 0;
+    for (unsigned i = 0; i < gw->nloops; i++)
+        loop_post(gw->loops[i], gw_close_loop, &gw->per_loop[i]);
+    pthread_mutex_lock(&gw->lock);
+    while (gw->closed_loops < gw->nloops)
+        pthread_cond_wait(&gw->cond, &gw->lock);
+    pthread_mutex_unlock(&gw->lock);
+}
+
+void gateway_free(gateway *gw)
+{
+    if (!gw)
+        return;
+    for (unsigned i = 0; gw->per_loop && i < gw->nloops; i++) {
+        u64map_free(gw->per_loop[i].users);
+        arena_free(gw->per_loop[i].scratch);
+    }
+    free(gw->per_loop);
+    pthread_mutex_destroy(&gw->lock);
+    pthread_cond_destroy(&gw->cond);
+    free(gw);
+}

@@ -1,0 +1,475 @@
+#include "net/conn.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/frame.h"
+#include "common/log.h"
+#include "net/loop_impl.h"
+
+enum { CONN_SCRATCH = 128 * 1024, CONN_CLOSE_GRACE_S = 5 };
+
+enum {
+    CF_OPEN = 1 << 0,
+    CF_CLOSE_AFTER_FLUSH = 1 << 1,
+    CF_FLUSH_QUEUED = 1 << 2,
+    CF_PAUSED = 1 << 3,
+    CF_WANT_WRITE = 1 << 4,
+    CF_READING = 1 << 5, /* the event currently includes EV_READ */
+    CF_WRITING = 1 << 6, /* the event currently includes EV_WRITE */
+};
+
+/* The tail of a partial frame, kept between reads. */
+struct inbuf {
+    size_t len, cap;
+    uint8_t data[];
+};
+
+struct conn {
+    struct event ev;
+    loop *loop;
+    const conn_handler *h;
+    const conn_limits *lim;
+    conn *prev, *next;
+    conn *flush_next;
+    struct evbuffer *out;
+    struct inbuf *in;
+    int fd;
+    uint32_t last_active;
+    uint32_t close_deadline;
+    uint32_t refs;
+    uint16_t inflight;
+    uint8_t flags;
+    max_align_t udata[];
+};
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg);
+
+static void conn_update_events(conn *c)
+{
+    if (!(c->flags & CF_OPEN))
+        return;
+    int want_read = !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH));
+    int want_write = (c->flags & CF_WANT_WRITE) != 0;
+    int is_read = (c->flags & CF_READING) != 0;
+    int is_write = (c->flags & CF_WRITING) != 0;
+    if (want_read == is_read && want_write == is_write)
+        return;
+    event_del(&c->ev);
+    short mask = (short)((want_read ? EV_READ : 0) | (want_write ? EV_WRITE : 0));
+    event_assign(&c->ev, c->loop->base, c->fd, mask | EV_PERSIST, conn_on_event, c);
+    event_priority_set(&c->ev, 0);
+    if (mask)
+        event_add(&c->ev, NULL);
+    c->flags = (uint8_t)((c->flags & ~(CF_READING | CF_WRITING)) | (want_read ? CF_READING : 0) |
+                         (want_write ? CF_WRITING : 0));
+}
+
+conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, size_t udata_size)
+{
+    conn *c = calloc(1, sizeof(*c) + udata_size);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->loop = l;
+    c->h = h;
+    c->lim = lim;
+    c->fd = fd;
+    c->refs = 1;
+    c->last_active = l->now;
+    c->flags = CF_OPEN;
+    event_assign(&c->ev, l->base, fd, 0, conn_on_event, c);
+    conn_update_events(c);
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+    return c;
+}
+
+void *conn_udata(conn *c)
+{
+    return c->udata;
+}
+
+loop *conn_loop(const conn *c)
+{
+    return c->loop;
+}
+
+int conn_is_open(const conn *c)
+{
+    return (c->flags & CF_OPEN) != 0;
+}
+
+void conn_ref(conn *c)
+{
+    c->refs++;
+}
+
+void conn_unref(conn *c)
+{
+    if (--c->refs == 0)
+        free(c);
+}
+
+size_t conn_count(loop *l)
+{
+    return l->nconns;
+}
+
+void conn_close(conn *c, const char *why)
+{
+    if (!(c->flags & CF_OPEN))
+        return;
+    c->flags &= (uint8_t)~CF_OPEN;
+    event_del(&c->ev);
+    close(c->fd);
+    c->fd = -1;
+    if (c->out) {
+        evbuffer_free(c->out);
+        c->out = NULL;
+    }
+    free(c->in);
+    c->in = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->loop->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->loop->nconns--;
+    c->h->on_close(c, why);
+    conn_unref(c);
+}
+
+void conn_close_after_flush(conn *c, const char *why)
+{
+    if (!(c->flags & CF_OPEN))
+        return;
+    if (!c->out || evbuffer_get_length(c->out) == 0) {
+        conn_close(c, why);
+        return;
+    }
+    c->flags |= CF_CLOSE_AFTER_FLUSH;
+    c->close_deadline = c->loop->now + CONN_CLOSE_GRACE_S;
+    conn_update_events(c);
+}
+
+/* Writes what is queued without blocking. 0, or -1 if the conn closed. */
+static int conn_write(conn *c)
+{
+    if (!(c->flags & CF_OPEN))
+        return -1;
+    while (c->out && evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            conn_close(c, strerror(errno));
+            return -1;
+        }
+    }
+    if (c->out && evbuffer_get_length(c->out) > 0) {
+        c->flags |= CF_WANT_WRITE;
+    } else {
+        /* Nothing in flight: give the buffer back, an idle conn keeps none. */
+        if (c->out) {
+            evbuffer_free(c->out);
+            c->out = NULL;
+        }
+        c->flags &= (uint8_t)~CF_WANT_WRITE;
+        if (c->flags & CF_CLOSE_AFTER_FLUSH) {
+            conn_close(c, "closed after reply");
+            return -1;
+        }
+    }
+    conn_update_events(c);
+    return 0;
+}
+
+static void conn_queue_flush(conn *c)
+{
+    if (c->flags & CF_FLUSH_QUEUED)
+        return;
+    c->flags |= CF_FLUSH_QUEUED;
+    conn_ref(c);
+    c->flush_next = c->loop->flushing;
+    c->loop->flushing = c;
+    event_active(c->loop->flush, 0, 0);
+}
+
+void conn_loop_flush(loop *l)
+{
+    conn *c = l->flushing;
+    l->flushing = NULL;
+    while (c) {
+        conn *next = c->flush_next;
+        c->flush_next = NULL;
+        c->flags &= (uint8_t)~CF_FLUSH_QUEUED;
+        if (c->flags & CF_OPEN)
+            conn_write(c);
+        conn_unref(c);
+        c = next;
+    }
+}
+
+static int conn_out_check(conn *c)
+{
+    if (evbuffer_get_length(c->out) > c->lim->max_out) {
+        log_warn("closing a connection whose reader is too slow (%zu bytes queued)",
+                 evbuffer_get_length(c->out));
+        conn_close(c, "output limit exceeded");
+        return -1;
+    }
+    conn_queue_flush(c);
+    return 0;
+}
+
+static int conn_out_ready(conn *c)
+{
+    if (!(c->flags & CF_OPEN))
+        return -1;
+    if (!c->out) {
+        c->out = evbuffer_new();
+        if (!c->out) {
+            conn_close(c, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int conn_send_msg(conn *c, const ProtobufCMessage *m)
+{
+    if (conn_out_ready(c) < 0)
+        return -1;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    struct evbuffer_iovec iov;
+    if (evbuffer_reserve_space(c->out, (ev_ssize_t)(FRAME_HDR + n), &iov, 1) < 1) {
+        conn_close(c, "out of memory");
+        return -1;
+    }
+    uint8_t *p = iov.iov_base;
+    frame_put_header(p, (uint32_t)n);
+    protobuf_c_message_pack(m, p + FRAME_HDR);
+    iov.iov_len = FRAME_HDR + n;
+    evbuffer_commit_space(c->out, &iov, 1);
+    return conn_out_check(c);
+}
+
+int conn_send_raw(conn *c, const uint8_t *data, size_t len)
+{
+    if (conn_out_ready(c) < 0)
+        return -1;
+    if (evbuffer_add(c->out, data, len) < 0) {
+        conn_close(c, "out of memory");
+        return -1;
+    }
+    return conn_out_check(c);
+}
+
+/* Hands each whole frame in buf[0..len) to the handler; returns how many
+ * bytes were consumed (the rest is a partial frame, or unread because the
+ * connection paused or closed). */
+static size_t conn_parse(conn *c, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while ((c->flags & CF_OPEN) && !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH))) {
+        const uint8_t *payload;
+        size_t plen, used;
+        frame_status st = frame_next(buf + off, len - off, c->lim->max_frame, &payload, &plen,
+                                     &used);
+        if (st == FRAME_NEED_MORE)
+            break;
+        if (st == FRAME_TOO_LARGE) {
+            const uint8_t *h = buf + off;
+            size_t announced = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+            c->h->on_oversize(c, announced);
+            conn_close_after_flush(c, "frame too large");
+            return len;
+        }
+        off += used;
+        c->h->on_frame(c, payload, plen);
+    }
+    return off;
+}
+
+/* Keeps data[0..len) as the pending input (data may point into c->in). */
+static int conn_keep(conn *c, const uint8_t *data, size_t len)
+{
+    if (len == 0) {
+        free(c->in);
+        c->in = NULL;
+        return 0;
+    }
+    if (c->in && data >= c->in->data && data < c->in->data + c->in->cap) {
+        memmove(c->in->data, data, len);
+        c->in->len = len;
+        return 0;
+    }
+    if (!c->in || c->in->cap < len) {
+        size_t cap = len < 256 ? 256 : len;
+        struct inbuf *in = realloc(c->in, sizeof(*in) + cap);
+        if (!in)
+            return -1;
+        in->cap = cap;
+        c->in = in;
+    }
+    memcpy(c->in->data, data, len);
+    c->in->len = len;
+    return 0;
+}
+
+static int conn_append(conn *c, const uint8_t *data, size_t len)
+{
+    size_t need = c->in->len + len;
+    if (need > c->in->cap) {
+        size_t cap = c->in->cap * 2 > need ? c->in->cap * 2 : need;
+        struct inbuf *in = realloc(c->in, sizeof(*in) + cap);
+        if (!in)
+            return -1;
+        in->cap = cap;
+        c->in = in;
+    }
+    memcpy(c->in->data + c->in->len, data, len);
+    c->in->len += len;
+    return 0;
+}
+
+/* Parses what is kept in c->in (after a pause, or after appending). */
+static void conn_parse_kept(conn *c)
+{
+    if (!c->in)
+        return;
+    size_t used = conn_parse(c, c->in->data, c->in->len);
+    if (!(c->flags & CF_OPEN))
+        return;
+    if (conn_keep(c, c->in->data + used, c->in->len - used) < 0)
+        conn_close(c, "out of memory");
+}
+
+static void conn_read(conn *c)
+{
+    loop *l = c->loop;
+    if (!l->scratch) {
+        l->scratch = malloc(CONN_SCRATCH);
+        if (!l->scratch) {
+            conn_close(c, "out of memory");
+            return;
+        }
+    }
+    /* A few reads per wake-up, then let the other connections have a turn. */
+    for (int round = 0; round < 4; round++) {
+        if (!(c->flags & CF_OPEN) || (c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH)))
+            return;
+        ssize_t n = read(c->fd, l->scratch, CONN_SCRATCH);
+        if (n == 0) {
+            conn_close(c, "peer closed");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                conn_close(c, strerror(errno));
+            return;
+        }
+        c->last_active = l->now;
+        if (c->in) {
+            if (conn_append(c, l->scratch, (size_t)n) < 0) {
+                conn_close(c, "out of memory");
+                return;
+            }
+            conn_parse_kept(c);
+        } else {
+            size_t used = conn_parse(c, l->scratch, (size_t)n);
+            if ((c->flags & CF_OPEN) && conn_keep(c, l->scratch + used, (size_t)n - used) < 0) {
+                conn_close(c, "out of memory");
+                return;
+            }
+        }
+        if ((size_t)n < CONN_SCRATCH)
+            return;
+    }
+}
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    conn_ref(c);
+    if (what & EV_WRITE)
+        conn_write(c);
+    if ((what & EV_READ) && (c->flags & CF_OPEN))
+        conn_read(c);
+    conn_unref(c);
+}
+
+void conn_inflight_inc(conn *c)
+{
+    c->inflight++;
+    if (c->inflight >= c->lim->max_inflight && !(c->flags & CF_PAUSED)) {
+        c->flags |= CF_PAUSED;
+        conn_update_events(c);
+    }
+}
+
+static void conn_resume(void *arg)
+{
+    conn *c = arg;
+    if ((c->flags & CF_OPEN) && !(c->flags & CF_PAUSED)) {
+        conn_parse_kept(c);
+        conn_update_events(c);
+    }
+    conn_unref(c);
+}
+
+void conn_inflight_dec(conn *c)
+{
+    if (c->inflight > 0)
+        c->inflight--;
+    if ((c->flags & CF_PAUSED) && c->inflight <= c->lim->max_inflight / 2) {
+        c->flags &= (uint8_t)~CF_PAUSED;
+        /* Parse what was held back on a fresh turn of the loop, not inside
+         * the caller's completion callback. */
+        conn_ref(c);
+        loop_post(c->loop, conn_resume, c);
+    }
+}
+
+void conn_loop_tick(loop *l)
+{
+    conn *c = l->conns;
+    while (c) {
+        conn *next = c->next;
+        if ((c->flags & CF_CLOSE_AFTER_FLUSH) && (int32_t)(l->now - c->close_deadline) >= 0)
+            conn_close(c, "close grace expired");
+        else if (c->lim->idle_timeout_s &&
+                 l->now - c->last_active >= c->lim->idle_timeout_s && c->inflight == 0)
+            conn_close(c, "idle timeout");
+        c = next;
+    }
+}
+
+void conn_close_all(loop *l, const char *why, void (*each)(conn *c, void *arg), void *arg)
+{
+    while (l->conns) {
+        conn *c = l->conns;
+        conn_ref(c);
+        if (each)
+            each(c, arg);
+        conn_write(c);
+        conn_close(c, why);
+        conn_unref(c);
+    }
+}

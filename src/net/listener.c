@@ -1,0 +1,111 @@
+#include "net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+struct listener {
+    struct evconnlistener *ev;
+    struct event *retry;
+    listener_fn on_accept;
+    void *arg;
+    int port;
+};
+
+static void listener_on_accept(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa,
+                               int salen, void *arg)
+{
+    listener *ls = arg;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ls->on_accept(fd, ls->arg);
+}
+
+static void listener_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    listener *ls = arg;
+    evconnlistener_enable(ls->ev);
+}
+
+static void listener_on_error(struct evconnlistener *ev, void *arg)
+{
+    listener *ls = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    /* Out of descriptors: pause accepting for a moment rather than spin. */
+    log_warn("accept failed: %s; pausing accepts for 100 ms", evutil_socket_error_to_string(err));
+    evconnlistener_disable(ls->ev);
+    struct timeval tv = {0, 100 * 1000};
+    event_add(ls->retry, &tv);
+}
+
+listener *listener_new(struct event_base *base, const char *host, int port, listener_fn on_accept,
+                       void *arg, char *err, size_t errlen)
+{
+    listener *ls = calloc(1, sizeof(*ls));
+    struct addrinfo hints = {0}, *ai = NULL;
+    char portstr[16];
+    if (!ls) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ls->on_accept = on_accept;
+    ls->arg = arg;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+        goto fail;
+    }
+    ls->ev = evconnlistener_new_bind(base, listener_on_accept, ls,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, ai->ai_addr, (int)ai->ai_addrlen);
+    if (!ls->ev) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        goto fail;
+    }
+    evconnlistener_set_error_cb(ls->ev, listener_on_error);
+    ls->retry = evtimer_new(base, listener_on_retry, ls);
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    getsockname(evconnlistener_get_fd(ls->ev), (struct sockaddr *)&ss, &sslen);
+    ls->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    freeaddrinfo(ai);
+    return ls;
+fail:
+    if (ai)
+        freeaddrinfo(ai);
+    listener_free(ls);
+    return NULL;
+}
+
+int listener_port(const listener *ls)
+{
+    return ls->port;
+}
+
+void listener_free(listener *ls)
+{
+    if (!ls)
+        return;
+    if (ls->retry)
+        event_free(ls->retry);
+    if (ls->ev)
+        evconnlistener_free(ls->ev);
+    free(ls);
+}

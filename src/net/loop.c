@@ -1,0 +1,212 @@
+#include "net/loop.h"
+
+#include <event2/thread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "net/loop_impl.h"
+
+static __thread loop *loop_self;
+
+int loop_global_init(void)
+{
+    return evthread_use_pthreads();
+}
+
+static uint32_t loop_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)ts.tv_sec;
+}
+
+static void loop_run_posts(loop *l)
+{
+    pthread_mutex_lock(&l->lock);
+    loop_node *n = l->posts_head;
+    l->posts_head = l->posts_tail = NULL;
+    int stopping = l->stopping;
+    pthread_mutex_unlock(&l->lock);
+    while (n) {
+        loop_node *next = n->next;
+        n->fn(n->arg); /* may free n */
+        n = next;
+    }
+    if (stopping)
+        event_base_loopexit(l->base, NULL);
+}
+
+static void loop_on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    loop_run_posts(arg);
+}
+
+static void loop_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    loop *l = arg;
+    l->now = loop_clock();
+    conn_loop_tick(l);
+}
+
+static void loop_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    conn_loop_flush(arg);
+}
+
+loop *loop_new(unsigned index)
+{
+    loop *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->index = index;
+    l->now = loop_clock();
+    pthread_mutex_init(&l->lock, NULL);
+    l->base = event_base_new();
+    if (!l->base)
+        goto fail;
+    /* Priority 0: I/O and posts. Priority 1: the flush, so that everything
+     * read in one pass is answered with one write per connection. */
+    if (event_base_priority_init(l->base, 2) < 0)
+        goto fail;
+    l->wake = event_new(l->base, -1, 0, loop_on_wake, l);
+    l->tick = event_new(l->base, -1, EV_PERSIST, loop_on_tick, l);
+    l->flush = event_new(l->base, -1, 0, loop_on_flush, l);
+    if (!l->wake || !l->tick || !l->flush)
+        goto fail;
+    event_priority_set(l->wake, 0);
+    event_priority_set(l->tick, 0);
+    event_priority_set(l->flush, 1);
+    struct timeval one = {1, 0};
+    event_add(l->tick, &one);
+    return l;
+fail:
+    loop_free(l);
+    return NULL;
+}
+
+static void *loop_main(void *arg)
+{
+    loop *l = arg;
+    loop_self = l;
+    event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    loop_self = NULL;
+    return NULL;
+}
+
+int loop_start(loop *l)
+{
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0)
+        return -1;
+    l->started = 1;
+    return 0;
+}
+
+void loop_post_node(loop *l, loop_node *n)
+{
+    n->next = NULL;
+    pthread_mutex_lock(&l->lock);
+    int was_empty = l->posts_head == NULL;
+    if (l->posts_tail)
+        l->posts_tail->next = n;
+    else
+        l->posts_head = n;
+    l->posts_tail = n;
+    pthread_mutex_unlock(&l->lock);
+    /* One wake-up per batch of posts is enough. */
+    if (was_empty)
+        event_active(l->wake, 0, 0);
+}
+
+struct loop_heap_post {
+    loop_node node;
+    loop_fn fn;
+    void *arg;
+};
+
+static void loop_heap_run(void *arg)
+{
+    struct loop_heap_post *p = arg;
+    loop_fn fn = p->fn;
+    void *fnarg = p->arg;
+    free(p);
+    fn(fnarg);
+}
+
+void loop_post(loop *l, loop_fn fn, void *arg)
+{
+    struct loop_heap_post *p = malloc(sizeof(*p));
+    if (!p)
+        abort();
+    p->fn = fn;
+    p->arg = arg;
+    p->node.fn = loop_heap_run;
+    p->node.arg = p;
+    loop_post_node(l, &p->node);
+}
+
+void loop_stop(loop *l)
+{
+    if (!l->started)
+        return;
+    pthread_mutex_lock(&l->lock);
+    l->stopping = 1;
+    pthread_mutex_unlock(&l->lock);
+    event_active(l->wake, 0, 0);
+    pthread_join(l->thread, NULL);
+    l->started = 0;
+}
+
+void loop_free(loop *l)
+{
+    if (!l)
+        return;
+    if (l->started)
+        loop_stop(l);
+    /* Whatever was posted after the thread left still owns memory. */
+    loop_self = l;
+    while (l->posts_head)
+        loop_run_posts(l);
+    loop_self = NULL;
+    if (l->wake)
+        event_free(l->wake);
+    if (l->tick)
+        event_free(l->tick);
+    if (l->flush)
+        event_free(l->flush);
+    if (l->base)
+        event_base_free(l->base);
+    pthread_mutex_destroy(&l->lock);
+    free(l->scratch);
+    free(l);
+}
+
+struct event_base *loop_base(loop *l)
+{
+    return l->base;
+}
+
+unsigned loop_index(const loop *l)
+{
+    return l->index;
+}
+
+uint32_t loop_now(const loop *l)
+{
+    return l->now;
+}
+
+loop *loop_current(void)
+{
+    return loop_self;
+}
+
+void loop_set_udata(loop *l, void *udata)
+{
+    l->udata = udata;
+}
+
+void *loop_udata(const loop *l)
+{
+    return l->udata;
+}

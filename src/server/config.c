@@ -1,0 +1,215 @@
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { OPT_STR, OPT_UINT, OPT_PORT, OPT_COST, OPT_LEVEL } opt_kind;
+
+typedef struct {
+    const char *name;
+    opt_kind kind;
+    size_t offset;
+    size_t size;
+    unsigned min, max;
+    const char *help;
+} opt;
+
+#define STR(f)  OPT_STR, offsetof(config, f), sizeof(((config *)0)->f), 0, 0
+#define UINT(f) OPT_UINT, offsetof(config, f), 0
+
+static const opt opts[] = {
+    {"bind", STR(bind), "address to listen on (default 127.0.0.1)"},
+    {"port", OPT_PORT, offsetof(config, port), 0, 0, 65535, "client port (default 7070; 0 picks one)"},
+    {"data", STR(data), "data directory (default ./parley-data)"},
+    {"role", STR(role), "which parts run here (default all)"},
+    {"threads", UINT(threads), 1, 256, "I/O threads (default: number of cores)"},
+    {"store-workers", UINT(store_workers), 1, 64, "storage worker threads (default 2)"},
+    {"auth-workers", UINT(auth_workers), 1, 64,
+     "password hashing threads (default: number of cores)"},
+    {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 256)"},
+    {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
+     "seconds of silence before a client is dropped (default 60)"},
+    {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024, "largest frame in bytes (default 65536)"},
+    {"max-inflight", UINT(max_inflight), 1, 65535,
+     "requests in flight per connection before reading pauses (default 64)"},
+    {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
+     "argon2id cost: interactive (default), moderate, or min (tests only)"},
+    {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
+     "debug, info (default), warn or error"},
+};
+
+void config_usage(const char *prog)
+{
+    printf("usage: %s [--config FILE] [--OPTION VALUE]...\n\n"
+           "parleyd, the Parley chat server. With no options it runs every service in\n"
+           "this one process, stores data with SQLite under ./parley-data and listens\n"
+           "on 127.0.0.1:7070.\n\noptions:\n",
+           prog);
+    printf("  --%-15s %s\n", "config FILE", "read settings (key = value lines) from FILE first");
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+        printf("  --%-15s %s\n", opts[i].name, opts[i].help);
+    printf("  --%-15s %s\n  --%-15s %s\n", "help", "show this help", "version",
+           "show the version");
+}
+
+static int config_set(config *cfg, const char *key, const char *val, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        const opt *o = &opts[i];
+        if (strcmp(o->name, key) != 0)
+            continue;
+        char *base = (char *)cfg + o->offset;
+        switch (o->kind) {
+        case OPT_STR:
+            if (strlen(val) >= o->size) {
+                snprintf(err, errlen, "--%s: value too long", key);
+                return -1;
+            }
+            memcpy(base, val, strlen(val) + 1);
+            return 0;
+        case OPT_UINT:
+        case OPT_PORT: {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(val, &end, 10);
+            if (errno || end == val || *end || v < o->min || v > o->max) {
+                snprintf(err, errlen, "--%s: expected a number from %u to %u, got '%s'", key,
+                         o->min, o->max, val);
+                return -1;
+            }
+            if (o->kind == OPT_PORT)
+                *(int *)base = (int)v;
+            else
+                *(unsigned *)base = (unsigned)v;
+            return 0;
+        }
+        case OPT_COST:
+            if (pwhash_cost_parse(val, (pwhash_cost *)base) < 0) {
+                snprintf(err, errlen, "--%s: expected interactive, moderate or min", key);
+                return -1;
+            }
+            return 0;
+        case OPT_LEVEL:
+            if (log_level_parse(val, (log_level *)base) < 0) {
+                snprintf(err, errlen, "--%s: expected debug, info, warn or error", key);
+                return -1;
+            }
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "unknown option '%s' (see --help)", key);
+    return -1;
+}
+
+static char *config_trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+static int config_file(config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int lineno = 0, rc = 0;
+    if (!f) {
+        snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = config_trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char msg[256];
+        if (config_set(cfg, config_trim(s), config_trim(eq + 1), msg, sizeof(msg)) < 0) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    memset(cfg, 0, sizeof(*cfg));
+    strcpy(cfg->bind, "127.0.0.1");
+    cfg->port = 7070;
+    strcpy(cfg->data, "./parley-data");
+    strcpy(cfg->role, "all");
+    cfg->threads = cores > 0 ? (unsigned)cores : 1;
+    cfg->store_workers = 2;
+    cfg->auth_workers = cores > 0 ? (unsigned)cores : 1;
+    cfg->max_batch = 256;
+    cfg->idle_timeout_s = 60;
+    cfg->max_frame = 64 * 1024;
+    cfg->max_inflight = 64;
+    cfg->cost = PWHASH_INTERACTIVE;
+    cfg->level = LOG_INFO;
+
+    /* The file first, so that flags override it wherever they stand. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--config needs a file name");
+                return -1;
+            }
+            if (config_file(cfg, argv[i + 1], err, errlen) < 0)
+                return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            config_usage(argv[0]);
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("parleyd 0.1\n");
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return -1;
+        }
+        const char *key = a + 2, *val;
+        char keybuf[64];
+        const char *eq = strchr(key, '=');
+        if (eq) {
+            snprintf(keybuf, sizeof(keybuf), "%.*s", (int)(eq - key), key);
+            key = keybuf;
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--%s needs a value", key);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (strcmp(key, "config") == 0)
+            continue;
+        if (config_set(cfg, key, val, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * config: parleyd's settings, from an optional config file and then the
+ * command line (flags win). The file holds `key = value` lines whose keys
+ * are the long flag names; '#' starts a comment.
+ */
+#ifndef PARLEY_CONFIG_H
+#define PARLEY_CONFIG_H
+
+#include <stddef.h>
+
+#include "common/log.h"
+#include "common/pwhash.h"
+
+typedef struct config {
+    char bind[256];
+    int port;
+    char data[1024];
+    char role[64];
+    unsigned threads;       /* I/O loops */
+    unsigned store_workers; /* storage worker threads */
+    unsigned auth_workers;  /* password hashing threads */
+    unsigned max_batch;
+    unsigned idle_timeout_s;
+    unsigned max_frame;
+    unsigned max_inflight;
+    pwhash_cost cost;
+    log_level level;
+} config;
+
+/* Defaults, then the file named by --config (if any), then the flags.
+ * Returns 0 to run, 1 if --help/--version was answered (exit 0), -1 on a
+ * bad setting (the message is in err). */
+int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_usage(const char *prog);
+
+#endif

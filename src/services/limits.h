@@ -1,0 +1,21 @@
+/*
+ * limits: the bounds every request is checked against, in one place so that
+ * the protocol document, the services and the tests agree.
+ */
+#ifndef PARLEY_LIMITS_H
+#define PARLEY_LIMITS_H
+
+enum {
+    LIMIT_NAME_CHARS = 32,      /* user and group names */
+    LIMIT_DESC_CHARS = 200,     /* group description */
+    LIMIT_PASSWORD_MIN = 6,     /* characters */
+    LIMIT_PASSWORD_MAX = 256,   /* characters; bounds the hashing work */
+    LIMIT_BODY_CHARS = 4000,    /* message text */
+    LIMIT_HISTORY_DEFAULT = 20, /* messages per history page */
+    LIMIT_HISTORY_MAX = 100,
+    LIMIT_SYNC_BATCH = 200, /* pending messages per sync step */
+    LIMIT_RECALL_WINDOW_MS = 2 * 60 * 1000,
+    PROTOCOL_VERSION = 1,
+};
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * message service: sending (direct and group), history, recall, delivery
+ * cursors (ack) and the catch-up of unacknowledged messages (sync).
+ *
+ * A message is appended to its conversation with the next seq inside the
+ * batch's transaction; the push to recipients is published after commit.
+ */
+#include <string.h>
+
+#include "services/limits.h"
+#include "services/svc.h"
+#include "services/view.h"
+
+static int message_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
+{
+    if (svc_require_user(ctx) < 0)
+        return -1;
+    if (ctx->call->frame->body_case != body) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "request does not match the method");
+        return -1;
+    }
+    return 0;
+}
+
+/* Stores body in conv and replies with its place; returns the stored message
+ * (body pointing at the request) or NULL if the request failed. */
+static int message_append(svc_ctx *ctx, uint64_t conv, const char *body, store_msg *m)
+{
+    uint64_t me = ctx->call->caller->user_id;
+    store_status st = store_message_append(ctx->st, conv, me, body, strlen(body), ctx->now_ms, m);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "conversation");
+        return -1;
+    }
+    Parley__SendOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__send_ok__init(ok);
+    ok->msgid = m->msgid;
+    ok->conv = m->conv;
+    ok->seq = m->seq;
+    ok->ts = (uint64_t)m->ts;
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_SEND_OK;
+    out->send_ok = ok;
+    return 0;
+}
+
+static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n)
+{
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    f.body_case = PARLEY__SERVER_FRAME__BODY_MESSAGE;
+    f.message = view_message(ctx, m);
+    svc_push(ctx, to, n, &f);
+}
+
+static void message_send_direct(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT) < 0)
+        return;
+    const Parley__SendDirect *r = ctx->call->frame->send_direct;
+    uint64_t me = ctx->call->caller->user_id;
+    if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
+        return;
+    if (r->to == me) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "you cannot send a message to yourself");
+        return;
+    }
+    uint64_t conv;
+    store_status st = store_direct_conv(ctx->st, me, r->to, &conv);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "user %llu not found",
+                 (unsigned long long)r->to);
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "conversation");
+        return;
+    }
+    store_msg m;
+    if (message_append(ctx, conv, r->body, &m) < 0)
+        return;
+    message_push(ctx, &m, &r->to, 1);
+}
+
+/* Checks that the caller is a member of gid; returns the group's
+ * conversation in *conv, or -1 with the request failed. */
+static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv)
+{
+    store_group g;
+    int role;
+    store_status st = store_group_get(ctx->st, gid, &g);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
+                 (unsigned long long)gid);
+        return -1;
+    }
+    if (st == STORE_OK)
+        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, &role);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you are not a member of group %llu",
+                 (unsigned long long)gid);
+        return -1;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "group");
+        return -1;
+    }
+    *conv = g.conv;
+    return 0;
+}
+
+/* Every member of conv but the caller. */
+static int message_others(svc_ctx *ctx, uint64_t conv, view_ids *out)
+{
+    view_ids all;
+    view_ids_init(&all, ctx->a);
+    view_ids_init(out, ctx->a);
+    store_status st = store_conv_members(ctx->st, conv, view_ids_add_user, &all);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "conversation");
+        return -1;
+    }
+    for (size_t i = 0; i < all.n; i++)
+        if (all.v[i] != ctx->call->caller->user_id)
+            view_ids_push(out, all.v[i]);
+    return 0;
+}
+
+static void message_send_group(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_SEND_GROUP) < 0)
+        return;
+    const Parley__SendGroup *r = ctx->call->frame->send_group;
+    if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
+        return;
+    uint64_t conv;
+    if (message_group_conv(ctx, r->group_id, &conv) < 0)
+        return;
+    view_ids to;
+    if (message_others(ctx, conv, &to) < 0)
+        return;
+    store_msg m;
+    if (message_append(ctx, conv, r->body, &m) < 0)
+        return;
+    message_push(ctx, &m, to.v, to.n);
+}
+
+typedef struct {
+    svc_ctx *ctx;
+    Parley__Message **v;
+    size_t n, cap;
+} message_list;
+
+static int message_collect(void *arg, const store_msg *m)
+{
+    message_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 32;
+        Parley__Message **v = arena_alloc(l->ctx->a, cap * sizeof(*v));
+        if (l->n)
+            memcpy(v, l->v, l->n * sizeof(*v));
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = view_message(l->ctx, m);
+    return 0;
+}
+
+static void message_history(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_HISTORY) < 0)
+        return;
+    const Parley__History *r = ctx->call->frame->history;
+    uint64_t me = ctx->call->caller->user_id, conv;
+    store_status st;
+    if ((r->peer != 0) == (r->group_id != 0)) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "history needs a peer or a group, not both");
+        return;
+    }
+    if (r->group_id) {
+        if (message_group_conv(ctx, r->group_id, &conv) < 0)
+            return;
+    } else {
+        if (r->peer == me) {
+            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "no conversation with yourself");
+            return;
+        }
+        st = store_direct_conv(ctx->st, me, r->peer, &conv);
+        if (st == STORE_NOT_FOUND) {
+            svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "user %llu not found",
+                     (unsigned long long)r->peer);
+            return;
+        }
+        if (st != STORE_OK) {
+            svc_fail_store(ctx, st, "conversation");
+            return;
+        }
+    }
+    unsigned limit = r->limit ? r->limit : LIMIT_HISTORY_DEFAULT;
+    if (limit > LIMIT_HISTORY_MAX)
+        limit = LIMIT_HISTORY_MAX;
+    message_list l = {.ctx = ctx};
+    st = store_history(ctx->st, conv, r->before_seq, limit, message_collect, &l);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "history");
+        return;
+    }
+    Parley__HistoryOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__history_ok__init(ok);
+    ok->messages = l.v;
+    ok->n_messages = l.n;
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_HISTORY_OK;
+    out->history_ok = ok;
+}
+
+static void message_recall(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_RECALL) < 0)
+        return;
+    uint64_t me = ctx->call->caller->user_id, msgid = ctx->call->frame->recall->msgid;
+    store_msg m;
+    store_status st = store_message_get(ctx->st, msgid, &m);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "message %llu not found",
+                 (unsigned long long)msgid);
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "message");
+        return;
+    }
+    if (m.sender != me) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you can only recall your own messages");
+        return;
+    }
+    if (ctx->now_ms - m.ts > (int64_t)ctx->cfg->recall_window_ms) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__EXPIRED,
+                 "message %llu is older than the recall window of %u seconds",
+                 (unsigned long long)msgid, ctx->cfg->recall_window_ms / 1000);
+        return;
+    }
+    view_ids to;
+    if (!m.recalled) {
+        st = store_message_recall(ctx->st, msgid);
+        if (st != STORE_OK) {
+            svc_fail_store(ctx, st, "message");
+            return;
+        }
+        if (message_others(ctx, m.conv, &to) < 0)
+            return;
+        Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+        Parley__RecallEvent ev = PARLEY__RECALL_EVENT__INIT;
+        ev.msgid = msgid;
+        ev.conv = m.conv;
+        ev.by = me;
+        f.body_case = PARLEY__SERVER_FRAME__BODY_RECALL_EVENT;
+        f.recall_event = &ev;
+        svc_push(ctx, to.v, to.n, &f);
+    }
+    Parley__Done *d = arena_alloc(ctx->a, sizeof(*d));
+    parley__done__init(d);
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_DONE;
+    out->done = d;
+}
+
+static void message_ack(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_ACK) < 0)
+        return;
+    const Parley__Ack *r = ctx->call->frame->ack;
+    store_status st = store_ack(ctx->st, ctx->call->caller->user_id, r->conv, r->seq);
+    if (st == STORE_NOT_FOUND)
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "not a conversation of yours");
+    else if (st != STORE_OK)
+        svc_fail_store(ctx, st, "cursor");
+}
+
+static void message_sync(svc_ctx *ctx)
+{
+    if (svc_require_user(ctx) < 0)
+        return;
+    message_list l = {.ctx = ctx};
+    store_status st = store_pending(ctx->st, ctx->call->caller->user_id, ctx->call->after_msgid,
+                                    LIMIT_SYNC_BATCH, message_collect, &l);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "pending messages");
+        return;
+    }
+    ctx->res->messages = l.v;
+    ctx->res->n_messages = l.n;
+    ctx->res->more = l.n == LIMIT_SYNC_BATCH;
+}
+
+static const svc_method_fn message_methods[] = {
+    message_send_direct, message_send_group, message_history,
+    message_recall,      message_ack,        message_sync,
+};
+
+const svc_def svc_message = {
+    .desc = &parley__message_service__descriptor,
+    .methods = message_methods,
+};

@@ -1,0 +1,235 @@
+/*
+ * social service: friends and groups.
+ */
+#include <string.h>
+
+#include "services/limits.h"
+#include "services/svc.h"
+#include "services/view.h"
+
+/* Checks that the request carries the expected body and a logged-in caller. */
+static int social_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
+{
+    if (svc_require_user(ctx) < 0)
+        return -1;
+    if (ctx->call->frame->body_case != body) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "request does not match the method");
+        return -1;
+    }
+    return 0;
+}
+
+static void social_done(svc_ctx *ctx)
+{
+    Parley__ServerFrame *out = svc_reply(ctx);
+    Parley__Done *d = arena_alloc(ctx->a, sizeof(*d));
+    parley__done__init(d);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_DONE;
+    out->done = d;
+}
+
+static void social_friend_add(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD) < 0)
+        return;
+    uint64_t me = ctx->call->caller->user_id, other = ctx->call->frame->friend_add->user_id;
+    if (other == me) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "you cannot add yourself as a friend");
+        return;
+    }
+    store_status st = store_friend_add(ctx->st, me, other, ctx->now_ms);
+    if (st == STORE_NOT_FOUND)
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "user %llu not found",
+                 (unsigned long long)other);
+    else if (st == STORE_CONFLICT)
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "user %llu is already your friend",
+                 (unsigned long long)other);
+    else if (st != STORE_OK)
+        svc_fail_store(ctx, st, "friend");
+    else
+        social_done(ctx);
+}
+
+static void social_friend_del(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_FRIEND_DEL) < 0)
+        return;
+    uint64_t me = ctx->call->caller->user_id, other = ctx->call->frame->friend_del->user_id;
+    store_status st = store_friend_del(ctx->st, me, other);
+    if (st == STORE_NOT_FOUND)
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "user %llu is not your friend",
+                 (unsigned long long)other);
+    else if (st != STORE_OK)
+        svc_fail_store(ctx, st, "friend");
+    else
+        social_done(ctx);
+}
+
+static void social_friend_list(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST) < 0)
+        return;
+    uint64_t me = ctx->call->caller->user_id;
+    Parley__FriendListOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__friend_list_ok__init(ok);
+    if (view_friends(ctx, me, &ok->friends, &ok->n_friends) < 0 ||
+        view_groups(ctx, me, &ok->groups, &ok->n_groups) < 0)
+        return;
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK;
+    out->friend_list_ok = ok;
+}
+
+static void social_group_create(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE) < 0)
+        return;
+    const Parley__GroupCreate *r = ctx->call->frame->group_create;
+    if (svc_check_text(ctx, r->name, 1, LIMIT_NAME_CHARS, "group name") < 0 ||
+        svc_check_text(ctx, r->desc, 0, LIMIT_DESC_CHARS, "group description") < 0)
+        return;
+    for (const unsigned char *p = (const unsigned char *)r->name; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                     "group name must not contain control characters");
+            return;
+        }
+    }
+    store_group g;
+    store_status st =
+        store_group_create(ctx->st, r->name, r->desc, ctx->call->caller->user_id, ctx->now_ms, &g);
+    if (st == STORE_CONFLICT) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "the group name '%s' is taken", r->name);
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "group");
+        return;
+    }
+    Parley__GroupCreateOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__group_create_ok__init(ok);
+    ok->group_id = g.id;
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_GROUP_CREATE_OK;
+    out->group_create_ok = ok;
+}
+
+static void social_group_join(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN) < 0)
+        return;
+    uint64_t gid = ctx->call->frame->group_join->group_id;
+    store_status st = store_group_join(ctx->st, gid, ctx->call->caller->user_id, ctx->now_ms);
+    if (st == STORE_NOT_FOUND)
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
+                 (unsigned long long)gid);
+    else if (st == STORE_CONFLICT)
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "you are already a member of group %llu",
+                 (unsigned long long)gid);
+    else if (st != STORE_OK)
+        svc_fail_store(ctx, st, "group");
+    else
+        social_done(ctx);
+}
+
+/* The caller's role in gid; fails the request (NOT_FOUND / FORBIDDEN) and
+ * returns -1 if there is no such group or the caller is not a member. */
+static int social_role(svc_ctx *ctx, uint64_t gid, int *role)
+{
+    store_group g;
+    store_status st = store_group_get(ctx->st, gid, &g);
+    if (st == STORE_OK)
+        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, role);
+    else if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
+                 (unsigned long long)gid);
+        return -1;
+    }
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you are not a member of group %llu",
+                 (unsigned long long)gid);
+        return -1;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "group");
+        return -1;
+    }
+    return 0;
+}
+
+static void social_group_quit(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_QUIT) < 0)
+        return;
+    uint64_t gid = ctx->call->frame->group_quit->group_id;
+    int role;
+    if (social_role(ctx, gid, &role) < 0)
+        return;
+    if (role == STORE_ROLE_CREATOR) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN,
+                 "the creator cannot quit group %llu; delete it instead",
+                 (unsigned long long)gid);
+        return;
+    }
+    store_status st = store_group_quit(ctx->st, gid, ctx->call->caller->user_id);
+    if (st != STORE_OK)
+        svc_fail_store(ctx, st, "membership");
+    else
+        social_done(ctx);
+}
+
+static void social_group_delete(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_DELETE) < 0)
+        return;
+    uint64_t me = ctx->call->caller->user_id;
+    uint64_t gid = ctx->call->frame->group_delete->group_id;
+    store_group g;
+    store_status st = store_group_get(ctx->st, gid, &g);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
+                 (unsigned long long)gid);
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "group");
+        return;
+    }
+    if (g.creator != me) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "only the creator can delete group %llu",
+                 (unsigned long long)gid);
+        return;
+    }
+    view_ids members;
+    view_ids_init(&members, ctx->a);
+    st = store_conv_members(ctx->st, g.conv, view_ids_add_user, &members);
+    if (st == STORE_OK)
+        st = store_group_delete(ctx->st, gid);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "group");
+        return;
+    }
+    view_ids others;
+    view_ids_init(&others, ctx->a);
+    for (size_t i = 0; i < members.n; i++)
+        if (members.v[i] != me)
+            view_ids_push(&others, members.v[i]);
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    Parley__GroupDeletedEvent ev = PARLEY__GROUP_DELETED_EVENT__INIT;
+    ev.group_id = gid;
+    ev.by = me;
+    f.body_case = PARLEY__SERVER_FRAME__BODY_GROUP_DELETED;
+    f.group_deleted = &ev;
+    svc_push(ctx, others.v, others.n, &f);
+    social_done(ctx);
+}
+
+static const svc_method_fn social_methods[] = {
+    social_friend_add,   social_friend_del, social_friend_list,  social_group_create,
+    social_group_join,   social_group_quit, social_group_delete,
+};
+
+const svc_def svc_social = {
+    .desc = &parley__social_service__descriptor,
+    .methods = social_methods,
+};

@@ -1,0 +1,292 @@
+#include "services/svc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/pool.h"
+#include "common/utf8.h"
+
+struct svc_runtime {
+    const svc_config *cfg;
+    bus *bus;
+    pool *store_pool;
+    pool *auth_pool;
+    char err[256];
+};
+
+typedef struct svc_task {
+    pool_task base;
+    const svc_def *def;
+    unsigned method;
+    svc_ctx ctx;
+    svc_done_fn done;
+    void *done_arg;
+} svc_task;
+
+typedef struct svc_worker {
+    svc_runtime *rt;
+    store *st;
+    unsigned idx;
+} svc_worker;
+
+static int64_t svc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *svc_worker_init(void *arg, unsigned idx)
+{
+    svc_runtime *rt = arg;
+    svc_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->rt = rt;
+    w->idx = idx;
+    w->st = store_open(rt->cfg->db_path, rt->err, sizeof(rt->err));
+    if (!w->st) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void svc_worker_fini(void *ctx)
+{
+    svc_worker *w = ctx;
+    store_close(w->st);
+    free(w);
+}
+
+static void svc_run_one(svc_worker *w, svc_task *t)
+{
+    svc_ctx *ctx = &t->ctx;
+    ctx->st = w->st;
+    ctx->now_ms = svc_now_ms();
+    if (t->method >= t->def->desc->n_methods || !t->def->methods[t->method]) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNSUPPORTED, "unknown method");
+        return;
+    }
+    if (!ctx->call->caller || !ctx->call->frame) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "call without caller or frame");
+        return;
+    }
+    t->def->methods[t->method](ctx);
+}
+
+static void svc_drop_pushes(svc_ctx *ctx)
+{
+    for (svc_pushq *p = ctx->pushes; p; p = p->next)
+        blob_unref(p->frame);
+    ctx->pushes = NULL;
+    ctx->pushes_tail = &ctx->pushes;
+}
+
+static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
+{
+    svc_worker *w = wctx;
+    int in_txn = store_begin(w->st) == STORE_OK;
+    if (!in_txn)
+        log_error("store: cannot begin a transaction: %s", store_errmsg(w->st));
+    for (unsigned i = 0; i < n; i++) {
+        svc_task *t = (svc_task *)tasks[i];
+        if (!in_txn) {
+            svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage unavailable");
+            continue;
+        }
+        if (store_savepoint(w->st) != STORE_OK) {
+            svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error");
+            continue;
+        }
+        svc_run_one(w, t);
+        if (t->ctx.failed) {
+            store_rollback_to(w->st);
+            svc_drop_pushes(&t->ctx);
+        } else {
+            store_release(w->st);
+        }
+    }
+    if (in_txn && store_commit(w->st) != STORE_OK) {
+        log_error("store: commit failed: %s", store_errmsg(w->st));
+        store_rollback(w->st);
+        for (unsigned i = 0; i < n; i++) {
+            svc_task *t = (svc_task *)tasks[i];
+            if (!t->ctx.failed)
+                svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error, not saved");
+            svc_drop_pushes(&t->ctx);
+        }
+    }
+    /* Only now, with everything durable, tell anybody. Pushes go out in the
+     * order the requests ran, which keeps each conversation in seq order. */
+    for (unsigned i = 0; i < n; i++) {
+        svc_task *t = (svc_task *)tasks[i];
+        for (svc_pushq *p = t->ctx.pushes; p; p = p->next) {
+            bus_publish(w->rt->bus, p->users, p->n, p->frame);
+            blob_unref(p->frame);
+        }
+        t->ctx.pushes = NULL;
+        t->done(t->done_arg, t->ctx.a, t->ctx.res);
+        free(t);
+    }
+}
+
+static const pool_hooks svc_hooks = {
+    .worker_init = svc_worker_init,
+    .run_batch = svc_run_batch,
+    .worker_fini = svc_worker_fini,
+};
+
+svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen)
+{
+    svc_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->cfg = cfg;
+    rt->bus = b;
+    /* Create or migrate the schema once, here, before the workers open their
+     * own handles: a clear error at start beats one per worker. */
+    store *st = store_open(cfg->db_path, err, errlen);
+    if (!st) {
+        free(rt);
+        return NULL;
+    }
+    store_close(st);
+    rt->store_pool = pool_new("store", cfg->store_workers, cfg->max_batch, &svc_hooks, rt);
+    if (rt->store_pool)
+        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, &svc_hooks, rt);
+    if (!rt->store_pool || !rt->auth_pool) {
+        snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
+        svc_runtime_free(rt);
+        return NULL;
+    }
+    return rt;
+}
+
+void svc_runtime_free(svc_runtime *rt)
+{
+    if (!rt)
+        return;
+    /* Logins may queue logouts and those nothing further: auth first. */
+    pool_free(rt->auth_pool);
+    pool_free(rt->store_pool);
+    free(rt);
+}
+
+void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
+                svc_done_fn done, void *arg)
+{
+    svc_task *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    t->def = def;
+    t->method = m;
+    t->done = done;
+    t->done_arg = arg;
+    t->ctx.bus = rt->bus;
+    t->ctx.cfg = rt->cfg;
+    t->ctx.a = a;
+    t->ctx.call = call;
+    t->ctx.res = arena_alloc(a, sizeof(*t->ctx.res));
+    parley__result__init(t->ctx.res);
+    t->ctx.pushes_tail = &t->ctx.pushes;
+    pool_submit(def->slow ? rt->auth_pool : rt->store_pool, call->key, &t->base);
+}
+
+Parley__ServerFrame *svc_reply(svc_ctx *ctx)
+{
+    if (!ctx->res->frame) {
+        ctx->res->frame = arena_alloc(ctx->a, sizeof(*ctx->res->frame));
+        parley__server_frame__init(ctx->res->frame);
+        if (ctx->call->frame)
+            ctx->res->frame->id = ctx->call->frame->id;
+    }
+    return ctx->res->frame;
+}
+
+void svc_fail(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
+{
+    Parley__ServerFrame *f = svc_reply(ctx);
+    Parley__Error *e = arena_alloc(ctx->a, sizeof(*e));
+    parley__error__init(e);
+    e->code = code;
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    e->text = arena_strdup(ctx->a, buf);
+    f->error = e;
+    f->body_case = PARLEY__SERVER_FRAME__BODY__NOT_SET;
+    ctx->res->n_messages = 0;
+    ctx->failed = 1;
+}
+
+void svc_fail_store(svc_ctx *ctx, store_status st, const char *what)
+{
+    switch (st) {
+    case STORE_NOT_FOUND:
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "%s not found", what);
+        break;
+    case STORE_CONFLICT:
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "%s already exists", what);
+        break;
+    default:
+        log_error("store error on %s: %s", what, store_errmsg(ctx->st));
+        svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error");
+        break;
+    }
+}
+
+void svc_push(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__ServerFrame *frame)
+{
+    if (n == 0)
+        return;
+    svc_pushq *p = arena_alloc(ctx->a, sizeof(*p));
+    p->next = NULL;
+    p->users = arena_alloc(ctx->a, n * sizeof(*users));
+    memcpy(p->users, users, n * sizeof(*users));
+    p->n = n;
+    /* Packed and framed once here; every session gets the same bytes. */
+    size_t len = parley__server_frame__get_packed_size(frame);
+    p->frame = blob_new(FRAME_HDR + len);
+    frame_put_header(p->frame->data, (uint32_t)len);
+    parley__server_frame__pack(frame, p->frame->data + FRAME_HDR);
+    *ctx->pushes_tail = p;
+    ctx->pushes_tail = &p->next;
+}
+
+int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, const char *what)
+{
+    long n = utf8_count(s, strlen(s));
+    if (n < 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s is not valid UTF-8", what);
+        return -1;
+    }
+    if (n < min_chars) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not be empty", what);
+        return -1;
+    }
+    if (n > max_chars) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s is too long (at most %ld characters)",
+                 what, max_chars);
+        return -1;
+    }
+    return 0;
+}
+
+int svc_require_user(svc_ctx *ctx)
+{
+    if (ctx->call->caller->user_id == 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAUTHENTICATED, "log in first");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,97 @@
+/*
+ * svc: the service runtime. Service methods (user.c, social.c, message.c)
+ * are plain synchronous functions over the store and the bus; the runtime
+ * runs them on worker pools, several requests per store transaction (group
+ * commit, each request in its own savepoint), and hands the result back
+ * only after the commit. Pushes a method emits are published after the
+ * commit too, so nobody is told of a message that is not stored.
+ *
+ * The same runtime serves in-process callers (rpc/local.c) and, in a
+ * cluster, the RPC server.
+ */
+#ifndef PARLEY_SVC_H
+#define PARLEY_SVC_H
+
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "common/arena.h"
+#include "common/pwhash.h"
+#include "services.pb-c.h"
+#include "store/store.h"
+
+typedef struct svc_config {
+    const char *db_path;
+    pwhash_cost cost;
+    unsigned store_workers; /* store pool size */
+    unsigned auth_workers;  /* password hashing pool size */
+    unsigned max_batch;     /* requests per transaction */
+    unsigned recall_window_ms;
+} svc_config;
+
+typedef struct svc_pushq {
+    struct svc_pushq *next;
+    uint64_t *users;
+    size_t n;
+    blob *frame;
+} svc_pushq;
+
+/* What a method sees. It reads call, fills res (via svc_reply / svc_fail),
+ * and may queue pushes. Everything is allocated in a (the request's arena). */
+typedef struct svc_ctx {
+    store *st;
+    bus *bus;
+    const svc_config *cfg;
+    arena *a;
+    const Parley__Call *call;
+    Parley__Result *res;
+    svc_pushq *pushes, **pushes_tail;
+    int64_t now_ms;
+    int failed;
+} svc_ctx;
+
+typedef void (*svc_method_fn)(svc_ctx *ctx);
+
+typedef struct svc_def {
+    const ProtobufCServiceDescriptor *desc;
+    const svc_method_fn *methods; /* indexed like desc->methods */
+    int slow;                     /* runs on the auth pool (password hashing) */
+} svc_def;
+
+extern const svc_def svc_user, svc_social, svc_message;
+
+typedef struct svc_runtime svc_runtime;
+
+/* Opens one store handle per worker and starts the pools. NULL on failure
+ * with the reason in err. The caller owns the runtime (svc_runtime_free,
+ * which runs every queued request first). cfg and b must outlive it. */
+svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen);
+void svc_runtime_free(svc_runtime *rt);
+
+/* Called on a worker thread once the request is done and committed. It
+ * owns a (and res, which lives in a) and must free it. */
+typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res);
+
+/* Runs method m of def for call (allocated in a; a passes to the runtime). */
+void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
+                svc_done_fn done, void *arg);
+
+/* ---- helpers for methods ---- */
+
+/* The reply frame of this request (created on first use). */
+Parley__ServerFrame *svc_reply(svc_ctx *ctx);
+/* Fails the request: the reply carries code and text, its store work is
+ * rolled back and its pushes dropped. */
+void svc_fail(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Fails with the code matching a store status; `what` names the object. */
+void svc_fail_store(svc_ctx *ctx, store_status st, const char *what);
+/* Queues frame for every session of users[0..n) (copied), sent after commit. */
+void svc_push(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__ServerFrame *frame);
+/* Checks text from the network: valid UTF-8, 1..max code points (min_chars
+ * may be 0). Fails the request with BAD_REQUEST naming `what` if not. */
+int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, const char *what);
+/* Requires a logged-in caller; fails with UNAUTHENTICATED otherwise. */
+int svc_require_user(svc_ctx *ctx);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * user service: accounts and sessions (register, login, resume, logout).
+ * Runs on the auth pool: hashing passwords is slow on purpose.
+ */
+#include <ctype.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/utf8.h"
+#include "services/limits.h"
+#include "services/svc.h"
+#include "services/view.h"
+
+/* A name is shown everywhere and typed in commands: no control characters,
+ * no colon (the command separator), not only digits (login takes an id). */
+static int user_check_name(svc_ctx *ctx, const char *name, const char *what)
+{
+    if (svc_check_text(ctx, name, 1, LIMIT_NAME_CHARS, what) < 0)
+        return -1;
+    int digits = 1;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == ':') {
+            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                     "%s must not contain ':' or control characters", what);
+            return -1;
+        }
+        if (!isdigit(*p))
+            digits = 0;
+    }
+    if (digits) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not be only digits", what);
+        return -1;
+    }
+    if (isspace((unsigned char)name[0]) || isspace((unsigned char)name[strlen(name) - 1])) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not start or end with a space",
+                 what);
+        return -1;
+    }
+    return 0;
+}
+
+static void user_create_account(svc_ctx *ctx)
+{
+    const Parley__ClientFrame *f = ctx->call->frame;
+    if (f->body_case != PARLEY__CLIENT_FRAME__BODY_REG) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "expected a register request");
+        return;
+    }
+    const Parley__Register *r = f->reg;
+    if (user_check_name(ctx, r->name, "name") < 0)
+        return;
+    if (svc_check_text(ctx, r->password, 0, LIMIT_PASSWORD_MAX, "password") < 0)
+        return;
+    if (utf8_count(r->password, strlen(r->password)) < LIMIT_PASSWORD_MIN) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "password must have at least %d characters",
+                 LIMIT_PASSWORD_MIN);
+        return;
+    }
+    char hash[PWHASH_STR_MAX];
+    if (pwhash_hash(r->password, strlen(r->password), ctx->cfg->cost, hash) < 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot hash the password");
+        return;
+    }
+    uint64_t id;
+    store_status st = store_user_create(ctx->st, r->name, hash, ctx->now_ms, &id);
+    if (st == STORE_CONFLICT) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "the name '%s' is taken", r->name);
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "user");
+        return;
+    }
+    Parley__ServerFrame *out = svc_reply(ctx);
+    Parley__RegisterOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__register_ok__init(ok);
+    ok->user_id = id;
+    out->body_case = PARLEY__SERVER_FRAME__BODY_REGISTER_OK;
+    out->register_ok = ok;
+}
+
+/* Tells the friends of user that it came online or went offline. */
+static void user_push_presence(svc_ctx *ctx, uint64_t user, int online)
+{
+    view_ids ids;
+    view_ids_init(&ids, ctx->a);
+    if (store_friend_list(ctx->st, user, view_ids_add_user, &ids) != STORE_OK)
+        return;
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    Parley__PresenceEvent ev = PARLEY__PRESENCE_EVENT__INIT;
+    ev.user_id = user;
+    ev.online = online;
+    f.body_case = PARLEY__SERVER_FRAME__BODY_PRESENCE;
+    f.presence = &ev;
+    svc_push(ctx, ids.v, ids.n, &f);
+}
+
+/* Fills the reply of a successful login or resume. */
+static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *token)
+{
+    Parley__ServerFrame *out = svc_reply(ctx);
+    Parley__LoginOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__login_ok__init(ok);
+    ok->user = view_user(ctx, u->id, u->name, 1);
+    ok->token = arena_strdup(ctx->a, token);
+    if (view_friends(ctx, u->id, &ok->friends, &ok->n_friends) < 0 ||
+        view_groups(ctx, u->id, &ok->groups, &ok->n_groups) < 0)
+        return;
+    out->body_case = PARLEY__SERVER_FRAME__BODY_LOGIN_OK;
+    out->login_ok = ok;
+    /* The gateway counts this session only after the reply; zero here means
+     * the user was offline until now. */
+    if (bus_presence_count(ctx->bus, u->id) == 0)
+        user_push_presence(ctx, u->id, 1);
+}
+
+static void user_login(svc_ctx *ctx)
+{
+    const Parley__ClientFrame *f = ctx->call->frame;
+    if (f->body_case != PARLEY__CLIENT_FRAME__BODY_LOGIN) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "expected a login request");
+        return;
+    }
+    const Parley__Login *r = f->login;
+    if (svc_check_text(ctx, r->name, 0, LIMIT_NAME_CHARS, "name") < 0 ||
+        svc_check_text(ctx, r->password, 0, LIMIT_PASSWORD_MAX, "password") < 0)
+        return;
+    store_user u;
+    store_status st;
+    if (r->user_id)
+        st = store_user_by_id(ctx->st, r->user_id, &u);
+    else if (r->name[0])
+        st = store_user_by_name(ctx->st, r->name, &u);
+    else {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "login needs a user id or a name");
+        return;
+    }
+    if (st == STORE_NOT_FOUND ||
+        (st == STORE_OK && pwhash_verify(u.pwhash, r->password, strlen(r->password)) < 0)) {
+        /* One answer for both: do not tell which names exist. */
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAUTHENTICATED, "wrong user or password");
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "user");
+        return;
+    }
+    char token[PWHASH_TOKEN_LEN + 1];
+    uint8_t hash[32];
+    pwhash_token_new(token, hash);
+    st = store_session_create(ctx->st, hash, u.id, ctx->now_ms);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "session");
+        return;
+    }
+    user_login_reply(ctx, &u, token);
+}
+
+static void user_resume(svc_ctx *ctx)
+{
+    const Parley__ClientFrame *f = ctx->call->frame;
+    if (f->body_case != PARLEY__CLIENT_FRAME__BODY_RESUME) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "expected a resume request");
+        return;
+    }
+    const char *token = f->resume->token;
+    size_t len = strlen(token);
+    uint8_t hash[32];
+    uint64_t uid;
+    store_user u;
+    if (len == 0 || len > 256) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAUTHENTICATED, "invalid session token");
+        return;
+    }
+    pwhash_token_hash(token, len, hash);
+    store_status st = store_session_user(ctx->st, hash, &uid);
+    if (st == STORE_OK)
+        st = store_user_by_id(ctx->st, uid, &u);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAUTHENTICATED, "unknown or expired session token");
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "session");
+        return;
+    }
+    user_login_reply(ctx, &u, token);
+}
+
+/* Called by the gateway when a session ends (logout or dropped connection),
+ * after it has stopped counting the session. */
+static void user_logout(svc_ctx *ctx)
+{
+    const Parley__ClientFrame *f = ctx->call->frame;
+    uint64_t user = ctx->call->caller->user_id;
+    if (svc_require_user(ctx) < 0)
+        return;
+    /* An explicit logout ends the token too; a dropped link keeps it for
+     * the client to resume. */
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGOUT && f->logout->token[0]) {
+        uint8_t hash[32];
+        pwhash_token_hash(f->logout->token, strlen(f->logout->token), hash);
+        store_session_delete(ctx->st, hash);
+    }
+    if (bus_presence_count(ctx->bus, user) == 0)
+        user_push_presence(ctx, user, 0);
+    Parley__ServerFrame *out = svc_reply(ctx);
+    Parley__Done *done = arena_alloc(ctx->a, sizeof(*done));
+    parley__done__init(done);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_DONE;
+    out->done = done;
+}
+
+static const svc_method_fn user_methods[] = {
+    user_create_account,
+    user_login,
+    user_resume,
+    user_logout,
+};
+
+const svc_def svc_user = {
+    .desc = &parley__user_service__descriptor,
+    .methods = user_methods,
+    .slow = 1,
+};

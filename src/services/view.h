@@ -1,0 +1,30 @@
+/*
+ * view: builds the protobuf records that replies carry (users, groups,
+ * messages) from the store, in the request's arena. Shared by the services.
+ */
+#ifndef PARLEY_VIEW_H
+#define PARLEY_VIEW_H
+
+#include "services/svc.h"
+
+/* A growable list of user ids in an arena. */
+typedef struct view_ids {
+    arena *a;
+    uint64_t *v;
+    size_t n, cap;
+} view_ids;
+
+void view_ids_init(view_ids *ids, arena *a);
+void view_ids_push(view_ids *ids, uint64_t id);
+/* store_user_cb that appends the id. */
+int view_ids_add_user(void *arg, uint64_t id, const char *name);
+
+Parley__User *view_user(svc_ctx *ctx, uint64_t id, const char *name, int online);
+/* Friends of user with their online state. -1 (request failed) on error. */
+int view_friends(svc_ctx *ctx, uint64_t user, Parley__User ***out, size_t *n);
+/* Groups of user with their members and roles. -1 on error. */
+int view_groups(svc_ctx *ctx, uint64_t user, Parley__Group ***out, size_t *n);
+/* A copy of m in the arena (a recalled message shows no body). */
+Parley__Message *view_message(svc_ctx *ctx, const store_msg *m);
+
+#endif

@@ -1,0 +1,1123 @@
+/*
+ * store on SQLite 3: one connection per handle, WAL journal, every statement
+ * prepared once at open and reused.
+ *
+ * Callbacks run while their statement is being stepped, so they must not call
+ * back into the same handle.
+ */
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { STORE_KIND_DIRECT = 1, STORE_KIND_GROUP = 2 };
+
+/* Schema migrations: step i takes user_version from i to i + 1, and says so
+ * itself. Append new steps; never edit one that has shipped. */
+static const char *const store_migrations[] = {
+    /* 0 -> 1: the first schema. */
+    "CREATE TABLE IF NOT EXISTS users ("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " pwhash TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS sessions ("
+    " token_hash BLOB PRIMARY KEY,"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS friends ("
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " friend_id INTEGER NOT NULL REFERENCES users(id),"
+    " created_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (user_id, friend_id)) WITHOUT ROWID;"
+    /* AUTOINCREMENT where rows get deleted: an id is never reused, so an id
+     * a client still holds cannot name a newer group or message, and msgids
+     * keep increasing even after the newest messages are deleted. */
+    "CREATE TABLE IF NOT EXISTS convs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind INTEGER NOT NULL,"
+    " last_seq INTEGER NOT NULL DEFAULT 0,"
+    " user_lo INTEGER REFERENCES users(id),"
+    " user_hi INTEGER REFERENCES users(id),"
+    " UNIQUE (user_lo, user_hi));"
+    "CREATE TABLE IF NOT EXISTS groups_ ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL UNIQUE,"
+    " description TEXT NOT NULL,"
+    " creator INTEGER NOT NULL REFERENCES users(id),"
+    " conv_id INTEGER NOT NULL UNIQUE REFERENCES convs(id),"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS members ("
+    " conv_id INTEGER NOT NULL REFERENCES convs(id),"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " role INTEGER NOT NULL,"
+    " acked_seq INTEGER NOT NULL DEFAULT 0,"
+    " joined_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (conv_id, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id);"
+    "CREATE TABLE IF NOT EXISTS messages ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " conv_id INTEGER NOT NULL REFERENCES convs(id),"
+    " seq INTEGER NOT NULL,"
+    " sender INTEGER NOT NULL REFERENCES users(id),"
+    " body BLOB NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " recalled INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE (conv_id, seq));"
+    "PRAGMA user_version = 1;",
+};
+
+enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
+
+/* Every message query yields these columns, in this order (store_msg_row). */
+#define STORE_MSG_COLS                                                                             \
+    "m.id AS id, m.conv_id AS conv_id, m.seq AS seq, m.sender AS sender, m.body AS body,"          \
+    " m.ts AS ts, m.recalled AS recalled, c.kind AS kind, c.user_lo AS user_lo,"                   \
+    " c.user_hi AS user_hi, coalesce(g.id, 0) AS group_id"
+#define STORE_MSG_CONV                                                                             \
+    " JOIN convs AS c ON c.id = m.conv_id LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id"
+
+enum {
+    Q_BEGIN,
+    Q_COMMIT,
+    Q_ROLLBACK,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
+    Q_OP_SAVEPOINT,
+    Q_OP_RELEASE,
+    Q_OP_ROLLBACK_TO,
+    Q_USER_INSERT,
+    Q_USER_BY_ID,
+    Q_USER_BY_NAME,
+    Q_SESSION_INSERT,
+    Q_SESSION_USER,
+    Q_SESSION_DELETE,
+    Q_FRIEND_INSERT,
+    Q_FRIEND_DELETE,
+    Q_FRIEND_LIST,
+    Q_CONV_INSERT,
+    Q_CONV_EXISTS,
+    Q_CONV_DELETE,
+    Q_CONV_MEMBERS,
+    Q_DIRECT_FIND,
+    Q_MEMBER_INSERT,
+    Q_GROUP_INSERT,
+    Q_GROUP_GET,
+    Q_GROUP_CONV,
+    Q_GROUP_JOIN,
+    Q_GROUP_QUIT,
+    Q_GROUP_ROLE,
+    Q_GROUP_DELETE,
+    Q_CONV_DELETE_MEMBERS,
+    Q_CONV_DELETE_MESSAGES,
+    Q_USER_GROUPS,
+    Q_CONV_NEXT_SEQ,
+    Q_MSG_INSERT,
+    Q_MSG_GET,
+    Q_MSG_RECALL,
+    Q_HISTORY,
+    Q_PENDING,
+    Q_ACK,
+    Q_COUNT
+};
+
+static const char *const store_sql[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    /* The caller's savepoint: one level, one fixed name. */
+    [Q_SAVEPOINT] = "SAVEPOINT store_request",
+    [Q_RELEASE] = "RELEASE store_request",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO store_request",
+    /* Makes one multi-statement call atomic inside the caller's transaction;
+     * a distinct name so it nests inside store_request. */
+    [Q_OP_SAVEPOINT] = "SAVEPOINT store_op",
+    [Q_OP_RELEASE] = "RELEASE store_op",
+    [Q_OP_ROLLBACK_TO] = "ROLLBACK TO store_op",
+
+    [Q_USER_INSERT] = "INSERT INTO users (name, pwhash, created_ms) VALUES (?1, ?2, ?3)",
+    [Q_USER_BY_ID] = "SELECT id, name, pwhash FROM users WHERE id = ?1",
+    [Q_USER_BY_NAME] = "SELECT id, name, pwhash FROM users WHERE name = ?1",
+
+    [Q_SESSION_INSERT] =
+        "INSERT INTO sessions (token_hash, user_id, created_ms) VALUES (?1, ?2, ?3)",
+    [Q_SESSION_USER] = "SELECT user_id FROM sessions WHERE token_hash = ?1",
+    [Q_SESSION_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1",
+
+    /* Both directions in one statement, so it is atomic on its own. */
+    [Q_FRIEND_INSERT] = "INSERT INTO friends (user_id, friend_id, created_ms)"
+                        " VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
+    [Q_FRIEND_DELETE] = "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2)"
+                        " OR (user_id = ?2 AND friend_id = ?1)",
+    [Q_FRIEND_LIST] = "SELECT u.id, u.name FROM friends AS f JOIN users AS u ON u.id = f.friend_id"
+                      " WHERE f.user_id = ?1 ORDER BY f.friend_id",
+
+    [Q_CONV_INSERT] = "INSERT INTO convs (kind, user_lo, user_hi) VALUES (?1, ?2, ?3)",
+    [Q_CONV_EXISTS] = "SELECT 1 FROM convs WHERE id = ?1",
+    [Q_CONV_DELETE] = "DELETE FROM convs WHERE id = ?1",
+    [Q_CONV_MEMBERS] = "SELECT u.id, u.name, m.role FROM members AS m"
+                       " JOIN users AS u ON u.id = m.user_id"
+                       " WHERE m.conv_id = ?1 ORDER BY m.user_id",
+    [Q_DIRECT_FIND] = "SELECT id FROM convs WHERE user_lo = ?1 AND user_hi = ?2",
+    [Q_MEMBER_INSERT] = "INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
+                        " VALUES (?1, ?2, ?3, 0, ?4)",
+
+    [Q_GROUP_INSERT] = "INSERT INTO groups_ (name, description, creator, conv_id, created_ms)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_GROUP_GET] = "SELECT id, conv_id, creator, name, description FROM groups_ WHERE id = ?1",
+    [Q_GROUP_CONV] = "SELECT conv_id FROM groups_ WHERE id = ?1",
+    /* One statement reads last_seq and inserts, so no message can slip in
+     * between and be pending for the newcomer. */
+    [Q_GROUP_JOIN] = "INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
+                     " SELECT g.conv_id, ?2, ?3, c.last_seq, ?4"
+                     " FROM groups_ AS g JOIN convs AS c ON c.id = g.conv_id WHERE g.id = ?1",
+    [Q_GROUP_QUIT] = "DELETE FROM members"
+                     " WHERE conv_id = (SELECT conv_id FROM groups_ WHERE id = ?1)"
+                     " AND user_id = ?2",
+    [Q_GROUP_ROLE] = "SELECT m.role FROM groups_ AS g JOIN members AS m ON m.conv_id = g.conv_id"
+                     " WHERE g.id = ?1 AND m.user_id = ?2",
+    [Q_GROUP_DELETE] = "DELETE FROM groups_ WHERE id = ?1",
+    [Q_CONV_DELETE_MEMBERS] = "DELETE FROM members WHERE conv_id = ?1",
+    [Q_CONV_DELETE_MESSAGES] = "DELETE FROM messages WHERE conv_id = ?1",
+    /* CROSS JOIN fixes the join order: start from the user's memberships
+     * (members_by_user), not from a scan of all groups. */
+    [Q_USER_GROUPS] = "SELECT g.id, g.conv_id, g.creator, g.name, g.description"
+                      " FROM members AS m CROSS JOIN groups_ AS g ON g.conv_id = m.conv_id"
+                      " WHERE m.user_id = ?1 ORDER BY g.id",
+
+    [Q_CONV_NEXT_SEQ] = "UPDATE convs SET last_seq = last_seq + 1 WHERE id = ?1"
+                        " RETURNING last_seq, kind, user_lo, user_hi,"
+                        " coalesce((SELECT id FROM groups_ WHERE conv_id = ?1), 0)",
+    [Q_MSG_INSERT] = "INSERT INTO messages (conv_id, seq, sender, body, ts)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_MSG_GET] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV " WHERE m.id = ?1",
+    [Q_MSG_RECALL] = "UPDATE messages SET recalled = 1 WHERE id = ?1",
+    /* Newest first through the (conv_id, seq) index, then re-sorted: the
+     * outer sort only sees `limit` rows. */
+    [Q_HISTORY] = "SELECT * FROM (SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
+                  " WHERE m.conv_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3)"
+                  " ORDER BY seq",
+    /* From the user's memberships (members_by_user) to each conversation's
+     * messages above the cursor ((conv_id, seq) index); CROSS JOIN keeps the
+     * planner from scanning all messages in msgid order instead. */
+    [Q_PENDING] = "SELECT " STORE_MSG_COLS " FROM members AS mb CROSS JOIN messages AS m"
+                  " ON m.conv_id = mb.conv_id AND m.seq > mb.acked_seq" STORE_MSG_CONV
+                  " WHERE mb.user_id = ?1 AND m.sender <> ?1 AND m.id > ?2"
+                  " ORDER BY m.id LIMIT ?3",
+    /* Capped at last_seq: a cursor past the end would hide future messages. */
+    [Q_ACK] = "UPDATE members SET acked_seq = max(acked_seq,"
+              " min(?3, coalesce((SELECT last_seq FROM convs WHERE id = ?2), 0)))"
+              " WHERE conv_id = ?2 AND user_id = ?1",
+};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *q[Q_COUNT];
+    char *body; /* copy of the last store_message_get body */
+    size_t body_cap;
+    char errmsg[256];
+};
+
+static void store_set_err(store *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+/* Maps a failed step to a status and records SQLite's reason. */
+static store_status store_fail(store *st, int rc)
+{
+    store_set_err(st, "%s", sqlite3_errmsg(st->db));
+    switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        return STORE_CONFLICT;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        /* A referenced user, conversation... does not exist. */
+        return STORE_NOT_FOUND;
+    default:
+        return STORE_ERROR;
+    }
+}
+
+/* SQLite integers are signed: clamp so that a huge id or bound from a client
+ * cannot wrap to a negative number and match everything. */
+static sqlite3_int64 store_i64(uint64_t v)
+{
+    return v > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)v;
+}
+
+static uint64_t store_col_u64(sqlite3_stmt *s, int col)
+{
+    return (uint64_t)sqlite3_column_int64(s, col);
+}
+
+static void store_col_text(sqlite3_stmt *s, int col, char *dst, size_t cap)
+{
+    const unsigned char *txt = sqlite3_column_text(s, col);
+    size_t n = (size_t)sqlite3_column_bytes(s, col);
+    if (!txt)
+        n = 0;
+    if (n > cap - 1)
+        n = cap - 1;
+    if (n)
+        memcpy(dst, txt, n);
+    dst[n] = '\0';
+}
+
+/* Binds parameters 1, 2, ... from `types`: u uint64_t, i int64_t, d int,
+ * t NUL-terminated text, b blob (pointer, size_t), h 32-byte hash, n NULL.
+ * The values must outlive the step (SQLITE_STATIC). */
+static int store_vbind(sqlite3_stmt *s, const char *types, va_list ap)
+{
+    int rc = SQLITE_OK;
+    for (int i = 0; types[i] && rc == SQLITE_OK; i++) {
+        int idx = i + 1;
+        switch (types[i]) {
+        case 'u':
+            rc = sqlite3_bind_int64(s, idx, store_i64(va_arg(ap, uint64_t)));
+            break;
+        case 'i':
+            rc = sqlite3_bind_int64(s, idx, va_arg(ap, int64_t));
+            break;
+        case 'd':
+            rc = sqlite3_bind_int(s, idx, va_arg(ap, int));
+            break;
+        case 't':
+            rc = sqlite3_bind_text(s, idx, va_arg(ap, const char *), -1, SQLITE_STATIC);
+            break;
+        case 'b': {
+            const void *p = va_arg(ap, const void *);
+            size_t n = va_arg(ap, size_t);
+            /* A NULL pointer would bind SQL NULL; an empty body is a blob. */
+            rc = sqlite3_bind_blob64(s, idx, n ? p : "", n, SQLITE_STATIC);
+            break;
+        }
+        case 'h':
+            rc = sqlite3_bind_blob(s, idx, va_arg(ap, const uint8_t *), 32, SQLITE_STATIC);
+            break;
+        case 'n':
+            rc = sqlite3_bind_null(s, idx);
+            break;
+        default:
+            rc = SQLITE_MISUSE;
+            break;
+        }
+    }
+    return rc;
+}
+
+/* Leaves a statement ready for its next use and drops the bound pointers. */
+static void store_finish(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* Binds, for statements the caller then steps itself. */
+static store_status store_bind(store *st, sqlite3_stmt *s, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    int rc = store_vbind(s, types, ap);
+    va_end(ap);
+    return rc == SQLITE_OK ? STORE_OK : store_fail(st, rc);
+}
+
+/* Binds and steps once: OK with the statement on its first row, NOT_FOUND if
+ * there is none. The caller reads the row, then calls store_finish. */
+static store_status store_first(store *st, sqlite3_stmt *s, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    int rc = store_vbind(s, types, ap);
+    va_end(ap);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_DONE)
+        return STORE_NOT_FOUND;
+    return store_fail(st, rc);
+}
+
+/* Runs a statement that returns no rows; *changes (if asked) gets the number
+ * of rows it inserted, updated or deleted. */
+static store_status store_exec(store *st, int id, int *changes, const char *types, ...)
+{
+    sqlite3_stmt *s = st->q[id];
+    va_list ap;
+    va_start(ap, types);
+    int rc = store_vbind(s, types, ap);
+    va_end(ap);
+    if (rc == SQLITE_OK) {
+        do
+            rc = sqlite3_step(s);
+        while (rc == SQLITE_ROW);
+    }
+    store_status ret = rc == SQLITE_DONE ? STORE_OK : store_fail(st, rc);
+    if (changes)
+        *changes = ret == STORE_OK ? sqlite3_changes(st->db) : 0;
+    store_finish(s);
+    return ret;
+}
+
+static int store_text_ok(store *st, const char *s, size_t max, const char *what)
+{
+    if (!s) {
+        store_set_err(st, "%s missing", what);
+        return 0;
+    }
+    /* Longer values could not be read back whole into the fixed buffers. */
+    if (strnlen(s, max + 1) > max) {
+        store_set_err(st, "%s longer than %zu bytes", what, max);
+        return 0;
+    }
+    return 1;
+}
+
+/* Makes a multi-statement call atomic: its own write transaction when none is
+ * open, else a savepoint inside the caller's. */
+static store_status store_op_begin(store *st, int *own)
+{
+    *own = sqlite3_get_autocommit(st->db);
+    return store_exec(st, *own ? Q_BEGIN : Q_OP_SAVEPOINT, NULL, "");
+}
+
+/* Steps a cleanup statement without overwriting the error being reported. */
+static void store_quiet(store *st, int id)
+{
+    sqlite3_step(st->q[id]);
+    sqlite3_reset(st->q[id]);
+}
+
+static store_status store_op_end(store *st, int own, store_status ret)
+{
+    if (ret == STORE_OK) {
+        ret = store_exec(st, own ? Q_COMMIT : Q_OP_RELEASE, NULL, "");
+        if (ret == STORE_OK)
+            return STORE_OK;
+    }
+    /* Some errors (I/O, out of memory) make SQLite roll back by itself;
+     * then there is nothing left to undo. */
+    if (sqlite3_get_autocommit(st->db))
+        return ret;
+    if (own) {
+        store_quiet(st, Q_ROLLBACK);
+    } else {
+        store_quiet(st, Q_OP_ROLLBACK_TO);
+        store_quiet(st, Q_OP_RELEASE);
+    }
+    return ret;
+}
+
+/* ---- open / close ---- */
+
+static store_status store_run_sql(store *st, const char *sql)
+{
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        store_set_err(st, "%s", sqlite3_errmsg(st->db));
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+/* Runs a one-row PRAGMA and copies its value as text. */
+static store_status store_pragma(store *st, const char *sql, char *out, size_t cap)
+{
+    sqlite3_stmt *s = NULL;
+    store_status ret = STORE_ERROR;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        store_col_text(s, 0, out, cap);
+        ret = STORE_OK;
+    } else if (rc == SQLITE_DONE) {
+        store_set_err(st, "%s: no result", sql);
+    } else {
+        store_set_err(st, "%s", sqlite3_errmsg(st->db));
+    }
+    sqlite3_finalize(s);
+    return ret;
+}
+
+static store_status store_configure(store *st)
+{
+    char val[32];
+    /* First, so that the others wait for a handle that is opening at the
+     * same moment instead of failing with SQLITE_BUSY. */
+    if (store_run_sql(st, "PRAGMA busy_timeout = 10000") != STORE_OK)
+        return STORE_ERROR;
+    if (store_pragma(st, "PRAGMA journal_mode = WAL", val, sizeof val) != STORE_OK)
+        return STORE_ERROR;
+    /* ":memory:" databases cannot use WAL; anything else must. */
+    if (strcmp(val, "wal") != 0 && strcmp(val, "memory") != 0) {
+        store_set_err(st, "cannot use WAL journal (got %s)", val);
+        return STORE_ERROR;
+    }
+    /* With WAL, synchronous=NORMAL syncs at checkpoints, not at each commit.
+     * A crash of parleyd loses nothing committed (the WAL is in the OS
+     * cache); a power loss or OS crash may lose the last few transactions
+     * but never corrupts the database. That trade buys far fewer fsyncs. */
+    if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON") != STORE_OK)
+        return STORE_ERROR;
+    /* NOT_FOUND answers rely on foreign keys: make sure they are on. */
+    if (store_pragma(st, "PRAGMA foreign_keys", val, sizeof val) != STORE_OK)
+        return STORE_ERROR;
+    if (strcmp(val, "1") != 0) {
+        store_set_err(st, "SQLite without foreign key support");
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+static store_status store_user_version(store *st, int *version)
+{
+    char val[32];
+    if (store_pragma(st, "PRAGMA user_version", val, sizeof val) != STORE_OK)
+        return STORE_ERROR;
+    *version = atoi(val);
+    return STORE_OK;
+}
+
+/* Brings the schema to STORE_SCHEMA_VERSION one step at a time. Handles
+ * opening at once serialise on BEGIN IMMEDIATE; the version is read again
+ * under the lock so that only the first one migrates. */
+static store_status store_migrate(store *st)
+{
+    int version;
+    if (store_user_version(st, &version) != STORE_OK)
+        return STORE_ERROR;
+    if (version == STORE_SCHEMA_VERSION)
+        return STORE_OK;
+    if (store_run_sql(st, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    store_status ret = store_user_version(st, &version);
+    if (ret != STORE_OK)
+        goto out;
+    if (version < 0 || version > STORE_SCHEMA_VERSION) {
+        store_set_err(st, "schema version %d unknown to this build (latest %d)", version,
+                      STORE_SCHEMA_VERSION);
+        ret = STORE_ERROR;
+        goto out;
+    }
+    for (; version < STORE_SCHEMA_VERSION; version++) {
+        ret = store_run_sql(st, store_migrations[version]);
+        if (ret != STORE_OK)
+            goto out;
+    }
+    ret = store_run_sql(st, "COMMIT");
+out:
+    if (ret != STORE_OK && !sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return ret;
+}
+
+static store_status store_prepare(store *st)
+{
+    for (int i = 0; i < Q_COUNT; i++) {
+        if (sqlite3_prepare_v3(st->db, store_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->q[i],
+                               NULL) != SQLITE_OK) {
+            store_set_err(st, "%s", sqlite3_errmsg(st->db));
+            return STORE_ERROR;
+        }
+    }
+    return STORE_OK;
+}
+
+store *store_open(const char *path, char *err, size_t errlen)
+{
+    store *st = calloc(1, sizeof *st);
+    if (!st) {
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        store_set_err(st, "%s", st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    /* So that constraint failures say which constraint (CONFLICT vs
+     * NOT_FOUND). */
+    sqlite3_extended_result_codes(st->db, 1);
+    if (store_configure(st) != STORE_OK || store_migrate(st) != STORE_OK ||
+        store_prepare(st) != STORE_OK)
+        goto fail;
+    return st;
+fail:
+    if (err && errlen)
+        snprintf(err, errlen, "%s: %s", path, st->errmsg);
+    store_close(st);
+    return NULL;
+}
+
+void store_close(store *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(st->q[i]);
+    sqlite3_close_v2(st->db);
+    free(st->body);
+    free(st);
+}
+
+const char *store_errmsg(const store *st)
+{
+    return st ? st->errmsg : "no store";
+}
+
+/* ---- transactions ---- */
+
+store_status store_begin(store *st)
+{
+    return store_exec(st, Q_BEGIN, NULL, "");
+}
+
+store_status store_commit(store *st)
+{
+    return store_exec(st, Q_COMMIT, NULL, "");
+}
+
+store_status store_rollback(store *st)
+{
+    return store_exec(st, Q_ROLLBACK, NULL, "");
+}
+
+store_status store_savepoint(store *st)
+{
+    /* Outside BEGIN a savepoint would open a deferred transaction, whose
+     * later upgrade to a writer can fail without waiting. */
+    if (sqlite3_get_autocommit(st->db)) {
+        store_set_err(st, "savepoint outside a transaction");
+        return STORE_ERROR;
+    }
+    return store_exec(st, Q_SAVEPOINT, NULL, "");
+}
+
+store_status store_release(store *st)
+{
+    return store_exec(st, Q_RELEASE, NULL, "");
+}
+
+store_status store_rollback_to(store *st)
+{
+    store_status ret = store_exec(st, Q_ROLLBACK_TO, NULL, "");
+    if (ret != STORE_OK)
+        return ret;
+    return store_exec(st, Q_RELEASE, NULL, "");
+}
+
+/* ---- users and sessions ---- */
+
+store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
+                               uint64_t *id_out)
+{
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
+        !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
+        return STORE_ERROR;
+    store_status ret = store_exec(st, Q_USER_INSERT, NULL, "tti", name, pwhash, now_ms);
+    if (ret == STORE_OK && id_out)
+        *id_out = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    return ret;
+}
+
+static void store_user_row(sqlite3_stmt *s, store_user *out)
+{
+    out->id = store_col_u64(s, 0);
+    store_col_text(s, 1, out->name, sizeof out->name);
+    store_col_text(s, 2, out->pwhash, sizeof out->pwhash);
+}
+
+store_status store_user_by_id(store *st, uint64_t id, store_user *out)
+{
+    sqlite3_stmt *s = st->q[Q_USER_BY_ID];
+    store_status ret = store_first(st, s, "u", id);
+    if (ret == STORE_OK)
+        store_user_row(s, out);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_user_by_name(store *st, const char *name, store_user *out)
+{
+    if (!name)
+        return STORE_NOT_FOUND;
+    sqlite3_stmt *s = st->q[Q_USER_BY_NAME];
+    store_status ret = store_first(st, s, "t", name);
+    if (ret == STORE_OK)
+        store_user_row(s, out);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
+                                  int64_t now_ms)
+{
+    return store_exec(st, Q_SESSION_INSERT, NULL, "hui", token_hash, user, now_ms);
+}
+
+store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out)
+{
+    sqlite3_stmt *s = st->q[Q_SESSION_USER];
+    store_status ret = store_first(st, s, "h", token_hash);
+    if (ret == STORE_OK && user_out)
+        *user_out = store_col_u64(s, 0);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_session_delete(store *st, const uint8_t token_hash[32])
+{
+    int changes;
+    store_status ret = store_exec(st, Q_SESSION_DELETE, &changes, "h", token_hash);
+    if (ret == STORE_OK && changes == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+/* ---- friends ---- */
+
+store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
+{
+    if (a == b) {
+        store_set_err(st, "cannot befriend oneself");
+        return STORE_CONFLICT;
+    }
+    /* Foreign keys answer NOT_FOUND for a missing user, the primary key
+     * CONFLICT for an existing friendship. */
+    return store_exec(st, Q_FRIEND_INSERT, NULL, "uui", a, b, now_ms);
+}
+
+store_status store_friend_del(store *st, uint64_t a, uint64_t b)
+{
+    int changes;
+    store_status ret = store_exec(st, Q_FRIEND_DELETE, &changes, "uu", a, b);
+    if (ret == STORE_OK && changes == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void *arg)
+{
+    sqlite3_stmt *s = st->q[Q_FRIEND_LIST];
+    store_status ret = store_bind(st, s, "u", user);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cb(arg, store_col_u64(s, 0), (const char *)sqlite3_column_text(s, 1)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
+/* ---- conversations ---- */
+
+/* Hands the members of conv to ucb (id, name) or mcb (id, name, role);
+ * *count gets how many were handed. */
+static store_status store_members_each(store *st, uint64_t conv, store_user_cb ucb,
+                                       store_member_cb mcb, void *arg, unsigned *count)
+{
+    sqlite3_stmt *s = st->q[Q_CONV_MEMBERS];
+    *count = 0;
+    store_status ret = store_bind(st, s, "u", conv);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        uint64_t id = store_col_u64(s, 0);
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        int stop = ucb ? ucb(arg, id, name) : mcb(arg, id, name, sqlite3_column_int(s, 2));
+        (*count)++;
+        if (stop)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
+static store_status store_conv_exists(store *st, uint64_t conv)
+{
+    sqlite3_stmt *s = st->q[Q_CONV_EXISTS];
+    store_status ret = store_first(st, s, "u", conv);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out)
+{
+    if (a == b) {
+        store_set_err(st, "a direct conversation needs two users");
+        return STORE_CONFLICT;
+    }
+    uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
+    sqlite3_stmt *find = st->q[Q_DIRECT_FIND];
+
+    /* Usual case: it exists, and a read needs no write lock. */
+    store_status ret = store_first(st, find, "uu", lo, hi);
+    if (ret == STORE_OK)
+        conv = store_col_u64(find, 0);
+    store_finish(find);
+    if (ret != STORE_NOT_FOUND)
+        goto done;
+
+    int own;
+    ret = store_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    /* Again under the write lock: another handle may have just created it. */
+    ret = store_first(st, find, "uu", lo, hi);
+    if (ret == STORE_OK)
+        conv = store_col_u64(find, 0);
+    store_finish(find);
+    if (ret != STORE_NOT_FOUND)
+        goto out;
+    /* A missing user fails the foreign key here: NOT_FOUND. The call has no
+     * clock, so joined_ms stays 0 for direct conversations. */
+    ret = store_exec(st, Q_CONV_INSERT, NULL, "duu", STORE_KIND_DIRECT, lo, hi);
+    if (ret != STORE_OK)
+        goto out;
+    conv = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    ret = store_exec(st, Q_MEMBER_INSERT, NULL, "uudi", conv, lo, STORE_ROLE_NONE, (int64_t)0);
+    if (ret != STORE_OK)
+        goto out;
+    ret = store_exec(st, Q_MEMBER_INSERT, NULL, "uudi", conv, hi, STORE_ROLE_NONE, (int64_t)0);
+out:
+    ret = store_op_end(st, own, ret);
+done:
+    if (ret == STORE_OK && conv_out)
+        *conv_out = conv;
+    return ret;
+}
+
+store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg)
+{
+    unsigned n;
+    store_status ret = store_members_each(st, conv, cb, NULL, arg, &n);
+    /* Only an empty answer needs to tell "no members" from "no such conv". */
+    if (ret == STORE_OK && n == 0)
+        ret = store_conv_exists(st, conv);
+    return ret;
+}
+
+/* ---- groups ---- */
+
+static void store_group_row(sqlite3_stmt *s, store_group *out)
+{
+    out->id = store_col_u64(s, 0);
+    out->conv = store_col_u64(s, 1);
+    out->creator = store_col_u64(s, 2);
+    store_col_text(s, 3, out->name, sizeof out->name);
+    store_col_text(s, 4, out->desc, sizeof out->desc);
+}
+
+store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
+                                int64_t now_ms, store_group *out)
+{
+    if (!desc)
+        desc = "";
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
+        !store_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
+        return STORE_ERROR;
+    uint64_t conv = 0, id = 0;
+    int own;
+    store_status ret = store_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_exec(st, Q_CONV_INSERT, NULL, "dnn", STORE_KIND_GROUP);
+    if (ret != STORE_OK)
+        goto out;
+    conv = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    ret = store_exec(st, Q_GROUP_INSERT, NULL, "ttuui", name, desc, creator, conv, now_ms);
+    if (ret != STORE_OK)
+        goto out;
+    id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    ret = store_exec(st, Q_MEMBER_INSERT, NULL, "uudi", conv, creator, STORE_ROLE_CREATOR, now_ms);
+out:
+    ret = store_op_end(st, own, ret);
+    if (ret == STORE_OK && out) {
+        out->id = id;
+        out->conv = conv;
+        out->creator = creator;
+        snprintf(out->name, sizeof out->name, "%s", name);
+        snprintf(out->desc, sizeof out->desc, "%s", desc);
+    }
+    return ret;
+}
+
+store_status store_group_get(store *st, uint64_t group, store_group *out)
+{
+    sqlite3_stmt *s = st->q[Q_GROUP_GET];
+    store_status ret = store_first(st, s, "u", group);
+    if (ret == STORE_OK && out)
+        store_group_row(s, out);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_group_join(store *st, uint64_t group, uint64_t user, int64_t now_ms)
+{
+    int changes;
+    store_status ret =
+        store_exec(st, Q_GROUP_JOIN, &changes, "uudi", group, user, STORE_ROLE_NORMAL, now_ms);
+    if (ret == STORE_OK && changes == 0) /* no such group */
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+store_status store_group_quit(store *st, uint64_t group, uint64_t user)
+{
+    int changes;
+    store_status ret = store_exec(st, Q_GROUP_QUIT, &changes, "uu", group, user);
+    if (ret == STORE_OK && changes == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status store_group_conv(store *st, uint64_t group, uint64_t *conv)
+{
+    sqlite3_stmt *s = st->q[Q_GROUP_CONV];
+    store_status ret = store_first(st, s, "u", group);
+    if (ret == STORE_OK)
+        *conv = store_col_u64(s, 0);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_group_delete(store *st, uint64_t group)
+{
+    uint64_t conv;
+    int own;
+    store_status ret = store_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_group_conv(st, group, &conv);
+    if (ret != STORE_OK)
+        goto out;
+    /* Children first: the foreign keys point at the conversation. */
+    ret = store_exec(st, Q_CONV_DELETE_MEMBERS, NULL, "u", conv);
+    if (ret == STORE_OK)
+        ret = store_exec(st, Q_CONV_DELETE_MESSAGES, NULL, "u", conv);
+    if (ret == STORE_OK)
+        ret = store_exec(st, Q_GROUP_DELETE, NULL, "u", group);
+    if (ret == STORE_OK)
+        ret = store_exec(st, Q_CONV_DELETE, NULL, "u", conv);
+out:
+    return store_op_end(st, own, ret);
+}
+
+store_status store_group_role(store *st, uint64_t group, uint64_t user, int *role_out)
+{
+    sqlite3_stmt *s = st->q[Q_GROUP_ROLE];
+    store_status ret = store_first(st, s, "uu", group, user);
+    if (ret == STORE_OK && role_out)
+        *role_out = sqlite3_column_int(s, 0);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_group_members(store *st, uint64_t group, store_member_cb cb, void *arg)
+{
+    uint64_t conv;
+    unsigned n;
+    store_status ret = store_group_conv(st, group, &conv);
+    if (ret != STORE_OK)
+        return ret;
+    return store_members_each(st, conv, NULL, cb, arg, &n);
+}
+
+store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void *arg)
+{
+    sqlite3_stmt *s = st->q[Q_USER_GROUPS];
+    store_status ret = store_bind(st, s, "u", user);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_group g;
+        store_group_row(s, &g);
+        if (cb(arg, &g) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
+/* ---- messages ---- */
+
+/* Fills the routing fields from the conversation's kind and pair. */
+static void store_msg_route(store_msg *m, int kind, uint64_t lo, uint64_t hi, uint64_t group)
+{
+    if (kind == STORE_KIND_DIRECT) {
+        m->to = m->sender == lo ? hi : lo;
+        m->group = 0;
+    } else {
+        m->to = 0;
+        m->group = group;
+    }
+}
+
+/* Reads a row made of STORE_MSG_COLS; body points into the statement. */
+static void store_msg_row(sqlite3_stmt *s, store_msg *m)
+{
+    m->msgid = store_col_u64(s, 0);
+    m->conv = store_col_u64(s, 1);
+    m->seq = store_col_u64(s, 2);
+    m->sender = store_col_u64(s, 3);
+    const void *body = sqlite3_column_blob(s, 4);
+    m->body_len = (size_t)sqlite3_column_bytes(s, 4);
+    m->body = body ? body : ""; /* SQLite gives NULL for an empty blob */
+    m->ts = sqlite3_column_int64(s, 5);
+    m->recalled = sqlite3_column_int(s, 6) != 0;
+    store_msg_route(m, sqlite3_column_int(s, 7), store_col_u64(s, 8), store_col_u64(s, 9),
+                    store_col_u64(s, 10));
+}
+
+/* Steps a bound message query, handing each row to cb. */
+static store_status store_msg_each(store *st, sqlite3_stmt *s, store_msg_cb cb, void *arg,
+                                   unsigned *count)
+{
+    int rc;
+    *count = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_msg m;
+        store_msg_row(s, &m);
+        (*count)++;
+        if (cb(arg, &m) != 0)
+            return STORE_OK;
+    }
+    return rc == SQLITE_DONE ? STORE_OK : store_fail(st, rc);
+}
+
+store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
+                                  size_t body_len, int64_t ts, store_msg *out)
+{
+    sqlite3_stmt *next = st->q[Q_CONV_NEXT_SEQ];
+    store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
+    int kind = 0;
+    uint64_t lo = 0, hi = 0, group = 0;
+    int own;
+    /* seq = ++last_seq and the insert must happen under one write lock, or
+     * two handles could take the same seq. */
+    store_status ret = store_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_first(st, next, "u", conv);
+    if (ret == STORE_OK) {
+        m.seq = store_col_u64(next, 0);
+        kind = sqlite3_column_int(next, 1);
+        lo = store_col_u64(next, 2);
+        hi = store_col_u64(next, 3);
+        group = store_col_u64(next, 4);
+    }
+    /* RETURNING has made its change on the first step; reset ends it. */
+    store_finish(next);
+    if (ret != STORE_OK)
+        goto out;
+    ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubi", conv, m.seq, sender, (const void *)body,
+                     body_len, ts);
+    if (ret == STORE_OK)
+        m.msgid = (uint64_t)sqlite3_last_insert_rowid(st->db);
+out:
+    ret = store_op_end(st, own, ret);
+    if (ret == STORE_OK && out) {
+        store_msg_route(&m, kind, lo, hi, group);
+        *out = m;
+    }
+    return ret;
+}
+
+store_status store_message_get(store *st, uint64_t msgid, store_msg *out)
+{
+    sqlite3_stmt *s = st->q[Q_MSG_GET];
+    store_msg m;
+    store_status ret = store_first(st, s, "u", msgid);
+    if (ret != STORE_OK)
+        goto out;
+    store_msg_row(s, &m);
+    /* The column memory dies at reset and the statement must not stay open
+     * (it would pin a read snapshot), so keep a copy in the handle. */
+    if (m.body_len + 1 > st->body_cap) {
+        char *p = realloc(st->body, m.body_len + 1);
+        if (!p) {
+            store_set_err(st, "out of memory");
+            ret = STORE_ERROR;
+            goto out;
+        }
+        st->body = p;
+        st->body_cap = m.body_len + 1;
+    }
+    memcpy(st->body, m.body, m.body_len);
+    st->body[m.body_len] = '\0';
+    m.body = st->body;
+    if (out)
+        *out = m;
+out:
+    store_finish(s);
+    return ret;
+}
+
+store_status store_message_recall(store *st, uint64_t msgid)
+{
+    int changes;
+    store_status ret = store_exec(st, Q_MSG_RECALL, &changes, "u", msgid);
+    if (ret == STORE_OK && changes == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
+                           store_msg_cb cb, void *arg)
+{
+    sqlite3_stmt *s = st->q[Q_HISTORY];
+    unsigned n = 0;
+    store_status ret =
+        store_bind(st, s, "uui", conv, before_seq ? before_seq : UINT64_MAX, (int64_t)limit);
+    if (ret == STORE_OK)
+        ret = store_msg_each(st, s, cb, arg, &n);
+    store_finish(s);
+    if (ret == STORE_OK && n == 0)
+        ret = store_conv_exists(st, conv);
+    return ret;
+}
+
+store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
+                           store_msg_cb cb, void *arg)
+{
+    sqlite3_stmt *s = st->q[Q_PENDING];
+    unsigned n;
+    store_status ret = store_bind(st, s, "uui", user, after_msgid, (int64_t)limit);
+    if (ret == STORE_OK)
+        ret = store_msg_each(st, s, cb, arg, &n);
+    store_finish(s);
+    return ret;
+}
+
+store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    int changes;
+    store_status ret = store_exec(st, Q_ACK, &changes, "uuu", user, conv, seq);
+    if (ret == STORE_OK && changes == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}

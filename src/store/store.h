@@ -1,0 +1,146 @@
+/*
+ * store: Parley's durable state behind one interface (users, sessions,
+ * friends, groups, conversations, messages, delivery cursors).
+ *
+ * A `store` handle is one database connection. It is not thread-safe: each
+ * worker thread opens its own handle and uses it alone. Every call is
+ * synchronous (it blocks), so it must only be made from a worker thread,
+ * never from an event-loop thread.
+ *
+ * Only prepared statements with bound parameters reach the database.
+ * Functions return a store_status; on STORE_ERROR store_errmsg() says why.
+ *
+ * Data model:
+ *   - a conversation is a user pair (direct) or a group; it has last_seq;
+ *   - a message belongs to one conversation, with a global id (msgid,
+ *     increasing) and a per-conversation seq (gap-free from 1);
+ *   - members(conv, user) carry the role (groups) and acked_seq, the
+ *     delivery cursor: everything above it not sent by the user is pending.
+ */
+#ifndef PARLEY_STORE_H
+#define PARLEY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+typedef enum {
+    STORE_OK = 0,
+    STORE_NOT_FOUND,
+    STORE_CONFLICT,
+    STORE_ERROR,
+} store_status;
+
+enum { STORE_NAME_MAX = 32, STORE_DESC_MAX = 200, STORE_HASH_MAX = 160 };
+
+enum { STORE_ROLE_NONE = 0, STORE_ROLE_CREATOR = 1, STORE_ROLE_NORMAL = 2 };
+
+typedef struct {
+    uint64_t id;
+    char name[STORE_NAME_MAX * 4 + 1]; /* UTF-8, up to 32 characters */
+    char pwhash[STORE_HASH_MAX + 1];   /* argon2id string, empty if not asked for */
+} store_user;
+
+typedef struct {
+    uint64_t id;
+    uint64_t conv;
+    uint64_t creator;
+    char name[STORE_NAME_MAX * 4 + 1];
+    char desc[STORE_DESC_MAX * 4 + 1];
+} store_group;
+
+typedef struct {
+    uint64_t msgid;
+    uint64_t conv;
+    uint64_t seq;
+    uint64_t sender;
+    uint64_t to;    /* direct: the other user of the pair; 0 for groups */
+    uint64_t group; /* group id for group conversations; 0 for direct */
+    int64_t ts;     /* unix ms */
+    int recalled;
+    const char *body; /* valid only during the callback / until the next call */
+    size_t body_len;
+} store_msg;
+
+/* Callbacks return 0 to go on, non-zero to stop the iteration early. */
+typedef int (*store_user_cb)(void *arg, uint64_t id, const char *name);
+typedef int (*store_member_cb)(void *arg, uint64_t id, const char *name, int role);
+typedef int (*store_group_cb)(void *arg, const store_group *g);
+typedef int (*store_msg_cb)(void *arg, const store_msg *m);
+
+/* Opens (creating if needed) the database file `path` and creates or
+ * migrates the schema. On failure returns NULL and writes the reason to err.
+ * The caller owns the handle and frees it with store_close(). */
+store *store_open(const char *path, char *err, size_t errlen);
+void store_close(store *st);
+const char *store_errmsg(const store *st);
+
+/* Transactions. begin starts a write transaction; savepoints nest inside it
+ * so that one failed request in a batch does not undo the others. */
+store_status store_begin(store *st);
+store_status store_commit(store *st);
+store_status store_rollback(store *st);
+store_status store_savepoint(store *st);
+store_status store_release(store *st);     /* keep the work since savepoint */
+store_status store_rollback_to(store *st); /* undo it (and release) */
+
+/* Users. Names are unique (CONFLICT); lookup by name is exact. */
+store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
+                               uint64_t *id_out);
+store_status store_user_by_id(store *st, uint64_t id, store_user *out);
+store_status store_user_by_name(store *st, const char *name, store_user *out);
+
+/* Sessions: a hash of the random token handed to the client at login. */
+store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
+                                  int64_t now_ms);
+store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out);
+store_status store_session_delete(store *st, const uint8_t token_hash[32]);
+
+/* Friends, stored in both directions. add: NOT_FOUND if either user does not
+ * exist, CONFLICT if already friends or a == b. del: NOT_FOUND if not friends. */
+store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms);
+store_status store_friend_del(store *st, uint64_t a, uint64_t b);
+store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void *arg);
+
+/* Groups. create: CONFLICT if the name is taken; the creator becomes member
+ * with ROLE_CREATOR. join: NOT_FOUND no group, CONFLICT already a member; a
+ * new member's cursor starts at the group's current last_seq. quit:
+ * NOT_FOUND if not a member. delete removes the group, its members and its
+ * messages. role: NOT_FOUND if not a member. */
+store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
+                                int64_t now_ms, store_group *out);
+store_status store_group_get(store *st, uint64_t group, store_group *out);
+store_status store_group_join(store *st, uint64_t group, uint64_t user, int64_t now_ms);
+store_status store_group_quit(store *st, uint64_t group, uint64_t user);
+store_status store_group_delete(store *st, uint64_t group);
+store_status store_group_role(store *st, uint64_t group, uint64_t user, int *role_out);
+store_status store_group_members(store *st, uint64_t group, store_member_cb cb, void *arg);
+store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void *arg);
+
+/* Conversations. direct_conv returns the conversation of the pair, creating
+ * it (and both members, cursors at 0) on first use; NOT_FOUND if either user
+ * does not exist. conv_members lists the users of a conversation. */
+store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out);
+store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg);
+
+/* Messages. append stores body in conv with the next seq and a new msgid and
+ * fills out (out->body points at the caller's body). */
+store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
+                                  size_t body_len, int64_t ts, store_msg *out);
+store_status store_message_get(store *st, uint64_t msgid, store_msg *out);
+store_status store_message_recall(store *st, uint64_t msgid);
+/* The newest `limit` messages of conv with seq < before_seq (0: no bound),
+ * handed to cb oldest first. */
+store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
+                           store_msg_cb cb, void *arg);
+/* Messages pending for user: in any of the user's conversations, seq above
+ * the user's cursor, not sent by the user, msgid > after_msgid; at most
+ * `limit`, oldest (lowest msgid) first. */
+store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
+                           store_msg_cb cb, void *arg);
+/* Moves the user's cursor in conv up to seq (never down). NOT_FOUND if the
+ * user is not a member of conv. */
+store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq);
+
+#endif

@@ -1,0 +1,84 @@
+/* The small common pieces: UTF-8 validation, the u64 map, the arena. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/arena.h"
+#include "common/u64map.h"
+#include "common/utf8.h"
+
+static void test_utf8_counts_code_points(void **state)
+{
+    assert_int_equal(utf8_count("", 0), 0);
+    assert_int_equal(utf8_count("abc", 3), 3);
+    assert_int_equal(utf8_count("h\xc3\xa9llo", 6), 5);          /* é */
+    assert_int_equal(utf8_count("\xe4\xbd\xa0\xe5\xa5\xbd", 6), 2); /* 你好 */
+    assert_int_equal(utf8_count("\xf0\x9f\x98\x80", 4), 1);         /* emoji */
+}
+
+static void test_utf8_rejects_malformed(void **state)
+{
+    assert_int_equal(utf8_count("\xff", 1), -1);
+    assert_int_equal(utf8_count("\xc3", 1), -1);             /* truncated */
+    assert_int_equal(utf8_count("\xc0\xaf", 2), -1);         /* overlong '/' */
+    assert_int_equal(utf8_count("\xed\xa0\x80", 3), -1);     /* surrogate */
+    assert_int_equal(utf8_count("\xf4\x90\x80\x80", 4), -1); /* > U+10FFFF */
+    assert_int_equal(utf8_count("a\0b", 3), -1);             /* NUL */
+    assert_int_equal(utf8_count("\x80", 1), -1);             /* lone continuation */
+}
+
+static void test_u64map_put_get_del(void **state)
+{
+    u64map *m = u64map_new();
+    assert_non_null(m);
+    for (uint64_t k = 1; k <= 10000; k++)
+        assert_int_equal(u64map_put(m, k * 7919, (void *)(uintptr_t)k), 0);
+    assert_int_equal(u64map_size(m), 10000);
+    for (uint64_t k = 1; k <= 10000; k++)
+        assert_ptr_equal(u64map_get(m, k * 7919), (void *)(uintptr_t)k);
+    assert_null(u64map_get(m, 5));
+    /* Delete every other key; the rest must stay reachable (backward shift). */
+    for (uint64_t k = 1; k <= 10000; k += 2)
+        assert_ptr_equal(u64map_del(m, k * 7919), (void *)(uintptr_t)k);
+    assert_int_equal(u64map_size(m), 5000);
+    for (uint64_t k = 1; k <= 10000; k++) {
+        void *want = (k % 2) ? NULL : (void *)(uintptr_t)k;
+        assert_ptr_equal(u64map_get(m, k * 7919), want);
+    }
+    assert_null(u64map_del(m, 3));
+    u64map_put(m, 2 * 7919, (void *)99);
+    assert_ptr_equal(u64map_get(m, 2 * 7919), (void *)99);
+    assert_int_equal(u64map_size(m), 5000);
+    u64map_free(m);
+}
+
+static void test_arena_alloc_and_reset(void **state)
+{
+    arena *a = arena_new();
+    char *small = arena_strdup(a, "hello");
+    char *big = arena_alloc(a, 100000);
+    memset(big, 'x', 100000);
+    assert_string_equal(small, "hello");
+    assert_string_equal(arena_printf(a, "%d-%s", 42, "x"), "42-x");
+    for (int i = 0; i < 1000; i++)
+        assert_non_null(arena_zalloc(a, 64));
+    assert_true(((uintptr_t)arena_alloc(a, 3) % sizeof(max_align_t)) == 0);
+    arena_reset(a);
+    assert_string_equal(arena_strndup(a, "abcdef", 3), "abc");
+    arena_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_counts_code_points),
+        cmocka_unit_test(test_utf8_rejects_malformed),
+        cmocka_unit_test(test_u64map_put_get_del),
+        cmocka_unit_test(test_arena_alloc_and_reset),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
