@@ -35,6 +35,8 @@ static const opt opts[] = {
     {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024, "largest frame in bytes (default 65536)"},
     {"max-inflight", UINT(max_inflight), 1, 65535,
      "requests in flight per connection before reading pauses (default 64)"},
+    {"recall-window", UINT(recall_window_s), 0, 86400 * 365,
+     "seconds during which a sender may recall a message (default 120)"},
     {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
@@ -164,6 +166,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->idle_timeout_s = 60;
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;
+    cfg->recall_window_s = 120;
     cfg->cost = PWHASH_INTERACTIVE;
     cfg->level = LOG_INFO;
 

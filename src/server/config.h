@@ -23,6 +23,7 @@ typedef struct config {
     unsigned idle_timeout_s;
     unsigned max_frame;
     unsigned max_inflight;
+    unsigned recall_window_s;
     pwhash_cost cost;
     log_level level;
 } config;

@@ -96,7 +96,7 @@ static int server_start(server *s, char *err, size_t errlen)
         .store_workers = cfg->store_workers,
         .auth_workers = cfg->auth_workers,
         .max_batch = cfg->max_batch,
-        .recall_window_ms = LIMIT_RECALL_WINDOW_MS,
+        .recall_window_ms = cfg->recall_window_s * 1000,
     };
     s->bus = bus_local_new();
     if (!s->bus) {

@@ -14,7 +14,6 @@ enum {
     LIMIT_HISTORY_DEFAULT = 20, /* messages per history page */
     LIMIT_HISTORY_MAX = 100,
     LIMIT_SYNC_BATCH = 200, /* pending messages per sync step */
-    LIMIT_RECALL_WINDOW_MS = 2 * 60 * 1000,
     PROTOCOL_VERSION = 1,
 };
 

@@ -78,6 +78,7 @@ static void svc_run_one(svc_worker *w, svc_task *t)
         return;
     }
     t->def->methods[t->method](ctx);
+    svc_reply(ctx); /* every result carries a frame, if only an empty one */
 }
 
 static void svc_drop_pushes(svc_ctx *ctx)

@@ -64,6 +64,8 @@ class Server:
     def stop(self, sig=None, timeout=20):
         """Stops the server (SIGTERM by default) and returns its exit code."""
         if not self.proc or self.proc.poll() is not None:
+            if self.proc and not self.log.closed:
+                self.log.close()
             return self.proc.returncode if self.proc else None
         if sig is None:
             self.proc.terminate()
@@ -85,9 +87,17 @@ class Server:
             return ""
 
     def cleanup(self):
-        self.stop()
+        rc = self.stop()
+        logs = self.logs()
         if self.own_data:
             shutil.rmtree(self.data, ignore_errors=True)
+        # A sanitizer report or an unclean exit is a failure of the test that
+        # ran, even if every assertion in it held.
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            if marker in logs:
+                raise AssertionError("parleyd reported a sanitizer error:\n" + logs[-6000:])
+        if rc not in (0, None):
+            raise AssertionError("parleyd exited with %s on SIGTERM:\n%s" % (rc, logs[-3000:]))
 
 
 class Client:
@@ -194,12 +204,22 @@ class Client:
             self.all.append(obj)
             if obj.get("type") != "reply":
                 self.events.append(obj)
+        self._release()
         return self.proc.returncode
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._release()
+
+    def _release(self):
+        self.reader.join(timeout=5)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
 
 
 class ParleyTest(unittest.TestCase):
