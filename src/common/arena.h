@@ -26,6 +26,11 @@ char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf,
 ProtobufCAllocator *arena_pb(arena *a);
 
 /* Helpers for building protobuf messages in an arena. */
-#define ARENA_NEW(a, type, init) ({ type *p_ = arena_alloc((a), sizeof(type)); init(p_); p_; })
+#define ARENA_NEW(a, type, init)                                                                   \
+    ({                                                                                             \
+        type *p_ = arena_alloc((a), sizeof(type));                                                 \
+        init(p_);                                                                                  \
+        p_;                                                                                        \
+    })
 
 #endif

@@ -5,8 +5,8 @@ frame_status frame_next(const uint8_t *buf, size_t len, size_t max, const uint8_
 {
     if (len < FRAME_HDR)
         return FRAME_NEED_MORE;
-    uint32_t n = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 |
-                 (uint32_t)buf[3];
+    uint32_t n =
+        (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | (uint32_t)buf[3];
     /* Judge the size before waiting for the body: a hostile header must not
      * make us buffer gigabytes. */
     if (n > max)

@@ -70,8 +70,7 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks,
-               void *arg)
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks, void *arg)
 {
     pool *p = calloc(1, sizeof(*p));
     if (!p)

@@ -15,8 +15,15 @@
 
 /* Method indexes, as declared in services.proto. */
 enum { USER_CREATE = 0, USER_LOGIN, USER_RESUME, USER_LOGOUT };
-enum { SOC_FRIEND_ADD = 0, SOC_FRIEND_DEL, SOC_FRIEND_LIST, SOC_GROUP_CREATE, SOC_GROUP_JOIN,
-       SOC_GROUP_QUIT, SOC_GROUP_DELETE };
+enum {
+    SOC_FRIEND_ADD = 0,
+    SOC_FRIEND_DEL,
+    SOC_FRIEND_LIST,
+    SOC_GROUP_CREATE,
+    SOC_GROUP_JOIN,
+    SOC_GROUP_QUIT,
+    SOC_GROUP_DELETE
+};
 enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
 
 typedef struct gw_loop {
@@ -30,7 +37,7 @@ struct gateway {
     gateway_config cfg;
     loop **loops;
     unsigned nloops;
-    unsigned next_loop; /* atomic */
+    unsigned next_loop;    /* atomic */
     uint64_t next_session; /* atomic */
     ProtobufCService *user, *social, *message;
     bus *bus;

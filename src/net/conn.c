@@ -288,8 +288,8 @@ static size_t conn_parse(conn *c, const uint8_t *buf, size_t len)
     while ((c->flags & CF_OPEN) && !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH))) {
         const uint8_t *payload;
         size_t plen, used;
-        frame_status st = frame_next(buf + off, len - off, c->lim->max_frame, &payload, &plen,
-                                     &used);
+        frame_status st =
+            frame_next(buf + off, len - off, c->lim->max_frame, &payload, &plen, &used);
         if (st == FRAME_NEED_MORE)
             break;
         if (st == FRAME_TOO_LARGE) {
@@ -454,8 +454,8 @@ void conn_loop_tick(loop *l)
         conn *next = c->next;
         if ((c->flags & CF_CLOSE_AFTER_FLUSH) && (int32_t)(l->now - c->close_deadline) >= 0)
             conn_close(c, "close grace expired");
-        else if (c->lim->idle_timeout_s &&
-                 l->now - c->last_active >= c->lim->idle_timeout_s && c->inflight == 0)
+        else if (c->lim->idle_timeout_s && l->now - c->last_active >= c->lim->idle_timeout_s &&
+                 c->inflight == 0)
             conn_close(c, "idle timeout");
         c = next;
     }

@@ -41,8 +41,7 @@ typedef struct conn_limits {
 /* Adopts the non-blocking socket fd on loop l (called on l's thread) with
  * udata_size zeroed bytes of per-connection state for the handler. The conn
  * holds one reference, dropped when it closes. NULL on failure (fd closed). */
-conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim,
-               size_t udata_size);
+conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, size_t udata_size);
 void *conn_udata(conn *c);
 loop *conn_loop(const conn *c);
 int conn_is_open(const conn *c);

@@ -70,12 +70,13 @@ listener *listener_new(struct event_base *base, const char *host, int port, list
         snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
         goto fail;
     }
-    ls->ev = evconnlistener_new_bind(base, listener_on_accept, ls,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, ai->ai_addr, (int)ai->ai_addrlen);
+    ls->ev =
+        evconnlistener_new_bind(base, listener_on_accept, ls,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                1024, ai->ai_addr, (int)ai->ai_addrlen);
     if (!ls->ev) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s:%d: %s%s", host, port, strerror(errno),
+                 errno == EADDRINUSE ? " (another parleyd running? pick one with --port)" : "");
         goto fail;
     }
     evconnlistener_set_error_cb(ls->ev, listener_on_error);

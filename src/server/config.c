@@ -22,7 +22,8 @@ typedef struct {
 
 static const opt opts[] = {
     {"bind", STR(bind), "address to listen on (default 127.0.0.1)"},
-    {"port", OPT_PORT, offsetof(config, port), 0, 0, 65535, "client port (default 7070; 0 picks one)"},
+    {"port", OPT_PORT, offsetof(config, port), 0, 0, 65535,
+     "client port (default 7070; 0 picks one)"},
     {"data", STR(data), "data directory (default ./parley-data)"},
     {"role", STR(role), "which parts run here (default all)"},
     {"threads", UINT(threads), 1, 256, "I/O threads (default: number of cores)"},
@@ -32,7 +33,8 @@ static const opt opts[] = {
     {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 256)"},
     {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
      "seconds of silence before a client is dropped (default 60)"},
-    {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024, "largest frame in bytes (default 65536)"},
+    {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024,
+     "largest frame in bytes (default 65536)"},
     {"max-inflight", UINT(max_inflight), 1, 65535,
      "requests in flight per connection before reading pauses (default 64)"},
     {"recall-window", UINT(recall_window_s), 0, 86400 * 365,
@@ -53,8 +55,7 @@ void config_usage(const char *prog)
     printf("  --%-15s %s\n", "config FILE", "read settings (key = value lines) from FILE first");
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
         printf("  --%-15s %s\n", opts[i].name, opts[i].help);
-    printf("  --%-15s %s\n  --%-15s %s\n", "help", "show this help", "version",
-           "show the version");
+    printf("  --%-15s %s\n  --%-15s %s\n", "help", "show this help", "version", "show the version");
 }
 
 static int config_set(config *cfg, const char *key, const char *val, char *err, size_t errlen)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bus/bus.h"
 #include "common/log.h"
@@ -60,6 +61,33 @@ static int server_mkdirs(const char *path, char *err, size_t errlen)
 fail:
     snprintf(err, errlen, "cannot create data directory %.400s: %s", tmp, strerror(errno));
     return -1;
+}
+
+/* The client built next to this binary if there is one, else its bare name:
+ * the ready line should be a command the user can paste. */
+static void server_client_path(char *out, size_t len)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    snprintf(out, len, "parley");
+    if (n <= 0)
+        return;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    char candidate[PATH_MAX + 8];
+    snprintf(candidate, sizeof(candidate), "%s/parley", self);
+    char cwd[PATH_MAX];
+    if (access(candidate, X_OK) != 0)
+        return;
+    /* Relative to the working directory when inside it: shorter to type. */
+    size_t cl = getcwd(cwd, sizeof(cwd)) ? strlen(cwd) : 0;
+    if (cl && strncmp(candidate, cwd, cl) == 0 && candidate[cl] == '/')
+        snprintf(out, len, "%s", candidate + cl + 1);
+    else
+        snprintf(out, len, "%.*s", (int)len - 1, candidate);
 }
 
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -207,15 +235,17 @@ int main(int argc, char **argv)
         return 1;
     }
     int port = listener_port(s.ls);
-    log_info("data in %s (SQLite), %u I/O threads, %u store workers, password cost %s",
-             s.db_path, s.cfg.threads, s.cfg.store_workers,
+    log_info("data in %s (SQLite), %u I/O threads, %u store workers, password cost %s", s.db_path,
+             s.cfg.threads, s.cfg.store_workers,
              s.cfg.cost == PWHASH_INTERACTIVE ? "interactive"
              : s.cfg.cost == PWHASH_MODERATE  ? "moderate"
                                               : "min");
     log_info("listening on %s:%d", s.cfg.bind, port);
-    printf("Parley is ready on %s:%d. Connect with: parley --host %s --port %d "
+    char client[PATH_MAX];
+    server_client_path(client, sizeof(client));
+    printf("Parley is ready on %s:%d. Connect with: %s --host %s --port %d "
            "(Ctrl-C stops the server)\n",
-           s.cfg.bind, port, s.cfg.bind, port);
+           s.cfg.bind, port, client, s.cfg.bind, port);
     fflush(stdout);
     event_base_dispatch(s.base);
     log_info("%s received: shutting down", s.stop_reason ? s.stop_reason : "stop");

@@ -167,8 +167,7 @@ static void social_group_quit(svc_ctx *ctx)
         return;
     if (role == STORE_ROLE_CREATOR) {
         svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN,
-                 "the creator cannot quit group %llu; delete it instead",
-                 (unsigned long long)gid);
+                 "the creator cannot quit group %llu; delete it instead", (unsigned long long)gid);
         return;
     }
     store_status st = store_group_quit(ctx->st, gid, ctx->call->caller->user_id);
@@ -225,8 +224,8 @@ static void social_group_delete(svc_ctx *ctx)
 }
 
 static const svc_method_fn social_methods[] = {
-    social_friend_add,   social_friend_del, social_friend_list,  social_group_create,
-    social_group_join,   social_group_quit, social_group_delete,
+    social_friend_add, social_friend_del, social_friend_list,  social_group_create,
+    social_group_join, social_group_quit, social_group_delete,
 };
 
 const svc_def svc_social = {

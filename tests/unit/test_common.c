@@ -15,7 +15,7 @@ static void test_utf8_counts_code_points(void **state)
 {
     assert_int_equal(utf8_count("", 0), 0);
     assert_int_equal(utf8_count("abc", 3), 3);
-    assert_int_equal(utf8_count("h\xc3\xa9llo", 6), 5);          /* é */
+    assert_int_equal(utf8_count("h\xc3\xa9llo", 6), 5);             /* é */
     assert_int_equal(utf8_count("\xe4\xbd\xa0\xe5\xa5\xbd", 6), 2); /* 你好 */
     assert_int_equal(utf8_count("\xf0\x9f\x98\x80", 4), 1);         /* emoji */
 }
