@@ -1,10 +1,14 @@
 /*
  * bus: presence (which gateways hold sessions of a user) and delivery of
  * push frames to those gateways. The local bus serves the single-process
- * role; a Redis bus serves a cluster behind the same functions.
+ * role; the Redis bus (bus_redis_new) serves a cluster behind the same
+ * functions.
  *
- * Every function is thread-safe: service workers publish, gateways update
- * presence from their loops.
+ * Every function is thread-safe. Who calls what:
+ *   - presence_add / presence_remove: gateway event loops. They must not
+ *     block: a cluster bus queues the update and returns at once.
+ *   - presence_count, publish: service worker threads. They may block.
+ *   - subscribe: once, at start-up, before any publish.
  */
 #ifndef PARLEY_BUS_H
 #define PARLEY_BUS_H
@@ -16,17 +20,24 @@
 
 typedef struct bus bus;
 
-/* Called with the users of a push that have sessions on this gateway and
- * the framed bytes to write to each of their sessions. It runs on the
- * publisher's thread: it must hand the work to the gateway's loops. */
-typedef void (*bus_deliver_fn)(void *arg, const uint64_t *users, size_t n, blob *frame);
+/* What a gateway hands the bus to receive pushes. Both run on a bus or
+ * publisher thread, never on a gateway loop: they must hand work over. */
+typedef struct bus_handler {
+    /* users (with sessions on this gateway) and the framed bytes to write to
+     * each of their sessions. frame is borrowed: blob_ref it to keep it. */
+    void (*deliver)(void *arg, const uint64_t *users, size_t n, blob *frame);
+    /* Pushes may have been lost (the bus lost its connection and is back):
+     * re-send every session what it has not acknowledged. */
+    void (*resync)(void *arg);
+    void *arg;
+} bus_handler;
 
 typedef struct bus_ops {
     int (*presence_add)(bus *b, uint64_t user, uint32_t gateway);
     int (*presence_remove)(bus *b, uint64_t user, uint32_t gateway);
     long (*presence_count)(bus *b, uint64_t user);
     void (*publish)(bus *b, const uint64_t *users, size_t n, blob *frame);
-    void (*subscribe)(bus *b, uint32_t gateway, bus_deliver_fn fn, void *arg);
+    void (*subscribe)(bus *b, uint32_t gateway, const bus_handler *h);
     void (*free)(bus *b);
 } bus_ops;
 
@@ -36,33 +47,39 @@ struct bus {
 
 /* The in-process bus (one gateway, presence in memory). Owned by the caller. */
 bus *bus_local_new(void);
+/* A bus on Redis at host:port, for a cluster. gateway_id is this process's
+ * gateway (0 if it runs no gateway). Fails (NULL, reason in err) if Redis
+ * cannot be reached at start; later outages are ridden out (see redis.c). */
+bus *bus_redis_new(const char *host, int port, uint32_t gateway_id, char *err, size_t errlen);
 
-/* Counts one more session of user on gateway; returns the user's session
- * count before this one (0: the user just came online), or -1 on failure. */
+/* Counts one more session of user on gateway. 0, or -1 on failure. */
 static inline int bus_presence_add(bus *b, uint64_t user, uint32_t gateway)
 {
     return b->ops->presence_add(b, user, gateway);
 }
-/* Counts one session less; returns the sessions left, or -1 on failure. */
+/* Counts one session less. 0, or -1 on failure. */
 static inline int bus_presence_remove(bus *b, uint64_t user, uint32_t gateway)
 {
     return b->ops->presence_remove(b, user, gateway);
 }
-/* Sessions of user on every gateway (0: offline), or -1 if unknown. */
+/* Sessions of user on every live gateway (0: offline), or -1 if unknown
+ * (e.g. Redis unreachable). */
 static inline long bus_presence_count(bus *b, uint64_t user)
 {
     return b->ops->presence_count(b, user);
 }
-/* Sends frame to every session of the given users, wherever they are. */
+/* Sends frame (framed bytes, borrowed) to every session of the given users,
+ * wherever they are. Best effort: a push that cannot be sent is not an
+ * error, since the message is stored and reaches the user at the next sync. */
 static inline void bus_publish(bus *b, const uint64_t *users, size_t n, blob *frame)
 {
     b->ops->publish(b, users, n, frame);
 }
 /* Registers the gateway that receives pushes for sessions it holds. Call
- * before any publish. */
-static inline void bus_subscribe(bus *b, uint32_t gateway, bus_deliver_fn fn, void *arg)
+ * before any publish; h is copied. */
+static inline void bus_subscribe(bus *b, uint32_t gateway, const bus_handler *h)
 {
-    b->ops->subscribe(b, gateway, fn, arg);
+    b->ops->subscribe(b, gateway, h);
 }
 static inline void bus_free(bus *b)
 {

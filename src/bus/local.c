@@ -12,8 +12,7 @@ typedef struct {
     bus base;
     pthread_mutex_t lock;
     u64map *sessions; /* user -> session count, stored in the pointer */
-    bus_deliver_fn deliver;
-    void *deliver_arg;
+    bus_handler h;
 } bus_local;
 
 static int local_presence_add(bus *b, uint64_t user, uint32_t gateway)
@@ -21,7 +20,7 @@ static int local_presence_add(bus *b, uint64_t user, uint32_t gateway)
     bus_local *bl = (bus_local *)b;
     pthread_mutex_lock(&bl->lock);
     uintptr_t n = (uintptr_t)u64map_get(bl->sessions, user);
-    int rc = u64map_put(bl->sessions, user, (void *)(n + 1)) < 0 ? -1 : (int)n;
+    int rc = u64map_put(bl->sessions, user, (void *)(n + 1));
     pthread_mutex_unlock(&bl->lock);
     return rc;
 }
@@ -36,7 +35,7 @@ static int local_presence_remove(bus *b, uint64_t user, uint32_t gateway)
     else
         u64map_put(bl->sessions, user, (void *)(n - 1));
     pthread_mutex_unlock(&bl->lock);
-    return n <= 1 ? 0 : (int)(n - 1);
+    return 0;
 }
 
 static long local_presence_count(bus *b, uint64_t user)
@@ -51,15 +50,14 @@ static long local_presence_count(bus *b, uint64_t user)
 static void local_publish(bus *b, const uint64_t *users, size_t n, blob *frame)
 {
     bus_local *bl = (bus_local *)b;
-    if (bl->deliver && n > 0)
-        bl->deliver(bl->deliver_arg, users, n, frame);
+    if (bl->h.deliver && n > 0)
+        bl->h.deliver(bl->h.arg, users, n, frame);
 }
 
-static void local_subscribe(bus *b, uint32_t gateway, bus_deliver_fn fn, void *arg)
+static void local_subscribe(bus *b, uint32_t gateway, const bus_handler *h)
 {
     bus_local *bl = (bus_local *)b;
-    bl->deliver = fn;
-    bl->deliver_arg = arg;
+    bl->h = *h;
 }
 
 static void local_free(bus *b)

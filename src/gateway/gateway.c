@@ -162,6 +162,12 @@ static void gw_sync(conn *c, uint64_t after)
     gw_call(c, gw_sess(c)->gl->gw->message, MSG_SYNC, CALL_SYNC, &f, 0, after);
 }
 
+static void gw_resync_conn(conn *c, void *arg)
+{
+    if (gw_sess(c)->user)
+        gw_sync(c, 0);
+}
+
 static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
 {
     gw_session *s = gw_sess(c);
@@ -520,6 +526,21 @@ static void gw_deliver(void *arg, const uint64_t *users, size_t n, blob *frame)
     }
 }
 
+/* After a bus outage pushes may be lost: catch every session up again. */
+static void gw_resync_loop(void *arg)
+{
+    gw_loop *gl = arg;
+    log_info("re-syncing the sessions of loop %u after a bus outage", loop_index(gl->l));
+    conn_foreach(gl->l, gw_resync_conn, NULL);
+}
+
+static void gw_resync(void *arg)
+{
+    gateway *gw = arg;
+    for (unsigned i = 0; i < gw->nloops; i++)
+        loop_post(gw->loops[i], gw_resync_loop, &gw->per_loop[i]);
+}
+
 /* ---- life cycle ---- */
 
 gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
@@ -551,7 +572,8 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
             goto fail;
         loop_set_udata(loops[i], gl);
     }
-    bus_subscribe(b, cfg->gateway_id, gw_deliver, gw);
+    bus_handler h = {.deliver = gw_deliver, .resync = gw_resync, .arg = gw};
+    bus_subscribe(b, cfg->gateway_id, &h);
     return gw;
 fail:
     gateway_free(gw);

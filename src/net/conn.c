@@ -473,3 +473,13 @@ void conn_close_all(loop *l, const char *why, void (*each)(conn *c, void *arg), 
         conn_unref(c);
     }
 }
+
+void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg)
+{
+    conn *c = l->conns;
+    while (c) {
+        conn *next = c->next;
+        each(c, arg);
+        c = next;
+    }
+}

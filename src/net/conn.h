@@ -69,6 +69,9 @@ void conn_inflight_dec(conn *c);
 /* For shutdown: calls each(c, arg) for every open connection of loop l, then
  * writes what each has queued (best effort, without blocking) and closes it. */
 void conn_close_all(loop *l, const char *why, void (*each)(conn *c, void *arg), void *arg);
+/* Calls each(c, arg) for every open connection of loop l. each may close c
+ * but no other connection. */
+void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg);
 /* Number of open connections on loop l. */
 size_t conn_count(loop *l);
 

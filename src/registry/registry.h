@@ -1,0 +1,52 @@
+/*
+ * registry: who provides which service, kept in ZooKeeper. Every service
+ * node registers an ephemeral sequential znode under
+ * /parley/services/<service>/ whose data is its "host:port"; callers watch
+ * the children of that path and keep their view current. A node whose
+ * ZooKeeper session expires registers again as soon as it has a new one.
+ *
+ * Thread-safety: every function may be called from any thread. Watch
+ * callbacks run on the ZooKeeper client's own thread: they must not block
+ * and should hand the list over to whoever uses it.
+ */
+#ifndef PARLEY_REGISTRY_H
+#define PARLEY_REGISTRY_H
+
+#include <stddef.h>
+
+typedef struct registry registry;
+
+/* One provider of a service. */
+typedef struct registry_node {
+    const char *name; /* the znode's name, e.g. "node-0000000003" (stable while it lives) */
+    const char *addr; /* "host:port" */
+} registry_node;
+
+/* The current providers of `service` (possibly none), sorted by name. The
+ * array and its strings are valid during the call only. */
+typedef void (*registry_watch_fn)(void *arg, const char *service, const registry_node *nodes,
+                                  size_t n);
+
+/* Connects to the ZooKeeper ensemble `hosts` ("h1:p1,h2:p2,...") with the
+ * given session timeout. Waits up to connect_timeout_ms for a session and
+ * fails (NULL, reason in err) if none comes: a clear error at start beats a
+ * server that silently serves nobody. The caller owns the registry. */
+registry *registry_zk_new(const char *hosts, int session_timeout_ms, int connect_timeout_ms,
+                          char *err, size_t errlen);
+/* Closes the session (its ephemeral nodes vanish at once) and frees. */
+void registry_free(registry *r);
+
+/* Publishes addr as a provider of service (creating the parent path) and
+ * keeps it published across session expiry. 0, or -1 with the reason in err. */
+int registry_register(registry *r, const char *service, const char *addr, char *err,
+                      size_t errlen);
+/* Calls fn with the current providers of service now (from the calling
+ * thread, before returning) and again after every change, until
+ * registry_free. 0, or -1 with the reason in err. */
+int registry_watch(registry *r, const char *service, registry_watch_fn fn, void *arg, char *err,
+                   size_t errlen);
+/* Every service name under /parley/services and each one's providers, for
+ * admin tools: calls fn once per service. Synchronous. 0 or -1. */
+int registry_list_all(registry *r, registry_watch_fn fn, void *arg, char *err, size_t errlen);
+
+#endif
