@@ -27,7 +27,7 @@ static void local_reply_run(void *arg)
     arena_free(r->a);
 }
 
-static void local_done(void *arg, arena *a, Parley__Result *res)
+static void local_done(void *arg, arena *a, Parley__Result *res, svc_outcome outcome)
 {
     local_reply *r = arg;
     r->a = a;
@@ -64,7 +64,7 @@ static void local_invoke(ProtobufCService *service, unsigned method, const Proto
     r->closure = closure;
     r->closure_data = closure_data;
     r->node.arg = loop_current();
-    svc_submit(s->rt, s->def, method, a, call, local_done, r);
+    svc_submit(s->rt, s->def, method, a, call, 0, local_done, r);
 }
 
 static void local_destroy(ProtobufCService *service)

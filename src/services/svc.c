@@ -24,6 +24,8 @@ typedef struct svc_task {
     const svc_def *def;
     unsigned method;
     svc_ctx ctx;
+    int64_t deadline_ms;
+    svc_outcome outcome;
     svc_done_fn done;
     void *done_arg;
 } svc_task;
@@ -64,11 +66,33 @@ static void svc_worker_fini(void *ctx)
     free(w);
 }
 
+int64_t svc_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const svc_def *svc_find(const char *name)
+{
+    const svc_def *all[] = {&svc_user, &svc_social, &svc_message};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(all[i]->desc->name, name) == 0)
+            return all[i];
+    return NULL;
+}
+
 static void svc_run_one(svc_worker *w, svc_task *t)
 {
     svc_ctx *ctx = &t->ctx;
     ctx->st = w->st;
     ctx->now_ms = svc_now_ms();
+    /* The caller has given up: doing the work now would only surprise it. */
+    if (t->deadline_ms && svc_clock_ms() > t->deadline_ms) {
+        t->outcome = SVC_EXPIRED;
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "deadline exceeded");
+        return;
+    }
     if (t->method >= t->def->desc->n_methods || !t->def->methods[t->method]) {
         svc_fail(ctx, PARLEY__ERROR_CODE__UNSUPPORTED, "unknown method");
         return;
@@ -132,7 +156,7 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
             blob_unref(p->frame);
         }
         t->ctx.pushes = NULL;
-        t->done(t->done_arg, t->ctx.a, t->ctx.res);
+        t->done(t->done_arg, t->ctx.a, t->ctx.res, t->outcome);
         free(t);
     }
 }
@@ -182,13 +206,14 @@ void svc_runtime_free(svc_runtime *rt)
 }
 
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                svc_done_fn done, void *arg)
+                int64_t deadline_ms, svc_done_fn done, void *arg)
 {
     svc_task *t = calloc(1, sizeof(*t));
     if (!t)
         abort();
     t->def = def;
     t->method = m;
+    t->deadline_ms = deadline_ms;
     t->done = done;
     t->done_arg = arg;
     t->ctx.bus = rt->bus;

@@ -68,13 +68,24 @@ typedef struct svc_runtime svc_runtime;
 svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen);
 void svc_runtime_free(svc_runtime *rt);
 
+typedef enum {
+    SVC_RAN = 0,  /* the method ran; res says how it went */
+    SVC_EXPIRED,  /* the deadline passed before it could run; nothing was done */
+} svc_outcome;
+
 /* Called on a worker thread once the request is done and committed. It
  * owns a (and res, which lives in a) and must free it. */
-typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res);
+typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res, svc_outcome outcome);
 
-/* Runs method m of def for call (allocated in a; a passes to the runtime). */
+/* Runs method m of def for call (allocated in a; a passes to the runtime).
+ * deadline_ms is on svc_clock_ms()'s clock; 0 means none. */
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                svc_done_fn done, void *arg);
+                int64_t deadline_ms, svc_done_fn done, void *arg);
+/* Milliseconds on a monotonic clock. */
+int64_t svc_clock_ms(void);
+/* The service definition whose descriptor is named name ("parley.UserService"),
+ * or NULL. */
+const svc_def *svc_find(const char *name);
 
 /* ---- helpers for methods ---- */
 

@@ -1,0 +1,792 @@
+/*
+ * out: see out.h. JSON is built with json.h; the human form with a small
+ * text buffer (tbuf) that also neutralises control characters in text that
+ * came from other users, so a message cannot move the cursor or recolour
+ * the terminal.
+ */
+#include "client/out.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/json.h"
+
+/* ---- text buffer for the human form ---- */
+
+typedef struct tbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} tbuf;
+
+static bool tbuf_reserve(tbuf *t, size_t n)
+{
+    if (t->failed)
+        return false;
+    if (t->len + n + 1 <= t->cap)
+        return true;
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap < t->len + n + 1)
+        cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (!p) {
+        t->failed = true;
+        return false;
+    }
+    t->p = p;
+    t->cap = cap;
+    return true;
+}
+
+static void tbuf_raw(tbuf *t, const char *s, size_t n)
+{
+    if (!tbuf_reserve(t, n))
+        return;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+static void tbuf_str(tbuf *t, const char *s)
+{
+    tbuf_raw(t, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static void tbuf_printf(tbuf *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !tbuf_reserve(t, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* Appends text from the network with control characters made visible:
+ * newline and tab as \n and \t, others (C0, DEL, and C1 encoded in UTF-8)
+ * as \xHH. */
+static void tbuf_safe(tbuf *t, const char *s)
+{
+    char esc[8];
+    for (size_t i = 0; s && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') {
+            tbuf_str(t, "\\n");
+        } else if (c == '\t') {
+            tbuf_str(t, "\\t");
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", c);
+            tbuf_raw(t, esc, strlen(esc));
+        } else if (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
+                   (unsigned char)s[i + 1] <= 0x9f) {
+            snprintf(esc, sizeof(esc), "\\x%02x", (unsigned char)s[i + 1]);
+            tbuf_raw(t, esc, strlen(esc));
+            i++;
+        } else {
+            tbuf_raw(t, s + i, 1);
+        }
+    }
+}
+
+static void tbuf_free(tbuf *t)
+{
+    free(t->p);
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- sinks ---- */
+
+static void out_stdout_sink(void *ctx, const char *text, size_t len)
+{
+    out_ctx *o = ctx;
+    if (fwrite(text, 1, len, stdout) != len || fflush(stdout) != 0)
+        o->failed = true;
+}
+
+void out_init(out_ctx *o, bool json)
+{
+    memset(o, 0, sizeof(*o));
+    o->json = json;
+    o->sink = out_stdout_sink;
+    o->sink_ctx = o;
+}
+
+void out_free(out_ctx *o)
+{
+    for (size_t i = 0; i < o->nnames; i++)
+        free(o->names[i].name);
+    free(o->names);
+    o->names = NULL;
+    o->nnames = 0;
+    o->names_cap = 0;
+}
+
+/* Remembers id's name; best effort (a failed allocation only loses it). */
+static void out_learn(out_ctx *o, uint64_t id, const char *name)
+{
+    if (id == 0 || !name || !name[0])
+        return;
+    for (size_t i = 0; i < o->nnames; i++) {
+        if (o->names[i].id == id) {
+            if (strcmp(o->names[i].name, name) != 0) {
+                char *copy = strdup(name);
+                if (copy) {
+                    free(o->names[i].name);
+                    o->names[i].name = copy;
+                }
+            }
+            return;
+        }
+    }
+    if (o->nnames == o->names_cap) {
+        size_t cap = o->names_cap ? o->names_cap * 2 : 16;
+        out_name *n = realloc(o->names, cap * sizeof(*n));
+        if (!n)
+            return;
+        o->names = n;
+        o->names_cap = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return;
+    o->names[o->nnames].id = id;
+    o->names[o->nnames].name = copy;
+    o->nnames++;
+}
+
+static const char *out_lookup(const out_ctx *o, uint64_t id)
+{
+    for (size_t i = 0; i < o->nnames; i++)
+        if (o->names[i].id == id)
+            return o->names[i].name;
+    return NULL;
+}
+
+static void out_learn_lists(out_ctx *o, size_t nf, Parley__User *const *friends, size_t ng,
+                            Parley__Group *const *groups)
+{
+    for (size_t i = 0; i < nf; i++)
+        out_learn(o, friends[i]->id, friends[i]->name);
+    for (size_t i = 0; i < ng; i++)
+        for (size_t k = 0; k < groups[i]->n_members; k++)
+            out_learn(o, groups[i]->members[k]->id, groups[i]->members[k]->name);
+}
+
+void out_set_sink(out_ctx *o, out_sink_fn sink, void *ctx)
+{
+    o->sink = sink ? sink : out_stdout_sink;
+    o->sink_ctx = sink ? ctx : o;
+}
+
+static void out_emit(out_ctx *o, const char *text, size_t len)
+{
+    if (len > 0)
+        o->sink(o->sink_ctx, text, len);
+}
+
+/* Ends a JSON line and hands it to the sink. */
+static void out_json_done(out_ctx *o, json_writer *j)
+{
+    if (!json_ok(j)) {
+        fprintf(stderr, "parley: out of memory formatting output\n");
+        json_free(j);
+        return;
+    }
+    size_t len = strlen(json_text(j));
+    char *line = malloc(len + 2);
+    if (!line) {
+        fprintf(stderr, "parley: out of memory formatting output\n");
+        json_free(j);
+        return;
+    }
+    memcpy(line, json_text(j), len);
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    out_emit(o, line, len + 1);
+    free(line);
+    json_free(j);
+}
+
+static void out_text_done(out_ctx *o, tbuf *t)
+{
+    if (t->failed)
+        fprintf(stderr, "parley: out of memory formatting output\n");
+    else if (t->len > 0)
+        out_emit(o, t->p, t->len);
+    tbuf_free(t);
+}
+
+const char *out_code_name(int code)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&parley__error_code__descriptor, code);
+    return v ? v->name : "UNKNOWN";
+}
+
+static const char *out_role_name(Parley__Role r)
+{
+    switch (r) {
+    case PARLEY__ROLE__ROLE_CREATOR:
+        return "creator";
+    case PARLEY__ROLE__ROLE_NORMAL:
+        return "normal";
+    default:
+        return "none";
+    }
+}
+
+/* ---- shared records, JSON ---- */
+
+static void out_json_users(json_writer *j, const char *key, size_t n, Parley__User *const *users)
+{
+    json_key(j, key);
+    json_arr_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        json_obj_begin(j);
+        json_ku64(j, "id", users[i]->id);
+        json_kstr(j, "name", users[i]->name);
+        json_kbool(j, "online", users[i]->online);
+        json_obj_end(j);
+    }
+    json_arr_end(j);
+}
+
+static void out_json_groups(json_writer *j, size_t n, Parley__Group *const *groups)
+{
+    json_key(j, "groups");
+    json_arr_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        const Parley__Group *g = groups[i];
+        json_obj_begin(j);
+        json_ku64(j, "id", g->id);
+        json_kstr(j, "name", g->name);
+        json_kstr(j, "desc", g->desc);
+        json_key(j, "members");
+        json_arr_begin(j);
+        for (size_t k = 0; k < g->n_members; k++) {
+            json_obj_begin(j);
+            json_ku64(j, "id", g->members[k]->id);
+            json_kstr(j, "name", g->members[k]->name);
+            json_kstr(j, "role", out_role_name(g->members[k]->role));
+            json_obj_end(j);
+        }
+        json_arr_end(j);
+        json_obj_end(j);
+    }
+    json_arr_end(j);
+}
+
+static void out_json_message(json_writer *j, const Parley__Message *m)
+{
+    json_obj_begin(j);
+    json_kstr(j, "type", "message");
+    json_ku64(j, "msgid", m->msgid);
+    json_ku64(j, "seq", m->seq);
+    json_ku64(j, "conv", m->conv);
+    json_ku64(j, "from", m->from);
+    if (m->from_name && m->from_name[0])
+        json_kstr(j, "from_name", m->from_name);
+    if (m->group)
+        json_ku64(j, "group", m->group);
+    else
+        json_ku64(j, "to", m->to);
+    json_kstr(j, "body", m->body);
+    json_ku64(j, "ts", m->ts);
+    if (m->recalled)
+        json_kbool(j, "recalled", true);
+    json_obj_end(j);
+}
+
+/* ---- shared records, human ---- */
+
+/* "alice (1)", "user 1" or "you". */
+static void out_text_user(out_ctx *o, tbuf *t, uint64_t id, const char *name)
+{
+    if (!name || !name[0])
+        name = out_lookup(o, id);
+    if (o->me && id == o->me)
+        tbuf_str(t, "you");
+    else if (name && name[0]) {
+        tbuf_safe(t, name);
+        tbuf_printf(t, " (%" PRIu64 ")", id);
+    } else
+        tbuf_printf(t, "user %" PRIu64, id);
+}
+
+static void out_text_time(tbuf *t, uint64_t ts_ms, bool with_date)
+{
+    if (ts_ms == 0)
+        return;
+    time_t secs = (time_t)(ts_ms / 1000);
+    struct tm tm;
+    char buf[32];
+    if (!localtime_r(&secs, &tm))
+        return;
+    strftime(buf, sizeof(buf), with_date ? "[%Y-%m-%d %H:%M:%S] " : "[%H:%M:%S] ", &tm);
+    tbuf_raw(t, buf, strlen(buf));
+}
+
+static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m, bool with_date)
+{
+    out_text_time(t, m->ts, with_date);
+    if (m->group) {
+        tbuf_printf(t, "[group %" PRIu64 "] ", m->group);
+        out_text_user(o, t, m->from, m->from_name);
+    } else {
+        out_text_user(o, t, m->from, m->from_name);
+        tbuf_str(t, " -> ");
+        out_text_user(o, t, m->to, NULL);
+    }
+    tbuf_str(t, ": ");
+    if (m->recalled)
+        tbuf_str(t, "(recalled)");
+    else
+        tbuf_safe(t, m->body);
+    tbuf_printf(t, "  #msg %" PRIu64 "\n", m->msgid);
+}
+
+static void out_text_lists(out_ctx *o, tbuf *t, size_t nf, Parley__User *const *friends, size_t ng,
+                           Parley__Group *const *groups)
+{
+    if (nf == 0) {
+        tbuf_printf(t, "friends: none\n");
+    } else {
+        tbuf_printf(t, "friends (%zu):\n  %-8s %-20s %s\n", nf, "ID", "NAME", "STATUS");
+        for (size_t i = 0; i < nf; i++) {
+            tbuf_printf(t, "  %-8" PRIu64 " ", friends[i]->id);
+            size_t before = t->len;
+            tbuf_safe(t, friends[i]->name);
+            size_t w = t->len - before;
+            tbuf_printf(t, "%*s %s\n", w < 20 ? (int)(20 - w) : 0, "",
+                        friends[i]->online ? "online" : "offline");
+        }
+    }
+    if (ng == 0) {
+        tbuf_printf(t, "groups: none\n");
+        return;
+    }
+    tbuf_printf(t, "groups (%zu):\n", ng);
+    for (size_t i = 0; i < ng; i++) {
+        const Parley__Group *g = groups[i];
+        tbuf_printf(t, "  %-8" PRIu64 " ", g->id);
+        tbuf_safe(t, g->name);
+        if (g->desc && g->desc[0]) {
+            tbuf_str(t, " - ");
+            tbuf_safe(t, g->desc);
+        }
+        tbuf_str(t, "\n           members: ");
+        for (size_t k = 0; k < g->n_members; k++) {
+            const Parley__Member *m = g->members[k];
+            if (k > 0)
+                tbuf_str(t, ", ");
+            if (m->name && m->name[0]) {
+                tbuf_safe(t, m->name);
+                tbuf_printf(t, " (%" PRIu64, m->id);
+            } else {
+                tbuf_printf(t, "(%" PRIu64, m->id);
+            }
+            if (m->role == PARLEY__ROLE__ROLE_CREATOR)
+                tbuf_str(t, ", creator");
+            tbuf_str(t, ")");
+        }
+        if (g->n_members == 0)
+            tbuf_str(t, "none");
+        tbuf_str(t, "\n");
+    }
+    (void)o;
+}
+
+/* ---- replies ---- */
+
+static void out_json_reply_ok(json_writer *j, cmd_kind kind, const Parley__ServerFrame *f)
+{
+    json_obj_begin(j);
+    json_kstr(j, "type", "reply");
+    json_kstr(j, "cmd", cmd_name(kind));
+    json_kbool(j, "ok", true);
+    switch (kind) {
+    case CMD_REGISTER:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK)
+            json_ku64(j, "id", f->register_ok->user_id);
+        break;
+    case CMD_LOGIN:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
+            const Parley__LoginOk *l = f->login_ok;
+            json_ku64(j, "id", l->user ? l->user->id : 0);
+            json_kstr(j, "name", l->user ? l->user->name : "");
+            out_json_users(j, "friends", l->n_friends, l->friends);
+            out_json_groups(j, l->n_groups, l->groups);
+        }
+        break;
+    case CMD_CREATEGROUP:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_GROUP_CREATE_OK)
+            json_ku64(j, "id", f->group_create_ok->group_id);
+        break;
+    case CMD_CHAT:
+    case CMD_GROUPCHAT:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK) {
+            json_ku64(j, "msgid", f->send_ok->msgid);
+            json_ku64(j, "seq", f->send_ok->seq);
+            json_ku64(j, "conv", f->send_ok->conv);
+        }
+        break;
+    case CMD_SHOWFRIENDLIST:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
+            const Parley__FriendListOk *l = f->friend_list_ok;
+            out_json_users(j, "friends", l->n_friends, l->friends);
+            out_json_groups(j, l->n_groups, l->groups);
+        } else {
+            out_json_users(j, "friends", 0, NULL);
+            out_json_groups(j, 0, NULL);
+        }
+        break;
+    case CMD_HISTORY:
+    case CMD_GROUPHISTORY:
+        json_key(j, "messages");
+        json_arr_begin(j);
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_HISTORY_OK)
+            for (size_t i = 0; i < f->history_ok->n_messages; i++)
+                out_json_message(j, f->history_ok->messages[i]);
+        json_arr_end(j);
+        break;
+    default:
+        break;
+    }
+    json_obj_end(j);
+}
+
+static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
+                              const Parley__ServerFrame *f)
+{
+    switch (kind) {
+    case CMD_REGISTER:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK)
+            tbuf_printf(t, "ok: registered, your id is %" PRIu64 "\n", f->register_ok->user_id);
+        else
+            tbuf_printf(t, "ok: registered\n");
+        break;
+    case CMD_LOGIN:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && f->login_ok->user) {
+            const Parley__LoginOk *l = f->login_ok;
+            tbuf_str(t, "ok: logged in as ");
+            tbuf_safe(t, l->user->name);
+            tbuf_printf(t, " (%" PRIu64 ")\n", l->user->id);
+            out_text_lists(o, t, l->n_friends, l->friends, l->n_groups, l->groups);
+        } else {
+            tbuf_printf(t, "ok: logged in\n");
+        }
+        break;
+    case CMD_CHAT:
+    case CMD_GROUPCHAT:
+        tbuf_printf(t, "ok: sent to %s %" PRIu64, kind == CMD_CHAT ? "user" : "group", arg);
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK)
+            tbuf_printf(t, "  #msg %" PRIu64, f->send_ok->msgid);
+        tbuf_str(t, "\n");
+        break;
+    case CMD_ADDFRIEND:
+        tbuf_printf(t, "ok: user %" PRIu64 " is now your friend\n", arg);
+        break;
+    case CMD_DELFRIEND:
+        tbuf_printf(t, "ok: user %" PRIu64 " is no longer your friend\n", arg);
+        break;
+    case CMD_CREATEGROUP:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_GROUP_CREATE_OK)
+            tbuf_printf(t, "ok: created group %" PRIu64 "\n", f->group_create_ok->group_id);
+        else
+            tbuf_printf(t, "ok: created the group\n");
+        break;
+    case CMD_ADDGROUP:
+        tbuf_printf(t, "ok: joined group %" PRIu64 "\n", arg);
+        break;
+    case CMD_QUITGROUP:
+        tbuf_printf(t, "ok: left group %" PRIu64 "\n", arg);
+        break;
+    case CMD_DELGROUP:
+        tbuf_printf(t, "ok: deleted group %" PRIu64 "\n", arg);
+        break;
+    case CMD_RECALL:
+        tbuf_printf(t, "ok: recalled message %" PRIu64 "\n", arg);
+        break;
+    case CMD_LOGOUT:
+        tbuf_printf(t, "ok: logged out\n");
+        break;
+    case CMD_SHOWFRIENDLIST:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK)
+            out_text_lists(o, t, f->friend_list_ok->n_friends, f->friend_list_ok->friends,
+                           f->friend_list_ok->n_groups, f->friend_list_ok->groups);
+        else
+            out_text_lists(o, t, 0, NULL, 0, NULL);
+        break;
+    case CMD_HISTORY:
+    case CMD_GROUPHISTORY: {
+        const char *what = kind == CMD_HISTORY ? "user" : "group";
+        size_t n =
+            f->body_case == PARLEY__SERVER_FRAME__BODY_HISTORY_OK ? f->history_ok->n_messages : 0;
+        if (n == 0) {
+            tbuf_printf(t, "no messages with %s %" PRIu64 "\n", what, arg);
+            break;
+        }
+        tbuf_printf(t, "history with %s %" PRIu64 " (%zu message%s):\n", what, arg, n,
+                    n == 1 ? "" : "s");
+        for (size_t i = 0; i < n; i++) {
+            tbuf_str(t, "  ");
+            out_text_message(o, t, f->history_ok->messages[i], true);
+        }
+        break;
+    }
+    default:
+        tbuf_printf(t, "ok\n");
+        break;
+    }
+}
+
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerFrame *f)
+{
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
+        const Parley__LoginOk *l = f->login_ok;
+        if (l->user)
+            out_learn(o, l->user->id, l->user->name);
+        out_learn_lists(o, l->n_friends, l->friends, l->n_groups, l->groups);
+    } else if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
+        const Parley__FriendListOk *l = f->friend_list_ok;
+        out_learn_lists(o, l->n_friends, l->friends, l->n_groups, l->groups);
+    }
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        out_json_reply_ok(&j, kind, f);
+        out_json_done(o, &j);
+    } else {
+        tbuf t = {0};
+        out_text_reply_ok(o, &t, kind, arg, f);
+        out_text_done(o, &t);
+    }
+}
+
+void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const char *text)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", cmdname);
+        json_kbool(&j, "ok", false);
+        json_kstr(&j, "error", text);
+        json_kstr(&j, "code", code);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_str(&t, "error: ");
+    /* A usage text speaks for itself; server errors get their code. */
+    if (strcmp(code, "USAGE") != 0) {
+        tbuf_safe(&t, code);
+        tbuf_str(&t, ": ");
+    }
+    tbuf_safe(&t, text);
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_help(out_ctx *o)
+{
+    size_t n;
+    const cmd_help_entry *h = cmd_help(&n);
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", "help");
+        json_kbool(&j, "ok", true);
+        json_key(&j, "commands");
+        json_arr_begin(&j);
+        for (size_t i = 0; i < n; i++)
+            json_str(&j, h[i].synopsis);
+        json_arr_end(&j);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "commands (a TEXT or PASSWORD may contain colons):\n");
+    for (size_t i = 0; i < n; i++)
+        tbuf_printf(&t, "  %-28s %s\n", h[i].synopsis, h[i].what);
+    out_text_done(o, &t);
+}
+
+/* ---- events ---- */
+
+void out_message(out_ctx *o, const Parley__Message *m)
+{
+    out_learn(o, m->from, m->from_name);
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        out_json_message(&j, m);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    out_text_message(o, &t, m, false);
+    out_text_done(o, &t);
+}
+
+void out_recall(out_ctx *o, const Parley__RecallEvent *e)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "recall");
+        json_ku64(&j, "msgid", e->msgid);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "* message %" PRIu64 " was recalled", e->msgid);
+    if (e->by) {
+        tbuf_str(&t, " by ");
+        out_text_user(o, &t, e->by, NULL);
+    }
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_group_deleted(out_ctx *o, const Parley__GroupDeletedEvent *e)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "group_deleted");
+        json_ku64(&j, "group", e->group_id);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "* group %" PRIu64 " was deleted", e->group_id);
+    if (e->by) {
+        tbuf_str(&t, " by ");
+        out_text_user(o, &t, e->by, NULL);
+    }
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_presence(out_ctx *o, const Parley__PresenceEvent *e)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "presence");
+        json_ku64(&j, "user", e->user_id);
+        json_kbool(&j, "online", e->online);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_str(&t, "* ");
+    out_text_user(o, &t, e->user_id, NULL);
+    tbuf_printf(&t, " is now %s\n", e->online ? "online" : "offline");
+    out_text_done(o, &t);
+}
+
+void out_bye(out_ctx *o, const char *reason)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "bye");
+        json_kstr(&j, "reason", reason);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_str(&t, "* the server says goodbye: ");
+    tbuf_safe(&t, reason && reason[0] ? reason : "(no reason given)");
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_server_error(out_ctx *o, const Parley__Error *e)
+{
+    const char *code = out_code_name(e->code);
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "error");
+        json_kstr(&j, "error", e->text);
+        json_kstr(&j, "code", code);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "* server error: %s: ", code);
+    tbuf_safe(&t, e->text);
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_disconnected(out_ctx *o, const char *reason)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "disconnected");
+        json_kstr(&j, "reason", reason);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_str(&t, "* disconnected: ");
+    tbuf_safe(&t, reason);
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_reconnected(out_ctx *o, const char *resume_error)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reconnected");
+        if (resume_error) {
+            json_kbool(&j, "resumed", false);
+            json_kstr(&j, "error", resume_error);
+        }
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    if (resume_error) {
+        tbuf_str(&t, "* reconnected, but the session could not be resumed (");
+        tbuf_safe(&t, resume_error);
+        tbuf_str(&t, "): please log in again\n");
+    } else {
+        tbuf_str(&t, "* reconnected\n");
+    }
+    out_text_done(o, &t);
+}

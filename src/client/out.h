@@ -1,0 +1,67 @@
+/*
+ * out: everything the client prints on standard output, in one of two
+ * forms: JSON (--json: one object per line, the names are a contract that
+ * scripts and tests rely on) or human-readable lines. Each call renders one
+ * complete piece of text (one or more whole lines) and hands it to the sink,
+ * which by default writes it to stdout and flushes; the terminal front end
+ * installs a sink that keeps the prompt and the half-typed line intact.
+ */
+#ifndef PARLEY_CLIENT_OUT_H
+#define PARLEY_CLIENT_OUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/cmd.h"
+#include "parley.pb-c.h"
+
+/* Receives text made of whole lines, each ending in '\n'. */
+typedef void (*out_sink_fn)(void *ctx, const char *text, size_t len);
+
+/* A user name learnt from a login or friend list reply, so the human form
+ * can say "alice (1)" where the server sent only the id. */
+typedef struct out_name {
+    uint64_t id;
+    char *name;
+} out_name;
+
+typedef struct out_ctx {
+    bool json;
+    uint64_t me; /* the logged-in user's id, 0 if none: "you" in human form */
+    out_sink_fn sink;
+    void *sink_ctx;
+    bool failed; /* writing to stdout failed (e.g. the reader went away) */
+    out_name *names;
+    size_t nnames, names_cap;
+} out_ctx;
+
+void out_init(out_ctx *o, bool json);
+void out_free(out_ctx *o);
+/* Installs a sink; NULL restores the stdout sink. */
+void out_set_sink(out_ctx *o, out_sink_fn sink, void *ctx);
+
+/* The name of an ErrorCode ("FORBIDDEN"), or "UNKNOWN". */
+const char *out_code_name(int code);
+
+/* A successful reply to a request of kind; arg is the command's id argument
+ * (user, group or message id) for the human form. */
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerFrame *f);
+/* A failed reply: "ok":false with error text and code. */
+void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const char *text);
+/* The reply to help. */
+void out_help(out_ctx *o);
+
+void out_message(out_ctx *o, const Parley__Message *m);
+void out_recall(out_ctx *o, const Parley__RecallEvent *e);
+void out_group_deleted(out_ctx *o, const Parley__GroupDeletedEvent *e);
+void out_presence(out_ctx *o, const Parley__PresenceEvent *e);
+void out_bye(out_ctx *o, const char *reason);
+/* An error the server sent outside any request (id 0). */
+void out_server_error(out_ctx *o, const Parley__Error *e);
+void out_disconnected(out_ctx *o, const char *reason);
+/* resumed: NULL if there was no session to resume or it was resumed;
+ * otherwise why resuming failed (the user is then logged out). */
+void out_reconnected(out_ctx *o, const char *resume_error);
+
+#endif

@@ -1,0 +1,731 @@
+/*
+ * sess: see sess.h.
+ */
+#include "client/sess.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/frame.h"
+
+enum { SESS_PROTOCOL_VERSION = 1 };
+#define SESS_CLIENT_NAME "parley/0.1"
+
+int64_t sess_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sess_init(sess *s, const char *host, const char *port, bool reconnect, out_ctx *o)
+{
+    memset(s, 0, sizeof(*s));
+    s->host = host;
+    s->port = port;
+    s->reconnect = reconnect;
+    s->out = o;
+    conn_init(&s->conn);
+    seen_init(&s->seen);
+    s->next_id = 1;
+    srand((unsigned)time(NULL) ^ (unsigned)sess_clock_ms());
+}
+
+static void sess_forget_login(sess *s)
+{
+    s->logged_in = false;
+    s->me = 0;
+    s->out->me = 0;
+    free(s->name);
+    s->name = NULL;
+    free(s->token);
+    s->token = NULL;
+}
+
+void sess_free(sess *s)
+{
+    sess_forget_login(s);
+    conn_free(&s->conn);
+    seen_free(&s->seen);
+    free(s->pend);
+    free(s->acks);
+    s->pend = NULL;
+    s->acks = NULL;
+}
+
+void sess_set_identity_cb(sess *s, sess_identity_fn fn, void *ctx)
+{
+    s->on_identity = fn;
+    s->identity_ctx = ctx;
+}
+
+static void sess_identity_changed(sess *s)
+{
+    if (s->on_identity)
+        s->on_identity(s->identity_ctx);
+}
+
+bool sess_up(const sess *s)
+{
+    return s->up;
+}
+
+size_t sess_busy(const sess *s)
+{
+    return s->npend;
+}
+
+/* ---- sending ---- */
+
+static int sess_queue(sess *s, Parley__ClientFrame *f)
+{
+    if (conn_send(&s->conn, f) < 0)
+        return -1;
+    s->last_tx = sess_clock_ms();
+    return 0;
+}
+
+static void sess_note_ack(sess *s, uint64_t conv, uint64_t seq)
+{
+    if (conv == 0 || seq == 0)
+        return;
+    for (size_t i = 0; i < s->nacks; i++) {
+        if (s->acks[i].conv == conv) {
+            if (seq > s->acks[i].shown)
+                s->acks[i].shown = seq;
+            s->acks_due = true;
+            return;
+        }
+    }
+    if (s->nacks == s->acks_cap) {
+        size_t cap = s->acks_cap ? s->acks_cap * 2 : 8;
+        sess_ack *a = realloc(s->acks, cap * sizeof(*a));
+        if (!a)
+            return; /* the server will re-send; the duplicate is dropped */
+        s->acks = a;
+        s->acks_cap = cap;
+    }
+    s->acks[s->nacks].conv = conv;
+    s->acks[s->nacks].shown = seq;
+    s->acks[s->nacks].acked = 0;
+    s->nacks++;
+    s->acks_due = true;
+}
+
+/* Queues one Ack per conversation with messages printed since its last
+ * ack. A duplicate at or below the acked seq still gets an ack: the server
+ * sent it again because it missed ours. */
+static void sess_send_acks(sess *s)
+{
+    if (!s->acks_due || !conn_is_open(&s->conn))
+        return;
+    for (size_t i = 0; i < s->nacks; i++) {
+        sess_ack *e = &s->acks[i];
+        if (e->shown == 0)
+            continue;
+        Parley__Ack ack = PARLEY__ACK__INIT;
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        ack.conv = e->conv;
+        ack.seq = e->shown > e->acked ? e->shown : e->acked;
+        f.id = 0;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_ACK;
+        f.ack = &ack;
+        if (sess_queue(s, &f) == 0) {
+            e->acked = ack.seq;
+            e->shown = 0;
+        }
+    }
+    s->acks_due = false;
+}
+
+/* ---- receiving ---- */
+
+static void sess_remove_pending(sess *s, size_t i)
+{
+    memmove(&s->pend[i], &s->pend[i + 1], (s->npend - i - 1) * sizeof(s->pend[0]));
+    s->npend--;
+}
+
+static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame *f)
+{
+    if (f->error) {
+        out_reply_fail(s->out, cmd_name(p->kind), out_code_name(f->error->code),
+                       f->error->text ? f->error->text : "");
+        return;
+    }
+    bool identity = false;
+    if (p->kind == CMD_LOGIN && f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
+        const Parley__LoginOk *l = f->login_ok;
+        char *name = strdup(l->user && l->user->name ? l->user->name : "");
+        char *token = strdup(l->token ? l->token : "");
+        if (!name || !token) {
+            free(name);
+            free(token);
+            fprintf(stderr, "parley: out of memory\n");
+        } else {
+            sess_forget_login(s);
+            s->name = name;
+            s->token = token;
+            s->me = l->user ? l->user->id : 0;
+            s->out->me = s->me;
+            s->logged_in = true;
+            identity = true;
+        }
+    } else if (p->kind == CMD_LOGOUT) {
+        sess_forget_login(s);
+        identity = true;
+    }
+    out_reply_ok(s->out, p->kind, p->arg, f);
+    if (identity)
+        sess_identity_changed(s);
+}
+
+/* Handles one frame from the server. Never drops the link itself: a bye is
+ * noted in s->got_bye for the caller. */
+static void sess_handle(sess *s, const Parley__ServerFrame *f)
+{
+    if (f->id != 0) {
+        if (f->id == s->ping_id) {
+            s->ping_id = 0;
+            return;
+        }
+        for (size_t i = 0; i < s->npend; i++) {
+            if (s->pend[i].id == f->id) {
+                sess_pending p = s->pend[i];
+                sess_remove_pending(s, i);
+                sess_reply(s, &p, f);
+                return;
+            }
+        }
+        return; /* a reply to a request that timed out or was lost */
+    }
+    if (f->error) {
+        out_server_error(s->out, f->error);
+        return;
+    }
+    switch (f->body_case) {
+    case PARLEY__SERVER_FRAME__BODY_MESSAGE: {
+        const Parley__Message *m = f->message;
+        /* Acknowledge duplicates too: the server sent it again because it
+         * has not seen our ack. */
+        sess_note_ack(s, m->conv, m->seq);
+        if (seen_add(&s->seen, m->msgid) != 0)
+            out_message(s->out, m);
+        break;
+    }
+    case PARLEY__SERVER_FRAME__BODY_RECALL_EVENT:
+        out_recall(s->out, f->recall_event);
+        break;
+    case PARLEY__SERVER_FRAME__BODY_GROUP_DELETED:
+        out_group_deleted(s->out, f->group_deleted);
+        break;
+    case PARLEY__SERVER_FRAME__BODY_PRESENCE:
+        out_presence(s->out, f->presence);
+        break;
+    case PARLEY__SERVER_FRAME__BODY_BYE:
+        out_bye(s->out, f->bye->reason ? f->bye->reason : "");
+        s->got_bye = true;
+        snprintf(s->bye_reason, sizeof(s->bye_reason), "%s",
+                 f->bye->reason && f->bye->reason[0] ? f->bye->reason : "the server said bye");
+        break;
+    default:
+        break; /* a push this client does not know: ignore it */
+    }
+}
+
+/* Waits for the reply to request id, handling anything else that arrives
+ * meanwhile. Returns the reply (the caller frees it), or NULL with the reason
+ * in why. */
+static Parley__ServerFrame *sess_wait(sess *s, uint64_t id, int timeout_ms, char *why,
+                                      size_t whylen)
+{
+    int64_t deadline = sess_clock_ms() + timeout_ms;
+    bool ended = false;
+
+    for (;;) {
+        Parley__ServerFrame *f;
+        int r;
+        while ((r = conn_next(&s->conn, &f)) == 1) {
+            s->last_rx = sess_clock_ms();
+            if (f->id == id)
+                return f;
+            sess_handle(s, f);
+            parley__server_frame__free_unpacked(f, NULL);
+        }
+        if (r < 0 || ended) {
+            snprintf(why, whylen, "%s", s->conn.err);
+            return NULL;
+        }
+        if (s->got_bye) {
+            snprintf(why, whylen, "%s", s->bye_reason);
+            return NULL;
+        }
+        if (conn_flush(&s->conn) < 0) {
+            snprintf(why, whylen, "%s", s->conn.err);
+            return NULL;
+        }
+        int64_t left = deadline - sess_clock_ms();
+        if (left <= 0) {
+            snprintf(why, whylen, "no answer from the server");
+            return NULL;
+        }
+        struct pollfd p = {.fd = conn_fd(&s->conn), .events = POLLIN};
+        if (conn_want_write(&s->conn))
+            p.events |= POLLOUT;
+        int n = poll(&p, 1, (int)left);
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            return NULL;
+        }
+        if (n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) && conn_read(&s->conn) < 0)
+            ended = true; /* handle what was read before the end first */
+    }
+}
+
+/* On a freshly opened connection: Hello, then Resume if there is a session
+ * to resume. Returns 0 when the link is usable, -1 with why otherwise. When
+ * the session could not be resumed, the link is still usable: *resume_error
+ * then says why, and the login is forgotten. */
+static int sess_handshake(sess *s, char *why, size_t whylen, char *resume_error, size_t relen,
+                          bool *resume_failed)
+{
+    Parley__ServerFrame *r = NULL;
+    int rc = -1;
+
+    *resume_failed = false;
+    s->got_bye = false;
+    s->conn.max_out = FRAME_MAX_DEFAULT;
+
+    Parley__Hello hello = PARLEY__HELLO__INIT;
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    hello.version = SESS_PROTOCOL_VERSION;
+    hello.client = SESS_CLIENT_NAME;
+    f.id = s->next_id++;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &hello;
+    if (sess_queue(s, &f) < 0) {
+        snprintf(why, whylen, "%s", s->conn.err);
+        goto out;
+    }
+    r = sess_wait(s, f.id, SESS_HANDSHAKE_TIMEOUT_MS, why, whylen);
+    if (!r)
+        goto out;
+    if (r->error) {
+        snprintf(why, whylen, "the server refused the connection: %s: %s",
+                 out_code_name(r->error->code), r->error->text ? r->error->text : "");
+        goto out;
+    }
+    if (r->body_case != PARLEY__SERVER_FRAME__BODY_HELLO_OK) {
+        snprintf(why, whylen, "the server did not answer Hello with hello_ok");
+        goto out;
+    }
+    if (r->hello_ok->max_frame > 0)
+        s->conn.max_out = r->hello_ok->max_frame;
+    parley__server_frame__free_unpacked(r, NULL);
+    r = NULL;
+
+    if (s->token) {
+        Parley__Resume resume = PARLEY__RESUME__INIT;
+        Parley__ClientFrame rf = PARLEY__CLIENT_FRAME__INIT;
+        resume.token = s->token;
+        rf.id = s->next_id++;
+        rf.body_case = PARLEY__CLIENT_FRAME__BODY_RESUME;
+        rf.resume = &resume;
+        if (sess_queue(s, &rf) < 0) {
+            snprintf(why, whylen, "%s", s->conn.err);
+            goto out;
+        }
+        r = sess_wait(s, rf.id, SESS_HANDSHAKE_TIMEOUT_MS, why, whylen);
+        if (!r)
+            goto out;
+        if (r->error) {
+            snprintf(resume_error, relen, "%s: %s", out_code_name(r->error->code),
+                     r->error->text ? r->error->text : "");
+            *resume_failed = true;
+            sess_forget_login(s);
+        } else if (r->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && r->login_ok->token &&
+                   r->login_ok->token[0]) {
+            /* The server may hand out a fresh token. */
+            char *token = strdup(r->login_ok->token);
+            if (token) {
+                free(s->token);
+                s->token = token;
+            }
+        }
+    }
+    rc = 0;
+
+out:
+    if (r)
+        parley__server_frame__free_unpacked(r, NULL);
+    return rc;
+}
+
+/* ---- connection life ---- */
+
+int sess_start(sess *s)
+{
+    char why[256], rerr[256];
+    bool resume_failed;
+
+    if (conn_open(&s->conn, s->host, s->port, SESS_CONNECT_TIMEOUT_MS) < 0) {
+        fprintf(stderr,
+                "parley: cannot connect to %s:%s: %s (is parleyd running? start it with 'make "
+                "run')\n",
+                s->host, s->port, s->conn.err);
+        return -1;
+    }
+    if (sess_handshake(s, why, sizeof(why), rerr, sizeof(rerr), &resume_failed) < 0) {
+        fprintf(stderr, "parley: %s:%s: %s\n", s->host, s->port, why);
+        conn_close(&s->conn);
+        return -1;
+    }
+    s->up = true;
+    s->last_rx = s->last_tx = sess_clock_ms();
+    sess_send_acks(s);
+    if (conn_flush(&s->conn) < 0) {
+        fprintf(stderr, "parley: %s:%s: %s\n", s->host, s->port, s->conn.err);
+        s->up = false;
+        conn_close(&s->conn);
+        return -1;
+    }
+    return 0;
+}
+
+void sess_finish(sess *s, int timeout_ms)
+{
+    int64_t deadline = sess_clock_ms() + timeout_ms;
+    if (!s->up)
+        return;
+    sess_send_acks(s);
+    while (conn_want_write(&s->conn)) {
+        if (conn_flush(&s->conn) < 0)
+            return;
+        int64_t left = deadline - sess_clock_ms();
+        if (left <= 0 || !conn_want_write(&s->conn))
+            return;
+        struct pollfd p = {.fd = conn_fd(&s->conn), .events = POLLOUT};
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            return;
+    }
+}
+
+/* A delay around ms: between ms/2 and 3ms/2, so that many clients dropped at
+ * once do not come back in lockstep. */
+static int sess_jitter(int ms)
+{
+    return ms / 2 + rand() % (ms + 1);
+}
+
+static void sess_drop(sess *s, const char *reason)
+{
+    char why[256];
+    snprintf(why, sizeof(why), "%s", reason);
+    conn_close(&s->conn);
+    s->up = false;
+    /* Acks not yet queued are lost: those messages come again after Resume,
+     * and are acked then. */
+    for (size_t i = 0; i < s->nacks; i++)
+        s->acks[i].shown = 0;
+    s->acks_due = false;
+    s->ping_id = 0;
+    out_disconnected(s->out, why);
+    /* Requests in flight are lost: fail them, they are not sent again. */
+    while (s->npend > 0) {
+        sess_pending p = s->pend[0];
+        sess_remove_pending(s, 0);
+        out_reply_fail(s->out, cmd_name(p.kind), "UNAVAILABLE", "connection lost");
+    }
+    if (!s->reconnect) {
+        s->done = true;
+        s->exit_code = 1;
+        return;
+    }
+    int64_t now = sess_clock_ms();
+    s->down_since = now;
+    s->backoff_ms = SESS_BACKOFF_START_MS;
+    s->next_attempt = now + sess_jitter(s->backoff_ms);
+}
+
+static void sess_attempt(sess *s)
+{
+    char why[256], rerr[256];
+    bool resume_failed = false;
+
+    if (conn_open(&s->conn, s->host, s->port, SESS_CONNECT_TIMEOUT_MS) < 0) {
+        snprintf(why, sizeof(why), "%s", s->conn.err);
+    } else if (sess_handshake(s, why, sizeof(why), rerr, sizeof(rerr), &resume_failed) == 0) {
+        s->up = true;
+        s->last_rx = s->last_tx = sess_clock_ms();
+        out_reconnected(s->out, resume_failed ? rerr : NULL);
+        if (resume_failed)
+            sess_identity_changed(s);
+        sess_send_acks(s);
+        if (conn_flush(&s->conn) < 0)
+            sess_drop(s, s->conn.err);
+        return;
+    }
+    conn_close(&s->conn);
+
+    int64_t now = sess_clock_ms();
+    if (now - s->down_since >= SESS_GIVE_UP_MS) {
+        fprintf(stderr,
+                "parley: lost the connection to %s:%s and could not reconnect for %d s: %s\n",
+                s->host, s->port, SESS_GIVE_UP_MS / 1000, why);
+        s->done = true;
+        s->exit_code = 1;
+        return;
+    }
+    s->backoff_ms *= 2;
+    if (s->backoff_ms > SESS_BACKOFF_MAX_MS)
+        s->backoff_ms = SESS_BACKOFF_MAX_MS;
+    s->next_attempt = now + sess_jitter(s->backoff_ms);
+    /* Make one last attempt when the time is up rather than well after. */
+    if (s->next_attempt > s->down_since + SESS_GIVE_UP_MS)
+        s->next_attempt = s->down_since + SESS_GIVE_UP_MS;
+}
+
+/* ---- requests ---- */
+
+int sess_submit(sess *s, const cmd *c)
+{
+    const char *name = cmd_name(c->kind);
+    if (!s->up) {
+        out_reply_fail(s->out, name, "UNAVAILABLE", "not connected to the server");
+        return -1;
+    }
+    if (s->npend == s->pend_cap) {
+        size_t cap = s->pend_cap ? s->pend_cap * 2 : 8;
+        sess_pending *p = realloc(s->pend, cap * sizeof(*p));
+        if (!p) {
+            out_reply_fail(s->out, name, "INTERNAL", "out of memory");
+            return -1;
+        }
+        s->pend = p;
+        s->pend_cap = cap;
+    }
+
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Register reg = PARLEY__REGISTER__INIT;
+    Parley__Login login = PARLEY__LOGIN__INIT;
+    Parley__Logout logout = PARLEY__LOGOUT__INIT;
+    Parley__FriendAdd fadd = PARLEY__FRIEND_ADD__INIT;
+    Parley__FriendDel fdel = PARLEY__FRIEND_DEL__INIT;
+    Parley__FriendList flist = PARLEY__FRIEND_LIST__INIT;
+    Parley__GroupCreate gcreate = PARLEY__GROUP_CREATE__INIT;
+    Parley__GroupJoin gjoin = PARLEY__GROUP_JOIN__INIT;
+    Parley__GroupQuit gquit = PARLEY__GROUP_QUIT__INIT;
+    Parley__GroupDelete gdel = PARLEY__GROUP_DELETE__INIT;
+    Parley__SendDirect sdirect = PARLEY__SEND_DIRECT__INIT;
+    Parley__SendGroup sgroup = PARLEY__SEND_GROUP__INIT;
+    Parley__History hist = PARLEY__HISTORY__INIT;
+    Parley__Recall recall = PARLEY__RECALL__INIT;
+
+    switch (c->kind) {
+    case CMD_REGISTER:
+        reg.name = (char *)c->a;
+        reg.password = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
+        f.reg = &reg;
+        break;
+    case CMD_LOGIN:
+        login.user_id = c->id;
+        if (c->a)
+            login.name = (char *)c->a;
+        login.password = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGIN;
+        f.login = &login;
+        break;
+    case CMD_LOGOUT:
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGOUT;
+        f.logout = &logout;
+        break;
+    case CMD_ADDFRIEND:
+        fadd.user_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD;
+        f.friend_add = &fadd;
+        break;
+    case CMD_DELFRIEND:
+        fdel.user_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FRIEND_DEL;
+        f.friend_del = &fdel;
+        break;
+    case CMD_SHOWFRIENDLIST:
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST;
+        f.friend_list = &flist;
+        break;
+    case CMD_CREATEGROUP:
+        gcreate.name = (char *)c->a;
+        gcreate.desc = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE;
+        f.group_create = &gcreate;
+        break;
+    case CMD_ADDGROUP:
+        gjoin.group_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN;
+        f.group_join = &gjoin;
+        break;
+    case CMD_QUITGROUP:
+        gquit.group_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_QUIT;
+        f.group_quit = &gquit;
+        break;
+    case CMD_DELGROUP:
+        gdel.group_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_DELETE;
+        f.group_delete = &gdel;
+        break;
+    case CMD_CHAT:
+        sdirect.to = c->id;
+        sdirect.body = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
+        f.send_direct = &sdirect;
+        break;
+    case CMD_GROUPCHAT:
+        sgroup.group_id = c->id;
+        sgroup.body = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
+        f.send_group = &sgroup;
+        break;
+    case CMD_HISTORY:
+    case CMD_GROUPHISTORY:
+        if (c->kind == CMD_HISTORY)
+            hist.peer = c->id;
+        else
+            hist.group_id = c->id;
+        hist.limit = c->count;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_HISTORY;
+        f.history = &hist;
+        break;
+    case CMD_RECALL:
+        recall.msgid = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_RECALL;
+        f.recall = &recall;
+        break;
+    default:
+        out_reply_fail(s->out, cmd_reply_name(c), "USAGE", "not a request for the server");
+        return -1;
+    }
+
+    f.id = s->next_id++;
+    if (sess_queue(s, &f) < 0) {
+        if (errno == EMSGSIZE)
+            out_reply_fail(s->out, name, "TOO_LARGE", s->conn.err);
+        else
+            out_reply_fail(s->out, name, "INTERNAL", s->conn.err);
+        return -1;
+    }
+    sess_pending *p = &s->pend[s->npend++];
+    p->id = f.id;
+    p->kind = c->kind;
+    p->arg = c->id;
+    p->deadline = sess_clock_ms() + SESS_REQUEST_TIMEOUT_MS;
+    if (conn_flush(&s->conn) < 0)
+        sess_drop(s, s->conn.err);
+    return 0;
+}
+
+/* ---- driving ---- */
+
+void sess_poll_prepare(const sess *s, struct pollfd *p)
+{
+    p->fd = s->up ? conn_fd(&s->conn) : -1;
+    p->events = POLLIN;
+    if (s->up && conn_want_write(&s->conn))
+        p->events |= POLLOUT;
+    p->revents = 0;
+}
+
+void sess_poll_done(sess *s, short revents)
+{
+    if (!s->up || revents == 0)
+        return;
+    if ((revents & POLLOUT) && conn_flush(&s->conn) < 0) {
+        sess_drop(s, s->conn.err);
+        return;
+    }
+    int rd = 0;
+    if (revents & (POLLIN | POLLHUP | POLLERR))
+        rd = conn_read(&s->conn);
+
+    Parley__ServerFrame *f;
+    int r;
+    while ((r = conn_next(&s->conn, &f)) == 1) {
+        s->last_rx = sess_clock_ms();
+        sess_handle(s, f);
+        parley__server_frame__free_unpacked(f, NULL);
+    }
+    if (r < 0) {
+        sess_drop(s, s->conn.err);
+        return;
+    }
+    /* One ack per conversation for everything this read brought. */
+    sess_send_acks(s);
+    if (s->got_bye) {
+        s->got_bye = false;
+        sess_drop(s, s->bye_reason);
+        return;
+    }
+    if (rd < 0) {
+        sess_drop(s, s->conn.err);
+        return;
+    }
+    if (conn_flush(&s->conn) < 0)
+        sess_drop(s, s->conn.err);
+}
+
+int64_t sess_next_timer(const sess *s)
+{
+    if (s->done)
+        return INT64_MAX;
+    if (!s->up)
+        return s->reconnect ? s->next_attempt : INT64_MAX;
+    int64_t t = s->last_tx + SESS_PING_AFTER_MS;
+    if (s->last_rx + SESS_DEAD_AFTER_MS < t)
+        t = s->last_rx + SESS_DEAD_AFTER_MS;
+    for (size_t i = 0; i < s->npend; i++)
+        if (s->pend[i].deadline < t)
+            t = s->pend[i].deadline;
+    return t;
+}
+
+void sess_tick(sess *s)
+{
+    if (s->done)
+        return;
+    int64_t now = sess_clock_ms();
+    if (!s->up) {
+        if (s->reconnect && now >= s->next_attempt)
+            sess_attempt(s);
+        return;
+    }
+    for (size_t i = 0; i < s->npend;) {
+        if (s->pend[i].deadline <= now) {
+            sess_pending p = s->pend[i];
+            sess_remove_pending(s, i);
+            out_reply_fail(s->out, cmd_name(p.kind), "TIMEOUT", "timed out");
+        } else {
+            i++;
+        }
+    }
+    if (now - s->last_rx >= SESS_DEAD_AFTER_MS) {
+        sess_drop(s, "the server stopped answering");
+        return;
+    }
+    if (now - s->last_tx >= SESS_PING_AFTER_MS) {
+        Parley__Ping ping = PARLEY__PING__INIT;
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        f.id = s->next_id++;
+        ping.nonce = f.id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_PING;
+        f.ping = &ping;
+        if (sess_queue(s, &f) == 0)
+            s->ping_id = f.id;
+        if (conn_flush(&s->conn) < 0)
+            sess_drop(s, s->conn.err);
+    }
+}

@@ -1,0 +1,116 @@
+/*
+ * sess: the client's side of the protocol on top of one conn. It sends
+ * Hello (and Resume after a reconnect), turns commands into requests,
+ * matches replies to requests by id, prints replies and pushes through out,
+ * drops duplicate pushes, acknowledges what it printed, pings when the link
+ * is quiet, and reconnects with backoff when the link drops.
+ *
+ * It is driven from outside: the caller polls the descriptor described by
+ * sess_poll_prepare(), hands the result to sess_poll_done(), and calls
+ * sess_tick() when sess_next_timer() is due. Nothing here blocks for long,
+ * except the connect and handshake of one (re)connection attempt.
+ */
+#ifndef PARLEY_CLIENT_SESS_H
+#define PARLEY_CLIENT_SESS_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/cmd.h"
+#include "client/conn.h"
+#include "client/out.h"
+#include "client/seen.h"
+
+enum {
+    SESS_CONNECT_TIMEOUT_MS = 3000,   /* per address */
+    SESS_HANDSHAKE_TIMEOUT_MS = 5000, /* for hello_ok, and for the reply to Resume */
+    SESS_REQUEST_TIMEOUT_MS = 30000,  /* a request with no reply by then fails */
+    SESS_PING_AFTER_MS = 20000,       /* ping after this long without sending */
+    SESS_DEAD_AFTER_MS = 60000,       /* drop the link after this long without a byte */
+    SESS_BACKOFF_START_MS = 100,
+    SESS_BACKOFF_MAX_MS = 3000,
+    SESS_GIVE_UP_MS = 60000, /* stop reconnecting after this long */
+};
+
+typedef struct sess_pending {
+    uint64_t id;
+    cmd_kind kind;
+    uint64_t arg; /* the command's id argument, for the human form of the reply */
+    int64_t deadline;
+} sess_pending;
+
+/* Per conversation: the highest seq printed and the highest acknowledged.
+ * An ack is due when shown > acked; acks never go backwards. */
+typedef struct sess_ack {
+    uint64_t conv, shown, acked;
+} sess_ack;
+
+typedef void (*sess_identity_fn)(void *ctx);
+
+typedef struct sess {
+    const char *host, *port; /* not owned */
+    bool reconnect;
+    out_ctx *out; /* not owned */
+    conn conn;
+    bool up; /* connected and through the handshake */
+
+    uint64_t next_id;
+    bool logged_in;
+    uint64_t me;
+    char *name;  /* owned; the logged-in user's name */
+    char *token; /* owned; resumes the session after a reconnect */
+
+    sess_pending *pend; /* requests waiting for their reply, oldest first */
+    size_t npend, pend_cap;
+    uint64_t ping_id;
+    int64_t last_tx, last_rx;
+
+    seen seen;      /* msgids of pushed messages already printed */
+    sess_ack *acks; /* one entry per conversation seen */
+    size_t nacks, acks_cap;
+    bool acks_due; /* some entry has shown > acked */
+
+    bool got_bye;
+    char bye_reason[160];
+
+    int64_t down_since, next_attempt; /* while reconnecting */
+    int backoff_ms;
+
+    bool done; /* the client must exit with exit_code */
+    int exit_code;
+
+    sess_identity_fn on_identity; /* called after login, logout, lost session */
+    void *identity_ctx;
+} sess;
+
+/* A monotonic clock in milliseconds. */
+int64_t sess_clock_ms(void);
+
+void sess_init(sess *s, const char *host, const char *port, bool reconnect, out_ctx *o);
+void sess_free(sess *s);
+void sess_set_identity_cb(sess *s, sess_identity_fn fn, void *ctx);
+
+/* The first connection. On failure prints why on stderr and returns -1. */
+int sess_start(sess *s);
+/* Best effort, for up to timeout_ms: writes what is still queued (acks). */
+void sess_finish(sess *s, int timeout_ms);
+
+/* Sends the request for c, a valid command that needs the server. When it
+ * cannot be sent, prints a failed reply and returns -1. */
+int sess_submit(sess *s, const cmd *c);
+
+/* Fills p for poll(); p->fd is -1 while there is no connection. */
+void sess_poll_prepare(const sess *s, struct pollfd *p);
+void sess_poll_done(sess *s, short revents);
+/* When sess_tick() is next due (sess_clock_ms time), or INT64_MAX. */
+int64_t sess_next_timer(const sess *s);
+/* Timeouts, pings, reconnection attempts. */
+void sess_tick(sess *s);
+
+bool sess_up(const sess *s);
+/* The number of requests waiting for their reply. */
+size_t sess_busy(const sess *s);
+
+#endif
