@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build run test format clean
+.PHONY: all deps build run test cluster cluster-down format clean
 
 all: build
 
@@ -27,6 +27,15 @@ test: build
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure --timeout 900 -j $(JOBS)
+
+# A whole cluster on this machine (ZooKeeper, Redis, MariaDB, nginx, two
+# gateways, two nodes of each service); state in CLUSTER_DIR.
+CLUSTER_DIR ?= cluster-data
+cluster: build
+	@bash scripts/cluster.sh up $(CLUSTER_DIR)
+
+cluster-down:
+	@bash scripts/cluster.sh down $(CLUSTER_DIR)
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c')

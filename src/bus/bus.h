@@ -35,7 +35,7 @@ typedef struct bus_handler {
 typedef struct bus_ops {
     int (*presence_add)(bus *b, uint64_t user, uint32_t gateway);
     int (*presence_remove)(bus *b, uint64_t user, uint32_t gateway);
-    long (*presence_count)(bus *b, uint64_t user);
+    long (*presence_count)(bus *b, uint64_t user, uint32_t except_gateway);
     void (*publish)(bus *b, const uint64_t *users, size_t n, blob *frame);
     void (*subscribe)(bus *b, uint32_t gateway, const bus_handler *h);
     void (*free)(bus *b);
@@ -62,11 +62,14 @@ static inline int bus_presence_remove(bus *b, uint64_t user, uint32_t gateway)
 {
     return b->ops->presence_remove(b, user, gateway);
 }
-/* Sessions of user on every live gateway (0: offline), or -1 if unknown
- * (e.g. Redis unreachable). */
-static inline long bus_presence_count(bus *b, uint64_t user)
+/* Sessions of user on every live gateway but except_gateway (0: none
+ * excepted), or -1 if unknown (e.g. Redis unreachable). A gateway's own
+ * updates reach the bus asynchronously, so a service deciding "was that the
+ * last session?" excepts the calling gateway and adds the count the gateway
+ * reported itself (Caller.local_sessions). */
+static inline long bus_presence_count(bus *b, uint64_t user, uint32_t except_gateway)
 {
-    return b->ops->presence_count(b, user);
+    return b->ops->presence_count(b, user, except_gateway);
 }
 /* Sends frame (framed bytes, borrowed) to every session of the given users,
  * wherever they are. Best effort: a push that cannot be sent is not an

@@ -38,9 +38,12 @@ static int local_presence_remove(bus *b, uint64_t user, uint32_t gateway)
     return 0;
 }
 
-static long local_presence_count(bus *b, uint64_t user)
+static long local_presence_count(bus *b, uint64_t user, uint32_t except_gateway)
 {
     bus_local *bl = (bus_local *)b;
+    /* One gateway only: excepting it leaves nobody. */
+    if (except_gateway)
+        return 0;
     pthread_mutex_lock(&bl->lock);
     uintptr_t n = (uintptr_t)u64map_get(bl->sessions, user);
     pthread_mutex_unlock(&bl->lock);

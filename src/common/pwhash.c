@@ -101,3 +101,8 @@ void pwhash_token_hash(const char *token, size_t len, uint8_t hash[32])
 {
     crypto_hash_sha256(hash, (const unsigned char *)(token ? token : ""), token ? len : 0);
 }
+
+void pwhash_random(void *buf, size_t n)
+{
+    randombytes_buf(buf, n);
+}

@@ -25,6 +25,8 @@ int pwhash_verify(const char *stored, const char *password, size_t len);
 /* A new random token (URL-safe base64, NUL-terminated) and its SHA-256, which
  * is what the store keeps. */
 void pwhash_token_new(char token[PWHASH_TOKEN_LEN + 1], uint8_t hash[32]);
+/* Fills buf with n random bytes (CSPRNG). */
+void pwhash_random(void *buf, size_t n);
 /* SHA-256 of a token presented by a client. */
 void pwhash_token_hash(const char *token, size_t len, uint8_t hash[32]);
 

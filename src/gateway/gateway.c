@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/arena.h"
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/pwhash.h"
 #include "common/u64map.h"
@@ -46,6 +47,8 @@ struct gateway {
     pthread_cond_t cond;
     unsigned closed_loops;
     const char *bye_reason;
+    pthread_mutex_t count_lock; /* guards sessions */
+    u64map *sessions;           /* user -> sessions on this gateway (all loops) */
 };
 
 /* Per-connection state, in the conn's udata. */
@@ -73,6 +76,24 @@ static gw_session *gw_sess(conn *c)
     return conn_udata(c);
 }
 
+/* Adds delta to the user's session count on this gateway; returns the new
+ * count (the old one for delta 0). */
+static unsigned gw_count(gateway *gw, uint64_t user, int delta)
+{
+    pthread_mutex_lock(&gw->count_lock);
+    uintptr_t n = (uintptr_t)u64map_get(gw->sessions, user);
+    if (delta > 0)
+        n++;
+    else if (delta < 0 && n > 0)
+        n--;
+    if (delta && n)
+        u64map_put(gw->sessions, user, (void *)n);
+    else if (delta)
+        u64map_del(gw->sessions, user);
+    pthread_mutex_unlock(&gw->count_lock);
+    return (unsigned)n;
+}
+
 /* ---- replies ---- */
 
 static void gw_send_error(conn *c, uint64_t id, Parley__ErrorCode code, const char *text)
@@ -98,6 +119,7 @@ static void gw_session_add(conn *c, uint64_t user)
         conn_close(c, "out of memory");
         return;
     }
+    gw_count(s->gl->gw, user, +1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
 }
 
@@ -122,6 +144,7 @@ static void gw_session_remove(conn *c)
         }
     }
     s->next_of_user = NULL;
+    gw_count(s->gl->gw, s->user, -1);
     bus_presence_remove(s->gl->gw->bus, s->user, s->gl->gw->cfg.gateway_id);
 }
 
@@ -129,8 +152,9 @@ static void gw_session_remove(conn *c)
 
 static void gw_call_done(const ProtobufCMessage *msg, void *data);
 
-static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
-                    Parley__ClientFrame *frame, uint64_t key, uint64_t after)
+static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
+                       Parley__ClientFrame *frame, uint64_t key, uint64_t after,
+                       unsigned local_sessions)
 {
     gw_session *s = gw_sess(c);
     gw_pending *call = malloc(sizeof(*call));
@@ -148,6 +172,7 @@ static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kin
     caller.user_id = s->user;
     caller.session_id = s->session_id;
     caller.gateway_id = s->gl->gw->cfg.gateway_id;
+    caller.local_sessions = local_sessions;
     Parley__Call in = PARLEY__CALL__INIT;
     in.caller = &caller;
     in.frame = frame;
@@ -156,15 +181,24 @@ static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kin
     svc->invoke(svc, method, &in.base, gw_call_done, call);
 }
 
+static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
+                    Parley__ClientFrame *frame, uint64_t key, uint64_t after)
+{
+    gw_call_ex(c, svc, method, kind, frame, key, after, 0);
+}
+
 static void gw_sync(conn *c, uint64_t after)
 {
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     gw_call(c, gw_sess(c)->gl->gw->message, MSG_SYNC, CALL_SYNC, &f, 0, after);
 }
 
+static const conn_handler gw_handler;
+
 static void gw_resync_conn(conn *c, void *arg)
 {
-    if (gw_sess(c)->user)
+    /* The loop's RPC connections are not ours to touch. */
+    if (conn_get_handler(c) == &gw_handler && gw_sess(c)->user)
         gw_sync(c, 0);
 }
 
@@ -243,17 +277,6 @@ out:
 
 /* ---- requests ---- */
 
-static uint64_t gw_pair_key(uint64_t a, uint64_t b)
-{
-    uint64_t lo = a < b ? a : b, hi = a < b ? b : a;
-    return (lo * 0x9E3779B97F4A7C15ULL ^ hi) | 1;
-}
-
-static uint64_t gw_group_key(uint64_t g)
-{
-    return (g * 0xC2B2AE3D27D4EB4FULL) | 1;
-}
-
 static void gw_hello(conn *c, const Parley__ClientFrame *f)
 {
     gw_session *s = gw_sess(c);
@@ -286,7 +309,7 @@ static void gw_logout(conn *c, Parley__ClientFrame *f)
      * was the user's last one. */
     gw_session_remove(c);
     f->logout->token = s->token;
-    gw_call(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0);
+    gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0));
     s->user = 0;
     memset(s->token, 0, sizeof(s->token));
 }
@@ -357,9 +380,12 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
             return;
         }
         s->authenticating = 1;
-        gw_call(c, gw->user,
-                f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN ? USER_LOGIN : USER_RESUME,
-                CALL_LOGIN, f, 0, 0);
+        /* Whose login this is becomes known only in the reply, so the
+         * gateway's own count goes as 0: at worst a second session on this
+         * gateway repeats the friends' "online" event. */
+        gw_call_ex(c, gw->user,
+                   f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN ? USER_LOGIN : USER_RESUME,
+                   CALL_LOGIN, f, 0, 0, 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_LOGOUT:
         gw_logout(c, f);
@@ -377,26 +403,26 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         gw_call(c, gw->social, SOC_GROUP_CREATE, CALL_REPLY, f, 0, 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN:
-        gw_call(c, gw->social, SOC_GROUP_JOIN, CALL_REPLY, f, gw_group_key(f->group_join->group_id),
+        gw_call(c, gw->social, SOC_GROUP_JOIN, CALL_REPLY, f, key_group(f->group_join->group_id),
                 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_GROUP_QUIT:
-        gw_call(c, gw->social, SOC_GROUP_QUIT, CALL_REPLY, f, gw_group_key(f->group_quit->group_id),
+        gw_call(c, gw->social, SOC_GROUP_QUIT, CALL_REPLY, f, key_group(f->group_quit->group_id),
                 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_GROUP_DELETE:
         gw_call(c, gw->social, SOC_GROUP_DELETE, CALL_REPLY, f,
-                gw_group_key(f->group_delete->group_id), 0);
+                key_group(f->group_delete->group_id), 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT:
         /* One conversation, one worker: its messages are stored and pushed
          * in the order they arrive. */
         gw_call(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
-                gw_pair_key(s->user, f->send_direct->to), 0);
+                key_direct(s->user, f->send_direct->to), 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
-        gw_call(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
-                gw_group_key(f->send_group->group_id), 0);
+        gw_call(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f, key_group(f->send_group->group_id),
+                0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
@@ -428,7 +454,8 @@ static void gw_on_close(conn *c, const char *why)
     /* The user service sets the user offline for the friends if this was
      * the last session. The token stays valid for a reconnect. */
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
-    gw_call(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &f, 0, 0);
+    gw_call_ex(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &f, 0, 0,
+               gw_count(s->gl->gw, s->user, 0));
     s->user = 0;
 }
 
@@ -559,6 +586,10 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
     gw->bus = b;
     pthread_mutex_init(&gw->lock, NULL);
     pthread_cond_init(&gw->cond, NULL);
+    pthread_mutex_init(&gw->count_lock, NULL);
+    gw->sessions = u64map_new();
+    if (!gw->sessions)
+        goto fail;
     gw->per_loop = calloc(nloops, sizeof(*gw->per_loop));
     if (!gw->per_loop)
         goto fail;
@@ -591,11 +622,20 @@ static void gw_send_bye(conn *c, void *arg)
     conn_send_msg(c, &f.base);
 }
 
+static void gw_close_one(conn *c, void *arg)
+{
+    /* Only client connections: the loop may also carry RPC traffic. */
+    if (conn_get_handler(c) != &gw_handler)
+        return;
+    gw_send_bye(c, arg);
+    conn_flush_close(c, "server shutting down");
+}
+
 static void gw_close_loop(void *arg)
 {
     gw_loop *gl = arg;
     gateway *gw = gl->gw;
-    conn_close_all(gl->l, "server shutting down", gw_send_bye, gw);
+    conn_foreach(gl->l, gw_close_one, gw);
     pthread_mutex_lock(&gw->lock);
     gw->closed_loops++;
     pthread_cond_broadcast(&gw->cond);
@@ -623,6 +663,8 @@ void gateway_free(gateway *gw)
         arena_free(gw->per_loop[i].scratch);
     }
     free(gw->per_loop);
+    u64map_free(gw->sessions);
+    pthread_mutex_destroy(&gw->count_lock);
     pthread_mutex_destroy(&gw->lock);
     pthread_cond_destroy(&gw->cond);
     free(gw);

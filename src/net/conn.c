@@ -99,6 +99,11 @@ void *conn_udata(conn *c)
     return c->udata;
 }
 
+const conn_handler *conn_get_handler(const conn *c)
+{
+    return c->h;
+}
+
 loop *conn_loop(const conn *c)
 {
     return c->loop;
@@ -461,17 +466,12 @@ void conn_loop_tick(loop *l)
     }
 }
 
-void conn_close_all(loop *l, const char *why, void (*each)(conn *c, void *arg), void *arg)
+void conn_flush_close(conn *c, const char *why)
 {
-    while (l->conns) {
-        conn *c = l->conns;
-        conn_ref(c);
-        if (each)
-            each(c, arg);
-        conn_write(c);
-        conn_close(c, why);
-        conn_unref(c);
-    }
+    conn_ref(c);
+    conn_write(c);
+    conn_close(c, why);
+    conn_unref(c);
 }
 
 void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg)

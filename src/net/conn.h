@@ -43,6 +43,9 @@ typedef struct conn_limits {
  * holds one reference, dropped when it closes. NULL on failure (fd closed). */
 conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, size_t udata_size);
 void *conn_udata(conn *c);
+/* The handler the connection was made with: tells whose a connection is
+ * when several layers share a loop. */
+const conn_handler *conn_get_handler(const conn *c);
 loop *conn_loop(const conn *c);
 int conn_is_open(const conn *c);
 
@@ -66,9 +69,9 @@ void conn_close_after_flush(conn *c, const char *why);
 void conn_inflight_inc(conn *c);
 void conn_inflight_dec(conn *c);
 
-/* For shutdown: calls each(c, arg) for every open connection of loop l, then
- * writes what each has queued (best effort, without blocking) and closes it. */
-void conn_close_all(loop *l, const char *why, void (*each)(conn *c, void *arg), void *arg);
+/* For shutdown: writes what c has queued (best effort, without blocking)
+ * and closes it. */
+void conn_flush_close(conn *c, const char *why);
 /* Calls each(c, arg) for every open connection of loop l. each may close c
  * but no other connection. */
 void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg);

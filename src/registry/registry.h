@@ -5,9 +5,12 @@
  * the children of that path and keep their view current. A node whose
  * ZooKeeper session expires registers again as soon as it has a new one.
  *
- * Thread-safety: every function may be called from any thread. Watch
- * callbacks run on the ZooKeeper client's own thread: they must not block
- * and should hand the list over to whoever uses it.
+ * Thread-safety: every function may be called from any thread. The first
+ * watch callback runs on the caller's thread inside registry_watch; later
+ * ones on the registry's own worker thread, one at a time. Callbacks must not
+ * block: they should hand the list over to whoever uses it. They may log,
+ * post work and call registry_register/registry_watch/registry_list_all,
+ * but not registry_free.
  */
 #ifndef PARLEY_REGISTRY_H
 #define PARLEY_REGISTRY_H
@@ -38,8 +41,7 @@ void registry_free(registry *r);
 
 /* Publishes addr as a provider of service (creating the parent path) and
  * keeps it published across session expiry. 0, or -1 with the reason in err. */
-int registry_register(registry *r, const char *service, const char *addr, char *err,
-                      size_t errlen);
+int registry_register(registry *r, const char *service, const char *addr, char *err, size_t errlen);
 /* Calls fn with the current providers of service now (from the calling
  * thread, before returning) and again after every change, until
  * registry_free. 0, or -1 with the reason in err. */

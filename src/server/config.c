@@ -25,7 +25,8 @@ static const opt opts[] = {
     {"port", OPT_PORT, offsetof(config, port), 0, 0, 65535,
      "client port (default 7070; 0 picks one)"},
     {"data", STR(data), "data directory (default ./parley-data)"},
-    {"role", STR(role), "which parts run here (default all)"},
+    {"role", STR(role),
+     "what runs here: all (default), or a comma list of gateway, user, social, message"},
     {"threads", UINT(threads), 1, 256, "I/O threads (default: number of cores)"},
     {"store-workers", UINT(store_workers), 1, 64, "storage worker threads (default 2)"},
     {"auth-workers", UINT(auth_workers), 1, 64,
@@ -39,6 +40,22 @@ static const opt opts[] = {
      "requests in flight per connection before reading pauses (default 64)"},
     {"recall-window", UINT(recall_window_s), 0, 86400 * 365,
      "seconds during which a sender may recall a message (default 120)"},
+    {"zk", STR(zk), "ZooKeeper hosts (h1:p1,h2:p2): run as part of a cluster"},
+    {"redis", STR(redis), "Redis host:port for presence and cross-gateway delivery"},
+    {"db", STR(db),
+     "store: a SQLite path or mariadb://USER:PASS@HOST:PORT/DB (default DATA/parley.db)"},
+    {"rpc-port", OPT_PORT, offsetof(config, rpc_port), 0, 0, 65535,
+     "service nodes: port for RPC from gateways (default 0: any)"},
+    {"advertise", STR(advertise), "address other nodes reach this one at (default: --bind)"},
+    {"gateway-id", UINT(gateway_id), 1, 2147483647, "this gateway's id (default: random)"},
+    {"zk-timeout", UINT(zk_timeout_ms), 500, 60000,
+     "ZooKeeper session timeout in ms (default 4000)"},
+    {"rpc-timeout", UINT(rpc_timeout_ms), 100, 600000,
+     "deadline of a call to a service node in ms (default 5000)"},
+    {"balance-user", STR(balance_user),
+     "round-robin, least-outstanding (default) or ring, for the user service"},
+    {"balance-social", STR(balance_social), "as above, for the social service (round-robin)"},
+    {"balance-message", STR(balance_message), "as above, for the message service (ring)"},
     {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
@@ -168,6 +185,11 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;
     cfg->recall_window_s = 120;
+    cfg->zk_timeout_ms = 4000;
+    cfg->rpc_timeout_ms = 5000;
+    strcpy(cfg->balance_user, "least-outstanding");
+    strcpy(cfg->balance_social, "round-robin");
+    strcpy(cfg->balance_message, "ring");
     cfg->cost = PWHASH_INTERACTIVE;
     cfg->level = LOG_INFO;
 

@@ -24,6 +24,16 @@ typedef struct config {
     unsigned max_frame;
     unsigned max_inflight;
     unsigned recall_window_s;
+    /* cluster */
+    char zk[512];           /* ZooKeeper hosts; empty: no registry */
+    char redis[256];        /* host:port; empty: in-process bus */
+    char db[1024];          /* store URI; empty: SQLite under data */
+    int rpc_port;           /* service nodes: RPC port (0 picks one) */
+    char advertise[256];    /* address other nodes use to reach this one */
+    unsigned gateway_id;    /* 0: chosen at random */
+    unsigned zk_timeout_ms; /* ZooKeeper session timeout */
+    unsigned rpc_timeout_ms;
+    char balance_user[32], balance_social[32], balance_message[32];
     pwhash_cost cost;
     log_level level;
 } config;

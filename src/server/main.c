@@ -22,7 +22,10 @@
 #include "gateway/gateway.h"
 #include "net/listener.h"
 #include "net/loop.h"
+#include "registry/registry.h"
+#include "rpc/client.h"
 #include "rpc/local.h"
+#include "rpc/server.h"
 #include "server/config.h"
 #include "services/limits.h"
 #include "services/svc.h"
@@ -34,14 +37,24 @@ typedef struct server {
     svc_config svc_cfg;
     struct event_base *base;
     struct event *sigint, *sigterm;
+    /* what runs here */
+    int has_gateway;
+    const svc_def *local[3]; /* user, social, message when served here */
+    size_t nlocal;
+    int cluster; /* registered in ZooKeeper */
+    registry *reg;
     bus *bus;
     svc_runtime *rt;
-    ProtobufCService *user, *social, *message;
+    ProtobufCService *svc[3]; /* what the gateway calls: local or remote */
     loop **loops;
+    unsigned nloops;
     gateway *gw;
     listener *ls;
+    rpc_server *rpc;
     const char *stop_reason;
 } server;
+
+static const char *const server_service_names[3] = {"user", "social", "message"};
 
 static int server_mkdirs(const char *path, char *err, size_t errlen)
 {
@@ -103,65 +116,197 @@ static void server_on_accept(int fd, void *arg)
     gateway_accept(s->gw, fd);
 }
 
+/* Parses --role into what runs here. */
+static int server_roles(server *s, char *err, size_t errlen)
+{
+    const svc_def *defs[3] = {&svc_user, &svc_social, &svc_message};
+    int want[3] = {0, 0, 0};
+    char roles[sizeof(s->cfg.role)];
+    snprintf(roles, sizeof(roles), "%s", s->cfg.role);
+    for (char *save = NULL, *tok = strtok_r(roles, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "all") == 0) {
+            s->has_gateway = 1;
+            want[0] = want[1] = want[2] = 1;
+        } else if (strcmp(tok, "gateway") == 0) {
+            s->has_gateway = 1;
+        } else {
+            int found = 0;
+            for (int i = 0; i < 3; i++) {
+                if (strcmp(tok, server_service_names[i]) == 0)
+                    want[i] = found = 1;
+            }
+            if (!found) {
+                snprintf(err, errlen,
+                         "unknown role '%s': use all, or a comma list of gateway, user, social, "
+                         "message",
+                         tok);
+                return -1;
+            }
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        if (want[i])
+            s->local[s->nlocal++] = defs[i];
+    if (!s->has_gateway && s->nlocal == 0) {
+        snprintf(err, errlen, "--role names nothing to run");
+        return -1;
+    }
+    s->cluster = s->cfg.zk[0] != 0;
+    int all_local = s->has_gateway && s->nlocal == 3;
+    if (!all_local && !s->cluster) {
+        snprintf(err, errlen, "role '%s' is part of a cluster: it needs --zk (and --redis)",
+                 s->cfg.role);
+        return -1;
+    }
+    if (s->cluster && !s->cfg.redis[0]) {
+        snprintf(err, errlen, "a cluster node needs --redis HOST:PORT for presence and delivery");
+        return -1;
+    }
+    return 0;
+}
+
+static int server_svc_index(const svc_def *d)
+{
+    return d == &svc_user ? 0 : d == &svc_social ? 1 : 2;
+}
+
+/* The services the gateway calls: in-process where served here, else remote
+ * nodes found in the registry. */
+static int server_gateway_services(server *s, char *err, size_t errlen)
+{
+    /* Bit i: method i may run twice without harm (reads, acks, logins). */
+    static const uint64_t idempotent[3] = {
+        (1u << 1) | (1u << 2) | (1u << 3),             /* Login, Resume, Logout */
+        (1u << 2),                                     /* FriendList */
+        (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5), /* History, Recall, Ack, Sync */
+    };
+    const char *balance[3] = {s->cfg.balance_user, s->cfg.balance_social, s->cfg.balance_message};
+    const ProtobufCServiceDescriptor *descs[3] = {&parley__user_service__descriptor,
+                                                  &parley__social_service__descriptor,
+                                                  &parley__message_service__descriptor};
+    for (size_t i = 0; i < s->nlocal; i++) {
+        int k = server_svc_index(s->local[i]);
+        s->svc[k] = rpc_local_new(s->rt, s->local[i]);
+        if (!s->svc[k])
+            goto oom;
+    }
+    for (int k = 0; k < 3; k++) {
+        if (s->svc[k])
+            continue;
+        rpc_client_config rc = {.timeout_ms = s->cfg.rpc_timeout_ms, .idempotent = idempotent[k]};
+        if (rpc_balance_parse(balance[k], &rc.balance) < 0) {
+            snprintf(err, errlen, "--balance-%s: expected round-robin, least-outstanding or ring",
+                     server_service_names[k]);
+            return -1;
+        }
+        s->svc[k] = rpc_client_new(descs[k], s->loops, s->nloops, &rc);
+        if (!s->svc[k])
+            goto oom;
+        if (registry_watch(s->reg, server_service_names[k], rpc_client_on_nodes, s->svc[k], err,
+                           errlen) < 0)
+            return -1;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
 static int server_start(server *s, char *err, size_t errlen)
 {
     config *cfg = &s->cfg;
-    if (strcmp(cfg->role, "all") != 0) {
-        snprintf(err, errlen, "role '%s' is not available in this build; use --role all",
-                 cfg->role);
+    if (server_roles(s, err, errlen) < 0)
         return -1;
-    }
-    if (server_mkdirs(cfg->data, err, errlen) < 0)
-        return -1;
-    snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
     if (pwhash_init() < 0 || loop_global_init() < 0) {
         snprintf(err, errlen, "cannot initialise libsodium or libevent threads");
         return -1;
     }
-    s->svc_cfg = (svc_config){
-        .db_path = s->db_path,
-        .cost = cfg->cost,
-        .store_workers = cfg->store_workers,
-        .auth_workers = cfg->auth_workers,
-        .max_batch = cfg->max_batch,
-        .recall_window_ms = cfg->recall_window_s * 1000,
-    };
-    s->bus = bus_local_new();
-    if (!s->bus) {
+    if (!cfg->gateway_id) {
+        uint32_t r;
+        pwhash_random(&r, sizeof(r));
+        cfg->gateway_id = (r & 0x7fffffff) | 1;
+    }
+    if (!cfg->advertise[0])
+        snprintf(cfg->advertise, sizeof(cfg->advertise), "%s",
+                 strcmp(cfg->bind, "0.0.0.0") == 0 ? "127.0.0.1" : cfg->bind);
+
+    /* Reach the shared servers first: a clear error now beats a node that
+     * starts and then serves nobody. */
+    if (s->cluster) {
+        s->reg = registry_zk_new(cfg->zk, (int)cfg->zk_timeout_ms, 5000, err, errlen);
+        if (!s->reg)
+            return -1;
+    }
+    if (cfg->redis[0]) {
+        char host[256];
+        const char *colon = strrchr(cfg->redis, ':');
+        if (!colon || colon == cfg->redis || !colon[1]) {
+            snprintf(err, errlen, "--redis: expected HOST:PORT, got '%s'", cfg->redis);
+            return -1;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - cfg->redis), cfg->redis);
+        s->bus =
+            bus_redis_new(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0, err, errlen);
+    } else {
+        s->bus = bus_local_new();
+        if (!s->bus)
+            snprintf(err, errlen, "out of memory");
+    }
+    if (!s->bus)
+        return -1;
+
+    if (s->nlocal) {
+        if (cfg->db[0]) {
+            snprintf(s->db_path, sizeof(s->db_path), "%s", cfg->db);
+        } else {
+            if (server_mkdirs(cfg->data, err, errlen) < 0)
+                return -1;
+            snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
+        }
+        s->svc_cfg = (svc_config){
+            .db_path = s->db_path,
+            .cost = cfg->cost,
+            .store_workers = cfg->store_workers,
+            .auth_workers = cfg->auth_workers,
+            .max_batch = cfg->max_batch,
+            .recall_window_ms = cfg->recall_window_s * 1000,
+        };
+        s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);
+        if (!s->rt)
+            return -1;
+    }
+
+    s->nloops = cfg->threads;
+    s->loops = calloc(s->nloops, sizeof(*s->loops));
+    if (!s->loops) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);
-    if (!s->rt)
-        return -1;
-    s->user = rpc_local_new(s->rt, &svc_user);
-    s->social = rpc_local_new(s->rt, &svc_social);
-    s->message = rpc_local_new(s->rt, &svc_message);
-    s->loops = calloc(cfg->threads, sizeof(*s->loops));
-    if (!s->user || !s->social || !s->message || !s->loops) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (unsigned i = 0; i < cfg->threads; i++) {
+    for (unsigned i = 0; i < s->nloops; i++) {
         s->loops[i] = loop_new(i);
         if (!s->loops[i]) {
             snprintf(err, errlen, "cannot create event loop %u", i);
             return -1;
         }
     }
-    gateway_config gcfg = {
-        .gateway_id = 1,
-        .limits = {.max_frame = cfg->max_frame,
-                   .max_out = 8u << 20,
-                   .idle_timeout_s = cfg->idle_timeout_s,
-                   .max_inflight = cfg->max_inflight},
-    };
-    s->gw = gateway_new(&gcfg, s->loops, cfg->threads, s->user, s->social, s->message, s->bus);
-    if (!s->gw) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+    if (s->has_gateway) {
+        if (server_gateway_services(s, err, errlen) < 0)
+            return -1;
+        gateway_config gcfg = {
+            .gateway_id = cfg->gateway_id,
+            .limits = {.max_frame = cfg->max_frame,
+                       .max_out = 8u << 20,
+                       .idle_timeout_s = cfg->idle_timeout_s,
+                       .max_inflight = cfg->max_inflight},
+        };
+        s->gw = gateway_new(&gcfg, s->loops, s->nloops, s->svc[0], s->svc[1], s->svc[2], s->bus);
+        if (!s->gw) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     }
-    for (unsigned i = 0; i < cfg->threads; i++) {
+    for (unsigned i = 0; i < s->nloops; i++) {
         if (loop_start(s->loops[i]) < 0) {
             snprintf(err, errlen, "cannot start I/O thread %u", i);
             return -1;
@@ -172,9 +317,31 @@ static int server_start(server *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the main event base");
         return -1;
     }
-    s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
-    if (!s->ls)
-        return -1;
+    if (s->cluster && s->nlocal) {
+        s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
+                                s->local, s->nlocal, err, errlen);
+        if (!s->rpc)
+            return -1;
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, rpc_server_port(s->rpc));
+        for (size_t i = 0; i < s->nlocal; i++) {
+            if (registry_register(s->reg, server_service_names[server_svc_index(s->local[i])], addr,
+                                  err, errlen) < 0)
+                return -1;
+        }
+        log_info("serving RPC on %s", addr);
+    }
+    if (s->has_gateway) {
+        s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
+        if (!s->ls)
+            return -1;
+        if (s->cluster) {
+            char addr[300];
+            snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
+            if (registry_register(s->reg, "gateway", addr, err, errlen) < 0)
+                return -1;
+        }
+    }
     s->sigint = evsignal_new(s->base, SIGINT, server_on_signal, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, server_on_signal, s);
     evsignal_add(s->sigint, NULL);
@@ -183,28 +350,30 @@ static int server_start(server *s, char *err, size_t errlen)
 }
 
 /* Tears down whatever server_start built, in the order that loses nothing:
- * stop accepting, say goodbye to clients, finish the queued storage work,
- * then stop the loops that deliver its results. */
+ * leave the registry and stop accepting, say goodbye to clients, finish the
+ * queued storage work and send its results, then stop the loops. */
 static void server_stop(server *s)
 {
+    registry_free(s->reg);
+    s->reg = NULL;
     listener_free(s->ls);
     s->ls = NULL;
     if (s->gw)
         gateway_close_all(s->gw, "server shutting down");
     svc_runtime_free(s->rt);
-    for (unsigned i = 0; s->loops && i < s->cfg.threads; i++)
+    if (s->rpc)
+        rpc_server_close_all(s->rpc);
+    for (unsigned i = 0; s->loops && i < s->nloops; i++)
         if (s->loops[i])
             loop_stop(s->loops[i]);
     gateway_free(s->gw);
-    for (unsigned i = 0; s->loops && i < s->cfg.threads; i++)
+    for (int k = 0; k < 3; k++)
+        if (s->svc[k])
+            protobuf_c_service_destroy(s->svc[k]);
+    for (unsigned i = 0; s->loops && i < s->nloops; i++)
         loop_free(s->loops[i]);
     free(s->loops);
-    if (s->user)
-        protobuf_c_service_destroy(s->user);
-    if (s->social)
-        protobuf_c_service_destroy(s->social);
-    if (s->message)
-        protobuf_c_service_destroy(s->message);
+    rpc_server_free(s->rpc);
     bus_free(s->bus);
     if (s->sigint)
         event_free(s->sigint);
@@ -234,18 +403,24 @@ int main(int argc, char **argv)
         server_stop(&s);
         return 1;
     }
-    int port = listener_port(s.ls);
-    log_info("data in %s (SQLite), %u I/O threads, %u store workers, password cost %s", s.db_path,
-             s.cfg.threads, s.cfg.store_workers,
-             s.cfg.cost == PWHASH_INTERACTIVE ? "interactive"
-             : s.cfg.cost == PWHASH_MODERATE  ? "moderate"
-                                              : "min");
-    log_info("listening on %s:%d", s.cfg.bind, port);
-    char client[PATH_MAX];
-    server_client_path(client, sizeof(client));
-    printf("Parley is ready on %s:%d. Connect with: %s --host %s --port %d "
-           "(Ctrl-C stops the server)\n",
-           s.cfg.bind, port, client, s.cfg.bind, port);
+    if (s.nlocal)
+        log_info("role %s: data in %s, %u I/O threads, %u store workers, password cost %s",
+                 s.cfg.role, s.db_path, s.cfg.threads, s.cfg.store_workers,
+                 s.cfg.cost == PWHASH_INTERACTIVE ? "interactive"
+                 : s.cfg.cost == PWHASH_MODERATE  ? "moderate"
+                                                  : "min");
+    if (s.ls) {
+        int port = listener_port(s.ls);
+        log_info("gateway %u listening on %s:%d", s.cfg.gateway_id, s.cfg.bind, port);
+        char client[PATH_MAX];
+        server_client_path(client, sizeof(client));
+        printf("Parley is ready on %s:%d. Connect with: %s --host %s --port %d "
+               "(Ctrl-C stops the server)\n",
+               s.cfg.bind, port, client, s.cfg.bind, port);
+    } else {
+        printf("Parley %s node is ready (RPC on %s:%d)\n", s.cfg.role, s.cfg.advertise,
+               rpc_server_port(s.rpc));
+    }
     fflush(stdout);
     event_base_dispatch(s.base);
     log_info("%s received: shutting down", s.stop_reason ? s.stop_reason : "stop");

@@ -95,6 +95,16 @@ static void user_push_presence(svc_ctx *ctx, uint64_t user, int online)
     svc_push(ctx, ids.v, ids.n, &f);
 }
 
+/* The user's sessions, not counting the one being opened or closed: the
+ * calling gateway's own count comes with the call, since its presence
+ * updates reach the bus asynchronously. -1 if unknown. */
+static long user_sessions_elsewhere(svc_ctx *ctx, uint64_t user)
+{
+    const Parley__Caller *c = ctx->call->caller;
+    long others = bus_presence_count(ctx->bus, user, c->gateway_id);
+    return others < 0 ? -1 : others + (long)c->local_sessions;
+}
+
 /* Fills the reply of a successful login or resume. */
 static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *token)
 {
@@ -108,9 +118,9 @@ static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *toke
         return;
     out->body_case = PARLEY__SERVER_FRAME__BODY_LOGIN_OK;
     out->login_ok = ok;
-    /* The gateway counts this session only after the reply; zero here means
-     * the user was offline until now. */
-    if (bus_presence_count(ctx->bus, u->id) == 0)
+    /* The gateway counts this session only after the reply: nobody anywhere
+     * means the user was offline until now. */
+    if (user_sessions_elsewhere(ctx, u->id) == 0)
         user_push_presence(ctx, u->id, 1);
 }
 
@@ -202,7 +212,7 @@ static void user_logout(svc_ctx *ctx)
         pwhash_token_hash(f->logout->token, strlen(f->logout->token), hash);
         store_session_delete(ctx->st, hash);
     }
-    if (bus_presence_count(ctx->bus, user) == 0)
+    if (user_sessions_elsewhere(ctx, user) == 0)
         user_push_presence(ctx, user, 0);
     Parley__ServerFrame *out = svc_reply(ctx);
     Parley__Done *done = arena_alloc(ctx->a, sizeof(*done));

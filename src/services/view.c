@@ -61,7 +61,7 @@ static void view_vec_push(view_vec *vec, void *p)
 static int view_add_friend(void *arg, uint64_t id, const char *name)
 {
     view_vec *vec = arg;
-    long online = bus_presence_count(vec->ctx->bus, id);
+    long online = bus_presence_count(vec->ctx->bus, id, 0);
     view_vec_push(vec, view_user(vec->ctx, id, name, online > 0));
     return 0;
 }

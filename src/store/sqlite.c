@@ -1,11 +1,12 @@
 /*
- * store on SQLite 3: one connection per handle, WAL journal, every statement
- * prepared once at open and reused.
+ * store on SQLite 3 (the "sqlite:" backend behind store_impl.h's ops): one
+ * connection per handle, WAL journal, every statement prepared once at open
+ * and reused.
  *
  * Callbacks run while their statement is being stepped, so they must not call
  * back into the same handle.
  */
-#include "store/store.h"
+#include "store/store_impl.h"
 
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -214,15 +215,21 @@ static const char *const store_sql[Q_COUNT] = {
               " WHERE conv_id = ?2 AND user_id = ?1",
 };
 
-struct store {
+typedef struct sq_store {
+    store base; /* first: the dispatcher's store * points here too */
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT];
     char *body; /* copy of the last store_message_get body */
     size_t body_cap;
     char errmsg[256];
-};
+} sq_store;
 
-static void store_set_err(store *st, const char *fmt, ...)
+static sq_store *sq_of(store *base)
+{
+    return (sq_store *)base;
+}
+
+static void store_set_err(sq_store *st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -231,7 +238,7 @@ static void store_set_err(store *st, const char *fmt, ...)
 }
 
 /* Maps a failed step to a status and records SQLite's reason. */
-static store_status store_fail(store *st, int rc)
+static store_status store_fail(sq_store *st, int rc)
 {
     store_set_err(st, "%s", sqlite3_errmsg(st->db));
     switch (rc) {
@@ -321,7 +328,7 @@ static void store_finish(sqlite3_stmt *s)
 }
 
 /* Binds, for statements the caller then steps itself. */
-static store_status store_bind(store *st, sqlite3_stmt *s, const char *types, ...)
+static store_status store_bind(sq_store *st, sqlite3_stmt *s, const char *types, ...)
 {
     va_list ap;
     va_start(ap, types);
@@ -332,7 +339,7 @@ static store_status store_bind(store *st, sqlite3_stmt *s, const char *types, ..
 
 /* Binds and steps once: OK with the statement on its first row, NOT_FOUND if
  * there is none. The caller reads the row, then calls store_finish. */
-static store_status store_first(store *st, sqlite3_stmt *s, const char *types, ...)
+static store_status store_first(sq_store *st, sqlite3_stmt *s, const char *types, ...)
 {
     va_list ap;
     va_start(ap, types);
@@ -349,7 +356,7 @@ static store_status store_first(store *st, sqlite3_stmt *s, const char *types, .
 
 /* Runs a statement that returns no rows; *changes (if asked) gets the number
  * of rows it inserted, updated or deleted. */
-static store_status store_exec(store *st, int id, int *changes, const char *types, ...)
+static store_status store_exec(sq_store *st, int id, int *changes, const char *types, ...)
 {
     sqlite3_stmt *s = st->q[id];
     va_list ap;
@@ -368,7 +375,7 @@ static store_status store_exec(store *st, int id, int *changes, const char *type
     return ret;
 }
 
-static int store_text_ok(store *st, const char *s, size_t max, const char *what)
+static int store_text_ok(sq_store *st, const char *s, size_t max, const char *what)
 {
     if (!s) {
         store_set_err(st, "%s missing", what);
@@ -384,20 +391,20 @@ static int store_text_ok(store *st, const char *s, size_t max, const char *what)
 
 /* Makes a multi-statement call atomic: its own write transaction when none is
  * open, else a savepoint inside the caller's. */
-static store_status store_op_begin(store *st, int *own)
+static store_status store_op_begin(sq_store *st, int *own)
 {
     *own = sqlite3_get_autocommit(st->db);
     return store_exec(st, *own ? Q_BEGIN : Q_OP_SAVEPOINT, NULL, "");
 }
 
 /* Steps a cleanup statement without overwriting the error being reported. */
-static void store_quiet(store *st, int id)
+static void store_quiet(sq_store *st, int id)
 {
     sqlite3_step(st->q[id]);
     sqlite3_reset(st->q[id]);
 }
 
-static store_status store_op_end(store *st, int own, store_status ret)
+static store_status store_op_end(sq_store *st, int own, store_status ret)
 {
     if (ret == STORE_OK) {
         ret = store_exec(st, own ? Q_COMMIT : Q_OP_RELEASE, NULL, "");
@@ -419,7 +426,7 @@ static store_status store_op_end(store *st, int own, store_status ret)
 
 /* ---- open / close ---- */
 
-static store_status store_run_sql(store *st, const char *sql)
+static store_status store_run_sql(sq_store *st, const char *sql)
 {
     if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
         store_set_err(st, "%s", sqlite3_errmsg(st->db));
@@ -429,7 +436,7 @@ static store_status store_run_sql(store *st, const char *sql)
 }
 
 /* Runs a one-row PRAGMA and copies its value as text. */
-static store_status store_pragma(store *st, const char *sql, char *out, size_t cap)
+static store_status store_pragma(sq_store *st, const char *sql, char *out, size_t cap)
 {
     sqlite3_stmt *s = NULL;
     store_status ret = STORE_ERROR;
@@ -448,7 +455,7 @@ static store_status store_pragma(store *st, const char *sql, char *out, size_t c
     return ret;
 }
 
-static store_status store_configure(store *st)
+static store_status store_configure(sq_store *st)
 {
     char val[32];
     /* First, so that the others wait for a handle that is opening at the
@@ -478,7 +485,7 @@ static store_status store_configure(store *st)
     return STORE_OK;
 }
 
-static store_status store_user_version(store *st, int *version)
+static store_status store_user_version(sq_store *st, int *version)
 {
     char val[32];
     if (store_pragma(st, "PRAGMA user_version", val, sizeof val) != STORE_OK)
@@ -490,7 +497,7 @@ static store_status store_user_version(store *st, int *version)
 /* Brings the schema to STORE_SCHEMA_VERSION one step at a time. Handles
  * opening at once serialise on BEGIN IMMEDIATE; the version is read again
  * under the lock so that only the first one migrates. */
-static store_status store_migrate(store *st)
+static store_status store_migrate(sq_store *st)
 {
     int version;
     if (store_user_version(st, &version) != STORE_OK)
@@ -520,7 +527,7 @@ out:
     return ret;
 }
 
-static store_status store_prepare(store *st)
+static store_status store_prepare(sq_store *st)
 {
     for (int i = 0; i < Q_COUNT; i++) {
         if (sqlite3_prepare_v3(st->db, store_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->q[i],
@@ -532,14 +539,29 @@ static store_status store_prepare(store *st)
     return STORE_OK;
 }
 
-store *store_open(const char *path, char *err, size_t errlen)
+static void sq_close(store *base)
 {
-    store *st = calloc(1, sizeof *st);
+    sq_store *st = sq_of(base);
+    if (!st)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(st->q[i]);
+    sqlite3_close_v2(st->db);
+    free(st->body);
+    free(st);
+}
+
+static const store_ops sq_ops;
+
+store *store_sqlite_open(const char *path, char *err, size_t errlen)
+{
+    sq_store *st = calloc(1, sizeof *st);
     if (!st) {
         if (err && errlen)
             snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    st->base.ops = &sq_ops;
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -552,49 +574,43 @@ store *store_open(const char *path, char *err, size_t errlen)
     if (store_configure(st) != STORE_OK || store_migrate(st) != STORE_OK ||
         store_prepare(st) != STORE_OK)
         goto fail;
-    return st;
+    return &st->base;
 fail:
     if (err && errlen)
         snprintf(err, errlen, "%s: %s", path, st->errmsg);
-    store_close(st);
+    sq_close(&st->base);
     return NULL;
 }
 
-void store_close(store *st)
+static const char *sq_errmsg(const store *base)
 {
-    if (!st)
-        return;
-    for (int i = 0; i < Q_COUNT; i++)
-        sqlite3_finalize(st->q[i]);
-    sqlite3_close_v2(st->db);
-    free(st->body);
-    free(st);
-}
-
-const char *store_errmsg(const store *st)
-{
+    const sq_store *st = (const sq_store *)base;
     return st ? st->errmsg : "no store";
 }
 
 /* ---- transactions ---- */
 
-store_status store_begin(store *st)
+static store_status sq_begin(store *base)
 {
+    sq_store *st = sq_of(base);
     return store_exec(st, Q_BEGIN, NULL, "");
 }
 
-store_status store_commit(store *st)
+static store_status sq_commit(store *base)
 {
+    sq_store *st = sq_of(base);
     return store_exec(st, Q_COMMIT, NULL, "");
 }
 
-store_status store_rollback(store *st)
+static store_status sq_rollback(store *base)
 {
+    sq_store *st = sq_of(base);
     return store_exec(st, Q_ROLLBACK, NULL, "");
 }
 
-store_status store_savepoint(store *st)
+static store_status sq_savepoint(store *base)
 {
+    sq_store *st = sq_of(base);
     /* Outside BEGIN a savepoint would open a deferred transaction, whose
      * later upgrade to a writer can fail without waiting. */
     if (sqlite3_get_autocommit(st->db)) {
@@ -604,13 +620,15 @@ store_status store_savepoint(store *st)
     return store_exec(st, Q_SAVEPOINT, NULL, "");
 }
 
-store_status store_release(store *st)
+static store_status sq_release(store *base)
 {
+    sq_store *st = sq_of(base);
     return store_exec(st, Q_RELEASE, NULL, "");
 }
 
-store_status store_rollback_to(store *st)
+static store_status sq_rollback_to(store *base)
 {
+    sq_store *st = sq_of(base);
     store_status ret = store_exec(st, Q_ROLLBACK_TO, NULL, "");
     if (ret != STORE_OK)
         return ret;
@@ -619,9 +637,10 @@ store_status store_rollback_to(store *st)
 
 /* ---- users and sessions ---- */
 
-store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
-                               uint64_t *id_out)
+static store_status sq_user_create(store *base, const char *name, const char *pwhash,
+                                   int64_t now_ms, uint64_t *id_out)
 {
+    sq_store *st = sq_of(base);
     if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
         !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
         return STORE_ERROR;
@@ -638,8 +657,9 @@ static void store_user_row(sqlite3_stmt *s, store_user *out)
     store_col_text(s, 2, out->pwhash, sizeof out->pwhash);
 }
 
-store_status store_user_by_id(store *st, uint64_t id, store_user *out)
+static store_status sq_user_by_id(store *base, uint64_t id, store_user *out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_USER_BY_ID];
     store_status ret = store_first(st, s, "u", id);
     if (ret == STORE_OK)
@@ -648,8 +668,9 @@ store_status store_user_by_id(store *st, uint64_t id, store_user *out)
     return ret;
 }
 
-store_status store_user_by_name(store *st, const char *name, store_user *out)
+static store_status sq_user_by_name(store *base, const char *name, store_user *out)
 {
+    sq_store *st = sq_of(base);
     if (!name)
         return STORE_NOT_FOUND;
     sqlite3_stmt *s = st->q[Q_USER_BY_NAME];
@@ -660,14 +681,16 @@ store_status store_user_by_name(store *st, const char *name, store_user *out)
     return ret;
 }
 
-store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
-                                  int64_t now_ms)
+static store_status sq_session_create(store *base, const uint8_t token_hash[32], uint64_t user,
+                                      int64_t now_ms)
 {
+    sq_store *st = sq_of(base);
     return store_exec(st, Q_SESSION_INSERT, NULL, "hui", token_hash, user, now_ms);
 }
 
-store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out)
+static store_status sq_session_user(store *base, const uint8_t token_hash[32], uint64_t *user_out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_SESSION_USER];
     store_status ret = store_first(st, s, "h", token_hash);
     if (ret == STORE_OK && user_out)
@@ -676,8 +699,9 @@ store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_
     return ret;
 }
 
-store_status store_session_delete(store *st, const uint8_t token_hash[32])
+static store_status sq_session_delete(store *base, const uint8_t token_hash[32])
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret = store_exec(st, Q_SESSION_DELETE, &changes, "h", token_hash);
     if (ret == STORE_OK && changes == 0)
@@ -687,8 +711,9 @@ store_status store_session_delete(store *st, const uint8_t token_hash[32])
 
 /* ---- friends ---- */
 
-store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
+static store_status sq_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
 {
+    sq_store *st = sq_of(base);
     if (a == b) {
         store_set_err(st, "cannot befriend oneself");
         return STORE_CONFLICT;
@@ -698,8 +723,9 @@ store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
     return store_exec(st, Q_FRIEND_INSERT, NULL, "uui", a, b, now_ms);
 }
 
-store_status store_friend_del(store *st, uint64_t a, uint64_t b)
+static store_status sq_friend_del(store *base, uint64_t a, uint64_t b)
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret = store_exec(st, Q_FRIEND_DELETE, &changes, "uu", a, b);
     if (ret == STORE_OK && changes == 0)
@@ -707,8 +733,9 @@ store_status store_friend_del(store *st, uint64_t a, uint64_t b)
     return ret;
 }
 
-store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void *arg)
+static store_status sq_friend_list(store *base, uint64_t user, store_user_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_FRIEND_LIST];
     store_status ret = store_bind(st, s, "u", user);
     if (ret != STORE_OK)
@@ -729,7 +756,7 @@ out:
 
 /* Hands the members of conv to ucb (id, name) or mcb (id, name, role);
  * *count gets how many were handed. */
-static store_status store_members_each(store *st, uint64_t conv, store_user_cb ucb,
+static store_status store_members_each(sq_store *st, uint64_t conv, store_user_cb ucb,
                                        store_member_cb mcb, void *arg, unsigned *count)
 {
     sqlite3_stmt *s = st->q[Q_CONV_MEMBERS];
@@ -753,7 +780,7 @@ out:
     return ret;
 }
 
-static store_status store_conv_exists(store *st, uint64_t conv)
+static store_status store_conv_exists(sq_store *st, uint64_t conv)
 {
     sqlite3_stmt *s = st->q[Q_CONV_EXISTS];
     store_status ret = store_first(st, s, "u", conv);
@@ -761,8 +788,9 @@ static store_status store_conv_exists(store *st, uint64_t conv)
     return ret;
 }
 
-store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out)
+static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
+    sq_store *st = sq_of(base);
     if (a == b) {
         store_set_err(st, "a direct conversation needs two users");
         return STORE_CONFLICT;
@@ -807,8 +835,9 @@ done:
     return ret;
 }
 
-store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg)
+static store_status sq_conv_members(store *base, uint64_t conv, store_user_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     unsigned n;
     store_status ret = store_members_each(st, conv, cb, NULL, arg, &n);
     /* Only an empty answer needs to tell "no members" from "no such conv". */
@@ -828,9 +857,10 @@ static void store_group_row(sqlite3_stmt *s, store_group *out)
     store_col_text(s, 4, out->desc, sizeof out->desc);
 }
 
-store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
-                                int64_t now_ms, store_group *out)
+static store_status sq_group_create(store *base, const char *name, const char *desc,
+                                    uint64_t creator, int64_t now_ms, store_group *out)
 {
+    sq_store *st = sq_of(base);
     if (!desc)
         desc = "";
     if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
@@ -862,8 +892,9 @@ out:
     return ret;
 }
 
-store_status store_group_get(store *st, uint64_t group, store_group *out)
+static store_status sq_group_get(store *base, uint64_t group, store_group *out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_GROUP_GET];
     store_status ret = store_first(st, s, "u", group);
     if (ret == STORE_OK && out)
@@ -872,8 +903,9 @@ store_status store_group_get(store *st, uint64_t group, store_group *out)
     return ret;
 }
 
-store_status store_group_join(store *st, uint64_t group, uint64_t user, int64_t now_ms)
+static store_status sq_group_join(store *base, uint64_t group, uint64_t user, int64_t now_ms)
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret =
         store_exec(st, Q_GROUP_JOIN, &changes, "uudi", group, user, STORE_ROLE_NORMAL, now_ms);
@@ -882,8 +914,9 @@ store_status store_group_join(store *st, uint64_t group, uint64_t user, int64_t 
     return ret;
 }
 
-store_status store_group_quit(store *st, uint64_t group, uint64_t user)
+static store_status sq_group_quit(store *base, uint64_t group, uint64_t user)
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret = store_exec(st, Q_GROUP_QUIT, &changes, "uu", group, user);
     if (ret == STORE_OK && changes == 0)
@@ -891,7 +924,7 @@ store_status store_group_quit(store *st, uint64_t group, uint64_t user)
     return ret;
 }
 
-static store_status store_group_conv(store *st, uint64_t group, uint64_t *conv)
+static store_status store_group_conv(sq_store *st, uint64_t group, uint64_t *conv)
 {
     sqlite3_stmt *s = st->q[Q_GROUP_CONV];
     store_status ret = store_first(st, s, "u", group);
@@ -901,8 +934,9 @@ static store_status store_group_conv(store *st, uint64_t group, uint64_t *conv)
     return ret;
 }
 
-store_status store_group_delete(store *st, uint64_t group)
+static store_status sq_group_delete(store *base, uint64_t group)
 {
+    sq_store *st = sq_of(base);
     uint64_t conv;
     int own;
     store_status ret = store_op_begin(st, &own);
@@ -923,8 +957,9 @@ out:
     return store_op_end(st, own, ret);
 }
 
-store_status store_group_role(store *st, uint64_t group, uint64_t user, int *role_out)
+static store_status sq_group_role(store *base, uint64_t group, uint64_t user, int *role_out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_GROUP_ROLE];
     store_status ret = store_first(st, s, "uu", group, user);
     if (ret == STORE_OK && role_out)
@@ -933,8 +968,9 @@ store_status store_group_role(store *st, uint64_t group, uint64_t user, int *rol
     return ret;
 }
 
-store_status store_group_members(store *st, uint64_t group, store_member_cb cb, void *arg)
+static store_status sq_group_members(store *base, uint64_t group, store_member_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     uint64_t conv;
     unsigned n;
     store_status ret = store_group_conv(st, group, &conv);
@@ -943,8 +979,9 @@ store_status store_group_members(store *st, uint64_t group, store_member_cb cb, 
     return store_members_each(st, conv, NULL, cb, arg, &n);
 }
 
-store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void *arg)
+static store_status sq_user_groups(store *base, uint64_t user, store_group_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_USER_GROUPS];
     store_status ret = store_bind(st, s, "u", user);
     if (ret != STORE_OK)
@@ -994,7 +1031,7 @@ static void store_msg_row(sqlite3_stmt *s, store_msg *m)
 }
 
 /* Steps a bound message query, handing each row to cb. */
-static store_status store_msg_each(store *st, sqlite3_stmt *s, store_msg_cb cb, void *arg,
+static store_status store_msg_each(sq_store *st, sqlite3_stmt *s, store_msg_cb cb, void *arg,
                                    unsigned *count)
 {
     int rc;
@@ -1009,9 +1046,10 @@ static store_status store_msg_each(store *st, sqlite3_stmt *s, store_msg_cb cb, 
     return rc == SQLITE_DONE ? STORE_OK : store_fail(st, rc);
 }
 
-store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
-                                  size_t body_len, int64_t ts, store_msg *out)
+static store_status sq_message_append(store *base, uint64_t conv, uint64_t sender, const char *body,
+                                      size_t body_len, int64_t ts, store_msg *out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *next = st->q[Q_CONV_NEXT_SEQ];
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
     int kind = 0;
@@ -1047,8 +1085,9 @@ out:
     return ret;
 }
 
-store_status store_message_get(store *st, uint64_t msgid, store_msg *out)
+static store_status sq_message_get(store *base, uint64_t msgid, store_msg *out)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_MSG_GET];
     store_msg m;
     store_status ret = store_first(st, s, "u", msgid);
@@ -1077,8 +1116,9 @@ out:
     return ret;
 }
 
-store_status store_message_recall(store *st, uint64_t msgid)
+static store_status sq_message_recall(store *base, uint64_t msgid)
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret = store_exec(st, Q_MSG_RECALL, &changes, "u", msgid);
     if (ret == STORE_OK && changes == 0)
@@ -1086,9 +1126,10 @@ store_status store_message_recall(store *st, uint64_t msgid)
     return ret;
 }
 
-store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
-                           store_msg_cb cb, void *arg)
+static store_status sq_history(store *base, uint64_t conv, uint64_t before_seq, unsigned limit,
+                               store_msg_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_HISTORY];
     unsigned n = 0;
     store_status ret =
@@ -1101,9 +1142,10 @@ store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsign
     return ret;
 }
 
-store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
-                           store_msg_cb cb, void *arg)
+static store_status sq_pending(store *base, uint64_t user, uint64_t after_msgid, unsigned limit,
+                               store_msg_cb cb, void *arg)
 {
+    sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_PENDING];
     unsigned n;
     store_status ret = store_bind(st, s, "uui", user, after_msgid, (int64_t)limit);
@@ -1113,11 +1155,49 @@ store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsig
     return ret;
 }
 
-store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq)
+static store_status sq_ack(store *base, uint64_t user, uint64_t conv, uint64_t seq)
 {
+    sq_store *st = sq_of(base);
     int changes;
     store_status ret = store_exec(st, Q_ACK, &changes, "uuu", user, conv, seq);
     if (ret == STORE_OK && changes == 0)
         return STORE_NOT_FOUND;
     return ret;
 }
+
+static const store_ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .savepoint = sq_savepoint,
+    .release = sq_release,
+    .rollback_to = sq_rollback_to,
+    .user_create = sq_user_create,
+    .user_by_id = sq_user_by_id,
+    .user_by_name = sq_user_by_name,
+    .session_create = sq_session_create,
+    .session_user = sq_session_user,
+    .session_delete = sq_session_delete,
+    .friend_add = sq_friend_add,
+    .friend_del = sq_friend_del,
+    .friend_list = sq_friend_list,
+    .group_create = sq_group_create,
+    .group_get = sq_group_get,
+    .group_join = sq_group_join,
+    .group_quit = sq_group_quit,
+    .group_delete = sq_group_delete,
+    .group_role = sq_group_role,
+    .group_members = sq_group_members,
+    .user_groups = sq_user_groups,
+    .direct_conv = sq_direct_conv,
+    .conv_members = sq_conv_members,
+    .message_append = sq_message_append,
+    .message_get = sq_message_get,
+    .message_recall = sq_message_recall,
+    .history = sq_history,
+    .pending = sq_pending,
+    .ack = sq_ack,
+};

@@ -9,6 +9,10 @@
  *
  * Only prepared statements with bound parameters reach the database.
  * Functions return a store_status; on STORE_ERROR store_errmsg() says why.
+ * On MariaDB a deadlock or lock wait timeout is a STORE_ERROR whose message
+ * says so: roll the transaction back and retry it. After a deadlock the
+ * server has already undone the transaction, and every call but
+ * store_rollback fails until the caller rolls back.
  *
  * Data model:
  *   - a conversation is a user pair (direct) or a group; it has last_seq;
@@ -69,8 +73,19 @@ typedef int (*store_member_cb)(void *arg, uint64_t id, const char *name, int rol
 typedef int (*store_group_cb)(void *arg, const store_group *g);
 typedef int (*store_msg_cb)(void *arg, const store_msg *m);
 
-/* Opens (creating if needed) the database file `path` and creates or
- * migrates the schema. On failure returns NULL and writes the reason to err.
+/* Opens a store and creates or migrates its schema. `path` is a URI that
+ * picks the backend:
+ *   PATH, sqlite:PATH, sqlite://PATH
+ *       an SQLite database file, created if missing;
+ *   mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=SOCKET_PATH]
+ *       a connection to an existing MariaDB database (port 3306 by default;
+ *       with socket=, over that unix socket). %XX escapes are undone in the
+ *       user, password, database and socket path.
+ * Any other "scheme://" is an error rather than a file name. A MariaDB handle
+ * is one connection; open and close it on the thread that uses it (it sets
+ * up the client library's per-thread state) and open a new one if calls
+ * report the connection lost: it does not reconnect by itself.
+ * On failure returns NULL and writes the reason (never the password) to err.
  * The caller owns the handle and frees it with store_close(). */
 store *store_open(const char *path, char *err, size_t errlen);
 void store_close(store *st);

@@ -351,3 +351,81 @@ class RawConn:
 
     def close(self):
         self.sock.close()
+
+
+# ---- a whole cluster (scripts/cluster.sh) ----
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
+
+
+class Cluster:
+    """ZooKeeper, Redis, MariaDB, nginx, two gateways and two nodes of each
+    service, started by scripts/cluster.sh in a temporary directory."""
+
+    def __init__(self, zk_nodes=1):
+        self.dir = tempfile.mkdtemp(prefix="parley-cluster-")
+        self.env = dict(os.environ, PARLEYD=PARLEYD, PARLEY_PWHASH_COST="min",
+                        PARLEY_ZK_NODES=str(zk_nodes))
+        self.vars = {}
+
+    def sh(self, *args, check=True, timeout=180):
+        p = subprocess.run([CLUSTER_SH] + list(args), env=self.env, capture_output=True,
+                           text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError("cluster.sh %s failed:\n%s%s" % (" ".join(args), p.stdout,
+                                                                 p.stderr))
+        return p.stdout
+
+    def up(self):
+        self.sh("up", self.dir)
+        with open(os.path.join(self.dir, "cluster.env")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                self.vars[k] = v
+        return self
+
+    def down(self):
+        try:
+            self.sh("down", self.dir, check=False)
+        finally:
+            # PARLEY_KEEP=1 keeps the logs for a look after a failure.
+            if not os.environ.get("PARLEY_KEEP"):
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def port(self):
+        return int(self.vars["NGINX_PORT"])
+
+    def gateway_port(self, n):
+        return int(self.vars["GATEWAY%d_PORT" % n])
+
+    def kill(self, name, sig="KILL"):
+        self.sh("kill", name, self.dir, sig)
+
+    def start(self, name, role, *args):
+        self.sh("start", name, role, self.dir, *args)
+
+    def pid(self, name):
+        with open(os.path.join(self.dir, "run", name + ".pid")) as f:
+            return int(f.read())
+
+    def log(self, name):
+        try:
+            with open(os.path.join(self.dir, "log", name + ".log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def servers(self, *args):
+        return subprocess.run([os.path.join(ROOT, "scripts", "servers.sh")] + list(args),
+                              capture_output=True, text=True, timeout=120)
+
+    def logs_with_errors(self):
+        """Every parleyd log that has a sanitizer report, for the failure message."""
+        out = []
+        for f in sorted(os.listdir(os.path.join(self.dir, "log"))):
+            text = self.log(f[:-4])
+            if any(m in text for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:")):
+                out.append("---- %s ----\n%s" % (f, text[-6000:]))
+        return "\n".join(out)

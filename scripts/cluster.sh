@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# cluster.sh: a whole Parley cluster on this machine, for demos and tests.
+#
+#   cluster.sh up DIR        ZooKeeper, Redis, MariaDB, two nodes of each service
+#                            (user, social, message), two gateways and nginx in front,
+#                            all on loopback with every bit of state under DIR
+#   cluster.sh down DIR      stop everything started in DIR
+#   cluster.sh status DIR    what runs, with pids and addresses
+#   cluster.sh start NAME ROLE DIR    start one more parleyd (e.g. message3 message)
+#   cluster.sh kill NAME DIR [SIGNAL] send SIGNAL (default KILL) to one process
+#
+# Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log;
+# DIR/cluster.env holds the addresses (ZK, REDIS, DB, NGINX_PORT, ...).
+# Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
+# interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+servers="$here/servers.sh"
+PARLEYD=${PARLEYD:-$root/build/parleyd}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+load_env() { [ -f "$1/cluster.env" ] || die "no cluster in $1"; . "$1/cluster.env"; }
+
+# start_parleyd DIR NAME ARGS...: runs parleyd in the background, waits until ready.
+start_parleyd() {
+  local dir=$1 name=$2; shift 2
+  [ -x "$PARLEYD" ] || die "$PARLEYD not built (make build)"
+  mkdir -p "$dir/run" "$dir/log" "$dir/data/$name"
+  : >"$dir/log/$name.log"
+  setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" \
+    --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "$@" \
+    >>"$dir/log/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/run/$name.pid"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    grep -q "is ready" "$dir/log/$name.log" 2>/dev/null && return 0
+    kill -0 "$(cat "$dir/run/$name.pid")" 2>/dev/null ||
+      { tail -20 "$dir/log/$name.log" >&2; die "$name exited during start"; }
+    sleep 0.05
+  done
+  tail -20 "$dir/log/$name.log" >&2
+  die "$name did not become ready"
+}
+
+node_args() { # role
+  echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
+    --store-workers 2 --auth-workers 1
+}
+
+up() {
+  local dir=$1
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -f "$dir/cluster.env" ] && die "$dir already holds a cluster (cluster.sh down $dir first)"
+  # Whatever stops the start half-way (die, a failed command), undo it all.
+  trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down "$dir" >/dev/null 2>&1 || true; fi' EXIT
+  local zk_nodes=${PARLEY_ZK_NODES:-1}
+  local redis_port mariadb_port nginx_port zk=""
+  redis_port=$(free_port); mariadb_port=$(free_port); nginx_port=$(free_port)
+  if [ "$zk_nodes" -eq 1 ]; then
+    local p; p=$(free_port)
+    "$servers" zookeeper "$dir/zk1" "$p"
+    zk="127.0.0.1:$p"
+  else
+    local ens="" ports=() i
+    for ((i = 1; i <= zk_nodes; i++)); do
+      ports+=("$(free_port):$(free_port):$(free_port)")
+      IFS=: read -r c pe el <<<"${ports[$((i - 1))]}"
+      ens="$ens${ens:+,}$i:$pe:$el"
+      zk="$zk${zk:+,}127.0.0.1:$c"
+    done
+    for ((i = 1; i <= zk_nodes; i++)); do
+      IFS=: read -r c pe el <<<"${ports[$((i - 1))]}"
+      "$servers" zookeeper "$dir/zk$i" "$c" "$i" "$pe" "$el" "$ens"
+    done
+  fi
+  "$servers" redis "$dir/redis" "$redis_port"
+  "$servers" mariadb "$dir/mariadb" "$mariadb_port"
+  cat >"$dir/cluster.env" <<ENV
+ZK=$zk
+ZK_NODES=$zk_nodes
+REDIS=127.0.0.1:$redis_port
+DB=mariadb://parley:parley@127.0.0.1:$mariadb_port/parley
+NGINX_PORT=$nginx_port
+ENV
+  load_env "$dir"
+  local svc n
+  for svc in user social message; do
+    for n in 1 2; do
+      start_parleyd "$dir" "$svc$n" $(node_args "$svc")
+    done
+  done
+  local gw_ports=() g
+  for g in 1 2; do
+    local gp; gp=$(free_port)
+    start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
+      --gateway-id "$g"
+    gw_ports+=("127.0.0.1:$gp")
+    echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
+  done
+  "$servers" nginx "$dir/nginx" "$nginx_port" "${gw_ports[@]}"
+  trap - EXIT
+  echo "Parley cluster is up in $dir. Connect with: $root/build/parley --port $nginx_port"
+}
+
+down() {
+  local dir=$1 f
+  [ -d "$dir" ] || return 0
+  "$servers" stop "$dir/nginx" 2>/dev/null || true
+  if [ -d "$dir/run" ]; then
+    for f in "$dir"/run/gateway*.pid "$dir"/run/*.pid; do
+      [ -f "$f" ] || continue
+      kill -TERM "$(cat "$f")" 2>/dev/null || true
+    done
+    for f in "$dir"/run/*.pid; do
+      [ -f "$f" ] || continue
+      local pid i; pid=$(cat "$f")
+      for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && break
+        sleep 0.05
+      done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$f"
+    done
+  fi
+  for f in "$dir"/zk* "$dir/redis" "$dir/mariadb"; do
+    [ -d "$f" ] && "$servers" stop "$f"
+  done
+  rm -f "$dir/cluster.env"
+}
+
+status() {
+  local dir=$1 f
+  load_env "$dir"
+  echo "zookeeper $ZK  redis $REDIS  nginx 127.0.0.1:$NGINX_PORT"
+  for f in "$dir"/run/*.pid; do
+    [ -f "$f" ] || continue
+    local name pid; name=$(basename "$f" .pid); pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+      echo "$name running (pid $pid)"
+    else
+      echo "$name stopped"
+    fi
+  done
+}
+
+cmd=${1:-}
+case "$cmd" in
+  up) [ $# -eq 2 ] || die "usage: cluster.sh up DIR"; up "$2" ;;
+  down) [ $# -eq 2 ] || die "usage: cluster.sh down DIR"; down "$2" ;;
+  status) [ $# -eq 2 ] || die "usage: cluster.sh status DIR"; status "$2" ;;
+  start)
+    [ $# -ge 4 ] || die "usage: cluster.sh start NAME ROLE DIR [parleyd args]"
+    name=$2 role=$3 dir=$4; shift 4
+    load_env "$dir"
+    if [ "$role" = gateway ]; then
+      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" "$@"
+    else
+      start_parleyd "$dir" "$name" $(node_args "$role") "$@"
+    fi ;;
+  kill)
+    [ $# -ge 3 ] || die "usage: cluster.sh kill NAME DIR [SIGNAL]"
+    kill -"${4:-KILL}" "$(cat "$3/run/$2.pid")" ;;
+  *) die "usage: cluster.sh up|down|status|start|kill ... (see the top of this file)" ;;
+esac

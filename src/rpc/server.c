@@ -1,0 +1,263 @@
+#include "rpc/server.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/blob.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "rpc.pb-c.h"
+
+enum { RPC_MAX_FRAME = 16 << 20, RPC_MAX_INFLIGHT = 4096 };
+
+struct rpc_server {
+    listener *ls;
+    loop **loops;
+    unsigned nloops;
+    unsigned next; /* atomic */
+    svc_runtime *rt;
+    const svc_def *const *defs;
+    size_t ndefs;
+    conn_limits limits;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned closed;
+    int served; /* atomic: set at the first request */
+};
+
+typedef struct {
+    rpc_server *srv;
+} rpc_conn;
+
+/* One call on its way through the runtime; lives in the call's arena. */
+typedef struct {
+    loop_node node;
+    conn *c;
+    uint64_t call_id;
+    arena *a;
+    blob *response;
+} rpc_inflight;
+
+static void rpc_send_status(conn *c, uint64_t call_id, Parley__RpcStatus status, const char *error)
+{
+    Parley__RpcResponse r = PARLEY__RPC_RESPONSE__INIT;
+    r.call_id = call_id;
+    r.status = status;
+    r.error = (char *)error;
+    conn_send_msg(c, &r.base);
+}
+
+static void rpc_reply_run(void *arg)
+{
+    rpc_inflight *f = arg;
+    conn *c = f->c;
+    conn_inflight_dec(c);
+    if (conn_is_open(c))
+        conn_send_raw(c, f->response->data, f->response->len);
+    blob_unref(f->response);
+    conn_unref(c);
+    arena_free(f->a);
+}
+
+/* On the worker: pack the response there, so the loop only copies bytes. */
+static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outcome)
+{
+    rpc_inflight *f = arg;
+    Parley__RpcResponse r = PARLEY__RPC_RESPONSE__INIT;
+    r.call_id = f->call_id;
+    if (outcome == SVC_EXPIRED) {
+        r.status = PARLEY__RPC_STATUS__RPC_DEADLINE_EXCEEDED;
+        r.error = "deadline exceeded before the call ran";
+    } else {
+        size_t n = parley__result__get_packed_size(res);
+        r.payload.data = arena_alloc(a, n ? n : 1);
+        r.payload.len = parley__result__pack(res, r.payload.data);
+    }
+    size_t len = parley__rpc_response__get_packed_size(&r);
+    f->response = blob_new(FRAME_HDR + len);
+    frame_put_header(f->response->data, (uint32_t)len);
+    parley__rpc_response__pack(&r, f->response->data + FRAME_HDR);
+    f->node.fn = rpc_reply_run;
+    f->node.arg = f;
+    loop_post_node(conn_loop(f->c), &f->node);
+}
+
+static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
+{
+    rpc_server *srv = ((rpc_conn *)conn_udata(c))->srv;
+    arena *a = arena_new();
+    if (!a)
+        abort();
+    Parley__RpcRequest *req = parley__rpc_request__unpack(arena_pb(a), len, payload);
+    if (!req) {
+        rpc_send_status(c, 0, PARLEY__RPC_STATUS__RPC_INVALID, "malformed request");
+        goto fail;
+    }
+    const svc_def *def = NULL;
+    for (size_t i = 0; i < srv->ndefs; i++)
+        if (strcmp(srv->defs[i]->desc->name, req->service) == 0)
+            def = srv->defs[i];
+    if (!def) {
+        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_NOT_FOUND,
+                        "service not served by this node");
+        goto fail;
+    }
+    const ProtobufCMethodDescriptor *m =
+        protobuf_c_service_descriptor_get_method_by_name(def->desc, req->method);
+    if (!m) {
+        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_INVALID, "unknown method");
+        goto fail;
+    }
+    Parley__Call *call = parley__call__unpack(arena_pb(a), req->payload.len, req->payload.data);
+    if (!call) {
+        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_INVALID, "malformed payload");
+        goto fail;
+    }
+    rpc_inflight *f = arena_alloc(a, sizeof(*f));
+    f->c = c;
+    f->call_id = req->call_id;
+    f->a = a;
+    conn_ref(c);
+    conn_inflight_inc(c);
+    if (!__atomic_exchange_n(&srv->served, 1, __ATOMIC_RELAXED))
+        log_info("first request served: %s.%s", req->service, req->method);
+    int64_t deadline = req->timeout_ms ? svc_clock_ms() + req->timeout_ms : 0;
+    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, rpc_done, f);
+    return;
+fail:
+    arena_free(a);
+}
+
+static void rpc_on_oversize(conn *c, size_t announced)
+{
+    rpc_send_status(c, 0, PARLEY__RPC_STATUS__RPC_INVALID, "frame too large");
+}
+
+static void rpc_on_close(conn *c, const char *why)
+{
+    log_debug("rpc connection closed: %s", why);
+}
+
+static const conn_handler rpc_handler = {
+    .on_frame = rpc_on_frame,
+    .on_oversize = rpc_on_oversize,
+    .on_close = rpc_on_close,
+};
+
+typedef struct {
+    rpc_server *srv;
+    loop *l;
+    int fd;
+} rpc_adopt;
+
+static void rpc_adopt_run(void *arg)
+{
+    rpc_adopt *ad = arg;
+    conn *c = conn_new(ad->l, ad->fd, &rpc_handler, &ad->srv->limits, sizeof(rpc_conn));
+    if (c)
+        ((rpc_conn *)conn_udata(c))->srv = ad->srv;
+    free(ad);
+}
+
+static void rpc_on_accept(int fd, void *arg)
+{
+    rpc_server *srv = arg;
+    rpc_adopt *ad = malloc(sizeof(*ad));
+    if (!ad) {
+        close(fd);
+        return;
+    }
+    unsigned i = __atomic_fetch_add(&srv->next, 1, __ATOMIC_RELAXED) % srv->nloops;
+    ad->srv = srv;
+    ad->l = srv->loops[i];
+    ad->fd = fd;
+    loop_post(srv->loops[i], rpc_adopt_run, ad);
+}
+
+rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
+                           unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
+                           size_t ndefs, char *err, size_t errlen)
+{
+    rpc_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return NULL;
+    srv->loops = loops;
+    srv->nloops = nloops;
+    srv->rt = rt;
+    srv->defs = defs;
+    srv->ndefs = ndefs;
+    srv->limits = (conn_limits){.max_frame = RPC_MAX_FRAME,
+                                .max_out = 256u << 20,
+                                .idle_timeout_s = 0,
+                                .max_inflight = RPC_MAX_INFLIGHT};
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->cond, NULL);
+    srv->ls = listener_new(base, host, port, rpc_on_accept, srv, err, errlen);
+    if (!srv->ls) {
+        rpc_server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int rpc_server_port(const rpc_server *s)
+{
+    return listener_port(s->ls);
+}
+
+typedef struct {
+    rpc_server *srv;
+    loop *l;
+} rpc_close_job;
+
+static void rpc_close_each(conn *c, void *arg)
+{
+    /* Only this server's connections: a loop may also carry client traffic. */
+    if (conn_get_handler(c) == &rpc_handler && ((rpc_conn *)conn_udata(c))->srv == arg)
+        conn_close(c, "service node shutting down");
+}
+
+static void rpc_close_loop(void *arg)
+{
+    rpc_close_job *job = arg;
+    rpc_server *srv = job->srv;
+    conn_foreach(job->l, rpc_close_each, srv);
+    free(job);
+    pthread_mutex_lock(&srv->lock);
+    srv->closed++;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void rpc_server_close_all(rpc_server *s)
+{
+    listener_free(s->ls);
+    s->ls = NULL;
+    s->closed = 0;
+    for (unsigned i = 0; i < s->nloops; i++) {
+        rpc_close_job *job = malloc(sizeof(*job));
+        if (!job)
+            abort();
+        job->srv = s;
+        job->l = s->loops[i];
+        loop_post(s->loops[i], rpc_close_loop, job);
+    }
+    pthread_mutex_lock(&s->lock);
+    while (s->closed < s->nloops)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void rpc_server_free(rpc_server *s)
+{
+    if (!s)
+        return;
+    listener_free(s->ls);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}

@@ -1,0 +1,30 @@
+/*
+ * rpc/server: serves the service runtime's methods to remote callers.
+ * Connections are accepted on the main event base and handed to the I/O
+ * loops; each RpcRequest runs on the runtime's workers and its RpcResponse
+ * is written back by the connection's own loop.
+ */
+#ifndef PARLEY_RPC_SERVER_H
+#define PARLEY_RPC_SERVER_H
+
+#include <stddef.h>
+
+#include "net/loop.h"
+#include "services/svc.h"
+
+struct event_base;
+typedef struct rpc_server rpc_server;
+
+/* Listens on host:port (0 picks a port) and serves defs[0..ndefs). loops
+ * must be running or about to run; rt and defs must outlive the server.
+ * NULL on failure with the reason in err. */
+rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
+                           unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
+                           size_t ndefs, char *err, size_t errlen);
+int rpc_server_port(const rpc_server *s);
+/* Stops accepting and closes every connection (callers retry elsewhere);
+ * waits until each loop has done so. */
+void rpc_server_close_all(rpc_server *s);
+void rpc_server_free(rpc_server *s);
+
+#endif

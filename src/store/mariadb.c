@@ -1,0 +1,1828 @@
+/*
+ * store on MariaDB (the "mariadb://" backend behind store_impl.h's ops),
+ * through libmariadb's prepared statements only: every value travels as a
+ * bound parameter and no SQL text is ever built from data.
+ *
+ *   mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH]
+ *
+ * One handle is one connection, used by one thread at a time. Statements are
+ * prepared on first use and kept for the life of the handle (lazily, because
+ * the server caps prepared statements over all connections together).
+ *
+ * Threads: the client library is set up once per process (pthread_once) and
+ * mysql_thread_init/mysql_thread_end bracket each thread's use of it. A
+ * handle counts itself on the thread that opened it: the first handle of a
+ * thread calls mysql_thread_init, the last one closed there calls
+ * mysql_thread_end. So open and close a handle on the same thread, as the
+ * service runtime does (worker_init / worker_fini on the worker thread).
+ *
+ * Transactions run at READ COMMITTED: statements that read one table to
+ * write another (the join cursor, the ack cap) then take no shared locks,
+ * which would otherwise turn two batches touching one conversation into
+ * deadlocks. Each conversation's seq is serialised by the row lock on its
+ * convs row (message_append). A deadlock makes MariaDB roll back the whole
+ * transaction; the handle remembers that, and every call up to
+ * store_rollback fails, so a later store_commit cannot report work that
+ * was undone as saved.
+ *
+ * Results are buffered on the client (mysql_stmt_store_result) before the
+ * first callback; callbacks must still not call back into the same handle,
+ * whose column buffers hold the current row.
+ */
+#include "store/store_impl.h"
+
+#include <errmsg.h>
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MDB_KIND_DIRECT = 1, MDB_KIND_GROUP = 2 };
+
+enum {
+    MDB_DEFAULT_PORT = 3306,
+    MDB_CONNECT_TIMEOUT_S = 5,
+    MDB_IO_TIMEOUT_S = 30,
+    MDB_SCHEMA_LOCK_WAIT_S = 20, /* below the I/O timeout: fail, not drop */
+    MDB_ARGS_MAX = 8,
+    MDB_COLS_MAX = 12,
+    MDB_COL_INITIAL = 256,
+};
+
+#define MDB_TABLE " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"
+
+/* Schema migrations: step i takes schema_version from i to i + 1, one
+ * statement per entry. Each statement must be safe to run twice (a migration
+ * that died half-way runs again). Append new steps; never edit one that has
+ * shipped.
+ *
+ * Against sqlite.c: ids are BIGINT UNSIGNED AUTO_INCREMENT (never reused,
+ * like AUTOINCREMENT); text is utf8mb4 with the NO PAD binary collation, so
+ * names compare byte for byte ("a" and "a " differ, as in SQLite; the plain
+ * utf8mb4_bin collation would call them equal); InnoDB for transactions and
+ * foreign keys; foreign key columns get the index InnoDB requires. */
+static const char *const mdb_schema_v1[] = {
+    "CREATE TABLE IF NOT EXISTS users ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " name VARCHAR(128) NOT NULL,"
+    " pwhash VARCHAR(160) NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " UNIQUE KEY users_name (name))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS sessions ("
+    " token_hash BINARY(32) NOT NULL PRIMARY KEY,"
+    " user_id BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " KEY sessions_user (user_id),"
+    " CONSTRAINT sessions_user_fk FOREIGN KEY (user_id) REFERENCES users (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS friends ("
+    " user_id BIGINT UNSIGNED NOT NULL,"
+    " friend_id BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (user_id, friend_id),"
+    " KEY friends_friend (friend_id),"
+    " CONSTRAINT friends_user_fk FOREIGN KEY (user_id) REFERENCES users (id),"
+    " CONSTRAINT friends_friend_fk FOREIGN KEY (friend_id) REFERENCES users (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS convs ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " kind TINYINT UNSIGNED NOT NULL,"
+    " last_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+    " user_lo BIGINT UNSIGNED NULL,"
+    " user_hi BIGINT UNSIGNED NULL,"
+    " UNIQUE KEY convs_pair (user_lo, user_hi),"
+    " KEY convs_hi (user_hi),"
+    " CONSTRAINT convs_lo_fk FOREIGN KEY (user_lo) REFERENCES users (id),"
+    " CONSTRAINT convs_hi_fk FOREIGN KEY (user_hi) REFERENCES users (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS groups_ ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " name VARCHAR(128) NOT NULL,"
+    " description VARCHAR(800) NOT NULL,"
+    " creator BIGINT UNSIGNED NOT NULL,"
+    " conv_id BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " UNIQUE KEY groups_name (name),"
+    " UNIQUE KEY groups_conv (conv_id),"
+    " KEY groups_creator (creator),"
+    " CONSTRAINT groups_creator_fk FOREIGN KEY (creator) REFERENCES users (id),"
+    " CONSTRAINT groups_conv_fk FOREIGN KEY (conv_id) REFERENCES convs (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS members ("
+    " conv_id BIGINT UNSIGNED NOT NULL,"
+    " user_id BIGINT UNSIGNED NOT NULL,"
+    " role TINYINT UNSIGNED NOT NULL,"
+    " acked_seq BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+    " joined_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (conv_id, user_id),"
+    " KEY members_by_user (user_id),"
+    " CONSTRAINT members_conv_fk FOREIGN KEY (conv_id) REFERENCES convs (id),"
+    " CONSTRAINT members_user_fk FOREIGN KEY (user_id) REFERENCES users (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS messages ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " conv_id BIGINT UNSIGNED NOT NULL,"
+    " seq BIGINT UNSIGNED NOT NULL,"
+    " sender BIGINT UNSIGNED NOT NULL,"
+    " body MEDIUMBLOB NOT NULL,"
+    " ts BIGINT NOT NULL,"
+    " recalled TINYINT UNSIGNED NOT NULL DEFAULT 0,"
+    " UNIQUE KEY messages_conv_seq (conv_id, seq),"
+    " KEY messages_sender (sender),"
+    " CONSTRAINT messages_conv_fk FOREIGN KEY (conv_id) REFERENCES convs (id),"
+    " CONSTRAINT messages_sender_fk FOREIGN KEY (sender) REFERENCES users (id))" MDB_TABLE,
+    NULL,
+};
+
+static const char *const *const mdb_migrations[] = {mdb_schema_v1};
+
+enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
+
+static const char mdb_schema_table[] =
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INT UNSIGNED NOT NULL PRIMARY KEY,"
+    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)" MDB_TABLE;
+
+/* Per connection, before anything else. Strict mode makes a value that does
+ * not fit an error instead of a silent truncation; NO_ENGINE_SUBSTITUTION
+ * fails CREATE TABLE rather than fall back to an engine without
+ * transactions. The lock wait stays below the client's read timeout, so a
+ * long wait ends as a retryable error, not as a dropped connection. The
+ * pending query recurses once per pending message of a conversation, and
+ * past max_recursive_iterations (1000 by default) MariaDB cuts the result
+ * short with only a warning. */
+static const char *const mdb_session_sql[] = {
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION', SESSION autocommit = 1, SESSION innodb_lock_wait_timeout = 10,"
+    " SESSION max_recursive_iterations = 4294967295",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    NULL,
+};
+
+/* Every message query yields these columns, in this order (mdb_msg_row). */
+#define MDB_MSG_COLS                                                                               \
+    "m.id AS id, m.conv_id AS conv_id, m.seq AS seq, m.sender AS sender, m.body AS body,"          \
+    " m.ts AS ts, m.recalled AS recalled, c.kind AS kind, c.user_lo AS user_lo,"                   \
+    " c.user_hi AS user_hi, COALESCE(g.id, 0) AS group_id"
+#define MDB_MSG_TYPES "uuuutiiiuuu"
+#define MDB_MSG_CONV                                                                               \
+    " JOIN convs AS c ON c.id = m.conv_id LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id"
+
+enum {
+    Q_BEGIN,
+    Q_COMMIT,
+    Q_ROLLBACK,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
+    Q_OP_SAVEPOINT,
+    Q_OP_RELEASE,
+    Q_OP_ROLLBACK_TO,
+    Q_ROLLBACK_ON_TIMEOUT,
+    Q_SCHEMA_VERSION,
+    Q_SCHEMA_LOCK,
+    Q_SCHEMA_UNLOCK,
+    Q_SCHEMA_SET,
+    Q_USER_INSERT,
+    Q_USER_BY_ID,
+    Q_USER_BY_NAME,
+    Q_SESSION_INSERT,
+    Q_SESSION_USER,
+    Q_SESSION_DELETE,
+    Q_FRIEND_INSERT,
+    Q_FRIEND_DELETE,
+    Q_FRIEND_LIST,
+    Q_DIRECT_INSERT,
+    Q_GROUP_CONV_INSERT,
+    Q_CONV_EXISTS,
+    Q_CONV_DELETE,
+    Q_CONV_MEMBERS,
+    Q_DIRECT_FIND,
+    Q_DIRECT_FIND_LOCKED,
+    Q_MEMBER_INSERT,
+    Q_GROUP_INSERT,
+    Q_GROUP_GET,
+    Q_GROUP_CONV,
+    Q_GROUP_JOIN,
+    Q_GROUP_QUIT,
+    Q_GROUP_ROLE,
+    Q_GROUP_DELETE,
+    Q_CONV_DELETE_MEMBERS,
+    Q_CONV_DELETE_MESSAGES,
+    Q_USER_GROUPS,
+    Q_CONV_BUMP,
+    Q_CONV_ROUTE,
+    Q_MSG_INSERT,
+    Q_MSG_GET,
+    Q_MSG_RECALL,
+    Q_HISTORY,
+    Q_PENDING,
+    Q_ACK,
+    Q_COUNT
+};
+
+/* args: one letter per '?' (mdb_bind_args); cols: one per result column
+ * (mdb_bind_cols). Both are checked against the prepared statement. */
+typedef struct {
+    const char *sql;
+    const char *args;
+    const char *cols;
+} mdb_query;
+
+static const mdb_query mdb_sql[Q_COUNT] = {
+    [Q_BEGIN] = {"START TRANSACTION", "", ""},
+    [Q_COMMIT] = {"COMMIT", "", ""},
+    [Q_ROLLBACK] = {"ROLLBACK", "", ""},
+    /* The caller's savepoint: one level, one fixed name. */
+    [Q_SAVEPOINT] = {"SAVEPOINT store_request", "", ""},
+    [Q_RELEASE] = {"RELEASE SAVEPOINT store_request", "", ""},
+    [Q_ROLLBACK_TO] = {"ROLLBACK TO SAVEPOINT store_request", "", ""},
+    /* Makes one multi-statement call atomic inside the caller's transaction;
+     * a distinct name so it nests inside store_request. */
+    [Q_OP_SAVEPOINT] = {"SAVEPOINT store_op", "", ""},
+    [Q_OP_RELEASE] = {"RELEASE SAVEPOINT store_op", "", ""},
+    [Q_OP_ROLLBACK_TO] = {"ROLLBACK TO SAVEPOINT store_op", "", ""},
+    [Q_ROLLBACK_ON_TIMEOUT] = {"SELECT @@innodb_rollback_on_timeout", "", "i"},
+
+    [Q_SCHEMA_VERSION] = {"SELECT COALESCE(MAX(version), 0) FROM schema_version", "", "u"},
+    /* Named after the database: other databases on the server migrate
+     * independently. */
+    [Q_SCHEMA_LOCK] = {"SELECT GET_LOCK(CONCAT('parley.schema.', DATABASE()), ?)", "d", "i"},
+    [Q_SCHEMA_UNLOCK] = {"SELECT RELEASE_LOCK(CONCAT('parley.schema.', DATABASE()))", "", "i"},
+    [Q_SCHEMA_SET] = {"INSERT INTO schema_version (version) VALUES (?)", "u", ""},
+
+    [Q_USER_INSERT] = {"INSERT INTO users (name, pwhash, created_ms) VALUES (?, ?, ?)", "tti", ""},
+    [Q_USER_BY_ID] = {"SELECT id, name, pwhash FROM users WHERE id = ?", "u", "utt"},
+    [Q_USER_BY_NAME] = {"SELECT id, name, pwhash FROM users WHERE name = ?", "t", "utt"},
+
+    [Q_SESSION_INSERT] = {"INSERT INTO sessions (token_hash, user_id, created_ms)"
+                          " VALUES (?, ?, ?)",
+                          "hui", ""},
+    [Q_SESSION_USER] = {"SELECT user_id FROM sessions WHERE token_hash = ?", "h", "u"},
+    [Q_SESSION_DELETE] = {"DELETE FROM sessions WHERE token_hash = ?", "h", ""},
+
+    /* Both directions in one statement, so it is atomic on its own. */
+    [Q_FRIEND_INSERT] = {"INSERT INTO friends (user_id, friend_id, created_ms)"
+                         " VALUES (?, ?, ?), (?, ?, ?)",
+                         "uuiuui", ""},
+    [Q_FRIEND_DELETE] = {"DELETE FROM friends WHERE (user_id = ? AND friend_id = ?)"
+                         " OR (user_id = ? AND friend_id = ?)",
+                         "uuuu", ""},
+    [Q_FRIEND_LIST] = {"SELECT u.id, u.name FROM friends AS f JOIN users AS u"
+                       " ON u.id = f.friend_id WHERE f.user_id = ? ORDER BY f.friend_id",
+                       "u", "ut"},
+
+    [Q_DIRECT_INSERT] = {"INSERT INTO convs (kind, user_lo, user_hi) VALUES (?, ?, ?)", "duu", ""},
+    [Q_GROUP_CONV_INSERT] = {"INSERT INTO convs (kind) VALUES (?)", "d", ""},
+    [Q_CONV_EXISTS] = {"SELECT 1 FROM convs WHERE id = ?", "u", "i"},
+    [Q_CONV_DELETE] = {"DELETE FROM convs WHERE id = ?", "u", ""},
+    [Q_CONV_MEMBERS] = {"SELECT u.id, u.name, m.role FROM members AS m"
+                        " JOIN users AS u ON u.id = m.user_id"
+                        " WHERE m.conv_id = ? ORDER BY m.user_id",
+                        "u", "uti"},
+    [Q_DIRECT_FIND] = {"SELECT id FROM convs WHERE user_lo = ? AND user_hi = ?", "uu", "u"},
+    /* A locking read sees the newest committed row whatever the isolation
+     * level: used after losing the race to create the pair. */
+    [Q_DIRECT_FIND_LOCKED] = {"SELECT id FROM convs WHERE user_lo = ? AND user_hi = ?"
+                              " LOCK IN SHARE MODE",
+                              "uu", "u"},
+    [Q_MEMBER_INSERT] = {"INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
+                         " VALUES (?, ?, ?, 0, ?)",
+                         "uudi", ""},
+
+    [Q_GROUP_INSERT] = {"INSERT INTO groups_ (name, description, creator, conv_id, created_ms)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        "ttuui", ""},
+    [Q_GROUP_GET] = {"SELECT id, conv_id, creator, name, description FROM groups_ WHERE id = ?",
+                     "u", "uuutt"},
+    [Q_GROUP_CONV] = {"SELECT conv_id FROM groups_ WHERE id = ?", "u", "u"},
+    /* Cursor at the group's last_seq as committed when the row is read. An
+     * append still in flight then shows up as pending for the newcomer,
+     * which orders the join before that append; nothing can be missed. */
+    [Q_GROUP_JOIN] = {"INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
+                      " SELECT g.conv_id, ?, ?, c.last_seq, ?"
+                      " FROM groups_ AS g JOIN convs AS c ON c.id = g.conv_id WHERE g.id = ?",
+                      "udiu", ""},
+    [Q_GROUP_QUIT] = {"DELETE FROM members"
+                      " WHERE conv_id = (SELECT conv_id FROM groups_ WHERE id = ?)"
+                      " AND user_id = ?",
+                      "uu", ""},
+    [Q_GROUP_ROLE] = {"SELECT m.role FROM groups_ AS g JOIN members AS m"
+                      " ON m.conv_id = g.conv_id WHERE g.id = ? AND m.user_id = ?",
+                      "uu", "i"},
+    [Q_GROUP_DELETE] = {"DELETE FROM groups_ WHERE id = ?", "u", ""},
+    [Q_CONV_DELETE_MEMBERS] = {"DELETE FROM members WHERE conv_id = ?", "u", ""},
+    [Q_CONV_DELETE_MESSAGES] = {"DELETE FROM messages WHERE conv_id = ?", "u", ""},
+    /* STRAIGHT_JOIN fixes the join order: from the user's memberships
+     * (members_by_user), not from a scan of all groups. */
+    [Q_USER_GROUPS] = {"SELECT g.id, g.conv_id, g.creator, g.name, g.description"
+                       " FROM members AS m STRAIGHT_JOIN groups_ AS g ON g.conv_id = m.conv_id"
+                       " WHERE m.user_id = ? ORDER BY g.id",
+                       "u", "uuutt"},
+
+    /* The UPDATE takes the row lock on the conversation and holds it to the
+     * end of the transaction: appends to one conversation queue here, so
+     * seq = last_seq + 1 is gap-free and unique across connections. */
+    [Q_CONV_BUMP] = {"UPDATE convs SET last_seq = last_seq + 1 WHERE id = ?", "u", ""},
+    [Q_CONV_ROUTE] = {"SELECT c.last_seq, c.kind, c.user_lo, c.user_hi, COALESCE(g.id, 0)"
+                      " FROM convs AS c LEFT JOIN groups_ AS g ON g.conv_id = c.id"
+                      " WHERE c.id = ?",
+                      "u", "uiuuu"},
+    [Q_MSG_INSERT] = {"INSERT INTO messages (conv_id, seq, sender, body, ts)"
+                      " VALUES (?, ?, ?, ?, ?)",
+                      "uuubi", ""},
+    [Q_MSG_GET] = {"SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV " WHERE m.id = ?", "u",
+                   MDB_MSG_TYPES},
+    [Q_MSG_RECALL] = {"UPDATE messages SET recalled = 1 WHERE id = ?", "u", ""},
+    /* Newest first down the (conv_id, seq) index, then re-sorted: the outer
+     * sort only sees `limit` rows. */
+    [Q_HISTORY] = {"SELECT * FROM (SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV
+                   " WHERE m.conv_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?) AS h"
+                   " ORDER BY seq",
+                   "uuu", MDB_MSG_TYPES},
+    /* MariaDB cannot start a join's index scan at (conv_id, acked_seq + 1):
+     * joined on conv_id it walks every message of every conversation of the
+     * user. Seqs are gap-free, so instead the recursive part lists the
+     * pending (conv_id, seq) pairs from each membership's (acked_seq,
+     * last_seq] and each is one unique-key lookup: the rows read are the
+     * pending ones, as with SQLite's index range. The anchor starts from
+     * members_by_user and skips conversations with nothing new. */
+    [Q_PENDING] = {"WITH RECURSIVE p (conv_id, seq, last_seq) AS ("
+                   " SELECT mb.conv_id, mb.acked_seq + 1, c.last_seq"
+                   " FROM members AS mb STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY)"
+                   " ON c.id = mb.conv_id WHERE mb.user_id = ? AND c.last_seq > mb.acked_seq"
+                   " UNION ALL SELECT conv_id, seq + 1, last_seq FROM p WHERE seq < last_seq)"
+                   " SELECT " MDB_MSG_COLS " FROM p"
+                   " JOIN messages AS m ON m.conv_id = p.conv_id AND m.seq = p.seq" MDB_MSG_CONV
+                   " WHERE m.sender <> ? AND m.id > ? ORDER BY m.id LIMIT ?",
+                   "uuuu", MDB_MSG_TYPES},
+    /* Capped at last_seq: a cursor past the end would hide future messages. */
+    [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq,"
+               " LEAST(?, COALESCE((SELECT last_seq FROM convs WHERE id = ?), 0)))"
+               " WHERE conv_id = ? AND user_id = ?",
+               "uuuu", ""},
+};
+
+typedef struct mdb_store {
+    store base; /* first: the dispatcher's store * points here too */
+    MYSQL *db;
+    MYSQL_STMT *q[Q_COUNT];
+    MYSQL_STMT *cur;  /* the query whose rows mdb_fetch reads */
+    const char *cols; /* its column types */
+    /* The current row. Integers land in col_u / col_i (0 for NULL), text
+     * and blobs in col_buf, NUL-terminated, grown to fit. */
+    MYSQL_BIND col[MDB_COLS_MAX];
+    uint64_t col_u[MDB_COLS_MAX];
+    int64_t col_i[MDB_COLS_MAX];
+    char *col_buf[MDB_COLS_MAX];
+    unsigned long col_cap[MDB_COLS_MAX];
+    unsigned long col_len[MDB_COLS_MAX];
+    my_bool col_null[MDB_COLS_MAX];
+    my_bool col_trunc[MDB_COLS_MAX];
+    uint64_t affected; /* rows matched (CLIENT_FOUND_ROWS) by the last write */
+    uint64_t insert_id;
+    unsigned last_errno;
+    int in_txn;              /* between our START TRANSACTION and its end */
+    int txn_lost;            /* ...which the server has already rolled back */
+    int dead;                /* the connection is gone; it is not reopened */
+    int rollback_on_timeout; /* a lock wait timeout undoes the transaction */
+    int counted;             /* counted in mdb_thread_handles of owner */
+    pthread_t owner;
+    char *body; /* copy of the last store_message_get body */
+    size_t body_cap;
+    char where[320]; /* "HOST:PORT" or "unix socket PATH", for messages */
+    char errmsg[512];
+} mdb_store;
+
+static mdb_store *mdb_of(store *base)
+{
+    return (mdb_store *)base;
+}
+
+static void mdb_set_err(mdb_store *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- library and thread setup ---- */
+
+static pthread_once_t mdb_once = PTHREAD_ONCE_INIT;
+static int mdb_library_ok;
+static _Thread_local unsigned mdb_thread_handles;
+
+/* mysql_library_init is not thread-safe: once, whichever thread is first. */
+static void mdb_library_init(void)
+{
+    mdb_library_ok = mysql_library_init(0, NULL, NULL) == 0;
+}
+
+static void mdb_thread_enter(mdb_store *st)
+{
+    if (mdb_thread_handles++ == 0)
+        mysql_thread_init();
+    st->owner = pthread_self();
+    st->counted = 1;
+}
+
+static void mdb_thread_leave(mdb_store *st)
+{
+    /* A handle closed on a foreign thread cannot release its opener's
+     * thread state from here; that thread keeps it (harmless). */
+    if (!st->counted || !pthread_equal(st->owner, pthread_self()))
+        return;
+    st->counted = 0;
+    if (--mdb_thread_handles == 0)
+        mysql_thread_end();
+}
+
+/* ---- errors ---- */
+
+/* Maps a server or client error to a status and records why. */
+static store_status mdb_status(mdb_store *st, unsigned err, const char *msg)
+{
+    st->last_errno = err;
+    switch (err) {
+    case ER_DUP_ENTRY:
+        mdb_set_err(st, "%s", msg);
+        return STORE_CONFLICT;
+    case ER_NO_REFERENCED_ROW:
+    case ER_NO_REFERENCED_ROW_2:
+        /* A referenced user, conversation... does not exist. */
+        mdb_set_err(st, "%s", msg);
+        return STORE_NOT_FOUND;
+    case ER_LOCK_DEADLOCK:
+        if (st->in_txn)
+            st->txn_lost = 1;
+        mdb_set_err(st, "deadlock: MariaDB rolled the transaction back, retry it (%s)", msg);
+        return STORE_ERROR;
+    case ER_LOCK_WAIT_TIMEOUT:
+        if (st->in_txn && st->rollback_on_timeout)
+            st->txn_lost = 1;
+        mdb_set_err(st, "lock wait timeout: roll back and retry the transaction (%s)", msg);
+        return STORE_ERROR;
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_SERVER_LOST_EXTENDED:
+    case ER_CONNECTION_KILLED:
+        /* Reconnecting is off: a new connection would silently drop the
+         * transaction and the session settings. */
+        st->dead = 1;
+        if (st->in_txn)
+            st->txn_lost = 1;
+        mdb_set_err(st, "connection to MariaDB at %s lost: %s", st->where, msg);
+        return STORE_ERROR;
+    default:
+        mdb_set_err(st, "%s", msg);
+        return STORE_ERROR;
+    }
+}
+
+static store_status mdb_fail_stmt(mdb_store *st, MYSQL_STMT *s)
+{
+    return mdb_status(st, mysql_stmt_errno(s), mysql_stmt_error(s));
+}
+
+static store_status mdb_fail_db(mdb_store *st)
+{
+    return mdb_status(st, mysql_errno(st->db), mysql_error(st->db));
+}
+
+/* ---- statements ---- */
+
+/* Prepares query id on first use and checks it against its declaration. */
+static MYSQL_STMT *mdb_stmt(mdb_store *st, int id)
+{
+    if (st->q[id])
+        return st->q[id];
+    const mdb_query *q = &mdb_sql[id];
+    /* The binding arrays are sized for the longest declaration. */
+    if (strlen(q->args) > MDB_ARGS_MAX || strlen(q->cols) > MDB_COLS_MAX) {
+        mdb_set_err(st, "internal: query %d has too many parameters or columns", id);
+        st->last_errno = 0;
+        return NULL;
+    }
+    MYSQL_STMT *s = mysql_stmt_init(st->db);
+    if (!s) {
+        mdb_fail_db(st);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(s, q->sql, strlen(q->sql)) != 0) {
+        mdb_fail_stmt(st, s);
+        mysql_stmt_close(s);
+        return NULL;
+    }
+    if (mysql_stmt_param_count(s) != strlen(q->args) ||
+        mysql_stmt_field_count(s) != strlen(q->cols)) {
+        mdb_set_err(st, "internal: query %d does not match its declared types", id);
+        st->last_errno = 0;
+        mysql_stmt_close(s);
+        return NULL;
+    }
+    st->q[id] = s;
+    return s;
+}
+
+/* Forgets a statement only needed at open (the server caps how many are
+ * prepared at once). */
+static void mdb_unprepare(mdb_store *st, int id)
+{
+    if (st->q[id]) {
+        mysql_stmt_close(st->q[id]);
+        st->q[id] = NULL;
+    }
+}
+
+/* Parameter values live here while the statement runs. */
+typedef struct {
+    MYSQL_BIND b[MDB_ARGS_MAX];
+    uint64_t u[MDB_ARGS_MAX];
+    int64_t i[MDB_ARGS_MAX];
+    int d[MDB_ARGS_MAX];
+    unsigned long len[MDB_ARGS_MAX];
+} mdb_args;
+
+/* Binds parameters from `types`: u uint64_t, i int64_t, d int, t
+ * NUL-terminated text, b bytes (pointer, size_t), h 32-byte hash. */
+static void mdb_bind_args(mdb_args *a, const char *types, va_list ap)
+{
+    memset(a, 0, sizeof *a);
+    for (int k = 0; types[k]; k++) {
+        MYSQL_BIND *b = &a->b[k];
+        switch (types[k]) {
+        case 'u':
+            a->u[k] = va_arg(ap, uint64_t);
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &a->u[k];
+            b->is_unsigned = 1;
+            break;
+        case 'i':
+            a->i[k] = va_arg(ap, int64_t);
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &a->i[k];
+            break;
+        case 'd':
+            a->d[k] = va_arg(ap, int);
+            b->buffer_type = MYSQL_TYPE_LONG;
+            b->buffer = &a->d[k];
+            break;
+        case 't': {
+            const char *t = va_arg(ap, const char *);
+            a->len[k] = (unsigned long)strlen(t);
+            b->buffer_type = MYSQL_TYPE_STRING;
+            b->buffer = (void *)t;
+            b->buffer_length = a->len[k];
+            b->length = &a->len[k];
+            break;
+        }
+        case 'b': {
+            const void *p = va_arg(ap, const void *);
+            a->len[k] = (unsigned long)va_arg(ap, size_t);
+            /* A NULL buffer would bind SQL NULL; an empty body is bytes. */
+            b->buffer_type = MYSQL_TYPE_BLOB;
+            b->buffer = a->len[k] ? (void *)p : (void *)"";
+            b->buffer_length = a->len[k];
+            b->length = &a->len[k];
+            break;
+        }
+        case 'h':
+            a->len[k] = 32;
+            b->buffer_type = MYSQL_TYPE_BLOB;
+            b->buffer = (void *)va_arg(ap, const uint8_t *);
+            b->buffer_length = 32;
+            b->length = &a->len[k];
+            break;
+        }
+    }
+}
+
+/* Points the result bindings of s at the row buffers, per `cols`: u
+ * unsigned, i signed (integers of any width), t text or bytes. Bound again
+ * for each run: another statement may have grown a buffer since. */
+static store_status mdb_bind_cols(mdb_store *st, MYSQL_STMT *s, const char *cols)
+{
+    memset(st->col, 0, sizeof st->col);
+    for (int k = 0; cols[k]; k++) {
+        MYSQL_BIND *b = &st->col[k];
+        b->is_null = &st->col_null[k];
+        b->error = &st->col_trunc[k];
+        b->length = &st->col_len[k];
+        if (cols[k] == 't') {
+            if (!st->col_buf[k]) {
+                st->col_buf[k] = malloc(MDB_COL_INITIAL);
+                if (!st->col_buf[k]) {
+                    mdb_set_err(st, "out of memory");
+                    return STORE_ERROR;
+                }
+                st->col_cap[k] = MDB_COL_INITIAL;
+            }
+            b->buffer_type = MYSQL_TYPE_STRING;
+            b->buffer = st->col_buf[k];
+            b->buffer_length = st->col_cap[k] - 1; /* room for our NUL */
+        } else {
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = cols[k] == 'u' ? (void *)&st->col_u[k] : (void *)&st->col_i[k];
+            b->is_unsigned = cols[k] == 'u';
+        }
+    }
+    if (mysql_stmt_bind_result(s, st->col) != 0)
+        return mdb_fail_stmt(st, s);
+    return STORE_OK;
+}
+
+/* Ends the current query: frees its buffered rows. */
+static void mdb_done(mdb_store *st)
+{
+    if (st->cur) {
+        mysql_stmt_free_result(st->cur);
+        st->cur = NULL;
+    }
+}
+
+/* Runs query id with its parameters. A query with rows becomes the current
+ * one, all rows buffered, for mdb_fetch; a write records affected rows and
+ * the new AUTO_INCREMENT id. */
+static store_status mdb_vrun(mdb_store *st, int id, va_list ap)
+{
+    mdb_done(st);
+    if (st->dead) {
+        mdb_set_err(st, "connection to MariaDB at %s lost; reopen the store", st->where);
+        return STORE_ERROR;
+    }
+    /* Only ROLLBACK may follow a transaction the server has undone: anything
+     * else would run outside it, in autocommit. */
+    if (st->in_txn && st->txn_lost && id != Q_ROLLBACK) {
+        mdb_set_err(st, "the transaction was rolled back by MariaDB after an earlier error;"
+                        " roll back and retry");
+        return STORE_ERROR;
+    }
+    MYSQL_STMT *s = mdb_stmt(st, id);
+    if (!s)
+        return STORE_ERROR;
+    const mdb_query *q = &mdb_sql[id];
+    mdb_args a;
+    mdb_bind_args(&a, q->args, ap);
+    if ((q->args[0] && mysql_stmt_bind_param(s, a.b) != 0) || mysql_stmt_execute(s) != 0)
+        return mdb_fail_stmt(st, s);
+    if (!q->cols[0]) {
+        st->affected = mysql_stmt_affected_rows(s);
+        st->insert_id = mysql_stmt_insert_id(s);
+        return STORE_OK;
+    }
+    if (mysql_stmt_store_result(s) != 0)
+        return mdb_fail_stmt(st, s);
+    st->cur = s;
+    st->cols = q->cols;
+    store_status ret = mdb_bind_cols(st, s, q->cols);
+    if (ret != STORE_OK)
+        mdb_done(st);
+    return ret;
+}
+
+/* Runs a write; *affected (if asked) gets the rows it matched. */
+static store_status mdb_exec(mdb_store *st, int id, uint64_t *affected, ...)
+{
+    va_list ap;
+    va_start(ap, affected);
+    store_status ret = mdb_vrun(st, id, ap);
+    va_end(ap);
+    if (affected)
+        *affected = ret == STORE_OK ? st->affected : 0;
+    return ret;
+}
+
+/* Runs a query whose rows the caller reads with mdb_fetch, then mdb_done. */
+static store_status mdb_query_run(mdb_store *st, int id, ...)
+{
+    va_list ap;
+    va_start(ap, id);
+    store_status ret = mdb_vrun(st, id, ap);
+    va_end(ap);
+    return ret;
+}
+
+/* Reads the next row into the column buffers: 1 row, 0 no more, -1 error. */
+static int mdb_fetch(mdb_store *st)
+{
+    MYSQL_STMT *s = st->cur;
+    int rc = mysql_stmt_fetch(s);
+    if (rc == MYSQL_NO_DATA)
+        return 0;
+    if (rc != 0 && rc != MYSQL_DATA_TRUNCATED) {
+        mdb_fail_stmt(st, s);
+        return -1;
+    }
+    int rebind = 0;
+    for (int k = 0; st->cols[k]; k++) {
+        if (st->cols[k] != 't') {
+            if (st->col_null[k]) {
+                st->col_u[k] = 0;
+                st->col_i[k] = 0;
+            }
+            continue;
+        }
+        if (st->col_null[k]) {
+            st->col_len[k] = 0;
+        } else if (st->col_len[k] >= st->col_cap[k]) {
+            /* Longer than the buffer: grow it and fetch this column again. */
+            unsigned long cap = st->col_len[k] + 1;
+            char *p = realloc(st->col_buf[k], cap);
+            if (!p) {
+                mdb_set_err(st, "out of memory");
+                return -1;
+            }
+            st->col_buf[k] = p;
+            st->col_cap[k] = cap;
+            st->col[k].buffer = p;
+            st->col[k].buffer_length = cap - 1;
+            if (mysql_stmt_fetch_column(s, &st->col[k], (unsigned)k, 0) != 0) {
+                mdb_fail_stmt(st, s);
+                return -1;
+            }
+            rebind = 1;
+        }
+        st->col_buf[k][st->col_len[k]] = '\0';
+    }
+    /* The statement still points at the old buffers for the next rows. */
+    if (rebind && mysql_stmt_bind_result(s, st->col) != 0) {
+        mdb_fail_stmt(st, s);
+        return -1;
+    }
+    return 1;
+}
+
+/* Runs a query and reads its first row: OK with the row in the buffers,
+ * NOT_FOUND if there is none. The caller reads it, then calls mdb_done. */
+static store_status mdb_first(mdb_store *st, int id, ...)
+{
+    va_list ap;
+    va_start(ap, id);
+    store_status ret = mdb_vrun(st, id, ap);
+    va_end(ap);
+    if (ret != STORE_OK)
+        return ret;
+    int rc = mdb_fetch(st);
+    if (rc > 0)
+        return STORE_OK;
+    mdb_done(st);
+    return rc == 0 ? STORE_NOT_FOUND : STORE_ERROR;
+}
+
+/* Runs a statement that takes no parameters and returns no rows, once (the
+ * schema's DDL), without keeping it prepared. */
+static store_status mdb_sql_once(mdb_store *st, const char *sql)
+{
+    MYSQL_STMT *s = mysql_stmt_init(st->db);
+    if (!s)
+        return mdb_fail_db(st);
+    store_status ret = STORE_OK;
+    if (mysql_stmt_prepare(s, sql, strlen(sql)) != 0 || mysql_stmt_execute(s) != 0)
+        ret = mdb_fail_stmt(st, s);
+    mysql_stmt_close(s);
+    return ret;
+}
+
+static int mdb_text_ok(mdb_store *st, const char *s, size_t max, const char *what)
+{
+    if (!s) {
+        mdb_set_err(st, "%s missing", what);
+        return 0;
+    }
+    /* Longer values could not be read back whole into the fixed buffers. */
+    if (strnlen(s, max + 1) > max) {
+        mdb_set_err(st, "%s longer than %zu bytes", what, max);
+        return 0;
+    }
+    return 1;
+}
+
+static void mdb_copy_text(mdb_store *st, int col, char *dst, size_t cap)
+{
+    size_t n = st->col_len[col];
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, st->col_buf[col], n);
+    dst[n] = '\0';
+}
+
+/* ---- transactions ---- */
+
+/* Runs a cleanup statement without overwriting the error being reported. */
+static void mdb_quiet(mdb_store *st, int id)
+{
+    char saved[sizeof st->errmsg];
+    unsigned saved_errno = st->last_errno;
+    memcpy(saved, st->errmsg, sizeof saved);
+    mdb_exec(st, id, NULL);
+    memcpy(st->errmsg, saved, sizeof saved);
+    st->last_errno = saved_errno;
+}
+
+static store_status mdb_tx_begin(mdb_store *st)
+{
+    /* START TRANSACTION inside one would silently commit it. */
+    if (st->in_txn) {
+        mdb_set_err(st, "cannot start a transaction within a transaction");
+        return STORE_ERROR;
+    }
+    store_status ret = mdb_exec(st, Q_BEGIN, NULL);
+    if (ret == STORE_OK) {
+        st->in_txn = 1;
+        st->txn_lost = 0;
+    }
+    return ret;
+}
+
+static store_status mdb_tx_commit(mdb_store *st)
+{
+    /* COMMIT outside a transaction would succeed doing nothing. */
+    if (!st->in_txn) {
+        mdb_set_err(st, "cannot commit - no transaction is active");
+        return STORE_ERROR;
+    }
+    store_status ret = mdb_exec(st, Q_COMMIT, NULL);
+    if (ret == STORE_OK)
+        st->in_txn = 0;
+    return ret;
+}
+
+static store_status mdb_tx_rollback(mdb_store *st)
+{
+    if (!st->in_txn) {
+        mdb_set_err(st, "cannot rollback - no transaction is active");
+        return STORE_ERROR;
+    }
+    /* Over whatever happens to the statement: the server ends the
+     * transaction on a failed ROLLBACK or a lost connection too. */
+    store_status ret = mdb_exec(st, Q_ROLLBACK, NULL);
+    st->in_txn = 0;
+    st->txn_lost = 0;
+    return ret;
+}
+
+/* Makes a multi-statement call atomic: its own transaction when none is
+ * open, else a savepoint inside the caller's. */
+static store_status mdb_op_begin(mdb_store *st, int *own)
+{
+    *own = !st->in_txn;
+    return *own ? mdb_tx_begin(st) : mdb_exec(st, Q_OP_SAVEPOINT, NULL);
+}
+
+static store_status mdb_op_end(mdb_store *st, int own, store_status ret)
+{
+    if (ret == STORE_OK) {
+        ret = own ? mdb_tx_commit(st) : mdb_exec(st, Q_OP_RELEASE, NULL);
+        if (ret == STORE_OK)
+            return STORE_OK;
+    }
+    if (own) {
+        char saved[sizeof st->errmsg];
+        memcpy(saved, st->errmsg, sizeof saved);
+        mdb_tx_rollback(st);
+        memcpy(st->errmsg, saved, sizeof saved);
+    } else if (!st->txn_lost) {
+        /* After a deadlock the savepoint is gone with the transaction. */
+        mdb_quiet(st, Q_OP_ROLLBACK_TO);
+        mdb_quiet(st, Q_OP_RELEASE);
+    }
+    return ret;
+}
+
+static store_status mdb_begin(store *base)
+{
+    return mdb_tx_begin(mdb_of(base));
+}
+
+static store_status mdb_commit(store *base)
+{
+    return mdb_tx_commit(mdb_of(base));
+}
+
+static store_status mdb_rollback(store *base)
+{
+    return mdb_tx_rollback(mdb_of(base));
+}
+
+static store_status mdb_savepoint(store *base)
+{
+    mdb_store *st = mdb_of(base);
+    /* Outside a transaction a savepoint would protect nothing. */
+    if (!st->in_txn) {
+        mdb_set_err(st, "savepoint outside a transaction");
+        return STORE_ERROR;
+    }
+    return mdb_exec(st, Q_SAVEPOINT, NULL);
+}
+
+static store_status mdb_release(store *base)
+{
+    return mdb_exec(mdb_of(base), Q_RELEASE, NULL);
+}
+
+static store_status mdb_rollback_to(store *base)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_exec(st, Q_ROLLBACK_TO, NULL);
+    if (ret != STORE_OK)
+        return ret;
+    return mdb_exec(st, Q_RELEASE, NULL);
+}
+
+/* ---- users and sessions ---- */
+
+static store_status mdb_user_create(store *base, const char *name, const char *pwhash,
+                                    int64_t now_ms, uint64_t *id_out)
+{
+    mdb_store *st = mdb_of(base);
+    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
+        !mdb_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
+        return STORE_ERROR;
+    store_status ret = mdb_exec(st, Q_USER_INSERT, NULL, name, pwhash, now_ms);
+    if (ret == STORE_OK && id_out)
+        *id_out = st->insert_id;
+    return ret;
+}
+
+static void mdb_user_row(mdb_store *st, store_user *out)
+{
+    out->id = st->col_u[0];
+    mdb_copy_text(st, 1, out->name, sizeof out->name);
+    mdb_copy_text(st, 2, out->pwhash, sizeof out->pwhash);
+}
+
+static store_status mdb_user_by_id(store *base, uint64_t id, store_user *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_USER_BY_ID, id);
+    if (ret == STORE_OK)
+        mdb_user_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_user_by_name(store *base, const char *name, store_user *out)
+{
+    mdb_store *st = mdb_of(base);
+    if (!name)
+        return STORE_NOT_FOUND;
+    store_status ret = mdb_first(st, Q_USER_BY_NAME, name);
+    if (ret == STORE_OK)
+        mdb_user_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_session_create(store *base, const uint8_t token_hash[32], uint64_t user,
+                                       int64_t now_ms)
+{
+    return mdb_exec(mdb_of(base), Q_SESSION_INSERT, NULL, token_hash, user, now_ms);
+}
+
+static store_status mdb_session_user(store *base, const uint8_t token_hash[32], uint64_t *user_out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_SESSION_USER, token_hash);
+    if (ret == STORE_OK && user_out)
+        *user_out = st->col_u[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_session_delete(store *base, const uint8_t token_hash[32])
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_SESSION_DELETE, &n, token_hash);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+/* ---- friends ---- */
+
+static store_status mdb_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
+{
+    mdb_store *st = mdb_of(base);
+    if (a == b) {
+        mdb_set_err(st, "cannot befriend oneself");
+        return STORE_CONFLICT;
+    }
+    /* Foreign keys answer NOT_FOUND for a missing user, the primary key
+     * CONFLICT for an existing friendship. */
+    return mdb_exec(st, Q_FRIEND_INSERT, NULL, a, b, now_ms, b, a, now_ms);
+}
+
+static store_status mdb_friend_del(store *base, uint64_t a, uint64_t b)
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_FRIEND_DELETE, &n, a, b, b, a);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status mdb_friend_list(store *base, uint64_t user, store_user_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_FRIEND_LIST, user);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        if (cb(arg, st->col_u[0], st->col_buf[1]) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+/* ---- conversations ---- */
+
+/* Hands the members of conv to ucb (id, name) or mcb (id, name, role);
+ * *count gets how many were handed. */
+static store_status mdb_members_each(mdb_store *st, uint64_t conv, store_user_cb ucb,
+                                     store_member_cb mcb, void *arg, unsigned *count)
+{
+    *count = 0;
+    store_status ret = mdb_query_run(st, Q_CONV_MEMBERS, conv);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        uint64_t id = st->col_u[0];
+        const char *name = st->col_buf[1];
+        int stop = ucb ? ucb(arg, id, name) : mcb(arg, id, name, (int)st->col_i[2]);
+        (*count)++;
+        if (stop)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_conv_exists(mdb_store *st, uint64_t conv)
+{
+    store_status ret = mdb_first(st, Q_CONV_EXISTS, conv);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_find_pair(mdb_store *st, int id, uint64_t lo, uint64_t hi, uint64_t *conv)
+{
+    store_status ret = mdb_first(st, id, lo, hi);
+    if (ret == STORE_OK)
+        *conv = st->col_u[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
+{
+    mdb_store *st = mdb_of(base);
+    if (a == b) {
+        mdb_set_err(st, "a direct conversation needs two users");
+        return STORE_CONFLICT;
+    }
+    uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
+    int own, raced;
+
+    /* Usual case: it exists. */
+    store_status ret = mdb_find_pair(st, Q_DIRECT_FIND, lo, hi, &conv);
+    if (ret != STORE_NOT_FOUND)
+        goto done;
+
+    ret = mdb_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    /* The unique (user_lo, user_hi) key settles a race with another
+     * connection: our insert waits for theirs and then fails with CONFLICT.
+     * A missing user fails a foreign key: NOT_FOUND. */
+    ret = mdb_exec(st, Q_DIRECT_INSERT, NULL, MDB_KIND_DIRECT, lo, hi);
+    if (ret != STORE_OK)
+        goto out;
+    conv = st->insert_id;
+    ret = mdb_exec(st, Q_MEMBER_INSERT, NULL, conv, lo, STORE_ROLE_NONE, (int64_t)0);
+    if (ret != STORE_OK)
+        goto out;
+    ret = mdb_exec(st, Q_MEMBER_INSERT, NULL, conv, hi, STORE_ROLE_NONE, (int64_t)0);
+out:
+    raced = ret == STORE_CONFLICT;
+    ret = mdb_op_end(st, own, ret);
+    if (raced)
+        ret = mdb_find_pair(st, Q_DIRECT_FIND_LOCKED, lo, hi, &conv);
+done:
+    if (ret == STORE_OK && conv_out)
+        *conv_out = conv;
+    return ret;
+}
+
+static store_status mdb_conv_members(store *base, uint64_t conv, store_user_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    unsigned n;
+    store_status ret = mdb_members_each(st, conv, cb, NULL, arg, &n);
+    /* Only an empty answer needs to tell "no members" from "no such conv". */
+    if (ret == STORE_OK && n == 0)
+        ret = mdb_conv_exists(st, conv);
+    return ret;
+}
+
+/* ---- groups ---- */
+
+static void mdb_group_row(mdb_store *st, store_group *out)
+{
+    out->id = st->col_u[0];
+    out->conv = st->col_u[1];
+    out->creator = st->col_u[2];
+    mdb_copy_text(st, 3, out->name, sizeof out->name);
+    mdb_copy_text(st, 4, out->desc, sizeof out->desc);
+}
+
+static store_status mdb_group_create(store *base, const char *name, const char *desc,
+                                     uint64_t creator, int64_t now_ms, store_group *out)
+{
+    mdb_store *st = mdb_of(base);
+    if (!desc)
+        desc = "";
+    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
+        !mdb_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
+        return STORE_ERROR;
+    uint64_t conv = 0, id = 0;
+    int own;
+    store_status ret = mdb_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = mdb_exec(st, Q_GROUP_CONV_INSERT, NULL, MDB_KIND_GROUP);
+    if (ret != STORE_OK)
+        goto out;
+    conv = st->insert_id;
+    ret = mdb_exec(st, Q_GROUP_INSERT, NULL, name, desc, creator, conv, now_ms);
+    if (ret != STORE_OK)
+        goto out;
+    id = st->insert_id;
+    ret = mdb_exec(st, Q_MEMBER_INSERT, NULL, conv, creator, STORE_ROLE_CREATOR, now_ms);
+out:
+    ret = mdb_op_end(st, own, ret);
+    if (ret == STORE_OK && out) {
+        out->id = id;
+        out->conv = conv;
+        out->creator = creator;
+        snprintf(out->name, sizeof out->name, "%s", name);
+        snprintf(out->desc, sizeof out->desc, "%s", desc);
+    }
+    return ret;
+}
+
+static store_status mdb_group_get(store *base, uint64_t group, store_group *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_GROUP_GET, group);
+    if (ret == STORE_OK && out)
+        mdb_group_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_group_join(store *base, uint64_t group, uint64_t user, int64_t now_ms)
+{
+    uint64_t n;
+    store_status ret =
+        mdb_exec(mdb_of(base), Q_GROUP_JOIN, &n, user, STORE_ROLE_NORMAL, now_ms, group);
+    if (ret == STORE_OK && n == 0) /* no such group */
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status mdb_group_quit(store *base, uint64_t group, uint64_t user)
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_GROUP_QUIT, &n, group, user);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status mdb_group_conv(mdb_store *st, uint64_t group, uint64_t *conv)
+{
+    store_status ret = mdb_first(st, Q_GROUP_CONV, group);
+    if (ret == STORE_OK)
+        *conv = st->col_u[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_group_delete(store *base, uint64_t group)
+{
+    mdb_store *st = mdb_of(base);
+    uint64_t conv;
+    int own;
+    store_status ret = mdb_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = mdb_group_conv(st, group, &conv);
+    if (ret != STORE_OK)
+        goto out;
+    /* Children first: the foreign keys point at the conversation. */
+    ret = mdb_exec(st, Q_CONV_DELETE_MEMBERS, NULL, conv);
+    if (ret == STORE_OK)
+        ret = mdb_exec(st, Q_CONV_DELETE_MESSAGES, NULL, conv);
+    if (ret == STORE_OK)
+        ret = mdb_exec(st, Q_GROUP_DELETE, NULL, group);
+    if (ret == STORE_OK)
+        ret = mdb_exec(st, Q_CONV_DELETE, NULL, conv);
+out:
+    return mdb_op_end(st, own, ret);
+}
+
+static store_status mdb_group_role(store *base, uint64_t group, uint64_t user, int *role_out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_GROUP_ROLE, group, user);
+    if (ret == STORE_OK && role_out)
+        *role_out = (int)st->col_i[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_group_members(store *base, uint64_t group, store_member_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    uint64_t conv;
+    unsigned n;
+    store_status ret = mdb_group_conv(st, group, &conv);
+    if (ret != STORE_OK)
+        return ret;
+    return mdb_members_each(st, conv, NULL, cb, arg, &n);
+}
+
+static store_status mdb_user_groups(store *base, uint64_t user, store_group_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_USER_GROUPS, user);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_group g;
+        mdb_group_row(st, &g);
+        if (cb(arg, &g) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+/* ---- messages ---- */
+
+/* Fills the routing fields from the conversation's kind and pair. */
+static void mdb_msg_route(store_msg *m, int64_t kind, uint64_t lo, uint64_t hi, uint64_t group)
+{
+    if (kind == MDB_KIND_DIRECT) {
+        m->to = m->sender == lo ? hi : lo;
+        m->group = 0;
+    } else {
+        m->to = 0;
+        m->group = group;
+    }
+}
+
+/* Reads a row made of MDB_MSG_COLS; body points into the column buffer. */
+static void mdb_msg_row(mdb_store *st, store_msg *m)
+{
+    m->msgid = st->col_u[0];
+    m->conv = st->col_u[1];
+    m->seq = st->col_u[2];
+    m->sender = st->col_u[3];
+    m->body = st->col_buf[4];
+    m->body_len = st->col_len[4];
+    m->ts = st->col_i[5];
+    m->recalled = st->col_i[6] != 0;
+    mdb_msg_route(m, st->col_i[7], st->col_u[8], st->col_u[9], st->col_u[10]);
+}
+
+/* Hands each row of the current message query to cb. */
+static store_status mdb_msg_each(mdb_store *st, store_msg_cb cb, void *arg, unsigned *count)
+{
+    int rc;
+    *count = 0;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_msg m;
+        mdb_msg_row(st, &m);
+        (*count)++;
+        if (cb(arg, &m) != 0)
+            return STORE_OK;
+    }
+    return rc == 0 ? STORE_OK : STORE_ERROR;
+}
+
+static store_status mdb_message_append(store *base, uint64_t conv, uint64_t sender,
+                                       const char *body, size_t body_len, int64_t ts,
+                                       store_msg *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
+    int64_t kind = 0;
+    uint64_t lo = 0, hi = 0, group = 0, n;
+    int own;
+    /* The bump, the read of the new last_seq and the insert happen in one
+     * transaction that holds the conversation's row lock throughout. */
+    store_status ret = mdb_op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = mdb_exec(st, Q_CONV_BUMP, &n, conv);
+    if (ret == STORE_OK && n == 0) {
+        mdb_set_err(st, "no conversation %llu", (unsigned long long)conv);
+        ret = STORE_NOT_FOUND;
+    }
+    if (ret != STORE_OK)
+        goto out;
+    /* Our own update is visible to us; nobody else can change the row. */
+    ret = mdb_first(st, Q_CONV_ROUTE, conv);
+    if (ret == STORE_OK) {
+        m.seq = st->col_u[0];
+        kind = st->col_i[1];
+        lo = st->col_u[2];
+        hi = st->col_u[3];
+        group = st->col_u[4];
+    }
+    mdb_done(st);
+    if (ret != STORE_OK)
+        goto out;
+    ret = mdb_exec(st, Q_MSG_INSERT, NULL, conv, m.seq, sender, (const void *)body, body_len, ts);
+    if (ret == STORE_OK)
+        m.msgid = st->insert_id;
+out:
+    ret = mdb_op_end(st, own, ret);
+    if (ret == STORE_OK && out) {
+        mdb_msg_route(&m, kind, lo, hi, group);
+        *out = m;
+    }
+    return ret;
+}
+
+static store_status mdb_message_get(store *base, uint64_t msgid, store_msg *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_msg m;
+    store_status ret = mdb_first(st, Q_MSG_GET, msgid);
+    if (ret != STORE_OK)
+        goto out;
+    mdb_msg_row(st, &m);
+    /* The column buffer is reused by the next query; the caller's copy must
+     * outlive that, up to the next message_get. */
+    if (m.body_len + 1 > st->body_cap) {
+        char *p = realloc(st->body, m.body_len + 1);
+        if (!p) {
+            mdb_set_err(st, "out of memory");
+            ret = STORE_ERROR;
+            goto out;
+        }
+        st->body = p;
+        st->body_cap = m.body_len + 1;
+    }
+    memcpy(st->body, m.body, m.body_len);
+    st->body[m.body_len] = '\0';
+    m.body = st->body;
+    if (out)
+        *out = m;
+out:
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_message_recall(store *base, uint64_t msgid)
+{
+    uint64_t n;
+    /* Matched rows, not changed ones: recalling twice finds the row. */
+    store_status ret = mdb_exec(mdb_of(base), Q_MSG_RECALL, &n, msgid);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status mdb_history(store *base, uint64_t conv, uint64_t before_seq, unsigned limit,
+                                store_msg_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    unsigned n = 0;
+    store_status ret =
+        mdb_query_run(st, Q_HISTORY, conv, before_seq ? before_seq : UINT64_MAX, (uint64_t)limit);
+    if (ret == STORE_OK)
+        ret = mdb_msg_each(st, cb, arg, &n);
+    mdb_done(st);
+    if (ret == STORE_OK && n == 0)
+        ret = mdb_conv_exists(st, conv);
+    return ret;
+}
+
+static store_status mdb_pending(store *base, uint64_t user, uint64_t after_msgid, unsigned limit,
+                                store_msg_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    unsigned n;
+    store_status ret = mdb_query_run(st, Q_PENDING, user, user, after_msgid, (uint64_t)limit);
+    if (ret == STORE_OK)
+        ret = mdb_msg_each(st, cb, arg, &n);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    uint64_t n;
+    /* Matched rows: an ack that moves nothing still finds the member. */
+    store_status ret = mdb_exec(mdb_of(base), Q_ACK, &n, seq, conv, conv, user);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+/* ---- URI ---- */
+
+typedef struct {
+    char user[128];
+    char password[128];
+    char host[256];
+    char db[65];
+    char socket[108]; /* sun_path's size */
+    unsigned port;
+} mdb_uri;
+
+static int mdb_hex(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Copies s[0..n) into out, undoing %XX escapes (so a password may hold '@'
+ * or '/'). 0 on success, -1 if malformed, too long or holding a NUL. */
+static int mdb_unescape(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = mdb_hex(s[i + 1]), lo = mdb_hex(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (c == 0 || o + 1 >= cap)
+            return -1;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* Splits mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH].
+ * The message never repeats the password. */
+static int mdb_parse_uri(const char *uri, mdb_uri *u, char *err, size_t errlen)
+{
+    const char *why = NULL;
+    memset(u, 0, sizeof *u);
+    u->port = MDB_DEFAULT_PORT;
+    const char *p = uri + strlen("mariadb://");
+    const char *auth_end = p + strcspn(p, "/?#");
+    const char *at = NULL;
+    for (const char *c = p; c < auth_end; c++) {
+        if (*c == '@')
+            at = c; /* the last one: the host has none */
+    }
+    if (!at) {
+        why = "no USER@ before the host";
+        goto bad;
+    }
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    const char *user_end = colon ? colon : at;
+    if (user_end == p || mdb_unescape(p, (size_t)(user_end - p), u->user, sizeof u->user) != 0) {
+        why = "bad or empty user";
+        goto bad;
+    }
+    if (colon &&
+        mdb_unescape(colon + 1, (size_t)(at - colon - 1), u->password, sizeof u->password) != 0) {
+        why = "bad password";
+        goto bad;
+    }
+    const char *h = at + 1, *h_end = auth_end, *port = NULL;
+    if (*h == '[') { /* [IPv6]:PORT */
+        const char *close = memchr(h, ']', (size_t)(auth_end - h));
+        if (!close) {
+            why = "unclosed [ in host";
+            goto bad;
+        }
+        if (close + 1 < auth_end) {
+            if (close[1] != ':') {
+                why = "bad host";
+                goto bad;
+            }
+            port = close + 2;
+        }
+        h++;
+        h_end = close;
+    } else {
+        const char *c = memchr(h, ':', (size_t)(auth_end - h));
+        if (c) {
+            port = c + 1;
+            h_end = c;
+        }
+    }
+    if (mdb_unescape(h, (size_t)(h_end - h), u->host, sizeof u->host) != 0) {
+        why = "bad host";
+        goto bad;
+    }
+    if (port) {
+        unsigned long v = 0;
+        const char *c = port;
+        for (; c < auth_end && *c >= '0' && *c <= '9' && v <= 65535; c++)
+            v = v * 10 + (unsigned long)(*c - '0');
+        if (c != auth_end || c == port || v == 0 || v > 65535) {
+            why = "bad port";
+            goto bad;
+        }
+        u->port = (unsigned)v;
+    }
+    if (*auth_end != '/') {
+        why = "no /DATABASE";
+        goto bad;
+    }
+    const char *d = auth_end + 1;
+    const char *d_end = d + strcspn(d, "?#");
+    if (d_end == d || mdb_unescape(d, (size_t)(d_end - d), u->db, sizeof u->db) != 0) {
+        why = "bad or empty database name";
+        goto bad;
+    }
+    if (*d_end == '#') {
+        why = "unexpected #";
+        goto bad;
+    }
+    for (const char *q = d_end; *q == '?' || *q == '&';) {
+        q++;
+        size_t n = strcspn(q, "&#");
+        if (n > 7 && strncmp(q, "socket=", 7) == 0) {
+            if (mdb_unescape(q + 7, n - 7, u->socket, sizeof u->socket) != 0) {
+                why = "bad socket path";
+                goto bad;
+            }
+        } else {
+            why = "unknown option (only socket=PATH)";
+            goto bad;
+        }
+        q += n;
+        if (*q == '#') {
+            why = "unexpected #";
+            goto bad;
+        }
+    }
+    if (!u->host[0] && !u->socket[0]) {
+        why = "no host";
+        goto bad;
+    }
+    return 0;
+bad:
+    if (err && errlen)
+        snprintf(err, errlen,
+                 "bad MariaDB URI (want mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                 "[?socket=PATH]): %s",
+                 why);
+    return -1;
+}
+
+/* ---- open / close ---- */
+
+static store_status mdb_connect(mdb_store *st, const mdb_uri *u)
+{
+    unsigned connect_timeout = MDB_CONNECT_TIMEOUT_S, io_timeout = MDB_IO_TIMEOUT_S;
+    unsigned protocol = u->socket[0] ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    unsigned no = 0;
+    my_bool reconnect = 0;
+    if (u->socket[0])
+        snprintf(st->where, sizeof st->where, "unix socket %s", u->socket);
+    else
+        snprintf(st->where, sizeof st->where, "%s:%u", u->host, u->port);
+    st->db = mysql_init(NULL);
+    if (!st->db) {
+        mdb_set_err(st, "out of memory");
+        return STORE_ERROR;
+    }
+    /* No reconnect: a silent new connection would lose the transaction and
+     * the session settings. The protocol is explicit so that "localhost"
+     * means TCP unless a socket is named. No LOAD DATA LOCAL: the server
+     * gets no way to ask for our files. */
+    if (mysql_options(st->db, MYSQL_OPT_RECONNECT, &reconnect) != 0 ||
+        mysql_options(st->db, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout) != 0 ||
+        mysql_options(st->db, MYSQL_OPT_READ_TIMEOUT, &io_timeout) != 0 ||
+        mysql_options(st->db, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout) != 0 ||
+        mysql_options(st->db, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0 ||
+        mysql_options(st->db, MYSQL_OPT_PROTOCOL, &protocol) != 0 ||
+        mysql_options(st->db, MYSQL_OPT_LOCAL_INFILE, &no) != 0) {
+        mdb_set_err(st, "cannot set MariaDB client options: %s", mysql_error(st->db));
+        return STORE_ERROR;
+    }
+    /* CLIENT_FOUND_ROWS: an UPDATE reports the rows it matched, so an ack
+     * or recall that changes nothing is not mistaken for a missing row. */
+    if (!mysql_real_connect(st->db, u->host[0] ? u->host : "localhost", u->user,
+                            u->password[0] ? u->password : NULL, u->db, u->port,
+                            u->socket[0] ? u->socket : NULL, CLIENT_FOUND_ROWS)) {
+        mdb_set_err(st, "cannot connect to MariaDB at %s: %s", st->where, mysql_error(st->db));
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+static store_status mdb_configure(mdb_store *st)
+{
+    for (int i = 0; mdb_session_sql[i]; i++) {
+        if (mdb_sql_once(st, mdb_session_sql[i]) != STORE_OK)
+            return STORE_ERROR;
+    }
+    store_status ret = mdb_first(st, Q_ROLLBACK_ON_TIMEOUT);
+    if (ret == STORE_OK)
+        st->rollback_on_timeout = st->col_i[0] != 0;
+    mdb_done(st);
+    mdb_unprepare(st, Q_ROLLBACK_ON_TIMEOUT);
+    return ret == STORE_OK ? STORE_OK : STORE_ERROR;
+}
+
+/* The applied version; 0 on a database without the schema_version table. */
+static store_status mdb_schema_version(mdb_store *st, uint64_t *version)
+{
+    store_status ret = mdb_first(st, Q_SCHEMA_VERSION);
+    if (ret == STORE_OK)
+        *version = st->col_u[0];
+    mdb_done(st);
+    if (ret == STORE_ERROR && st->last_errno == ER_NO_SUCH_TABLE) {
+        *version = 0;
+        ret = STORE_OK;
+    }
+    return ret == STORE_OK ? STORE_OK : STORE_ERROR;
+}
+
+/* Brings the schema to MDB_SCHEMA_VERSION. DDL commits implicitly, so
+ * connections opening at once serialise on a named lock instead of a
+ * transaction; the version is read again under it so that only the first
+ * one migrates. */
+static store_status mdb_migrate(mdb_store *st)
+{
+    uint64_t version = 0;
+    int locked = 0;
+    store_status ret = mdb_schema_version(st, &version);
+    if (ret != STORE_OK || version == MDB_SCHEMA_VERSION)
+        goto out;
+    ret = mdb_first(st, Q_SCHEMA_LOCK, (int)MDB_SCHEMA_LOCK_WAIT_S);
+    locked = ret == STORE_OK && !st->col_null[0] && st->col_i[0] == 1;
+    mdb_done(st);
+    if (ret != STORE_OK)
+        goto out;
+    if (!locked) {
+        mdb_set_err(st, "timed out waiting for another connection to migrate the schema");
+        ret = STORE_ERROR;
+        goto out;
+    }
+    ret = mdb_sql_once(st, mdb_schema_table);
+    if (ret == STORE_OK)
+        ret = mdb_schema_version(st, &version);
+    if (ret != STORE_OK)
+        goto out;
+    if (version > MDB_SCHEMA_VERSION) {
+        mdb_set_err(st, "schema version %llu unknown to this build (latest %d)",
+                    (unsigned long long)version, MDB_SCHEMA_VERSION);
+        ret = STORE_ERROR;
+        goto out;
+    }
+    for (; version < MDB_SCHEMA_VERSION; version++) {
+        for (const char *const *sql = mdb_migrations[version]; *sql && ret == STORE_OK; sql++)
+            ret = mdb_sql_once(st, *sql);
+        if (ret == STORE_OK)
+            ret = mdb_exec(st, Q_SCHEMA_SET, NULL, version + 1);
+        if (ret != STORE_OK)
+            goto out;
+    }
+out:
+    if (locked) {
+        /* Also released when the connection closes, should this fail. */
+        char saved[sizeof st->errmsg];
+        memcpy(saved, st->errmsg, sizeof saved);
+        if (mdb_first(st, Q_SCHEMA_UNLOCK) == STORE_OK)
+            mdb_done(st);
+        memcpy(st->errmsg, saved, sizeof saved);
+    }
+    mdb_unprepare(st, Q_SCHEMA_VERSION);
+    mdb_unprepare(st, Q_SCHEMA_LOCK);
+    mdb_unprepare(st, Q_SCHEMA_UNLOCK);
+    mdb_unprepare(st, Q_SCHEMA_SET);
+    return ret;
+}
+
+static void mdb_close(store *base)
+{
+    mdb_store *st = mdb_of(base);
+    if (!st)
+        return;
+    mdb_done(st);
+    for (int i = 0; i < Q_COUNT; i++) {
+        if (st->q[i])
+            mysql_stmt_close(st->q[i]);
+    }
+    /* An open transaction is rolled back by the server. */
+    if (st->db)
+        mysql_close(st->db);
+    for (int k = 0; k < MDB_COLS_MAX; k++)
+        free(st->col_buf[k]);
+    free(st->body);
+    mdb_thread_leave(st);
+    free(st);
+}
+
+static const char *mdb_errmsg(const store *base)
+{
+    const mdb_store *st = (const mdb_store *)base;
+    return st ? st->errmsg : "no store";
+}
+
+static const store_ops mdb_ops;
+
+store *store_mariadb_open(const char *uri, char *err, size_t errlen)
+{
+    mdb_uri u;
+    if (mdb_parse_uri(uri, &u, err, errlen) != 0)
+        return NULL;
+    pthread_once(&mdb_once, mdb_library_init);
+    mdb_store *st = calloc(1, sizeof *st);
+    if (!st || !mdb_library_ok) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s",
+                     st ? "cannot initialise the MariaDB client library" : "out of memory");
+        free(st);
+        explicit_bzero(u.password, sizeof u.password);
+        return NULL;
+    }
+    st->base.ops = &mdb_ops;
+    mdb_thread_enter(st);
+    int connected = mdb_connect(st, &u) == STORE_OK;
+    explicit_bzero(u.password, sizeof u.password);
+    if (!connected)
+        goto fail;
+    if (mdb_configure(st) != STORE_OK || mdb_migrate(st) != STORE_OK) {
+        char why[sizeof st->errmsg];
+        memcpy(why, st->errmsg, sizeof why);
+        mdb_set_err(st, "MariaDB at %s, database %s: %s", st->where, u.db, why);
+        goto fail;
+    }
+    return &st->base;
+fail:
+    if (err && errlen)
+        snprintf(err, errlen, "%s", st->errmsg);
+    mdb_close(&st->base);
+    return NULL;
+}
+
+static const store_ops mdb_ops = {
+    .name = "mariadb",
+    .close = mdb_close,
+    .errmsg = mdb_errmsg,
+    .begin = mdb_begin,
+    .commit = mdb_commit,
+    .rollback = mdb_rollback,
+    .savepoint = mdb_savepoint,
+    .release = mdb_release,
+    .rollback_to = mdb_rollback_to,
+    .user_create = mdb_user_create,
+    .user_by_id = mdb_user_by_id,
+    .user_by_name = mdb_user_by_name,
+    .session_create = mdb_session_create,
+    .session_user = mdb_session_user,
+    .session_delete = mdb_session_delete,
+    .friend_add = mdb_friend_add,
+    .friend_del = mdb_friend_del,
+    .friend_list = mdb_friend_list,
+    .group_create = mdb_group_create,
+    .group_get = mdb_group_get,
+    .group_join = mdb_group_join,
+    .group_quit = mdb_group_quit,
+    .group_delete = mdb_group_delete,
+    .group_role = mdb_group_role,
+    .group_members = mdb_group_members,
+    .user_groups = mdb_user_groups,
+    .direct_conv = mdb_direct_conv,
+    .conv_members = mdb_conv_members,
+    .message_append = mdb_message_append,
+    .message_get = mdb_message_get,
+    .message_recall = mdb_message_recall,
+    .history = mdb_history,
+    .pending = mdb_pending,
+    .ack = mdb_ack,
+};

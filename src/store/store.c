@@ -1,0 +1,226 @@
+/*
+ * store dispatcher: picks the backend from the URI handed to store_open and
+ * forwards every other call through the handle's ops table.
+ */
+#include "store/store_impl.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char STORE_SQLITE_SCHEME[] = "sqlite:";
+static const char STORE_SQLITE_URL[] = "sqlite://";
+static const char STORE_MARIADB_SCHEME[] = "mariadb://";
+
+/* True if uri starts with "scheme://": a URI we cannot take for a file name.
+ * Without this a typo such as "mysql://..." would quietly create a file. */
+static int store_has_scheme(const char *uri)
+{
+    size_t i = 0;
+    if (!isalpha((unsigned char)uri[0]))
+        return 0;
+    while (isalnum((unsigned char)uri[i]) || uri[i] == '+' || uri[i] == '-' || uri[i] == '.')
+        i++;
+    return strncmp(uri + i, "://", 3) == 0;
+}
+
+store *store_open(const char *uri, char *err, size_t errlen)
+{
+    const char *path = uri;
+    if (!uri || !*uri) {
+        if (err && errlen)
+            snprintf(err, errlen, "no store URI given");
+        return NULL;
+    }
+    if (strncmp(uri, STORE_MARIADB_SCHEME, strlen(STORE_MARIADB_SCHEME)) == 0)
+        return store_mariadb_open(uri, err, errlen);
+    /* The longer prefix first, so that "sqlite:///abs" keeps its one slash. */
+    if (strncmp(uri, STORE_SQLITE_URL, strlen(STORE_SQLITE_URL)) == 0)
+        path = uri + strlen(STORE_SQLITE_URL);
+    else if (strncmp(uri, STORE_SQLITE_SCHEME, strlen(STORE_SQLITE_SCHEME)) == 0)
+        path = uri + strlen(STORE_SQLITE_SCHEME);
+    else if (store_has_scheme(uri)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%.*s: unknown store URI scheme (use sqlite: or mariadb://)",
+                     (int)(strchr(uri, ':') - uri), uri);
+        return NULL;
+    }
+    if (!*path) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: no database file named", uri);
+        return NULL;
+    }
+    return store_sqlite_open(path, err, errlen);
+}
+
+void store_close(store *st)
+{
+    if (st)
+        st->ops->close(st);
+}
+
+const char *store_errmsg(const store *st)
+{
+    return st ? st->ops->errmsg(st) : "no store";
+}
+
+store_status store_begin(store *st)
+{
+    return st->ops->begin(st);
+}
+
+store_status store_commit(store *st)
+{
+    return st->ops->commit(st);
+}
+
+store_status store_rollback(store *st)
+{
+    return st->ops->rollback(st);
+}
+
+store_status store_savepoint(store *st)
+{
+    return st->ops->savepoint(st);
+}
+
+store_status store_release(store *st)
+{
+    return st->ops->release(st);
+}
+
+store_status store_rollback_to(store *st)
+{
+    return st->ops->rollback_to(st);
+}
+
+store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
+                               uint64_t *id_out)
+{
+    return st->ops->user_create(st, name, pwhash, now_ms, id_out);
+}
+
+store_status store_user_by_id(store *st, uint64_t id, store_user *out)
+{
+    return st->ops->user_by_id(st, id, out);
+}
+
+store_status store_user_by_name(store *st, const char *name, store_user *out)
+{
+    return st->ops->user_by_name(st, name, out);
+}
+
+store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
+                                  int64_t now_ms)
+{
+    return st->ops->session_create(st, token_hash, user, now_ms);
+}
+
+store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out)
+{
+    return st->ops->session_user(st, token_hash, user_out);
+}
+
+store_status store_session_delete(store *st, const uint8_t token_hash[32])
+{
+    return st->ops->session_delete(st, token_hash);
+}
+
+store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
+{
+    return st->ops->friend_add(st, a, b, now_ms);
+}
+
+store_status store_friend_del(store *st, uint64_t a, uint64_t b)
+{
+    return st->ops->friend_del(st, a, b);
+}
+
+store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void *arg)
+{
+    return st->ops->friend_list(st, user, cb, arg);
+}
+
+store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
+                                int64_t now_ms, store_group *out)
+{
+    return st->ops->group_create(st, name, desc, creator, now_ms, out);
+}
+
+store_status store_group_get(store *st, uint64_t group, store_group *out)
+{
+    return st->ops->group_get(st, group, out);
+}
+
+store_status store_group_join(store *st, uint64_t group, uint64_t user, int64_t now_ms)
+{
+    return st->ops->group_join(st, group, user, now_ms);
+}
+
+store_status store_group_quit(store *st, uint64_t group, uint64_t user)
+{
+    return st->ops->group_quit(st, group, user);
+}
+
+store_status store_group_delete(store *st, uint64_t group)
+{
+    return st->ops->group_delete(st, group);
+}
+
+store_status store_group_role(store *st, uint64_t group, uint64_t user, int *role_out)
+{
+    return st->ops->group_role(st, group, user, role_out);
+}
+
+store_status store_group_members(store *st, uint64_t group, store_member_cb cb, void *arg)
+{
+    return st->ops->group_members(st, group, cb, arg);
+}
+
+store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void *arg)
+{
+    return st->ops->user_groups(st, user, cb, arg);
+}
+
+store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out)
+{
+    return st->ops->direct_conv(st, a, b, conv_out);
+}
+
+store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg)
+{
+    return st->ops->conv_members(st, conv, cb, arg);
+}
+
+store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
+                                  size_t body_len, int64_t ts, store_msg *out)
+{
+    return st->ops->message_append(st, conv, sender, body, body_len, ts, out);
+}
+
+store_status store_message_get(store *st, uint64_t msgid, store_msg *out)
+{
+    return st->ops->message_get(st, msgid, out);
+}
+
+store_status store_message_recall(store *st, uint64_t msgid)
+{
+    return st->ops->message_recall(st, msgid);
+}
+
+store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
+                           store_msg_cb cb, void *arg)
+{
+    return st->ops->history(st, conv, before_seq, limit, cb, arg);
+}
+
+store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
+                           store_msg_cb cb, void *arg)
+{
+    return st->ops->pending(st, user, after_msgid, limit, cb, arg);
+}
+
+store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    return st->ops->ack(st, user, conv, seq);
+}

@@ -1,0 +1,76 @@
+/*
+ * store_impl: the contract between the store dispatcher (store.c) and the
+ * storage backends (sqlite.c, mariadb.c). Private to src/store/.
+ *
+ * A backend's handle struct starts with a `struct store` whose ops point at
+ * the backend's table, so a store * is also a pointer to the backend handle.
+ * Every public store_* call is forwarded unchanged to the matching op, so a
+ * backend implements the semantics documented in store.h.
+ */
+#ifndef PARLEY_STORE_IMPL_H
+#define PARLEY_STORE_IMPL_H
+
+#include "store/store.h"
+
+typedef struct store_ops {
+    const char *name; /* "sqlite", "mariadb": for messages */
+    void (*close)(store *st);
+    const char *(*errmsg)(const store *st);
+
+    store_status (*begin)(store *st);
+    store_status (*commit)(store *st);
+    store_status (*rollback)(store *st);
+    store_status (*savepoint)(store *st);
+    store_status (*release)(store *st);
+    store_status (*rollback_to)(store *st);
+
+    store_status (*user_create)(store *st, const char *name, const char *pwhash, int64_t now_ms,
+                                uint64_t *id_out);
+    store_status (*user_by_id)(store *st, uint64_t id, store_user *out);
+    store_status (*user_by_name)(store *st, const char *name, store_user *out);
+
+    store_status (*session_create)(store *st, const uint8_t token_hash[32], uint64_t user,
+                                   int64_t now_ms);
+    store_status (*session_user)(store *st, const uint8_t token_hash[32], uint64_t *user_out);
+    store_status (*session_delete)(store *st, const uint8_t token_hash[32]);
+
+    store_status (*friend_add)(store *st, uint64_t a, uint64_t b, int64_t now_ms);
+    store_status (*friend_del)(store *st, uint64_t a, uint64_t b);
+    store_status (*friend_list)(store *st, uint64_t user, store_user_cb cb, void *arg);
+
+    store_status (*group_create)(store *st, const char *name, const char *desc, uint64_t creator,
+                                 int64_t now_ms, store_group *out);
+    store_status (*group_get)(store *st, uint64_t group, store_group *out);
+    store_status (*group_join)(store *st, uint64_t group, uint64_t user, int64_t now_ms);
+    store_status (*group_quit)(store *st, uint64_t group, uint64_t user);
+    store_status (*group_delete)(store *st, uint64_t group);
+    store_status (*group_role)(store *st, uint64_t group, uint64_t user, int *role_out);
+    store_status (*group_members)(store *st, uint64_t group, store_member_cb cb, void *arg);
+    store_status (*user_groups)(store *st, uint64_t user, store_group_cb cb, void *arg);
+
+    store_status (*direct_conv)(store *st, uint64_t a, uint64_t b, uint64_t *conv_out);
+    store_status (*conv_members)(store *st, uint64_t conv, store_user_cb cb, void *arg);
+
+    store_status (*message_append)(store *st, uint64_t conv, uint64_t sender, const char *body,
+                                   size_t body_len, int64_t ts, store_msg *out);
+    store_status (*message_get)(store *st, uint64_t msgid, store_msg *out);
+    store_status (*message_recall)(store *st, uint64_t msgid);
+    store_status (*history)(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
+                            store_msg_cb cb, void *arg);
+    store_status (*pending)(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
+                            store_msg_cb cb, void *arg);
+    store_status (*ack)(store *st, uint64_t user, uint64_t conv, uint64_t seq);
+} store_ops;
+
+/* The first member of every backend handle. */
+struct store {
+    const store_ops *ops;
+};
+
+/* Opens an SQLite database file (created if missing). */
+store *store_sqlite_open(const char *path, char *err, size_t errlen);
+
+/* Opens a MariaDB connection from a whole "mariadb://..." URI. */
+store *store_mariadb_open(const char *uri, char *err, size_t errlen);
+
+#endif
