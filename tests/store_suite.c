@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store_suite.h"
 
@@ -77,7 +78,7 @@ static uint64_t mkuser(store *st, const char *name)
 static uint64_t append(store *st, uint64_t conv, uint64_t sender, const char *body)
 {
     store_msg m;
-    assert_int_equal(store_message_append(st, conv, sender, body, strlen(body), 5000, &m),
+    assert_int_equal(store_message_append(st, conv, sender, 0, body, strlen(body), 5000, &m),
                      STORE_OK);
     return m.msgid;
 }
@@ -143,7 +144,7 @@ static int on_msg(void *arg, const store_msg *m)
 void store_test_open_schema(void **state)
 {
     store_fixture *f = *state;
-    assert_int_equal(raw_int(f->uri, store_suite->schema_version_sql), 1);
+    assert_int_equal(raw_int(f->uri, store_suite->schema_version_sql), STORE_SUITE_SCHEMA_VERSION);
     /* A second handle on an existing, current schema opens and sees data. */
     uint64_t id = mkuser(f->st, "alice");
     store *st2 = store_suite_open(f->uri);
@@ -205,7 +206,7 @@ void store_test_open_concurrent(void **state)
             fail_msg("opener %d: %s", i, o[i].err);
     }
     assert_int_equal(users, N);
-    assert_int_equal(version, 1);
+    assert_int_equal(version, STORE_SUITE_SCHEMA_VERSION);
 }
 
 /* ---- users and sessions ---- */
@@ -473,7 +474,7 @@ void store_test_group_delete(void **state)
     store_msg m;
     assert_int_equal(store_message_get(f->st, doomed_msg, &m), STORE_NOT_FOUND);
     assert_int_equal(store_message_get(f->st, kept_msg, &m), STORE_OK);
-    assert_int_equal(store_message_append(f->st, g.conv, a, "x", 1, 1, &m), STORE_NOT_FOUND);
+    assert_int_equal(store_message_append(f->st, g.conv, a, 0, "x", 1, 1, &m), STORE_NOT_FOUND);
     list l = {0};
     assert_int_equal(store_conv_members(f->st, g.conv, on_user, &l), STORE_NOT_FOUND);
     assert_int_equal(store_user_groups(f->st, b, on_group, &l), STORE_OK);
@@ -542,7 +543,7 @@ void store_test_append_seq(void **state)
     for (int i = 0; i < 3; i++) {
         store_msg m, n;
         const char *body = "direct";
-        assert_int_equal(store_message_append(f->st, ab, a, body, 6, 100 + i, &m), STORE_OK);
+        assert_int_equal(store_message_append(f->st, ab, a, 0, body, 6, 100 + i, &m), STORE_OK);
         assert_int_equal(m.seq, (uint64_t)i + 1);
         assert_int_equal(m.conv, ab);
         assert_int_equal(m.sender, a);
@@ -555,7 +556,7 @@ void store_test_append_seq(void **state)
         assert_true(m.msgid > last_id);
         last_id = m.msgid;
 
-        assert_int_equal(store_message_append(f->st, g.conv, a, "grp", 3, 200, &n), STORE_OK);
+        assert_int_equal(store_message_append(f->st, g.conv, a, 0, "grp", 3, 200, &n), STORE_OK);
         assert_int_equal(n.seq, (uint64_t)i + 1);
         assert_int_equal(n.to, 0);
         assert_int_equal(n.group, g.id);
@@ -564,20 +565,20 @@ void store_test_append_seq(void **state)
     }
     /* `to` is the other user whichever side sends. */
     store_msg m;
-    assert_int_equal(store_message_append(f->st, ab, b, "back", 4, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, b, 0, "back", 4, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 4);
     assert_int_equal(m.to, a);
     /* An empty body is allowed (and reads back empty, not NULL). */
-    assert_int_equal(store_message_append(f->st, ab, b, NULL, 0, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, b, 0, NULL, 0, 1, &m), STORE_OK);
     store_msg got;
     assert_int_equal(store_message_get(f->st, m.msgid, &got), STORE_OK);
     assert_int_equal(got.body_len, 0);
     assert_non_null(got.body);
 
-    assert_int_equal(store_message_append(f->st, 9999, a, "x", 1, 1, &m), STORE_NOT_FOUND);
-    assert_int_equal(store_message_append(f->st, ab, 9999, "x", 1, 1, &m), STORE_NOT_FOUND);
+    assert_int_equal(store_message_append(f->st, 9999, a, 0, "x", 1, 1, &m), STORE_NOT_FOUND);
+    assert_int_equal(store_message_append(f->st, ab, 9999, 0, "x", 1, 1, &m), STORE_NOT_FOUND);
     /* Failed appends consumed no seq. */
-    assert_int_equal(store_message_append(f->st, ab, a, "x", 1, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "x", 1, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 6);
 }
 
@@ -591,7 +592,7 @@ void store_test_message_get_recall(void **state)
     /* Bodies are bytes: an embedded NUL survives. */
     const char body[] = {'h', 'i', '\0', '!'};
     store_msg m;
-    assert_int_equal(store_message_append(f->st, ab, b, body, sizeof body, 77, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, b, 0, body, sizeof body, 77, &m), STORE_OK);
 
     store_msg got;
     assert_int_equal(store_message_get(f->st, m.msgid, &got), STORE_OK);
@@ -929,12 +930,12 @@ void store_test_transactions(void **state)
     assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
     store_msg m;
     assert_int_equal(store_begin(f->st), STORE_OK);
-    assert_int_equal(store_message_append(f->st, ab, a, "x", 1, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "x", 1, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 1);
-    assert_int_equal(store_message_append(f->st, ab, a, "y", 1, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "y", 1, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 2);
     assert_int_equal(store_rollback(f->st), STORE_OK);
-    assert_int_equal(store_message_append(f->st, ab, a, "z", 1, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "z", 1, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 1);
 }
 
@@ -977,7 +978,7 @@ void store_test_persistence(void **state)
     assert_int_equal(p.n, 1);
     assert_string_equal(p.body[0], "two");
     store_msg m;
-    assert_int_equal(store_message_append(f->st, ab, b, "three", 5, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, b, 0, "three", 5, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 3);
 }
 
@@ -1007,7 +1008,7 @@ static void *append_thread(void *arg)
         store_msg m;
         char body[32];
         int n = snprintf(body, sizeof body, "%llu:%d", (unsigned long long)t->sender, i);
-        if (store_message_append(st, t->conv, t->sender, body, (size_t)n, i, &m) != STORE_OK) {
+        if (store_message_append(st, t->conv, t->sender, 0, body, (size_t)n, i, &m) != STORE_OK) {
             t->failed = 1;
             snprintf(t->err, sizeof t->err, "%s", store_errmsg(st));
             break;
@@ -1066,7 +1067,7 @@ void store_test_concurrent_append(void **state)
             assert_true(h.m[i].msgid > h.m[i - 1].msgid);
     }
     store_msg m;
-    assert_int_equal(store_message_append(f->st, ab, a, "last", 4, 1, &m), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "last", 4, 1, &m), STORE_OK);
     assert_int_equal(m.seq, 2 * PER_THREAD + 1);
 }
 
@@ -1214,7 +1215,7 @@ void store_test_big_bodies(void **state)
         size_t len;
         char *body = big_body(s, &len);
         store_msg m;
-        assert_int_equal(store_message_append(f->st, ab, a, body, len, 1, &m), STORE_OK);
+        assert_int_equal(store_message_append(f->st, ab, a, 0, body, len, 1, &m), STORE_OK);
         assert_int_equal(m.seq, (uint64_t)s);
         ids[s] = m.msgid;
         free(body);
@@ -1244,4 +1245,451 @@ void store_test_big_bodies(void **state)
     assert_int_equal(store_history(f->st, ab, 0, 1, on_msg, &m), STORE_OK);
     assert_int_equal(m.n, 1);
     assert_string_equal(m.body[0], "tiny");
+}
+
+/* ---- idempotent sends: message_append with a ref ---- */
+
+/* Appends with ref, failing the test unless STORE_OK. existed starts out as
+ * neither 0 nor 1, so the call must set it. */
+static store_msg append_ref(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                            const char *body, int64_t ts)
+{
+    store_msg m;
+    memset(&m, 0x5a, sizeof m);
+    store_status ret = store_message_append(st, conv, sender, ref, body, strlen(body), ts, &m);
+    if (ret != STORE_OK)
+        fail_msg("append ref %llu: status %d: %s", (unsigned long long)ref, ret, store_errmsg(st));
+    return m;
+}
+
+static long long last_seq(const char *uri, uint64_t conv)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM convs WHERE id = %llu",
+             (unsigned long long)conv);
+    return raw_int(uri, sql);
+}
+
+/* Every conversation's messages have seqs 1..last_seq: no gap, no extra. */
+static void assert_seqs_gap_free(const char *uri)
+{
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM convs AS c WHERE c.last_seq <>"
+                                  " (SELECT count(*) FROM messages AS m WHERE m.conv_id = c.id)"),
+                     0);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages AS m JOIN convs AS c"
+                                  " ON c.id = m.conv_id WHERE m.seq > c.last_seq OR m.seq < 1"),
+                     0);
+}
+
+/* m is what was stored as `want` (msgid, place, routing, body). */
+static void assert_same_msg(const store_msg *m, const store_msg *want, const char *body)
+{
+    assert_int_equal(m->existed, 1);
+    assert_int_equal(m->msgid, want->msgid);
+    assert_int_equal(m->conv, want->conv);
+    assert_int_equal(m->seq, want->seq);
+    assert_int_equal(m->sender, want->sender);
+    assert_int_equal(m->to, want->to);
+    assert_int_equal(m->group, want->group);
+    assert_int_equal(m->ts, want->ts);
+    assert_int_equal(m->body_len, strlen(body));
+    assert_memory_equal(m->body, body, strlen(body));
+}
+
+void store_test_append_ref(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t ab;
+    store_group g;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, b, 1), STORE_OK);
+
+    store_msg first = append_ref(f->st, ab, a, 7, "first", 100);
+    assert_int_equal(first.existed, 0);
+    assert_int_equal(first.seq, 1);
+    assert_int_equal(first.to, b);
+    assert_memory_equal(first.body, "first", 5);
+
+    /* A retry stores nothing and answers with the first message. */
+    store_msg again = append_ref(f->st, ab, a, 7, "retried body", 200);
+    assert_same_msg(&again, &first, "first");
+    assert_int_equal(again.recalled, 0);
+    assert_int_equal(last_seq(f->uri, ab), 1);
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 1);
+    /* The retry took no seq: the next message has the next one. */
+    store_msg m = append_ref(f->st, ab, a, 0, "second", 300);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(m.seq, 2);
+
+    /* The same ref from another sender is another message. */
+    store_msg bobs = append_ref(f->st, ab, b, 7, "bob's", 400);
+    assert_int_equal(bobs.existed, 0);
+    assert_int_equal(bobs.seq, 3);
+    assert_int_not_equal(bobs.msgid, first.msgid);
+    again = append_ref(f->st, ab, b, 7, "bob's again", 401);
+    assert_same_msg(&again, &bobs, "bob's");
+
+    /* ref 0 never dedupes. */
+    store_msg z1 = append_ref(f->st, ab, a, 0, "same", 500);
+    store_msg z2 = append_ref(f->st, ab, a, 0, "same", 500);
+    assert_int_equal(z1.existed, 0);
+    assert_int_equal(z2.existed, 0);
+    assert_int_not_equal(z1.msgid, z2.msgid);
+    assert_int_equal(z2.seq, 5);
+
+    /* A ref names one message of the sender whatever the conversation: sent
+     * again to another one, the first message comes back and the group gets
+     * nothing. */
+    again = append_ref(f->st, g.conv, a, 7, "elsewhere", 600);
+    assert_same_msg(&again, &first, "first");
+    assert_int_equal(last_seq(f->uri, g.conv), 0);
+    /* Even to a conversation that does not exist: the lookup comes first. */
+    again = append_ref(f->st, 9999, a, 7, "nowhere", 600);
+    assert_same_msg(&again, &first, "first");
+    store_msg nf;
+    assert_int_equal(store_message_append(f->st, 9999, a, 8, "x", 1, 1, &nf), STORE_NOT_FOUND);
+    /* ...which a failed send does not consume. */
+    store_msg eight = append_ref(f->st, ab, a, 8, "eight", 700);
+    assert_int_equal(eight.existed, 0);
+    assert_int_equal(eight.seq, 6);
+
+    /* A group message comes back with its group routing. */
+    store_msg gm = append_ref(f->st, g.conv, b, 9, "to the group", 800);
+    assert_int_equal(gm.existed, 0);
+    assert_int_equal(gm.seq, 1);
+    assert_int_equal(gm.group, g.id);
+    assert_int_equal(gm.to, 0);
+    again = append_ref(f->st, ab, b, 9, "to the pair?", 801);
+    assert_same_msg(&again, &gm, "to the group");
+
+    /* A recalled message is still the answer, flagged recalled. */
+    assert_int_equal(store_message_recall(f->st, first.msgid), STORE_OK);
+    again = append_ref(f->st, ab, a, 7, "after recall", 900);
+    assert_same_msg(&again, &first, "first");
+    assert_int_equal(again.recalled, 1);
+
+    /* Refs use all 64 bits: these are three different ones. */
+    const uint64_t big[] = {UINT64_MAX, (uint64_t)INT64_MAX + 1, (uint64_t)INT64_MAX};
+    store_msg bm[3];
+    for (int i = 0; i < 3; i++) {
+        bm[i] = append_ref(f->st, ab, a, big[i], "big", 1000 + i);
+        assert_int_equal(bm[i].existed, 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        again = append_ref(f->st, ab, a, big[i], "big again", 2000);
+        assert_same_msg(&again, &bm[i], "big");
+    }
+
+    /* Everything listed has existed = 0; the store kept each message once. */
+    msgs h = {0};
+    assert_int_equal(store_history(f->st, ab, 0, 100, on_msg, &h), STORE_OK);
+    assert_int_equal(h.n, 9);
+    for (size_t i = 0; i < h.n; i++) {
+        assert_int_equal(h.m[i].seq, i + 1);
+        assert_int_equal(h.m[i].existed, 0);
+    }
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 10);
+    assert_seqs_gap_free(f->uri);
+}
+
+/* Refs inside the caller's transactions and savepoints. */
+void store_test_append_ref_txn(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t ab;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+
+    /* A transaction sees its own stored ref; the duplicate leaves it usable. */
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    store_msg m = append_ref(f->st, ab, a, 5, "in txn", 1);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(m.seq, 1);
+    store_msg again = append_ref(f->st, ab, a, 5, "dup in txn", 2);
+    assert_same_msg(&again, &m, "in txn");
+    store_msg n = append_ref(f->st, ab, a, 0, "next", 3);
+    assert_int_equal(n.seq, 2);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(last_seq(f->uri, ab), 2);
+
+    /* Rolled back, the ref is free again and so is the seq. */
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    m = append_ref(f->st, ab, a, 6, "undone", 4);
+    assert_int_equal(m.seq, 3);
+    assert_int_equal(store_rollback(f->st), STORE_OK);
+    m = append_ref(f->st, ab, a, 6, "kept", 5);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(m.seq, 3);
+
+    /* The same with a request savepoint, and a duplicate within a batch. */
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_savepoint(f->st), STORE_OK);
+    m = append_ref(f->st, ab, a, 10, "undone", 6);
+    assert_int_equal(m.seq, 4);
+    assert_int_equal(store_rollback_to(f->st), STORE_OK);
+    assert_int_equal(store_savepoint(f->st), STORE_OK);
+    m = append_ref(f->st, ab, a, 10, "kept", 7);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(m.seq, 4);
+    assert_int_equal(store_release(f->st), STORE_OK);
+    assert_int_equal(store_savepoint(f->st), STORE_OK);
+    again = append_ref(f->st, ab, a, 10, "retry", 8);
+    assert_same_msg(&again, &m, "kept");
+    assert_int_equal(store_release(f->st), STORE_OK);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+
+    assert_int_equal(last_seq(f->uri, ab), 4);
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 4);
+    assert_seqs_gap_free(f->uri);
+}
+
+void store_test_append_ref_persist(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t ab;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    store_msg m = append_ref(f->st, ab, a, 42, "kept", 1);
+    assert_int_equal(m.existed, 0);
+
+    store_close(f->st);
+    f->st = store_suite_open(f->uri);
+
+    store_msg again = append_ref(f->st, ab, a, 42, "after reopen", 2);
+    assert_same_msg(&again, &m, "kept");
+    store_msg next = append_ref(f->st, ab, a, 43, "next", 3);
+    assert_int_equal(next.existed, 0);
+    assert_int_equal(next.seq, 2);
+    assert_seqs_gap_free(f->uri);
+}
+
+/* One send on a handle of its own, on its own thread. */
+typedef struct {
+    const char *uri;
+    uint64_t conv, sender, ref;
+    int in_txn; /* inside store_begin; then one more message and commit */
+    store_status ret, after_ret, commit_ret;
+    store_msg m;
+    char body[32];
+    uint64_t after_seq;
+    char err[512];
+} ref_sender;
+
+static void *ref_send_thread(void *arg)
+{
+    ref_sender *t = arg;
+    store *st = store_open(t->uri, t->err, sizeof t->err);
+    t->ret = STORE_ERROR;
+    if (!st)
+        return NULL;
+    if (t->in_txn && store_begin(st) != STORE_OK) {
+        snprintf(t->err, sizeof t->err, "begin: %s", store_errmsg(st));
+        store_close(st);
+        return NULL;
+    }
+    t->ret = store_message_append(st, t->conv, t->sender, t->ref, "second", 6, 2, &t->m);
+    if (t->ret == STORE_OK) {
+        /* The body lives in the handle: keep a copy. */
+        size_t n = t->m.body_len < sizeof t->body - 1 ? t->m.body_len : sizeof t->body - 1;
+        memcpy(t->body, t->m.body, n);
+        t->body[n] = '\0';
+    } else {
+        snprintf(t->err, sizeof t->err, "%s", store_errmsg(st));
+    }
+    t->m.body = NULL;
+    if (t->in_txn) {
+        store_msg n;
+        t->after_ret = store_message_append(st, t->conv, t->sender, 0, "after", 5, 3, &n);
+        t->after_seq = n.seq;
+        t->commit_ret = store_commit(st);
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* Waits until another handle waits for a lock: 0, or -1 on a timeout. Seen
+ * twice in a row, so that a statement merely running at that instant does
+ * not count. A backend that cannot tell gets a fixed delay. */
+static int wait_lock_wait(const char *uri)
+{
+    if (!store_suite->lock_waits_sql) {
+        usleep(300 * 1000);
+        return 0;
+    }
+    int seen = 0;
+    for (int i = 0; i < 500 && seen < 2; i++) {
+        seen = raw_int(uri, store_suite->lock_waits_sql) >= 1 ? seen + 1 : 0;
+        usleep(10 * 1000);
+    }
+    return seen >= 2 ? 0 : -1;
+}
+
+/* The race on a ref made certain: one handle has stored (sender, ref) and
+ * not committed yet when another sends the same. The second waits (on the
+ * unique key, or on the conversation's row lock) and, once the first
+ * commits, gets the first's message, having stored nothing and taken no
+ * seq. */
+void store_test_append_ref_blocked(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t c = mkuser(f->st, "carol");
+    uint64_t ab, ac;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_direct_conv(f->st, a, c, &ac), STORE_OK);
+
+    for (int round = 0; round < 2; round++) {
+        /* Round 0: the other send goes to another conversation, in
+         * autocommit. Round 1: to the same one, in a transaction of the
+         * other handle, which then goes on and commits. */
+        uint64_t ref = 100 + (uint64_t)round;
+        assert_int_equal(store_begin(f->st), STORE_OK);
+        store_msg m = append_ref(f->st, ab, a, ref, "first", 1);
+        assert_int_equal(m.existed, 0);
+        ref_sender t = {
+            .uri = f->uri, .conv = round ? ab : ac, .sender = a, .ref = ref, .in_txn = round};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, ref_send_thread, &t), 0);
+        int waited = wait_lock_wait(f->uri);
+        store_status committed = store_commit(f->st);
+        pthread_join(th, NULL);
+        assert_int_equal(waited, 0);
+        assert_int_equal(committed, STORE_OK);
+        if (t.ret != STORE_OK)
+            fail_msg("round %d: the other send: %s", round, t.err);
+        assert_int_equal(t.m.existed, 1);
+        assert_int_equal(t.m.msgid, m.msgid);
+        assert_int_equal(t.m.conv, ab);
+        assert_int_equal(t.m.seq, m.seq);
+        assert_int_equal(t.m.to, b);
+        assert_string_equal(t.body, "first");
+        if (round) {
+            assert_int_equal(t.after_ret, STORE_OK);
+            assert_int_equal(t.after_seq, m.seq + 1);
+            assert_int_equal(t.commit_ret, STORE_OK);
+        }
+    }
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 3);
+    assert_int_equal(last_seq(f->uri, ac), 0);
+    assert_int_equal(last_seq(f->uri, ab), 3);
+    assert_seqs_gap_free(f->uri);
+}
+
+enum { RACERS = 4, RACE_REFS = 100 };
+
+typedef struct {
+    const char *uri;
+    uint64_t conv, sender;
+    pthread_barrier_t *start;
+    uint64_t msgid[RACE_REFS], seq[RACE_REFS];
+    int existed[RACE_REFS];
+    int failed;
+    char err[512];
+} ref_racer;
+
+static void *ref_race_thread(void *arg)
+{
+    ref_racer *t = arg;
+    store *st = store_open(t->uri, t->err, sizeof t->err);
+    pthread_barrier_wait(t->start);
+    if (!st) {
+        t->failed = 1;
+        return NULL;
+    }
+    for (int r = 0; r < RACE_REFS; r++) {
+        store_msg m;
+        char body[16];
+        int n = snprintf(body, sizeof body, "r%d", r);
+        store_status ret =
+            store_message_append(st, t->conv, t->sender, (uint64_t)r + 1, body, (size_t)n, r, &m);
+        if (ret != STORE_OK) {
+            t->failed = 1;
+            snprintf(t->err, sizeof t->err, "ref %d: status %d: %s", r + 1, ret, store_errmsg(st));
+            break;
+        }
+        t->msgid[r] = m.msgid;
+        t->seq[r] = m.seq;
+        t->existed[r] = m.existed;
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* Handles sending the same refs in lockstep: each ref is stored once, every
+ * sender of it gets that one message, and seqs stay gap-free. */
+void store_test_append_ref_race(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t ab;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    static ref_racer t[RACERS];
+    pthread_t th[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        t[i] = (ref_racer){.uri = f->uri, .conv = ab, .sender = a, .start = &start};
+        assert_int_equal(pthread_create(&th[i], NULL, ref_race_thread, &t[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < RACERS; i++) {
+        if (t[i].failed)
+            fail_msg("racer %d: %s", i, t[i].err);
+    }
+    static char seen[RACE_REFS + 1];
+    memset(seen, 0, sizeof seen);
+    for (int r = 0; r < RACE_REFS; r++) {
+        int stored = 0;
+        for (int i = 0; i < RACERS; i++) {
+            assert_int_equal(t[i].msgid[r], t[0].msgid[r]);
+            assert_int_equal(t[i].seq[r], t[0].seq[r]);
+            assert_true(t[i].existed[r] == 0 || t[i].existed[r] == 1);
+            stored += !t[i].existed[r];
+        }
+        assert_int_equal(stored, 1);
+        uint64_t s = t[0].seq[r];
+        assert_true(s >= 1 && s <= RACE_REFS);
+        assert_false(seen[s]);
+        seen[s] = 1;
+    }
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), RACE_REFS);
+    assert_int_equal(last_seq(f->uri, ab), RACE_REFS);
+    assert_seqs_gap_free(f->uri);
+    store_msg m = append_ref(f->st, ab, b, 0, "last", 1);
+    assert_int_equal(m.seq, RACE_REFS + 1);
+}
+
+/* A healthy handle reports no lost transaction and no dead connection,
+ * whatever its calls answered. */
+void store_test_txn_flags(void **state)
+{
+    store_fixture *f = *state;
+    assert_int_equal(store_txn_lost(f->st), 0);
+    assert_int_equal(store_is_dead(f->st), 0);
+    uint64_t a = mkuser(f->st, "alice");
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_txn_lost(f->st), 0);
+    uint64_t id;
+    assert_int_equal(store_user_create(f->st, "alice", "h", 1, &id), STORE_CONFLICT);
+    assert_int_equal(store_group_create(f->st, "g", "", 9999, 1, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_txn_lost(f->st), 0);
+    assert_int_equal(store_is_dead(f->st), 0);
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, NULL), STORE_OK);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(store_txn_lost(f->st), 0);
+    assert_int_equal(store_commit(f->st), STORE_ERROR); /* no transaction */
+    assert_int_equal(store_txn_lost(f->st), 0);
+    assert_int_equal(store_is_dead(f->st), 0);
+    assert_int_equal(store_txn_lost(NULL), 0);
+    assert_int_equal(store_is_dead(NULL), 0);
 }

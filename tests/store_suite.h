@@ -28,7 +28,14 @@ typedef struct store_suite_backend {
     long long (*raw_int)(const char *uri, const char *sql);
     /* The query raw_int answers with the schema version. */
     const char *schema_version_sql;
+    /* A query raw_int answers with the number of other connections waiting
+     * for a lock (or at least in a store statement still running), or NULL
+     * if the backend cannot tell (tests then just sleep). */
+    const char *lock_waits_sql;
 } store_suite_backend;
+
+/* The schema version both backends create. */
+enum { STORE_SUITE_SCHEMA_VERSION = 2 };
 
 /* The backend under test: set by main before running the tests. */
 extern const store_suite_backend *store_suite;
@@ -70,6 +77,12 @@ void store_test_join_cursor(void **state);
 void store_test_transactions(void **state);
 void store_test_persistence(void **state);
 void store_test_concurrent_append(void **state);
+void store_test_append_ref(void **state);
+void store_test_append_ref_txn(void **state);
+void store_test_append_ref_persist(void **state);
+void store_test_append_ref_blocked(void **state);
+void store_test_append_ref_race(void **state);
+void store_test_txn_flags(void **state);
 
 #define STORE_SUITE_T(fn)                                                                          \
     cmocka_unit_test_setup_teardown(fn, store_suite_setup, store_suite_teardown)
@@ -86,6 +99,9 @@ void store_test_concurrent_append(void **state);
         STORE_SUITE_T(store_test_pending), STORE_SUITE_T(store_test_pending_many),                 \
         STORE_SUITE_T(store_test_ack), STORE_SUITE_T(store_test_join_cursor),                      \
         STORE_SUITE_T(store_test_transactions), STORE_SUITE_T(store_test_persistence),             \
-        STORE_SUITE_T(store_test_concurrent_append)
+        STORE_SUITE_T(store_test_concurrent_append), STORE_SUITE_T(store_test_append_ref),         \
+        STORE_SUITE_T(store_test_append_ref_txn), STORE_SUITE_T(store_test_append_ref_persist),    \
+        STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
+        STORE_SUITE_T(store_test_txn_flags)
 
 #endif

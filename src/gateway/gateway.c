@@ -32,6 +32,7 @@ typedef struct gw_loop {
     loop *l;
     u64map *users; /* user id -> first conn of that user on this loop */
     arena *scratch;
+    uint64_t rng; /* xorshift state for send references */
 } gw_loop;
 
 struct gateway {
@@ -154,7 +155,7 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data);
 
 static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
                        Parley__ClientFrame *frame, uint64_t key, uint64_t after,
-                       unsigned local_sessions)
+                       unsigned local_sessions, uint64_t ref)
 {
     gw_session *s = gw_sess(c);
     gw_pending *call = malloc(sizeof(*call));
@@ -178,13 +179,14 @@ static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_
     in.frame = frame;
     in.key = key;
     in.after_msgid = after;
+    in.ref = ref;
     svc->invoke(svc, method, &in.base, gw_call_done, call);
 }
 
 static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
                     Parley__ClientFrame *frame, uint64_t key, uint64_t after)
 {
-    gw_call_ex(c, svc, method, kind, frame, key, after, 0);
+    gw_call_ex(c, svc, method, kind, frame, key, after, 0, 0);
 }
 
 static void gw_sync(conn *c, uint64_t after)
@@ -277,6 +279,18 @@ out:
 
 /* ---- requests ---- */
 
+/* A fresh idempotency reference for a send: a node that fails mid-call can
+ * then be retried on another without storing the message twice. */
+static uint64_t gw_ref(gw_loop *gl)
+{
+    uint64_t x = gl->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    gl->rng = x;
+    return x | 1;
+}
+
 static void gw_hello(conn *c, const Parley__ClientFrame *f)
 {
     gw_session *s = gw_sess(c);
@@ -309,7 +323,7 @@ static void gw_logout(conn *c, Parley__ClientFrame *f)
      * was the user's last one. */
     gw_session_remove(c);
     f->logout->token = s->token;
-    gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0));
+    gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0), 0);
     s->user = 0;
     memset(s->token, 0, sizeof(s->token));
 }
@@ -385,7 +399,7 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
          * gateway repeats the friends' "online" event. */
         gw_call_ex(c, gw->user,
                    f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN ? USER_LOGIN : USER_RESUME,
-                   CALL_LOGIN, f, 0, 0, 0);
+                   CALL_LOGIN, f, 0, 0, 0, 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_LOGOUT:
         gw_logout(c, f);
@@ -417,12 +431,12 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
     case PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT:
         /* One conversation, one worker: its messages are stored and pushed
          * in the order they arrive. */
-        gw_call(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
-                key_direct(s->user, f->send_direct->to), 0);
+        gw_call_ex(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
+                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl));
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
-        gw_call(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f, key_group(f->send_group->group_id),
-                0);
+        gw_call_ex(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
+                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl));
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
@@ -455,7 +469,7 @@ static void gw_on_close(conn *c, const char *why)
      * the last session. The token stays valid for a reconnect. */
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     gw_call_ex(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &f, 0, 0,
-               gw_count(s->gl->gw, s->user, 0));
+               gw_count(s->gl->gw, s->user, 0), 0);
     s->user = 0;
 }
 
@@ -601,6 +615,8 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
         gl->scratch = arena_new();
         if (!gl->users || !gl->scratch)
             goto fail;
+        pwhash_random(&gl->rng, sizeof(gl->rng));
+        gl->rng |= 1;
         loop_set_udata(loops[i], gl);
     }
     bus_handler h = {.deliver = gw_deliver, .resync = gw_resync, .arg = gw};

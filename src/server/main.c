@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,6 +104,18 @@ static void server_client_path(char *out, size_t len)
         snprintf(out, len, "%.*s", (int)len - 1, candidate);
 }
 
+/* Each client is a descriptor: take every one the system allows (as redis
+ * does), since the soft limit is often far below the hard one. */
+static void server_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("cannot raise the open-file limit: %s", strerror(errno));
+    }
+}
+
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
 {
     server *s = arg;
@@ -177,9 +190,10 @@ static int server_gateway_services(server *s, char *err, size_t errlen)
 {
     /* Bit i: method i may run twice without harm (reads, acks, logins). */
     static const uint64_t idempotent[3] = {
-        (1u << 1) | (1u << 2) | (1u << 3),             /* Login, Resume, Logout */
-        (1u << 2),                                     /* FriendList */
-        (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5), /* History, Recall, Ack, Sync */
+        (1u << 1) | (1u << 2) | (1u << 3), /* Login, Resume, Logout */
+        (1u << 2),                         /* FriendList */
+        /* SendDirect, SendGroup (by their reference), History, Recall, Ack, Sync */
+        (1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5),
     };
     const char *balance[3] = {s->cfg.balance_user, s->cfg.balance_social, s->cfg.balance_message};
     const ProtobufCServiceDescriptor *descs[3] = {&parley__user_service__descriptor,
@@ -398,6 +412,7 @@ int main(int argc, char **argv)
     }
     log_set_level(s.cfg.level);
     signal(SIGPIPE, SIG_IGN);
+    server_raise_nofile();
     if (server_start(&s, err, sizeof(err)) < 0) {
         log_error("cannot start: %s", err);
         server_stop(&s);

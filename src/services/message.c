@@ -27,9 +27,18 @@ static int message_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
 static int message_append(svc_ctx *ctx, uint64_t conv, const char *body, store_msg *m)
 {
     uint64_t me = ctx->call->caller->user_id;
-    store_status st = store_message_append(ctx->st, conv, me, body, strlen(body), ctx->now_ms, m);
+    store_status st =
+        store_message_append(ctx->st, conv, me, ctx->call->ref, body, strlen(body), ctx->now_ms, m);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "conversation");
+        return -1;
+    }
+    /* A retried send finds its message already stored: answer with it and
+     * push it again (a push lost with a failed node must still arrive;
+     * recipients drop repeats by msgid). A reference naming a message of
+     * another conversation is a collision, not a retry. */
+    if (m->existed && m->conv != conv) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "duplicate request reference; send again");
         return -1;
     }
     Parley__SendOk *ok = arena_alloc(ctx->a, sizeof(*ok));

@@ -113,37 +113,88 @@ static void svc_drop_pushes(svc_ctx *ctx)
     ctx->pushes_tail = &ctx->pushes;
 }
 
-static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
+/* Forgets what an attempt at t did, to run it again. */
+static void svc_reset(svc_task *t)
 {
-    svc_worker *w = wctx;
-    int in_txn = store_begin(w->st) == STORE_OK;
-    if (!in_txn)
+    svc_drop_pushes(&t->ctx);
+    parley__result__init(t->ctx.res);
+    t->ctx.failed = 0;
+    t->outcome = SVC_RAN;
+}
+
+/* A worker whose database connection died opens a new one. */
+static int svc_reopen(svc_worker *w)
+{
+    if (!store_is_dead(w->st))
+        return 0;
+    char err[256];
+    store *st = store_open(w->rt->cfg->db_path, err, sizeof(err));
+    if (!st) {
+        log_error("store: cannot reconnect: %s", err);
+        return -1;
+    }
+    log_info("store: reconnected to %s", w->rt->cfg->db_path);
+    store_close(w->st);
+    w->st = st;
+    return 0;
+}
+
+/* Runs every task of the batch in one transaction. 0 if it committed (each
+ * task's own failure was rolled back to its savepoint), -1 if the database
+ * threw the whole transaction away and it must be run again. */
+static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
+{
+    if (store_begin(w->st) != STORE_OK) {
         log_error("store: cannot begin a transaction: %s", store_errmsg(w->st));
+        return store_is_dead(w->st) ? -1 : -2;
+    }
     for (unsigned i = 0; i < n; i++) {
         svc_task *t = (svc_task *)tasks[i];
-        if (!in_txn) {
-            svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage unavailable");
-            continue;
-        }
-        if (store_savepoint(w->st) != STORE_OK) {
-            svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error");
-            continue;
-        }
+        if (store_savepoint(w->st) != STORE_OK)
+            return -1;
         svc_run_one(w, t);
+        if (store_txn_lost(w->st))
+            return -1;
         if (t->ctx.failed) {
             store_rollback_to(w->st);
             svc_drop_pushes(&t->ctx);
         } else {
             store_release(w->st);
         }
+        if (store_txn_lost(w->st))
+            return -1;
     }
-    if (in_txn && store_commit(w->st) != STORE_OK) {
-        log_error("store: commit failed: %s", store_errmsg(w->st));
+    if (store_commit(w->st) != STORE_OK)
+        return store_txn_lost(w->st) || store_is_dead(w->st) ? -1 : -2;
+    return 0;
+}
+
+static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
+{
+    svc_worker *w = wctx;
+    int rc = -1;
+    /* Deadlocks and lost connections undo the whole batch: run it again,
+     * from scratch, a few times before giving up. */
+    for (int attempt = 0; attempt < 5 && rc == -1; attempt++) {
+        if (attempt > 0) {
+            log_warn("store: %s; running %u requests again", store_errmsg(w->st), n);
+            store_rollback(w->st);
+            for (unsigned i = 0; i < n; i++)
+                svc_reset((svc_task *)tasks[i]);
+            struct timespec pause = {0, (long)(attempt * 2 + (int)(svc_clock_ms() % 5)) * 1000000};
+            nanosleep(&pause, NULL);
+        }
+        if (svc_reopen(w) < 0)
+            break;
+        rc = svc_attempt(w, tasks, n);
+    }
+    if (rc != 0) {
+        log_error("store: giving up on %u requests: %s", n, store_errmsg(w->st));
         store_rollback(w->st);
         for (unsigned i = 0; i < n; i++) {
             svc_task *t = (svc_task *)tasks[i];
-            if (!t->ctx.failed)
-                svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error, not saved");
+            svc_reset(t);
+            svc_fail(&t->ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error, not saved");
             svc_drop_pushes(&t->ctx);
         }
     }
@@ -156,6 +207,7 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
             blob_unref(p->frame);
         }
         t->ctx.pushes = NULL;
+        svc_reply(&t->ctx);
         t->done(t->done_arg, t->ctx.a, t->ctx.res, t->outcome);
         free(t);
     }

@@ -132,7 +132,17 @@ static const char *const mdb_schema_v1[] = {
     NULL,
 };
 
-static const char *const *const mdb_migrations[] = {mdb_schema_v1};
+/* 1 -> 2: idempotent sends. ref is the sender's reference for a send, NULL
+ * for none; the unique (sender, ref) key makes a pair name one message (NULLs
+ * never collide) and finds it. IF NOT EXISTS makes each statement a no-op
+ * the second time, should the step be cut short and run again. */
+static const char *const mdb_schema_v2[] = {
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS ref BIGINT UNSIGNED NULL DEFAULT NULL",
+    "ALTER TABLE messages ADD UNIQUE INDEX IF NOT EXISTS messages_sender_ref (sender, ref)",
+    NULL,
+};
+
+static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -211,6 +221,7 @@ enum {
     Q_CONV_BUMP,
     Q_CONV_ROUTE,
     Q_MSG_INSERT,
+    Q_MSG_BY_REF,
     Q_MSG_GET,
     Q_MSG_RECALL,
     Q_HISTORY,
@@ -326,9 +337,15 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                       " FROM convs AS c LEFT JOIN groups_ AS g ON g.conv_id = c.id"
                       " WHERE c.id = ?",
                       "u", "uiuuu"},
-    [Q_MSG_INSERT] = {"INSERT INTO messages (conv_id, seq, sender, body, ts)"
-                      " VALUES (?, ?, ?, ?, ?)",
-                      "uuubi", ""},
+    [Q_MSG_INSERT] = {"INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
+                      " VALUES (?, ?, ?, ?, ?, ?)",
+                      "uuubir", ""},
+    /* One lookup in messages_sender_ref. A plain read: at READ COMMITTED it
+     * sees what is committed when it runs, so after losing the race to
+     * insert (the winner has committed) it finds the winner's message. */
+    [Q_MSG_BY_REF] = {"SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV
+                      " WHERE m.sender = ? AND m.ref = ?",
+                      "uu", MDB_MSG_TYPES},
     [Q_MSG_GET] = {"SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV " WHERE m.id = ?", "u",
                    MDB_MSG_TYPES},
     [Q_MSG_RECALL] = {"UPDATE messages SET recalled = 1 WHERE id = ?", "u", ""},
@@ -543,7 +560,8 @@ typedef struct {
 } mdb_args;
 
 /* Binds parameters from `types`: u uint64_t, i int64_t, d int, t
- * NUL-terminated text, b bytes (pointer, size_t), h 32-byte hash. */
+ * NUL-terminated text, b bytes (pointer, size_t), h 32-byte hash, r a
+ * message ref (uint64_t, NULL for 0). */
 static void mdb_bind_args(mdb_args *a, const char *types, va_list ap)
 {
     memset(a, 0, sizeof *a);
@@ -591,6 +609,12 @@ static void mdb_bind_args(mdb_args *a, const char *types, va_list ap)
             b->buffer = (void *)va_arg(ap, const uint8_t *);
             b->buffer_length = 32;
             b->length = &a->len[k];
+            break;
+        case 'r':
+            a->u[k] = va_arg(ap, uint64_t);
+            b->buffer_type = a->u[k] ? MYSQL_TYPE_LONGLONG : MYSQL_TYPE_NULL;
+            b->buffer = &a->u[k];
+            b->is_unsigned = 1;
             break;
         }
     }
@@ -840,6 +864,8 @@ static store_status mdb_tx_commit(mdb_store *st)
         mdb_set_err(st, "cannot commit - no transaction is active");
         return STORE_ERROR;
     }
+    /* in_txn holds through a failure: a COMMIT refused for a deadlock (as
+     * Galera does) marks the transaction lost, for the caller to retry. */
     store_status ret = mdb_exec(st, Q_COMMIT, NULL);
     if (ret == STORE_OK)
         st->in_txn = 0;
@@ -926,6 +952,19 @@ static store_status mdb_rollback_to(store *base)
     if (ret != STORE_OK)
         return ret;
     return mdb_exec(st, Q_RELEASE, NULL);
+}
+
+/* Only a transaction the caller began can be lost to the caller: one that a
+ * single call opened for itself is rolled back before the call returns. */
+static int mdb_txn_lost(const store *base)
+{
+    const mdb_store *st = (const mdb_store *)base;
+    return st->in_txn && st->txn_lost;
+}
+
+static int mdb_is_dead(const store *base)
+{
+    return ((const mdb_store *)base)->dead;
 }
 
 /* ---- users and sessions ---- */
@@ -1303,6 +1342,44 @@ static void mdb_msg_row(mdb_store *st, store_msg *m)
     m->ts = st->col_i[5];
     m->recalled = st->col_i[6] != 0;
     mdb_msg_route(m, st->col_i[7], st->col_u[8], st->col_u[9], st->col_u[10]);
+    m->existed = 0;
+}
+
+/* Reads the current row (MDB_MSG_COLS) into out with the body copied into
+ * the handle: the column buffer is reused by the next query, the copy lives
+ * until the next call that makes one. */
+static store_status mdb_msg_keep(mdb_store *st, store_msg *out)
+{
+    store_msg m;
+    mdb_msg_row(st, &m);
+    if (m.body_len + 1 > st->body_cap) {
+        char *p = realloc(st->body, m.body_len + 1);
+        if (!p) {
+            mdb_set_err(st, "out of memory");
+            return STORE_ERROR;
+        }
+        st->body = p;
+        st->body_cap = m.body_len + 1;
+    }
+    memcpy(st->body, m.body, m.body_len);
+    st->body[m.body_len] = '\0';
+    m.body = st->body;
+    if (out)
+        *out = m;
+    return STORE_OK;
+}
+
+/* The message sender sent with ref: OK (out filled, existed set), NOT_FOUND
+ * or ERROR. */
+static store_status mdb_msg_by_ref(mdb_store *st, uint64_t sender, uint64_t ref, store_msg *out)
+{
+    store_status ret = mdb_first(st, Q_MSG_BY_REF, sender, ref);
+    if (ret == STORE_OK)
+        ret = mdb_msg_keep(st, out);
+    mdb_done(st);
+    if (ret == STORE_OK)
+        out->existed = 1;
+    return ret;
 }
 
 /* Hands each row of the current message query to cb. */
@@ -1320,20 +1397,29 @@ static store_status mdb_msg_each(mdb_store *st, store_msg_cb cb, void *arg, unsi
     return rc == 0 ? STORE_OK : STORE_ERROR;
 }
 
-static store_status mdb_message_append(store *base, uint64_t conv, uint64_t sender,
+static store_status mdb_message_append(store *base, uint64_t conv, uint64_t sender, uint64_t ref,
                                        const char *body, size_t body_len, int64_t ts,
                                        store_msg *out)
 {
     mdb_store *st = mdb_of(base);
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
+    store_msg old = {0};
     int64_t kind = 0;
     uint64_t lo = 0, hi = 0, group = 0, n;
-    int own;
+    int own, existed = 0, raced = 0;
     /* The bump, the read of the new last_seq and the insert happen in one
      * transaction that holds the conversation's row lock throughout. */
     store_status ret = mdb_op_begin(st, &own);
     if (ret != STORE_OK)
         return ret;
+    if (ref) {
+        /* Before the bump: a retry of a stored send takes no seq. */
+        ret = mdb_msg_by_ref(st, sender, ref, &old);
+        if (ret == STORE_OK)
+            existed = 1;
+        if (ret != STORE_NOT_FOUND)
+            goto out;
+    }
     ret = mdb_exec(st, Q_CONV_BUMP, &n, conv);
     if (ret == STORE_OK && n == 0) {
         mdb_set_err(st, "no conversation %llu", (unsigned long long)conv);
@@ -1353,14 +1439,38 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
     mdb_done(st);
     if (ret != STORE_OK)
         goto out;
-    ret = mdb_exec(st, Q_MSG_INSERT, NULL, conv, m.seq, sender, (const void *)body, body_len, ts);
+    /* Another connection may have stored (sender, ref) since the lookup.
+     * The unique key settles it: our insert waits for that transaction and,
+     * once it has committed, fails with a duplicate key. Only the statement
+     * fails; the transaction goes on. */
+    ret = mdb_exec(st, Q_MSG_INSERT, NULL, conv, m.seq, sender, (const void *)body, body_len, ts,
+                   ref);
     if (ret == STORE_OK)
         m.msgid = st->insert_id;
+    raced = ret == STORE_CONFLICT && ref;
 out:
+    /* Back to the savepoint (or the whole own transaction): undoes the bump,
+     * so the lost race takes no seq. */
     ret = mdb_op_end(st, own, ret);
+    if (raced) {
+        char why[sizeof st->errmsg];
+        memcpy(why, st->errmsg, sizeof why);
+        ret = mdb_msg_by_ref(st, sender, ref, &old);
+        if (ret == STORE_OK)
+            existed = 1;
+        else if (ret == STORE_NOT_FOUND) {
+            /* A duplicate of something else: report the insert's error. */
+            memcpy(st->errmsg, why, sizeof why);
+            ret = STORE_CONFLICT;
+        }
+    }
     if (ret == STORE_OK && out) {
-        mdb_msg_route(&m, kind, lo, hi, group);
-        *out = m;
+        if (existed) {
+            *out = old;
+        } else {
+            mdb_msg_route(&m, kind, lo, hi, group);
+            *out = m;
+        }
     }
     return ret;
 }
@@ -1368,29 +1478,9 @@ out:
 static store_status mdb_message_get(store *base, uint64_t msgid, store_msg *out)
 {
     mdb_store *st = mdb_of(base);
-    store_msg m;
     store_status ret = mdb_first(st, Q_MSG_GET, msgid);
-    if (ret != STORE_OK)
-        goto out;
-    mdb_msg_row(st, &m);
-    /* The column buffer is reused by the next query; the caller's copy must
-     * outlive that, up to the next message_get. */
-    if (m.body_len + 1 > st->body_cap) {
-        char *p = realloc(st->body, m.body_len + 1);
-        if (!p) {
-            mdb_set_err(st, "out of memory");
-            ret = STORE_ERROR;
-            goto out;
-        }
-        st->body = p;
-        st->body_cap = m.body_len + 1;
-    }
-    memcpy(st->body, m.body, m.body_len);
-    st->body[m.body_len] = '\0';
-    m.body = st->body;
-    if (out)
-        *out = m;
-out:
+    if (ret == STORE_OK)
+        ret = mdb_msg_keep(st, out);
     mdb_done(st);
     return ret;
 }
@@ -1649,6 +1739,9 @@ static store_status mdb_configure(mdb_store *st)
         if (mdb_sql_once(st, mdb_session_sql[i]) != STORE_OK)
             return STORE_ERROR;
     }
+    /* Read once: the server cannot change it without a restart. With it on,
+     * a lock wait timeout ends the whole transaction (and @@in_transaction
+     * reads 0 afterwards), like a deadlock. */
     store_status ret = mdb_first(st, Q_ROLLBACK_ON_TIMEOUT);
     if (ret == STORE_OK)
         st->rollback_on_timeout = st->col_i[0] != 0;
@@ -1794,6 +1887,8 @@ static const store_ops mdb_ops = {
     .name = "mariadb",
     .close = mdb_close,
     .errmsg = mdb_errmsg,
+    .txn_lost = mdb_txn_lost,
+    .is_dead = mdb_is_dead,
     .begin = mdb_begin,
     .commit = mdb_commit,
     .rollback = mdb_rollback,

@@ -69,6 +69,15 @@ static const char *const store_migrations[] = {
     " recalled INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE (conv_id, seq));"
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: idempotent sends. ref is the sender's reference for a send,
+     * NULL for none; its 64 bits are kept as the signed integer with the
+     * same bits. The partial unique index makes a (sender, ref) pair name
+     * one message and finds it. DDL is transactional here: store_migrate
+     * runs the step whole or not at all. */
+    "ALTER TABLE messages ADD COLUMN ref INTEGER;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_ref ON messages (sender, ref)"
+    " WHERE ref IS NOT NULL;"
+    "PRAGMA user_version = 2;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -118,6 +127,7 @@ enum {
     Q_USER_GROUPS,
     Q_CONV_NEXT_SEQ,
     Q_MSG_INSERT,
+    Q_MSG_BY_REF,
     Q_MSG_GET,
     Q_MSG_RECALL,
     Q_HISTORY,
@@ -193,8 +203,12 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_CONV_NEXT_SEQ] = "UPDATE convs SET last_seq = last_seq + 1 WHERE id = ?1"
                         " RETURNING last_seq, kind, user_lo, user_hi,"
                         " coalesce((SELECT id FROM groups_ WHERE conv_id = ?1), 0)",
-    [Q_MSG_INSERT] = "INSERT INTO messages (conv_id, seq, sender, body, ts)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_MSG_INSERT] = "INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    /* One lookup in messages_sender_ref: ref = ?2 implies the index's
+     * ref IS NOT NULL. */
+    [Q_MSG_BY_REF] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
+                     " WHERE m.sender = ?1 AND m.ref = ?2",
     [Q_MSG_GET] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV " WHERE m.id = ?1",
     [Q_MSG_RECALL] = "UPDATE messages SET recalled = 1 WHERE id = ?1",
     /* Newest first through the (conv_id, seq) index, then re-sorted: the
@@ -279,8 +293,9 @@ static void store_col_text(sqlite3_stmt *s, int col, char *dst, size_t cap)
 }
 
 /* Binds parameters 1, 2, ... from `types`: u uint64_t, i int64_t, d int,
- * t NUL-terminated text, b blob (pointer, size_t), h 32-byte hash, n NULL.
- * The values must outlive the step (SQLITE_STATIC). */
+ * t NUL-terminated text, b blob (pointer, size_t), h 32-byte hash, n NULL,
+ * r a message ref (uint64_t: NULL for 0, else all 64 bits as a signed
+ * integer). The values must outlive the step (SQLITE_STATIC). */
 static int store_vbind(sqlite3_stmt *s, const char *types, va_list ap)
 {
     int rc = SQLITE_OK;
@@ -312,6 +327,14 @@ static int store_vbind(sqlite3_stmt *s, const char *types, va_list ap)
         case 'n':
             rc = sqlite3_bind_null(s, idx);
             break;
+        case 'r': {
+            /* Not clamped like 'u': two refs above INT64_MAX must differ. */
+            uint64_t ref = va_arg(ap, uint64_t);
+            sqlite3_int64 bits;
+            memcpy(&bits, &ref, sizeof bits);
+            rc = ref ? sqlite3_bind_int64(s, idx, bits) : sqlite3_bind_null(s, idx);
+            break;
+        }
         default:
             rc = SQLITE_MISUSE;
             break;
@@ -586,6 +609,17 @@ static const char *sq_errmsg(const store *base)
 {
     const sq_store *st = (const sq_store *)base;
     return st ? st->errmsg : "no store";
+}
+
+/* SQLite has no server to undo a transaction or drop a connection. */
+static int sq_txn_lost(const store *base)
+{
+    return 0;
+}
+
+static int sq_is_dead(const store *base)
+{
+    return 0;
 }
 
 /* ---- transactions ---- */
@@ -1028,6 +1062,46 @@ static void store_msg_row(sqlite3_stmt *s, store_msg *m)
     m->recalled = sqlite3_column_int(s, 6) != 0;
     store_msg_route(m, sqlite3_column_int(s, 7), store_col_u64(s, 8), store_col_u64(s, 9),
                     store_col_u64(s, 10));
+    m->existed = 0;
+}
+
+/* Reads the row s is on (STORE_MSG_COLS) into out with the body copied into
+ * the handle: the column memory dies at reset, and the statement must not
+ * stay open (it would pin a read snapshot). The copy lives until the next
+ * call that makes one. */
+static store_status store_msg_keep(sq_store *st, sqlite3_stmt *s, store_msg *out)
+{
+    store_msg m;
+    store_msg_row(s, &m);
+    if (m.body_len + 1 > st->body_cap) {
+        char *p = realloc(st->body, m.body_len + 1);
+        if (!p) {
+            store_set_err(st, "out of memory");
+            return STORE_ERROR;
+        }
+        st->body = p;
+        st->body_cap = m.body_len + 1;
+    }
+    memcpy(st->body, m.body, m.body_len);
+    st->body[m.body_len] = '\0';
+    m.body = st->body;
+    if (out)
+        *out = m;
+    return STORE_OK;
+}
+
+/* The message sender sent with ref: OK (out filled, existed set), NOT_FOUND
+ * or ERROR. */
+static store_status store_msg_by_ref(sq_store *st, uint64_t sender, uint64_t ref, store_msg *out)
+{
+    sqlite3_stmt *s = st->q[Q_MSG_BY_REF];
+    store_status ret = store_first(st, s, "ur", sender, ref);
+    if (ret == STORE_OK)
+        ret = store_msg_keep(st, s, out);
+    store_finish(s);
+    if (ret == STORE_OK)
+        out->existed = 1;
+    return ret;
 }
 
 /* Steps a bound message query, handing each row to cb. */
@@ -1046,13 +1120,14 @@ static store_status store_msg_each(sq_store *st, sqlite3_stmt *s, store_msg_cb c
     return rc == SQLITE_DONE ? STORE_OK : store_fail(st, rc);
 }
 
-static store_status sq_message_append(store *base, uint64_t conv, uint64_t sender, const char *body,
-                                      size_t body_len, int64_t ts, store_msg *out)
+static store_status sq_message_append(store *base, uint64_t conv, uint64_t sender, uint64_t ref,
+                                      const char *body, size_t body_len, int64_t ts, store_msg *out)
 {
     sq_store *st = sq_of(base);
     sqlite3_stmt *next = st->q[Q_CONV_NEXT_SEQ];
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
-    int kind = 0;
+    store_msg old = {0};
+    int kind = 0, existed = 0, raced = 0;
     uint64_t lo = 0, hi = 0, group = 0;
     int own;
     /* seq = ++last_seq and the insert must happen under one write lock, or
@@ -1060,6 +1135,15 @@ static store_status sq_message_append(store *base, uint64_t conv, uint64_t sende
     store_status ret = store_op_begin(st, &own);
     if (ret != STORE_OK)
         return ret;
+    if (ref) {
+        /* Under the write lock, before the seq is taken: a duplicate costs
+         * no seq, and no other handle can store this ref until we end. */
+        ret = store_msg_by_ref(st, sender, ref, &old);
+        if (ret == STORE_OK)
+            existed = 1;
+        if (ret != STORE_NOT_FOUND)
+            goto out;
+    }
     ret = store_first(st, next, "u", conv);
     if (ret == STORE_OK) {
         m.seq = store_col_u64(next, 0);
@@ -1072,15 +1156,34 @@ static store_status sq_message_append(store *base, uint64_t conv, uint64_t sende
     store_finish(next);
     if (ret != STORE_OK)
         goto out;
-    ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubi", conv, m.seq, sender, (const void *)body,
-                     body_len, ts);
+    ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubir", conv, m.seq, sender, (const void *)body,
+                     body_len, ts, ref);
     if (ret == STORE_OK)
         m.msgid = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    /* Cannot happen under the write lock, but should the index ever say
+     * the ref is taken, the answer is the message that took it. */
+    raced = ret == STORE_CONFLICT && ref;
 out:
+    /* Also undoes the seq taken for a raced insert. */
     ret = store_op_end(st, own, ret);
+    if (raced) {
+        char why[sizeof st->errmsg];
+        memcpy(why, st->errmsg, sizeof why);
+        ret = store_msg_by_ref(st, sender, ref, &old);
+        if (ret == STORE_OK)
+            existed = 1;
+        else if (ret == STORE_NOT_FOUND) {
+            memcpy(st->errmsg, why, sizeof why);
+            ret = STORE_CONFLICT;
+        }
+    }
     if (ret == STORE_OK && out) {
-        store_msg_route(&m, kind, lo, hi, group);
-        *out = m;
+        if (existed) {
+            *out = old;
+        } else {
+            store_msg_route(&m, kind, lo, hi, group);
+            *out = m;
+        }
     }
     return ret;
 }
@@ -1089,29 +1192,9 @@ static store_status sq_message_get(store *base, uint64_t msgid, store_msg *out)
 {
     sq_store *st = sq_of(base);
     sqlite3_stmt *s = st->q[Q_MSG_GET];
-    store_msg m;
     store_status ret = store_first(st, s, "u", msgid);
-    if (ret != STORE_OK)
-        goto out;
-    store_msg_row(s, &m);
-    /* The column memory dies at reset and the statement must not stay open
-     * (it would pin a read snapshot), so keep a copy in the handle. */
-    if (m.body_len + 1 > st->body_cap) {
-        char *p = realloc(st->body, m.body_len + 1);
-        if (!p) {
-            store_set_err(st, "out of memory");
-            ret = STORE_ERROR;
-            goto out;
-        }
-        st->body = p;
-        st->body_cap = m.body_len + 1;
-    }
-    memcpy(st->body, m.body, m.body_len);
-    st->body[m.body_len] = '\0';
-    m.body = st->body;
-    if (out)
-        *out = m;
-out:
+    if (ret == STORE_OK)
+        ret = store_msg_keep(st, s, out);
     store_finish(s);
     return ret;
 }
@@ -1169,6 +1252,8 @@ static const store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .errmsg = sq_errmsg,
+    .txn_lost = sq_txn_lost,
+    .is_dead = sq_is_dead,
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,

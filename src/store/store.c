@@ -64,6 +64,16 @@ const char *store_errmsg(const store *st)
     return st ? st->ops->errmsg(st) : "no store";
 }
 
+int store_txn_lost(const store *st)
+{
+    return st ? st->ops->txn_lost(st) : 0;
+}
+
+int store_is_dead(const store *st)
+{
+    return st ? st->ops->is_dead(st) : 0;
+}
+
 store_status store_begin(store *st)
 {
     return st->ops->begin(st);
@@ -192,10 +202,10 @@ store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void
     return st->ops->conv_members(st, conv, cb, arg);
 }
 
-store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
-                                  size_t body_len, int64_t ts, store_msg *out)
+store_status store_message_append(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                                  const char *body, size_t body_len, int64_t ts, store_msg *out)
 {
-    return st->ops->message_append(st, conv, sender, body, body_len, ts, out);
+    return st->ops->message_append(st, conv, sender, ref, body, body_len, ts, out);
 }
 
 store_status store_message_get(store *st, uint64_t msgid, store_msg *out)

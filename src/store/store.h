@@ -11,8 +11,10 @@
  * Functions return a store_status; on STORE_ERROR store_errmsg() says why.
  * On MariaDB a deadlock or lock wait timeout is a STORE_ERROR whose message
  * says so: roll the transaction back and retry it. After a deadlock the
- * server has already undone the transaction, and every call but
- * store_rollback fails until the caller rolls back.
+ * server has already undone the transaction (store_txn_lost() says so), and
+ * every call but store_rollback fails until the caller rolls back. A lost
+ * connection (store_is_dead()) fails every call: close the handle and open
+ * another.
  *
  * Data model:
  *   - a conversation is a user pair (direct) or a group; it has last_seq;
@@ -65,6 +67,7 @@ typedef struct {
     int recalled;
     const char *body; /* valid only during the callback / until the next call */
     size_t body_len;
+    int existed; /* message_append: 1 if ref named a message already stored */
 } store_msg;
 
 /* Callbacks return 0 to go on, non-zero to stop the iteration early. */
@@ -90,6 +93,15 @@ typedef int (*store_msg_cb)(void *arg, const store_msg *m);
 store *store_open(const char *path, char *err, size_t errlen);
 void store_close(store *st);
 const char *store_errmsg(const store *st);
+
+/* 1 if the current transaction was rolled back by the server (deadlock, lock
+ * wait timeout that undoes it, lost connection): the caller must
+ * store_rollback() and run the whole transaction again. 0 otherwise (always 0
+ * on SQLite). */
+int store_txn_lost(const store *st);
+/* 1 if the handle's connection is gone for good: close it and open a new one.
+ * Always 0 on SQLite. */
+int store_is_dead(const store *st);
 
 /* Transactions. begin starts a write transaction; savepoints nest inside it
  * so that one failed request in a batch does not undo the others. */
@@ -140,9 +152,19 @@ store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv
 store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg);
 
 /* Messages. append stores body in conv with the next seq and a new msgid and
- * fills out (out->body points at the caller's body). */
-store_status store_message_append(store *st, uint64_t conv, uint64_t sender, const char *body,
-                                  size_t body_len, int64_t ts, store_msg *out);
+ * fills out (out->body points at the caller's body, out->existed = 0).
+ *
+ * ref is the caller's idempotency reference for the send (0: none). A
+ * (sender, ref) pair names at most one message, whatever its conversation:
+ * if sender already has a message with this ref, nothing is stored and out
+ * gets that message as store_message_get would give it (body in memory of
+ * the handle, valid until the next call), with out->existed = 1. This holds
+ * even if conv differs from the stored message's or does not exist (the
+ * retry of a send is answered with what the send did). A duplicate takes no
+ * seq; two handles racing with one (sender, ref) store one message and both
+ * get it. */
+store_status store_message_append(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                                  const char *body, size_t body_len, int64_t ts, store_msg *out);
 store_status store_message_get(store *st, uint64_t msgid, store_msg *out);
 store_status store_message_recall(store *st, uint64_t msgid);
 /* The newest `limit` messages of conv with seq < before_seq (0: no bound),

@@ -16,6 +16,8 @@ typedef struct store_ops {
     const char *name; /* "sqlite", "mariadb": for messages */
     void (*close)(store *st);
     const char *(*errmsg)(const store *st);
+    int (*txn_lost)(const store *st);
+    int (*is_dead)(const store *st);
 
     store_status (*begin)(store *st);
     store_status (*commit)(store *st);
@@ -51,8 +53,8 @@ typedef struct store_ops {
     store_status (*direct_conv)(store *st, uint64_t a, uint64_t b, uint64_t *conv_out);
     store_status (*conv_members)(store *st, uint64_t conv, store_user_cb cb, void *arg);
 
-    store_status (*message_append)(store *st, uint64_t conv, uint64_t sender, const char *body,
-                                   size_t body_len, int64_t ts, store_msg *out);
+    store_status (*message_append)(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                                   const char *body, size_t body_len, int64_t ts, store_msg *out);
     store_status (*message_get)(store *st, uint64_t msgid, store_msg *out);
     store_status (*message_recall)(store *st, uint64_t msgid);
     store_status (*history)(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,

@@ -268,6 +268,11 @@ static const store_suite_backend mariadb_backend = {
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
+    /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
+     * visible. A store write still executing is one waiting for a lock. */
+    .lock_waits_sql = "SELECT count(*) FROM information_schema.PROCESSLIST"
+                      " WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND COMMAND = 'Execute'"
+                      " AND (INFO LIKE 'INSERT INTO messages%' OR INFO LIKE 'UPDATE convs%')",
 };
 
 /* ---- MariaDB only ---- */
@@ -334,6 +339,23 @@ static void test_mariadb_socket(void **state)
     store_close(st);
 }
 
+/* What version 2 added: a nullable ref and the unique (sender, ref) key. */
+static void assert_schema_v2(const char *u)
+{
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 2);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
+                                " AND COLUMN_NAME = 'ref' AND IS_NULLABLE = 'YES'"
+                                " AND DATA_TYPE = 'bigint' AND COLUMN_TYPE LIKE '%unsigned'"),
+                     1);
+    assert_int_equal(raw_int(u, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)"
+                                " = 'sender,ref' FROM information_schema.STATISTICS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
+                                " AND INDEX_NAME = 'messages_sender_ref' AND NON_UNIQUE = 0"),
+                     1);
+}
+
 /* The schema as the server has it: engine, collations, keys, version. */
 static void test_mariadb_schema(void **state)
 {
@@ -366,9 +388,79 @@ static void test_mariadb_schema(void **state)
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'members'"
                                 " AND INDEX_NAME = 'members_by_user'"),
                      1);
+    assert_schema_v2(u);
     /* Opening again neither migrates nor duplicates anything. */
     store_close(store_suite_open(u));
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), STORE_SUITE_SCHEMA_VERSION);
+}
+
+/* Takes a database back to version 1: what version 2 added, removed. */
+static void downgrade_to_v1(const char *uri, int drop_column, int drop_index)
+{
+    const char *db = db_of(uri);
+    if (drop_index)
+        assert_int_equal(raw_exec(db, "ALTER TABLE messages DROP INDEX messages_sender_ref"), 0);
+    if (drop_column)
+        assert_int_equal(raw_exec(db, "ALTER TABLE messages DROP COLUMN ref"), 0);
+    assert_int_equal(raw_exec(db, "DELETE FROM schema_version WHERE version > 1"), 0);
+    assert_int_equal(raw_int(uri, "SELECT MAX(version) FROM schema_version"), 1);
+}
+
+/* A version 1 database is migrated on open and keeps its rows; the step also
+ * runs again over a migration cut short (column added, index or version
+ * record missing). */
+static void test_mariadb_migrate_v1(void **state)
+{
+    store_fixture *f = *state;
+    const char *u = f->uri;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob");
+    uint64_t ab;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    uint64_t old1 = append(f->st, ab, a, "old one");
+    append(f->st, ab, b, "old two");
+    store_close(f->st);
+    f->st = NULL;
+
+    downgrade_to_v1(u, 1, 1);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
+                                " AND COLUMN_NAME = 'ref'"),
+                     0);
+    f->st = store_suite_open(u);
+    assert_schema_v2(u);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM messages WHERE ref IS NULL"), 2);
+    store_msg m;
+    assert_int_equal(store_message_get(f->st, old1, &m), STORE_OK);
+    assert_int_equal(m.seq, 1);
+    assert_int_equal(m.to, b);
+    assert_memory_equal(m.body, "old one", 7);
+    msgs h = {0};
+    assert_int_equal(store_history(f->st, ab, 0, 10, on_msg, &h), STORE_OK);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.body[1], "old two");
+    store_msg r = append_ref(f->st, ab, a, 5, "with ref", 1);
+    assert_int_equal(r.existed, 0);
+    assert_int_equal(r.seq, 3);
+
+    /* Cut short after both statements, before the version was recorded. */
+    store_close(f->st);
+    f->st = NULL;
+    downgrade_to_v1(u, 0, 0);
+    f->st = store_suite_open(u);
+    assert_schema_v2(u);
+    store_msg again = append_ref(f->st, ab, a, 5, "again", 2);
+    assert_same_msg(&again, &r, "with ref");
+
+    /* Cut short after the column. */
+    store_close(f->st);
+    f->st = NULL;
+    downgrade_to_v1(u, 0, 1);
+    f->st = store_suite_open(u);
+    assert_schema_v2(u);
+    again = append_ref(f->st, ab, a, 5, "again", 3);
+    assert_same_msg(&again, &r, "with ref");
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM messages"), 3);
+    assert_seqs_gap_free(u);
 }
 
 /* One side of a deadlock: a handle of its own, on its own thread. */
@@ -379,6 +471,7 @@ typedef struct {
     int delay_ms;                   /* before asking for the second */
     store_status first_ret, second_ret;
     store_status commit_ret, savepoint_ret, write_ret, rollback_ret, retry_ret;
+    int lost_begun, lost, dead, lost_after_commit, lost_after_rollback;
     char err[512];
     char lost_err[512];
 } dl_side;
@@ -394,24 +487,30 @@ static void *dl_thread(void *arg)
     }
     store_msg m;
     store_begin(st);
-    s->first_ret = store_message_append(st, s->first, s->sender, "1", 1, 1, &m);
+    s->lost_begun = store_txn_lost(st);
+    s->first_ret = store_message_append(st, s->first, s->sender, 0, "1", 1, 1, &m);
     pthread_barrier_wait(s->locked);
     usleep((useconds_t)s->delay_ms * 1000);
-    s->second_ret = store_message_append(st, s->second, s->sender, "2", 1, 1, &m);
+    s->second_ret = store_message_append(st, s->second, s->sender, 0, "2", 1, 1, &m);
     snprintf(s->err, sizeof s->err, "%s", store_errmsg(st));
+    s->lost = store_txn_lost(st);
+    s->dead = store_is_dead(st);
     if (s->second_ret == STORE_OK) {
         s->commit_ret = store_commit(st);
+        s->lost_after_commit = store_txn_lost(st);
     } else {
         /* The server undid the whole transaction: nothing may pretend to
          * go on with it, and nothing may slip out in autocommit. */
         s->commit_ret = store_commit(st);
+        s->lost_after_commit = store_txn_lost(st);
         snprintf(s->lost_err, sizeof s->lost_err, "%s", store_errmsg(st));
         s->savepoint_ret = store_savepoint(st);
         uint64_t id;
         s->write_ret = store_user_create(st, "sneaky", "h", 1, &id);
         s->rollback_ret = store_rollback(st);
+        s->lost_after_rollback = store_txn_lost(st);
         /* The caller's retry works on the same handle. */
-        s->retry_ret = store_message_append(st, s->second, s->sender, "retry", 5, 1, &m);
+        s->retry_ret = store_message_append(st, s->second, s->sender, 0, "retry", 5, 1, &m);
     }
     store_close(st);
     return NULL;
@@ -456,6 +555,17 @@ static void test_mariadb_deadlock(void **state)
     assert_int_equal(s[loser].write_ret, STORE_ERROR);
     assert_int_equal(s[loser].rollback_ret, STORE_OK);
     assert_int_equal(s[loser].retry_ret, STORE_OK);
+    /* The runtime's signals: the loser must run its transaction again, up to
+     * its rollback; nobody's connection is dead. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(s[i].lost_begun, 0);
+        assert_int_equal(s[i].dead, 0);
+    }
+    assert_int_equal(s[winner].lost, 0);
+    assert_int_equal(s[winner].lost_after_commit, 0);
+    assert_int_equal(s[loser].lost, 1);
+    assert_int_equal(s[loser].lost_after_commit, 1);
+    assert_int_equal(s[loser].lost_after_rollback, 0);
 
     /* Winner: 2 messages; loser: only its retry. Seqs stay gap-free. */
     assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 3);
@@ -476,6 +586,8 @@ static void test_mariadb_connection_lost(void **state)
     store *st = store_suite_open(f->uri);
     assert_int_equal(store_begin(st), STORE_OK);
     mkuser(st, "doomed");
+    assert_int_equal(store_is_dead(st), 0);
+    assert_int_equal(store_txn_lost(st), 0);
     /* The handle's connection is the other one on this database. */
     char sql[768];
     snprintf(sql, sizeof sql,
@@ -491,8 +603,13 @@ static void test_mariadb_connection_lost(void **state)
     assert_int_equal(store_user_create(st, "after", "h", 1, &id), STORE_ERROR);
     if (!strstr(store_errmsg(st), "lost"))
         fail_msg("after kill: %s", store_errmsg(st));
+    assert_int_equal(store_is_dead(st), 1);
+    assert_int_equal(store_txn_lost(st), 1);
     assert_int_equal(store_commit(st), STORE_ERROR);
     store_rollback(st);
+    /* The transaction is over; the connection stays dead. */
+    assert_int_equal(store_txn_lost(st), 0);
+    assert_int_equal(store_is_dead(st), 1);
     store_user u;
     assert_int_equal(store_user_by_name(st, "doomed", &u), STORE_ERROR);
     if (!strstr(store_errmsg(st), "reopen"))
@@ -501,6 +618,59 @@ static void test_mariadb_connection_lost(void **state)
     /* Nothing of the killed transaction was kept; the other handle is fine. */
     assert_int_equal(store_user_by_name(f->st, "doomed", &u), STORE_NOT_FOUND);
     mkuser(f->st, "survivor");
+}
+
+/* A lock wait timeout (the store's session waits 10 s). With
+ * innodb_rollback_on_timeout off, the server's default, only the statement is
+ * undone: the transaction goes on and is not lost. With it on, the server
+ * undoes the whole transaction and store_txn_lost says so. */
+static void test_mariadb_lock_wait_timeout(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), c = mkuser(f->st, "carol");
+    uint64_t ab, ac;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_direct_conv(f->st, a, c, &ac), STORE_OK);
+    long long undoes = raw_int(f->uri, "SELECT @@innodb_rollback_on_timeout");
+    assert_true(undoes == 0 || undoes == 1);
+
+    /* Another connection holds the row lock of ab. */
+    MYSQL *holder = raw_connect(db_of(f->uri));
+    assert_non_null(holder);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM convs WHERE id = %llu FOR UPDATE",
+             (unsigned long long)ab);
+    assert_int_equal(mysql_query(holder, "START TRANSACTION"), 0);
+    assert_int_equal(mysql_query(holder, sql), 0);
+    mysql_free_result(mysql_store_result(holder));
+
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    store_msg m = append_ref(f->st, ac, a, 0, "before", 1);
+    assert_int_equal(m.seq, 1);
+    store_status blocked = store_message_append(f->st, ab, a, 0, "blocked", 7, 2, &m);
+    char why[512];
+    snprintf(why, sizeof why, "%s", store_errmsg(f->st));
+    mysql_query(holder, "ROLLBACK");
+    mysql_close(holder);
+    assert_int_equal(blocked, STORE_ERROR);
+    if (!strstr(why, "lock wait timeout"))
+        fail_msg("blocked append says: %s", why);
+    assert_int_equal(store_is_dead(f->st), 0);
+    if (!undoes) {
+        assert_int_equal(store_txn_lost(f->st), 0);
+        /* Alive: the first append stays and the retried one goes through. */
+        m = append_ref(f->st, ab, a, 0, "after", 3);
+        assert_int_equal(m.seq, 1);
+        assert_int_equal(store_commit(f->st), STORE_OK);
+        assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 2);
+    } else {
+        assert_int_equal(store_txn_lost(f->st), 1);
+        assert_int_equal(store_commit(f->st), STORE_ERROR);
+        assert_int_equal(store_rollback(f->st), STORE_OK);
+        assert_int_equal(store_txn_lost(f->st), 0);
+        assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 0);
+    }
+    assert_seqs_gap_free(f->uri);
 }
 
 int main(void)
@@ -513,6 +683,8 @@ int main(void)
         STORE_SUITE_T(test_mariadb_schema),
         STORE_SUITE_T(test_mariadb_deadlock),
         STORE_SUITE_T(test_mariadb_connection_lost),
+        STORE_SUITE_T(test_mariadb_migrate_v1),
+        STORE_SUITE_T(test_mariadb_lock_wait_timeout),
     };
     return cmocka_run_group_tests_name("store on MariaDB", tests, srv_start, srv_teardown);
 }

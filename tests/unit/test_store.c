@@ -156,14 +156,168 @@ static void test_open_uri_forms(void **state)
     open_fails("mariadb://u:s3cret@localhost/parley#frag", bad);
 }
 
+/* The schema as version 1 made it (sqlite.c's first migration step, which
+ * never changes), with a few rows: what an existing database holds. */
+static const char v1_database[] =
+    "CREATE TABLE users ("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " pwhash TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE sessions ("
+    " token_hash BLOB PRIMARY KEY,"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE friends ("
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " friend_id INTEGER NOT NULL REFERENCES users(id),"
+    " created_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (user_id, friend_id)) WITHOUT ROWID;"
+    "CREATE TABLE convs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind INTEGER NOT NULL,"
+    " last_seq INTEGER NOT NULL DEFAULT 0,"
+    " user_lo INTEGER REFERENCES users(id),"
+    " user_hi INTEGER REFERENCES users(id),"
+    " UNIQUE (user_lo, user_hi));"
+    "CREATE TABLE groups_ ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL UNIQUE,"
+    " description TEXT NOT NULL,"
+    " creator INTEGER NOT NULL REFERENCES users(id),"
+    " conv_id INTEGER NOT NULL UNIQUE REFERENCES convs(id),"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE members ("
+    " conv_id INTEGER NOT NULL REFERENCES convs(id),"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " role INTEGER NOT NULL,"
+    " acked_seq INTEGER NOT NULL DEFAULT 0,"
+    " joined_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (conv_id, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX members_by_user ON members (user_id);"
+    "CREATE TABLE messages ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " conv_id INTEGER NOT NULL REFERENCES convs(id),"
+    " seq INTEGER NOT NULL,"
+    " sender INTEGER NOT NULL REFERENCES users(id),"
+    " body BLOB NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " recalled INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE (conv_id, seq));"
+    "INSERT INTO users VALUES (1, 'alice', 'h', 1), (2, 'bob', 'h', 1);"
+    "INSERT INTO convs VALUES (1, 1, 2, 1, 2);"
+    "INSERT INTO members VALUES (1, 1, 0, 0, 0), (1, 2, 0, 1, 0);"
+    "INSERT INTO messages VALUES (1, 1, 1, 1, CAST('old one' AS BLOB), 10, 0),"
+    " (2, 1, 2, 2, CAST('old two' AS BLOB), 20, 1);"
+    "PRAGMA user_version = 1;";
+
+/* Opening a version 1 database adds the ref column and its index and keeps
+ * every row. */
+static void test_migrate_v1(void **state)
+{
+    char uri[512];
+    assert_int_equal(sqlite_create(uri, sizeof uri), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(uri, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_database, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
+
+    store *st = store_suite_open(uri);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('messages')"
+                                  " WHERE name = 'ref' AND \"notnull\" = 0"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_index_list('messages')"
+                                  " WHERE name = 'messages_sender_ref'"
+                                  " AND \"unique\" = 1 AND partial = 1"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'sender,ref'"
+                                  " FROM pragma_index_info('messages_sender_ref')"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages WHERE ref IS NULL"), 2);
+
+    /* The old rows read back as they were. */
+    store_msg m;
+    assert_int_equal(store_message_get(st, 1, &m), STORE_OK);
+    assert_int_equal(m.seq, 1);
+    assert_int_equal(m.sender, 1);
+    assert_int_equal(m.to, 2);
+    assert_int_equal(m.ts, 10);
+    assert_int_equal(m.recalled, 0);
+    assert_int_equal(m.body_len, 7);
+    assert_memory_equal(m.body, "old one", 7);
+    assert_int_equal(store_message_get(st, 2, &m), STORE_OK);
+    assert_int_equal(m.recalled, 1);
+    assert_memory_equal(m.body, "old two", 7);
+    store_user u;
+    assert_int_equal(store_user_by_name(st, "bob", &u), STORE_OK);
+    assert_int_equal(u.id, 2);
+    msgs p = {0};
+    assert_int_equal(store_pending(st, 1, 0, 10, on_msg, &p), STORE_OK);
+    assert_int_equal(p.n, 1);
+    assert_int_equal(p.m[0].msgid, 2);
+
+    /* New messages go on from there, with refs. */
+    assert_int_equal(store_message_append(st, 1, 1, 0, "new", 3, 30, &m), STORE_OK);
+    assert_int_equal(m.seq, 3);
+    assert_int_equal(m.msgid, 3);
+    assert_int_equal(store_message_append(st, 1, 2, 77, "ref'd", 5, 40, &m), STORE_OK);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(m.seq, 4);
+    store_msg again;
+    assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 50, &again), STORE_OK);
+    assert_int_equal(again.existed, 1);
+    assert_int_equal(again.msgid, m.msgid);
+    store_close(st);
+
+    /* Opening again finds version 2 and leaves it be. */
+    st = store_suite_open(uri);
+    assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
+    assert_int_equal(again.existed, 1);
+    store_close(st);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
+    sqlite_destroy(uri);
+}
+
+/* The lookup of a ref is one search of messages_sender_ref, not a scan. */
+static void test_ref_lookup_plan(void **state)
+{
+    store_fixture *f = *state;
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open_v2(f->uri, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    /* The query sqlite.c runs (Q_MSG_BY_REF). */
+    const char *sql =
+        "EXPLAIN QUERY PLAN SELECT m.id AS id, m.conv_id AS conv_id, m.seq AS seq,"
+        " m.sender AS sender, m.body AS body, m.ts AS ts, m.recalled AS recalled,"
+        " c.kind AS kind, c.user_lo AS user_lo, c.user_hi AS user_hi,"
+        " coalesce(g.id, 0) AS group_id FROM messages AS m"
+        " JOIN convs AS c ON c.id = m.conv_id LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id"
+        " WHERE m.sender = ?1 AND m.ref = ?2";
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    int uses_index = 0, scans_messages = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(s, 3);
+        if (strstr(detail, "messages_sender_ref (sender=? AND ref=?)"))
+            uses_index = 1;
+        if (strncmp(detail, "SCAN m", 6) == 0)
+            scans_messages = 1;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    assert_true(uses_index);
+    assert_false(scans_messages);
+}
+
 int main(void)
 {
     store_suite = &sqlite_backend;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_open_bad_path),
-        STORE_SUITE_T(test_sqlite_wal),
-        STORE_SUITE_T(test_open_uri_forms),
-        STORE_SUITE_TESTS,
+        cmocka_unit_test(test_open_bad_path), STORE_SUITE_T(test_sqlite_wal),
+        STORE_SUITE_T(test_open_uri_forms),   cmocka_unit_test(test_migrate_v1),
+        STORE_SUITE_T(test_ref_lookup_plan),  STORE_SUITE_TESTS,
     };
     return cmocka_run_group_tests_name("store on SQLite", tests, NULL, NULL);
 }
