@@ -308,3 +308,66 @@ class GroupOrderTest(ClusterTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StartErrorsTest(unittest.TestCase):
+    """A node that cannot reach what it needs says which and exits non-zero."""
+
+    def run_parleyd(self, *args):
+        from harness import PARLEYD, free_port
+        p = subprocess.run([PARLEYD, "--port", str(free_port()), "--data", "/tmp/parley-none"] +
+                           list(args), capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stderr
+
+    def test_unreachable_servers(self):
+        from harness import free_port
+        dead = "127.0.0.1:%d" % free_port()
+        rc, err = self.run_parleyd("--role", "message", "--zk", dead, "--redis", dead)
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot reach ZooKeeper at " + dead, err)
+
+    def test_cluster_role_needs_zookeeper(self):
+        rc, err = self.run_parleyd("--role", "gateway")
+        self.assertEqual(rc, 1)
+        self.assertIn("needs --zk", err)
+
+    def test_unknown_role(self):
+        rc, err = self.run_parleyd("--role", "kitchen")
+        self.assertEqual(rc, 1)
+        self.assertIn("unknown role 'kitchen'", err)
+
+
+class StartErrorsWithZooKeeperTest(unittest.TestCase):
+    def setUp(self):
+        import tempfile
+        from harness import free_port
+        self.dir = tempfile.mkdtemp(prefix="parley-start-")
+        self.zk_port = free_port()
+        servers = os.path.join(ROOT, "scripts", "servers.sh")
+        self.addCleanup(lambda: subprocess.run([servers, "stop", self.dir + "/zk"]))
+        r = subprocess.run([servers, "zookeeper", self.dir + "/zk", str(self.zk_port)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_unreachable_redis_and_mariadb(self):
+        from harness import PARLEYD, free_port
+        zk = "127.0.0.1:%d" % self.zk_port
+        dead = "127.0.0.1:%d" % free_port()
+        p = subprocess.run([PARLEYD, "--role", "message", "--zk", zk, "--redis", dead,
+                            "--data", self.dir], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cannot reach Redis at " + dead, p.stderr)
+        redis_port = free_port()
+        servers = os.path.join(ROOT, "scripts", "servers.sh")
+        self.addCleanup(lambda: subprocess.run([servers, "stop", self.dir + "/redis"]))
+        subprocess.run([servers, "redis", self.dir + "/redis", str(redis_port)], check=True)
+        p = subprocess.run([PARLEYD, "--role", "message", "--zk", zk, "--redis",
+                            "127.0.0.1:%d" % redis_port, "--db",
+                            "mariadb://parley:parley@%s/parley" % dead, "--data", self.dir],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cannot connect to MariaDB at " + dead, p.stderr)

@@ -1,0 +1,1015 @@
+/*
+ * engine: one worker process of parley-bench. T threads, each with its own
+ * event_base, drive their share of the connections through the phases the
+ * controller sets in shared memory (polled by a short timer on each loop),
+ * send the traffic, and check every message that arrives:
+ *
+ * - A message body starts with the sender's connection index (6 hex digits),
+ *   a per-sender counter (8) and the send time on the bench clock (12), then
+ *   padding up to --size bytes.
+ * - Each receiver keeps, per sender, the msgid it got for each counter: a
+ *   second copy under the same msgid is a duplicate (allowed, reported), under
+ *   another msgid a mismatch (the message was stored twice: a failure).
+ * - Within a conversation seq must increase from one new message to the next.
+ * - Each sender keeps the msgid of each SendOk; at the end every acknowledged
+ *   message must have reached every recipient under that msgid.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "bench.h"
+#include "wire.h"
+
+enum {
+    OP_NONE = 0,
+    OP_HELLO,
+    OP_REG,
+    OP_LOGIN,
+    OP_GCREATE,
+    OP_GJOIN,
+    OP_LOGOUT,
+    OP_PING,
+    BODY_HDR = 26, /* 6 + 8 + 12 hex digits */
+    MAX_CONVS = 4,
+    READ_MAX = 1 << 24,
+};
+
+/* Request ids at or above this are setup and control requests (id = base +
+ * op); below it, an id is the counter of the message it sends. */
+#define CTL_ID ((uint64_t)1 << 56)
+#define NS 1000000000ull
+#define PASSWORD "benchpass1"
+
+typedef struct {
+    uint64_t *got; /* msgid received per counter; 0: not yet */
+    uint64_t cap;
+} stream;
+
+typedef struct {
+    uint64_t conv, last_seq, ack_hi, acked;
+} convst;
+
+struct bthread;
+
+typedef struct bconn {
+    struct bufferevent *bev;
+    struct bthread *th;
+    int idx;    /* global index */
+    int port;   /* index into o->ports */
+    uint64_t user;
+    int op;          /* the control request awaiting its reply */
+    uint64_t op_t;   /* when it was sent */
+    bool phase_busy; /* counted in the setup window */
+    bool hello_ok;   /* the server answered Hello: other requests may go */
+    /* sending */
+    int partner; /* direct: the partner's index */
+    int group;   /* group: the group's index, member: place in it */
+    int member;
+    uint32_t inflight;
+    uint64_t nsent; /* counter of the last message sent */
+    uint64_t *okid; /* msgid of each SendOk, by counter */
+    uint64_t okcap;
+    uint64_t last_tx;
+    /* receiving */
+    stream *in; /* by the sender's slot: direct 0, group: member index */
+    int nin;
+    convst conv[MAX_CONVS];
+    int nconv;
+    bool ack_due;
+} bconn;
+
+typedef struct worker worker;
+
+typedef struct bthread {
+    worker *w;
+    int t;
+    struct event_base *base;
+    struct event *tick;
+    pthread_t tid;
+    tstats *st;
+    bconn **c;
+    int n;
+    phase seen;
+    int next, active, window; /* setup: next to start, in flight, limit */
+    bool sending;
+    bconn **snd; /* senders on this thread */
+    int nsnd, rr;
+    double rate; /* this thread's share of --rate */
+    uint64_t issued;
+    uint64_t last_scan;
+    char *body; /* size + 1 bytes */
+} bthread;
+
+struct worker {
+    const bopts *o;
+    shared *sh;
+    int w, lo, hi;
+    bconn *conns;
+    bthread *th;
+    uint64_t *gid; /* group ids, by group index */
+    int ngroups;
+    struct sockaddr_in dst[BENCH_MAX_PORTS];
+    struct sockaddr_in src;
+    bool bind_src;
+    int fanout;
+};
+
+/* ---- small helpers ---- */
+
+static inline void cnt(_Atomic uint64_t *a, uint64_t by)
+{
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + by,
+                          memory_order_relaxed);
+}
+
+static bconn *conn_at(worker *w, int idx)
+{
+    if (idx < w->lo || idx >= w->hi)
+        return NULL;
+    return &w->conns[idx - w->lo];
+}
+
+static bool in_window(worker *w, uint64_t now)
+{
+    return now >= atomic_load_explicit(&w->sh->win_start, memory_order_relaxed) &&
+           now < atomic_load_explicit(&w->sh->win_end, memory_order_relaxed);
+}
+
+static void put_hex(char *p, int digits, uint64_t v)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--) {
+        p[i] = hx[v & 15];
+        v >>= 4;
+    }
+}
+
+static bool get_hex(const char *p, int digits, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int i = 0; i < digits; i++) {
+        char ch = p[i];
+        int d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else
+            return false;
+        r = r << 4 | (uint64_t)d;
+    }
+    *v = r;
+    return true;
+}
+
+/* Grows a counter-indexed array so that index k exists (new slots zeroed). */
+static bool grow(uint64_t **arr, uint64_t *cap, uint64_t k)
+{
+    if (k < *cap)
+        return true;
+    uint64_t ncap = *cap ? *cap : 256;
+    while (ncap <= k)
+        ncap *= 2;
+    uint64_t *a = realloc(*arr, ncap * sizeof(*a));
+    if (!a)
+        return false;
+    memset(a + *cap, 0, (ncap - *cap) * sizeof(*a));
+    *arr = a;
+    *cap = ncap;
+    return true;
+}
+
+static const char *err_name(Parley__ErrorCode c)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&parley__error_code__descriptor, (int)c);
+    return v ? v->name : "?";
+}
+
+static const char *op_name(int op)
+{
+    switch (op) {
+    case OP_HELLO:
+        return "hello";
+    case OP_REG:
+        return "register";
+    case OP_LOGIN:
+        return "login";
+    case OP_GCREATE:
+        return "group_create";
+    case OP_GJOIN:
+        return "group_join";
+    case OP_LOGOUT:
+        return "logout";
+    case OP_PING:
+        return "ping";
+    default:
+        return "?";
+    }
+}
+
+/* ---- sending ---- */
+
+static void send_frame(bconn *c, Parley__ClientFrame *f)
+{
+    if (!c->bev)
+        return;
+    if (wire_put_client(bufferevent_get_output(c->bev), f) < 0)
+        bench_fail(c->th->w->sh, "out of memory queueing a frame");
+    c->last_tx = bench_now();
+}
+
+static void send_ctl(bconn *c, int op, Parley__ClientFrame *f)
+{
+    f->id = CTL_ID + (uint64_t)op;
+    if (op != OP_PING) {
+        c->op = op;
+        c->op_t = bench_now();
+    }
+    send_frame(c, f);
+}
+
+static void send_hello(bconn *c)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Hello h = PARLEY__HELLO__INIT;
+    h.version = 1;
+    h.client = "parley-bench";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &h;
+    send_ctl(c, OP_HELLO, &f);
+}
+
+static void user_name(worker *w, int idx, char *out, size_t len)
+{
+    snprintf(out, len, "b%s_%d", w->o->run_id, idx);
+}
+
+static void send_register(bconn *c)
+{
+    char name[64];
+    user_name(c->th->w, c->idx, name, sizeof name);
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Register r = PARLEY__REGISTER__INIT;
+    r.name = name;
+    r.password = PASSWORD;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
+    f.reg = &r;
+    send_ctl(c, OP_REG, &f);
+}
+
+static void send_login(bconn *c)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Login l = PARLEY__LOGIN__INIT;
+    l.user_id = c->user;
+    l.password = PASSWORD;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGIN;
+    f.login = &l;
+    send_ctl(c, OP_LOGIN, &f);
+}
+
+static void send_logout(bconn *c)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Logout l = PARLEY__LOGOUT__INIT;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGOUT;
+    f.logout = &l;
+    send_ctl(c, OP_LOGOUT, &f);
+}
+
+static void send_ping(bconn *c)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Ping p = PARLEY__PING__INIT;
+    p.nonce = (uint64_t)c->idx;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_PING;
+    f.ping = &p;
+    send_ctl(c, OP_PING, &f);
+    cnt(&c->th->st->pings, 1);
+}
+
+static void send_gcreate(bconn *c)
+{
+    char name[64];
+    snprintf(name, sizeof name, "b%s_g%d", c->th->w->o->run_id, c->group);
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__GroupCreate g = PARLEY__GROUP_CREATE__INIT;
+    g.name = name;
+    g.desc = "parley-bench";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE;
+    f.group_create = &g;
+    send_ctl(c, OP_GCREATE, &f);
+}
+
+static void send_gjoin(bconn *c)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__GroupJoin g = PARLEY__GROUP_JOIN__INIT;
+    g.group_id = c->th->w->gid[c->group];
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN;
+    f.group_join = &g;
+    send_ctl(c, OP_GJOIN, &f);
+}
+
+/* Sends the next message of sender c. */
+static void send_msg(bconn *c)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    uint64_t k = c->nsent + 1;
+    if (k >= CTL_ID || !grow(&c->okid, &c->okcap, k)) {
+        bench_fail(w->sh, "out of memory for message bookkeeping");
+        return;
+    }
+    c->nsent = k;
+    uint64_t now = bench_now();
+    put_hex(th->body, 6, (uint64_t)c->idx);
+    put_hex(th->body + 6, 8, k);
+    put_hex(th->body + 14, 12, now);
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    f.id = k;
+    Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
+    Parley__SendGroup sg = PARLEY__SEND_GROUP__INIT;
+    if (w->o->sc == SC_DIRECT) {
+        sd.to = conn_at(w, c->partner)->user;
+        sd.body = th->body;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
+        f.send_direct = &sd;
+    } else {
+        sg.group_id = w->gid[c->group];
+        sg.body = th->body;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
+        f.send_group = &sg;
+    }
+    send_frame(c, &f);
+    c->inflight++;
+    cnt(&th->st->sent, 1);
+    if (in_window(w, now))
+        cnt(&th->st->sent_win, 1);
+}
+
+/* ---- the setup phases ---- */
+
+static void conn_close(bconn *c)
+{
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+}
+
+static void phase_done(bconn *c)
+{
+    bthread *th = c->th;
+    atomic_fetch_add(&th->st->done[th->seen], 1);
+    if (c->phase_busy) {
+        c->phase_busy = false;
+        th->active--;
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+static bool start_connect(bconn *c)
+{
+    worker *w = c->th->w;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        bench_fail(w->sh, "socket(): %s (connection %d; see ulimit -n)", strerror(errno), c->idx);
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (w->bind_src) {
+        /* Leave the port to connect(), so that ports are shared between
+         * destinations: only the 4-tuple must be unique. */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&w->src, sizeof w->src) < 0) {
+            char a[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &w->src.sin_addr, a, sizeof a);
+            bench_fail(w->sh, "bind to %s: %s", a, strerror(errno));
+            close(fd);
+            return false;
+        }
+    }
+    c->bev = bufferevent_socket_new(c->th->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        bench_fail(w->sh, "out of memory creating connection %d", c->idx);
+        return false;
+    }
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&w->dst[c->port], sizeof w->dst[0]) < 0) {
+        bench_fail(w->sh, "connect (connection %d, port %d): %s", c->idx, w->o->ports[c->port],
+                   strerror(errno));
+        conn_close(c);
+        return false;
+    }
+    return true;
+}
+
+/* Starts connection c's part of the current setup phase; false if it has
+ * none (it then counts as done at once). */
+static bool start_op(bconn *c, phase ph)
+{
+    const bopts *o = c->th->w->o;
+    switch (ph) {
+    case PH_CONNECT:
+        return start_connect(c);
+    case PH_REGISTER:
+        send_register(c);
+        return true;
+    case PH_LOGIN:
+        send_login(c);
+        return true;
+    case PH_GCREATE:
+        if (o->sc != SC_GROUP || c->member != 0)
+            return false;
+        send_gcreate(c);
+        return true;
+    case PH_GJOIN:
+        if (o->sc != SC_GROUP || c->member == 0)
+            return false;
+        send_gjoin(c);
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool setup_phase(phase ph)
+{
+    return ph >= PH_CONNECT && ph <= PH_GJOIN;
+}
+
+static void pump(bthread *th)
+{
+    if (!setup_phase(th->seen))
+        return;
+    while (th->active < th->window && th->next < th->n) {
+        if (atomic_load(&th->w->sh->failed))
+            return;
+        bconn *c = th->c[th->next++];
+        c->phase_busy = true;
+        th->active++;
+        if (!start_op(c, th->seen))
+            phase_done(c);
+    }
+}
+
+static void start_run(bthread *th)
+{
+    const bopts *o = th->w->o;
+    th->sending = true;
+    if (o->sc == SC_LOGIN) {
+        for (int i = 0; i < th->n; i++) {
+            cnt(&th->st->sent, 1);
+            send_login(th->c[i]);
+        }
+        return;
+    }
+    if (o->rate > 0)
+        return; /* the tick sends at the offered rate */
+    for (int i = 0; i < th->nsnd; i++)
+        for (int k = 0; k < o->inflight; k++)
+            send_msg(th->snd[i]);
+}
+
+static void enter_phase(bthread *th, phase ph)
+{
+    th->seen = ph;
+    switch (ph) {
+    case PH_CONNECT:
+    case PH_REGISTER:
+    case PH_LOGIN:
+    case PH_GCREATE:
+    case PH_GJOIN:
+        th->next = 0;
+        th->active = 0;
+        pump(th);
+        break;
+    case PH_RUN:
+        start_run(th);
+        break;
+    case PH_DRAIN:
+        th->sending = false;
+        break;
+    case PH_STOP:
+        th->sending = false;
+        for (int i = 0; i < th->n; i++)
+            conn_close(th->c[i]);
+        event_base_loopexit(th->base, NULL);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- receiving ---- */
+
+static convst *conv_of(bconn *c, uint64_t conv)
+{
+    for (int i = 0; i < c->nconv; i++)
+        if (c->conv[i].conv == conv)
+            return &c->conv[i];
+    if (c->nconv == MAX_CONVS)
+        return NULL;
+    convst *s = &c->conv[c->nconv++];
+    memset(s, 0, sizeof *s);
+    s->conv = conv;
+    return s;
+}
+
+/* Which of c's incoming streams messages from sender `src` belong to. */
+static stream *stream_of(bconn *c, int src)
+{
+    worker *w = c->th->w;
+    const bopts *o = w->o;
+    if (src == c->idx)
+        return NULL;
+    if (o->sc == SC_DIRECT)
+        return src == c->partner ? &c->in[0] : NULL;
+    if (o->sc != SC_GROUP)
+        return NULL;
+    int base = c->group * o->group_size;
+    int m = src - base;
+    if (m < 0 || m >= o->senders)
+        return NULL;
+    return &c->in[m];
+}
+
+static void on_message(bconn *c, const Parley__Message *m)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    uint64_t now = bench_now();
+    uint64_t src, k, t;
+    const char *b = m->body;
+    if (!b || strlen(b) < BODY_HDR || !get_hex(b, 6, &src) || !get_hex(b + 6, 8, &k) ||
+        !get_hex(b + 14, 12, &t) || k == 0 || m->msgid == 0) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    stream *s = stream_of(c, (int)src);
+    convst *cv = conv_of(c, m->conv);
+    if (!s || !cv) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    /* Acknowledge every copy, as a client does: the server resends what it
+     * has not seen acknowledged. */
+    if (m->seq > cv->ack_hi)
+        cv->ack_hi = m->seq;
+    c->ack_due = true;
+    if (!grow(&s->got, &s->cap, k)) {
+        bench_fail(w->sh, "out of memory for message bookkeeping");
+        return;
+    }
+    if (s->got[k]) {
+        cnt(s->got[k] == m->msgid ? &th->st->dups : &th->st->mismatch, 1);
+        return;
+    }
+    s->got[k] = m->msgid;
+    cnt(&th->st->unique, 1);
+    if (m->seq <= cv->last_seq)
+        cnt(&th->st->ooo, 1);
+    else
+        cv->last_seq = m->seq;
+    if (in_window(w, now)) {
+        cnt(&th->st->recv_win, 1);
+        hist_record(&th->st->lat, now > t ? now - t : 0);
+    }
+}
+
+static void on_send_reply(bconn *c, const Parley__ServerFrame *f)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    uint64_t k = f->id;
+    if (k == 0 || k > c->nsent || k >= c->okcap || c->okid[k] || c->inflight == 0) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    c->inflight--;
+    if (f->error && f->error->code != PARLEY__ERROR_CODE__OK) {
+        cnt(&th->st->errors, 1);
+        bench_fail(w->sh, "send by connection %d failed: %s: %s", c->idx, err_name(f->error->code),
+                   f->error->text ? f->error->text : "");
+        return;
+    }
+    if (f->body_case != PARLEY__SERVER_FRAME__BODY_SEND_OK || f->send_ok->msgid == 0) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    c->okid[k] = f->send_ok->msgid;
+    cnt(&th->st->answered, 1);
+    cnt(&th->st->expected, (uint64_t)w->fanout);
+    if (th->sending && w->o->rate <= 0)
+        send_msg(c);
+}
+
+static void on_ctl_reply(bconn *c, const Parley__ServerFrame *f)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    int op = (int)(f->id - CTL_ID);
+    if (op == OP_PING)
+        return;
+    if (op != c->op) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    c->op = OP_NONE;
+    if (f->error && f->error->code != PARLEY__ERROR_CODE__OK) {
+        bench_fail(w->sh, "%s of connection %d (user %llu) failed: %s: %s", op_name(op), c->idx,
+                   (unsigned long long)c->user, err_name(f->error->code),
+                   f->error->text ? f->error->text : "");
+        return;
+    }
+    switch (op) {
+    case OP_HELLO:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_HELLO_OK)
+            break;
+        c->hello_ok = true;
+        phase_done(c);
+        return;
+    case OP_REG:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_REGISTER_OK || !f->register_ok->user_id)
+            break;
+        c->user = f->register_ok->user_id;
+        phase_done(c);
+        return;
+    case OP_LOGIN:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_LOGIN_OK)
+            break;
+        if (w->o->sc == SC_LOGIN && th->seen >= PH_RUN) {
+            uint64_t now = bench_now();
+            cnt(&th->st->answered, 1);
+            if (in_window(w, now)) {
+                cnt(&th->st->answered_win, 1);
+                hist_record(&th->st->lat, now - c->op_t);
+            }
+            send_logout(c);
+            return;
+        }
+        phase_done(c);
+        return;
+    case OP_LOGOUT:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_DONE)
+            break;
+        if (th->sending) {
+            cnt(&th->st->sent, 1);
+            send_login(c);
+        }
+        return;
+    case OP_GCREATE:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_GROUP_CREATE_OK)
+            break;
+        w->gid[c->group] = f->group_create_ok->group_id;
+        phase_done(c);
+        return;
+    case OP_GJOIN:
+        if (f->body_case != PARLEY__SERVER_FRAME__BODY_DONE)
+            break;
+        phase_done(c);
+        return;
+    default:
+        break;
+    }
+    bench_fail(w->sh, "%s of connection %d: unexpected reply (body %d)", op_name(op), c->idx,
+               (int)f->body_case);
+}
+
+static int on_frame(void *arg, const uint8_t *p, size_t n)
+{
+    bconn *c = arg;
+    worker *w = c->th->w;
+    Parley__ServerFrame *f = parley__server_frame__unpack(NULL, n, p);
+    if (!f) {
+        bench_fail(w->sh, "connection %d: a frame the bench cannot decode", c->idx);
+        return -1;
+    }
+    if (f->id == 0) {
+        switch (f->body_case) {
+        case PARLEY__SERVER_FRAME__BODY_MESSAGE:
+            on_message(c, f->message);
+            break;
+        case PARLEY__SERVER_FRAME__BODY_BYE:
+            if (c->th->seen < PH_STOP)
+                bench_fail(w->sh, "connection %d: the server said bye (%s)", c->idx,
+                           f->bye->reason ? f->bye->reason : "");
+            break;
+        case PARLEY__SERVER_FRAME__BODY_PRESENCE:
+            break;
+        default:
+            if (f->error && f->error->code != PARLEY__ERROR_CODE__OK)
+                bench_fail(w->sh, "connection %d: error from the server: %s: %s", c->idx,
+                           err_name(f->error->code), f->error->text ? f->error->text : "");
+            break;
+        }
+    } else if (f->id >= CTL_ID) {
+        on_ctl_reply(c, f);
+    } else {
+        on_send_reply(c, f);
+    }
+    parley__server_frame__free_unpacked(f, NULL);
+    return 0;
+}
+
+static void flush_acks(bconn *c)
+{
+    c->ack_due = false;
+    for (int i = 0; i < c->nconv; i++) {
+        convst *s = &c->conv[i];
+        if (s->ack_hi <= s->acked)
+            continue;
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        Parley__Ack a = PARLEY__ACK__INIT;
+        a.conv = s->conv;
+        a.seq = s->ack_hi;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_ACK;
+        f.ack = &a;
+        send_frame(c, &f);
+        s->acked = s->ack_hi;
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    bconn *c = arg;
+    int r = wire_read_frames(bufferevent_get_input(bev), READ_MAX, on_frame, c);
+    if (r == -1)
+        bench_fail(c->th->w->sh, "connection %d: a frame over %d bytes", c->idx, READ_MAX);
+    if (r < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->ack_due)
+        flush_acks(c);
+    pump(c->th);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    bconn *c = arg;
+    bthread *th = c->th;
+    if (what & BEV_EVENT_CONNECTED) {
+        send_hello(c);
+        return;
+    }
+    if (th->seen < PH_STOP && !atomic_load(&th->w->sh->failed)) {
+        int err = EVUTIL_SOCKET_ERROR();
+        const char *why = (what & BEV_EVENT_EOF) ? "closed by the server"
+                          : err                  ? evutil_socket_error_to_string(err)
+                                                 : "error";
+        bench_fail(th->w->sh, "connection %d (port %d, during %s): %s", c->idx,
+                   th->w->o->ports[c->port], phase_name(th->seen), why);
+    }
+    conn_close(c);
+}
+
+/* ---- the loop ---- */
+
+static void rate_send(bthread *th, uint64_t now)
+{
+    uint64_t start = atomic_load_explicit(&th->w->sh->run_start, memory_order_relaxed);
+    if (now <= start || th->nsnd == 0)
+        return;
+    uint64_t due = (uint64_t)((double)(now - start) * th->rate / 1e9);
+    int idle = 0; /* senders tried in a row with no room */
+    while (th->issued < due && idle < th->nsnd) {
+        bconn *c = th->snd[th->rr];
+        th->rr = (th->rr + 1) % th->nsnd;
+        if (c->bev && c->inflight < (uint32_t)th->w->o->inflight) {
+            send_msg(c);
+            th->issued++;
+            idle = 0;
+        } else {
+            idle++;
+        }
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    bthread *th = arg;
+    worker *w = th->w;
+    phase ph = (phase)atomic_load(&w->sh->phase);
+    if (ph != th->seen)
+        enter_phase(th, ph);
+    if (ph == PH_STOP)
+        return;
+    uint64_t now = bench_now();
+    if (th->sending && w->o->rate > 0)
+        rate_send(th, now);
+    if (now - th->last_scan >= NS) {
+        th->last_scan = now;
+        uint64_t quiet = (uint64_t)(w->o->ping_every * 1e9);
+        for (int i = 0; i < th->n; i++) {
+            bconn *c = th->c[i];
+            if (c->bev && c->hello_ok && now - c->last_tx >= quiet)
+                send_ping(c);
+        }
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    bthread *th = arg;
+    event_base_dispatch(th->base);
+    return NULL;
+}
+
+/* ---- the check at the end ---- */
+
+static void verify(worker *w)
+{
+    const bopts *o = w->o;
+    wresult *r = shared_wresult(w->sh, w->w);
+    uint64_t lost = 0, unanswered = 0, unacked = 0, mismatch = 0, phantom = 0;
+    for (int i = w->lo; i < w->hi; i++) {
+        bconn *x = conn_at(w, i);
+        for (uint64_t k = 1; k <= x->nsent; k++)
+            if (k >= x->okcap || !x->okid[k])
+                unanswered++;
+        for (int slot = 0; slot < x->nin; slot++) {
+            int src = o->sc == SC_DIRECT ? x->partner : x->group * o->group_size + slot;
+            bconn *s = conn_at(w, src);
+            stream *in = &x->in[slot];
+            if (!s || s == x)
+                continue;
+            for (uint64_t k = 1; k <= s->nsent; k++) {
+                uint64_t ok = k < s->okcap ? s->okid[k] : 0;
+                uint64_t got = k < in->cap ? in->got[k] : 0;
+                if (ok && !got) {
+                    if (!lost)
+                        snprintf(r->example, sizeof r->example,
+                                 "message %llu (msgid %llu) of connection %d (user %llu) never "
+                                 "reached connection %d (user %llu)",
+                                 (unsigned long long)k, (unsigned long long)ok, s->idx,
+                                 (unsigned long long)s->user, x->idx, (unsigned long long)x->user);
+                    lost++;
+                } else if (ok && got != ok) {
+                    mismatch++;
+                } else if (!ok && got) {
+                    unacked++;
+                }
+            }
+            for (uint64_t k = s->nsent + 1; k < in->cap; k++)
+                if (in->got[k])
+                    phantom++;
+        }
+    }
+    atomic_store(&r->lost, lost);
+    atomic_store(&r->unanswered, unanswered);
+    atomic_store(&r->unacked_delivered, unacked);
+    /* Count these with the thread-0 counters of this worker. */
+    tstats *st = shared_tstats(w->sh, w->w, 0);
+    atomic_fetch_add(&st->mismatch, mismatch);
+    atomic_fetch_add(&st->bogus, phantom);
+    atomic_store(&r->finished, 1);
+}
+
+/* ---- the worker ---- */
+
+static void place(worker *w, bconn *c)
+{
+    const bopts *o = w->o;
+    int i = c->idx, np = o->nports;
+    c->partner = -1;
+    c->group = -1;
+    switch (o->sc) {
+    case SC_DIRECT:
+        c->partner = i ^ 1;
+        c->port = o->cross ? i % np : (i / 2) % np;
+        c->nin = 1;
+        break;
+    case SC_GROUP:
+        c->group = i / o->group_size;
+        c->member = i % o->group_size;
+        c->port = o->cross ? c->member % np : c->group % np;
+        c->nin = o->senders;
+        break;
+    default:
+        c->port = i % np;
+        c->nin = 0;
+        break;
+    }
+    if (c->nin) {
+        c->in = calloc((size_t)c->nin, sizeof(*c->in));
+        if (!c->in) {
+            fprintf(stderr, "parley-bench: out of memory\n");
+            _exit(1);
+        }
+    }
+}
+
+void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
+{
+    worker w = {.o = o, .sh = sh, .w = wi, .lo = lo, .hi = hi, .fanout = bench_fanout(o)};
+    int n = hi - lo, nth = o->threads;
+    if (nth > n && n > 0)
+        nth = n;
+    if (nth < 1)
+        nth = 1;
+    w.conns = calloc((size_t)(n ? n : 1), sizeof(*w.conns));
+    w.th = calloc((size_t)nth, sizeof(*w.th));
+    if (o->sc == SC_GROUP) {
+        w.ngroups = (hi + o->group_size - 1) / o->group_size;
+        w.gid = calloc((size_t)w.ngroups, sizeof(*w.gid));
+    }
+    if (!w.conns || !w.th || (o->sc == SC_GROUP && !w.gid)) {
+        bench_fail(sh, "out of memory");
+        _exit(1);
+    }
+    for (int p = 0; p < o->nports; p++) {
+        w.dst[p].sin_family = AF_INET;
+        w.dst[p].sin_port = htons((uint16_t)o->ports[p]);
+        if (inet_pton(AF_INET, o->host, &w.dst[p].sin_addr) != 1) {
+            bench_fail(sh, "--host %s: give an IPv4 address", o->host);
+            _exit(1);
+        }
+    }
+    /* Worker w connects from the w-th address after --src-base, so that
+     * each has a full range of ephemeral ports of its own. */
+    if (o->src_base) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, o->src_base, &a) != 1) {
+            bench_fail(sh, "--src-base %s: give an IPv4 address", o->src_base);
+            _exit(1);
+        }
+        w.src.sin_family = AF_INET;
+        w.src.sin_addr.s_addr = htonl(ntohl(a.s_addr) + (uint32_t)wi);
+        w.bind_src = true;
+    }
+    (void)nw;
+    int window = o->setup_window / nth;
+    if (window < 1)
+        window = 1;
+    for (int t = 0; t < nth; t++) {
+        bthread *th = &w.th[t];
+        th->w = &w;
+        th->t = t;
+        th->st = shared_tstats(sh, wi, t);
+        th->window = window;
+        th->seen = PH_INIT;
+        th->base = event_base_new();
+        th->c = calloc((size_t)(n / nth + 1), sizeof(*th->c));
+        th->snd = calloc((size_t)(n / nth + 1), sizeof(*th->snd));
+        th->body = malloc((size_t)o->size + 1);
+        if (!th->base || !th->c || !th->snd || !th->body) {
+            bench_fail(sh, "out of memory");
+            _exit(1);
+        }
+        for (int i = 0; i < o->size; i++)
+            th->body[i] = (char)('a' + i % 26);
+        th->body[o->size] = '\0';
+    }
+    for (int i = lo; i < hi; i++) {
+        bconn *c = &w.conns[i - lo];
+        bthread *th = &w.th[(i - lo) % nth];
+        c->idx = i;
+        c->th = th;
+        place(&w, c);
+        th->c[th->n++] = c;
+        if (bench_is_sender(o, i))
+            th->snd[th->nsnd++] = c;
+    }
+    int total_snd = 0;
+    for (int t = 0; t < nth; t++)
+        total_snd += w.th[t].nsnd;
+    for (int t = 0; t < nth; t++) {
+        bthread *th = &w.th[t];
+        th->rate = total_snd ? o->rate * th->nsnd / total_snd : 0;
+        /* A fine tick when pacing messages; phases need no more than 10 ms. */
+        struct timeval iv = {0, o->rate > 0 ? 1000 : 10000};
+        th->tick = event_new(th->base, -1, EV_PERSIST, on_tick, th);
+        if (!th->tick || event_add(th->tick, &iv) < 0) {
+            bench_fail(sh, "cannot start a timer");
+            _exit(1);
+        }
+    }
+    for (int t = 0; t < nth; t++)
+        if (pthread_create(&w.th[t].tid, NULL, thread_main, &w.th[t]) != 0) {
+            bench_fail(sh, "cannot start a thread");
+            _exit(1);
+        }
+    for (int t = 0; t < nth; t++)
+        pthread_join(w.th[t].tid, NULL);
+    verify(&w);
+    _exit(0);
+}
