@@ -1,6 +1,7 @@
 #include "common/u64map.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Linear probing with backward-shift deletion: no tombstones, so lookups
  * stay short after many logins and logouts. */
@@ -119,4 +120,10 @@ void *u64map_del(u64map *m, uint64_t key)
 size_t u64map_size(const u64map *m)
 {
     return m->size;
+}
+
+void u64map_clear(u64map *m)
+{
+    memset(m->slots, 0, m->cap * sizeof(*m->slots));
+    m->size = 0;
 }

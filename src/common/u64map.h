@@ -20,5 +20,7 @@ int u64map_put(u64map *m, uint64_t key, void *val);
 /* Removes key; returns the old value or NULL. */
 void *u64map_del(u64map *m, uint64_t key);
 size_t u64map_size(const u64map *m);
+/* Removes every key, keeping the table's size for reuse. */
+void u64map_clear(u64map *m);
 
 #endif

@@ -1,5 +1,6 @@
 #include "gateway/gateway.h"
 
+#include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,12 @@ typedef struct gw_loop {
     u64map *users; /* user id -> first conn of that user on this loop */
     arena *scratch;
     uint64_t rng; /* xorshift state for send references */
+    /* Acks read in this pass of the loop, one per (user, conversation),
+     * sent to the message service together when the pass ends. */
+    Parley__Cursor *acks;
+    size_t nacks, cap_acks;
+    u64map *ack_index; /* user ^ conv mix -> index + 1 in acks */
+    struct event *ack_flush;
 } gw_loop;
 
 struct gateway {
@@ -279,6 +286,72 @@ out:
 
 /* ---- requests ---- */
 
+static uint64_t gw_ack_key(uint64_t user, uint64_t conv)
+{
+    return (user * 0x9E3779B97F4A7C15ULL ^ conv * 0xC2B2AE3D27D4EB4FULL) | 1;
+}
+
+/* Keeps the highest ack per (user, conversation) until the pass ends: a
+ * client acknowledging every message costs one store write per batch, not
+ * one per message. */
+static void gw_ack_add(gw_loop *gl, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    uint64_t key = gw_ack_key(user, conv);
+    uintptr_t at = (uintptr_t)u64map_get(gl->ack_index, key);
+    if (at && gl->acks[at - 1].user == user && gl->acks[at - 1].conv == conv) {
+        if (gl->acks[at - 1].seq < seq)
+            gl->acks[at - 1].seq = seq;
+        return;
+    }
+    if (gl->nacks == gl->cap_acks) {
+        size_t cap = gl->cap_acks ? gl->cap_acks * 2 : 64;
+        Parley__Cursor *a = realloc(gl->acks, cap * sizeof(*a));
+        if (!a)
+            return; /* an ack lost costs a repeat delivery, nothing more */
+        gl->acks = a;
+        gl->cap_acks = cap;
+    }
+    Parley__Cursor *cur = &gl->acks[gl->nacks++];
+    parley__cursor__init(cur);
+    cur->user = user;
+    cur->conv = conv;
+    cur->seq = seq;
+    if (!at)
+        u64map_put(gl->ack_index, key, (void *)(uintptr_t)gl->nacks);
+    if (gl->nacks == 1)
+        event_active(gl->ack_flush, 0, 0);
+}
+
+static void gw_ack_done(const ProtobufCMessage *msg, void *data)
+{
+    (void)msg;
+    (void)data;
+}
+
+static void gw_ack_flush(evutil_socket_t fd, short what, void *arg)
+{
+    gw_loop *gl = arg;
+    if (!gl->nacks)
+        return;
+    Parley__Cursor **list = malloc(gl->nacks * sizeof(*list));
+    if (!list)
+        abort();
+    for (size_t i = 0; i < gl->nacks; i++)
+        list[i] = &gl->acks[i];
+    Parley__Caller caller = PARLEY__CALLER__INIT;
+    caller.gateway_id = gl->gw->cfg.gateway_id;
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Call in = PARLEY__CALL__INIT;
+    in.caller = &caller;
+    in.frame = &f;
+    in.acks = list;
+    in.n_acks = gl->nacks;
+    gl->gw->message->invoke(gl->gw->message, MSG_ACK, &in.base, gw_ack_done, NULL);
+    free(list);
+    gl->nacks = 0;
+    u64map_clear(gl->ack_index);
+}
+
 /* A fresh idempotency reference for a send: a node that fails mid-call can
  * then be retried on another without storing the message twice. */
 static uint64_t gw_ref(gw_loop *gl)
@@ -381,7 +454,7 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         break;
     }
     case PARLEY__CLIENT_FRAME__BODY_ACK:
-        gw_call(c, gw->message, MSG_ACK, CALL_QUIET, f, 0, 0);
+        gw_ack_add(s->gl, s->user, f->ack->conv, f->ack->seq);
         break;
     case PARLEY__CLIENT_FRAME__BODY_REG:
         gw_call(c, gw->user, USER_CREATE, CALL_REPLY, f, 0, 0);
@@ -617,6 +690,12 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
             goto fail;
         pwhash_random(&gl->rng, sizeof(gl->rng));
         gl->rng |= 1;
+        gl->ack_index = u64map_new();
+        /* Low priority: after every read of the pass. */
+        gl->ack_flush = event_new(loop_base(loops[i]), -1, 0, gw_ack_flush, gl);
+        if (!gl->ack_index || !gl->ack_flush)
+            goto fail;
+        event_priority_set(gl->ack_flush, 1);
         loop_set_udata(loops[i], gl);
     }
     bus_handler h = {.deliver = gw_deliver, .resync = gw_resync, .arg = gw};
@@ -675,8 +754,13 @@ void gateway_free(gateway *gw)
     if (!gw)
         return;
     for (unsigned i = 0; gw->per_loop && i < gw->nloops; i++) {
-        u64map_free(gw->per_loop[i].users);
-        arena_free(gw->per_loop[i].scratch);
+        gw_loop *gl = &gw->per_loop[i];
+        u64map_free(gl->users);
+        arena_free(gl->scratch);
+        u64map_free(gl->ack_index);
+        free(gl->acks);
+        if (gl->ack_flush)
+            event_free(gl->ack_flush);
     }
     free(gw->per_loop);
     u64map_free(gw->sessions);

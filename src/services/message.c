@@ -275,6 +275,19 @@ static void message_recall(svc_ctx *ctx)
 
 static void message_ack(svc_ctx *ctx)
 {
+    /* The gateway's coalesced form: cursors of its logged-in sessions. A
+     * cursor of a conversation the user is not in changes nothing. */
+    if (ctx->call->n_acks) {
+        for (size_t i = 0; i < ctx->call->n_acks; i++) {
+            const Parley__Cursor *a = ctx->call->acks[i];
+            store_status st = store_ack(ctx->st, a->user, a->conv, a->seq);
+            if (st != STORE_OK && st != STORE_NOT_FOUND) {
+                svc_fail_store(ctx, st, "cursor");
+                return;
+            }
+        }
+        return;
+    }
     if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_ACK) < 0)
         return;
     const Parley__Ack *r = ctx->call->frame->ack;

@@ -53,6 +53,11 @@ static void test_u64map_put_get_del(void **state)
     u64map_put(m, 2 * 7919, (void *)99);
     assert_ptr_equal(u64map_get(m, 2 * 7919), (void *)99);
     assert_int_equal(u64map_size(m), 5000);
+    u64map_clear(m);
+    assert_int_equal(u64map_size(m), 0);
+    assert_null(u64map_get(m, 2 * 7919));
+    assert_int_equal(u64map_put(m, 7, (void *)7), 0);
+    assert_ptr_equal(u64map_get(m, 7), (void *)7);
     u64map_free(m);
 }
 
