@@ -1,5 +1,6 @@
 #include "common/arena.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +42,52 @@ static struct block *block_new(size_t size)
     return b;
 }
 
+/* Each thread keeps a few reset arenas for reuse: a request's arena is made
+ * and freed once per call, on the hot path. */
+enum { ARENA_CACHE = 16 };
+
+typedef struct {
+    arena *free[ARENA_CACHE];
+    unsigned n;
+} arena_cache;
+
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+
+static void arena_destroy(arena *a);
+
+static void arena_cache_free(void *p)
+{
+    arena_cache *c = p;
+    for (unsigned i = 0; i < c->n; i++)
+        arena_destroy(c->free[i]);
+    free(c);
+}
+
+static void arena_key_init(void)
+{
+    pthread_key_create(&arena_key, arena_cache_free);
+}
+
+static arena_cache *arena_cache_get(void)
+{
+    pthread_once(&arena_once, arena_key_init);
+    arena_cache *c = pthread_getspecific(arena_key);
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (c && pthread_setspecific(arena_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
 arena *arena_new(void)
 {
+    arena_cache *c = arena_cache_get();
+    if (c && c->n)
+        return c->free[--c->n];
     arena *a = malloc(sizeof(*a));
     if (!a)
         return NULL;
@@ -71,6 +116,17 @@ void arena_free(arena *a)
 {
     if (!a)
         return;
+    arena_cache *c = arena_cache_get();
+    if (c && c->n < ARENA_CACHE) {
+        arena_reset(a);
+        c->free[c->n++] = a;
+        return;
+    }
+    arena_destroy(a);
+}
+
+static void arena_destroy(arena *a)
+{
     struct block *b = a->head;
     while (b) {
         struct block *next = b->next;
@@ -82,7 +138,7 @@ void arena_free(arena *a)
 
 void *arena_alloc(arena *a, size_t n)
 {
-    const size_t align = sizeof(max_align_t);
+    const size_t align = _Alignof(max_align_t);
     n = (n + align - 1) & ~(align - 1);
     if (n == 0)
         n = align;

@@ -71,7 +71,7 @@ static void test_arena_alloc_and_reset(void **state)
     assert_string_equal(arena_printf(a, "%d-%s", 42, "x"), "42-x");
     for (int i = 0; i < 1000; i++)
         assert_non_null(arena_zalloc(a, 64));
-    assert_true(((uintptr_t)arena_alloc(a, 3) % sizeof(max_align_t)) == 0);
+    assert_true(((uintptr_t)arena_alloc(a, 3) % _Alignof(max_align_t)) == 0);
     arena_reset(a);
     assert_string_equal(arena_strndup(a, "abcdef", 3), "abc");
     arena_free(a);
