@@ -39,6 +39,8 @@ typedef struct server {
     svc_config svc_cfg;
     struct event_base *base;
     struct event *sigint, *sigterm;
+    struct event *trim;
+    uint64_t trim_seen;
     /* what runs here */
     int has_gateway;
     const svc_def *local[3]; /* user, social, message when served here */
@@ -126,6 +128,17 @@ static void server_tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_ARENA_MAX, 4);
+}
+
+/* Every few seconds: if no request came since the last look, hand the
+ * memory freed after the last burst back to the system. */
+static void server_on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    server *s = arg;
+    uint64_t n = s->rt ? svc_runtime_submitted(s->rt) : 0;
+    if (n == s->trim_seen)
+        malloc_trim(0);
+    s->trim_seen = n;
 }
 
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -368,6 +381,9 @@ static int server_start(server *s, char *err, size_t errlen)
                 return -1;
         }
     }
+    s->trim = event_new(s->base, -1, EV_PERSIST, server_on_trim, s);
+    struct timeval every = {3, 0};
+    event_add(s->trim, &every);
     s->sigint = evsignal_new(s->base, SIGINT, server_on_signal, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, server_on_signal, s);
     evsignal_add(s->sigint, NULL);
@@ -401,6 +417,8 @@ static void server_stop(server *s)
     free(s->loops);
     rpc_server_free(s->rpc);
     bus_free(s->bus);
+    if (s->trim)
+        event_free(s->trim);
     if (s->sigint)
         event_free(s->sigint);
     if (s->sigterm)

@@ -16,6 +16,7 @@ struct svc_runtime {
     bus *bus;
     pool *store_pool;
     pool *auth_pool;
+    uint64_t submitted; /* atomic */
     char err[256];
 };
 
@@ -274,6 +275,7 @@ void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parle
     t->ctx.res = arena_alloc(a, sizeof(*t->ctx.res));
     parley__result__init(t->ctx.res);
     t->ctx.pushes_tail = &t->ctx.pushes;
+    __atomic_add_fetch(&rt->submitted, 1, __ATOMIC_RELAXED);
     pool_submit(def->slow ? rt->auth_pool : rt->store_pool, call->key, &t->base);
 }
 
@@ -366,4 +368,9 @@ int svc_require_user(svc_ctx *ctx)
         return -1;
     }
     return 0;
+}
+
+uint64_t svc_runtime_submitted(const svc_runtime *rt)
+{
+    return __atomic_load_n(&rt->submitted, __ATOMIC_RELAXED);
 }

@@ -81,6 +81,8 @@ typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res, svc_outcom
  * deadline_ms is on svc_clock_ms()'s clock; 0 means none. */
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
                 int64_t deadline_ms, svc_done_fn done, void *arg);
+/* Requests submitted so far (for telling a busy server from a quiet one). */
+uint64_t svc_runtime_submitted(const svc_runtime *rt);
 /* Milliseconds on a monotonic clock. */
 int64_t svc_clock_ms(void);
 /* The service definition whose descriptor is named name ("parley.UserService"),
