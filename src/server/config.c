@@ -28,7 +28,8 @@ static const opt opts[] = {
     {"role", STR(role),
      "what runs here: all (default), or a comma list of gateway, user, social, message"},
     {"threads", UINT(threads), 1, 256, "I/O threads (default: number of cores)"},
-    {"store-workers", UINT(store_workers), 1, 64, "storage worker threads (default 2)"},
+    {"store-workers", UINT(store_workers), 1, 64,
+     "storage worker threads (default: 1 on SQLite, which has one writer; 4 on MariaDB)"},
     {"auth-workers", UINT(auth_workers), 1, 64,
      "password hashing threads (default: number of cores)"},
     {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 256)"},
@@ -178,7 +179,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     strcpy(cfg->data, "./parley-data");
     strcpy(cfg->role, "all");
     cfg->threads = cores > 0 ? (unsigned)cores : 1;
-    cfg->store_workers = 2;
+    cfg->store_workers = 0; /* chosen by the store backend */
     cfg->auth_workers = cores > 0 ? (unsigned)cores : 1;
     cfg->max_batch = 256;
     cfg->idle_timeout_s = 60;

@@ -303,6 +303,10 @@ static int server_start(server *s, char *err, size_t errlen)
                 return -1;
             snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
         }
+        /* SQLite has a single writer: a second worker would only wait on
+         * its lock (sleeping in the busy handler) while batches shrink. */
+        if (!cfg->store_workers)
+            cfg->store_workers = strncmp(s->db_path, "mariadb://", 10) == 0 ? 4 : 1;
         s->svc_cfg = (svc_config){
             .db_path = s->db_path,
             .cost = cfg->cost,
