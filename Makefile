@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all deps build run test cluster cluster-down format clean
+.PHONY: all deps build run test cluster cluster-down format clean bench
 
 all: build
 
@@ -36,6 +36,11 @@ cluster: build
 
 cluster-down:
 	@bash scripts/cluster.sh down $(CLUSTER_DIR)
+
+# Throughput, latency and memory of Parley against a minimal relay (the
+# floor); BENCH_QUICK=1 for a one-minute smoke run. See docs/performance.md.
+bench:
+	@bash bench/run.sh
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c')

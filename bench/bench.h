@@ -42,57 +42,60 @@ typedef struct {
     const char *host;
     int ports[BENCH_MAX_PORTS];
     int nports;
-    bool cross;          /* partners / group members on different ports */
-    int conns;           /* connections (= users) */
-    int inflight;        /* messages in flight per sender */
-    int size;            /* message body bytes */
-    double rate;         /* offered messages/s in total; 0: as fast as possible */
-    double duration;     /* seconds measured */
-    double warmup;       /* seconds before the window */
-    int threads;         /* event loops per worker process */
-    int procs;           /* worker processes (0: decide) */
-    int group_size;      /* members per group */
-    int senders;         /* senders per group */
-    const char *json;    /* write the result here */
-    const char *label;   /* free text for the report */
-    pid_t server_pid;    /* idle: whose RSS to measure */
-    const char *pwhash;  /* the server's password-hash cost, for the report */
-    const char *run_id;  /* users are b<run>_<n> */
-    double ping_every;   /* seconds of silence before a Ping */
-    double settle;       /* idle: seconds to wait before reading RSS */
-    double straggle;     /* seconds to wait for late messages at the end */
-    double setup_timeout;/* seconds a setup phase may take */
-    int setup_window;    /* setup operations in flight (all threads, per process) */
-    const char *src_base;/* first source address (127.0.0.1); worker w uses + w */
-    int per_proc;        /* idle: connections per worker process at most */
+    bool cross;           /* partners / group members on different ports */
+    int conns;            /* connections (= users) */
+    int inflight;         /* messages in flight per sender */
+    int size;             /* message body bytes */
+    double rate;          /* offered messages/s in total; 0: as fast as possible */
+    double duration;      /* seconds measured */
+    double warmup;        /* seconds before the window */
+    int threads;          /* event loops per worker process */
+    int procs;            /* worker processes (0: decide) */
+    int group_size;       /* members per group */
+    int senders;          /* senders per group */
+    const char *json;     /* write the result here */
+    const char *label;    /* free text for the report */
+    pid_t server_pid;     /* idle: whose RSS to measure */
+    const char *pwhash;   /* the server's password-hash cost, for the report */
+    const char *run_id;   /* users are b<run>_<n> */
+    double ping_every;    /* seconds of silence before a Ping */
+    double settle;        /* idle: seconds to wait before reading RSS */
+    double pause;         /* seconds between the setup and the run */
+    double straggle;      /* seconds to wait for late messages at the end */
+    double setup_timeout; /* seconds a setup phase may take */
+    int setup_window;     /* setup operations in flight (all threads, per process) */
+    const char *src_base; /* first source address (127.0.0.1); worker w uses + w */
+    int per_proc;         /* idle: connections per worker process at most */
 } bopts;
 
 /* Counters of one thread. One writer (that thread); anyone reads. */
 typedef struct {
-    _Atomic uint64_t done[PH_N]; /* connections through each phase */
-    _Atomic uint64_t sent;       /* messages (or logins) sent */
-    _Atomic uint64_t answered;   /* SendOk (or LoginOk) received */
-    _Atomic uint64_t errors;     /* error replies during the run */
-    _Atomic uint64_t expected;   /* deliveries due: answered * recipients */
-    _Atomic uint64_t unique;     /* deliveries, first copy */
-    _Atomic uint64_t dups;       /* deliveries, repeated copies (same msgid) */
-    _Atomic uint64_t mismatch;   /* a second copy under a different msgid */
-    _Atomic uint64_t ooo;        /* out of order within a conversation */
-    _Atomic uint64_t bogus;      /* a push the bench cannot have caused */
-    _Atomic uint64_t sent_win;   /* sent inside the window */
-    _Atomic uint64_t recv_win;   /* first copies received inside the window */
+    _Atomic uint64_t done[PH_N];   /* connections through each phase */
+    _Atomic uint64_t sent;         /* messages (or logins) sent */
+    _Atomic uint64_t answered;     /* SendOk (or LoginOk) received */
+    _Atomic uint64_t errors;       /* error replies during the run */
+    _Atomic uint64_t expected;     /* deliveries due: answered * recipients */
+    _Atomic uint64_t unique;       /* deliveries, first copy */
+    _Atomic uint64_t dups;         /* deliveries, repeated copies (same msgid) */
+    _Atomic uint64_t mismatch;     /* a second copy under a different msgid */
+    _Atomic uint64_t ooo;          /* out of order within a conversation */
+    _Atomic uint64_t bogus;        /* a push the bench cannot have caused */
+    _Atomic uint64_t sent_win;     /* sent inside the window */
+    _Atomic uint64_t recv_win;     /* first copies received inside the window */
     _Atomic uint64_t answered_win; /* answers (logins) inside the window */
     _Atomic uint64_t pings;
-    hist lat; /* latency of what was received in the window, ns */
+    _Atomic uint64_t first_dup; /* when the first duplicate came (bench clock) */
+    hist lat;                   /* latency of what was received in the window, ns */
 } tstats;
 
 /* What a worker's final check found. */
 typedef struct {
     _Atomic int finished;
-    _Atomic uint64_t lost;       /* acknowledged by the server, never delivered */
-    _Atomic uint64_t unanswered; /* sent, no reply by the end */
+    _Atomic uint64_t lost;              /* acknowledged by the server, never delivered */
+    _Atomic uint64_t unanswered;        /* sent, no reply by the end */
+    _Atomic uint64_t refused;           /* sends answered with an error */
     _Atomic uint64_t unacked_delivered; /* delivered though never acknowledged */
-    char example[256];           /* one lost message, for the report */
+    char example[256];                  /* one lost message, for the report */
 } wresult;
 
 typedef struct {
@@ -101,6 +104,10 @@ typedef struct {
     _Atomic uint64_t win_start, win_end;
     _Atomic int failed;
     char why[512]; /* the first fatal error */
+    _Atomic int erred;
+    char first_error[256]; /* the first error reply to a send */
+    _Atomic int disordered;
+    char first_ooo[320]; /* the first message out of order */
     int nprocs, nthreads;
     /* then nprocs * nthreads tstats, then nprocs wresult */
 } shared;
@@ -116,10 +123,13 @@ void bench_clock_start(void);
 
 /* Records the first fatal error (any process) and marks the run failed. */
 void bench_fail(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records the first error reply to a send (not fatal: counted, reported). */
+void bench_note_error(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Runs worker `w` of `nw` (connections [lo, hi)) until the phase is
  * PH_STOP, then checks what arrived and exits the process. */
-void engine_worker(const bopts *o, shared *sh, int w, int nw, int lo, int hi) __attribute__((noreturn));
+void engine_worker(const bopts *o, shared *sh, int w, int nw, int lo, int hi)
+    __attribute__((noreturn));
 
 /* Phases a scenario goes through, in order, ending with PH_STOP. */
 int scenario_phases(scenario sc, phase out[PH_N]);
@@ -129,6 +139,5 @@ const char *phase_name(phase p);
 int bench_fanout(const bopts *o);
 /* Whether connection i sends in the run. */
 bool bench_is_sender(const bopts *o, int i);
-int bench_nsenders(const bopts *o);
 
 #endif

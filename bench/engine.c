@@ -49,7 +49,9 @@ enum {
 /* Request ids at or above this are setup and control requests (id = base +
  * op); below it, an id is the counter of the message it sends. */
 #define CTL_ID ((uint64_t)1 << 56)
-#define NS 1000000000ull
+/* okid[k] of a send the server refused with an error. */
+#define REFUSED  UINT64_MAX
+#define NS       1000000000ull
 #define PASSWORD "benchpass1"
 
 typedef struct {
@@ -66,8 +68,8 @@ struct bthread;
 typedef struct bconn {
     struct bufferevent *bev;
     struct bthread *th;
-    int idx;    /* global index */
-    int port;   /* index into o->ports */
+    int idx;  /* global index */
+    int port; /* index into o->ports */
     uint64_t user;
     int op;          /* the control request awaiting its reply */
     uint64_t op_t;   /* when it was sent */
@@ -124,6 +126,8 @@ struct worker {
     struct sockaddr_in src;
     bool bind_src;
     int fanout;
+    int ooo_src; /* the first message out of order: its sender and counter */
+    uint64_t ooo_k;
 };
 
 /* ---- small helpers ---- */
@@ -193,7 +197,8 @@ static bool grow(uint64_t **arr, uint64_t *cap, uint64_t k)
 
 static const char *err_name(Parley__ErrorCode c)
 {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&parley__error_code__descriptor, (int)c);
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&parley__error_code__descriptor, (int)c);
     return v ? v->name : "?";
 }
 
@@ -413,7 +418,8 @@ static bool start_connect(bconn *c)
     }
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&w->dst[c->port], sizeof w->dst[0]) < 0) {
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&w->dst[c->port], sizeof w->dst[0]) <
+        0) {
         bench_fail(w->sh, "connect (connection %d, port %d): %s", c->idx, w->o->ports[c->port],
                    strerror(errno));
         conn_close(c);
@@ -581,13 +587,26 @@ static void on_message(bconn *c, const Parley__Message *m)
     }
     if (s->got[k]) {
         cnt(s->got[k] == m->msgid ? &th->st->dups : &th->st->mismatch, 1);
+        if (!atomic_load_explicit(&th->st->first_dup, memory_order_relaxed))
+            atomic_store_explicit(&th->st->first_dup, now, memory_order_relaxed);
         return;
     }
     s->got[k] = m->msgid;
     cnt(&th->st->unique, 1);
-    if (m->seq <= cv->last_seq)
+    if (m->seq <= cv->last_seq) {
         cnt(&th->st->ooo, 1);
-    else
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&w->sh->disordered, &expect, 1)) {
+            w->ooo_src = (int)src;
+            w->ooo_k = k;
+            snprintf(w->sh->first_ooo, sizeof w->sh->first_ooo,
+                     "connection %d (user %llu) got seq %llu (msgid %llu, message %llu of "
+                     "connection %llu) after seq %llu in conversation %llu",
+                     c->idx, (unsigned long long)c->user, (unsigned long long)m->seq,
+                     (unsigned long long)m->msgid, (unsigned long long)k, (unsigned long long)src,
+                     (unsigned long long)cv->last_seq, (unsigned long long)m->conv);
+        }
+    } else
         cv->last_seq = m->seq;
     if (in_window(w, now)) {
         cnt(&th->st->recv_win, 1);
@@ -606,9 +625,13 @@ static void on_send_reply(bconn *c, const Parley__ServerFrame *f)
     }
     c->inflight--;
     if (f->error && f->error->code != PARLEY__ERROR_CODE__OK) {
+        /* Not a loss: the sender is told the message was not taken. */
+        c->okid[k] = REFUSED;
         cnt(&th->st->errors, 1);
-        bench_fail(w->sh, "send by connection %d failed: %s: %s", c->idx, err_name(f->error->code),
-                   f->error->text ? f->error->text : "");
+        bench_note_error(w->sh, "%s: %s", err_name(f->error->code),
+                         f->error->text ? f->error->text : "");
+        if (th->sending && w->o->rate <= 0)
+            send_msg(c);
         return;
     }
     if (f->body_case != PARLEY__SERVER_FRAME__BODY_SEND_OK || f->send_ok->msgid == 0) {
@@ -840,12 +863,15 @@ static void verify(worker *w)
 {
     const bopts *o = w->o;
     wresult *r = shared_wresult(w->sh, w->w);
-    uint64_t lost = 0, unanswered = 0, unacked = 0, mismatch = 0, phantom = 0;
+    uint64_t lost = 0, unanswered = 0, unacked = 0, mismatch = 0, phantom = 0, refused = 0;
     for (int i = w->lo; i < w->hi; i++) {
         bconn *x = conn_at(w, i);
-        for (uint64_t k = 1; k <= x->nsent; k++)
+        for (uint64_t k = 1; k <= x->nsent; k++) {
             if (k >= x->okcap || !x->okid[k])
                 unanswered++;
+            else if (x->okid[k] == REFUSED)
+                refused++;
+        }
         for (int slot = 0; slot < x->nin; slot++) {
             int src = o->sc == SC_DIRECT ? x->partner : x->group * o->group_size + slot;
             bconn *s = conn_at(w, src);
@@ -854,6 +880,8 @@ static void verify(worker *w)
                 continue;
             for (uint64_t k = 1; k <= s->nsent; k++) {
                 uint64_t ok = k < s->okcap ? s->okid[k] : 0;
+                if (ok == REFUSED)
+                    ok = 0; /* refused, yet perhaps stored: "delivered, never acknowledged" */
                 uint64_t got = k < in->cap ? in->got[k] : 0;
                 if (ok && !got) {
                     if (!lost)
@@ -876,6 +904,17 @@ static void verify(worker *w)
     }
     atomic_store(&r->lost, lost);
     atomic_store(&r->unanswered, unanswered);
+    atomic_store(&r->refused, refused);
+    /* Say what became of the send behind the first message out of order. */
+    bconn *os = w->ooo_k ? conn_at(w, w->ooo_src) : NULL;
+    if (os) {
+        uint64_t ok = w->ooo_k < os->okcap ? os->okid[w->ooo_k] : 0;
+        size_t len = strlen(w->sh->first_ooo);
+        snprintf(w->sh->first_ooo + len, sizeof w->sh->first_ooo - len, "; its send was %s",
+                 ok == REFUSED ? "refused with an error"
+                 : ok          ? "acknowledged"
+                               : "never answered");
+    }
     atomic_store(&r->unacked_delivered, unacked);
     /* Count these with the thread-0 counters of this worker. */
     tstats *st = shared_tstats(w->sh, w->w, 0);

@@ -18,7 +18,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum { HIST_SUB_BITS = 5, HIST_SUB = 1 << HIST_SUB_BITS, HIST_N = (64 - HIST_SUB_BITS + 1) * HIST_SUB };
+enum {
+    HIST_SUB_BITS = 5,
+    HIST_SUB = 1 << HIST_SUB_BITS,
+    HIST_N = (64 - HIST_SUB_BITS + 1) * HIST_SUB
+};
 
 typedef struct {
     _Atomic uint64_t n[HIST_N];

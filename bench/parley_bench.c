@@ -54,7 +54,8 @@ tstats *shared_tstats(shared *sh, int proc, int thread)
 
 wresult *shared_wresult(shared *sh, int proc)
 {
-    char *base = (char *)sh + hdr_size() + (size_t)sh->nprocs * (size_t)sh->nthreads * tstats_size();
+    char *base =
+        (char *)sh + hdr_size() + (size_t)sh->nprocs * (size_t)sh->nthreads * tstats_size();
     return (wresult *)base + proc;
 }
 
@@ -88,6 +89,17 @@ void bench_fail(shared *sh, const char *fmt, ...)
     va_end(ap);
 }
 
+void bench_note_error(shared *sh, const char *fmt, ...)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&sh->erred, &expect, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sh->first_error, sizeof sh->first_error, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- scenarios ---- */
 
 int scenario_phases(scenario sc, phase out[PH_N])
@@ -110,9 +122,8 @@ int scenario_phases(scenario sc, phase out[PH_N])
 
 const char *phase_name(phase p)
 {
-    static const char *names[PH_N] = {"init",         "connect",    "register", "login",
-                                      "group create", "group join", "run",      "drain",
-                                      "stop"};
+    static const char *names[PH_N] = {"init",       "connect", "register", "login", "group create",
+                                      "group join", "run",     "drain",    "stop"};
     return (unsigned)p < PH_N ? names[p] : "?";
 }
 
@@ -140,18 +151,6 @@ bool bench_is_sender(const bopts *o, int i)
     }
 }
 
-int bench_nsenders(const bopts *o)
-{
-    switch (o->sc) {
-    case SC_DIRECT:
-        return o->conns;
-    case SC_GROUP:
-        return o->conns / o->group_size * o->senders;
-    default:
-        return 0;
-    }
-}
-
 static const char *scenario_name(scenario sc)
 {
     static const char *names[] = {"direct", "group", "idle", "login"};
@@ -162,59 +161,60 @@ static const char *scenario_name(scenario sc)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: parley-bench direct|group|idle|login --port PORT [options]\n"
-            "\n"
-            "Registers and logs in --conns users (b<run>_<n>, password benchpass1), one\n"
-            "connection each, then runs the scenario and checks that every message arrived\n"
-            "exactly once and in order. Exits 1 if anything was lost or failed.\n"
-            "\n"
-            "  direct       users in pairs send each other direct messages\n"
-            "  group        groups of --group-size members; --senders of each send\n"
-            "  idle         connections that only ping; measures the server's memory\n"
-            "  login        logins per second (login, logout, login, ...)\n"
-            "\n"
-            "common options:\n"
-            "  --host ADDR        server address (default 127.0.0.1)\n"
-            "  --port PORT        server port; repeat (or give a comma list) to spread the\n"
-            "                     connections over several gateways\n"
-            "  --cross            put partners (group members) on different ports\n"
-            "  --conns N          connections = users (default: direct/group 1000, idle\n"
-            "                     1000, login 16)\n"
-            "  --threads T        event loops per worker process (default: cores)\n"
-            "  --procs P          worker processes (default 1; idle: one per --per-proc)\n"
-            "  --duration S       measured seconds (default 10; idle 0: just --settle)\n"
-            "  --warmup S         seconds before measuring (default 2)\n"
-            "  --json FILE        write the result as JSON\n"
-            "  --label TEXT       a note carried into the report\n"
-            "  --run-id ID        user names are b<ID>_<n> (default: from time and pid)\n"
-            "  --quiet            no progress lines\n"
-            "direct and group:\n"
-            "  --inflight K       messages in flight per sender (default 1; 16 with --rate)\n"
-            "  --size BYTES       message body size (default 32, at least 26)\n"
-            "  --rate R           offered messages/s in total (default 0: as fast as possible)\n"
-            "  --group-size M     members per group (default 10)\n"
-            "  --senders S        senders per group (default 1)\n"
-            "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
-            "idle:\n"
-            "  --server-pid PID   the server process whose VmRSS to measure\n"
-            "  --settle S         seconds to wait before reading it (default 2)\n"
-            "  --ping-every S     ping a connection quiet for S seconds (default 20)\n"
-            "  --per-proc N       connections per worker process at most (default 15000)\n"
-            "  --src-base ADDR    worker w connects from ADDR + w (default 127.0.0.1 when\n"
-            "                     there are several workers)\n"
-            "login:\n"
-            "  --pwhash-cost NAME the server's --pwhash-cost, for the report only\n"
-            "setup:\n"
-            "  --setup-window N   connects/registers/logins in flight (default 256)\n"
-            "  --setup-timeout S  longest a setup phase may take (default 300)\n");
+    fprintf(f, "usage: parley-bench direct|group|idle|login --port PORT [options]\n"
+               "\n"
+               "Registers and logs in --conns users (b<run>_<n>, password benchpass1), one\n"
+               "connection each, then runs the scenario and checks that every message arrived\n"
+               "exactly once and in order. Exits 1 if anything was lost or failed.\n"
+               "\n"
+               "  direct       users in pairs send each other direct messages\n"
+               "  group        groups of --group-size members; --senders of each send\n"
+               "  idle         connections that only ping; measures the server's memory\n"
+               "  login        logins per second (login, logout, login, ...)\n"
+               "\n"
+               "common options:\n"
+               "  --host ADDR        server address (default 127.0.0.1)\n"
+               "  --port PORT        server port; repeat (or give a comma list) to spread the\n"
+               "                     connections over several gateways\n"
+               "  --cross            put partners (group members) on different ports\n"
+               "  --conns N          connections = users (default: direct/group 1000, idle\n"
+               "                     1000, login 16)\n"
+               "  --threads T        event loops per worker process (default: cores)\n"
+               "  --procs P          worker processes (default 1; idle: one per --per-proc)\n"
+               "  --duration S       measured seconds (default 10; idle 0: just --settle)\n"
+               "  --warmup S         seconds before measuring (default 2)\n"
+               "  --json FILE        write the result as JSON\n"
+               "  --label TEXT       a note carried into the report\n"
+               "  --run-id ID        user names are b<ID>_<n> (default: from time and pid)\n"
+               "  --pause S          wait S seconds between the setup and the run (default 0)\n"
+               "  --quiet            no progress lines\n"
+               "direct and group:\n"
+               "  --inflight K       messages in flight per sender (default 1; 16 with --rate)\n"
+               "  --size BYTES       message body size (default 32, at least 26)\n"
+               "  --rate R           offered messages/s in total (default 0: as fast as possible)\n"
+               "  --group-size M     members per group (default 10)\n"
+               "  --senders S        senders per group (default 1)\n"
+               "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
+               "idle:\n"
+               "  --server-pid PID   the server process whose VmRSS to measure\n"
+               "  --settle S         seconds to wait before reading it (default 2)\n"
+               "  --ping-every S     ping a connection quiet for S seconds (default 20)\n"
+               "  --per-proc N       connections per worker process at most (default 15000)\n"
+               "  --src-base ADDR    worker w connects from ADDR + w (default 127.0.0.1 when\n"
+               "                     there are several workers)\n"
+               "login:\n"
+               "  --pwhash-cost NAME the server's --pwhash-cost, for the report only\n"
+               "setup:\n"
+               "  --setup-window N   connects/registers/logins in flight (default 256)\n"
+               "  --setup-timeout S  longest a setup phase may take (default 300)\n");
 }
 
 static int add_ports(bopts *o, const char *arg)
 {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", arg);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         char *end;
         long p = strtol(tok, &end, 10);
         if (*end || p <= 0 || p > 65535 || o->nports == BENCH_MAX_PORTS)
@@ -263,6 +263,7 @@ enum {
     O_SRC_BASE,
     O_PER_PROC,
     O_QUIET,
+    O_PAUSE,
     O_HELP,
 };
 
@@ -297,6 +298,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"src-base", required_argument, NULL, O_SRC_BASE},
         {"per-proc", required_argument, NULL, O_PER_PROC},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"pause", required_argument, NULL, O_PAUSE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -424,6 +426,9 @@ static void parse(int argc, char **argv, bopts *o)
         case O_QUIET:
             quiet = true;
             break;
+        case O_PAUSE:
+            o->pause = num("--pause", optarg, 0, 1e6);
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -506,8 +511,8 @@ static void on_signal(int sig)
 }
 
 typedef struct {
-    uint64_t done[PH_N], sent, answered, errors, expected, unique, dups, mismatch, ooo, bogus, sent_win,
-        recv_win, answered_win, pings;
+    uint64_t done[PH_N], sent, answered, errors, expected, unique, dups, mismatch, ooo, bogus,
+        sent_win, recv_win, answered_win, pings, first_dup;
     hist_snap lat;
 } totals;
 
@@ -532,6 +537,9 @@ static void sum_up(shared *sh, totals *t)
             t->recv_win += atomic_load(&s->recv_win);
             t->answered_win += atomic_load(&s->answered_win);
             t->pings += atomic_load(&s->pings);
+            uint64_t fd = atomic_load(&s->first_dup);
+            if (fd && (!t->first_dup || fd < t->first_dup))
+                t->first_dup = fd;
             hist_add(&t->lat, &s->lat);
         }
 }
@@ -550,6 +558,21 @@ static long rss_kb(pid_t pid)
     fclose(f);
     return kb;
 }
+
+/* The 1-minute load average: other work on the machine skews the figures. */
+static double loadavg1(void)
+{
+    double v = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+static double load_at_start;
 
 static pid_t *workers;
 static int nworkers;
@@ -610,7 +633,9 @@ static void show_progress(const bopts *o, shared *sh, phase ph, uint64_t phase_t
             snprintf(p99, sizeof p99, "%.2f ms", ms(hist_quantile(&t.lat, 0.99)));
         fprintf(stderr, "[%s] %.1fs%s sent %llu, %s %llu, %.0f/s, p99 %s\n", sc,
                 (double)(now - phase_t0) / 1e9,
-                ph == PH_DRAIN ? " (draining)" : now < ws ? " (warm-up)" : "",
+                ph == PH_DRAIN ? " (draining)"
+                : now < ws     ? " (warm-up)"
+                               : "",
                 (unsigned long long)t.sent, o->sc == SC_LOGIN ? "logged in" : "delivered",
                 (unsigned long long)got, dt > 0 ? (double)(got - *prev_count) / dt : 0.0, p99);
         *prev_count = got;
@@ -686,9 +711,29 @@ static bool drained(const bopts *o, shared *sh)
 {
     totals t;
     sum_up(sh, &t);
-    if (t.answered + t.errors < t.sent)
+    /* After a failure (a connection gone) some sends will never be
+     * answered: wait only for what was acknowledged to arrive. */
+    if (t.answered + t.errors < t.sent && !atomic_load(&sh->failed))
         return false;
     return o->sc == SC_LOGIN || t.unique >= t.expected;
+}
+
+/* No new traffic; waits up to --straggle seconds for replies and late
+ * messages, even after a failure, so that a loss is never counted for a
+ * message that was merely slow. */
+static void drain(const bopts *o, shared *sh, runinfo *ri, uint64_t *prev, uint64_t *last)
+{
+    uint64_t t0 = bench_now(), until = t0 + (uint64_t)(o->straggle * 1e9);
+    atomic_store(&sh->phase, PH_DRAIN);
+    while (bench_now() < until && !interrupted && !drained(o, sh)) {
+        sleep_ms(5);
+        reap(sh, false);
+        uint64_t now = bench_now();
+        if (now - *last >= NS)
+            show_progress(o, sh, PH_DRAIN, t0, now, prev, last);
+    }
+    ri->drained = drained(o, sh);
+    ri->drain_s = (double)(bench_now() - t0) / 1e9;
 }
 
 static void run(const bopts *o, shared *sh, runinfo *ri)
@@ -701,6 +746,12 @@ static void run(const bopts *o, shared *sh, runinfo *ri)
             if (!setup_phase(o, sh, ph[i], ri))
                 return;
             continue;
+        }
+        if (ph[i] == PH_RUN && o->pause > 0) {
+            uint64_t p0 = bench_now();
+            if (!run_until(o, sh, ph[i - 1], p0, p0 + (uint64_t)(o->pause * 1e9), &prev, &last,
+                           NULL))
+                return;
         }
         uint64_t t0 = bench_now();
         if (ph[i] == PH_RUN) {
@@ -719,17 +770,15 @@ static void run(const bopts *o, shared *sh, runinfo *ri)
                 if (!run_until(o, sh, PH_RUN, t0, bench_now() + (uint64_t)(o->duration * 1e9),
                                &prev, &last, NULL))
                     return;
-            } else if (!run_until(o, sh, PH_RUN, t0, atomic_load(&sh->win_end), &prev, &last, NULL)) {
+            } else if (!run_until(o, sh, PH_RUN, t0, atomic_load(&sh->win_end), &prev, &last,
+                                  NULL)) {
+                if (o->sc != SC_IDLE)
+                    drain(o, sh, ri, &prev, &last);
                 return;
             }
             ri->phase_s[PH_RUN] = (double)(bench_now() - t0) / 1e9;
         } else if (ph[i] == PH_DRAIN) {
-            atomic_store(&sh->phase, PH_DRAIN);
-            if (!run_until(o, sh, PH_DRAIN, t0, t0 + (uint64_t)(o->straggle * 1e9), &prev, &last,
-                           drained))
-                return;
-            ri->drained = drained(o, sh);
-            ri->drain_s = (double)(bench_now() - t0) / 1e9;
+            drain(o, sh, ri, &prev, &last);
         }
     }
 }
@@ -778,8 +827,10 @@ static void json_str(FILE *f, const char *s)
 
 typedef struct {
     totals t;
-    uint64_t lost, unanswered, unacked;
+    uint64_t lost, unanswered, unacked, refused;
     char example[256];
+    double first_dup_s; /* into the run phase; < 0: none */
+    char first_error[256];
     bool ok;
     char why[1024];
 } outcome;
@@ -803,16 +854,21 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
 {
     sum_up(sh, &oc->t);
     oc->ok = true;
+    uint64_t rs = atomic_load(&sh->run_start);
+    oc->first_dup_s = oc->t.first_dup && rs ? ((double)oc->t.first_dup - (double)rs) / 1e9 : -1;
     for (int p = 0; p < sh->nprocs; p++) {
         wresult *r = shared_wresult(sh, p);
         oc->lost += atomic_load(&r->lost);
         oc->unanswered += atomic_load(&r->unanswered);
         oc->unacked += atomic_load(&r->unacked_delivered);
+        oc->refused += atomic_load(&r->refused);
         if (!oc->example[0] && r->example[0])
             snprintf(oc->example, sizeof oc->example, "%s", r->example);
     }
     if (atomic_load(&sh->failed))
         add_why(oc, "%s", sh->why);
+    if (atomic_load(&sh->erred))
+        snprintf(oc->first_error, sizeof oc->first_error, "%s", sh->first_error);
     const totals *t = &oc->t;
     if (o->sc == SC_DIRECT || o->sc == SC_GROUP) {
         if (oc->lost)
@@ -822,13 +878,14 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
             add_why(oc, "%llu messages delivered twice under different msgids",
                     (unsigned long long)t->mismatch);
         if (t->ooo)
-            add_why(oc, "%llu messages OUT OF ORDER (seq went backwards)", (unsigned long long)t->ooo);
+            add_why(oc, "%llu messages OUT OF ORDER (seq went backwards; e.g. %s)",
+                    (unsigned long long)t->ooo, sh->first_ooo);
         if (t->bogus)
-            add_why(oc, "%llu pushes or replies the bench never asked for", (unsigned long long)t->bogus);
+            add_why(oc, "%llu pushes or replies the bench never asked for",
+                    (unsigned long long)t->bogus);
         if (oc->unanswered)
             add_why(oc, "%llu sends never answered", (unsigned long long)oc->unanswered);
-        if (t->errors)
-            add_why(oc, "%llu sends failed", (unsigned long long)t->errors);
+
         if (!atomic_load(&sh->failed) && t->recv_win == 0)
             add_why(oc, "nothing was delivered in the measured window");
     }
@@ -849,6 +906,16 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
                  ms(h->max));
     char settings[256];
     char rate[32];
+    char dups[80];
+    if (t->dups && oc->first_dup_s >= 0)
+        snprintf(dups, sizeof dups, "%llu duplicates (the first %.2f s into the run)",
+                 (unsigned long long)t->dups, oc->first_dup_s);
+    else
+        snprintf(dups, sizeof dups, "%llu duplicates", (unsigned long long)t->dups);
+    if (oc->refused) {
+        size_t len = strlen(dups);
+        snprintf(dups + len, sizeof dups - len, ", %llu refused", (unsigned long long)oc->refused);
+    }
     if (o->rate > 0)
         snprintf(rate, sizeof rate, "%.0f/s", o->rate);
     else
@@ -857,21 +924,21 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
     case SC_DIRECT:
         snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s", o->conns,
                  o->inflight, o->size, rate, o->cross ? " cross" : "");
-        printf("direct %s: %.0f msg/s delivered%s; %llu sent, %llu lost, %llu duplicates, %llu out "
+        printf("direct %s: %.0f msg/s delivered%s; %llu sent, %llu lost, %s, %llu out "
                "of order: %s\n",
                settings, (double)t->recv_win / d, lat, (unsigned long long)t->sent,
-               (unsigned long long)oc->lost, (unsigned long long)t->dups,
-               (unsigned long long)t->ooo, oc->ok ? "OK" : "FAIL");
+               (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
+               oc->ok ? "OK" : "FAIL");
         break;
     case SC_GROUP:
-        snprintf(settings, sizeof settings, "conns=%d group-size=%d senders=%d inflight=%d size=%d rate=%s%s",
-                 o->conns, o->group_size, o->senders, o->inflight, o->size, rate,
-                 o->cross ? " cross" : "");
-        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s; %llu lost, %llu duplicates, %llu "
+        snprintf(settings, sizeof settings,
+                 "conns=%d group-size=%d senders=%d inflight=%d size=%d rate=%s%s", o->conns,
+                 o->group_size, o->senders, o->inflight, o->size, rate, o->cross ? " cross" : "");
+        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s; %llu lost, %s, %llu "
                "out of order: %s\n",
                settings, (double)t->recv_win / d, (double)t->sent_win / d, lat,
-               (unsigned long long)oc->lost, (unsigned long long)t->dups,
-               (unsigned long long)t->ooo, oc->ok ? "OK" : "FAIL");
+               (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
+               oc->ok ? "OK" : "FAIL");
         break;
     case SC_IDLE: {
         char mem[128] = "server memory not measured (no --server-pid)";
@@ -883,7 +950,8 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
                o->conns, o->procs, mem,
                ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
                ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
-               ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0, oc->ok ? "OK" : "FAIL");
+               ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+               oc->ok ? "OK" : "FAIL");
         break;
     }
     case SC_LOGIN:
@@ -923,7 +991,7 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     json_str(f, o->pwhash);
     fprintf(f, ",\"run_id\":");
     json_str(f, o->run_id);
-    fprintf(f, "},\n\"results\":{");
+    fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
     fprintf(f,
             "\"sent\":%llu,\"answered\":%llu,\"errors\":%llu,\"delivered\":%llu,"
             "\"duplicates\":%llu,\"mismatched\":%llu,\"out_of_order\":%llu,\"unexpected\":%llu,"
@@ -932,13 +1000,19 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             (unsigned long long)t->sent, (unsigned long long)t->answered,
             (unsigned long long)t->errors, (unsigned long long)t->unique,
             (unsigned long long)t->dups, (unsigned long long)t->mismatch,
-            (unsigned long long)t->ooo, (unsigned long long)t->bogus,
-            (unsigned long long)oc->lost, (unsigned long long)oc->unanswered,
-            (unsigned long long)oc->unacked, ri->drained ? "true" : "false", ri->drain_s);
+            (unsigned long long)t->ooo, (unsigned long long)t->bogus, (unsigned long long)oc->lost,
+            (unsigned long long)oc->unanswered, (unsigned long long)oc->unacked,
+            ri->drained ? "true" : "false", ri->drain_s);
+    fprintf(f, "\"first_duplicate_s\":%.3f,\"refused\":%llu,\"first_error\":", oc->first_dup_s,
+            (unsigned long long)oc->refused);
+    json_str(f, oc->first_error);
+    fputc(',', f);
+    fprintf(f, "\"pings\":%llu,", (unsigned long long)t->pings);
     fprintf(f, "\"sent_per_s\":%.1f,\"delivered_per_s\":%.1f,\"logins_per_s\":%.1f,",
             (double)t->sent_win / d, (double)t->recv_win / d, (double)t->answered_win / d);
-    fprintf(f, "\"setup_s\":{\"connect\":%.3f,\"register\":%.3f,\"login\":%.3f,\"group_create\":%.3f,"
-               "\"group_join\":%.3f},",
+    fprintf(f,
+            "\"setup_s\":{\"connect\":%.3f,\"register\":%.3f,\"login\":%.3f,\"group_create\":%.3f,"
+            "\"group_join\":%.3f},",
             ri->phase_s[PH_CONNECT], ri->phase_s[PH_REGISTER], ri->phase_s[PH_LOGIN],
             ri->phase_s[PH_GCREATE], ri->phase_s[PH_GJOIN]);
     if (o->sc == SC_IDLE) {
@@ -951,10 +1025,12 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
                 ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
                 ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0);
     }
-    fprintf(f, "\"latency_ms\":{\"count\":%llu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,"
-               "\"max\":%.4f,\"mean\":%.4f},\n\"latency_hist_ns\":",
+    fprintf(f,
+            "\"latency_ms\":{\"count\":%llu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,"
+            "\"max\":%.4f,\"mean\":%.4f},\n\"latency_hist_ns\":",
             (unsigned long long)h->count, ms(hist_quantile(h, 0.5)), ms(hist_quantile(h, 0.9)),
-            ms(hist_quantile(h, 0.99)), ms(hist_quantile(h, 0.999)), ms(h->max), hist_mean(h) / 1e6);
+            ms(hist_quantile(h, 0.99)), ms(hist_quantile(h, 0.999)), ms(h->max),
+            hist_mean(h) / 1e6);
     hist_write_json(f, h);
     fprintf(f, "}}\n");
     if (fclose(f) != 0)
@@ -987,6 +1063,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    load_at_start = loadavg1();
     bench_clock_start();
     size_t sz = shared_size(o.procs, o.threads);
     shared *sh = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1007,8 +1084,8 @@ int main(int argc, char **argv)
     }
     if (!quiet)
         fprintf(stderr, "[%s] %d connections to %s:%d%s, %d process(es) x %d thread(s), run %s\n",
-                scenario_name(o.sc), o.conns, o.host, o.ports[0], o.nports > 1 ? " (and more ports)" : "",
-                o.procs, o.threads, o.run_id);
+                scenario_name(o.sc), o.conns, o.host, o.ports[0],
+                o.nports > 1 ? " (and more ports)" : "", o.procs, o.threads, o.run_id);
 
     workers = calloc((size_t)o.procs, sizeof(*workers));
     worker_done = calloc((size_t)o.procs, sizeof(*worker_done));
@@ -1042,6 +1119,11 @@ int main(int argc, char **argv)
     summary(&o, &ri, &oc);
     if (o.json)
         write_json(&o, &ri, &oc);
+    if (oc.t.errors)
+        fprintf(stderr,
+                "parley-bench: WARNING: the server refused %llu sends (the first: %s); not a loss, "
+                "since the sender was told, but the offered load was not served\n",
+                (unsigned long long)oc.t.errors, oc.first_error);
     if (!oc.ok) {
         fprintf(stderr, "parley-bench: FAIL: %s\n", oc.why);
         return 1;

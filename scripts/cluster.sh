@@ -51,7 +51,7 @@ start_parleyd() {
 
 node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
-    --store-workers 2 --auth-workers 1
+    --auth-workers 1
 }
 
 up() {

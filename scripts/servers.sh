@@ -7,7 +7,10 @@
 #   servers.sh zookeeper DIR CLIENT_PORT [ID PEER_PORT ELECTION_PORT ENSEMBLE]
 #        ENSEMBLE = "1:PEER:ELECT,2:PEER:ELECT,3:PEER:ELECT" (omit for standalone)
 #   servers.sh mariadb   DIR PORT          (database "parley", user root over the socket,
-#                                          user parley/parley over TCP)
+#                                          user parley/parley over TCP; the redo log is
+#                                          written at each commit and flushed to disk once
+#                                          a second: a crash of any process loses nothing
+#                                          committed, a power loss up to a second)
 #   servers.sh nginx     DIR PORT BACKEND... (BACKEND = host:port, stream balancing)
 #   servers.sh stop      DIR               (stops whatever was started in DIR)
 #   servers.sh wait-port PORT [SECONDS]
@@ -102,7 +105,8 @@ start_mariadb() {
   setsid mariadbd --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" \
     --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
     --log-error="$dir/error.log" --innodb-buffer-pool-size=32M --innodb-log-file-size=8M \
-    --skip-name-resolve --max-connections=500 >/dev/null 2>&1 </dev/null &
+    --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 \
+    >/dev/null 2>&1 </dev/null &
   local i
   for ((i = 0; i < 600; i++)); do
     mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && break

@@ -5,6 +5,7 @@
  * A message is appended to its conversation with the next seq inside the
  * batch's transaction; the push to recipients is published after commit.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "services/limits.h"
@@ -273,11 +274,22 @@ static void message_recall(svc_ctx *ctx)
     out->done = d;
 }
 
+static int message_cursor_cmp(const void *x, const void *y)
+{
+    const Parley__Cursor *a = *(Parley__Cursor *const *)x, *b = *(Parley__Cursor *const *)y;
+    if (a->conv != b->conv)
+        return a->conv < b->conv ? -1 : 1;
+    return a->user < b->user ? -1 : a->user > b->user;
+}
+
 static void message_ack(svc_ctx *ctx)
 {
     /* The gateway's coalesced form: cursors of its logged-in sessions. A
      * cursor of a conversation the user is not in changes nothing. */
     if (ctx->call->n_acks) {
+        /* Every batch takes its row locks in one global order, so that two
+         * gateways' batches cannot deadlock each other. */
+        qsort(ctx->call->acks, ctx->call->n_acks, sizeof(*ctx->call->acks), message_cursor_cmp);
         for (size_t i = 0; i < ctx->call->n_acks; i++) {
             const Parley__Cursor *a = ctx->call->acks[i];
             store_status st = store_ack(ctx->st, a->user, a->conv, a->seq);
@@ -322,4 +334,7 @@ static const svc_method_fn message_methods[] = {
 const svc_def svc_message = {
     .desc = &parley__message_service__descriptor,
     .methods = message_methods,
+    /* A coalesced ack touches the cursors of many conversations: batched with
+     * sends, whose conversations it shares, it would deadlock them. */
+    .alone = 1u << 4,
 };

@@ -35,6 +35,7 @@ typedef struct svc_worker {
     svc_runtime *rt;
     store *st;
     unsigned idx;
+    unsigned split; /* batches still to run one request at a time */
 } svc_worker;
 
 static int64_t svc_now_ms(void)
@@ -170,13 +171,58 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
     return 0;
 }
 
+static int svc_alone(const svc_task *t)
+{
+    return (t->def->alone >> t->method) & 1;
+}
+
 static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
 {
     svc_worker *w = wctx;
     int rc = -1;
+    /* Requests that want a transaction of their own go after the rest. */
+    if (n > 1) {
+        unsigned nalone = 0;
+        for (unsigned i = 0; i < n; i++)
+            nalone += (unsigned)svc_alone((svc_task *)tasks[i]);
+        if (nalone) {
+            pool_task **order = malloc(n * sizeof(*order));
+            if (!order)
+                abort();
+            unsigned together = 0, solo = n - nalone;
+            for (unsigned i = 0; i < n; i++) {
+                if (svc_alone((svc_task *)tasks[i]))
+                    order[solo++] = tasks[i];
+                else
+                    order[together++] = tasks[i];
+            }
+            if (together)
+                svc_run_batch(wctx, order, together);
+            for (unsigned i = together; i < n; i++)
+                svc_run_batch(wctx, &order[i], 1);
+            free(order);
+            return;
+        }
+    }
+    /* A batch that keeps deadlocking runs one request per transaction: the
+     * fewer locks a transaction holds, the less it collides. */
+    if (n > 1 && w->split) {
+        for (unsigned i = 0; i < n; i++)
+            svc_run_batch(wctx, &tasks[i], 1);
+        w->split--;
+        return;
+    }
     /* Deadlocks and lost connections undo the whole batch: run it again,
      * from scratch, a few times before giving up. */
     for (int attempt = 0; attempt < 5 && rc == -1; attempt++) {
+        if (attempt == 2 && n > 1) {
+            store_rollback(w->st);
+            for (unsigned i = 0; i < n; i++)
+                svc_reset((svc_task *)tasks[i]);
+            w->split = 8; /* and the next few batches too */
+            svc_run_batch(wctx, tasks, n);
+            return;
+        }
         if (attempt > 0) {
             log_warn("store: %s; running %u requests again", store_errmsg(w->st), n);
             store_rollback(w->st);

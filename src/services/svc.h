@@ -56,6 +56,7 @@ typedef struct svc_def {
     const ProtobufCServiceDescriptor *desc;
     const svc_method_fn *methods; /* indexed like desc->methods */
     int slow;                     /* runs on the auth pool (password hashing) */
+    uint64_t alone;               /* bit i: method i runs in a transaction of its own */
 } svc_def;
 
 extern const svc_def svc_user, svc_social, svc_message;
@@ -69,8 +70,8 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
 void svc_runtime_free(svc_runtime *rt);
 
 typedef enum {
-    SVC_RAN = 0,  /* the method ran; res says how it went */
-    SVC_EXPIRED,  /* the deadline passed before it could run; nothing was done */
+    SVC_RAN = 0, /* the method ran; res says how it went */
+    SVC_EXPIRED, /* the deadline passed before it could run; nothing was done */
 } svc_outcome;
 
 /* Called on a worker thread once the request is done and committed. It

@@ -227,6 +227,7 @@ enum {
     Q_HISTORY,
     Q_PENDING,
     Q_ACK,
+    Q_CONV_LAST_SEQ,
     Q_COUNT
 };
 
@@ -371,11 +372,13 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                    " JOIN messages AS m ON m.conv_id = p.conv_id AND m.seq = p.seq" MDB_MSG_CONV
                    " WHERE m.sender <> ? AND m.id > ? ORDER BY m.id LIMIT ?",
                    "uuuu", MDB_MSG_TYPES},
-    /* Capped at last_seq: a cursor past the end would hide future messages. */
-    [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq,"
-               " LEAST(?, COALESCE((SELECT last_seq FROM convs WHERE id = ?), 0)))"
+    [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq, ?)"
                " WHERE conv_id = ? AND user_id = ?",
-               "uuuu", ""},
+               "uuu", ""},
+    /* A plain read, taking no lock: read inside the UPDATE it would take a
+     * shared lock on the conversation that a concurrent send holds
+     * exclusively, and batches of acks and sends would deadlock. */
+    [Q_CONV_LAST_SEQ] = {"SELECT last_seq FROM convs WHERE id = ?", "u", "u"},
 };
 
 typedef struct mdb_store {
@@ -1524,9 +1527,19 @@ static store_status mdb_pending(store *base, uint64_t user, uint64_t after_msgid
 
 static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t seq)
 {
-    uint64_t n;
+    mdb_store *st = mdb_of(base);
+    uint64_t n, last = 0;
+    /* Capped at last_seq: a cursor past the end would hide future messages. */
+    store_status ret = mdb_first(st, Q_CONV_LAST_SEQ, conv);
+    if (ret == STORE_OK)
+        last = st->col_u[0];
+    mdb_done(st);
+    if (ret != STORE_OK && ret != STORE_NOT_FOUND)
+        return ret;
+    if (seq > last)
+        seq = last;
     /* Matched rows: an ack that moves nothing still finds the member. */
-    store_status ret = mdb_exec(mdb_of(base), Q_ACK, &n, seq, conv, conv, user);
+    ret = mdb_exec(st, Q_ACK, &n, seq, conv, user);
     if (ret == STORE_OK && n == 0)
         return STORE_NOT_FOUND;
     return ret;

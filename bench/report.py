@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""The report of bench/run.sh: reads the JSON that parley-bench wrote for each
+run, prints the table (Parley's figure, the floor's, and their ratio), writes
+latest.json and the data files that plot.gp draws.
+
+Usage: report.py --manifest FILE --json-dir DIR --out DIR [--quick 0|1] ...
+The manifest has one tab-separated line per table row:
+NAME KIND WHAT SETTINGS TARGET, where the runs are DIR/NAME.floor.json and
+DIR/NAME.TARGET.json.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram_kb = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    ram_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(ram_kb / 1048576, 1),
+        "kernel": platform.release(),
+    }
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        return {"ok": False, "failure": "no result (%s)" % e, "settings": {}, "results": {}}
+
+
+def lat(run):
+    return run.get("results", {}).get("latency_ms", {})
+
+
+def fmt_num(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return "{:,.0f}".format(v)
+    if v >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def ratio(p, f):
+    if p is None or f in (None, 0):
+        return None
+    return p / f
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return "%.3f" % r if r < 10 else "%.1f" % r
+
+
+def figures(kind, run):
+    """[(metric, unit, value)] for one run."""
+    r = run.get("results", {})
+    if kind == "rate":
+        return [("delivered", "msg/s", r.get("delivered_per_s")),
+                ("latency p99", "ms", lat(run).get("p99"))]
+    if kind == "deliveries":
+        return [("deliveries", "/s", r.get("delivered_per_s")),
+                ("latency p99", "ms", lat(run).get("p99"))]
+    if kind == "latency":
+        return [("latency p50", "ms", lat(run).get("p50")),
+                ("latency p99", "ms", lat(run).get("p99")),
+                ("latency p99.9", "ms", lat(run).get("p999")),
+                ("delivered", "msg/s", r.get("delivered_per_s"))]
+    if kind == "memory":
+        return [("server memory", "bytes/conn", r.get("bytes_per_conn")),
+                ("connects", "/s", r.get("connects_per_s")),
+                ("registers", "/s", r.get("registers_per_s")),
+                ("logins", "/s", r.get("idle_logins_per_s"))]
+    if kind == "logins":
+        return [("logins", "/s", r.get("logins_per_s")),
+                ("login latency p99", "ms", lat(run).get("p99"))]
+    return []
+
+
+def cdf(run):
+    """(x, latency_ms) points: x = 1 / (1 - q), the usual percentile axis."""
+    hist = run.get("results", {}).get("latency_hist_ns") or []
+    total = sum(c for _, c in hist)
+    pts, seen = [], 0
+    for lo, c in hist:
+        seen += c
+        q = seen / total
+        if q >= 1:
+            q = 1 - 1 / (total * 2)  # the last point: as far as the count allows
+        pts.append((1 / (1 - q), lo / 1e6))
+    return pts
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--json-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--duration", default="")
+    ap.add_argument("--warmup", default="")
+    ap.add_argument("--elapsed", default="")
+    a = ap.parse_args()
+
+    rows, runs, failures = [], {}, []
+    with open(a.manifest) as f:
+        lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    for name, kind, what, settings, target in lines:
+        fl = load(os.path.join(a.json_dir, name + ".floor.json"))
+        pa = load(os.path.join(a.json_dir, name + "." + target + ".json"))
+        runs[name] = {"floor": fl, target: pa}
+        for who, run in (("floor", fl), (target, pa)):
+            if not run.get("ok", False):
+                failures.append("%s on %s: %s" % (name, who, run.get("failure") or "failed"))
+        pf, ff = figures(kind, pa), figures(kind, fl)
+        for (metric, unit, pv), (_, _, fv) in zip(pf, ff):
+            row = {
+                "name": name, "scenario": what, "settings": settings, "target": target,
+                "metric": metric, "unit": unit,
+                "parley": pv, "floor": fv,
+                "parley_ok": bool(pa.get("ok")), "floor_ok": bool(fl.get("ok")),
+            }
+            row["ratio"] = ratio(row["parley"], row["floor"])
+            offered = pa.get("settings", {}).get("rate") or 0
+            got = pa.get("results", {}).get("delivered_per_s") or 0
+            if metric.startswith("latency") and offered and got < 0.95 * offered:
+                row["note"] = "saturated: %s of %s msg/s offered were delivered" % (
+                    fmt_num(got), fmt_num(offered))
+            rows.append(row)
+
+    # ---- the table ----
+    head = ("scenario", "settings", "figure", "Parley", "floor", "Parley/floor")
+    table = []
+    for r in rows:
+        par = fmt_num(r["parley"])
+        if r["target"] != "parley":
+            par += " (cluster)"
+        if r.get("note"):
+            par += " *"
+        if not r["parley_ok"]:
+            par += " FAIL"
+        flo = fmt_num(r["floor"]) + ("" if r["floor_ok"] else " FAIL")
+        table.append((r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
+                      flo, fmt_ratio(r["ratio"])))
+    widths = [max(len(str(x[i])) for x in table + [head]) for i in range(len(head))]
+    out = []
+    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    out.append("  ".join("-" * w for w in widths))
+    prev = None
+    for t in table:
+        key = (t[0], t[1])
+        cells = list(t)
+        if key == prev:
+            cells[0] = cells[1] = ""
+        prev = key
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
+    m = machine()
+    print()
+    print("Parley vs the floor (same machine, same settings, measured in this run)")
+    print("machine: %d cores, %s, %.1f GiB RAM; Parley: embedded parleyd, SQLite WAL "
+          "synchronous=NORMAL, --pwhash-cost min" % (m["nproc"], m["cpu"], m["ram_gib"]))
+    print("each run: %ss measured after %ss of warm-up%s" %
+          (a.duration, a.warmup, "; QUICK smoke run" if a.quick == "1" else ""))
+    loads = [run.get("settings", {}).get("loadavg_at_start") for v in runs.values()
+             for run in v.values()]
+    loads = [x for x in loads if isinstance(x, (int, float)) and x >= 0]
+    if loads:
+        m["loadavg_at_start"] = [min(loads), max(loads)]
+        print("1-minute load average when runs started: %.2f to %.2f (the bench itself adds up to "
+              "about 2; more means other work shared the machine)" % (min(loads), max(loads)))
+    print()
+    print("\n".join(out))
+    notes = []
+    for r in rows:
+        n = "* %s, %s: %s (latency includes queueing)" % (r["scenario"], r["settings"], r.get("note"))
+        if r.get("note") and n not in notes:
+            notes.append(n)
+    if notes:
+        print()
+        print("\n".join(notes))
+    remarks = []
+    for name in runs:
+        for who, run in runs[name].items():
+            res = run.get("results", {})
+            if res.get("refused"):
+                remarks.append("%s on %s: the server refused %d of %d sends (%s); %d of the refused "
+                               "were delivered all the same" %
+                               (name, who, res["refused"], res.get("sent", 0),
+                                res.get("first_error", ""), res.get("delivered_unacknowledged", 0)))
+            if res.get("duplicates"):
+                remarks.append("%s on %s: %d duplicate deliveries (same msgid; allowed, reported), "
+                               "the first %.2f s into the run" %
+                               (name, who, res["duplicates"], res.get("first_duplicate_s", -1)))
+    if remarks:
+        print()
+        for r in remarks:
+            print("note: " + r)
+    print("\nratios: above 1 for latency and memory means Parley needs more than the floor; "
+          "below 1 for throughput means it does less.")
+    if failures:
+        print("\nFAILED runs:")
+        for f in failures:
+            print("  " + f)
+    sys.stdout.flush()
+
+    # ---- latest.json ----
+    os.makedirs(a.out, exist_ok=True)
+    doc = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": m,
+        "quick": a.quick == "1",
+        "duration_s": float(a.duration or 0),
+        "warmup_s": float(a.warmup or 0),
+        "elapsed_s": float(a.elapsed or 0),
+        "parley": {"mode": "embedded parleyd (and a local cluster)", "pwhash_cost": "min",
+                   "durability": "SQLite WAL, synchronous=NORMAL, committed before SendOk"},
+        "ok": not failures,
+        "failures": failures,
+        "rows": rows,
+        "runs": runs,
+    }
+    tmp = os.path.join(a.out, "latest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, os.path.join(a.out, "latest.json"))
+
+    # ---- data for plot.gp ----
+    pd = os.path.join(a.out, "plot")
+    os.makedirs(pd, exist_ok=True)
+
+    def series(prefix, key, fname):
+        pts = []
+        for r in rows:
+            if r["name"].startswith(prefix) and r["metric"] in ("delivered", "deliveries") \
+                    and r["target"] == "parley":
+                s = runs[r["name"]]["parley"].get("settings", {})
+                x = s.get(key)
+                if x:
+                    pts.append((x, r["parley"] or 0, r["floor"] or 0))
+        with open(os.path.join(pd, fname), "w") as f:
+            f.write("# x parley floor\n")
+            for x, p, fl in sorted(pts):
+                f.write("%s %s %s\n" % (x, p, fl))
+
+    # Only the 8-in-flight runs belong on the connections axis.
+    pts = []
+    for r in rows:
+        if r["name"].startswith("direct-c") and r["name"].endswith("-if8") and r["metric"] == "delivered":
+            pts.append((runs[r["name"]]["parley"].get("settings", {}).get("conns", 0),
+                        r["parley"] or 0, r["floor"] or 0))
+    with open(os.path.join(pd, "direct.dat"), "w") as f:
+        f.write("# conns parley floor\n")
+        for x, p, fl in sorted(pts):
+            f.write("%s %s %s\n" % (x, p, fl))
+    series("group-m", "group_size", "group.dat")
+
+    plots = []
+    for name, kind, what, settings, target in lines:
+        if kind != "latency":
+            continue
+        for who in ("floor", target):
+            run = runs[name][who]
+            pts = cdf(run)
+            if not pts:
+                continue
+            fn = "lat_%s_%s.dat" % (name, who)
+            with open(os.path.join(pd, fn), "w") as f:
+                for x, y in pts:
+                    f.write("%g %g\n" % (x, y))
+            rate = run.get("settings", {}).get("rate", 0)
+            title = "%s %s/s" % ({"parley": "Parley", "cluster": "cluster"}.get(who, who),
+                                 fmt_num(rate))
+            plots.append("dir.'/%s' using 1:2 with lines lw 2 title '%s'" % (fn, title))
+    with open(os.path.join(pd, "lat.gp"), "w") as f:
+        if plots:
+            f.write("plot " + ", \\\n  ".join(plots) + "\n")
+        else:
+            f.write("set label 1 'no latency runs' at graph 0.4, 0.5\nplot NaN notitle\n")
+
+    with open(os.path.join(pd, "ratios.dat"), "w") as f:
+        for r in rows:
+            if r["ratio"] is None or r["metric"] not in ("delivered", "deliveries", "logins",
+                                                         "server memory", "latency p99"):
+                continue
+            # At an offered rate latency is the point, not throughput; elsewhere
+            # the other way round.
+            at_rate = r["name"].split("-")[-1].startswith("r")
+            if (r["metric"] == "latency p99") != at_rate:
+                continue
+            label = "%s %s" % (r["name"], {"server memory": "memory", "logins": "logins",
+                                            "latency p99": "p99"}.get(r["metric"], ""))
+            f.write('"%s" %g\n' % (label.replace('"', ""), r["ratio"]))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# bench/run.sh: Parley against the floor, every scenario, in one go (make bench).
+#
+# Builds (RelWithDebInfo, no sanitizers), then runs each scenario twice with
+# the same settings: against parley-floor (a relay with no storage: what the
+# machine allows) and against Parley (embedded parleyd, a fresh data dir each
+# time; then a local cluster). Prints a table of Parley's figures as ratios of
+# the floor's, writes bench/results/latest.json and bench/results/latest.png.
+#
+# Environment:
+#   BENCH_QUICK=1        a smoke run of about a minute (small and short)
+#   BENCH_DURATION=S     measured seconds per run (default 8; quick 2)
+#   BENCH_WARMUP=S       warm-up seconds per run (default 2; quick 1)
+#   BENCH_CLUSTER=0      skip the cluster runs
+#   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
+#   BENCH_THREADS=T      bench event loops (default: cores)
+# Exit status: 0 if every run passed its checks, 1 if any failed (lost,
+# duplicated under another msgid, out of order, or a run that broke).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+build=$root/build
+quick=${BENCH_QUICK:-0}
+results=${BENCH_RESULTS:-$here/results}
+use_cluster=${BENCH_CLUSTER:-1}
+if [ "$quick" = 1 ]; then
+  dur=${BENCH_DURATION:-2} warm=${BENCH_WARMUP:-1}
+else
+  dur=${BENCH_DURATION:-8} warm=${BENCH_WARMUP:-2}
+fi
+threads=${BENCH_THREADS:-$(nproc)}
+started=$(date +%s)
+
+say() { printf '%s\n' "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+tmp=$(mktemp -d /tmp/parley-bench.XXXXXX)
+server_pid=""
+cluster_dir=""
+
+stop_pid() { # pid: TERM, up to 10 s, then KILL
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$server_pid"
+  server_pid=""
+  if [ -n "$cluster_dir" ]; then
+    bash "$root/scripts/cluster.sh" down "$cluster_dir" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# ---- build and tools ----
+say "building (RelWithDebInfo, no sanitizers)"
+make -C "$root" --no-print-directory build >&2
+for b in parleyd parley-bench parley-floor; do
+  [ -x "$build/$b" ] || die "$build/$b is missing after the build"
+done
+if ! command -v gnuplot >/dev/null 2>&1; then
+  say "installing gnuplot-nox (for the chart)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends gnuplot-nox </dev/null >&2 ||
+    { apt-get update -q </dev/null >&2 && apt-get install -y -q --no-install-recommends gnuplot-nox </dev/null >&2; } ||
+    say "could not install gnuplot-nox: no chart this time"
+fi
+command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report (make deps installs it)"
+
+mkdir -p "$tmp/json" "$results"
+manifest=$tmp/manifest.tsv
+: >"$manifest"
+failed=0
+n=0
+
+# ---- servers ----
+
+# wait_ready LOG PATTERN PID: waits for PATTERN in LOG; prints the port.
+wait_ready() {
+  local log=$1 pat=$2 pid=$3 i
+  for ((i = 0; i < 400; i++)); do
+    if grep -q "$pat" "$log" 2>/dev/null; then
+      grep -m1 "$pat" "$log" | sed -E 's/.*127\.0\.0\.1:([0-9]+).*/\1/'
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; die "server exited during start"; }
+    sleep 0.05
+  done
+  tail -20 "$log" >&2
+  die "server did not become ready"
+}
+
+server_port=""
+start_floor() {
+  local log=$tmp/floor.$n.log
+  "$build/parley-floor" --port 0 >"$log" 2>&1 &
+  server_pid=$!
+  server_port=$(wait_ready "$log" "is ready" "$server_pid")
+}
+
+start_parleyd() {
+  local log=$tmp/parleyd.$n.log data=$tmp/data.$n
+  mkdir -p "$data"
+  # parleyd raises its own open-file limit to the hard one; so does this.
+  (ulimit -n "$(ulimit -Hn)" && exec "$build/parleyd" --bind 127.0.0.1 --port 0 --data "$data" \
+    --pwhash-cost min) >"$log" 2>&1 &
+  server_pid=$!
+  server_port=$(wait_ready "$log" "is ready" "$server_pid")
+}
+
+stop_server() {
+  stop_pid "$server_pid"
+  server_pid=""
+  rm -rf "$tmp/data.$n"
+}
+
+# one TARGET NAME SCENARIO [bench args]: runs parley-bench once; TARGET is
+# floor, parley (a fresh server each) or cluster (the running cluster).
+one() {
+  local target=$1 name=$2 sc=$3
+  shift 3
+  local ports=() extra=()
+  case $target in
+    floor) start_floor; ports=(--port "$server_port") ;;
+    parley) start_parleyd; ports=(--port "$server_port") ;;
+    cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
+  esac
+  [ "$sc" = idle ] && [ -n "$server_pid" ] && extra+=(--server-pid "$server_pid")
+  local json=$tmp/json/$name.$target.json rc=0
+  say "$name on $target: parley-bench $sc $* ${extra[*]}"
+  "$build/parley-bench" "$sc" "${ports[@]}" --threads "$threads" --json "$json" --label "$name" \
+    --pwhash-cost min --quiet "$@" "${extra[@]}" | sed "s/^/  [$target] /" >&2 ||
+    rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    failed=1
+    say "FAIL: $name on $target (exit $rc)"
+    [ -f "$json" ] || printf '{"scenario":"%s","ok":false,"failure":"parley-bench exited %s","settings":{},"results":{}}\n' "$sc" "$rc" >"$json"
+  fi
+  [ "$target" = cluster ] || stop_server
+  n=$((n + 1))
+}
+
+# row NAME KIND WHAT SETTINGS TARGET: a line of the table. KIND says which
+# figure it shows: rate (msg/s), deliveries, latency, memory, logins.
+row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$manifest"; }
+
+# pair NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, then Parley.
+pair() {
+  local name=$1 kind=$2 what=$3 settings=$4
+  shift 4
+  one floor "$name" "$@"
+  one parley "$name" "$@"
+  row "$name" "$kind" "$what" "$settings" parley
+}
+
+common=(--duration "$dur" --warmup "$warm")
+if [ "$quick" = 1 ]; then
+  C=200 IDLE=2000 GSIZES=(10 100) RATES=(10000) CONNS=(100 200) LOGIN_CONNS=8 XRATE=1000 HOLD=0
+else
+  C=1000 IDLE=19000 GSIZES=(10 100 500) RATES=(10000 50000) CONNS=(100 1000 5000) LOGIN_CONNS=16 XRATE=5000
+  HOLD=25 # idle: hold the connections long enough for each to ping once
+fi
+
+say "Parley runs with --pwhash-cost min (argon2id at its minimum cost, so that logging in thousands of users takes seconds, not minutes); the login figures are for that cost."
+say "scenarios: ${dur}s measured after ${warm}s of warm-up each; Parley's durability: SQLite WAL, synchronous=NORMAL, each batch committed before it is acknowledged"
+
+for c in "${CONNS[@]}"; do
+  pair "direct-c$c-if8" rate direct "$c conns, 8 in flight" direct --conns "$c" --inflight 8 "${common[@]}"
+done
+pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --inflight 1 "${common[@]}"
+for r in "${RATES[@]}"; do
+  pair "direct-c$C-r$r" latency direct "$C conns, $r msg/s offered" direct --conns "$C" --rate "$r" "${common[@]}"
+done
+for g in "${GSIZES[@]}"; do
+  gc=$C
+  [ "$gc" -lt "$g" ] && gc=$g
+  gc=$((gc / g * g))
+  pair "group-m$g" deliveries group "$g members, $gc conns, 1 sender/group, 4 in flight" group --conns "$gc" \
+    --group-size "$g" --senders 1 --inflight 4 "${common[@]}"
+done
+pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 2 \
+  --duration "$HOLD"
+pair "login-c$LOGIN_CONNS" logins login "$LOGIN_CONNS conns, pwhash-cost min" login --conns "$LOGIN_CONNS" "${common[@]}"
+
+if [ "$use_cluster" = 1 ]; then
+  cluster_dir=$tmp/cluster
+  say "starting a local cluster (ZooKeeper, Redis, MariaDB, 2 gateways, 2 nodes of each service; PARLEY_PWHASH_COST=min)"
+  if PARLEY_PWHASH_COST=min PARLEYD=$build/parleyd bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
+    # shellcheck disable=SC1091
+    . "$cluster_dir/cluster.env"
+    # The floor has one port: it stands for both gateways.
+    one floor "cluster-cross-max" direct --conns "$C" --inflight 8 --straggle 15 "${common[@]}"
+    one cluster "cluster-cross-max" direct --conns "$C" --inflight 8 --cross --straggle 15 "${common[@]}"
+    row cluster-cross-max rate "cluster direct" "$C conns, 8 in flight, partners on different gateways" cluster
+    one floor "cluster-cross-r$XRATE" direct --conns "$C" --rate "$XRATE" --straggle 15 "${common[@]}"
+    one cluster "cluster-cross-r$XRATE" direct --conns "$C" --rate "$XRATE" --cross --straggle 15 "${common[@]}"
+    row "cluster-cross-r$XRATE" latency "cluster direct" "$C conns, $XRATE msg/s offered, partners on different gateways" cluster
+  else
+    tail -20 "$tmp/cluster.log" >&2
+    say "FAIL: the cluster did not start"
+    failed=1
+  fi
+  bash "$root/scripts/cluster.sh" down "$cluster_dir" >/dev/null 2>&1 || true
+  cluster_dir=""
+fi
+
+elapsed=$(($(date +%s) - started))
+python3 "$here/report.py" --manifest "$manifest" --json-dir "$tmp/json" --out "$results" \
+    --quick "$quick" --duration "$dur" --warmup "$warm" --elapsed "$elapsed" ||
+  {
+    failed=1
+    rm -rf "$results/raw"
+    cp -r "$tmp/json" "$results/raw" && cp "$manifest" "$results/raw/manifest.tsv"
+    say "report failed; the runs are in $results/raw"
+  }
+if command -v gnuplot >/dev/null 2>&1 && [ -d "$results/plot" ]; then
+  gnuplot -e "dir='$results/plot'; out='$results/latest.png'" "$here/plot.gp" 2>"$tmp/gnuplot.log" ||
+    { cat "$tmp/gnuplot.log" >&2; say "the chart failed"; }
+  [ -f "$results/latest.png" ] && say "chart: $results/latest.png"
+fi
+rm -rf "$results/plot"
+say "results: $results/latest.json (${elapsed}s)"
+if [ "$failed" -ne 0 ]; then
+  say "FAIL: at least one run failed its checks (see above)"
+  exit 1
+fi
