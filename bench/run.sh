@@ -191,7 +191,7 @@ for g in "${GSIZES[@]}"; do
   pair "group-m$g" deliveries group "$g members, $gc conns, 1 sender/group, 4 in flight" group --conns "$gc" \
     --group-size "$g" --senders 1 --inflight 4 "${common[@]}"
 done
-pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 2 \
+pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 4 \
   --duration "$HOLD"
 pair "login-c$LOGIN_CONNS" logins login "$LOGIN_CONNS conns, pwhash-cost min" login --conns "$LOGIN_CONNS" "${common[@]}"
 

@@ -130,7 +130,7 @@ static void server_tune_malloc(void)
     mallopt(M_ARENA_MAX, 4);
 }
 
-/* Every few seconds: if no request came since the last look, hand the
+/* Once a second: if no request came since the last look, hand the
  * memory freed after the last burst back to the system. */
 static void server_on_trim(evutil_socket_t fd, short what, void *arg)
 {
@@ -386,7 +386,7 @@ static int server_start(server *s, char *err, size_t errlen)
         }
     }
     s->trim = event_new(s->base, -1, EV_PERSIST, server_on_trim, s);
-    struct timeval every = {3, 0};
+    struct timeval every = {1, 0};
     event_add(s->trim, &every);
     s->sigint = evsignal_new(s->base, SIGINT, server_on_signal, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, server_on_signal, s);
