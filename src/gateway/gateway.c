@@ -62,7 +62,6 @@ struct gateway {
 /* Per-connection state, in the conn's udata. */
 typedef struct gw_session {
     gw_loop *gl;
-    conn *self;
     conn *next_of_user; /* the user's next conn on this loop */
     uint64_t session_id;
     uint64_t user; /* 0 until logged in */
@@ -569,7 +568,6 @@ static void gw_adopt_run(void *arg)
         return;
     gw_session *s = gw_sess(c);
     s->gl = gl;
-    s->self = c;
     s->session_id = __atomic_add_fetch(&gl->gw->next_session, 1, __ATOMIC_RELAXED);
 }
 

@@ -90,7 +90,6 @@ conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, s
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
-    l->nconns++;
     return c;
 }
 
@@ -125,11 +124,6 @@ void conn_unref(conn *c)
         free(c);
 }
 
-size_t conn_count(loop *l)
-{
-    return l->nconns;
-}
-
 void conn_close(conn *c, const char *why)
 {
     if (!(c->flags & CF_OPEN))
@@ -151,7 +145,6 @@ void conn_close(conn *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
-    c->loop->nconns--;
     c->h->on_close(c, why);
     conn_unref(c);
 }

@@ -75,7 +75,5 @@ void conn_flush_close(conn *c, const char *why);
 /* Calls each(c, arg) for every open connection of loop l. each may close c
  * but no other connection. */
 void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg);
-/* Number of open connections on loop l. */
-size_t conn_count(loop *l);
 
 #endif

@@ -28,7 +28,6 @@ struct loop {
     struct event *flush;   /* low priority: runs after the reads of one pass */
     struct conn *conns;    /* every open connection of this loop */
     struct conn *flushing; /* connections with output to write this pass */
-    size_t nconns;
     unsigned char *scratch; /* read buffer shared by the loop's connections */
 };
 
