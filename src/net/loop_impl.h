@@ -24,10 +24,10 @@ struct loop {
     int stopping;
     struct event *wake;
 
-    struct event *tick;    /* once a second: clock, idle sweep */
-    struct event *flush;   /* low priority: runs after the reads of one pass */
-    struct conn *conns;    /* every open connection of this loop */
-    struct conn *flushing; /* connections with output to write this pass */
+    struct event *tick;     /* once a second: clock, idle sweep */
+    struct event *flush;    /* low priority: runs after the reads of one pass */
+    struct conn *conns;     /* every open connection of this loop */
+    struct conn *flushing;  /* connections with output to write this pass */
     unsigned char *scratch; /* read buffer shared by the loop's connections */
 };
 
