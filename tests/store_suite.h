@@ -26,16 +26,15 @@ typedef struct store_suite_backend {
     /* Reads one integer with a connection of its own, to look behind the
      * API; -1 on any failure. */
     long long (*raw_int)(const char *uri, const char *sql);
-    /* The query raw_int answers with the schema version. */
+    /* The query raw_int answers with the schema version, and the version
+     * the backend creates. */
     const char *schema_version_sql;
+    int schema_version;
     /* A query raw_int answers with the number of other connections waiting
      * for a lock (or at least in a store statement still running), or NULL
      * if the backend cannot tell (tests then just sleep). */
     const char *lock_waits_sql;
 } store_suite_backend;
-
-/* The schema version both backends create. */
-enum { STORE_SUITE_SCHEMA_VERSION = 2 };
 
 /* The backend under test: set by main before running the tests. */
 extern const store_suite_backend *store_suite;

@@ -96,6 +96,9 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hook
         pthread_cond_init(&w->cond, NULL);
         if (pthread_create(&w->thread, NULL, pool_main, w) != 0)
             break;
+        char tname[16]; /* the kernel keeps 15 bytes: enough for top -H */
+        snprintf(tname, sizeof tname, "%.8s-%u", p->name, i % 1000u);
+        pthread_setname_np(w->thread, tname);
         created++;
     }
     pthread_mutex_lock(&p->start_lock);

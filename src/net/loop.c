@@ -1,6 +1,8 @@
 #include "net/loop.h"
 
 #include <event2/thread.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -98,6 +100,9 @@ int loop_start(loop *l)
 {
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0)
         return -1;
+    char tname[16];
+    snprintf(tname, sizeof tname, "loop-%u", l->index % 1000u);
+    pthread_setname_np(l->thread, tname);
     l->started = 1;
     return 0;
 }

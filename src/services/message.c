@@ -335,6 +335,10 @@ const svc_def svc_message = {
     .desc = &parley__message_service__descriptor,
     .methods = message_methods,
     /* A coalesced ack touches the cursors of many conversations: batched with
-     * sends, whose conversations it shares, it would deadlock them. */
+     * sends, whose conversations it shares, it would deadlock them (where
+     * writers can deadlock at all). */
     .alone = 1u << 4,
+    /* All but recall, whose change must go if its push cannot be built.
+     * A send's new direct conversation may stay without its message. */
+    .atomic = ~(1u << 3),
 };

@@ -152,15 +152,19 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
     }
     for (unsigned i = 0; i < n; i++) {
         svc_task *t = (svc_task *)tasks[i];
-        if (store_savepoint(w->st) != STORE_OK)
+        /* A savepoint copies every page the request changes first: most of
+         * the work of a send, were it not skipped where nothing needs undo. */
+        int sp = !((t->def->atomic >> t->method) & 1);
+        if (sp && store_savepoint(w->st) != STORE_OK)
             return -1;
         svc_run_one(w, t);
         if (store_txn_lost(w->st))
             return -1;
         if (t->ctx.failed) {
-            store_rollback_to(w->st);
+            if (sp)
+                store_rollback_to(w->st);
             svc_drop_pushes(&t->ctx);
-        } else {
+        } else if (sp) {
             store_release(w->st);
         }
         if (store_txn_lost(w->st))
@@ -171,9 +175,9 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
     return 0;
 }
 
-static int svc_alone(const svc_task *t)
+static int svc_alone(const svc_worker *w, const svc_task *t)
 {
-    return (t->def->alone >> t->method) & 1;
+    return !store_single_writer(w->st) && ((t->def->alone >> t->method) & 1);
 }
 
 static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
@@ -184,14 +188,14 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
     if (n > 1) {
         unsigned nalone = 0;
         for (unsigned i = 0; i < n; i++)
-            nalone += (unsigned)svc_alone((svc_task *)tasks[i]);
+            nalone += (unsigned)svc_alone(w, (svc_task *)tasks[i]);
         if (nalone) {
             pool_task **order = malloc(n * sizeof(*order));
             if (!order)
                 abort();
             unsigned together = 0, solo = n - nalone;
             for (unsigned i = 0; i < n; i++) {
-                if (svc_alone((svc_task *)tasks[i]))
+                if (svc_alone(w, (svc_task *)tasks[i]))
                     order[solo++] = tasks[i];
                 else
                     order[together++] = tasks[i];

@@ -57,6 +57,9 @@ typedef struct svc_def {
     const svc_method_fn *methods; /* indexed like desc->methods */
     int slow;                     /* runs on the auth pool (password hashing) */
     uint64_t alone;               /* bit i: method i runs in a transaction of its own */
+    /* bit i: method i needs no savepoint. Each of its writes is one atomic
+     * store call, and any write made before it fails may stay. */
+    uint64_t atomic;
 } svc_def;
 
 extern const svc_def svc_user, svc_social, svc_message;

@@ -8,11 +8,15 @@
  */
 #include "store/store_impl.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/u64map.h"
 
 enum { STORE_KIND_DIRECT = 1, STORE_KIND_GROUP = 2 };
 
@@ -40,7 +44,7 @@ static const char *const store_migrations[] = {
     "CREATE TABLE IF NOT EXISTS convs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " kind INTEGER NOT NULL,"
-    " last_seq INTEGER NOT NULL DEFAULT 0,"
+    " last_seq INTEGER NOT NULL DEFAULT 0," /* dropped by step 2 -> 3 */
     " user_lo INTEGER REFERENCES users(id),"
     " user_hi INTEGER REFERENCES users(id),"
     " UNIQUE (user_lo, user_hi));"
@@ -78,6 +82,11 @@ static const char *const store_migrations[] = {
     "CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_ref ON messages (sender, ref)"
     " WHERE ref IS NOT NULL;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3: a conversation's last seq is max(seq) of its messages, found
+     * in the (conv_id, seq) index; a counter beside it only cost a write of
+     * the convs row per message. */
+    "ALTER TABLE convs DROP COLUMN last_seq;"
+    "PRAGMA user_version = 3;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -89,6 +98,10 @@ enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[
     " c.user_hi AS user_hi, coalesce(g.id, 0) AS group_id"
 #define STORE_MSG_CONV                                                                             \
     " JOIN convs AS c ON c.id = m.conv_id LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id"
+
+/* The last seq of conversation `conv` (an SQL expression), 0 if it has no
+ * messages: one step down the (conv_id, seq) index. */
+#define STORE_LAST_SEQ(conv) "(SELECT coalesce(max(seq), 0) FROM messages WHERE conv_id = " conv ")"
 
 enum {
     Q_BEGIN,
@@ -125,7 +138,8 @@ enum {
     Q_CONV_DELETE_MEMBERS,
     Q_CONV_DELETE_MESSAGES,
     Q_USER_GROUPS,
-    Q_CONV_NEXT_SEQ,
+    Q_CONV_ROUTE,
+    Q_CONV_LAST_SEQ,
     Q_MSG_INSERT,
     Q_MSG_BY_REF,
     Q_MSG_GET,
@@ -181,11 +195,12 @@ static const char *const store_sql[Q_COUNT] = {
                        " VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_GROUP_GET] = "SELECT id, conv_id, creator, name, description FROM groups_ WHERE id = ?1",
     [Q_GROUP_CONV] = "SELECT conv_id FROM groups_ WHERE id = ?1",
-    /* One statement reads last_seq and inserts, so no message can slip in
-     * between and be pending for the newcomer. */
+    /* One statement reads the last seq and inserts, so no message can slip
+     * in between and be pending for the newcomer. */
     [Q_GROUP_JOIN] = "INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
-                     " SELECT g.conv_id, ?2, ?3, c.last_seq, ?4"
-                     " FROM groups_ AS g JOIN convs AS c ON c.id = g.conv_id WHERE g.id = ?1",
+                     " SELECT g.conv_id, ?2, ?3, " STORE_LAST_SEQ(
+                         "g.conv_id") ", ?4"
+                                      " FROM groups_ AS g WHERE g.id = ?1",
     [Q_GROUP_QUIT] = "DELETE FROM members"
                      " WHERE conv_id = (SELECT conv_id FROM groups_ WHERE id = ?1)"
                      " AND user_id = ?2",
@@ -200,9 +215,11 @@ static const char *const store_sql[Q_COUNT] = {
                       " FROM members AS m CROSS JOIN groups_ AS g ON g.conv_id = m.conv_id"
                       " WHERE m.user_id = ?1 ORDER BY g.id",
 
-    [Q_CONV_NEXT_SEQ] = "UPDATE convs SET last_seq = last_seq + 1 WHERE id = ?1"
-                        " RETURNING last_seq, kind, user_lo, user_hi,"
-                        " coalesce((SELECT id FROM groups_ WHERE conv_id = ?1), 0)",
+    [Q_CONV_ROUTE] = "SELECT c.kind, c.user_lo, c.user_hi, coalesce(g.id, 0) FROM convs AS c"
+                     " LEFT JOIN groups_ AS g ON g.conv_id = c.id WHERE c.id = ?1",
+    [Q_CONV_LAST_SEQ] = "SELECT " STORE_LAST_SEQ("?1"),
+    /* A missing conversation fails the foreign key (NOT_FOUND), a ref already
+     * used by the sender the unique index (CONFLICT). */
     [Q_MSG_INSERT] = "INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     /* One lookup in messages_sender_ref: ref = ?2 implies the index's
@@ -223,11 +240,39 @@ static const char *const store_sql[Q_COUNT] = {
                   " ON m.conv_id = mb.conv_id AND m.seq > mb.acked_seq" STORE_MSG_CONV
                   " WHERE mb.user_id = ?1 AND m.sender <> ?1 AND m.id > ?2"
                   " ORDER BY m.id LIMIT ?3",
-    /* Capped at last_seq: a cursor past the end would hide future messages. */
-    [Q_ACK] = "UPDATE members SET acked_seq = max(acked_seq,"
-              " min(?3, coalesce((SELECT last_seq FROM convs WHERE id = ?2), 0)))"
+    /* Capped at the last seq: a cursor past the end would hide future
+     * messages. */
+    [Q_ACK] = "UPDATE members SET acked_seq = max(acked_seq, min(?3, " STORE_LAST_SEQ(
+        "?2") "))"
               " WHERE conv_id = ?2 AND user_id = ?1",
 };
+
+/* What a message needs to be routed: the conversation's kind and users or
+ * group. Never changes while the conversation exists. */
+typedef struct {
+    int kind;
+    uint64_t lo, hi, group;
+} sq_route;
+
+/* The checkpointer of a handle that writes: a thread with a connection of
+ * its own that copies the WAL back into the database (and fsyncs it) while
+ * the handle goes on committing. */
+typedef struct sq_ckpt {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int kicked, stop;
+    sqlite3 *db;
+} sq_ckpt;
+
+/* WAL sizes, in frames of one page. Past KICK frames the checkpointer is
+ * woken, once per KICK frames more. A passive checkpoint never lets the log
+ * start again while commits keep coming, so past BOUND the writer copies the
+ * little left itself, and its next transaction starts the log again. */
+enum { SQ_WAL_KICK = 1000, SQ_WAL_BOUND = 8192 };
+
+/* Bound on each cache below: past it, it starts again empty. */
+enum { SQ_CACHE_MAX = 1 << 16 };
 
 typedef struct sq_store {
     store base; /* first: the dispatcher's store * points here too */
@@ -235,6 +280,17 @@ typedef struct sq_store {
     sqlite3_stmt *q[Q_COUNT];
     char *body; /* copy of the last store_message_get body */
     size_t body_cap;
+    /* Caches of what a send looks up every time, forgotten at any rollback
+     * (an id handed out by an undone transaction is handed out again). A
+     * stale entry for a deleted group's conversation is harmless: the
+     * insert's foreign key fails first, and ids are never reused. */
+    u64map *direct;   /* user pair (both < 2^32) -> direct conversation id */
+    u64map *route_of; /* conversation -> index + 1 in routes */
+    sq_route *routes;
+    size_t nroutes, routes_cap;
+    char *path;    /* for the checkpointer's connection */
+    sq_ckpt *ckpt; /* started at the first WAL past SQ_WAL_KICK */
+    int kicked_at; /* WAL frames when the checkpointer was last woken */
     char errmsg[256];
 } sq_store;
 
@@ -249,6 +305,16 @@ static void store_set_err(sq_store *st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(st->errmsg, sizeof st->errmsg, fmt, ap);
     va_end(ap);
+}
+
+/* Drops the caches: after a rollback they may name what no longer exists. */
+static void sq_forget(sq_store *st)
+{
+    if (st->direct)
+        u64map_clear(st->direct);
+    if (st->route_of)
+        u64map_clear(st->route_of);
+    st->nroutes = 0;
 }
 
 /* Maps a failed step to a status and records SQLite's reason. */
@@ -444,6 +510,7 @@ static store_status store_op_end(sq_store *st, int own, store_status ret)
         store_quiet(st, Q_OP_ROLLBACK_TO);
         store_quiet(st, Q_OP_RELEASE);
     }
+    sq_forget(st);
     return ret;
 }
 
@@ -497,6 +564,14 @@ static store_status store_configure(sq_store *st)
      * cache); a power loss or OS crash may lose the last few transactions
      * but never corrupts the database. That trade buys far fewer fsyncs. */
     if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON") != STORE_OK)
+        return STORE_ERROR;
+    /* The writer touches the tail of every busy conversation's index: with
+     * SQLite's default 2 MB cache those pages were read again (a pread
+     * each) at nearly every message. The cache grows only as pages are used;
+     * mmap lets reads of the database file skip the copy. Statement journals
+     * (one per savepoint) stay in memory. */
+    if (store_run_sql(st, "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456;"
+                          " PRAGMA temp_store = MEMORY") != STORE_OK)
         return STORE_ERROR;
     /* NOT_FOUND answers rely on foreign keys: make sure they are on. */
     if (store_pragma(st, "PRAGMA foreign_keys", val, sizeof val) != STORE_OK)
@@ -562,22 +637,133 @@ static store_status store_prepare(sq_store *st)
     return STORE_OK;
 }
 
+static void *sq_ckpt_main(void *arg)
+{
+    sq_ckpt *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->kicked && !c->stop)
+            pthread_cond_wait(&c->cond, &c->lock);
+        if (c->stop)
+            break;
+        c->kicked = 0;
+        pthread_mutex_unlock(&c->lock);
+        /* Busy only if another checkpoint runs: then there is nothing to do. */
+        sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static void sq_ckpt_free(sq_ckpt *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    sqlite3_close_v2(c->db);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* The handle's checkpointer, started on first use; NULL if it cannot be
+ * (the writer then checkpoints at SQ_WAL_BOUND only, which is slower but
+ * right). */
+static sq_ckpt *sq_ckpt_get(sq_store *st)
+{
+    if (st->ckpt)
+        return st->ckpt;
+    sq_ckpt *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    if (sqlite3_open_v2(st->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close_v2(c->db);
+        free(c);
+        return NULL;
+    }
+    sqlite3_busy_timeout(c->db, 1000);
+    /* A connection opens the WAL at its first read; until then a checkpoint
+     * on it finds no WAL and does nothing. */
+    sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    if (pthread_create(&c->thread, NULL, sq_ckpt_main, c) != 0) {
+        sqlite3_close_v2(c->db);
+        pthread_cond_destroy(&c->cond);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+    }
+    pthread_setname_np(c->thread, "checkpoint");
+    st->ckpt = c;
+    return c;
+}
+
+/* Called by SQLite after each commit with the WAL's size; replaces its own
+ * checkpoint every 1000 frames, which ran (and fsynced) on the committing
+ * thread. */
+static int sq_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    sq_store *st = arg;
+    if (frames < st->kicked_at)
+        st->kicked_at = 0; /* the log started again */
+    if (frames >= SQ_WAL_BOUND) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        st->kicked_at = 0;
+        return SQLITE_OK;
+    }
+    if (frames - st->kicked_at < SQ_WAL_KICK)
+        return SQLITE_OK;
+    sq_ckpt *c = sq_ckpt_get(st);
+    if (!c)
+        return SQLITE_OK;
+    st->kicked_at = frames;
+    pthread_mutex_lock(&c->lock);
+    c->kicked = 1;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    return SQLITE_OK;
+}
+
 static void sq_close(store *base)
 {
     sq_store *st = sq_of(base);
     if (!st)
         return;
+    /* First, so that the handle's close is the last and removes the WAL. */
+    sq_ckpt_free(st->ckpt);
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(st->q[i]);
     sqlite3_close_v2(st->db);
+    u64map_free(st->direct);
+    u64map_free(st->route_of);
+    free(st->routes);
+    free(st->path);
     free(st->body);
     free(st);
 }
 
 static const store_ops sq_ops;
 
+/* Process-wide settings, made before SQLite's first use. */
+static void sq_init_once(void)
+{
+    /* Memory statistics take a global mutex around every allocation, on
+     * every thread; nothing here reads them. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_initialize();
+}
+
 store *store_sqlite_open(const char *path, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sq_init_once);
     sq_store *st = calloc(1, sizeof *st);
     if (!st) {
         if (err && errlen)
@@ -585,6 +771,13 @@ store *store_sqlite_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     st->base.ops = &sq_ops;
+    st->direct = u64map_new();
+    st->route_of = u64map_new();
+    st->path = strdup(path);
+    if (!st->direct || !st->route_of || !st->path) {
+        store_set_err(st, "out of memory");
+        goto fail;
+    }
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -597,6 +790,7 @@ store *store_sqlite_open(const char *path, char *err, size_t errlen)
     if (store_configure(st) != STORE_OK || store_migrate(st) != STORE_OK ||
         store_prepare(st) != STORE_OK)
         goto fail;
+    sqlite3_wal_hook(st->db, sq_wal_hook, st);
     return &st->base;
 fail:
     if (err && errlen)
@@ -639,6 +833,7 @@ static store_status sq_commit(store *base)
 static store_status sq_rollback(store *base)
 {
     sq_store *st = sq_of(base);
+    sq_forget(st);
     return store_exec(st, Q_ROLLBACK, NULL, "");
 }
 
@@ -663,6 +858,7 @@ static store_status sq_release(store *base)
 static store_status sq_rollback_to(store *base)
 {
     sq_store *st = sq_of(base);
+    sq_forget(st);
     store_status ret = store_exec(st, Q_ROLLBACK_TO, NULL, "");
     if (ret != STORE_OK)
         return ret;
@@ -831,6 +1027,13 @@ static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t
     }
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     sqlite3_stmt *find = st->q[Q_DIRECT_FIND];
+    /* Direct conversations are never deleted: a pair, once found, stays. */
+    uint64_t key = hi <= UINT32_MAX ? lo << 32 | hi : 0;
+    if (key && (conv = (uintptr_t)u64map_get(st->direct, key)) != 0) {
+        if (conv_out)
+            *conv_out = conv;
+        return STORE_OK;
+    }
 
     /* Usual case: it exists, and a read needs no write lock. */
     store_status ret = store_first(st, find, "uu", lo, hi);
@@ -864,8 +1067,15 @@ static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t
 out:
     ret = store_op_end(st, own, ret);
 done:
-    if (ret == STORE_OK && conv_out)
-        *conv_out = conv;
+    if (ret == STORE_OK) {
+        if (key) {
+            if (u64map_size(st->direct) >= SQ_CACHE_MAX)
+                u64map_clear(st->direct);
+            u64map_put(st->direct, key, (void *)(uintptr_t)conv); /* a miss next time on OOM */
+        }
+        if (conv_out)
+            *conv_out = conv;
+    }
     return ret;
 }
 
@@ -1120,70 +1330,92 @@ static store_status store_msg_each(sq_store *st, sqlite3_stmt *s, store_msg_cb c
     return rc == SQLITE_DONE ? STORE_OK : store_fail(st, rc);
 }
 
+/* The routing of conv into *r, from the cache or the database. */
+static store_status store_conv_route(sq_store *st, uint64_t conv, sq_route *r)
+{
+    uintptr_t at = (uintptr_t)u64map_get(st->route_of, conv);
+    if (at) {
+        *r = st->routes[at - 1];
+        return STORE_OK;
+    }
+    sqlite3_stmt *s = st->q[Q_CONV_ROUTE];
+    store_status ret = store_first(st, s, "u", conv);
+    if (ret == STORE_OK) {
+        r->kind = sqlite3_column_int(s, 0);
+        r->lo = store_col_u64(s, 1);
+        r->hi = store_col_u64(s, 2);
+        r->group = store_col_u64(s, 3);
+    }
+    store_finish(s);
+    if (ret != STORE_OK)
+        return ret;
+    if (st->nroutes >= SQ_CACHE_MAX) {
+        u64map_clear(st->route_of);
+        st->nroutes = 0;
+    }
+    if (st->nroutes == st->routes_cap) {
+        size_t cap = st->routes_cap ? st->routes_cap * 2 : 64;
+        sq_route *v = realloc(st->routes, cap * sizeof *v);
+        if (!v)
+            return STORE_OK; /* uncached, still right */
+        st->routes = v;
+        st->routes_cap = cap;
+    }
+    if (u64map_put(st->route_of, conv, (void *)(uintptr_t)(st->nroutes + 1)) == 0)
+        st->routes[st->nroutes++] = *r;
+    return STORE_OK;
+}
+
 static store_status sq_message_append(store *base, uint64_t conv, uint64_t sender, uint64_t ref,
                                       const char *body, size_t body_len, int64_t ts, store_msg *out)
 {
     sq_store *st = sq_of(base);
-    sqlite3_stmt *next = st->q[Q_CONV_NEXT_SEQ];
+    sqlite3_stmt *last = st->q[Q_CONV_LAST_SEQ];
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
-    store_msg old = {0};
-    int kind = 0, existed = 0, raced = 0;
-    uint64_t lo = 0, hi = 0, group = 0;
-    int own;
-    /* seq = ++last_seq and the insert must happen under one write lock, or
-     * two handles could take the same seq. */
-    store_status ret = store_op_begin(st, &own);
+    /* Reading the last seq and inserting the next must be one write
+     * transaction. Inside the caller's, nothing more is needed: a failed
+     * insert undoes itself, and the read changed nothing. */
+    int own = sqlite3_get_autocommit(st->db);
+    store_status ret = own ? store_exec(st, Q_BEGIN, NULL, "") : STORE_OK;
     if (ret != STORE_OK)
         return ret;
-    if (ref) {
-        /* Under the write lock, before the seq is taken: a duplicate costs
-         * no seq, and no other handle can store this ref until we end. */
-        ret = store_msg_by_ref(st, sender, ref, &old);
-        if (ret == STORE_OK)
-            existed = 1;
-        if (ret != STORE_NOT_FOUND)
-            goto out;
-    }
-    ret = store_first(st, next, "u", conv);
-    if (ret == STORE_OK) {
-        m.seq = store_col_u64(next, 0);
-        kind = sqlite3_column_int(next, 1);
-        lo = store_col_u64(next, 2);
-        hi = store_col_u64(next, 3);
-        group = store_col_u64(next, 4);
-    }
-    /* RETURNING has made its change on the first step; reset ends it. */
-    store_finish(next);
-    if (ret != STORE_OK)
-        goto out;
-    ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubir", conv, m.seq, sender, (const void *)body,
-                     body_len, ts, ref);
+    ret = store_first(st, last, "u", conv);
+    if (ret == STORE_OK)
+        m.seq = store_col_u64(last, 0) + 1;
+    store_finish(last);
+    if (ret == STORE_OK)
+        ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubir", conv, m.seq, sender, (const void *)body,
+                         body_len, ts, ref);
     if (ret == STORE_OK)
         m.msgid = (uint64_t)sqlite3_last_insert_rowid(st->db);
-    /* Cannot happen under the write lock, but should the index ever say
-     * the ref is taken, the answer is the message that took it. */
-    raced = ret == STORE_CONFLICT && ref;
-out:
-    /* Also undoes the seq taken for a raced insert. */
-    ret = store_op_end(st, own, ret);
-    if (raced) {
+    if (own) {
+        if (ret == STORE_OK)
+            ret = store_exec(st, Q_COMMIT, NULL, "");
+        if (ret != STORE_OK && !sqlite3_get_autocommit(st->db))
+            store_quiet(st, Q_ROLLBACK);
+    }
+    if (ret == STORE_CONFLICT && ref) {
+        /* The ref is taken (a failed insert takes no seq): the answer is the
+         * message that took it. */
         char why[sizeof st->errmsg];
         memcpy(why, st->errmsg, sizeof why);
+        store_msg old;
         ret = store_msg_by_ref(st, sender, ref, &old);
-        if (ret == STORE_OK)
-            existed = 1;
-        else if (ret == STORE_NOT_FOUND) {
+        if (ret == STORE_OK && out)
+            *out = old;
+        if (ret == STORE_NOT_FOUND) {
             memcpy(st->errmsg, why, sizeof why);
             ret = STORE_CONFLICT;
         }
+        return ret;
     }
+    if (ret != STORE_OK)
+        return ret;
+    sq_route r;
+    ret = store_conv_route(st, conv, &r);
     if (ret == STORE_OK && out) {
-        if (existed) {
-            *out = old;
-        } else {
-            store_msg_route(&m, kind, lo, hi, group);
-            *out = m;
-        }
+        store_msg_route(&m, r.kind, r.lo, r.hi, r.group);
+        *out = m;
     }
     return ret;
 }
@@ -1254,6 +1486,7 @@ static const store_ops sq_ops = {
     .errmsg = sq_errmsg,
     .txn_lost = sq_txn_lost,
     .is_dead = sq_is_dead,
+    .single_writer = 1,
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,

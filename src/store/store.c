@@ -74,6 +74,11 @@ int store_is_dead(const store *st)
     return st ? st->ops->is_dead(st) : 0;
 }
 
+int store_single_writer(const store *st)
+{
+    return st ? st->ops->single_writer : 0;
+}
+
 store_status store_begin(store *st)
 {
     return st->ops->begin(st);

@@ -103,6 +103,11 @@ int store_txn_lost(const store *st);
  * Always 0 on SQLite. */
 int store_is_dead(const store *st);
 
+/* 1 if write transactions on this database run one at a time (SQLite): they
+ * cannot deadlock each other, so a batch needs no care for lock order. 0 on
+ * MariaDB. */
+int store_single_writer(const store *st);
+
 /* Transactions. begin starts a write transaction; savepoints nest inside it
  * so that one failed request in a batch does not undo the others. */
 store_status store_begin(store *st);

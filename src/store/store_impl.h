@@ -18,6 +18,7 @@ typedef struct store_ops {
     const char *(*errmsg)(const store *st);
     int (*txn_lost)(const store *st);
     int (*is_dead)(const store *st);
+    int single_writer;
 
     store_status (*begin)(store *st);
     store_status (*commit)(store *st);

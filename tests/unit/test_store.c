@@ -78,6 +78,7 @@ static const store_suite_backend sqlite_backend = {
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
+    .schema_version = 3,
 };
 
 /* ---- SQLite only ---- */
@@ -211,8 +212,8 @@ static const char v1_database[] =
     " (2, 1, 2, 2, CAST('old two' AS BLOB), 20, 1);"
     "PRAGMA user_version = 1;";
 
-/* Opening a version 1 database adds the ref column and its index and keeps
- * every row. */
+/* Opening a version 1 database adds the ref column and its index, drops the
+ * seq counter of convs, and keeps every row. */
 static void test_migrate_v1(void **state)
 {
     char uri[512];
@@ -224,7 +225,10 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('convs')"
+                                  " WHERE name = 'last_seq'"),
+                     0);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('messages')"
                                   " WHERE name = 'ref' AND \"notnull\" = 0"),
                      1);
@@ -271,12 +275,12 @@ static void test_migrate_v1(void **state)
     assert_int_equal(again.msgid, m.msgid);
     store_close(st);
 
-    /* Opening again finds version 2 and leaves it be. */
+    /* Opening again finds version 3 and leaves it be. */
     st = store_suite_open(uri);
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
