@@ -20,12 +20,20 @@
 
 typedef struct bus bus;
 
+/* One push: framed bytes to write to every session of the given users. */
+typedef struct bus_push {
+    const uint64_t *users;
+    size_t n;
+    blob *frame;
+} bus_push;
+
 /* What a gateway hands the bus to receive pushes. Both run on a bus or
  * publisher thread, never on a gateway loop: they must hand work over. */
 typedef struct bus_handler {
-    /* users (with sessions on this gateway) and the framed bytes to write to
-     * each of their sessions. frame is borrowed: blob_ref it to keep it. */
-    void (*deliver)(void *arg, const uint64_t *users, size_t n, blob *frame);
+    /* Pushes to write, in order, to the sessions of their users on this
+     * gateway (a push names only users with sessions here). Everything is
+     * borrowed: blob_ref a frame to keep it. */
+    void (*deliver)(void *arg, const bus_push *pushes, size_t n);
     /* Pushes may have been lost (the bus lost its connection and is back):
      * re-send every session what it has not acknowledged. */
     void (*resync)(void *arg);
@@ -36,7 +44,7 @@ typedef struct bus_ops {
     int (*presence_add)(bus *b, uint64_t user, uint32_t gateway);
     int (*presence_remove)(bus *b, uint64_t user, uint32_t gateway);
     long (*presence_count)(bus *b, uint64_t user, uint32_t except_gateway);
-    void (*publish)(bus *b, const uint64_t *users, size_t n, blob *frame);
+    void (*publish)(bus *b, const bus_push *pushes, size_t n);
     void (*subscribe)(bus *b, uint32_t gateway, const bus_handler *h);
     void (*free)(bus *b);
 } bus_ops;
@@ -71,12 +79,21 @@ static inline long bus_presence_count(bus *b, uint64_t user, uint32_t except_gat
 {
     return b->ops->presence_count(b, user, except_gateway);
 }
-/* Sends frame (framed bytes, borrowed) to every session of the given users,
- * wherever they are. Best effort: a push that cannot be sent is not an
- * error, since the message is stored and reaches the user at the next sync. */
+/* Sends each push (frames borrowed) to every session of its users, wherever
+ * they are; pushes to one session arrive in the order given. One call costs
+ * what one push costs, whatever n: batch what is ready. Best effort: a push
+ * that cannot be sent is not an error, since the message is stored and
+ * reaches the user at the next sync. */
+static inline void bus_publish_many(bus *b, const bus_push *pushes, size_t n)
+{
+    if (n)
+        b->ops->publish(b, pushes, n);
+}
+/* One push: frame to every session of users[0..n). */
 static inline void bus_publish(bus *b, const uint64_t *users, size_t n, blob *frame)
 {
-    b->ops->publish(b, users, n, frame);
+    bus_push p = {.users = users, .n = n, .frame = frame};
+    bus_publish_many(b, &p, 1);
 }
 /* Registers the gateway that receives pushes for sessions it holds. Call
  * before any publish; h is copied. */

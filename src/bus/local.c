@@ -50,11 +50,11 @@ static long local_presence_count(bus *b, uint64_t user, uint32_t except_gateway)
     return (long)n;
 }
 
-static void local_publish(bus *b, const uint64_t *users, size_t n, blob *frame)
+static void local_publish(bus *b, const bus_push *pushes, size_t n)
 {
     bus_local *bl = (bus_local *)b;
     if (bl->h.deliver && n > 0)
-        bl->h.deliver(bl->h.arg, users, n, frame);
+        bl->h.deliver(bl->h.arg, pushes, n);
 }
 
 static void local_subscribe(bus *b, uint32_t gateway, const bus_handler *h)

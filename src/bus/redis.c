@@ -10,8 +10,11 @@
  *                           A field counts only while the alive key of <id>
  *                           holds <epoch>; readers delete the others.
  *   parley:gw:<id>          the pub/sub channel of pushes for gateway <id>.
- * A push is [u32 n][n x u64 user][frame bytes], little endian: the users of
- * that gateway it is for, then the framed bytes to write to their sessions.
+ * A message on it is one or more pushes, each [u32 n][u32 len][n x u64 user]
+ * [len frame bytes], little endian: the users of that gateway it is for, then
+ * the framed bytes to write to their sessions. One publish sends a whole
+ * batch: a lookup of every user's presence (two round trips) and one
+ * message per gateway (one more), whatever the number of pushes.
  *
  * Threads. A bus with a gateway (id != 0) runs a thread with an event_base
  * of its own and two async connections: "command" writes this gateway's
@@ -293,8 +296,6 @@ static int redis_skip(redisContext *c, size_t k)
 typedef struct redis_gw {
     uint32_t id;
     char epoch[REDIS_EPOCH_LEN + 1]; /* its live epoch; "" if it is dead */
-    uint64_t *users;                 /* publish: the users to push to there */
-    size_t n, cap;
 } redis_gw;
 
 typedef struct redis_lookup {
@@ -310,8 +311,6 @@ static void redis_lookup_free(redis_lookup *lk)
         if (lk->hashes[i])
             freeReplyObject(lk->hashes[i]);
     free(lk->hashes);
-    for (size_t i = 0; i < lk->ngws; i++)
-        free(lk->gws[i].users);
     free(lk->gws);
 }
 
@@ -494,89 +493,166 @@ out:
     return total;
 }
 
-static int redis_gw_add_user(redis_gw *g, uint64_t user)
+/* A growing byte buffer for one gateway's message. */
+typedef struct redis_buf {
+    uint8_t *p;
+    size_t len, cap;
+} redis_buf;
+
+static uint8_t *redis_buf_grow(redis_buf *b, size_t more)
 {
-    if (g->n == g->cap) {
-        size_t ncap = g->cap ? g->cap * 2 : 8;
-        uint64_t *nu = realloc(g->users, ncap * sizeof(*nu));
-        if (!nu)
-            return -1;
-        g->users = nu;
-        g->cap = ncap;
+    if (b->len + more > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + more)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p)
+            return NULL;
+        b->p = p;
+        b->cap = cap;
     }
-    g->users[g->n++] = user;
+    uint8_t *at = b->p + b->len;
+    b->len += more;
+    return at;
+}
+
+/* The live gateways (indexes into lk->gws) holding sessions of each user:
+ * user i's are gw[off[i]] .. gw[off[i + 1] - 1]. */
+typedef struct redis_where {
+    size_t *off;
+    uint32_t *gw;
+} redis_where;
+
+static int redis_publish_where(redisContext *c, redis_lookup *lk, const uint64_t *users, size_t n,
+                               redis_where *wh, size_t *pending)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (lk->hashes[i]->type == REDIS_REPLY_ARRAY)
+            total += lk->hashes[i]->elements / 2;
+    wh->off = malloc((n + 1) * sizeof(*wh->off));
+    wh->gw = malloc((total ? total : 1) * sizeof(*wh->gw));
+    if (!wh->off || !wh->gw)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        wh->off[i] = k;
+        const redisReply *h = lk->hashes[i];
+        if (h->type != REDIS_REPLY_ARRAY)
+            continue;
+        for (size_t j = 0; j + 1 < h->elements; j += 2) {
+            const char *epoch;
+            int stale;
+            redis_gw *g = redis_field_gw(lk, h->element[j], &epoch, &stale);
+            if (g && redis_field_count(h->element[j + 1]) > 0) {
+                wh->gw[k++] = (uint32_t)(g - lk->gws);
+            } else if (stale) {
+                if (redis_append_cleanup(c, users[i], h->element[j], epoch) < 0)
+                    return -1;
+                (*pending)++;
+            }
+        }
+    }
+    wh->off[n] = k;
     return 0;
 }
 
-static int redis_append_push(redisContext *c, const redis_gw *g, const blob *frame)
+/* Appends to out the pushes for gateway g: each with only its users there. */
+static int redis_publish_build(const bus_push *pushes, size_t np, const u64map *index,
+                               const redis_where *wh, uint32_t g, redis_buf *out, uint64_t *scratch)
 {
-    if (g->n > UINT32_MAX)
-        return -1;
-    size_t len = 4 + g->n * 8 + frame->len;
-    uint8_t *p = malloc(len);
-    if (!p)
-        return -1;
-    redis_put_le32(p, (uint32_t)g->n);
-    for (size_t i = 0; i < g->n; i++)
-        redis_put_le64(p + 4 + i * 8, g->users[i]);
-    memcpy(p + 4 + g->n * 8, frame->data, frame->len);
-    char channel[32];
-    snprintf(channel, sizeof(channel), "parley:gw:%" PRIu32, g->id);
-    const char *argv[] = {"PUBLISH", channel, (const char *)p};
-    size_t argvlen[] = {7, strlen(channel), len};
-    int rc = redisAppendCommandArgv(c, 3, argv, argvlen);
-    free(p);
-    return rc == REDIS_OK ? 0 : -1;
+    for (size_t k = 0; k < np; k++) {
+        const bus_push *bp = &pushes[k];
+        size_t m = 0;
+        for (size_t i = 0; i < bp->n; i++) {
+            size_t u = (uintptr_t)u64map_get(index, bp->users[i]) - 1;
+            for (size_t j = wh->off[u]; j < wh->off[u + 1]; j++)
+                if (wh->gw[j] == g) {
+                    scratch[m++] = bp->users[i];
+                    break;
+                }
+        }
+        if (m == 0 || bp->frame->len > UINT32_MAX)
+            continue;
+        uint8_t *p = redis_buf_grow(out, 8 + m * 8 + bp->frame->len);
+        if (!p)
+            return -1;
+        redis_put_le32(p, (uint32_t)m);
+        redis_put_le32(p + 4, (uint32_t)bp->frame->len);
+        for (size_t i = 0; i < m; i++)
+            redis_put_le64(p + 8 + i * 8, scratch[i]);
+        memcpy(p + 8 + m * 8, bp->frame->data, bp->frame->len);
+    }
+    return 0;
 }
 
-static void redis_publish(bus *base, const uint64_t *users, size_t n, blob *frame)
+static void redis_publish(bus *base, const bus_push *pushes, size_t np)
 {
     bus_redis *b = (bus_redis *)base;
     redis_lookup lk = {0};
+    redis_where wh = {0};
+    redis_buf msg = {0};
+    u64map *index = NULL;
+    uint64_t *users = NULL, *scratch = NULL;
+    size_t n = 0, pending = 0, most = 0, total = 0;
     int failed = 1;
-    size_t pending = 0;
-    if (n == 0 || !frame || frame->len == 0)
+    for (size_t k = 0; k < np; k++) {
+        total += pushes[k].n;
+        if (pushes[k].n > most)
+            most = pushes[k].n;
+    }
+    if (total == 0)
         return;
     /* Best effort: the message is stored, and reaches the user at the next
      * sync if this push does not. */
     redisContext *c = redis_pool_take(b);
     if (!c)
         return;
-    if (redis_lookup_run(c, users, n, &lk) < 0)
+    /* Each user looked up once, however many pushes name it. */
+    index = u64map_new();
+    users = malloc(total * sizeof(*users));
+    scratch = malloc(most * sizeof(*scratch));
+    if (!index || !users || !scratch)
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *h = lk.hashes[i];
-        if (h->type != REDIS_REPLY_ARRAY)
-            continue;
-        for (size_t j = 0; j + 1 < h->elements; j += 2) {
-            const char *epoch;
-            int stale;
-            redis_gw *g = redis_field_gw(&lk, h->element[j], &epoch, &stale);
-            if (g && redis_field_count(h->element[j + 1]) > 0) {
-                if (redis_gw_add_user(g, users[i]) < 0)
-                    goto out;
-            } else if (stale) {
-                if (redis_append_cleanup(c, users[i], h->element[j], epoch) < 0)
-                    goto out;
-                pending++;
-            }
+    for (size_t k = 0; k < np; k++)
+        for (size_t i = 0; i < pushes[k].n; i++) {
+            uint64_t u = pushes[k].users[i];
+            if (u == 0 || u64map_get(index, u))
+                continue;
+            if (u64map_put(index, u, (void *)(uintptr_t)(n + 1)) < 0)
+                goto out;
+            users[n++] = u;
         }
-    }
-    /* One message per gateway, whatever the number of its users. */
-    for (size_t k = 0; k < lk.ngws; k++) {
-        if (lk.gws[k].n == 0)
+    if (redis_lookup_run(c, users, n, &lk) < 0 ||
+        redis_publish_where(c, &lk, users, n, &wh, &pending) < 0)
+        goto out;
+    /* One message per gateway, whatever the number of its pushes. */
+    for (size_t g = 0; g < lk.ngws; g++) {
+        msg.len = 0;
+        if (redis_publish_build(pushes, np, index, &wh, (uint32_t)g, &msg, scratch) < 0)
+            goto out;
+        if (msg.len == 0)
             continue;
-        if (redis_append_push(c, &lk.gws[k], frame) < 0)
+        char channel[32];
+        snprintf(channel, sizeof(channel), "parley:gw:%" PRIu32, lk.gws[g].id);
+        const char *argv[] = {"PUBLISH", channel, (const char *)msg.p};
+        size_t argvlen[] = {7, strlen(channel), msg.len};
+        if (redisAppendCommandArgv(c, 3, argv, argvlen) != REDIS_OK)
             goto out;
         pending++;
     }
     failed = redis_skip(c, pending) < 0;
 out:
     if (failed)
-        log_debug("bus: a push to %zu users was not published (Redis at %s:%d)", n, b->host,
-                  b->port);
+        log_debug("bus: %zu pushes were not published (Redis at %s:%d)", np, b->host, b->port);
     redis_lookup_free(&lk);
     redis_pool_give(b, c, failed);
+    free(wh.off);
+    free(wh.gw);
+    free(msg.p);
+    free(scratch);
+    free(users);
+    u64map_free(index);
 }
 
 /* ---- the bus thread: this gateway's presence and its subscription ---- */
@@ -736,32 +812,55 @@ static void redis_link_close(redis_link *l)
 
 static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
 {
-    /* Never trust the sizes in a payload: anyone may publish here. */
-    if (len < 4) {
-        log_warn("bus: ignored a malformed push (%zu bytes)", len);
-        return;
+    bus_push *pushes = NULL;
+    uint64_t *users = NULL;
+    size_t np = 0, nusers = 0;
+    /* Never trust the sizes in a message: anyone may publish here. First
+     * check and count every record, then copy. */
+    if (len == 0)
+        goto bad;
+    for (size_t off = 0; off < len; np++) {
+        if (len - off < 8)
+            goto bad;
+        uint32_t n = redis_get_le32(p + off), flen = redis_get_le32(p + off + 4);
+        size_t rest = len - off - 8;
+        if (n == 0 || flen == 0 || n > rest / 8 || flen > rest - (size_t)n * 8)
+            goto bad;
+        nusers += n;
+        off += 8 + (size_t)n * 8 + flen;
     }
-    uint32_t n = redis_get_le32(p);
-    if (n == 0 || n > (len - 4) / 8 || 4 + (size_t)n * 8 == len) {
-        log_warn("bus: ignored a malformed push (%zu bytes, %" PRIu32 " users)", len, n);
-        return;
+    pushes = calloc(np ? np : 1, sizeof(*pushes));
+    users = malloc((nusers ? nusers : 1) * sizeof(*users));
+    if (!pushes || !users) {
+        log_error("bus: out of memory for %zu pushes", np);
+        goto out;
     }
-    size_t off = 4 + (size_t)n * 8;
-    uint64_t *users = malloc((size_t)n * sizeof(*users));
-    if (!users) {
-        log_error("bus: out of memory for a push to %" PRIu32 " users", n);
-        return;
+    uint64_t *u = users;
+    size_t off = 0;
+    for (size_t k = 0; k < np; k++) {
+        uint32_t n = redis_get_le32(p + off), flen = redis_get_le32(p + off + 4);
+        off += 8;
+        for (uint32_t i = 0; i < n; i++)
+            u[i] = redis_get_le64(p + off + (size_t)i * 8);
+        off += (size_t)n * 8;
+        blob *frame = blob_new(flen);
+        memcpy(frame->data, p + off, flen);
+        off += flen;
+        pushes[k] = (bus_push){.users = u, .n = n, .frame = frame};
+        u += n;
     }
-    for (uint32_t i = 0; i < n; i++)
-        users[i] = redis_get_le64(p + 4 + (size_t)i * 8);
-    blob *frame = blob_new(len - off);
-    memcpy(frame->data, p + off, len - off);
     pthread_mutex_lock(&b->lock);
     bus_handler h = b->h;
     pthread_mutex_unlock(&b->lock);
     if (h.deliver)
-        h.deliver(h.arg, users, n, frame);
-    blob_unref(frame);
+        h.deliver(h.arg, pushes, np);
+    for (size_t k = 0; k < np; k++)
+        blob_unref(pushes[k].frame);
+    goto out;
+bad:
+    log_warn("bus: ignored a malformed push message (%zu bytes)", len);
+out:
+    free(pushes);
     free(users);
 }
 

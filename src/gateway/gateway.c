@@ -352,9 +352,12 @@ static void gw_ack_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A fresh idempotency reference for a send: a node that fails mid-call can
- * then be retried on another without storing the message twice. */
+ * then be retried on another without storing the message twice. 0 (none)
+ * when the service is in this process. */
 static uint64_t gw_ref(gw_loop *gl)
 {
+    if (!gl->gw->cfg.send_refs)
+        return 0;
     uint64_t x = gl->rng;
     x ^= x << 13;
     x ^= x >> 7;
@@ -586,52 +589,68 @@ void gateway_accept(gateway *gw, int fd)
 
 /* ---- pushes ---- */
 
+/* A batch of pushes, shared by every loop's gw_push; the last loop done
+ * frees it. */
+typedef struct {
+    int pending; /* loops yet to run */
+    size_t n;
+    bus_push *v; /* users point into the block after v */
+} gw_batch;
+
 typedef struct {
     loop_node node;
     gw_loop *gl;
-    blob *frame;
-    size_t n;
-    uint64_t *users; /* shared by every loop's copy; freed by the last */
-    int *pending;
+    gw_batch *b;
 } gw_push;
 
 static void gw_push_run(void *arg)
 {
     gw_push *p = arg;
-    for (size_t i = 0; i < p->n; i++) {
-        conn *c = u64map_get(p->gl->users, p->users[i]);
-        while (c) {
-            conn *next = gw_sess(c)->next_of_user;
-            conn_send_raw(c, p->frame->data, p->frame->len);
-            c = next;
+    gw_batch *b = p->b;
+    for (size_t k = 0; k < b->n; k++) {
+        const bus_push *bp = &b->v[k];
+        for (size_t i = 0; i < bp->n; i++) {
+            conn *c = u64map_get(p->gl->users, bp->users[i]);
+            while (c) {
+                conn *next = gw_sess(c)->next_of_user;
+                conn_send_raw(c, bp->frame->data, bp->frame->len);
+                c = next;
+            }
         }
     }
-    blob_unref(p->frame);
-    if (__atomic_sub_fetch(p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
-        free(p->users);
-        free(p->pending);
+    if (__atomic_sub_fetch(&b->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+        for (size_t k = 0; k < b->n; k++)
+            blob_unref(b->v[k].frame);
+        free(b);
     }
     free(p);
 }
 
-static void gw_deliver(void *arg, const uint64_t *users, size_t n, blob *frame)
+/* Each loop gets the whole batch: one post per loop, whatever its size. */
+static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
 {
     gateway *gw = arg;
-    uint64_t *copy = malloc(n * sizeof(*copy));
-    int *pending = malloc(sizeof(*pending));
-    if (!copy || !pending)
+    size_t nusers = 0;
+    for (size_t k = 0; k < n; k++)
+        nusers += pushes[k].n;
+    gw_batch *b = malloc(sizeof(*b) + n * sizeof(bus_push) + nusers * sizeof(uint64_t));
+    if (!b)
         abort();
-    memcpy(copy, users, n * sizeof(*copy));
-    *pending = (int)gw->nloops;
+    b->pending = (int)gw->nloops;
+    b->n = n;
+    b->v = (bus_push *)(b + 1);
+    uint64_t *users = (uint64_t *)(b->v + n);
+    for (size_t k = 0; k < n; k++) {
+        memcpy(users, pushes[k].users, pushes[k].n * sizeof(*users));
+        b->v[k] = (bus_push){.users = users, .n = pushes[k].n, .frame = blob_ref(pushes[k].frame)};
+        users += pushes[k].n;
+    }
     for (unsigned i = 0; i < gw->nloops; i++) {
         gw_push *p = malloc(sizeof(*p));
         if (!p)
             abort();
         p->gl = &gw->per_loop[i];
-        p->frame = blob_ref(frame);
-        p->n = n;
-        p->users = copy;
-        p->pending = pending;
+        p->b = b;
         p->node.fn = gw_push_run;
         p->node.arg = p;
         loop_post_node(gw->loops[i], &p->node);

@@ -19,6 +19,9 @@
 typedef struct gateway_config {
     uint32_t gateway_id;
     conn_limits limits;
+    /* Give each send an idempotency reference: only worth its index write
+     * when the message service is remote and a call may be retried. */
+    int send_refs;
 } gateway_config;
 
 typedef struct gateway gateway;

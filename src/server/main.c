@@ -60,6 +60,15 @@ typedef struct server {
 
 static const char *const server_service_names[3] = {"user", "social", "message"};
 
+/* 1 if this process serves def itself. */
+static int server_is_local(const server *s, const svc_def *def)
+{
+    for (unsigned i = 0; i < s->nlocal; i++)
+        if (s->local[i] == def)
+            return 1;
+    return 0;
+}
+
 static int server_mkdirs(const char *path, char *err, size_t errlen)
 {
     char tmp[PATH_MAX];
@@ -338,6 +347,7 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         gateway_config gcfg = {
             .gateway_id = cfg->gateway_id,
+            .send_refs = !server_is_local(s, &svc_message),
             .limits = {.max_frame = cfg->max_frame,
                        .max_out = 8u << 20,
                        .idle_timeout_s = cfg->idle_timeout_s,

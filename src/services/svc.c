@@ -35,7 +35,9 @@ typedef struct svc_worker {
     svc_runtime *rt;
     store *st;
     unsigned idx;
-    unsigned split; /* batches still to run one request at a time */
+    unsigned split;   /* batches still to run one request at a time */
+    bus_push *pushes; /* a batch's pushes, for one publish */
+    size_t pushes_cap;
 } svc_worker;
 
 static int64_t svc_now_ms(void)
@@ -65,6 +67,7 @@ static void svc_worker_fini(void *ctx)
 {
     svc_worker *w = ctx;
     store_close(w->st);
+    free(w->pushes);
     free(w);
 }
 
@@ -180,6 +183,28 @@ static int svc_alone(const svc_worker *w, const svc_task *t)
     return !store_single_writer(w->st) && ((t->def->alone >> t->method) & 1);
 }
 
+static void svc_publish(svc_worker *w, pool_task **tasks, unsigned n)
+{
+    size_t np = 0;
+    for (unsigned i = 0; i < n; i++)
+        for (svc_pushq *p = ((svc_task *)tasks[i])->ctx.pushes; p; p = p->next)
+            np++;
+    if (np > w->pushes_cap) {
+        bus_push *v = realloc(w->pushes, np * sizeof(*v));
+        if (!v)
+            abort();
+        w->pushes = v;
+        w->pushes_cap = np;
+    }
+    np = 0;
+    for (unsigned i = 0; i < n; i++)
+        for (svc_pushq *p = ((svc_task *)tasks[i])->ctx.pushes; p; p = p->next)
+            w->pushes[np++] = (bus_push){.users = p->users, .n = p->n, .frame = p->frame};
+    bus_publish_many(w->rt->bus, w->pushes, np);
+    for (unsigned i = 0; i < n; i++)
+        svc_drop_pushes(&((svc_task *)tasks[i])->ctx);
+}
+
 static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
 {
     svc_worker *w = wctx;
@@ -249,15 +274,12 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
             svc_drop_pushes(&t->ctx);
         }
     }
-    /* Only now, with everything durable, tell anybody. Pushes go out in the
-     * order the requests ran, which keeps each conversation in seq order. */
+    /* Only now, with everything durable, tell anybody: the whole batch's
+     * pushes in one publish, in the order the requests ran, which keeps
+     * each conversation in seq order. */
+    svc_publish(w, tasks, n);
     for (unsigned i = 0; i < n; i++) {
         svc_task *t = (svc_task *)tasks[i];
-        for (svc_pushq *p = t->ctx.pushes; p; p = p->next) {
-            bus_publish(w->rt->bus, p->users, p->n, p->frame);
-            blob_unref(p->frame);
-        }
-        t->ctx.pushes = NULL;
         svc_reply(&t->ctx);
         /* done owns the arena, and t with it: t is gone after this call. */
         t->done(t->done_arg, t->ctx.a, t->ctx.res, t->outcome);

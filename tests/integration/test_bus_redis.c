@@ -179,6 +179,7 @@ typedef struct recorder {
     pthread_cond_t cond;
     delivery d[MAX_DELIVERIES];
     int ndeliv, resyncs;
+    int ncalls; /* deliver calls: a batch is one */
 } recorder;
 
 static int cmp_u64(const void *a, const void *b)
@@ -187,18 +188,21 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void rec_deliver(void *arg, const uint64_t *users, size_t n, blob *frame)
+static void rec_deliver(void *arg, const bus_push *pushes, size_t np)
 {
     recorder *r = arg;
     pthread_mutex_lock(&r->lock);
-    if (r->ndeliv < MAX_DELIVERIES) {
-        delivery *d = &r->d[r->ndeliv];
-        d->n = n < 16 ? n : 16;
-        memcpy(d->users, users, d->n * sizeof(*users));
-        qsort(d->users, d->n, sizeof(*d->users), cmp_u64);
-        d->frame = blob_ref(frame);
+    for (size_t k = 0; k < np; k++) {
+        if (r->ndeliv < MAX_DELIVERIES) {
+            delivery *d = &r->d[r->ndeliv];
+            d->n = pushes[k].n < 16 ? pushes[k].n : 16;
+            memcpy(d->users, pushes[k].users, d->n * sizeof(*d->users));
+            qsort(d->users, d->n, sizeof(*d->users), cmp_u64);
+            d->frame = blob_ref(pushes[k].frame);
+        }
+        r->ndeliv++;
     }
-    r->ndeliv++;
+    r->ncalls++;
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
@@ -448,6 +452,61 @@ static void test_dead_gateways_do_not_count(void **state)
     rec_free(r2);
 }
 
+/* A batch goes to each gateway as one message: every push with only its
+ * users there, in the order given, and nothing for gateways it misses. */
+static void test_publish_many_is_one_message_per_gateway(void **state)
+{
+    recorder *r1 = rec_new(), *r2 = rec_new(), *r3 = rec_new();
+    bus *g1 = gateway_bus(1, r1), *g2 = gateway_bus(2, r2), *g3 = gateway_bus(3, r3);
+    bus *p = gateway_bus(0, NULL);
+    bus_presence_add(g1, 601, 1);
+    bus_presence_add(g2, 602, 2);
+    bus_presence_add(g1, 603, 1);
+    bus_presence_add(g2, 603, 2);
+    bus_presence_add(g3, 609, 3);
+    assert_int_equal(poll_count(p, 601, 1, 2000), 1);
+    assert_int_equal(poll_count(p, 602, 1, 2000), 1);
+    assert_int_equal(poll_count(p, 603, 2, 2000), 2);
+    assert_int_equal(poll_count(p, 609, 1, 2000), 1);
+
+    blob *f[5] = {frame_of("one", 3), frame_of("two", 3), frame_of("three", 5), frame_of("four", 4),
+                  frame_of("five", 4)};
+    bus_push batch[] = {
+        {.users = (uint64_t[]){601, 602}, .n = 2, .frame = f[0]},
+        {.users = (uint64_t[]){602}, .n = 1, .frame = f[1]},
+        {.users = (uint64_t[]){604}, .n = 1, .frame = f[2]}, /* offline */
+        {.users = (uint64_t[]){603, 601, 604}, .n = 3, .frame = f[3]},
+        {.users = (uint64_t[]){601}, .n = 1, .frame = f[4]},
+    };
+    bus_publish_many(p, batch, 5);
+    assert_int_equal(rec_wait(r1, &r1->ndeliv, 3, 2000), 3);
+    assert_int_equal(rec_wait(r2, &r2->ndeliv, 3, 2000), 3);
+    assert_int_equal(r1->ncalls, 1);
+    assert_int_equal(r2->ncalls, 1);
+    assert_delivery(r1, 0, (uint64_t[]){601}, 1, f[0]);
+    assert_delivery(r1, 1, (uint64_t[]){601, 603}, 2, f[3]);
+    assert_delivery(r1, 2, (uint64_t[]){601}, 1, f[4]);
+    assert_delivery(r2, 0, (uint64_t[]){602}, 1, f[0]);
+    assert_delivery(r2, 1, (uint64_t[]){602}, 1, f[1]);
+    assert_delivery(r2, 2, (uint64_t[]){603}, 1, f[3]);
+    /* Gateway 3 holds none of them: a later push to it is its first. */
+    bus_publish(p, (uint64_t[]){609}, 1, f[2]);
+    assert_int_equal(rec_wait(r3, &r3->ndeliv, 1, 2000), 1);
+    assert_delivery(r3, 0, (uint64_t[]){609}, 1, f[2]);
+    assert_int_equal(r1->ndeliv, 3);
+    assert_int_equal(r2->ndeliv, 3);
+
+    bus_free(g1);
+    bus_free(g2);
+    bus_free(g3);
+    bus_free(p);
+    for (int i = 0; i < 5; i++)
+        blob_unref(f[i]);
+    rec_free(r1);
+    rec_free(r2);
+    rec_free(r3);
+}
+
 static void test_garbage_on_the_channel_is_ignored(void **state)
 {
     recorder *r1 = rec_new();
@@ -461,10 +520,17 @@ static void test_garbage_on_the_channel_is_ignored(void **state)
     } junk[] = {
         {"", 0},
         {"abc", 3},
-        {"\x00\x00\x00\x00xyz", 7},                                /* no users */
-        {"\x01\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00", 12},  /* no frame */
-        {"\xff\xff\xff\xffxyz", 7},                                /* a huge count */
-        {"\x02\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00x", 13}, /* short */
+        {"\x00\x00\x00\x00\x03\x00\x00\x00xyz", 11}, /* no users */
+        /* no frame */
+        {"\x01\x00\x00\x00\x00\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00", 16},
+        {"\xff\xff\xff\xff\x03\x00\x00\x00xyz", 11}, /* a huge count */
+        /* a frame longer than the rest */
+        {"\x01\x00\x00\x00\x09\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00x", 17},
+        {"\x01\x00\x00\x00\xff\xff\xff\xff\x91\x01\x00\x00\x00\x00\x00\x00x", 17},
+        /* a good push, then a truncated one: the whole message goes */
+        {"\x01\x00\x00\x00\x01\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00x"
+         "\x01\x00\x00",
+         20},
         {"\x00\x00\x00\x20", 4},
     };
     for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
@@ -473,9 +539,12 @@ static void test_garbage_on_the_channel_is_ignored(void **state)
         assert_int_equal(r->integer, 1); /* gateway 1 did receive it */
         freeReplyObject(r);
     }
-    /* The documented format, by hand: [u32 n][n x u64][frame], little endian. */
+    /* The documented format, by hand: [u32 n][u32 len][n x u64][frame],
+     * little endian. */
     redisReply *r = raw("PUBLISH parley:gw:1 %b",
-                        "\x01\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00hand-made", 21);
+                        "\x01\x00\x00\x00\x09\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00"
+                        "hand-made",
+                        25);
     assert_non_null(r);
     freeReplyObject(r);
     blob *hand = frame_of("hand-made", 9), *f = frame_of("real", 4);
@@ -546,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_presence_across_gateways),
         cmocka_unit_test(test_publish_reaches_the_right_gateways),
         cmocka_unit_test(test_dead_gateways_do_not_count),
+        cmocka_unit_test(test_publish_many_is_one_message_per_gateway),
         cmocka_unit_test(test_garbage_on_the_channel_is_ignored),
         cmocka_unit_test(test_redis_restart_is_ridden_out),
     };
