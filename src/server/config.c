@@ -32,7 +32,7 @@ static const opt opts[] = {
      "storage worker threads (default: 1 on SQLite, which has one writer; 4 on MariaDB)"},
     {"auth-workers", UINT(auth_workers), 1, 64,
      "password hashing threads (default: number of cores)"},
-    {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 256)"},
+    {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 1024)"},
     {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
      "seconds of silence before a client is dropped (default 60)"},
     {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024,
@@ -181,7 +181,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->threads = cores > 0 ? (unsigned)cores : 1;
     cfg->store_workers = 0; /* chosen by the store backend */
     cfg->auth_workers = cores > 0 ? (unsigned)cores : 1;
-    cfg->max_batch = 256;
+    cfg->max_batch = 1024;
     cfg->idle_timeout_s = 60;
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;

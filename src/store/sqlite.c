@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/u64map.h"
+#include "store/sqlite_vfs.h"
 
 enum { STORE_KIND_DIRECT = 1, STORE_KIND_GROUP = 2 };
 
@@ -681,8 +682,8 @@ static sq_ckpt *sq_ckpt_get(sq_store *st)
     sq_ckpt *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    if (sqlite3_open_v2(st->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(st->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        SQLITE_VFS_NAME) != SQLITE_OK) {
         sqlite3_close_v2(c->db);
         free(c);
         return NULL;
@@ -758,6 +759,7 @@ static void sq_init_once(void)
      * every thread; nothing here reads them. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     sqlite3_initialize();
+    sqlite_vfs_register(); /* if it fails, opens fail and say so */
 }
 
 store *store_sqlite_open(const char *path, char *err, size_t errlen)
@@ -778,8 +780,9 @@ store *store_sqlite_open(const char *path, char *err, size_t errlen)
         store_set_err(st, "out of memory");
         goto fail;
     }
-    int rc = sqlite3_open_v2(
-        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(path, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             SQLITE_VFS_NAME);
     if (rc != SQLITE_OK) {
         store_set_err(st, "%s", st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
         goto fail;
