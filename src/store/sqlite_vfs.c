@@ -36,8 +36,7 @@ static int wal_flush(wal_file *f)
     int rc = SQLITE_OK;
     for (size_t done = 0; done < f->len && rc == SQLITE_OK; done += WAL_WRITE_MAX) {
         size_t n = f->len - done < WAL_WRITE_MAX ? f->len - done : WAL_WRITE_MAX;
-        rc = f->real->pMethods->xWrite(f->real, f->buf + done, (int)n,
-                                       f->at + (sqlite3_int64)done);
+        rc = f->real->pMethods->xWrite(f->real, f->buf + done, (int)n, f->at + (sqlite3_int64)done);
     }
     f->len = 0;
     return rc;
