@@ -78,8 +78,9 @@ static uint64_t mkuser(store *st, const char *name)
 static uint64_t append(store *st, uint64_t conv, uint64_t sender, const char *body)
 {
     store_msg m;
-    assert_int_equal(store_message_append(st, conv, sender, 0, body, strlen(body), 5000, &m),
-                     STORE_OK);
+    store_status ret = store_message_append(st, conv, sender, 0, body, strlen(body), 5000, &m);
+    if (ret != STORE_OK)
+        fail_msg("append: status %d: %s", ret, store_errmsg(st));
     return m.msgid;
 }
 

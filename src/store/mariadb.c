@@ -31,6 +31,8 @@
  */
 #include "store/store_impl.h"
 
+#include "store/cache.h"
+
 #include <errmsg.h>
 #include <mysql.h>
 #include <mysqld_error.h>
@@ -40,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MDB_KIND_DIRECT = 1, MDB_KIND_GROUP = 2 };
 
 enum {
     MDB_DEFAULT_PORT = 3306,
@@ -219,6 +220,7 @@ enum {
     Q_CONV_DELETE_MESSAGES,
     Q_USER_GROUPS,
     Q_CONV_BUMP,
+    Q_CONV_UNBUMP,
     Q_CONV_ROUTE,
     Q_MSG_INSERT,
     Q_MSG_BY_REF,
@@ -338,9 +340,14 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                       " FROM convs AS c LEFT JOIN groups_ AS g ON g.conv_id = c.id"
                       " WHERE c.id = ?",
                       "u", "uiuuu"},
+    [Q_CONV_UNBUMP] = {"UPDATE convs SET last_seq = last_seq - 1 WHERE id = ?", "u", ""},
+    /* Right after Q_CONV_BUMP, whose row lock the transaction holds: the
+     * seq is the bumped last_seq, and one round trip stores the message and
+     * says where it went. */
     [Q_MSG_INSERT] = {"INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
-                      " VALUES (?, ?, ?, ?, ?, ?)",
-                      "uuubir", ""},
+                      " SELECT id, last_seq, ?, ?, ?, ? FROM convs WHERE id = ?"
+                      " RETURNING id, seq",
+                      "ubiru", "uu"},
     /* One lookup in messages_sender_ref. A plain read: at READ COMMITTED it
      * sees what is committed when it runs, so after losing the race to
      * insert (the winner has committed) it finds the winner's message. */
@@ -408,6 +415,8 @@ typedef struct mdb_store {
     pthread_t owner;
     char *body; /* copy of the last store_message_get body */
     size_t body_cap;
+    /* Forgotten at any rollback: its ids may name rows never committed. */
+    store_cache *cache;
     char where[320]; /* "HOST:PORT" or "unix socket PATH", for messages */
     char errmsg[512];
 } mdb_store;
@@ -532,8 +541,12 @@ static MYSQL_STMT *mdb_stmt(mdb_store *st, int id)
         mysql_stmt_close(s);
         return NULL;
     }
-    if (mysql_stmt_param_count(s) != strlen(q->args) ||
-        mysql_stmt_field_count(s) != strlen(q->cols)) {
+    /* MariaDB describes the columns of INSERT ... RETURNING only once it has
+     * run: mdb_vrun checks those then. */
+    unsigned fields = mysql_stmt_field_count(s);
+    if (fields == 0 && strstr(q->sql, " RETURNING "))
+        fields = (unsigned)strlen(q->cols);
+    if (mysql_stmt_param_count(s) != strlen(q->args) || fields != strlen(q->cols)) {
         mdb_set_err(st, "internal: query %d does not match its declared types", id);
         st->last_errno = 0;
         mysql_stmt_close(s);
@@ -698,6 +711,12 @@ static store_status mdb_vrun(mdb_store *st, int id, va_list ap)
     }
     if (mysql_stmt_store_result(s) != 0)
         return mdb_fail_stmt(st, s);
+    if (mysql_stmt_field_count(s) != strlen(q->cols)) {
+        mysql_stmt_free_result(s);
+        mdb_set_err(st, "internal: query %d returned other columns than declared", id);
+        st->last_errno = 0;
+        return STORE_ERROR;
+    }
     st->cur = s;
     st->cols = q->cols;
     store_status ret = mdb_bind_cols(st, s, q->cols);
@@ -886,6 +905,7 @@ static store_status mdb_tx_rollback(mdb_store *st)
     store_status ret = mdb_exec(st, Q_ROLLBACK, NULL);
     st->in_txn = 0;
     st->txn_lost = 0;
+    store_cache_forget(st->cache);
     return ret;
 }
 
@@ -914,6 +934,7 @@ static store_status mdb_op_end(mdb_store *st, int own, store_status ret)
         mdb_quiet(st, Q_OP_ROLLBACK_TO);
         mdb_quiet(st, Q_OP_RELEASE);
     }
+    store_cache_forget(st->cache);
     return ret;
 }
 
@@ -951,6 +972,7 @@ static store_status mdb_release(store *base)
 static store_status mdb_rollback_to(store *base)
 {
     mdb_store *st = mdb_of(base);
+    store_cache_forget(st->cache);
     store_status ret = mdb_exec(st, Q_ROLLBACK_TO, NULL);
     if (ret != STORE_OK)
         return ret;
@@ -1131,6 +1153,12 @@ static store_status mdb_direct_conv(store *base, uint64_t a, uint64_t b, uint64_
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     int own, raced;
 
+    /* Direct conversations are never deleted: a pair, once found, stays. */
+    if (store_cache_direct(st->cache, lo, hi, &conv)) {
+        if (conv_out)
+            *conv_out = conv;
+        return STORE_OK;
+    }
     /* Usual case: it exists. */
     store_status ret = mdb_find_pair(st, Q_DIRECT_FIND, lo, hi, &conv);
     if (ret != STORE_NOT_FOUND)
@@ -1142,7 +1170,7 @@ static store_status mdb_direct_conv(store *base, uint64_t a, uint64_t b, uint64_
     /* The unique (user_lo, user_hi) key settles a race with another
      * connection: our insert waits for theirs and then fails with CONFLICT.
      * A missing user fails a foreign key: NOT_FOUND. */
-    ret = mdb_exec(st, Q_DIRECT_INSERT, NULL, MDB_KIND_DIRECT, lo, hi);
+    ret = mdb_exec(st, Q_DIRECT_INSERT, NULL, STORE_KIND_DIRECT, lo, hi);
     if (ret != STORE_OK)
         goto out;
     conv = st->insert_id;
@@ -1156,8 +1184,11 @@ out:
     if (raced)
         ret = mdb_find_pair(st, Q_DIRECT_FIND_LOCKED, lo, hi, &conv);
 done:
-    if (ret == STORE_OK && conv_out)
-        *conv_out = conv;
+    if (ret == STORE_OK) {
+        store_cache_direct_put(st->cache, lo, hi, conv);
+        if (conv_out)
+            *conv_out = conv;
+    }
     return ret;
 }
 
@@ -1197,7 +1228,7 @@ static store_status mdb_group_create(store *base, const char *name, const char *
     store_status ret = mdb_op_begin(st, &own);
     if (ret != STORE_OK)
         return ret;
-    ret = mdb_exec(st, Q_GROUP_CONV_INSERT, NULL, MDB_KIND_GROUP);
+    ret = mdb_exec(st, Q_GROUP_CONV_INSERT, NULL, STORE_KIND_GROUP);
     if (ret != STORE_OK)
         goto out;
     conv = st->insert_id;
@@ -1322,17 +1353,6 @@ static store_status mdb_user_groups(store *base, uint64_t user, store_group_cb c
 /* ---- messages ---- */
 
 /* Fills the routing fields from the conversation's kind and pair. */
-static void mdb_msg_route(store_msg *m, int64_t kind, uint64_t lo, uint64_t hi, uint64_t group)
-{
-    if (kind == MDB_KIND_DIRECT) {
-        m->to = m->sender == lo ? hi : lo;
-        m->group = 0;
-    } else {
-        m->to = 0;
-        m->group = group;
-    }
-}
-
 /* Reads a row made of MDB_MSG_COLS; body points into the column buffer. */
 static void mdb_msg_row(mdb_store *st, store_msg *m)
 {
@@ -1344,7 +1364,11 @@ static void mdb_msg_row(mdb_store *st, store_msg *m)
     m->body_len = st->col_len[4];
     m->ts = st->col_i[5];
     m->recalled = st->col_i[6] != 0;
-    mdb_msg_route(m, st->col_i[7], st->col_u[8], st->col_u[9], st->col_u[10]);
+    store_route r = {.kind = (int)st->col_i[7],
+                     .lo = st->col_u[8],
+                     .hi = st->col_u[9],
+                     .group = st->col_u[10]};
+    store_route_msg(m, &r);
     m->existed = 0;
 }
 
@@ -1400,80 +1424,96 @@ static store_status mdb_msg_each(mdb_store *st, store_msg_cb cb, void *arg, unsi
     return rc == 0 ? STORE_OK : STORE_ERROR;
 }
 
+/* The routing of conv, from the cache or the database. */
+static store_status mdb_conv_route(mdb_store *st, uint64_t conv, store_route *r)
+{
+    if (store_cache_route(st->cache, conv, r))
+        return STORE_OK;
+    store_status ret = mdb_first(st, Q_CONV_ROUTE, conv);
+    if (ret == STORE_OK) {
+        r->kind = (int)st->col_i[1];
+        r->lo = st->col_u[2];
+        r->hi = st->col_u[3];
+        r->group = st->col_u[4];
+    }
+    mdb_done(st);
+    if (ret == STORE_OK)
+        store_cache_route_put(st->cache, conv, r);
+    return ret;
+}
+
 static store_status mdb_message_append(store *base, uint64_t conv, uint64_t sender, uint64_t ref,
                                        const char *body, size_t body_len, int64_t ts,
                                        store_msg *out)
 {
     mdb_store *st = mdb_of(base);
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
-    store_msg old = {0};
-    int64_t kind = 0;
-    uint64_t lo = 0, hi = 0, group = 0, n;
-    int own, existed = 0, raced = 0;
-    /* The bump, the read of the new last_seq and the insert happen in one
-     * transaction that holds the conversation's row lock throughout. */
-    store_status ret = mdb_op_begin(st, &own);
+    uint64_t n;
+    /* Two round trips: the bump takes the conversation's row lock, which the
+     * transaction holds until its end, and the insert stores the message
+     * with the bumped last_seq. No savepoint: each statement is atomic, and
+     * a failed insert gives its seq back itself. */
+    int own = !st->in_txn;
+    store_status ret = own ? mdb_tx_begin(st) : STORE_OK;
     if (ret != STORE_OK)
         return ret;
-    if (ref) {
-        /* Before the bump: a retry of a stored send takes no seq. */
-        ret = mdb_msg_by_ref(st, sender, ref, &old);
-        if (ret == STORE_OK)
-            existed = 1;
-        if (ret != STORE_NOT_FOUND)
-            goto out;
-    }
     ret = mdb_exec(st, Q_CONV_BUMP, &n, conv);
     if (ret == STORE_OK && n == 0) {
         mdb_set_err(st, "no conversation %llu", (unsigned long long)conv);
         ret = STORE_NOT_FOUND;
     }
-    if (ret != STORE_OK)
-        goto out;
-    /* Our own update is visible to us; nobody else can change the row. */
-    ret = mdb_first(st, Q_CONV_ROUTE, conv);
-    if (ret == STORE_OK) {
-        m.seq = st->col_u[0];
-        kind = st->col_i[1];
-        lo = st->col_u[2];
-        hi = st->col_u[3];
-        group = st->col_u[4];
-    }
-    mdb_done(st);
-    if (ret != STORE_OK)
-        goto out;
-    /* Another connection may have stored (sender, ref) since the lookup.
-     * The unique key settles it: our insert waits for that transaction and,
-     * once it has committed, fails with a duplicate key. Only the statement
-     * fails; the transaction goes on. */
-    ret = mdb_exec(st, Q_MSG_INSERT, NULL, conv, m.seq, sender, (const void *)body, body_len, ts,
-                   ref);
+    int bumped = ret == STORE_OK;
     if (ret == STORE_OK)
-        m.msgid = st->insert_id;
-    raced = ret == STORE_CONFLICT && ref;
-out:
-    /* Back to the savepoint (or the whole own transaction): undoes the bump,
-     * so the lost race takes no seq. */
-    ret = mdb_op_end(st, own, ret);
+        ret = mdb_first(st, Q_MSG_INSERT, sender, (const void *)body, body_len, ts, ref, conv);
+    if (ret == STORE_OK) {
+        m.msgid = st->col_u[0];
+        m.seq = st->col_u[1];
+        mdb_done(st);
+    }
+    /* A retry of a stored send (the unique (sender, ref) key: our insert
+     * waited for the other transaction and failed) takes no seq. It is
+     * answered with what the send did even if conv is gone or wrong. */
+    int raced = (ret == STORE_CONFLICT || ret == STORE_NOT_FOUND) && ref;
+    if (ret != STORE_OK && bumped && !st->txn_lost) {
+        char why[sizeof st->errmsg];
+        memcpy(why, st->errmsg, sizeof why);
+        if (mdb_exec(st, Q_CONV_UNBUMP, NULL, conv) != STORE_OK)
+            raced = 0, ret = STORE_ERROR; /* the message of the unbump stands */
+        else
+            memcpy(st->errmsg, why, sizeof why);
+    }
+    if (own) {
+        if (ret == STORE_OK)
+            ret = mdb_tx_commit(st);
+        else {
+            char why[sizeof st->errmsg];
+            memcpy(why, st->errmsg, sizeof why);
+            mdb_tx_rollback(st);
+            memcpy(st->errmsg, why, sizeof why);
+        }
+    }
     if (raced) {
         char why[sizeof st->errmsg];
         memcpy(why, st->errmsg, sizeof why);
+        store_status first = ret;
+        store_msg old;
         ret = mdb_msg_by_ref(st, sender, ref, &old);
-        if (ret == STORE_OK)
-            existed = 1;
-        else if (ret == STORE_NOT_FOUND) {
-            /* A duplicate of something else: report the insert's error. */
-            memcpy(st->errmsg, why, sizeof why);
-            ret = STORE_CONFLICT;
-        }
-    }
-    if (ret == STORE_OK && out) {
-        if (existed) {
+        if (ret == STORE_OK && out)
             *out = old;
-        } else {
-            mdb_msg_route(&m, kind, lo, hi, group);
-            *out = m;
+        else if (ret == STORE_NOT_FOUND) {
+            /* Not a retry: report the first error. */
+            memcpy(st->errmsg, why, sizeof why);
+            ret = first;
         }
+        return ret;
+    }
+    if (ret != STORE_OK)
+        return ret;
+    store_route r;
+    ret = mdb_conv_route(st, conv, &r);
+    if (ret == STORE_OK && out) {
+        store_route_msg(&m, &r);
+        *out = m;
     }
     return ret;
 }
@@ -1849,6 +1889,7 @@ static void mdb_close(store *base)
     for (int k = 0; k < MDB_COLS_MAX; k++)
         free(st->col_buf[k]);
     free(st->body);
+    store_cache_free(st->cache);
     mdb_thread_leave(st);
     free(st);
 }
@@ -1877,6 +1918,14 @@ store *store_mariadb_open(const char *uri, char *err, size_t errlen)
         return NULL;
     }
     st->base.ops = &mdb_ops;
+    st->cache = store_cache_new();
+    if (!st->cache) {
+        free(st);
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory");
+        explicit_bzero(u.password, sizeof u.password);
+        return NULL;
+    }
     mdb_thread_enter(st);
     int connected = mdb_connect(st, &u) == STORE_OK;
     explicit_bzero(u.password, sizeof u.password);

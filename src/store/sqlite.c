@@ -16,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/u64map.h"
+#include "store/cache.h"
 #include "store/sqlite_vfs.h"
 
-enum { STORE_KIND_DIRECT = 1, STORE_KIND_GROUP = 2 };
 
 /* Schema migrations: step i takes user_version from i to i + 1, and says so
  * itself. Append new steps; never edit one that has shipped. */
@@ -248,13 +247,6 @@ static const char *const store_sql[Q_COUNT] = {
               " WHERE conv_id = ?2 AND user_id = ?1",
 };
 
-/* What a message needs to be routed: the conversation's kind and users or
- * group. Never changes while the conversation exists. */
-typedef struct {
-    int kind;
-    uint64_t lo, hi, group;
-} sq_route;
-
 /* The checkpointer of a handle that writes: a thread with a connection of
  * its own that copies the WAL back into the database (and fsyncs it) while
  * the handle goes on committing. */
@@ -272,23 +264,17 @@ typedef struct sq_ckpt {
  * little left itself, and its next transaction starts the log again. */
 enum { SQ_WAL_KICK = 1000, SQ_WAL_BOUND = 8192 };
 
-/* Bound on each cache below: past it, it starts again empty. */
-enum { SQ_CACHE_MAX = 1 << 16 };
-
 typedef struct sq_store {
     store base; /* first: the dispatcher's store * points here too */
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT];
     char *body; /* copy of the last store_message_get body */
     size_t body_cap;
-    /* Caches of what a send looks up every time, forgotten at any rollback
-     * (an id handed out by an undone transaction is handed out again). A
-     * stale entry for a deleted group's conversation is harmless: the
-     * insert's foreign key fails first, and ids are never reused. */
-    u64map *direct;   /* user pair (both < 2^32) -> direct conversation id */
-    u64map *route_of; /* conversation -> index + 1 in routes */
-    sq_route *routes;
-    size_t nroutes, routes_cap;
+    /* Forgotten at any rollback (an id handed out by an undone transaction
+     * is handed out again). A stale entry for a deleted group's conversation
+     * is harmless: the insert's foreign key fails first, and ids of
+     * committed rows are never reused. */
+    store_cache *cache;
     char *path;    /* for the checkpointer's connection */
     sq_ckpt *ckpt; /* started at the first WAL past SQ_WAL_KICK */
     int kicked_at; /* WAL frames when the checkpointer was last woken */
@@ -311,11 +297,7 @@ static void store_set_err(sq_store *st, const char *fmt, ...)
 /* Drops the caches: after a rollback they may name what no longer exists. */
 static void sq_forget(sq_store *st)
 {
-    if (st->direct)
-        u64map_clear(st->direct);
-    if (st->route_of)
-        u64map_clear(st->route_of);
-    st->nroutes = 0;
+    store_cache_forget(st->cache);
 }
 
 /* Maps a failed step to a status and records SQLite's reason. */
@@ -742,9 +724,7 @@ static void sq_close(store *base)
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(st->q[i]);
     sqlite3_close_v2(st->db);
-    u64map_free(st->direct);
-    u64map_free(st->route_of);
-    free(st->routes);
+    store_cache_free(st->cache);
     free(st->path);
     free(st->body);
     free(st);
@@ -773,10 +753,9 @@ store *store_sqlite_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     st->base.ops = &sq_ops;
-    st->direct = u64map_new();
-    st->route_of = u64map_new();
+    st->cache = store_cache_new();
     st->path = strdup(path);
-    if (!st->direct || !st->route_of || !st->path) {
+    if (!st->cache || !st->path) {
         store_set_err(st, "out of memory");
         goto fail;
     }
@@ -1031,8 +1010,7 @@ static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     sqlite3_stmt *find = st->q[Q_DIRECT_FIND];
     /* Direct conversations are never deleted: a pair, once found, stays. */
-    uint64_t key = hi <= UINT32_MAX ? lo << 32 | hi : 0;
-    if (key && (conv = (uintptr_t)u64map_get(st->direct, key)) != 0) {
+    if (store_cache_direct(st->cache, lo, hi, &conv)) {
         if (conv_out)
             *conv_out = conv;
         return STORE_OK;
@@ -1071,11 +1049,7 @@ out:
     ret = store_op_end(st, own, ret);
 done:
     if (ret == STORE_OK) {
-        if (key) {
-            if (u64map_size(st->direct) >= SQ_CACHE_MAX)
-                u64map_clear(st->direct);
-            u64map_put(st->direct, key, (void *)(uintptr_t)conv); /* a miss next time on OOM */
-        }
+        store_cache_direct_put(st->cache, lo, hi, conv);
         if (conv_out)
             *conv_out = conv;
     }
@@ -1250,17 +1224,6 @@ out:
 /* ---- messages ---- */
 
 /* Fills the routing fields from the conversation's kind and pair. */
-static void store_msg_route(store_msg *m, int kind, uint64_t lo, uint64_t hi, uint64_t group)
-{
-    if (kind == STORE_KIND_DIRECT) {
-        m->to = m->sender == lo ? hi : lo;
-        m->group = 0;
-    } else {
-        m->to = 0;
-        m->group = group;
-    }
-}
-
 /* Reads a row made of STORE_MSG_COLS; body points into the statement. */
 static void store_msg_row(sqlite3_stmt *s, store_msg *m)
 {
@@ -1273,8 +1236,11 @@ static void store_msg_row(sqlite3_stmt *s, store_msg *m)
     m->body = body ? body : ""; /* SQLite gives NULL for an empty blob */
     m->ts = sqlite3_column_int64(s, 5);
     m->recalled = sqlite3_column_int(s, 6) != 0;
-    store_msg_route(m, sqlite3_column_int(s, 7), store_col_u64(s, 8), store_col_u64(s, 9),
-                    store_col_u64(s, 10));
+    store_route r = {.kind = sqlite3_column_int(s, 7),
+                     .lo = store_col_u64(s, 8),
+                     .hi = store_col_u64(s, 9),
+                     .group = store_col_u64(s, 10)};
+    store_route_msg(m, &r);
     m->existed = 0;
 }
 
@@ -1334,13 +1300,10 @@ static store_status store_msg_each(sq_store *st, sqlite3_stmt *s, store_msg_cb c
 }
 
 /* The routing of conv into *r, from the cache or the database. */
-static store_status store_conv_route(sq_store *st, uint64_t conv, sq_route *r)
+static store_status store_conv_route(sq_store *st, uint64_t conv, store_route *r)
 {
-    uintptr_t at = (uintptr_t)u64map_get(st->route_of, conv);
-    if (at) {
-        *r = st->routes[at - 1];
+    if (store_cache_route(st->cache, conv, r))
         return STORE_OK;
-    }
     sqlite3_stmt *s = st->q[Q_CONV_ROUTE];
     store_status ret = store_first(st, s, "u", conv);
     if (ret == STORE_OK) {
@@ -1350,23 +1313,9 @@ static store_status store_conv_route(sq_store *st, uint64_t conv, sq_route *r)
         r->group = store_col_u64(s, 3);
     }
     store_finish(s);
-    if (ret != STORE_OK)
-        return ret;
-    if (st->nroutes >= SQ_CACHE_MAX) {
-        u64map_clear(st->route_of);
-        st->nroutes = 0;
-    }
-    if (st->nroutes == st->routes_cap) {
-        size_t cap = st->routes_cap ? st->routes_cap * 2 : 64;
-        sq_route *v = realloc(st->routes, cap * sizeof *v);
-        if (!v)
-            return STORE_OK; /* uncached, still right */
-        st->routes = v;
-        st->routes_cap = cap;
-    }
-    if (u64map_put(st->route_of, conv, (void *)(uintptr_t)(st->nroutes + 1)) == 0)
-        st->routes[st->nroutes++] = *r;
-    return STORE_OK;
+    if (ret == STORE_OK)
+        store_cache_route_put(st->cache, conv, r);
+    return ret;
 }
 
 static store_status sq_message_append(store *base, uint64_t conv, uint64_t sender, uint64_t ref,
@@ -1414,10 +1363,10 @@ static store_status sq_message_append(store *base, uint64_t conv, uint64_t sende
     }
     if (ret != STORE_OK)
         return ret;
-    sq_route r;
+    store_route r;
     ret = store_conv_route(st, conv, &r);
     if (ret == STORE_OK && out) {
-        store_msg_route(&m, r.kind, r.lo, r.hi, r.group);
+        store_route_msg(&m, &r);
         *out = m;
     }
     return ret;
