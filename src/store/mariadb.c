@@ -42,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 enum {
     MDB_DEFAULT_PORT = 3306,
     MDB_CONNECT_TIMEOUT_S = 5,
@@ -143,7 +142,22 @@ static const char *const mdb_schema_v2[] = {
     NULL,
 };
 
-static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2};
+/* 2 -> 3: a message inserted with seq 0 takes the next seq of its
+ * conversation in the same statement: the trigger bumps last_seq (taking the
+ * row lock the transaction keeps) and reads it back. One round trip per
+ * send instead of two; a failed insert undoes the bump with itself. */
+static const char *const mdb_schema_v3[] = {
+    "CREATE TRIGGER IF NOT EXISTS messages_next_seq BEFORE INSERT ON messages FOR EACH ROW"
+    " BEGIN"
+    "  IF NEW.seq = 0 THEN"
+    "   UPDATE convs SET last_seq = last_seq + 1 WHERE id = NEW.conv_id;"
+    "   SET NEW.seq = COALESCE((SELECT last_seq FROM convs WHERE id = NEW.conv_id), 0);"
+    "  END IF;"
+    " END",
+    NULL,
+};
+
+static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2, mdb_schema_v3};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -219,8 +233,6 @@ enum {
     Q_CONV_DELETE_MEMBERS,
     Q_CONV_DELETE_MESSAGES,
     Q_USER_GROUPS,
-    Q_CONV_BUMP,
-    Q_CONV_UNBUMP,
     Q_CONV_ROUTE,
     Q_MSG_INSERT,
     Q_MSG_BY_REF,
@@ -229,6 +241,7 @@ enum {
     Q_HISTORY,
     Q_PENDING,
     Q_ACK,
+    Q_ACK_STORED,
     Q_CONV_LAST_SEQ,
     Q_COUNT
 };
@@ -332,22 +345,15 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                        " WHERE m.user_id = ? ORDER BY g.id",
                        "u", "uuutt"},
 
-    /* The UPDATE takes the row lock on the conversation and holds it to the
-     * end of the transaction: appends to one conversation queue here, so
-     * seq = last_seq + 1 is gap-free and unique across connections. */
-    [Q_CONV_BUMP] = {"UPDATE convs SET last_seq = last_seq + 1 WHERE id = ?", "u", ""},
     [Q_CONV_ROUTE] = {"SELECT c.last_seq, c.kind, c.user_lo, c.user_hi, COALESCE(g.id, 0)"
                       " FROM convs AS c LEFT JOIN groups_ AS g ON g.conv_id = c.id"
                       " WHERE c.id = ?",
                       "u", "uiuuu"},
-    [Q_CONV_UNBUMP] = {"UPDATE convs SET last_seq = last_seq - 1 WHERE id = ?", "u", ""},
-    /* Right after Q_CONV_BUMP, whose row lock the transaction holds: the
-     * seq is the bumped last_seq, and one round trip stores the message and
-     * says where it went. */
+    /* seq 0: the messages_next_seq trigger takes the next one. A missing
+     * conversation leaves it 0 and fails the foreign key (NOT_FOUND). */
     [Q_MSG_INSERT] = {"INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
-                      " SELECT id, last_seq, ?, ?, ?, ? FROM convs WHERE id = ?"
-                      " RETURNING id, seq",
-                      "ubiru", "uu"},
+                      " VALUES (?, 0, ?, ?, ?, ?) RETURNING id, seq",
+                      "uubir", "uu"},
     /* One lookup in messages_sender_ref. A plain read: at READ COMMITTED it
      * sees what is committed when it runs, so after losing the race to
      * insert (the winner has committed) it finds the winner's message. */
@@ -382,6 +388,13 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq, ?)"
                " WHERE conv_id = ? AND user_id = ?",
                "uuu", ""},
+    /* The usual ack, in one round trip: a seq that names a stored message is
+     * no further than the end. At READ COMMITTED the EXISTS locks only that
+     * message's index record, which no send touches. */
+    [Q_ACK_STORED] = {"UPDATE members SET acked_seq = GREATEST(acked_seq, ?)"
+                      " WHERE conv_id = ? AND user_id = ?"
+                      " AND EXISTS (SELECT 1 FROM messages WHERE conv_id = ? AND seq = ?)",
+                      "uuuuu", ""},
     /* A plain read, taking no lock: read inside the UPDATE it would take a
      * shared lock on the conversation that a concurrent send holds
      * exclusively, and batches of acks and sends would deadlock. */
@@ -1364,10 +1377,8 @@ static void mdb_msg_row(mdb_store *st, store_msg *m)
     m->body_len = st->col_len[4];
     m->ts = st->col_i[5];
     m->recalled = st->col_i[6] != 0;
-    store_route r = {.kind = (int)st->col_i[7],
-                     .lo = st->col_u[8],
-                     .hi = st->col_u[9],
-                     .group = st->col_u[10]};
+    store_route r = {
+        .kind = (int)st->col_i[7], .lo = st->col_u[8], .hi = st->col_u[9], .group = st->col_u[10]};
     store_route_msg(m, &r);
     m->existed = 0;
 }
@@ -1448,39 +1459,18 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
 {
     mdb_store *st = mdb_of(base);
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
-    uint64_t n;
-    /* Two round trips: the bump takes the conversation's row lock, which the
-     * transaction holds until its end, and the insert stores the message
-     * with the bumped last_seq. No savepoint: each statement is atomic, and
-     * a failed insert gives its seq back itself. */
+    /* One statement, atomic with its trigger's bump of last_seq, whose row
+     * lock the transaction keeps until its end: no savepoint needed, and a
+     * failed insert takes no seq. */
     int own = !st->in_txn;
     store_status ret = own ? mdb_tx_begin(st) : STORE_OK;
     if (ret != STORE_OK)
         return ret;
-    ret = mdb_exec(st, Q_CONV_BUMP, &n, conv);
-    if (ret == STORE_OK && n == 0) {
-        mdb_set_err(st, "no conversation %llu", (unsigned long long)conv);
-        ret = STORE_NOT_FOUND;
-    }
-    int bumped = ret == STORE_OK;
-    if (ret == STORE_OK)
-        ret = mdb_first(st, Q_MSG_INSERT, sender, (const void *)body, body_len, ts, ref, conv);
+    ret = mdb_first(st, Q_MSG_INSERT, conv, sender, (const void *)body, body_len, ts, ref);
     if (ret == STORE_OK) {
         m.msgid = st->col_u[0];
         m.seq = st->col_u[1];
         mdb_done(st);
-    }
-    /* A retry of a stored send (the unique (sender, ref) key: our insert
-     * waited for the other transaction and failed) takes no seq. It is
-     * answered with what the send did even if conv is gone or wrong. */
-    int raced = (ret == STORE_CONFLICT || ret == STORE_NOT_FOUND) && ref;
-    if (ret != STORE_OK && bumped && !st->txn_lost) {
-        char why[sizeof st->errmsg];
-        memcpy(why, st->errmsg, sizeof why);
-        if (mdb_exec(st, Q_CONV_UNBUMP, NULL, conv) != STORE_OK)
-            raced = 0, ret = STORE_ERROR; /* the message of the unbump stands */
-        else
-            memcpy(st->errmsg, why, sizeof why);
     }
     if (own) {
         if (ret == STORE_OK)
@@ -1492,7 +1482,10 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
             memcpy(st->errmsg, why, sizeof why);
         }
     }
-    if (raced) {
+    /* A retry of a stored send: the unique (sender, ref) key made our
+     * insert wait for the other transaction and fail. It is answered with
+     * what the send did, even if conv is gone or another. */
+    if ((ret == STORE_CONFLICT || ret == STORE_NOT_FOUND) && ref && !st->txn_lost) {
         char why[sizeof st->errmsg];
         memcpy(why, st->errmsg, sizeof why);
         store_status first = ret;
@@ -1501,7 +1494,7 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
         if (ret == STORE_OK && out)
             *out = old;
         else if (ret == STORE_NOT_FOUND) {
-            /* Not a retry: report the first error. */
+            /* Not a retry: report the insert's error. */
             memcpy(st->errmsg, why, sizeof why);
             ret = first;
         }
@@ -1569,8 +1562,12 @@ static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t 
 {
     mdb_store *st = mdb_of(base);
     uint64_t n, last = 0;
-    /* Capped at last_seq: a cursor past the end would hide future messages. */
-    store_status ret = mdb_first(st, Q_CONV_LAST_SEQ, conv);
+    store_status ret = mdb_exec(st, Q_ACK_STORED, &n, seq, conv, user, conv, seq);
+    if (ret != STORE_OK || n > 0)
+        return ret;
+    /* Not a member, or a seq past the end (or 0): capped at last_seq, since
+     * a cursor past the end would hide future messages. */
+    ret = mdb_first(st, Q_CONV_LAST_SEQ, conv);
     if (ret == STORE_OK)
         last = st->col_u[0];
     mdb_done(st);

@@ -19,7 +19,6 @@
 #include "store/cache.h"
 #include "store/sqlite_vfs.h"
 
-
 /* Schema migrations: step i takes user_version from i to i + 1, and says so
  * itself. Append new steps; never edit one that has shipped. */
 static const char *const store_migrations[] = {

@@ -268,7 +268,7 @@ static const store_suite_backend mariadb_backend = {
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
-    .schema_version = 2,
+    .schema_version = 3,
     /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
      * visible. A store write still executing is one waiting for a lock. */
     .lock_waits_sql = "SELECT count(*) FROM information_schema.PROCESSLIST"
@@ -340,11 +340,18 @@ static void test_mariadb_socket(void **state)
     store_close(st);
 }
 
-/* What version 2 added: a nullable ref and the unique (sender, ref) key. */
-static void assert_schema_v2(const char *u)
+/* What version 2 added, a nullable ref and the unique (sender, ref) key, and
+ * version 3, the trigger that takes the next seq. */
+static void assert_schema_latest(const char *u)
 {
-    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 2);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 3);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(raw_int(u,
+                             "SELECT count(*) FROM information_schema.TRIGGERS"
+                             " WHERE TRIGGER_SCHEMA = DATABASE()"
+                             " AND TRIGGER_NAME = 'messages_next_seq'"
+                             " AND EVENT_OBJECT_TABLE = 'messages' AND ACTION_TIMING = 'BEFORE'"),
+                     1);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
                                 " AND COLUMN_NAME = 'ref' AND IS_NULLABLE = 'YES'"
@@ -389,7 +396,7 @@ static void test_mariadb_schema(void **state)
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'members'"
                                 " AND INDEX_NAME = 'members_by_user'"),
                      1);
-    assert_schema_v2(u);
+    assert_schema_latest(u);
     /* Opening again neither migrates nor duplicates anything. */
     store_close(store_suite_open(u));
     assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"),
@@ -400,6 +407,7 @@ static void test_mariadb_schema(void **state)
 static void downgrade_to_v1(const char *uri, int drop_column, int drop_index)
 {
     const char *db = db_of(uri);
+    assert_int_equal(raw_exec(db, "DROP TRIGGER IF EXISTS messages_next_seq"), 0);
     if (drop_index)
         assert_int_equal(raw_exec(db, "ALTER TABLE messages DROP INDEX messages_sender_ref"), 0);
     if (drop_column)
@@ -429,7 +437,7 @@ static void test_mariadb_migrate_v1(void **state)
                                 " AND COLUMN_NAME = 'ref'"),
                      0);
     f->st = store_suite_open(u);
-    assert_schema_v2(u);
+    assert_schema_latest(u);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM messages WHERE ref IS NULL"), 2);
     store_msg m;
     assert_int_equal(store_message_get(f->st, old1, &m), STORE_OK);
@@ -449,7 +457,7 @@ static void test_mariadb_migrate_v1(void **state)
     f->st = NULL;
     downgrade_to_v1(u, 0, 0);
     f->st = store_suite_open(u);
-    assert_schema_v2(u);
+    assert_schema_latest(u);
     store_msg again = append_ref(f->st, ab, a, 5, "again", 2);
     assert_same_msg(&again, &r, "with ref");
 
@@ -458,7 +466,7 @@ static void test_mariadb_migrate_v1(void **state)
     f->st = NULL;
     downgrade_to_v1(u, 0, 1);
     f->st = store_suite_open(u);
-    assert_schema_v2(u);
+    assert_schema_latest(u);
     again = append_ref(f->st, ab, a, 5, "again", 3);
     assert_same_msg(&again, &r, "with ref");
     assert_int_equal(raw_int(u, "SELECT count(*) FROM messages"), 3);
