@@ -530,6 +530,35 @@ void store_test_direct_conv(void **state)
     assert_int_equal(p.n, 1);
 }
 
+static void assert_seqs_gap_free(const char *uri);
+
+/* Two handles taking turns in one conversation: each must see the other's
+ * messages when it takes the next seq, whatever it remembers. A rolled-back
+ * append gives its seq back too. */
+void store_test_append_seq_handles(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), ab;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    store *other = store_suite_open(f->uri);
+    store_msg m;
+    for (uint64_t i = 1; i <= 6; i++) {
+        store *st = i % 2 ? other : f->st;
+        assert_int_equal(store_message_append(st, ab, a, 0, "x", 1, 1, &m), STORE_OK);
+        assert_int_equal(m.seq, i);
+    }
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, a, 0, "undone", 6, 1, &m), STORE_OK);
+    assert_int_equal(m.seq, 7);
+    assert_int_equal(store_rollback(f->st), STORE_OK);
+    assert_int_equal(store_message_append(f->st, ab, b, 0, "again", 5, 1, &m), STORE_OK);
+    assert_int_equal(m.seq, 7);
+    assert_int_equal(store_message_append(other, ab, b, 0, "other", 5, 1, &m), STORE_OK);
+    assert_int_equal(m.seq, 8);
+    store_close(other);
+    assert_seqs_gap_free(f->uri);
+}
+
 void store_test_append_seq(void **state)
 {
     store_fixture *f = *state;

@@ -66,6 +66,7 @@ void store_test_group_delete(void **state);
 void store_test_direct_conv(void **state);
 void store_test_direct_conv_race(void **state);
 void store_test_append_seq(void **state);
+void store_test_append_seq_handles(void **state);
 void store_test_message_get_recall(void **state);
 void store_test_big_bodies(void **state);
 void store_test_history(void **state);
@@ -93,13 +94,14 @@ void store_test_txn_flags(void **state);
         STORE_SUITE_T(store_test_sessions), STORE_SUITE_T(store_test_friends),                     \
         STORE_SUITE_T(store_test_groups), STORE_SUITE_T(store_test_group_delete),                  \
         STORE_SUITE_T(store_test_direct_conv), STORE_SUITE_T(store_test_direct_conv_race),         \
-        STORE_SUITE_T(store_test_append_seq), STORE_SUITE_T(store_test_message_get_recall),        \
-        STORE_SUITE_T(store_test_big_bodies), STORE_SUITE_T(store_test_history),                   \
-        STORE_SUITE_T(store_test_pending), STORE_SUITE_T(store_test_pending_many),                 \
-        STORE_SUITE_T(store_test_ack), STORE_SUITE_T(store_test_join_cursor),                      \
-        STORE_SUITE_T(store_test_transactions), STORE_SUITE_T(store_test_persistence),             \
-        STORE_SUITE_T(store_test_concurrent_append), STORE_SUITE_T(store_test_append_ref),         \
-        STORE_SUITE_T(store_test_append_ref_txn), STORE_SUITE_T(store_test_append_ref_persist),    \
+        STORE_SUITE_T(store_test_append_seq), STORE_SUITE_T(store_test_append_seq_handles),        \
+        STORE_SUITE_T(store_test_message_get_recall), STORE_SUITE_T(store_test_big_bodies),        \
+        STORE_SUITE_T(store_test_history), STORE_SUITE_T(store_test_pending),                      \
+        STORE_SUITE_T(store_test_pending_many), STORE_SUITE_T(store_test_ack),                     \
+        STORE_SUITE_T(store_test_join_cursor), STORE_SUITE_T(store_test_transactions),             \
+        STORE_SUITE_T(store_test_persistence), STORE_SUITE_T(store_test_concurrent_append),        \
+        STORE_SUITE_T(store_test_append_ref), STORE_SUITE_T(store_test_append_ref_txn),            \
+        STORE_SUITE_T(store_test_append_ref_persist),                                              \
         STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
         STORE_SUITE_T(store_test_txn_flags)
 

@@ -7,6 +7,7 @@
 struct store_cache {
     u64map *direct;   /* lo << 32 | hi -> conversation id */
     u64map *route_of; /* conversation -> index + 1 in routes */
+    u64map *last_seq; /* conversation -> last seq seen */
     store_route *routes;
     size_t nroutes, cap;
 };
@@ -18,7 +19,8 @@ store_cache *store_cache_new(void)
         return NULL;
     c->direct = u64map_new();
     c->route_of = u64map_new();
-    if (!c->direct || !c->route_of) {
+    c->last_seq = u64map_new();
+    if (!c->direct || !c->route_of || !c->last_seq) {
         store_cache_free(c);
         return NULL;
     }
@@ -31,6 +33,7 @@ void store_cache_free(store_cache *c)
         return;
     u64map_free(c->direct);
     u64map_free(c->route_of);
+    u64map_free(c->last_seq);
     free(c->routes);
     free(c);
 }
@@ -41,6 +44,7 @@ void store_cache_forget(store_cache *c)
         return;
     u64map_clear(c->direct);
     u64map_clear(c->route_of);
+    u64map_clear(c->last_seq);
     c->nroutes = 0;
 }
 
@@ -97,6 +101,29 @@ void store_cache_route_put(store_cache *c, uint64_t conv, const store_route *r)
     }
     if (u64map_put(c->route_of, conv, (void *)(uintptr_t)(c->nroutes + 1)) == 0)
         c->routes[c->nroutes++] = *r;
+}
+
+int store_cache_seq(const store_cache *c, uint64_t conv, uint64_t *seq)
+{
+    uintptr_t v = (uintptr_t)u64map_get(c->last_seq, conv);
+    if (!v)
+        return 0;
+    *seq = v;
+    return 1;
+}
+
+void store_cache_seq_put(store_cache *c, uint64_t conv, uint64_t seq)
+{
+    if (!conv || !seq || seq > UINTPTR_MAX)
+        return;
+    if (u64map_size(c->last_seq) >= STORE_CACHE_MAX)
+        u64map_clear(c->last_seq);
+    u64map_put(c->last_seq, conv, (void *)(uintptr_t)seq);
+}
+
+void store_cache_seq_del(store_cache *c, uint64_t conv)
+{
+    u64map_del(c->last_seq, conv);
 }
 
 void store_route_msg(store_msg *m, const store_route *r)

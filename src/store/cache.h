@@ -1,7 +1,9 @@
 /*
- * store cache: what a backend handle looks up at every send and that never
- * changes while it exists, kept in memory: the conversation of a user pair,
- * and the routing of a conversation. Private to src/store/.
+ * store cache: what a backend handle looks up at every send, kept in memory:
+ * the conversation of a user pair and the routing of a conversation, which
+ * never change while they exist, and the last seq this handle saw in a
+ * conversation, which a caller must be ready to find stale (another handle
+ * may have appended since). Private to src/store/.
  *
  * One cache per handle, used by its thread alone. A backend forgets it
  * whenever a transaction is rolled back, since the rows it names may never
@@ -38,6 +40,11 @@ void store_cache_direct_put(store_cache *c, uint64_t lo, uint64_t hi, uint64_t c
 /* The routing of conv: 1 and *r if known, else 0. */
 int store_cache_route(const store_cache *c, uint64_t conv, store_route *r);
 void store_cache_route_put(store_cache *c, uint64_t conv, const store_route *r);
+
+/* The last seq of conv as this handle last saw it: 1 and *seq, else 0. */
+int store_cache_seq(const store_cache *c, uint64_t conv, uint64_t *seq);
+void store_cache_seq_put(store_cache *c, uint64_t conv, uint64_t seq);
+void store_cache_seq_del(store_cache *c, uint64_t conv);
 
 /* Fills m->to / m->group from the route of its conversation. */
 void store_route_msg(store_msg *m, const store_route *r);

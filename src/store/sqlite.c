@@ -808,7 +808,10 @@ static store_status sq_begin(store *base)
 static store_status sq_commit(store *base)
 {
     sq_store *st = sq_of(base);
-    return store_exec(st, Q_COMMIT, NULL, "");
+    store_status ret = store_exec(st, Q_COMMIT, NULL, "");
+    if (ret != STORE_OK)
+        sq_forget(st); /* whatever the caller does next */
+    return ret;
 }
 
 static store_status sq_rollback(store *base)
@@ -1330,20 +1333,39 @@ static store_status sq_message_append(store *base, uint64_t conv, uint64_t sende
     store_status ret = own ? store_exec(st, Q_BEGIN, NULL, "") : STORE_OK;
     if (ret != STORE_OK)
         return ret;
-    ret = store_first(st, last, "u", conv);
-    if (ret == STORE_OK)
-        m.seq = store_col_u64(last, 0) + 1;
-    store_finish(last);
-    if (ret == STORE_OK)
+    uint64_t last_seq = 0;
+    int cached = store_cache_seq(st->cache, conv, &last_seq);
+    for (;;) {
+        if (!cached) {
+            ret = store_first(st, last, "u", conv);
+            if (ret == STORE_OK)
+                last_seq = store_col_u64(last, 0);
+            store_finish(last);
+            if (ret != STORE_OK)
+                break;
+        }
+        m.seq = last_seq + 1;
         ret = store_exec(st, Q_MSG_INSERT, NULL, "uuubir", conv, m.seq, sender, (const void *)body,
                          body_len, ts, ref);
-    if (ret == STORE_OK)
+        /* The cached seq is stale if another handle has appended since (the
+         * (conv_id, seq) key says so): read it again, once. */
+        if (ret != STORE_CONFLICT || !cached)
+            break;
+        store_cache_seq_del(st->cache, conv);
+        cached = 0;
+    }
+    if (ret == STORE_OK) {
         m.msgid = (uint64_t)sqlite3_last_insert_rowid(st->db);
+        store_cache_seq_put(st->cache, conv, m.seq);
+    }
     if (own) {
         if (ret == STORE_OK)
             ret = store_exec(st, Q_COMMIT, NULL, "");
-        if (ret != STORE_OK && !sqlite3_get_autocommit(st->db))
-            store_quiet(st, Q_ROLLBACK);
+        if (ret != STORE_OK) {
+            if (!sqlite3_get_autocommit(st->db))
+                store_quiet(st, Q_ROLLBACK);
+            sq_forget(st);
+        }
     }
     if (ret == STORE_CONFLICT && ref) {
         /* The ref is taken (a failed insert takes no seq): the answer is the
