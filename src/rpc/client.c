@@ -64,7 +64,10 @@ struct rpc_loop {
     ring *ring;
     unsigned rr;
     u64map *sent; /* call id -> call, for calls on the wire */
-    rpc_call *calls;
+    /* Every call of this loop, newest first. All take the same timeout, so
+     * deadlines only grow towards the head: the sweep starts at the tail and
+     * stops at the first call still in time. */
+    rpc_call *calls, *calls_tail;
     struct event *sweep;
     uint64_t next_id;
 };
@@ -138,15 +141,23 @@ static void rpc_detach(rpc_loop *rl, rpc_call *call)
     call->sent = 0;
 }
 
-static void rpc_complete(rpc_loop *rl, rpc_call *call, const ProtobufCMessage *result)
+static void rpc_calls_unlink(rpc_loop *rl, rpc_call *call)
 {
-    rpc_detach(rl, call);
     if (call->prev)
         call->prev->next = call->next;
     else
         rl->calls = call->next;
     if (call->next)
         call->next->prev = call->prev;
+    else
+        rl->calls_tail = call->prev;
+    call->prev = call->next = NULL;
+}
+
+static void rpc_complete(rpc_loop *rl, rpc_call *call, const ProtobufCMessage *result)
+{
+    rpc_detach(rl, call);
+    rpc_calls_unlink(rl, call);
     call->closure(result, call->closure_data);
     free(call->payload);
     free(call);
@@ -513,6 +524,8 @@ static void rpc_invoke(ProtobufCService *service, unsigned method, const Protobu
     call->next = rl->calls;
     if (rl->calls)
         rl->calls->prev = call;
+    else
+        rl->calls_tail = call;
     rl->calls = call;
     rpc_dispatch(rl, call);
 }
@@ -524,20 +537,12 @@ static void rpc_on_sweep(evutil_socket_t fd, short what, void *arg)
     rpc_call *expired = NULL;
     /* Move the expired calls to a list of their own first: completing one
      * runs the caller's closure, which may start new calls. */
-    for (rpc_call *call = rl->calls, *next; call; call = next) {
-        next = call->next;
-        if (now < call->deadline)
-            continue;
+    while (rl->calls_tail && now >= rl->calls_tail->deadline) {
+        rpc_call *call = rl->calls_tail;
         if (call->node)
             rpc_node_failed(call->node, "deadline exceeded");
         rpc_detach(rl, call);
-        if (call->prev)
-            call->prev->next = call->next;
-        else
-            rl->calls = call->next;
-        if (call->next)
-            call->next->prev = call->prev;
-        call->prev = NULL;
+        rpc_calls_unlink(rl, call);
         call->next = expired;
         expired = call;
     }

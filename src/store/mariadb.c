@@ -1460,27 +1460,14 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
     mdb_store *st = mdb_of(base);
     store_msg m = {.conv = conv, .sender = sender, .ts = ts, .body = body, .body_len = body_len};
     /* One statement, atomic with its trigger's bump of last_seq, whose row
-     * lock the transaction keeps until its end: no savepoint needed, and a
-     * failed insert takes no seq. */
-    int own = !st->in_txn;
-    store_status ret = own ? mdb_tx_begin(st) : STORE_OK;
-    if (ret != STORE_OK)
-        return ret;
-    ret = mdb_first(st, Q_MSG_INSERT, conv, sender, (const void *)body, body_len, ts, ref);
+     * lock a transaction keeps until its end: no savepoint needed, a failed
+     * insert takes no seq, and outside a transaction it commits alone. */
+    store_status ret =
+        mdb_first(st, Q_MSG_INSERT, conv, sender, (const void *)body, body_len, ts, ref);
     if (ret == STORE_OK) {
         m.msgid = st->col_u[0];
         m.seq = st->col_u[1];
         mdb_done(st);
-    }
-    if (own) {
-        if (ret == STORE_OK)
-            ret = mdb_tx_commit(st);
-        else {
-            char why[sizeof st->errmsg];
-            memcpy(why, st->errmsg, sizeof why);
-            mdb_tx_rollback(st);
-            memcpy(st->errmsg, why, sizeof why);
-        }
     }
     /* A retry of a stored send: the unique (sender, ref) key made our
      * insert wait for the other transaction and fail. It is answered with
