@@ -20,7 +20,8 @@ typedef struct gateway_config {
     uint32_t gateway_id;
     conn_limits limits;
     /* Give each send an idempotency reference: only worth its index write
-     * when the message service is remote and a call may be retried. */
+     * where a send may run twice (a remote message service, a database
+     * connection that can die). */
     int send_refs;
 } gateway_config;
 

@@ -347,7 +347,10 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         gateway_config gcfg = {
             .gateway_id = cfg->gateway_id,
-            .send_refs = !server_is_local(s, &svc_message),
+            /* A call to a remote node, or a statement on a MariaDB connection
+             * that died, may be run again: a ref makes that safe. */
+            .send_refs =
+                !server_is_local(s, &svc_message) || strncmp(s->db_path, "mariadb://", 10) == 0,
             .limits = {.max_frame = cfg->max_frame,
                        .max_out = 8u << 20,
                        .idle_timeout_s = cfg->idle_timeout_s,
