@@ -25,6 +25,7 @@ typedef struct bus_push {
     const uint64_t *users;
     size_t n;
     blob *frame;
+    uint64_t msgid; /* the message the frame carries; 0 for other pushes */
 } bus_push;
 
 /* What a gateway hands the bus to receive pushes. Both run on a bus or

@@ -10,8 +10,9 @@
  *                           A field counts only while the alive key of <id>
  *                           holds <epoch>; readers delete the others.
  *   parley:gw:<id>          the pub/sub channel of pushes for gateway <id>.
- * A message on it is one or more pushes, each [u32 n][u32 len][n x u64 user]
- * [len frame bytes], little endian: the users of that gateway it is for, then
+ * A message on it is one or more pushes, each [u32 n][u32 len][u64 msgid]
+ * [n x u64 user][len frame bytes], little endian: the message the push
+ * carries (0 for other pushes), the users of that gateway it is for, then
  * the framed bytes to write to their sessions. One publish sends a whole
  * batch: a lookup of every user's presence (two round trips) and one
  * message per gateway (one more), whatever the number of pushes.
@@ -58,6 +59,7 @@
 #define REDIS_STALL_TICKS    3    /* ticks without a reply before giving up a link */
 #define REDIS_READY_WAIT_MS  2000 /* how long bus_redis_new waits to be registered */
 #define REDIS_EPOCH_LEN      16
+#define REDIS_PUSH_HDR       16 /* a push's n, len and msgid */
 #define REDIS_TOMB_UNSENT    UINT64_MAX
 
 /* Deletes a presence field unless its gateway is (again) alive with that
@@ -574,14 +576,15 @@ static int redis_publish_build(const bus_push *pushes, size_t np, const u64map *
         }
         if (m == 0 || bp->frame->len > UINT32_MAX)
             continue;
-        uint8_t *p = redis_buf_grow(out, 8 + m * 8 + bp->frame->len);
+        uint8_t *p = redis_buf_grow(out, REDIS_PUSH_HDR + m * 8 + bp->frame->len);
         if (!p)
             return -1;
         redis_put_le32(p, (uint32_t)m);
         redis_put_le32(p + 4, (uint32_t)bp->frame->len);
+        redis_put_le64(p + 8, bp->msgid);
         for (size_t i = 0; i < m; i++)
-            redis_put_le64(p + 8 + i * 8, scratch[i]);
-        memcpy(p + 8 + m * 8, bp->frame->data, bp->frame->len);
+            redis_put_le64(p + REDIS_PUSH_HDR + i * 8, scratch[i]);
+        memcpy(p + REDIS_PUSH_HDR + m * 8, bp->frame->data, bp->frame->len);
     }
     return 0;
 }
@@ -820,14 +823,14 @@ static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
     if (len == 0)
         goto bad;
     for (size_t off = 0; off < len; np++) {
-        if (len - off < 8)
+        if (len - off < REDIS_PUSH_HDR)
             goto bad;
         uint32_t n = redis_get_le32(p + off), flen = redis_get_le32(p + off + 4);
-        size_t rest = len - off - 8;
+        size_t rest = len - off - REDIS_PUSH_HDR;
         if (n == 0 || flen == 0 || n > rest / 8 || flen > rest - (size_t)n * 8)
             goto bad;
         nusers += n;
-        off += 8 + (size_t)n * 8 + flen;
+        off += REDIS_PUSH_HDR + (size_t)n * 8 + flen;
     }
     pushes = calloc(np ? np : 1, sizeof(*pushes));
     users = malloc((nusers ? nusers : 1) * sizeof(*users));
@@ -839,14 +842,15 @@ static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
     size_t off = 0;
     for (size_t k = 0; k < np; k++) {
         uint32_t n = redis_get_le32(p + off), flen = redis_get_le32(p + off + 4);
-        off += 8;
+        uint64_t msgid = redis_get_le64(p + off + 8);
+        off += REDIS_PUSH_HDR;
         for (uint32_t i = 0; i < n; i++)
             u[i] = redis_get_le64(p + off + (size_t)i * 8);
         off += (size_t)n * 8;
         blob *frame = blob_new(flen);
         memcpy(frame->data, p + off, flen);
         off += flen;
-        pushes[k] = (bus_push){.users = u, .n = n, .frame = frame};
+        pushes[k] = (bus_push){.users = u, .n = n, .frame = frame, .msgid = msgid};
         u += n;
     }
     pthread_mutex_lock(&b->lock);

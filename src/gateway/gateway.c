@@ -67,8 +67,17 @@ typedef struct gw_session {
     uint64_t user; /* 0 until logged in */
     uint8_t hello;
     uint8_t authenticating;
+    /* While catching up (syncs > 0): the msgids written to this session, so
+     * that a message both pushed live and read by the catch-up goes out
+     * once. NULL otherwise. */
+    unsigned syncs;
+    u64map *sent;
     char token[PWHASH_TOKEN_LEN + 1];
 } gw_session;
+
+/* Past this many msgids a catch-up stops remembering: repeats are allowed
+ * (clients drop them by msgid), unbounded memory is not. */
+enum { GW_SENT_MAX = 4096 };
 
 typedef enum { CALL_REPLY, CALL_LOGIN, CALL_LOGOUT, CALL_QUIET, CALL_SYNC } gw_call_kind;
 
@@ -130,9 +139,34 @@ static void gw_session_add(conn *c, uint64_t user)
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
 }
 
+/* 1 if msgid already went to this session during its catch-up (drop this
+ * copy); else notes it and returns 0. */
+static int gw_sent_before(gw_session *s, uint64_t msgid)
+{
+    if (!s->sent || !msgid)
+        return 0;
+    if (u64map_get(s->sent, msgid))
+        return 1;
+    if (u64map_size(s->sent) < GW_SENT_MAX)
+        u64map_put(s->sent, msgid, (void *)1); /* on OOM: a repeat at worst */
+    return 0;
+}
+
+/* A catch-up chain ended (its last page, or a failure). */
+static void gw_sync_end(gw_session *s)
+{
+    if (s->syncs && --s->syncs == 0) {
+        u64map_free(s->sent);
+        s->sent = NULL;
+    }
+}
+
 static void gw_session_remove(conn *c)
 {
     gw_session *s = gw_sess(c);
+    u64map_free(s->sent);
+    s->sent = NULL;
+    s->syncs = 0;
     if (!s->user)
         return;
     conn **pp = NULL, *head = u64map_get(s->gl->users, s->user);
@@ -195,8 +229,16 @@ static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kin
     gw_call_ex(c, svc, method, kind, frame, key, after, 0, 0);
 }
 
+/* Asks for the messages above the session's cursors, after msgid `after`
+ * (0: a new catch-up, whose pages follow one another). */
 static void gw_sync(conn *c, uint64_t after)
 {
+    gw_session *s = gw_sess(c);
+    if (!after) {
+        s->syncs++;
+        if (!s->sent)
+            s->sent = u64map_new(); /* NULL on OOM: repeats are allowed */
+    }
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     gw_call(c, gw_sess(c)->gl->gw->message, MSG_SYNC, CALL_SYNC, &f, 0, after);
 }
@@ -244,8 +286,11 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
         if (call->kind != CALL_QUIET && call->kind != CALL_SYNC)
             gw_send_error(c, call->req_id, PARLEY__ERROR_CODE__UNAVAILABLE,
                           "service unavailable, try again");
-        if (call->kind == CALL_SYNC && !res)
-            conn_close(c, "catch-up failed");
+        if (call->kind == CALL_SYNC) {
+            gw_sync_end(gw_sess(c));
+            if (!res)
+                conn_close(c, "catch-up failed");
+        }
         goto out;
     }
     res->frame->id = call->req_id;
@@ -268,11 +313,15 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
         Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
         f.body_case = PARLEY__SERVER_FRAME__BODY_MESSAGE;
         for (size_t i = 0; i < res->n_messages && conn_is_open(c); i++) {
+            if (gw_sent_before(gw_sess(c), res->messages[i]->msgid))
+                continue;
             f.message = res->messages[i];
             conn_send_msg(c, &f.base);
         }
         if (res->more && res->n_messages && conn_is_open(c))
             gw_sync(c, res->messages[res->n_messages - 1]->msgid);
+        else
+            gw_sync_end(gw_sess(c));
         break;
     }
     case CALL_QUIET:
@@ -613,7 +662,8 @@ static void gw_push_run(void *arg)
             conn *c = u64map_get(p->gl->users, bp->users[i]);
             while (c) {
                 conn *next = gw_sess(c)->next_of_user;
-                conn_send_raw(c, bp->frame->data, bp->frame->len);
+                if (!gw_sent_before(gw_sess(c), bp->msgid))
+                    conn_send_raw(c, bp->frame->data, bp->frame->len);
                 c = next;
             }
         }
@@ -642,7 +692,10 @@ static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
     uint64_t *users = (uint64_t *)(b->v + n);
     for (size_t k = 0; k < n; k++) {
         memcpy(users, pushes[k].users, pushes[k].n * sizeof(*users));
-        b->v[k] = (bus_push){.users = users, .n = pushes[k].n, .frame = blob_ref(pushes[k].frame)};
+        b->v[k] = (bus_push){.users = users,
+                             .n = pushes[k].n,
+                             .frame = blob_ref(pushes[k].frame),
+                             .msgid = pushes[k].msgid};
         users += pushes[k].n;
     }
     for (unsigned i = 0; i < gw->nloops; i++) {

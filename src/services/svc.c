@@ -218,7 +218,8 @@ static void svc_publish(svc_worker *w, pool_task **tasks, unsigned n)
     np = 0;
     for (unsigned i = 0; i < n; i++)
         for (svc_pushq *p = ((svc_task *)tasks[i])->ctx.pushes; p; p = p->next)
-            w->pushes[np++] = (bus_push){.users = p->users, .n = p->n, .frame = p->frame};
+            w->pushes[np++] =
+                (bus_push){.users = p->users, .n = p->n, .frame = p->frame, .msgid = p->msgid};
     bus_publish_many(w->rt->bus, w->pushes, np);
     for (unsigned i = 0; i < n; i++)
         svc_drop_pushes(&((svc_task *)tasks[i])->ctx);
@@ -424,6 +425,9 @@ void svc_push(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__Serve
     p->users = arena_alloc(ctx->a, n * sizeof(*users));
     memcpy(p->users, users, n * sizeof(*users));
     p->n = n;
+    p->msgid = frame->body_case == PARLEY__SERVER_FRAME__BODY_MESSAGE && frame->message
+                   ? frame->message->msgid
+                   : 0;
     /* Packed and framed once here; every session gets the same bytes. */
     size_t len = parley__server_frame__get_packed_size(frame);
     p->frame = blob_new(FRAME_HDR + len);

@@ -34,6 +34,7 @@ typedef struct svc_pushq {
     uint64_t *users;
     size_t n;
     blob *frame;
+    uint64_t msgid; /* of a message push, so that a gateway can drop a repeat */
 } svc_pushq;
 
 /* What a method sees. It reads call, fills res (via svc_reply / svc_fail),

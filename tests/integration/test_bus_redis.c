@@ -172,6 +172,7 @@ typedef struct delivery {
     uint64_t users[16];
     size_t n;
     blob *frame;
+    uint64_t msgid;
 } delivery;
 
 typedef struct recorder {
@@ -199,6 +200,7 @@ static void rec_deliver(void *arg, const bus_push *pushes, size_t np)
             memcpy(d->users, pushes[k].users, d->n * sizeof(*d->users));
             qsort(d->users, d->n, sizeof(*d->users), cmp_u64);
             d->frame = blob_ref(pushes[k].frame);
+            d->msgid = pushes[k].msgid;
         }
         r->ndeliv++;
     }
@@ -472,11 +474,11 @@ static void test_publish_many_is_one_message_per_gateway(void **state)
     blob *f[5] = {frame_of("one", 3), frame_of("two", 3), frame_of("three", 5), frame_of("four", 4),
                   frame_of("five", 4)};
     bus_push batch[] = {
-        {.users = (uint64_t[]){601, 602}, .n = 2, .frame = f[0]},
-        {.users = (uint64_t[]){602}, .n = 1, .frame = f[1]},
-        {.users = (uint64_t[]){604}, .n = 1, .frame = f[2]}, /* offline */
-        {.users = (uint64_t[]){603, 601, 604}, .n = 3, .frame = f[3]},
-        {.users = (uint64_t[]){601}, .n = 1, .frame = f[4]},
+        {.users = (uint64_t[]){601, 602}, .n = 2, .frame = f[0], .msgid = 11},
+        {.users = (uint64_t[]){602}, .n = 1, .frame = f[1], .msgid = 12},
+        {.users = (uint64_t[]){604}, .n = 1, .frame = f[2], .msgid = 13}, /* offline */
+        {.users = (uint64_t[]){603, 601, 604}, .n = 3, .frame = f[3]},    /* not a message */
+        {.users = (uint64_t[]){601}, .n = 1, .frame = f[4], .msgid = (uint64_t)1 << 62},
     };
     bus_publish_many(p, batch, 5);
     assert_int_equal(rec_wait(r1, &r1->ndeliv, 3, 2000), 3);
@@ -489,6 +491,12 @@ static void test_publish_many_is_one_message_per_gateway(void **state)
     assert_delivery(r2, 0, (uint64_t[]){602}, 1, f[0]);
     assert_delivery(r2, 1, (uint64_t[]){602}, 1, f[1]);
     assert_delivery(r2, 2, (uint64_t[]){603}, 1, f[3]);
+    /* Each push keeps the msgid it was published with. */
+    assert_int_equal(r1->d[0].msgid, 11);
+    assert_int_equal(r1->d[1].msgid, 0);
+    assert_int_equal(r1->d[2].msgid, (uint64_t)1 << 62);
+    assert_int_equal(r2->d[0].msgid, 11);
+    assert_int_equal(r2->d[1].msgid, 12);
     /* Gateway 3 holds none of them: a later push to it is its first. */
     bus_publish(p, (uint64_t[]){609}, 1, f[2]);
     assert_int_equal(rec_wait(r3, &r3->ndeliv, 1, 2000), 1);
@@ -507,6 +515,9 @@ static void test_publish_many_is_one_message_per_gateway(void **state)
     rec_free(r3);
 }
 
+#define MSGID   "\x00\x00\x00\x00\x00\x00\x00\x00"
+#define USER401 "\x91\x01\x00\x00\x00\x00\x00\x00"
+
 static void test_garbage_on_the_channel_is_ignored(void **state)
 {
     recorder *r1 = rec_new();
@@ -520,17 +531,16 @@ static void test_garbage_on_the_channel_is_ignored(void **state)
     } junk[] = {
         {"", 0},
         {"abc", 3},
-        {"\x00\x00\x00\x00\x03\x00\x00\x00xyz", 11}, /* no users */
-        /* no frame */
-        {"\x01\x00\x00\x00\x00\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00", 16},
-        {"\xff\xff\xff\xff\x03\x00\x00\x00xyz", 11}, /* a huge count */
+        /* [u32 n][u32 len][u64 msgid][users][frame] with something wrong */
+        {"\x00\x00\x00\x00\x03\x00\x00\x00" MSGID "xyz", 19},   /* no users */
+        {"\x01\x00\x00\x00\x00\x00\x00\x00" MSGID USER401, 24}, /* no frame */
+        {"\xff\xff\xff\xff\x03\x00\x00\x00" MSGID "xyz", 19},   /* a huge count */
         /* a frame longer than the rest */
-        {"\x01\x00\x00\x00\x09\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00x", 17},
-        {"\x01\x00\x00\x00\xff\xff\xff\xff\x91\x01\x00\x00\x00\x00\x00\x00x", 17},
+        {"\x01\x00\x00\x00\x09\x00\x00\x00" MSGID USER401 "x", 25},
+        {"\x01\x00\x00\x00\xff\xff\xff\xff" MSGID USER401 "x", 25},
         /* a good push, then a truncated one: the whole message goes */
-        {"\x01\x00\x00\x00\x01\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00x"
-         "\x01\x00\x00",
-         20},
+        {"\x01\x00\x00\x00\x01\x00\x00\x00" MSGID USER401 "x\x01\x00\x00", 28},
+        {"\x01\x00\x00\x00\x01\x00\x00\x00" MSGID, 16}, /* header only */
         {"\x00\x00\x00\x20", 4},
     };
     for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
@@ -539,18 +549,18 @@ static void test_garbage_on_the_channel_is_ignored(void **state)
         assert_int_equal(r->integer, 1); /* gateway 1 did receive it */
         freeReplyObject(r);
     }
-    /* The documented format, by hand: [u32 n][u32 len][n x u64][frame],
-     * little endian. */
-    redisReply *r = raw("PUBLISH parley:gw:1 %b",
-                        "\x01\x00\x00\x00\x09\x00\x00\x00\x91\x01\x00\x00\x00\x00\x00\x00"
-                        "hand-made",
-                        25);
+    /* The documented format, by hand: [u32 n][u32 len][u64 msgid][n x u64]
+     * [frame], little endian. */
+    redisReply *r = raw(
+        "PUBLISH parley:gw:1 %b",
+        "\x01\x00\x00\x00\x09\x00\x00\x00\x2a\x00\x00\x00\x00\x00\x00\x00" USER401 "hand-made", 33);
     assert_non_null(r);
     freeReplyObject(r);
     blob *hand = frame_of("hand-made", 9), *f = frame_of("real", 4);
     bus_publish(p, (uint64_t[]){401}, 1, f);
     assert_int_equal(rec_wait(r1, &r1->ndeliv, 2, 2000), 2);
     assert_delivery(r1, 0, (uint64_t[]){401}, 1, hand);
+    assert_int_equal(r1->d[0].msgid, 42);
     assert_delivery(r1, 1, (uint64_t[]){401}, 1, f);
 
     bus_free(g1);

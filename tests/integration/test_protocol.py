@@ -39,6 +39,18 @@ def error_of(f):
     return e.get(1, [0])[0], e.get(2, [b""])[0].decode()
 
 
+def recv_until(conn, pred, timeout=10):
+    """Frames until pred(frame) holds; the matching frame (fails on close)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        f = conn.recv_frame(timeout=max(0.1, deadline - time.time()))
+        if f is None:
+            raise AssertionError("server closed the connection")
+        if pred(f):
+            return f
+    raise AssertionError("timed out")
+
+
 class ProtocolTest(ParleyTest):
     def raw(self):
         c = RawConn(self.server.port)
@@ -194,6 +206,76 @@ class ProtocolTest(ParleyTest):
         self.assertEqual(error_of(c3.recv_frame())[0], UNAUTHENTICATED)
 
 
+    def test_catch_up_does_not_repeat_live_pushes(self):
+        """Users logging in while messages pour in get each message once:
+        what the catch-up reads and what is pushed live meanwhile overlap,
+        and the gateway sends the overlap only once."""
+        from harness import pb_decode
+        import threading
+        senders, receivers, per_sender, burst = 4, 4, 4000, 50
+        names = ["s%d" % i for i in range(senders)] + ["r%d" % i for i in range(receivers)]
+        ids = {}
+        for name in names:
+            c = self.greeted()
+            c.send(register(2, name, "secret123"))
+            ids[name] = pb_decode(recv_until(c, lambda f: 20 in f)[20][0])[1][0]
+        to = [ids["r%d" % i] for i in range(receivers)]
+        errors, got = [], [dict() for _ in range(receivers)]
+
+        def pour(name):
+            # Bursts of 50 (under the 64 requests a connection may have in
+            # flight), each answered before the next, to every receiver in turn.
+            try:
+                c = self.greeted()
+                c.send(login(2, name, "secret123"))
+                recv_until(c, lambda f: 21 in f)
+                for n in range(0, per_sender, burst):
+                    c.send(b"".join(send_direct(100 + n + k, to[(n + k) % receivers],
+                                                "%s %d" % (name, n + k)) for k in range(burst)))
+                    for _ in range(burst):
+                        f = recv_until(c, lambda f: f.get(1, [0])[0] >= 100)
+                        if 2 in f:
+                            errors.append(error_of(f))
+            except Exception as e:  # reported by the main thread
+                errors.append(repr(e))
+
+        def receive(i):
+            # Each logs in at its own moment of the stream.
+            try:
+                time.sleep(0.1 + 0.15 * i)
+                c = self.greeted()
+                c.send(login(2, "r%d" % i, "secret123"))
+                want = senders * per_sender // receivers
+                deadline = time.time() + 60
+                while len(got[i]) < want and time.time() < deadline:
+                    f = c.recv_frame(timeout=10)
+                    if f is None:
+                        errors.append("r%d: connection closed" % i)
+                        return
+                    if 100 in f:
+                        msgid = pb_decode(f[100][0])[1][0]
+                        got[i][msgid] = got[i].get(msgid, 0) + 1
+                # Nothing more trickles in after the last one either.
+                c.send(ping(3, 1))
+                f = recv_until(c, lambda f: 11 in f or 100 in f)
+                if 100 in f:
+                    errors.append("r%d: a repeat after all messages" % i)
+            except Exception as e:
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=pour, args=(n,)) for n in names[:senders]]
+        threads += [threading.Thread(target=receive, args=(i,)) for i in range(receivers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for i in range(receivers):
+            self.assertEqual(len(got[i]), senders * per_sender // receivers,
+                             "r%d: every message arrives" % i)
+            self.assertEqual(sum(n - 1 for n in got[i].values()), 0,
+                             "r%d: messages that arrived twice" % i)
+
 class IdleTimeoutTest(ParleyTest):
     server_extra = ("--idle-timeout", "2")
 
@@ -206,6 +288,7 @@ class IdleTimeoutTest(ParleyTest):
         self.assertIn(10, truncated.recv_frame())
         self.assertTrue(silent.closed(timeout=8))
         self.assertTrue(truncated.closed(timeout=8))
+
 
 
 if __name__ == "__main__":
