@@ -339,19 +339,19 @@ class StartErrorsTest(unittest.TestCase):
 
 class StartErrorsWithZooKeeperTest(unittest.TestCase):
     def setUp(self):
+        import shutil
         import tempfile
         from harness import free_port
         self.dir = tempfile.mkdtemp(prefix="parley-start-")
+        # Cleanups run last first: the directory goes after the servers whose
+        # pid files it holds have been stopped.
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.zk_port = free_port()
         servers = os.path.join(ROOT, "scripts", "servers.sh")
         self.addCleanup(lambda: subprocess.run([servers, "stop", self.dir + "/zk"]))
         r = subprocess.run([servers, "zookeeper", self.dir + "/zk", str(self.zk_port)],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
-
-    def tearDown(self):
-        import shutil
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_unreachable_redis_and_mariadb(self):
         from harness import PARLEYD, free_port
