@@ -466,9 +466,11 @@ int main(int argc, char **argv)
         server_stop(&s);
         return 1;
     }
+    char shown[PATH_MAX];
     if (s.nlocal)
         log_info("role %s: data in %s, %u I/O threads, %u store workers, password cost %s",
-                 s.cfg.role, s.db_path, s.cfg.threads, s.cfg.store_workers,
+                 s.cfg.role, store_uri_redacted(s.db_path, shown, sizeof(shown)), s.cfg.threads,
+                 s.cfg.store_workers,
                  s.cfg.cost == PWHASH_INTERACTIVE ? "interactive"
                  : s.cfg.cost == PWHASH_MODERATE  ? "moderate"
                                                   : "min");

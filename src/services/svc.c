@@ -138,7 +138,9 @@ static int svc_reopen(svc_worker *w)
         log_error("store: cannot reconnect: %s", err);
         return -1;
     }
-    log_info("store: reconnected to %s", w->rt->cfg->db_path);
+    char shown[512];
+    log_info("store: reconnected to %s",
+             store_uri_redacted(w->rt->cfg->db_path, shown, sizeof(shown)));
     store_close(w->st);
     w->st = st;
     return 0;

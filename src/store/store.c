@@ -53,6 +53,21 @@ store *store_open(const char *uri, char *err, size_t errlen)
     return store_sqlite_open(path, err, errlen);
 }
 
+const char *store_uri_redacted(const char *uri, char *out, size_t outlen)
+{
+    if (!outlen)
+        return out;
+    const char *auth = store_has_scheme(uri) ? strstr(uri, "://") : NULL;
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = auth ? memchr(auth + 3, ':', at ? (size_t)(at - auth - 3) : 0) : NULL;
+    if (!colon) {
+        snprintf(out, outlen, "%s", uri);
+        return out;
+    }
+    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - uri), uri, at);
+    return out;
+}
+
 void store_close(store *st)
 {
     if (st)

@@ -91,6 +91,10 @@ typedef int (*store_msg_cb)(void *arg, const store_msg *m);
  * On failure returns NULL and writes the reason (never the password) to err.
  * The caller owns the handle and frees it with store_close(). */
 store *store_open(const char *path, char *err, size_t errlen);
+/* uri as it may be shown (logs, messages): a password in a
+ * "scheme://user:password@..." URI becomes "***". Writes into out (outlen
+ * bytes, truncated to fit) and returns out. */
+const char *store_uri_redacted(const char *uri, char *out, size_t outlen);
 void store_close(store *st);
 const char *store_errmsg(const store *st);
 

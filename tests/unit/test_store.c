@@ -93,6 +93,29 @@ static void test_open_bad_path(void **state)
     assert_true(strlen(err) > 0);
 }
 
+/* The URI goes into logs: its password must not. */
+static void test_uri_redacted_hides_the_password(void **state)
+{
+    (void)state;
+    char out[256];
+    assert_string_equal(
+        store_uri_redacted("mariadb://parley:s3cret@db.example:3306/parley", out, sizeof(out)),
+        "mariadb://parley:***@db.example:3306/parley");
+    assert_string_equal(
+        store_uri_redacted("mariadb://u:p%40ss@localhost/d?socket=/run/m.sock", out, sizeof(out)),
+        "mariadb://u:***@localhost/d?socket=/run/m.sock");
+    /* No password, or no URI at all: shown as given. */
+    assert_string_equal(store_uri_redacted("mariadb://parley@h/d", out, sizeof(out)),
+                        "mariadb://parley@h/d");
+    assert_string_equal(store_uri_redacted("/var/lib/parley/parley.db", out, sizeof(out)),
+                        "/var/lib/parley/parley.db");
+    assert_string_equal(store_uri_redacted("data/a:b@c.db", out, sizeof(out)), "data/a:b@c.db");
+    /* Truncated to fit, never past the end. */
+    char small[12];
+    assert_string_equal(store_uri_redacted("mariadb://u:pw@h/d", small, sizeof(small)),
+                        "mariadb://u");
+}
+
 static void test_sqlite_wal(void **state)
 {
     store_fixture *f = *state;
@@ -412,6 +435,7 @@ int main(void)
     store_suite = &sqlite_backend;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_bad_path),
+        cmocka_unit_test(test_uri_redacted_hides_the_password),
         STORE_SUITE_T(test_sqlite_wal),
         STORE_SUITE_T(test_open_uri_forms),
         cmocka_unit_test(test_migrate_v1),
