@@ -1721,3 +1721,118 @@ void store_test_txn_flags(void **state)
     assert_int_equal(store_txn_lost(NULL), 0);
     assert_int_equal(store_is_dead(NULL), 0);
 }
+
+/* ---- a batch of sends: store_message_append_many ---- */
+
+typedef struct {
+    size_t calls;
+    size_t order_ok; /* calls that came with the index expected next */
+    store_status st[64];
+    store_msg m[64];
+    char body[64][16]; /* m's bodies: valid during the call only */
+} many_seen;
+
+static void many_cb(void *arg, size_t i, store_status st, const store_msg *m)
+{
+    many_seen *s = arg;
+    if (i == s->calls && i < 64) {
+        s->order_ok++;
+        s->st[i] = st;
+        if (m) {
+            s->m[i] = *m;
+            snprintf(s->body[i], sizeof s->body[i], "%.*s", (int)m->body_len, m->body);
+            s->m[i].body = s->body[i];
+        }
+    }
+    s->calls++;
+}
+
+void store_test_append_many(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t c = mkuser(f->st, "carol");
+    uint64_t ab, ac;
+    store_group g;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_direct_conv(f->st, a, c, &ac), STORE_OK);
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, b, 1), STORE_OK);
+    store_msg earlier = append_ref(f->st, ab, a, 77, "earlier", 50);
+
+    /* 43 sends (chunks of 32, 8, 2 and 1 on MariaDB) over three
+     * conversations, interleaved, in one transaction as the runtime runs
+     * them. */
+    store_append req[43];
+    char body[43][16];
+    for (int i = 0; i < 43; i++) {
+        snprintf(body[i], sizeof body[i], "m%d", i);
+        uint64_t conv = i % 3 == 0 ? ab : i % 3 == 1 ? ac : g.conv;
+        req[i] = (store_append){.conv = conv,
+                                .sender = i % 3 == 2 ? b : a,
+                                .ref = (uint64_t)(1000 + i),
+                                .body = body[i],
+                                .body_len = strlen(body[i]),
+                                .ts = 100 + i};
+    }
+    many_seen s = {0};
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_message_append_many(f->st, req, 43, many_cb, &s), STORE_OK);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(s.calls, 43);
+    assert_int_equal(s.order_ok, 43);
+    uint64_t next_seq[3] = {2, 1, 1}; /* ab already holds "earlier" */
+    uint64_t last_id = earlier.msgid;
+    for (int i = 0; i < 43; i++) {
+        assert_int_equal(s.st[i], STORE_OK);
+        const store_msg *m = &s.m[i];
+        /* Seqs follow the order of the requests, msgids increase. */
+        assert_int_equal(m->conv, req[i].conv);
+        assert_int_equal(m->seq, next_seq[i % 3]++);
+        assert_true(m->msgid > last_id);
+        last_id = m->msgid;
+        assert_int_equal(m->existed, 0);
+        assert_int_equal(m->sender, req[i].sender);
+        assert_int_equal(m->ts, req[i].ts);
+        assert_int_equal(m->to, i % 3 == 0 ? b : i % 3 == 1 ? c : 0);
+        assert_int_equal(m->group, i % 3 == 2 ? g.id : 0);
+        assert_int_equal(m->body_len, strlen(body[i]));
+        assert_memory_equal(m->body, body[i], strlen(body[i]));
+        store_msg got;
+        assert_int_equal(store_message_get(f->st, m->msgid, &got), STORE_OK);
+        assert_int_equal(got.seq, m->seq);
+        assert_memory_equal(got.body, body[i], strlen(body[i]));
+    }
+
+    /* One bad request among good ones fails alone: a retry answered with
+     * its stored message, a conversation that does not exist, a new send. */
+    store_append mixed[4] = {
+        {.conv = ab, .sender = a, .ref = 2001, .body = "x", .body_len = 1, .ts = 300},
+        {.conv = ab, .sender = a, .ref = 77, .body = "earlier", .body_len = 7, .ts = 301},
+        {.conv = 999999, .sender = a, .ref = 2002, .body = "y", .body_len = 1, .ts = 302},
+        {.conv = ac, .sender = a, .ref = 2003, .body = "z", .body_len = 1, .ts = 303},
+    };
+    memset(&s, 0, sizeof s);
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_message_append_many(f->st, mixed, 4, many_cb, &s), STORE_OK);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(s.order_ok, 4);
+    assert_int_equal(s.st[0], STORE_OK);
+    assert_int_equal(s.m[0].seq, 17);
+    assert_int_equal(s.st[1], STORE_OK);
+    assert_same_msg(&s.m[1], &earlier, "earlier");
+    assert_int_equal(s.st[2], STORE_NOT_FOUND);
+    assert_int_equal(s.st[3], STORE_OK);
+    assert_int_equal(s.m[3].seq, 15);
+    assert_int_equal(last_seq(f->uri, ab), 17);
+    assert_int_equal(last_seq(f->uri, ac), 15);
+    assert_seqs_gap_free(f->uri);
+
+    /* Outside a transaction each statement commits by itself. */
+    memset(&s, 0, sizeof s);
+    assert_int_equal(store_message_append_many(f->st, mixed, 1, many_cb, &s), STORE_OK);
+    assert_int_equal(s.st[0], STORE_OK);
+    assert_int_equal(s.m[0].existed, 1);
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 1 + 43 + 2);
+}

@@ -23,24 +23,31 @@ static int message_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
     return 0;
 }
 
-/* Stores body in conv and replies with its place; returns the stored message
- * (body pointing at the request) or NULL if the request failed. */
-static int message_append(svc_ctx *ctx, uint64_t conv, const char *body, store_msg *m)
+/* Who a sent message is pushed to: kept in the request's arena until the
+ * runtime has stored the message. */
+typedef struct {
+    const uint64_t *to;
+    size_t n;
+} message_fanout;
+
+static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n);
+
+/* The end of a send, once the runtime has appended it: replies with the
+ * message's place and pushes it. */
+static void message_stored(svc_ctx *ctx, store_status st, const store_msg *m)
 {
-    uint64_t me = ctx->call->caller->user_id;
-    store_status st =
-        store_message_append(ctx->st, conv, me, ctx->call->ref, body, strlen(body), ctx->now_ms, m);
+    const message_fanout *f = ctx->then_arg;
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "conversation");
-        return -1;
+        return;
     }
     /* A retried send finds its message already stored: answer with it and
      * push it again (a push lost with a failed node must still arrive;
      * recipients drop repeats by msgid). A reference naming a message of
      * another conversation is a collision, not a retry. */
-    if (m->existed && m->conv != conv) {
+    if (m->existed && m->conv != ctx->append.conv) {
         svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "duplicate request reference; send again");
-        return -1;
+        return;
     }
     Parley__SendOk *ok = arena_alloc(ctx->a, sizeof(*ok));
     parley__send_ok__init(ok);
@@ -51,7 +58,25 @@ static int message_append(svc_ctx *ctx, uint64_t conv, const char *body, store_m
     Parley__ServerFrame *out = svc_reply(ctx);
     out->body_case = PARLEY__SERVER_FRAME__BODY_SEND_OK;
     out->send_ok = ok;
-    return 0;
+    message_push(ctx, m, f->to, f->n);
+}
+
+/* Stores body in conv, pushed to to[0..n) (memory that outlives the
+ * request's method): left to the runtime, which stores a batch's sends
+ * together. */
+static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, const uint64_t *to,
+                           size_t n)
+{
+    message_fanout *f = arena_alloc(ctx->a, sizeof(*f));
+    f->to = to;
+    f->n = n;
+    store_append req = {.conv = conv,
+                        .sender = ctx->call->caller->user_id,
+                        .ref = ctx->call->ref,
+                        .body = body,
+                        .body_len = strlen(body),
+                        .ts = ctx->now_ms};
+    svc_defer_append(ctx, &req, message_stored, f);
 }
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n)
@@ -85,10 +110,7 @@ static void message_send_direct(svc_ctx *ctx)
         svc_fail_store(ctx, st, "conversation");
         return;
     }
-    store_msg m;
-    if (message_append(ctx, conv, r->body, &m) < 0)
-        return;
-    message_push(ctx, &m, &r->to, 1);
+    message_append(ctx, conv, r->body, &r->to, 1);
 }
 
 /* Checks that the caller is a member of gid; returns the group's
@@ -148,10 +170,7 @@ static void message_send_group(svc_ctx *ctx)
     view_ids to;
     if (message_others(ctx, conv, &to) < 0)
         return;
-    store_msg m;
-    if (message_append(ctx, conv, r->body, &m) < 0)
-        return;
-    message_push(ctx, &m, to.v, to.n);
+    message_append(ctx, conv, r->body, to.v, to.n);
 }
 
 typedef struct {

@@ -38,6 +38,9 @@ typedef struct svc_worker {
     unsigned split;   /* batches still to run one request at a time */
     bus_push *pushes; /* a batch's pushes, for one publish */
     size_t pushes_cap;
+    store_append *appends; /* a batch's deferred appends, for one call */
+    svc_task **append_tasks;
+    unsigned appends_cap;
 } svc_worker;
 
 static int64_t svc_now_ms(void)
@@ -68,6 +71,8 @@ static void svc_worker_fini(void *ctx)
     svc_worker *w = ctx;
     store_close(w->st);
     free(w->pushes);
+    free(w->appends);
+    free(w->append_tasks);
     free(w);
 }
 
@@ -110,6 +115,59 @@ static void svc_run_one(svc_worker *w, svc_task *t)
     svc_reply(ctx); /* every result carries a frame, if only an empty one */
 }
 
+void svc_defer_append(svc_ctx *ctx, const store_append *req, svc_then_fn then, void *arg)
+{
+    ctx->deferred = 1;
+    ctx->append = *req;
+    ctx->then = then;
+    ctx->then_arg = arg;
+}
+
+typedef struct {
+    svc_task **tasks; /* those that deferred, in the order they ran */
+} svc_appends;
+
+static void svc_append_done(void *arg, size_t i, store_status st, const store_msg *m)
+{
+    svc_appends *d = arg;
+    svc_ctx *ctx = &d->tasks[i]->ctx;
+    ctx->deferred = 0;
+    ctx->then(ctx, st, m);
+}
+
+/* Makes the appends of tasks[0..n) that deferred one, all in one call, and
+ * finishes their methods. -1 if the transaction is lost (run the batch
+ * again), else 0. */
+static int svc_flush_appends(svc_worker *w, pool_task **tasks, unsigned n)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++)
+        k += (unsigned)((svc_task *)tasks[i])->ctx.deferred;
+    if (!k)
+        return 0;
+    if (k > w->appends_cap) {
+        free(w->appends);
+        free(w->append_tasks);
+        w->appends = malloc(k * sizeof(*w->appends));
+        w->append_tasks = malloc(k * sizeof(*w->append_tasks));
+        if (!w->appends || !w->append_tasks)
+            abort();
+        w->appends_cap = k;
+    }
+    k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        svc_task *t = (svc_task *)tasks[i];
+        if (!t->ctx.deferred)
+            continue;
+        w->append_tasks[k] = t;
+        w->appends[k++] = t->ctx.append;
+    }
+    svc_appends d = {.tasks = w->append_tasks};
+    if (store_message_append_many(w->st, w->appends, k, svc_append_done, &d) != STORE_OK)
+        return -1;
+    return 0;
+}
+
 static void svc_drop_pushes(svc_ctx *ctx)
 {
     for (svc_pushq *p = ctx->pushes; p; p = p->next)
@@ -124,6 +182,7 @@ static void svc_reset(svc_task *t)
     svc_drop_pushes(&t->ctx);
     parley__result__init(t->ctx.res);
     t->ctx.failed = 0;
+    t->ctx.deferred = 0;
     t->outcome = SVC_RAN;
 }
 
@@ -164,7 +223,7 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
         svc_run_one(w, t);
         /* Run it again on a new connection: a send that did commit is
          * found by its ref, and acks may repeat. */
-        if (t->ctx.failed && store_is_dead(w->st))
+        if (svc_flush_appends(w, tasks, 1) < 0 || (t->ctx.failed && store_is_dead(w->st)))
             return -1;
         if (t->ctx.failed)
             svc_drop_pushes(&t->ctx);
@@ -194,6 +253,10 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
         if (store_txn_lost(w->st))
             return -1;
     }
+    /* The sends' appends, together: on MariaDB one statement per batch (or
+     * a few), where each was a round trip. */
+    if (svc_flush_appends(w, tasks, n) < 0)
+        return -1;
     if (store_commit(w->st) != STORE_OK)
         return store_txn_lost(w->st) || store_is_dead(w->st) ? -1 : -2;
     return 0;

@@ -39,7 +39,14 @@ typedef struct svc_pushq {
 
 /* What a method sees. It reads call, fills res (via svc_reply / svc_fail),
  * and may queue pushes. Everything is allocated in a (the request's arena). */
-typedef struct svc_ctx {
+typedef struct svc_ctx svc_ctx;
+
+/* The rest of a method that left its message append to the runtime: called
+ * with what store_message_append would have returned (m valid during the
+ * call only). */
+typedef void (*svc_then_fn)(svc_ctx *ctx, store_status st, const store_msg *m);
+
+struct svc_ctx {
     store *st;
     bus *bus;
     const svc_config *cfg;
@@ -49,9 +56,21 @@ typedef struct svc_ctx {
     svc_pushq *pushes, **pushes_tail;
     int64_t now_ms;
     int failed;
-} svc_ctx;
+    /* Set by svc_defer_append: the runtime makes the append together with
+     * the batch's others (one statement on MariaDB), then calls then. */
+    int deferred;
+    store_append append;
+    svc_then_fn then;
+    void *then_arg;
+};
 
 typedef void (*svc_method_fn)(svc_ctx *ctx);
+
+/* Ends the method, leaving req's append (store_message_append's arguments)
+ * to the runtime, which calls then(ctx, ...) with its outcome, in the order
+ * the batch's methods ran, before the commit. arg is the method's own (in
+ * ctx->a). A method defers at most once, as its last store call. */
+void svc_defer_append(svc_ctx *ctx, const store_append *req, svc_then_fn then, void *arg);
 
 typedef struct svc_def {
     const ProtobufCServiceDescriptor *desc;

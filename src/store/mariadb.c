@@ -48,6 +48,11 @@ enum {
     MDB_IO_TIMEOUT_S = 30,
     MDB_SCHEMA_LOCK_WAIT_S = 20, /* below the I/O timeout: fail, not drop */
     MDB_ARGS_MAX = 8,
+    /* Rows per multi-row message INSERT: a batch goes in the largest that
+     * fit, then smaller ones (at most MDB_MANY_SIZES + 1 statements for any
+     * batch up to the largest). */
+    MDB_MANY_MAX = 32,
+    MDB_MANY_SIZES = 3,
     MDB_COLS_MAX = 12,
     MDB_COL_INITIAL = 256,
 };
@@ -401,10 +406,16 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_CONV_LAST_SEQ] = {"SELECT last_seq FROM convs WHERE id = ?", "u", "u"},
 };
 
+static const unsigned mdb_many_rows[MDB_MANY_SIZES] = {MDB_MANY_MAX, 8, 2};
+
 typedef struct mdb_store {
     store base; /* first: the dispatcher's store * points here too */
     MYSQL *db;
     MYSQL_STMT *q[Q_COUNT];
+    MYSQL_STMT *many[MDB_MANY_SIZES]; /* multi-row message INSERTs, by size */
+    MYSQL_BIND many_args[MDB_MANY_MAX * 5];
+    uint64_t many_u[MDB_MANY_MAX * 3];
+    unsigned long many_len[MDB_MANY_MAX];
     MYSQL_STMT *cur;  /* the query whose rows mdb_fetch reads */
     const char *cols; /* its column types */
     /* The current row. Integers land in col_u / col_i (0 for NULL), text
@@ -1569,6 +1580,182 @@ static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t 
     return ret;
 }
 
+/* The multi-row INSERT of mdb_many_rows[k] messages, prepared on first use. */
+static MYSQL_STMT *mdb_many_stmt(mdb_store *st, int k)
+{
+    if (st->many[k])
+        return st->many[k];
+    char sql[128 + MDB_MANY_MAX * 24]; /* 20 bytes a row */
+    int len = snprintf(sql, sizeof sql,
+                       "INSERT INTO messages (conv_id, seq, sender, body, ts, ref) VALUES ");
+    for (unsigned r = 0; r < mdb_many_rows[k]; r++)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, "%s(?, 0, ?, ?, ?, ?)", r ? ", " : "");
+    len += snprintf(sql + len, sizeof sql - (size_t)len, " RETURNING id, seq, conv_id");
+    MYSQL_STMT *s = mysql_stmt_init(st->db);
+    if (!s) {
+        mdb_fail_db(st);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(s, sql, (unsigned long)len) != 0) {
+        mdb_fail_stmt(st, s);
+        mysql_stmt_close(s);
+        return NULL;
+    }
+    st->many[k] = s;
+    return s;
+}
+
+/* Inserts reqs[0..rows) in one statement (s, of that many rows) and hands
+ * each stored message to cb as reqs[base + i]. STORE_OK; or an error with
+ * *stored 0: the statement failed whole, nothing stored, cb not called; or
+ * an error with *stored 1: the rows are in, but their answer was lost. */
+static store_status mdb_many_run(mdb_store *st, MYSQL_STMT *s, const store_append *reqs,
+                                 unsigned rows, size_t base, store_append_cb cb, void *arg,
+                                 int *stored)
+{
+    *stored = 0;
+    memset(st->many_args, 0, sizeof(MYSQL_BIND) * rows * 5);
+    for (unsigned r = 0; r < rows; r++) {
+        const store_append *q = &reqs[r];
+        MYSQL_BIND *b = &st->many_args[r * 5];
+        uint64_t *u = &st->many_u[r * 3];
+        u[0] = q->conv;
+        u[1] = q->sender;
+        u[2] = q->ref;
+        b[0].buffer_type = b[1].buffer_type = MYSQL_TYPE_LONGLONG;
+        b[0].buffer = &u[0];
+        b[1].buffer = &u[1];
+        b[0].is_unsigned = b[1].is_unsigned = 1;
+        st->many_len[r] = (unsigned long)q->body_len;
+        b[2].buffer_type = MYSQL_TYPE_BLOB;
+        b[2].buffer = q->body_len ? (void *)q->body : (void *)"";
+        b[2].buffer_length = st->many_len[r];
+        b[2].length = &st->many_len[r];
+        b[3].buffer_type = MYSQL_TYPE_LONGLONG;
+        b[3].buffer = (void *)&q->ts;
+        b[4].buffer_type = q->ref ? MYSQL_TYPE_LONGLONG : MYSQL_TYPE_NULL;
+        b[4].buffer = &u[2];
+        b[4].is_unsigned = 1;
+    }
+    /* The rows of RETURNING stream as they are inserted: a duplicate ref
+     * or a missing conversation shows up while reading them, and undoes
+     * the whole statement like an error of execute. */
+    if (mysql_stmt_bind_param(s, st->many_args) != 0 || mysql_stmt_execute(s) != 0 ||
+        mysql_stmt_store_result(s) != 0) {
+        store_status ret = mdb_fail_stmt(st, s);
+        mysql_stmt_free_result(s);
+        return ret;
+    }
+    *stored = 1;
+    store_status ret = STORE_OK;
+    if (mysql_stmt_field_count(s) != 3 || mysql_stmt_num_rows(s) != rows) {
+        mdb_set_err(st, "internal: a multi-row insert returned %u columns, %llu rows",
+                    mysql_stmt_field_count(s), (unsigned long long)mysql_stmt_num_rows(s));
+        st->last_errno = 0;
+        ret = STORE_ERROR;
+        goto out;
+    }
+    uint64_t col[3];
+    MYSQL_BIND rb[3];
+    memset(rb, 0, sizeof rb);
+    for (int c = 0; c < 3; c++) {
+        rb[c].buffer_type = MYSQL_TYPE_LONGLONG;
+        rb[c].buffer = &col[c];
+        rb[c].is_unsigned = 1;
+    }
+    if (mysql_stmt_bind_result(s, rb) != 0) {
+        ret = mdb_fail_stmt(st, s);
+        goto out;
+    }
+    /* RETURNING gives the rows in the order they were inserted, which is
+     * the order of VALUES: each row is checked against its request. */
+    for (unsigned r = 0; r < rows; r++) {
+        const store_append *q = &reqs[r];
+        if (mysql_stmt_fetch(s) != 0 || col[2] != q->conv) {
+            mdb_set_err(st, "internal: a multi-row insert returned its rows out of order");
+            st->last_errno = 0;
+            ret = STORE_ERROR;
+            goto out;
+        }
+        store_msg m = {.msgid = col[0],
+                       .conv = q->conv,
+                       .seq = col[1],
+                       .sender = q->sender,
+                       .ts = q->ts,
+                       .body = q->body,
+                       .body_len = q->body_len};
+        store_route rt;
+        store_status rs = mdb_conv_route(st, q->conv, &rt);
+        if (rs == STORE_OK)
+            store_route_msg(&m, &rt);
+        cb(arg, base + r, rs, rs == STORE_OK ? &m : NULL);
+    }
+out:
+    mysql_stmt_free_result(s);
+    return ret;
+}
+
+static store_status mdb_message_append_many(store *base, const store_append *reqs, size_t n,
+                                            store_append_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    size_t i = 0;
+    while (i < n) {
+        int k = 0;
+        while (k < MDB_MANY_SIZES && mdb_many_rows[k] > n - i)
+            k++;
+        store_status ret = STORE_ERROR;
+        if (k < MDB_MANY_SIZES) {
+            mdb_done(st);
+            MYSQL_STMT *s = mdb_many_stmt(st, k);
+            int stored = 0;
+            if (s && !(st->in_txn && st->txn_lost))
+                ret = mdb_many_run(st, s, &reqs[i], mdb_many_rows[k], i, cb, arg, &stored);
+            if (ret == STORE_OK) {
+                i += mdb_many_rows[k];
+                continue;
+            }
+            /* A statement whose rows stopped with an error is not to be run
+             * again (the client library then reports the server gone):
+             * prepare it afresh next time. */
+            if (s && !st->dead) {
+                mysql_stmt_close(s);
+                st->many[k] = NULL;
+            }
+            if (stored && st->in_txn) {
+                /* Stored, but which row got which msgid is unknown: undo
+                 * the transaction and run it again rather than guess. */
+                st->txn_lost = 1;
+                return STORE_ERROR;
+            }
+            if (st->dead || (st->in_txn && st->txn_lost))
+                return STORE_ERROR;
+            if (stored) {
+                /* Outside a transaction the rows stay: their senders are
+                 * told of an error, and a retry with the same ref finds its
+                 * message. */
+                for (unsigned r = 0; r < mdb_many_rows[k]; r++, i++)
+                    cb(arg, i, STORE_ERROR, NULL);
+                continue;
+            }
+        }
+        /* One row left, or a statement that failed whole (a retried send's
+         * ref, a conversation gone): each of its rows alone, which tells
+         * them apart. A failed statement stored nothing, trigger included. */
+        size_t end = k < MDB_MANY_SIZES ? i + mdb_many_rows[k] : i + 1;
+        for (; i < end; i++) {
+            const store_append *q = &reqs[i];
+            store_msg m;
+            ret = mdb_message_append(base, q->conv, q->sender, q->ref, q->body, q->body_len, q->ts,
+                                     &m);
+            if (st->dead || (st->in_txn && st->txn_lost))
+                return STORE_ERROR;
+            cb(arg, i, ret, ret == STORE_OK ? &m : NULL);
+        }
+    }
+    return STORE_OK;
+}
+
 /* ---- URI ---- */
 
 typedef struct {
@@ -1867,6 +2054,10 @@ static void mdb_close(store *base)
         if (st->q[i])
             mysql_stmt_close(st->q[i]);
     }
+    for (int i = 0; i < MDB_MANY_SIZES; i++) {
+        if (st->many[i])
+            mysql_stmt_close(st->many[i]);
+    }
     /* An open transaction is rolled back by the server. */
     if (st->db)
         mysql_close(st->db);
@@ -1961,6 +2152,7 @@ static const store_ops mdb_ops = {
     .direct_conv = mdb_direct_conv,
     .conv_members = mdb_conv_members,
     .message_append = mdb_message_append,
+    .message_append_many = mdb_message_append_many,
     .message_get = mdb_message_get,
     .message_recall = mdb_message_recall,
     .history = mdb_history,

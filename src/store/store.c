@@ -228,6 +228,23 @@ store_status store_message_append(store *st, uint64_t conv, uint64_t sender, uin
     return st->ops->message_append(st, conv, sender, ref, body, body_len, ts, out);
 }
 
+store_status store_message_append_many(store *st, const store_append *reqs, size_t n,
+                                       store_append_cb cb, void *arg)
+{
+    if (st->ops->message_append_many)
+        return st->ops->message_append_many(st, reqs, n, cb, arg);
+    for (size_t i = 0; i < n; i++) {
+        const store_append *r = &reqs[i];
+        store_msg m;
+        store_status ret = st->ops->message_append(st, r->conv, r->sender, r->ref, r->body,
+                                                   r->body_len, r->ts, &m);
+        if (store_txn_lost(st) || store_is_dead(st))
+            return STORE_ERROR;
+        cb(arg, i, ret, ret == STORE_OK ? &m : NULL);
+    }
+    return STORE_OK;
+}
+
 store_status store_message_get(store *st, uint64_t msgid, store_msg *out)
 {
     return st->ops->message_get(st, msgid, out);

@@ -174,6 +174,25 @@ store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void
  * get it. */
 store_status store_message_append(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
                                   const char *body, size_t body_len, int64_t ts, store_msg *out);
+/* One send of store_message_append_many. */
+typedef struct store_append {
+    uint64_t conv, sender, ref;
+    const char *body;
+    size_t body_len;
+    int64_t ts;
+} store_append;
+/* The outcome of reqs[i]: what store_message_append would have returned and
+ * given (m valid during the call only; NULL unless st is STORE_OK). */
+typedef void (*store_append_cb)(void *arg, size_t i, store_status st, const store_msg *m);
+/* Appends n messages, each as store_message_append would, and calls cb for
+ * each in order. On MariaDB rows go in multi-row INSERTs: a batch of sends
+ * costs a round trip or a few, not one each. Where reqs name one
+ * conversation more than once, their seqs follow the order of reqs. Returns
+ * STORE_ERROR (and stops) only if the transaction was lost or the
+ * connection died (store_txn_lost, store_is_dead); a request's own failure
+ * goes to cb. */
+store_status store_message_append_many(store *st, const store_append *reqs, size_t n,
+                                       store_append_cb cb, void *arg);
 store_status store_message_get(store *st, uint64_t msgid, store_msg *out);
 store_status store_message_recall(store *st, uint64_t msgid);
 /* The newest `limit` messages of conv with seq < before_seq (0: no bound),

@@ -56,6 +56,10 @@ typedef struct store_ops {
 
     store_status (*message_append)(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
                                    const char *body, size_t body_len, int64_t ts, store_msg *out);
+    /* Optional: store_message_append_many calls message_append in turn
+     * without it. */
+    store_status (*message_append_many)(store *st, const store_append *reqs, size_t n,
+                                        store_append_cb cb, void *arg);
     store_status (*message_get)(store *st, uint64_t msgid, store_msg *out);
     store_status (*message_recall)(store *st, uint64_t msgid);
     store_status (*history)(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
