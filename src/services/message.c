@@ -26,6 +26,7 @@ static int message_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
 /* Who a sent message is pushed to: kept in the request's arena until the
  * runtime has stored the message. */
 typedef struct {
+    uint64_t conv; /* the conversation the send named */
     const uint64_t *to;
     size_t n;
 } message_fanout;
@@ -34,9 +35,9 @@ static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, s
 
 /* The end of a send, once the runtime has appended it: replies with the
  * message's place and pushes it. */
-static void message_stored(svc_ctx *ctx, store_status st, const store_msg *m)
+static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store_msg *m)
 {
-    const message_fanout *f = ctx->then_arg;
+    const message_fanout *f = arg;
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "conversation");
         return;
@@ -45,7 +46,7 @@ static void message_stored(svc_ctx *ctx, store_status st, const store_msg *m)
      * push it again (a push lost with a failed node must still arrive;
      * recipients drop repeats by msgid). A reference naming a message of
      * another conversation is a collision, not a retry. */
-    if (m->existed && m->conv != ctx->append.conv) {
+    if (m->existed && m->conv != f->conv) {
         svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "duplicate request reference; send again");
         return;
     }
@@ -68,6 +69,7 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, const 
                            size_t n)
 {
     message_fanout *f = arena_alloc(ctx->a, sizeof(*f));
+    f->conv = conv;
     f->to = to;
     f->n = n;
     store_append req = {.conv = conv,

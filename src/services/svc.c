@@ -117,10 +117,11 @@ static void svc_run_one(svc_worker *w, svc_task *t)
 
 void svc_defer_append(svc_ctx *ctx, const store_append *req, svc_then_fn then, void *arg)
 {
-    ctx->deferred = 1;
-    ctx->append = *req;
-    ctx->then = then;
-    ctx->then_arg = arg;
+    svc_deferred *d = arena_alloc(ctx->a, sizeof(*d));
+    d->append = *req;
+    d->then = then;
+    d->arg = arg;
+    ctx->deferred = d;
 }
 
 typedef struct {
@@ -131,8 +132,9 @@ static void svc_append_done(void *arg, size_t i, store_status st, const store_ms
 {
     svc_appends *d = arg;
     svc_ctx *ctx = &d->tasks[i]->ctx;
-    ctx->deferred = 0;
-    ctx->then(ctx, st, m);
+    svc_deferred *def = ctx->deferred;
+    ctx->deferred = NULL;
+    def->then(ctx, def->arg, st, m);
 }
 
 /* Makes the appends of tasks[0..n) that deferred one, all in one call, and
@@ -142,7 +144,7 @@ static int svc_flush_appends(svc_worker *w, pool_task **tasks, unsigned n)
 {
     unsigned k = 0;
     for (unsigned i = 0; i < n; i++)
-        k += (unsigned)((svc_task *)tasks[i])->ctx.deferred;
+        k += ((svc_task *)tasks[i])->ctx.deferred != NULL;
     if (!k)
         return 0;
     if (k > w->appends_cap) {
@@ -160,7 +162,7 @@ static int svc_flush_appends(svc_worker *w, pool_task **tasks, unsigned n)
         if (!t->ctx.deferred)
             continue;
         w->append_tasks[k] = t;
-        w->appends[k++] = t->ctx.append;
+        w->appends[k++] = t->ctx.deferred->append;
     }
     svc_appends d = {.tasks = w->append_tasks};
     if (store_message_append_many(w->st, w->appends, k, svc_append_done, &d) != STORE_OK)
@@ -182,7 +184,7 @@ static void svc_reset(svc_task *t)
     svc_drop_pushes(&t->ctx);
     parley__result__init(t->ctx.res);
     t->ctx.failed = 0;
-    t->ctx.deferred = 0;
+    t->ctx.deferred = NULL;
     t->outcome = SVC_RAN;
 }
 

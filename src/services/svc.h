@@ -42,9 +42,15 @@ typedef struct svc_pushq {
 typedef struct svc_ctx svc_ctx;
 
 /* The rest of a method that left its message append to the runtime: called
- * with what store_message_append would have returned (m valid during the
- * call only). */
-typedef void (*svc_then_fn)(svc_ctx *ctx, store_status st, const store_msg *m);
+ * with the method's arg and what store_message_append would have returned
+ * (m valid during the call only). */
+typedef void (*svc_then_fn)(svc_ctx *ctx, void *arg, store_status st, const store_msg *m);
+
+typedef struct svc_deferred {
+    store_append append;
+    svc_then_fn then;
+    void *arg;
+} svc_deferred;
 
 struct svc_ctx {
     store *st;
@@ -56,12 +62,10 @@ struct svc_ctx {
     svc_pushq *pushes, **pushes_tail;
     int64_t now_ms;
     int failed;
-    /* Set by svc_defer_append: the runtime makes the append together with
-     * the batch's others (one statement on MariaDB), then calls then. */
-    int deferred;
-    store_append append;
-    svc_then_fn then;
-    void *then_arg;
+    /* Set by svc_defer_append (in a): the runtime makes the append together
+     * with the batch's others (one statement on MariaDB), then calls then.
+     * A pointer, not the fields: every request carries a ctx. */
+    struct svc_deferred *deferred;
 };
 
 typedef void (*svc_method_fn)(svc_ctx *ctx);
