@@ -1836,3 +1836,49 @@ void store_test_append_many(void **state)
     assert_int_equal(s.m[0].existed, 1);
     assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 1 + 43 + 2);
 }
+
+static long long acked_seq(const char *uri, uint64_t conv, uint64_t user)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT acked_seq FROM members WHERE conv_id = %llu AND user_id = %llu",
+             (unsigned long long)conv, (unsigned long long)user);
+    return raw_int(uri, sql);
+}
+
+/* The gateway's coalesced acks: many cursors at once, each as store_ack. */
+void store_test_ack_many(void **state)
+{
+    store_fixture *f = *state;
+    enum { N = 41 };
+    uint64_t hub = mkuser(f->st, "hub");
+    uint64_t u[N], conv[N];
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "u%d", i);
+        u[i] = mkuser(f->st, name);
+        assert_int_equal(store_direct_conv(f->st, hub, u[i], &conv[i]), STORE_OK);
+        for (int k = 0; k < 3; k++)
+            append(f->st, conv[i], hub, "hello");
+    }
+    uint64_t outsider = mkuser(f->st, "outsider");
+    /* 41 cursors (chunks of 32 and 8, then one): most move to seq 2. */
+    store_cursor c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = (store_cursor){.user = u[i], .conv = conv[i], .seq = 2};
+    assert_int_equal(store_ack_many(f->st, c, N), STORE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(acked_seq(f->uri, conv[i], u[i]), 2);
+
+    /* Mixed: one goes back (stays), one past the end (capped at 3), one of
+     * a user not in the conversation (changes nothing), the rest to 3. */
+    for (int i = 0; i < N; i++)
+        c[i].seq = 3;
+    c[3].seq = 1;
+    c[7].seq = 99;
+    c[10].user = outsider;
+    assert_int_equal(store_ack_many(f->st, c, N), STORE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(acked_seq(f->uri, conv[i], u[i]), i == 3 || i == 10 ? 2 : 3);
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM members"), 2 * N);
+}

@@ -84,6 +84,7 @@ void store_test_append_ref_blocked(void **state);
 void store_test_append_ref_race(void **state);
 void store_test_txn_flags(void **state);
 void store_test_append_many(void **state);
+void store_test_ack_many(void **state);
 
 #define STORE_SUITE_T(fn)                                                                          \
     cmocka_unit_test_setup_teardown(fn, store_suite_setup, store_suite_teardown)
@@ -104,6 +105,7 @@ void store_test_append_many(void **state);
         STORE_SUITE_T(store_test_append_ref), STORE_SUITE_T(store_test_append_ref_txn),            \
         STORE_SUITE_T(store_test_append_ref_persist),                                              \
         STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
-        STORE_SUITE_T(store_test_txn_flags), STORE_SUITE_T(store_test_append_many)
+        STORE_SUITE_T(store_test_txn_flags), STORE_SUITE_T(store_test_append_many),                \
+        STORE_SUITE_T(store_test_ack_many)
 
 #endif

@@ -311,14 +311,23 @@ static void message_ack(svc_ctx *ctx)
         /* Every batch takes its row locks in one global order, so that two
          * gateways' batches cannot deadlock each other. */
         qsort(ctx->call->acks, ctx->call->n_acks, sizeof(*ctx->call->acks), message_cursor_cmp);
+        size_t n = 0;
+        store_cursor *c = arena_alloc(ctx->a, ctx->call->n_acks * sizeof(*c));
         for (size_t i = 0; i < ctx->call->n_acks; i++) {
             const Parley__Cursor *a = ctx->call->acks[i];
-            store_status st = store_ack(ctx->st, a->user, a->conv, a->seq);
-            if (st != STORE_OK && st != STORE_NOT_FOUND) {
-                svc_fail_store(ctx, st, "cursor");
-                return;
+            /* The gateway sends each (user, conversation) once; a repeat
+             * from elsewhere would make the store's count of moved
+             * cursors lie, so it goes. */
+            if (n && c[n - 1].user == a->user && c[n - 1].conv == a->conv) {
+                if (a->seq > c[n - 1].seq)
+                    c[n - 1].seq = a->seq;
+                continue;
             }
+            c[n++] = (store_cursor){.user = a->user, .conv = a->conv, .seq = a->seq};
         }
+        store_status st = store_ack_many(ctx->st, c, n);
+        if (st != STORE_OK && st != STORE_NOT_FOUND)
+            svc_fail_store(ctx, st, "cursor");
         return;
     }
     if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_ACK) < 0)

@@ -413,6 +413,7 @@ typedef struct mdb_store {
     MYSQL *db;
     MYSQL_STMT *q[Q_COUNT];
     MYSQL_STMT *many[MDB_MANY_SIZES]; /* multi-row message INSERTs, by size */
+    MYSQL_STMT *acks[MDB_MANY_SIZES]; /* multi-row ack UPDATEs, by size */
     MYSQL_BIND many_args[MDB_MANY_MAX * 5];
     uint64_t many_u[MDB_MANY_MAX * 3];
     unsigned long many_len[MDB_MANY_MAX];
@@ -1756,6 +1757,88 @@ static store_status mdb_message_append_many(store *base, const store_append *req
     return STORE_OK;
 }
 
+/* The UPDATE of mdb_many_rows[k] cursors, prepared on first use. Like
+ * Q_ACK_STORED for each: a cursor moves only to the seq of a stored
+ * message. */
+static MYSQL_STMT *mdb_acks_stmt(mdb_store *st, int k)
+{
+    if (st->acks[k])
+        return st->acks[k];
+    char sql[512 + MDB_MANY_MAX * 32]; /* 27 bytes a row */
+    int len = snprintf(sql, sizeof sql, "UPDATE members AS mb JOIN (");
+    for (unsigned r = 0; r < mdb_many_rows[k]; r++)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, "%s",
+                        r ? " UNION ALL SELECT ?, ?, ?" : "SELECT ? AS u, ? AS c, ? AS s");
+    len += snprintf(sql + len, sizeof sql - (size_t)len,
+                    ") AS v ON mb.user_id = v.u AND mb.conv_id = v.c"
+                    " SET mb.acked_seq = GREATEST(mb.acked_seq, v.s)"
+                    " WHERE EXISTS (SELECT 1 FROM messages AS m"
+                    " WHERE m.conv_id = v.c AND m.seq = v.s)");
+    MYSQL_STMT *s = mysql_stmt_init(st->db);
+    if (!s) {
+        mdb_fail_db(st);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(s, sql, (unsigned long)len) != 0) {
+        mdb_fail_stmt(st, s);
+        mysql_stmt_close(s);
+        return NULL;
+    }
+    st->acks[k] = s;
+    return s;
+}
+
+static store_status mdb_ack_many(store *base, const store_cursor *c, size_t n)
+{
+    mdb_store *st = mdb_of(base);
+    size_t i = 0;
+    while (i < n) {
+        int k = 0;
+        while (k < MDB_MANY_SIZES && mdb_many_rows[k] > n - i)
+            k++;
+        size_t end = i + 1;
+        if (k < MDB_MANY_SIZES) {
+            unsigned rows = mdb_many_rows[k];
+            end = i + rows;
+            mdb_done(st);
+            MYSQL_STMT *s = mdb_acks_stmt(st, k);
+            if (!s)
+                return STORE_ERROR;
+            memset(st->many_args, 0, sizeof(MYSQL_BIND) * rows * 3);
+            for (unsigned r = 0; r < rows; r++) {
+                st->many_u[r * 3] = c[i + r].user;
+                st->many_u[r * 3 + 1] = c[i + r].conv;
+                st->many_u[r * 3 + 2] = c[i + r].seq;
+            }
+            for (unsigned a = 0; a < rows * 3; a++) {
+                st->many_args[a].buffer_type = MYSQL_TYPE_LONGLONG;
+                st->many_args[a].buffer = &st->many_u[a];
+                st->many_args[a].is_unsigned = 1;
+            }
+            if (mysql_stmt_bind_param(s, st->many_args) != 0 || mysql_stmt_execute(s) != 0) {
+                store_status ret = mdb_fail_stmt(st, s);
+                mysql_stmt_close(s);
+                st->acks[k] = NULL;
+                return ret;
+            }
+            /* Every cursor matched (CLIENT_FOUND_ROWS): done. Otherwise
+             * some are not members or name no stored message, which
+             * store_ack tells apart one by one (moving a cursor again is
+             * harmless). */
+            if (mysql_stmt_affected_rows(s) == rows) {
+                i = end;
+                continue;
+            }
+        }
+        for (; i < end; i++) {
+            store_status ret = mdb_ack(base, c[i].user, c[i].conv, c[i].seq);
+            if (ret != STORE_OK && ret != STORE_NOT_FOUND)
+                return ret;
+        }
+    }
+    return STORE_OK;
+}
+
 /* ---- URI ---- */
 
 typedef struct {
@@ -2057,6 +2140,8 @@ static void mdb_close(store *base)
     for (int i = 0; i < MDB_MANY_SIZES; i++) {
         if (st->many[i])
             mysql_stmt_close(st->many[i]);
+        if (st->acks[i])
+            mysql_stmt_close(st->acks[i]);
     }
     /* An open transaction is rolled back by the server. */
     if (st->db)
@@ -2153,6 +2238,7 @@ static const store_ops mdb_ops = {
     .conv_members = mdb_conv_members,
     .message_append = mdb_message_append,
     .message_append_many = mdb_message_append_many,
+    .ack_many = mdb_ack_many,
     .message_get = mdb_message_get,
     .message_recall = mdb_message_recall,
     .history = mdb_history,

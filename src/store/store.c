@@ -271,3 +271,15 @@ store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq)
 {
     return st->ops->ack(st, user, conv, seq);
 }
+
+store_status store_ack_many(store *st, const store_cursor *c, size_t n)
+{
+    if (st->ops->ack_many)
+        return st->ops->ack_many(st, c, n);
+    for (size_t i = 0; i < n; i++) {
+        store_status ret = st->ops->ack(st, c[i].user, c[i].conv, c[i].seq);
+        if (ret != STORE_OK && ret != STORE_NOT_FOUND)
+            return ret;
+    }
+    return STORE_OK;
+}

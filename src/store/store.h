@@ -207,5 +207,14 @@ store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsig
 /* Moves the user's cursor in conv up to seq (never down). NOT_FOUND if the
  * user is not a member of conv. */
 store_status store_ack(store *st, uint64_t user, uint64_t conv, uint64_t seq);
+/* One cursor of store_ack_many. */
+typedef struct store_cursor {
+    uint64_t user, conv, seq;
+} store_cursor;
+/* store_ack for each of c[0..n), whose (user, conv) pairs are distinct;
+ * a cursor of a conversation the user is not in changes nothing. On MariaDB
+ * a multi-row UPDATE moves many at once. STORE_OK, or the first error other
+ * than NOT_FOUND. */
+store_status store_ack_many(store *st, const store_cursor *c, size_t n);
 
 #endif

@@ -67,6 +67,8 @@ typedef struct store_ops {
     store_status (*pending)(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
                             store_msg_cb cb, void *arg);
     store_status (*ack)(store *st, uint64_t user, uint64_t conv, uint64_t seq);
+    /* Optional: store_ack_many calls ack in turn without it. */
+    store_status (*ack_many)(store *st, const store_cursor *c, size_t n);
 } store_ops;
 
 /* The first member of every backend handle. */
