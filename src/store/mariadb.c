@@ -1581,6 +1581,22 @@ static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t 
     return ret;
 }
 
+/* A statement built at run time, prepared; NULL with the error set. */
+static MYSQL_STMT *mdb_prepare_sql(mdb_store *st, const char *sql, int len)
+{
+    MYSQL_STMT *s = mysql_stmt_init(st->db);
+    if (!s) {
+        mdb_fail_db(st);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(s, sql, (unsigned long)len) != 0) {
+        mdb_fail_stmt(st, s);
+        mysql_stmt_close(s);
+        return NULL;
+    }
+    return s;
+}
+
 /* The multi-row INSERT of mdb_many_rows[k] messages, prepared on first use. */
 static MYSQL_STMT *mdb_many_stmt(mdb_store *st, int k)
 {
@@ -1592,18 +1608,8 @@ static MYSQL_STMT *mdb_many_stmt(mdb_store *st, int k)
     for (unsigned r = 0; r < mdb_many_rows[k]; r++)
         len += snprintf(sql + len, sizeof sql - (size_t)len, "%s(?, 0, ?, ?, ?, ?)", r ? ", " : "");
     len += snprintf(sql + len, sizeof sql - (size_t)len, " RETURNING id, seq, conv_id");
-    MYSQL_STMT *s = mysql_stmt_init(st->db);
-    if (!s) {
-        mdb_fail_db(st);
-        return NULL;
-    }
-    if (mysql_stmt_prepare(s, sql, (unsigned long)len) != 0) {
-        mdb_fail_stmt(st, s);
-        mysql_stmt_close(s);
-        return NULL;
-    }
-    st->many[k] = s;
-    return s;
+    st->many[k] = mdb_prepare_sql(st, sql, len);
+    return st->many[k];
 }
 
 /* Inserts reqs[0..rows) in one statement (s, of that many rows) and hands
@@ -1774,18 +1780,8 @@ static MYSQL_STMT *mdb_acks_stmt(mdb_store *st, int k)
                     " SET mb.acked_seq = GREATEST(mb.acked_seq, v.s)"
                     " WHERE EXISTS (SELECT 1 FROM messages AS m"
                     " WHERE m.conv_id = v.c AND m.seq = v.s)");
-    MYSQL_STMT *s = mysql_stmt_init(st->db);
-    if (!s) {
-        mdb_fail_db(st);
-        return NULL;
-    }
-    if (mysql_stmt_prepare(s, sql, (unsigned long)len) != 0) {
-        mdb_fail_stmt(st, s);
-        mysql_stmt_close(s);
-        return NULL;
-    }
-    st->acks[k] = s;
-    return s;
+    st->acks[k] = mdb_prepare_sql(st, sql, len);
+    return st->acks[k];
 }
 
 static store_status mdb_ack_many(store *base, const store_cursor *c, size_t n)
