@@ -33,19 +33,18 @@ struct inbuf {
 struct conn {
     struct event ev;
     loop *loop;
-    const conn_handler *h;
-    const conn_limits *lim;
+    const conn_class *cls;
     conn *prev, *next;
     conn *flush_next;
     struct evbuffer *out;
     struct inbuf *in;
     int fd;
+    /* The last read; once closing after a flush, the deadline instead. */
     uint32_t last_active;
-    uint32_t close_deadline;
     uint32_t refs;
     uint16_t inflight;
     uint8_t flags;
-    max_align_t udata[];
+    uint64_t udata[]; /* 8-byte alignment is enough: the handlers keep ints and pointers */
 };
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
@@ -70,7 +69,7 @@ static void conn_update_events(conn *c)
                          (want_write ? CF_WRITING : 0));
 }
 
-conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, size_t udata_size)
+conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size)
 {
     conn *c = calloc(1, sizeof(*c) + udata_size);
     if (!c) {
@@ -78,8 +77,7 @@ conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, s
         return NULL;
     }
     c->loop = l;
-    c->h = h;
-    c->lim = lim;
+    c->cls = cls;
     c->fd = fd;
     c->refs = 1;
     c->last_active = l->now;
@@ -100,7 +98,7 @@ void *conn_udata(conn *c)
 
 const conn_handler *conn_get_handler(const conn *c)
 {
-    return c->h;
+    return c->cls->h;
 }
 
 loop *conn_loop(const conn *c)
@@ -145,7 +143,7 @@ void conn_close(conn *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
-    c->h->on_close(c, why);
+    c->cls->h->on_close(c, why);
     conn_unref(c);
 }
 
@@ -158,7 +156,7 @@ void conn_close_after_flush(conn *c, const char *why)
         return;
     }
     c->flags |= CF_CLOSE_AFTER_FLUSH;
-    c->close_deadline = c->loop->now + CONN_CLOSE_GRACE_S;
+    c->last_active = c->loop->now + CONN_CLOSE_GRACE_S;
     conn_update_events(c);
 }
 
@@ -224,7 +222,7 @@ void conn_loop_flush(loop *l)
 
 static int conn_out_check(conn *c)
 {
-    if (evbuffer_get_length(c->out) > c->lim->max_out) {
+    if (evbuffer_get_length(c->out) > c->cls->lim.max_out) {
         log_warn("closing a connection whose reader is too slow (%zu bytes queued)",
                  evbuffer_get_length(c->out));
         conn_close(c, "output limit exceeded");
@@ -287,18 +285,18 @@ static size_t conn_parse(conn *c, const uint8_t *buf, size_t len)
         const uint8_t *payload;
         size_t plen, used;
         frame_status st =
-            frame_next(buf + off, len - off, c->lim->max_frame, &payload, &plen, &used);
+            frame_next(buf + off, len - off, c->cls->lim.max_frame, &payload, &plen, &used);
         if (st == FRAME_NEED_MORE)
             break;
         if (st == FRAME_TOO_LARGE) {
             const uint8_t *h = buf + off;
             size_t announced = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-            c->h->on_oversize(c, announced);
+            c->cls->h->on_oversize(c, announced);
             conn_close_after_flush(c, "frame too large");
             return len;
         }
         off += used;
-        c->h->on_frame(c, payload, plen);
+        c->cls->h->on_frame(c, payload, plen);
     }
     return off;
 }
@@ -416,7 +414,7 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
 void conn_inflight_inc(conn *c)
 {
     c->inflight++;
-    if (c->inflight >= c->lim->max_inflight && !(c->flags & CF_PAUSED)) {
+    if (c->inflight >= c->cls->lim.max_inflight && !(c->flags & CF_PAUSED)) {
         c->flags |= CF_PAUSED;
         conn_update_events(c);
     }
@@ -436,7 +434,7 @@ void conn_inflight_dec(conn *c)
 {
     if (c->inflight > 0)
         c->inflight--;
-    if ((c->flags & CF_PAUSED) && c->inflight <= c->lim->max_inflight / 2) {
+    if ((c->flags & CF_PAUSED) && c->inflight <= c->cls->lim.max_inflight / 2) {
         c->flags &= (uint8_t)~CF_PAUSED;
         /* Parse what was held back on a fresh turn of the loop, not inside
          * the caller's completion callback. */
@@ -450,10 +448,10 @@ void conn_loop_tick(loop *l)
     conn *c = l->conns;
     while (c) {
         conn *next = c->next;
-        if ((c->flags & CF_CLOSE_AFTER_FLUSH) && (int32_t)(l->now - c->close_deadline) >= 0)
+        if ((c->flags & CF_CLOSE_AFTER_FLUSH) && (int32_t)(l->now - c->last_active) >= 0)
             conn_close(c, "close grace expired");
-        else if (c->lim->idle_timeout_s && l->now - c->last_active >= c->lim->idle_timeout_s &&
-                 c->inflight == 0)
+        else if (c->cls->lim.idle_timeout_s &&
+                 l->now - c->last_active >= c->cls->lim.idle_timeout_s && c->inflight == 0)
             conn_close(c, "idle timeout");
         c = next;
     }

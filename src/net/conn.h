@@ -38,10 +38,19 @@ typedef struct conn_limits {
     unsigned max_inflight;   /* requests in flight before reading pauses */
 } conn_limits;
 
+/* What a kind of connection shares: one pointer in each conn instead of
+ * two, since an idle connection is mostly this struct. Owned by the layer
+ * that makes the conns, and must outlive them. */
+typedef struct conn_class {
+    const conn_handler *h;
+    conn_limits lim;
+} conn_class;
+
 /* Adopts the non-blocking socket fd on loop l (called on l's thread) with
- * udata_size zeroed bytes of per-connection state for the handler. The conn
- * holds one reference, dropped when it closes. NULL on failure (fd closed). */
-conn *conn_new(loop *l, int fd, const conn_handler *h, const conn_limits *lim, size_t udata_size);
+ * udata_size zeroed bytes of per-connection state for the handler (aligned
+ * for integers and pointers). The conn holds one reference, dropped when it
+ * closes. NULL on failure (fd closed). */
+conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size);
 void *conn_udata(conn *c);
 /* The handler the connection was made with: tells whose a connection is
  * when several layers share a loop. */

@@ -78,7 +78,7 @@ typedef struct rpc_client {
     loop **loops;
     unsigned nloops;
     rpc_loop *per;
-    conn_limits limits;
+    conn_class cls;
 } rpc_client;
 
 typedef struct {
@@ -375,7 +375,7 @@ static const conn_handler rpc_cl_handler = {
 static void rpc_connected(rpc_node *n, int fd)
 {
     rpc_loop *rl = n->rl;
-    conn *c = conn_new(rl->l, fd, &rpc_cl_handler, &rl->cl->limits, sizeof(rpc_conn_ref));
+    conn *c = conn_new(rl->l, fd, &rl->cl->cls, sizeof(rpc_conn_ref));
     if (!c) {
         rpc_node_failed(n, "out of memory");
         rpc_fail_node_calls(n, "out of memory");
@@ -722,8 +722,11 @@ ProtobufCService *rpc_client_new(const ProtobufCServiceDescriptor *desc, loop **
         cl->cfg.vnodes = 100;
     cl->loops = loops;
     cl->nloops = nloops;
-    cl->limits = (conn_limits){
-        .max_frame = 16u << 20, .max_out = 256u << 20, .idle_timeout_s = 0, .max_inflight = ~0u};
+    cl->cls = (conn_class){.h = &rpc_cl_handler,
+                           .lim = {.max_frame = 16u << 20,
+                                   .max_out = 256u << 20,
+                                   .idle_timeout_s = 0,
+                                   .max_inflight = ~0u}};
     cl->per = calloc(nloops, sizeof(*cl->per));
     if (!cl->per)
         goto fail;

@@ -22,7 +22,7 @@ struct rpc_server {
     svc_runtime *rt;
     const svc_def *const *defs;
     size_t ndefs;
-    conn_limits limits;
+    conn_class cls;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     unsigned closed;
@@ -157,7 +157,7 @@ typedef struct {
 static void rpc_adopt_run(void *arg)
 {
     rpc_adopt *ad = arg;
-    conn *c = conn_new(ad->l, ad->fd, &rpc_handler, &ad->srv->limits, sizeof(rpc_conn));
+    conn *c = conn_new(ad->l, ad->fd, &ad->srv->cls, sizeof(rpc_conn));
     if (c)
         ((rpc_conn *)conn_udata(c))->srv = ad->srv;
     free(ad);
@@ -190,10 +190,11 @@ rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, 
     srv->rt = rt;
     srv->defs = defs;
     srv->ndefs = ndefs;
-    srv->limits = (conn_limits){.max_frame = RPC_MAX_FRAME,
-                                .max_out = 256u << 20,
-                                .idle_timeout_s = 0,
-                                .max_inflight = RPC_MAX_INFLIGHT};
+    srv->cls = (conn_class){.h = &rpc_handler,
+                            .lim = {.max_frame = RPC_MAX_FRAME,
+                                    .max_out = 256u << 20,
+                                    .idle_timeout_s = 0,
+                                    .max_inflight = RPC_MAX_INFLIGHT}};
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
     srv->ls = listener_new(base, host, port, rpc_on_accept, srv, err, errlen);
