@@ -38,6 +38,10 @@ typedef struct bus_handler {
     /* Pushes may have been lost (the bus lost its connection and is back):
      * re-send every session what it has not acknowledged. */
     void (*resync)(void *arg);
+    /* Optional: the sessions user has on this gateway, counted by the
+     * gateway anyway. The local bus answers presence from it rather than
+     * keep a second map of every user online. Any thread. */
+    long (*count)(void *arg, uint64_t user);
     void *arg;
 } bus_handler;
 

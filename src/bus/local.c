@@ -1,6 +1,7 @@
 /*
- * The in-process bus: one gateway, so publishing is a direct call into it;
- * presence is a map from user to session count under one mutex.
+ * The in-process bus: one gateway, so publishing is a direct call into it.
+ * Presence is that gateway's own session count when it offers one, else a
+ * map from user to session count under one mutex.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@ typedef struct {
 static int local_presence_add(bus *b, uint64_t user, uint32_t gateway)
 {
     bus_local *bl = (bus_local *)b;
+    (void)gateway;
+    if (bl->h.count)
+        return 0;
     pthread_mutex_lock(&bl->lock);
     uintptr_t n = (uintptr_t)u64map_get(bl->sessions, user);
     int rc = u64map_put(bl->sessions, user, (void *)(n + 1));
@@ -28,6 +32,9 @@ static int local_presence_add(bus *b, uint64_t user, uint32_t gateway)
 static int local_presence_remove(bus *b, uint64_t user, uint32_t gateway)
 {
     bus_local *bl = (bus_local *)b;
+    (void)gateway;
+    if (bl->h.count)
+        return 0;
     pthread_mutex_lock(&bl->lock);
     uintptr_t n = (uintptr_t)u64map_get(bl->sessions, user);
     if (n <= 1)
@@ -44,6 +51,8 @@ static long local_presence_count(bus *b, uint64_t user, uint32_t except_gateway)
     /* One gateway only: excepting it leaves nobody. */
     if (except_gateway)
         return 0;
+    if (bl->h.count)
+        return bl->h.count(bl->h.arg, user);
     pthread_mutex_lock(&bl->lock);
     uintptr_t n = (uintptr_t)u64map_get(bl->sessions, user);
     pthread_mutex_unlock(&bl->lock);

@@ -4,8 +4,6 @@
 #include <sodium.h>
 #include <string.h>
 
-enum { PWHASH_TOKEN_RAW = 32 };
-
 _Static_assert(PWHASH_STR_MAX >= crypto_pwhash_STRBYTES, "argon2id string buffer too small");
 _Static_assert(sodium_base64_ENCODED_LEN(PWHASH_TOKEN_RAW,
                                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) ==
@@ -95,6 +93,24 @@ void pwhash_token_new(char token[PWHASH_TOKEN_LEN + 1], uint8_t hash[32])
     /* Hash the text the client will present, so that lookups need no
      * decoding. */
     pwhash_token_hash(token, PWHASH_TOKEN_LEN, hash);
+}
+
+int pwhash_token_pack(const char *token, uint8_t raw[PWHASH_TOKEN_RAW])
+{
+    size_t len = token ? strnlen(token, PWHASH_TOKEN_LEN + 1) : 0, n = 0;
+    if (len != PWHASH_TOKEN_LEN)
+        return -1;
+    if (sodium_base642bin(raw, PWHASH_TOKEN_RAW, token, len, NULL, &n, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        n != PWHASH_TOKEN_RAW)
+        return -1;
+    return 0;
+}
+
+void pwhash_token_unpack(const uint8_t raw[PWHASH_TOKEN_RAW], char token[PWHASH_TOKEN_LEN + 1])
+{
+    sodium_bin2base64(token, PWHASH_TOKEN_LEN + 1, raw, PWHASH_TOKEN_RAW,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 void pwhash_token_hash(const char *token, size_t len, uint8_t hash[32])

@@ -12,7 +12,11 @@
  * default); MIN is libsodium's minimum, for tests and benchmarks only. */
 typedef enum { PWHASH_INTERACTIVE = 0, PWHASH_MODERATE, PWHASH_MIN } pwhash_cost;
 
-enum { PWHASH_STR_MAX = 128, PWHASH_TOKEN_LEN = 43 /* base64url of 32 bytes */ };
+enum {
+    PWHASH_STR_MAX = 128,
+    PWHASH_TOKEN_RAW = 32,
+    PWHASH_TOKEN_LEN = 43 /* base64url of PWHASH_TOKEN_RAW bytes */
+};
 
 /* Parses "interactive", "moderate" or "min"; -1 if none. */
 int pwhash_cost_parse(const char *s, pwhash_cost *out);
@@ -27,6 +31,11 @@ int pwhash_verify(const char *stored, const char *password, size_t len);
 void pwhash_token_new(char token[PWHASH_TOKEN_LEN + 1], uint8_t hash[32]);
 /* Fills buf with n random bytes (CSPRNG). */
 void pwhash_random(void *buf, size_t n);
+/* A token's bytes, for keeping it in 32 bytes instead of 44: 0, or -1 if
+ * token is not the text of PWHASH_TOKEN_RAW bytes. */
+int pwhash_token_pack(const char *token, uint8_t raw[PWHASH_TOKEN_RAW]);
+/* The text of a packed token (NUL-terminated). */
+void pwhash_token_unpack(const uint8_t raw[PWHASH_TOKEN_RAW], char token[PWHASH_TOKEN_LEN + 1]);
 /* SHA-256 of a token presented by a client. */
 void pwhash_token_hash(const char *token, size_t len, uint8_t hash[32]);
 

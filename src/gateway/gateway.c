@@ -44,6 +44,7 @@ typedef struct gw_loop {
 
 struct gateway {
     gateway_config cfg;
+    conn_class cls; /* the handler and cfg.limits */
     loop **loops;
     unsigned nloops;
     unsigned next_loop;    /* atomic */
@@ -67,12 +68,13 @@ typedef struct gw_session {
     uint64_t user; /* 0 until logged in */
     uint8_t hello;
     uint8_t authenticating;
+    uint8_t has_token;
     /* While catching up (syncs > 0): the msgids written to this session, so
      * that a message both pushed live and read by the catch-up goes out
      * once. NULL otherwise. */
     unsigned syncs;
     u64map *sent;
-    char token[PWHASH_TOKEN_LEN + 1];
+    uint8_t token[PWHASH_TOKEN_RAW]; /* packed: 12 bytes less in every session */
 } gw_session;
 
 /* Past this many msgids a catch-up stops remembering: repeats are allowed
@@ -108,6 +110,11 @@ static unsigned gw_count(gateway *gw, uint64_t user, int delta)
         u64map_del(gw->sessions, user);
     pthread_mutex_unlock(&gw->count_lock);
     return (unsigned)n;
+}
+
+static long gw_bus_count(void *arg, uint64_t user)
+{
+    return (long)gw_count(arg, user, 0);
 }
 
 /* ---- replies ---- */
@@ -259,7 +266,7 @@ static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
     const Parley__ServerFrame *f = res->frame;
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && !f->error && !s->user) {
         const Parley__LoginOk *ok = f->login_ok;
-        snprintf(s->token, sizeof(s->token), "%s", ok->token);
+        s->has_token = pwhash_token_pack(ok->token, s->token) == 0;
         gw_session_add(c, ok->user->id);
         conn_send_msg(c, &f->base);
         /* Registered first, then caught up: a message stored in between
@@ -446,9 +453,13 @@ static void gw_logout(conn *c, Parley__ClientFrame *f)
     /* Stop counting the session first, so the service sees whether this
      * was the user's last one. */
     gw_session_remove(c);
-    f->logout->token = s->token;
+    char token[PWHASH_TOKEN_LEN + 1] = "";
+    if (s->has_token)
+        pwhash_token_unpack(s->token, token);
+    f->logout->token = token;
     gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0), 0);
     s->user = 0;
+    s->has_token = 0;
     memset(s->token, 0, sizeof(s->token));
 }
 
@@ -614,7 +625,7 @@ static void gw_adopt_run(void *arg)
 {
     gw_adopt *ad = arg;
     gw_loop *gl = ad->gl;
-    conn *c = conn_new(gl->l, ad->fd, &gw_handler, &gl->gw->cfg.limits, sizeof(gw_session));
+    conn *c = conn_new(gl->l, ad->fd, &gl->gw->cls, sizeof(gw_session));
     free(ad);
     if (!c)
         return;
@@ -735,6 +746,7 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
     if (!gw)
         return NULL;
     gw->cfg = *cfg;
+    gw->cls = (conn_class){.h = &gw_handler, .lim = cfg->limits};
     gw->loops = loops;
     gw->nloops = nloops;
     gw->user = user;
@@ -768,7 +780,7 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
         event_priority_set(gl->ack_flush, 1);
         loop_set_udata(loops[i], gl);
     }
-    bus_handler h = {.deliver = gw_deliver, .resync = gw_resync, .arg = gw};
+    bus_handler h = {.deliver = gw_deliver, .resync = gw_resync, .count = gw_bus_count, .arg = gw};
     bus_subscribe(b, cfg->gateway_id, &h);
     return gw;
 fail:

@@ -26,6 +26,14 @@ def login(req_id, name, password):
     return frame(pb_field(1, req_id) + pb_field(21, pb_field(2, name) + pb_field(3, password)))
 
 
+def resume(req_id, token):
+    return frame(pb_field(1, req_id) + pb_field(22, pb_field(1, token)))
+
+
+def logout(req_id):
+    return frame(pb_field(1, req_id) + pb_field(23, b""))
+
+
 def send_direct(req_id, to, body):
     return frame(pb_field(1, req_id) + pb_field(50, pb_field(1, to) + pb_field(2, body)))
 
@@ -205,6 +213,35 @@ class ProtocolTest(ParleyTest):
         c3.send(login(99, "' OR '1'='1", "wrong-password"))
         self.assertEqual(error_of(c3.recv_frame())[0], UNAUTHENTICATED)
 
+
+    def test_token_resumes_until_logout(self):
+        """A dropped connection resumes with the token; logging out ends it."""
+        from harness import pb_decode
+        c = self.greeted()
+        c.send(register(1, "alice", "password1"))
+        self.assertIn(20, c.recv_frame())
+        c.send(login(2, "alice", "password1"))
+        f = c.recv_frame()
+        self.assertIn(21, f)
+        token = pb_decode(f[21][0])[2][0].decode()
+        self.assertEqual(len(token), 43)
+        c.close()
+        for attempt in range(50):  # the first session may still be closing
+            c2 = self.greeted()
+            c2.send(resume(3, token))
+            f = c2.recv_frame()
+            if 21 in f or error_of(f)[0] != CONFLICT:
+                break
+            time.sleep(0.1)
+        self.assertIn(21, f, "resume with the token: %r" % (error_of(f),))
+        c2.send(logout(4))
+        self.assertEqual(recv_until(c2, lambda g: g.get(1, [0])[0] == 4).get(2), None)
+        c3 = self.greeted()
+        c3.send(resume(5, token))
+        self.assertEqual(error_of(c3.recv_frame())[0], UNAUTHENTICATED, "token ended by logout")
+        c4 = self.greeted()
+        c4.send(resume(6, token[:-1] + ("A" if token[-1] != "A" else "B")))
+        self.assertEqual(error_of(c4.recv_frame())[0], UNAUTHENTICATED)
 
     def test_catch_up_does_not_repeat_live_pushes(self):
         """Users logging in while messages pour in get each message once:

@@ -136,6 +136,34 @@ static void test_tokens(void **state)
     assert_memory_not_equal(check, h1, 32);
 }
 
+/* The gateway keeps a session's token in 32 bytes: packing must give back
+ * the very text the client holds, and refuse anything else. */
+static void test_token_pack(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 64; i++) {
+        char token[PWHASH_TOKEN_LEN + 1], back[PWHASH_TOKEN_LEN + 1];
+        uint8_t hash[32], raw[PWHASH_TOKEN_RAW];
+        pwhash_token_new(token, hash);
+        assert_int_equal(pwhash_token_pack(token, raw), 0);
+        pwhash_token_unpack(raw, back);
+        assert_string_equal(back, token);
+    }
+    uint8_t raw[PWHASH_TOKEN_RAW];
+    char bad[PWHASH_TOKEN_LEN + 2];
+    memset(bad, 'A', sizeof bad - 1);
+    bad[sizeof bad - 1] = '\0';
+    assert_int_equal(pwhash_token_pack(bad, raw), -1); /* one too long */
+    bad[PWHASH_TOKEN_LEN - 1] = '\0';
+    assert_int_equal(pwhash_token_pack(bad, raw), -1); /* one too short */
+    memset(bad, 'A', PWHASH_TOKEN_LEN);
+    bad[PWHASH_TOKEN_LEN] = '\0';
+    bad[5] = '+'; /* standard base64, not URL-safe */
+    assert_int_equal(pwhash_token_pack(bad, raw), -1);
+    assert_int_equal(pwhash_token_pack("", raw), -1);
+    assert_int_equal(pwhash_token_pack(NULL, raw), -1);
+}
+
 static void test_token_hash_is_sha256(void **state)
 {
     /* SHA-256("abc"), FIPS 180-2 test vector. */
@@ -159,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_moderate_cost),
         cmocka_unit_test(test_verify_garbage),
         cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_token_pack),
         cmocka_unit_test(test_token_hash_is_sha256),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
