@@ -41,6 +41,7 @@ typedef struct svc_worker {
     store_append *appends; /* a batch's deferred appends, for one call */
     svc_task **append_tasks;
     unsigned appends_cap;
+    int small; /* an auth worker: store_keep_small */
 } svc_worker;
 
 static int64_t svc_now_ms(void)
@@ -62,6 +63,17 @@ static void *svc_worker_init(void *arg, unsigned idx)
     if (!w->st) {
         free(w);
         return NULL;
+    }
+    return w;
+}
+
+/* Auth workers look up one user and write a row at most per request. */
+static void *svc_auth_worker_init(void *arg, unsigned idx)
+{
+    svc_worker *w = svc_worker_init(arg, idx);
+    if (w) {
+        w->small = 1;
+        store_keep_small(w->st);
     }
     return w;
 }
@@ -204,6 +216,8 @@ static int svc_reopen(svc_worker *w)
              store_uri_redacted(w->rt->cfg->db_path, shown, sizeof(shown)));
     store_close(w->st);
     w->st = st;
+    if (w->small)
+        store_keep_small(st);
     return 0;
 }
 
@@ -379,6 +393,12 @@ static const pool_hooks svc_hooks = {
     .worker_fini = svc_worker_fini,
 };
 
+static const pool_hooks svc_auth_hooks = {
+    .worker_init = svc_auth_worker_init,
+    .run_batch = svc_run_batch,
+    .worker_fini = svc_worker_fini,
+};
+
 svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen)
 {
     svc_runtime *rt = calloc(1, sizeof(*rt));
@@ -398,7 +418,7 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
     store_close(st);
     rt->store_pool = pool_new("store", cfg->store_workers, cfg->max_batch, &svc_hooks, rt);
     if (rt->store_pool)
-        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, &svc_hooks, rt);
+        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, &svc_auth_hooks, rt);
     if (!rt->store_pool || !rt->auth_pool) {
         snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
         svc_runtime_free(rt);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "store/cache.h"
 #include "store/sqlite_vfs.h"
 
@@ -1453,12 +1454,22 @@ static store_status sq_ack(store *base, uint64_t user, uint64_t conv, uint64_t s
     return ret;
 }
 
+static void sq_keep_small(store *base)
+{
+    sq_store *st = (sq_store *)base;
+    /* No mmap: its pages would count once per handle that touched them.
+     * A login reads a handful of pages; 1 MiB keeps the hot ones. */
+    if (store_run_sql(st, "PRAGMA mmap_size = 0; PRAGMA cache_size = -1024") != STORE_OK)
+        log_warn("store: cannot shrink a handle's cache: %s", sqlite3_errmsg(st->db));
+}
+
 static const store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .errmsg = sq_errmsg,
     .txn_lost = sq_txn_lost,
     .is_dead = sq_is_dead,
+    .keep_small = sq_keep_small,
     .single_writer = 1,
     .begin = sq_begin,
     .commit = sq_commit,

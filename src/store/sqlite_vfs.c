@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { WAL_BUF_SIZE = 1 << 20, WAL_WRITE_MAX = 1 << 16 };
+/* The buffer starts small and doubles as commits need: the handles that
+ * write a row now and then (logins, registrations) keep 64 KiB, the one
+ * that stores messages grows to 1 MiB. */
+enum { WAL_BUF_MIN = 1 << 16, WAL_BUF_SIZE = 1 << 20, WAL_WRITE_MAX = 1 << 16 };
 
 typedef struct wal_file {
     sqlite3_file base;     /* first: what SQLite holds; wal_methods or db_methods */
@@ -22,7 +25,7 @@ typedef struct wal_file {
     struct wal_file *peer; /* a database's open WAL, a WAL's database */
     unsigned char *buf;    /* a WAL's pending bytes, for [at, at + len) */
     sqlite3_int64 at;
-    size_t len;
+    size_t len, cap;
 } wal_file;
 
 static sqlite3_vfs *vfs_base;
@@ -53,14 +56,22 @@ static int wal_write(sqlite3_file *file, const void *p, int n, sqlite3_int64 off
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (f->len + (size_t)n > WAL_BUF_SIZE) {
+    if (f->len + (size_t)n > f->cap && f->cap < WAL_BUF_SIZE) {
+        size_t cap = f->cap ? f->cap : WAL_BUF_MIN;
+        while (cap < f->len + (size_t)n && cap < WAL_BUF_SIZE)
+            cap *= 2;
+        unsigned char *nb = realloc(f->buf, cap);
+        if (nb) {
+            f->buf = nb;
+            f->cap = cap;
+        }
+    }
+    if (f->len + (size_t)n > f->cap) {
         int rc = wal_flush(f);
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (!f->buf)
-        f->buf = malloc(WAL_BUF_SIZE);
-    if (!f->buf || (size_t)n > WAL_BUF_SIZE)
+    if (!f->buf || (size_t)n > f->cap)
         return f->real->pMethods->xWrite(f->real, p, n, off);
     if (f->len == 0)
         f->at = off;
@@ -87,6 +98,7 @@ static int wal_close(sqlite3_file *file)
         f->peer->peer = NULL;
     free(f->buf);
     f->buf = NULL;
+    f->cap = 0;
     return rc != SQLITE_OK ? rc : rc2;
 }
 

@@ -89,6 +89,12 @@ int store_is_dead(const store *st)
     return st ? st->ops->is_dead(st) : 0;
 }
 
+void store_keep_small(store *st)
+{
+    if (st && st->ops->keep_small)
+        st->ops->keep_small(st);
+}
+
 int store_single_writer(const store *st)
 {
     return st ? st->ops->single_writer : 0;

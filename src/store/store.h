@@ -107,6 +107,12 @@ int store_txn_lost(const store *st);
  * Always 0 on SQLite. */
 int store_is_dead(const store *st);
 
+/* The handle will serve short lookups and single-row writes (logins,
+ * registrations), never a send: keep its caches small. On SQLite, where
+ * every handle caches the database on its own, this bounds what the login
+ * handles hold of a growing users table; MariaDB caches in the server. */
+void store_keep_small(store *st);
+
 /* 1 if write transactions on this database run one at a time (SQLite): they
  * cannot deadlock each other, so a batch needs no care for lock order. 0 on
  * MariaDB. */

@@ -19,6 +19,8 @@ typedef struct store_ops {
     int (*txn_lost)(const store *st);
     int (*is_dead)(const store *st);
     int single_writer;
+    /* Optional: nothing to do without it. */
+    void (*keep_small)(store *st);
 
     store_status (*begin)(store *st);
     store_status (*commit)(store *st);
