@@ -201,13 +201,15 @@ if [ "$use_cluster" = 1 ]; then
   if PARLEY_PWHASH_COST=min PARLEYD=$build/parleyd bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
     # shellcheck disable=SC1091
     . "$cluster_dir/cluster.env"
-    # The floor has one port: it stands for both gateways.
-    one floor "cluster-cross-max" direct --conns "$C" --inflight 8 --straggle 15 "${common[@]}"
-    one cluster "cluster-cross-max" direct --conns "$C" --inflight 8 --cross --straggle 15 "${common[@]}"
-    row cluster-cross-max rate "cluster direct" "$C conns, 8 in flight, partners on different gateways" cluster
+    # The floor has one port: it stands for both gateways. The paced run
+    # goes first: after a flood, InnoDB spends a while writing back what the
+    # flood left dirty, and a run then would measure that, not Parley.
     one floor "cluster-cross-r$XRATE" direct --conns "$C" --rate "$XRATE" --straggle 15 "${common[@]}"
     one cluster "cluster-cross-r$XRATE" direct --conns "$C" --rate "$XRATE" --cross --straggle 15 "${common[@]}"
     row "cluster-cross-r$XRATE" latency "cluster direct" "$C conns, $XRATE msg/s offered, partners on different gateways" cluster
+    one floor "cluster-cross-max" direct --conns "$C" --inflight 8 --straggle 15 "${common[@]}"
+    one cluster "cluster-cross-max" direct --conns "$C" --inflight 8 --cross --straggle 15 "${common[@]}"
+    row cluster-cross-max rate "cluster direct" "$C conns, 8 in flight, partners on different gateways" cluster
   else
     tail -20 "$tmp/cluster.log" >&2
     say "FAIL: the cluster did not start"

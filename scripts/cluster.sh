@@ -12,7 +12,10 @@
 # Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log;
 # DIR/cluster.env holds the addresses (ZK, REDIS, DB, NGINX_PORT, ...).
 # Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
-# interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble.
+# interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble,
+# MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
+# 32M/8M the tests use, InnoDB flushes pages all the time once a few hundred
+# thousand messages are stored, and the database caps the cluster's rate).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -82,7 +85,8 @@ up() {
     done
   fi
   "$servers" redis "$dir/redis" "$redis_port"
-  "$servers" mariadb "$dir/mariadb" "$mariadb_port"
+  MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
+    "$servers" mariadb "$dir/mariadb" "$mariadb_port"
   cat >"$dir/cluster.env" <<ENV
 ZK=$zk
 ZK_NODES=$zk_nodes

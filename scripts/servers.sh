@@ -10,7 +10,9 @@
 #                                          user parley/parley over TCP; the redo log is
 #                                          written at each commit and flushed to disk once
 #                                          a second: a crash of any process loses nothing
-#                                          committed, a power loss up to a second)
+#                                          committed, a power loss up to a second;
+#                                          MARIADB_BUFFER_POOL, MARIADB_REDO_LOG size
+#                                          InnoDB, default 32M and 8M)
 #   servers.sh nginx     DIR PORT BACKEND... (BACKEND = host:port, stream balancing)
 #   servers.sh stop      DIR               (stops whatever was started in DIR)
 #   servers.sh wait-port PORT [SECONDS]
@@ -104,7 +106,8 @@ start_mariadb() {
   fi
   setsid mariadbd --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" \
     --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
-    --log-error="$dir/error.log" --innodb-buffer-pool-size=32M --innodb-log-file-size=8M \
+    --log-error="$dir/error.log" --innodb-buffer-pool-size="${MARIADB_BUFFER_POOL:-32M}" \
+    --innodb-log-file-size="${MARIADB_REDO_LOG:-8M}" \
     --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 \
     >/dev/null 2>&1 </dev/null &
   local i
