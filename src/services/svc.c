@@ -233,8 +233,11 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
 {
     /* A batch of one atomic request needs no transaction around it: each of
      * its writes commits by itself. On a database over the network that
-     * saves two round trips, which at a light load is most batches. */
-    if (n == 1 && svc_atomic((svc_task *)tasks[0])) {
+     * saves two round trips, which at a light load is most batches. Not on
+     * SQLite, where BEGIN and COMMIT cost no round trip but every commit
+     * writes the WAL: a gateway's coalesced ack of 256 cursors was 256
+     * commits, and the sends behind it waited for them all. */
+    if (n == 1 && svc_atomic((svc_task *)tasks[0]) && !store_single_writer(w->st)) {
         svc_task *t = (svc_task *)tasks[0];
         svc_run_one(w, t);
         /* Run it again on a new connection: a send that did commit is
