@@ -48,11 +48,12 @@ enum {
     MDB_IO_TIMEOUT_S = 30,
     MDB_SCHEMA_LOCK_WAIT_S = 20, /* below the I/O timeout: fail, not drop */
     MDB_ARGS_MAX = 8,
-    /* Rows per multi-row message INSERT: a batch goes in the largest that
-     * fit, then smaller ones (at most MDB_MANY_SIZES + 1 statements for any
-     * batch up to the largest). */
+    /* Rows per multi-row INSERT or ack UPDATE: every size from 2 to the
+     * largest is prepared (on first use), so a batch of up to MDB_MANY_MAX
+     * is one statement. With a few sizes a batch took up to five, and at a
+     * steady load statements, not rows, are what the database spends on. */
     MDB_MANY_MAX = 32,
-    MDB_MANY_SIZES = 3,
+    MDB_MANY_SIZES = MDB_MANY_MAX - 1,
     MDB_COLS_MAX = 12,
     MDB_COL_INITIAL = 256,
 };
@@ -406,7 +407,21 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_CONV_LAST_SEQ] = {"SELECT last_seq FROM convs WHERE id = ?", "u", "u"},
 };
 
-static const unsigned mdb_many_rows[MDB_MANY_SIZES] = {MDB_MANY_MAX, 8, 2};
+/* Statement k of the multi-row ones has this many rows. */
+static unsigned mdb_many_rows(int k)
+{
+    return MDB_MANY_MAX - (unsigned)k;
+}
+
+/* The multi-row statement for the next chunk of `left` rows: the largest,
+ * or one of exactly `left` rows; MDB_MANY_SIZES for a single row, which
+ * goes through the one-row statement. */
+static int mdb_many_pick(size_t left)
+{
+    if (left >= MDB_MANY_MAX)
+        return 0;
+    return left < 2 ? MDB_MANY_SIZES : MDB_MANY_MAX - (int)left;
+}
 
 typedef struct mdb_store {
     store base; /* first: the dispatcher's store * points here too */
@@ -1597,7 +1612,7 @@ static MYSQL_STMT *mdb_prepare_sql(mdb_store *st, const char *sql, int len)
     return s;
 }
 
-/* The multi-row INSERT of mdb_many_rows[k] messages, prepared on first use. */
+/* The multi-row INSERT of mdb_many_rows(k) messages, prepared on first use. */
 static MYSQL_STMT *mdb_many_stmt(mdb_store *st, int k)
 {
     if (st->many[k])
@@ -1605,7 +1620,7 @@ static MYSQL_STMT *mdb_many_stmt(mdb_store *st, int k)
     char sql[128 + MDB_MANY_MAX * 24]; /* 20 bytes a row */
     int len = snprintf(sql, sizeof sql,
                        "INSERT INTO messages (conv_id, seq, sender, body, ts, ref) VALUES ");
-    for (unsigned r = 0; r < mdb_many_rows[k]; r++)
+    for (unsigned r = 0; r < mdb_many_rows(k); r++)
         len += snprintf(sql + len, sizeof sql - (size_t)len, "%s(?, 0, ?, ?, ?, ?)", r ? ", " : "");
     len += snprintf(sql + len, sizeof sql - (size_t)len, " RETURNING id, seq, conv_id");
     st->many[k] = mdb_prepare_sql(st, sql, len);
@@ -1708,18 +1723,16 @@ static store_status mdb_message_append_many(store *base, const store_append *req
     mdb_store *st = mdb_of(base);
     size_t i = 0;
     while (i < n) {
-        int k = 0;
-        while (k < MDB_MANY_SIZES && mdb_many_rows[k] > n - i)
-            k++;
+        int k = mdb_many_pick(n - i);
         store_status ret = STORE_ERROR;
         if (k < MDB_MANY_SIZES) {
             mdb_done(st);
             MYSQL_STMT *s = mdb_many_stmt(st, k);
             int stored = 0;
             if (s && !(st->in_txn && st->txn_lost))
-                ret = mdb_many_run(st, s, &reqs[i], mdb_many_rows[k], i, cb, arg, &stored);
+                ret = mdb_many_run(st, s, &reqs[i], mdb_many_rows(k), i, cb, arg, &stored);
             if (ret == STORE_OK) {
-                i += mdb_many_rows[k];
+                i += mdb_many_rows(k);
                 continue;
             }
             /* A statement whose rows stopped with an error is not to be run
@@ -1741,7 +1754,7 @@ static store_status mdb_message_append_many(store *base, const store_append *req
                 /* Outside a transaction the rows stay: their senders are
                  * told of an error, and a retry with the same ref finds its
                  * message. */
-                for (unsigned r = 0; r < mdb_many_rows[k]; r++, i++)
+                for (unsigned r = 0; r < mdb_many_rows(k); r++, i++)
                     cb(arg, i, STORE_ERROR, NULL);
                 continue;
             }
@@ -1749,7 +1762,7 @@ static store_status mdb_message_append_many(store *base, const store_append *req
         /* One row left, or a statement that failed whole (a retried send's
          * ref, a conversation gone): each of its rows alone, which tells
          * them apart. A failed statement stored nothing, trigger included. */
-        size_t end = k < MDB_MANY_SIZES ? i + mdb_many_rows[k] : i + 1;
+        size_t end = k < MDB_MANY_SIZES ? i + mdb_many_rows(k) : i + 1;
         for (; i < end; i++) {
             const store_append *q = &reqs[i];
             store_msg m;
@@ -1763,7 +1776,7 @@ static store_status mdb_message_append_many(store *base, const store_append *req
     return STORE_OK;
 }
 
-/* The UPDATE of mdb_many_rows[k] cursors, prepared on first use. Like
+/* The UPDATE of mdb_many_rows(k) cursors, prepared on first use. Like
  * Q_ACK_STORED for each: a cursor moves only to the seq of a stored
  * message. */
 static MYSQL_STMT *mdb_acks_stmt(mdb_store *st, int k)
@@ -1772,7 +1785,7 @@ static MYSQL_STMT *mdb_acks_stmt(mdb_store *st, int k)
         return st->acks[k];
     char sql[512 + MDB_MANY_MAX * 32]; /* 27 bytes a row */
     int len = snprintf(sql, sizeof sql, "UPDATE members AS mb JOIN (");
-    for (unsigned r = 0; r < mdb_many_rows[k]; r++)
+    for (unsigned r = 0; r < mdb_many_rows(k); r++)
         len += snprintf(sql + len, sizeof sql - (size_t)len, "%s",
                         r ? " UNION ALL SELECT ?, ?, ?" : "SELECT ? AS u, ? AS c, ? AS s");
     len += snprintf(sql + len, sizeof sql - (size_t)len,
@@ -1789,12 +1802,10 @@ static store_status mdb_ack_many(store *base, const store_cursor *c, size_t n)
     mdb_store *st = mdb_of(base);
     size_t i = 0;
     while (i < n) {
-        int k = 0;
-        while (k < MDB_MANY_SIZES && mdb_many_rows[k] > n - i)
-            k++;
+        int k = mdb_many_pick(n - i);
         size_t end = i + 1;
         if (k < MDB_MANY_SIZES) {
-            unsigned rows = mdb_many_rows[k];
+            unsigned rows = mdb_many_rows(k);
             end = i + rows;
             mdb_done(st);
             MYSQL_STMT *s = mdb_acks_stmt(st, k);
