@@ -608,9 +608,16 @@ static double ms(uint64_t ns)
     return (double)ns / 1e6;
 }
 
+/* What the last progress line showed, to report each second on its own. */
+typedef struct {
+    uint64_t count, t;
+    hist_snap lat;
+} progress;
+
 static void show_progress(const bopts *o, shared *sh, phase ph, uint64_t phase_t0, uint64_t now,
-                          uint64_t *prev_count, uint64_t *prev_t)
+                          progress *pg)
 {
+    uint64_t *prev_count = &pg->count, *prev_t = &pg->t;
     if (quiet)
         return;
     totals t;
@@ -628,9 +635,23 @@ static void show_progress(const bopts *o, shared *sh, phase ph, uint64_t phase_t
     } else {
         uint64_t got = o->sc == SC_LOGIN ? t.answered : t.unique;
         uint64_t ws = atomic_load(&sh->win_start);
-        char p99[32] = "-";
-        if (t.lat.count)
-            snprintf(p99, sizeof p99, "%.2f ms", ms(hist_quantile(&t.lat, 0.99)));
+        /* The window's p99 so far, and the last second's alone: a stall
+         * shows in the second it happened. */
+        char p99[80] = "-";
+        if (t.lat.count < pg->lat.count)
+            memset(&pg->lat, 0, sizeof(pg->lat)); /* a new window */
+        if (t.lat.count) {
+            hist_snap *d = &pg->lat;
+            for (int i = 0; i < HIST_N; i++)
+                d->n[i] = t.lat.n[i] - d->n[i];
+            d->count = t.lat.count - d->count;
+            d->max = t.lat.max;
+            int len = snprintf(p99, sizeof p99, "%.2f ms", ms(hist_quantile(&t.lat, 0.99)));
+            if (d->count)
+                snprintf(p99 + len, sizeof p99 - (size_t)len, " (last second %.2f ms)",
+                         ms(hist_quantile(d, 0.99)));
+            pg->lat = t.lat;
+        }
         fprintf(stderr, "[%s] %.1fs%s sent %llu, %s %llu, %.0f/s, p99 %s\n", sc,
                 (double)(now - phase_t0) / 1e9,
                 ph == PH_DRAIN ? " (draining)"
@@ -657,9 +678,11 @@ typedef struct {
 } runinfo;
 
 /* Sets phase ph and waits until every connection is through it. */
-static bool setup_phase(const bopts *o, shared *sh, phase ph, runinfo *ri)
+static bool setup_phase(const bopts *o, shared *sh, phase ph, runinfo *ri, progress *pg)
 {
-    uint64_t t0 = bench_now(), last = t0, prev = 0;
+    uint64_t t0 = bench_now();
+    pg->count = 0;
+    pg->t = t0;
     atomic_store(&sh->phase, ph);
     for (;;) {
         sleep_ms(5);
@@ -680,14 +703,14 @@ static bool setup_phase(const bopts *o, shared *sh, phase ph, runinfo *ri)
                        (unsigned long long)t.done[ph], o->conns, o->setup_timeout);
             return false;
         }
-        if (now - last >= NS)
-            show_progress(o, sh, ph, t0, now, &prev, &last);
+        if (now - pg->t >= NS)
+            show_progress(o, sh, ph, t0, now, pg);
     }
 }
 
 /* Sleeps until `until` on the bench clock, with progress; false on failure. */
 static bool run_until(const bopts *o, shared *sh, phase ph, uint64_t phase_t0, uint64_t until,
-                      uint64_t *prev, uint64_t *last, bool (*done)(const bopts *, shared *))
+                      progress *pg, bool (*done)(const bopts *, shared *))
 {
     for (;;) {
         uint64_t now = bench_now();
@@ -702,8 +725,8 @@ static bool run_until(const bopts *o, shared *sh, phase ph, uint64_t phase_t0, u
         if (done && done(o, sh))
             return true;
         now = bench_now();
-        if (now - *last >= NS)
-            show_progress(o, sh, ph, phase_t0, now, prev, last);
+        if (now - pg->t >= NS)
+            show_progress(o, sh, ph, phase_t0, now, pg);
     }
 }
 
@@ -721,7 +744,7 @@ static bool drained(const bopts *o, shared *sh)
 /* No new traffic; waits up to --straggle seconds for replies and late
  * messages, even after a failure, so that a loss is never counted for a
  * message that was merely slow. */
-static void drain(const bopts *o, shared *sh, runinfo *ri, uint64_t *prev, uint64_t *last)
+static void drain(const bopts *o, shared *sh, runinfo *ri, progress *pg)
 {
     uint64_t t0 = bench_now(), until = t0 + (uint64_t)(o->straggle * 1e9);
     atomic_store(&sh->phase, PH_DRAIN);
@@ -729,28 +752,27 @@ static void drain(const bopts *o, shared *sh, runinfo *ri, uint64_t *prev, uint6
         sleep_ms(5);
         reap(sh, false);
         uint64_t now = bench_now();
-        if (now - *last >= NS)
-            show_progress(o, sh, PH_DRAIN, t0, now, prev, last);
+        if (now - pg->t >= NS)
+            show_progress(o, sh, PH_DRAIN, t0, now, pg);
     }
     ri->drained = drained(o, sh);
     ri->drain_s = (double)(bench_now() - t0) / 1e9;
 }
 
-static void run(const bopts *o, shared *sh, runinfo *ri)
+static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
 {
     phase ph[PH_N];
     int n = scenario_phases(o->sc, ph);
-    uint64_t prev = 0, last = bench_now();
+    pg->t = bench_now();
     for (int i = 0; i < n && ph[i] != PH_STOP; i++) {
         if (ph[i] < PH_RUN) {
-            if (!setup_phase(o, sh, ph[i], ri))
+            if (!setup_phase(o, sh, ph[i], ri, pg))
                 return;
             continue;
         }
         if (ph[i] == PH_RUN && o->pause > 0) {
             uint64_t p0 = bench_now();
-            if (!run_until(o, sh, ph[i - 1], p0, p0 + (uint64_t)(o->pause * 1e9), &prev, &last,
-                           NULL))
+            if (!run_until(o, sh, ph[i - 1], p0, p0 + (uint64_t)(o->pause * 1e9), pg, NULL))
                 return;
         }
         uint64_t t0 = bench_now();
@@ -760,27 +782,38 @@ static void run(const bopts *o, shared *sh, runinfo *ri)
             atomic_store(&sh->win_start, ws);
             atomic_store(&sh->win_end, ws + (uint64_t)(o->duration * 1e9));
             atomic_store(&sh->phase, PH_RUN);
-            prev = 0;
+            pg->count = 0;
             if (o->sc == SC_IDLE) {
-                if (!run_until(o, sh, PH_RUN, t0, t0 + (uint64_t)(o->settle * 1e9), &prev, &last,
-                               NULL))
+                if (!run_until(o, sh, PH_RUN, t0, t0 + (uint64_t)(o->settle * 1e9), pg, NULL))
                     return;
                 if (o->server_pid)
                     ri->rss_after = rss_kb(o->server_pid);
-                if (!run_until(o, sh, PH_RUN, t0, bench_now() + (uint64_t)(o->duration * 1e9),
-                               &prev, &last, NULL))
+                if (!run_until(o, sh, PH_RUN, t0, bench_now() + (uint64_t)(o->duration * 1e9), pg,
+                               NULL))
                     return;
-            } else if (!run_until(o, sh, PH_RUN, t0, atomic_load(&sh->win_end), &prev, &last,
-                                  NULL)) {
+            } else if (!run_until(o, sh, PH_RUN, t0, atomic_load(&sh->win_end), pg, NULL)) {
                 if (o->sc != SC_IDLE)
-                    drain(o, sh, ri, &prev, &last);
+                    drain(o, sh, ri, pg);
                 return;
             }
             ri->phase_s[PH_RUN] = (double)(bench_now() - t0) / 1e9;
         } else if (ph[i] == PH_DRAIN) {
-            drain(o, sh, ri, &prev, &last);
+            drain(o, sh, ri, pg);
         }
     }
+}
+
+/* Runs the scenario's phases, showing progress. */
+static void run(const bopts *o, shared *sh, runinfo *ri)
+{
+    /* A histogram is 15 KiB: off the stack. */
+    progress *pg = calloc(1, sizeof(*pg));
+    if (!pg) {
+        bench_fail(sh, "out of memory");
+        return;
+    }
+    run_phases(o, sh, ri, pg);
+    free(pg);
 }
 
 static void stop_workers(shared *sh)

@@ -12,7 +12,9 @@
 #                                          a second: a crash of any process loses nothing
 #                                          committed, a power loss up to a second;
 #                                          MARIADB_BUFFER_POOL, MARIADB_REDO_LOG size
-#                                          InnoDB, default 32M and 8M)
+#                                          InnoDB, default 32M and 8M; MARIADB_ARGS adds
+#                                          flags, e.g. --performance-schema=ON to see
+#                                          where statements spend their time)
 #   servers.sh nginx     DIR PORT BACKEND... (BACKEND = host:port, stream balancing)
 #   servers.sh stop      DIR               (stops whatever was started in DIR)
 #   servers.sh wait-port PORT [SECONDS]
@@ -108,7 +110,7 @@ start_mariadb() {
     --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
     --log-error="$dir/error.log" --innodb-buffer-pool-size="${MARIADB_BUFFER_POOL:-32M}" \
     --innodb-log-file-size="${MARIADB_REDO_LOG:-8M}" \
-    --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 \
+    --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 ${MARIADB_ARGS:-} \
     >/dev/null 2>&1 </dev/null &
   local i
   for ((i = 0; i < 600; i++)); do
