@@ -115,11 +115,18 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hook
     return p;
 }
 
+unsigned pool_key_worker(uint64_t key, unsigned n)
+{
+    /* From the product's high half: routing keys are odd (0 means none),
+     * and key % 2 sent every conversation to the same one of two workers. */
+    return (unsigned)(((key * 0x9E3779B97F4A7C15ULL) >> 32) % n);
+}
+
 void pool_submit(pool *p, uint64_t key, pool_task *t)
 {
     unsigned i;
     if (key)
-        i = (unsigned)(key % p->n);
+        i = pool_key_worker(key, p->n);
     else
         i = __atomic_fetch_add(&p->rr, 1, __ATOMIC_RELAXED) % p->n;
     struct worker *w = &p->w[i];

@@ -31,6 +31,8 @@ typedef struct pool_hooks {
 /* Starts n worker threads. NULL on failure. The caller owns the pool. */
 pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks,
                void *arg);
+/* The worker (of n) that a task with non-zero key goes to. */
+unsigned pool_key_worker(uint64_t key, unsigned n);
 /* Queues t (owned by the caller until run_batch has seen it). Thread-safe. */
 void pool_submit(pool *p, uint64_t key, pool_task *t);
 /* Runs every task already queued, then stops and joins the workers. */

@@ -1,4 +1,5 @@
-/* The small common pieces: UTF-8 validation, the u64 map, the arena. */
+/* The small common pieces: UTF-8 validation, the u64 map, the arena, how a
+ * pool picks a worker. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,8 @@
 #include <cmocka.h>
 
 #include "common/arena.h"
+#include "common/keys.h"
+#include "common/pool.h"
 #include "common/u64map.h"
 #include "common/utf8.h"
 
@@ -77,6 +80,27 @@ static void test_arena_alloc_and_reset(void **state)
     arena_free(a);
 }
 
+/* Conversations spread over a pool's workers: every routing key is odd,
+ * and with key % n all of them once went to one worker of two. */
+static void test_pool_spreads_conversations(void **state)
+{
+    for (unsigned n = 2; n <= 4; n++) {
+        unsigned direct[4] = {0}, group[4] = {0};
+        for (uint64_t u = 1; u <= 1000; u += 2) {
+            unsigned w = pool_key_worker(key_direct(u, u + 1), n);
+            assert_true(w < n);
+            assert_int_equal(w, pool_key_worker(key_direct(u + 1, u), n)); /* either side */
+            direct[w]++;
+            group[pool_key_worker(key_group(u), n)]++;
+        }
+        for (unsigned w = 0; w < n; w++) {
+            /* 500 of each; a fair share is 500 / n. */
+            assert_true(direct[w] > 500 / n * 3 / 4);
+            assert_true(group[w] > 500 / n * 3 / 4);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -84,6 +108,7 @@ int main(void)
         cmocka_unit_test(test_utf8_rejects_malformed),
         cmocka_unit_test(test_u64map_put_get_del),
         cmocka_unit_test(test_arena_alloc_and_reset),
+        cmocka_unit_test(test_pool_spreads_conversations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
