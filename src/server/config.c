@@ -29,7 +29,7 @@ static const opt opts[] = {
      "what runs here: all (default), or a comma list of gateway, user, social, message"},
     {"threads", UINT(threads), 1, 256, "I/O threads (default: number of cores)"},
     {"store-workers", UINT(store_workers), 1, 64,
-     "storage worker threads (default: 1 on SQLite, which has one writer; 2 on MariaDB)"},
+     "storage worker threads (default 1; see docs/architecture.md)"},
     {"auth-workers", UINT(auth_workers), 1, 64,
      "password hashing threads (default: number of cores)"},
     {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 1024)"},
