@@ -63,10 +63,11 @@ up() {
   dir=$(cd "$dir" && pwd)
   [ -f "$dir/cluster.env" ] && die "$dir already holds a cluster (cluster.sh down $dir first)"
   # Whatever stops the start half-way (die, a failed command), undo it all.
-  trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down "$dir" >/dev/null 2>&1 || true; fi' EXIT
+  # The directory goes into the trap now: dir is local, and gone by the time
+  # the trap runs.
+  trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down '"$(printf %q "$dir")"' >/dev/null 2>&1 || true; fi' EXIT
   local zk_nodes=${PARLEY_ZK_NODES:-1}
   local redis_port mariadb_port nginx_port zk=""
-  redis_port=$(free_port); mariadb_port=$(free_port); nginx_port=$(free_port)
   if [ "$zk_nodes" -eq 1 ]; then
     local p; p=$(free_port)
     "$servers" zookeeper "$dir/zk1" "$p"
@@ -84,7 +85,10 @@ up() {
       "$servers" zookeeper "$dir/zk$i" "$c" "$i" "$pe" "$el" "$ens"
     done
   fi
+  # Each port picked just before its server starts (see nginx below).
+  redis_port=$(free_port)
   "$servers" redis "$dir/redis" "$redis_port"
+  mariadb_port=$(free_port)
   MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
     "$servers" mariadb "$dir/mariadb" "$mariadb_port"
   cat >"$dir/cluster.env" <<ENV
@@ -92,7 +96,6 @@ ZK=$zk
 ZK_NODES=$zk_nodes
 REDIS=127.0.0.1:$redis_port
 DB=mariadb://parley:parley@127.0.0.1:$mariadb_port/parley
-NGINX_PORT=$nginx_port
 ENV
   load_env "$dir"
   local svc n
@@ -109,7 +112,18 @@ ENV
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
-  "$servers" nginx "$dir/nginx" "$nginx_port" "${gw_ports[@]}"
+  # nginx's port is picked last and tried again if taken: a port free when
+  # picked can be taken meanwhile as the source port of an outgoing
+  # connection (every server above makes some).
+  local try
+  for try in 1 2 3; do
+    nginx_port=$(free_port)
+    "$servers" nginx "$dir/nginx" "$nginx_port" "${gw_ports[@]}" 2>"$dir/nginx.err" && break
+    grep -q "Address already in use" "$dir/nginx.err" && [ "$try" -lt 3 ] ||
+      { cat "$dir/nginx.err" >&2; die "nginx did not start"; }
+  done
+  rm -f "$dir/nginx.err"
+  echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
   trap - EXIT
   echo "Parley cluster is up in $dir. Connect with: $root/build/parley --port $nginx_port"
 }
