@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "common/log.h"
 
@@ -13,6 +14,7 @@ struct worker {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pool_task *head, *tail;
+    unsigned queued;
     int stop;
     void *ctx;
 };
@@ -20,7 +22,7 @@ struct worker {
 struct pool {
     const pool_hooks *hooks;
     void *arg;
-    unsigned n, max_batch;
+    unsigned n, max_batch, linger_us;
     unsigned rr; /* atomic round-robin cursor */
     struct worker *w;
     pthread_mutex_t start_lock;
@@ -54,11 +56,23 @@ static void *pool_main(void *arg)
             pthread_mutex_unlock(&w->lock);
             break;
         }
+        /* Let more requests join a small batch (group commit): where each
+         * statement is a round trip, a few bigger batches cost the database
+         * much less than many small ones. Submitters do not signal a worker
+         * whose queue is not empty, so the wait costs no wake-ups. */
+        if (p->linger_us && w->queued < POOL_LINGER_ENOUGH && !w->stop) {
+            pthread_mutex_unlock(&w->lock);
+            struct timespec ts = {(time_t)(p->linger_us / 1000000),
+                                  (long)(p->linger_us % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&w->lock);
+        }
         unsigned n = 0;
         while (w->head && n < p->max_batch) {
             batch[n++] = w->head;
             w->head = w->head->next;
         }
+        w->queued -= n;
         if (!w->head)
             w->tail = NULL;
         pthread_mutex_unlock(&w->lock);
@@ -70,7 +84,8 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks, void *arg)
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
+               const pool_hooks *hooks, void *arg)
 {
     pool *p = calloc(1, sizeof(*p));
     if (!p)
@@ -79,6 +94,7 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hook
     p->arg = arg;
     p->n = n ? n : 1;
     p->max_batch = max_batch ? max_batch : 1;
+    p->linger_us = linger_us;
     snprintf(p->name, sizeof(p->name), "%s", name);
     pthread_mutex_init(&p->start_lock, NULL);
     pthread_cond_init(&p->start_cond, NULL);
@@ -132,12 +148,16 @@ void pool_submit(pool *p, uint64_t key, pool_task *t)
     struct worker *w = &p->w[i];
     t->next = NULL;
     pthread_mutex_lock(&w->lock);
+    /* A worker waits only on an empty queue. */
+    int wake = !w->head;
     if (w->tail)
         w->tail->next = t;
     else
         w->head = t;
     w->tail = t;
-    pthread_cond_signal(&w->cond);
+    w->queued++;
+    if (wake)
+        pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
 }
 

@@ -28,9 +28,14 @@ typedef struct pool_hooks {
     void (*worker_fini)(void *ctx);
 } pool_hooks;
 
-/* Starts n worker threads. NULL on failure. The caller owns the pool. */
-pool *pool_new(const char *name, unsigned n, unsigned max_batch, const pool_hooks *hooks,
-               void *arg);
+/* A worker that wakes to fewer queued tasks than this waits linger_us for
+ * more before it runs them; with this many, waiting gains little. */
+enum { POOL_LINGER_ENOUGH = 32 };
+
+/* Starts n worker threads. linger_us: how long a worker lets a small batch
+ * gather (0: runs at once). NULL on failure. The caller owns the pool. */
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
+               const pool_hooks *hooks, void *arg);
 /* The worker (of n) that a task with non-zero key goes to. */
 unsigned pool_key_worker(uint64_t key, unsigned n);
 /* Queues t (owned by the caller until run_batch has seen it). Thread-safe. */

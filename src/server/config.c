@@ -33,6 +33,8 @@ static const opt opts[] = {
     {"auth-workers", UINT(auth_workers), 1, 64,
      "password hashing threads (default: number of cores)"},
     {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 1024)"},
+    {"batch-wait", UINT(batch_wait_us), 0, 100000,
+     "microseconds a small batch waits for more (default 2000 on MariaDB, 0 on SQLite)"},
     {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
      "seconds of silence before a client is dropped (default 60)"},
     {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024,
@@ -182,6 +184,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->store_workers = 0; /* chosen by the store backend */
     cfg->auth_workers = cores > 0 ? (unsigned)cores : 1;
     cfg->max_batch = 1024;
+    cfg->batch_wait_us = CONFIG_UNSET; /* chosen by the store backend */
     cfg->idle_timeout_s = 60;
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;

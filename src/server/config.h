@@ -6,6 +6,9 @@
 #ifndef PARLEY_CONFIG_H
 #define PARLEY_CONFIG_H
 
+/* A numeric setting left to a default that depends on other settings. */
+#define CONFIG_UNSET 0xFFFFFFFFu
+
 #include <stddef.h>
 
 #include "common/log.h"
@@ -20,6 +23,7 @@ typedef struct config {
     unsigned store_workers; /* storage worker threads */
     unsigned auth_workers;  /* password hashing threads */
     unsigned max_batch;
+    unsigned batch_wait_us; /* CONFIG_UNSET: chosen by the store backend */
     unsigned idle_timeout_s;
     unsigned max_frame;
     unsigned max_inflight;

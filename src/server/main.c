@@ -322,12 +322,21 @@ static int server_start(server *s, char *err, size_t errlen)
          * spare. */
         if (!cfg->store_workers)
             cfg->store_workers = 1;
+        /* A statement to MariaDB is a round trip that costs its server far
+         * more than the rows in it: a worker lets a small batch gather for
+         * 2 ms (group commit). In a local cluster at 5,000 msg/s offered
+         * this took MariaDB from 75-93% of a core to 53-64% and the p99
+         * from 97-814 ms to 35-81 ms, the p50 unchanged. SQLite's commits
+         * cost no round trip, and waiting would only add latency. */
+        if (cfg->batch_wait_us == CONFIG_UNSET)
+            cfg->batch_wait_us = strncmp(s->db_path, "mariadb://", 10) == 0 ? 2000 : 0;
         s->svc_cfg = (svc_config){
             .db_path = s->db_path,
             .cost = cfg->cost,
             .store_workers = cfg->store_workers,
             .auth_workers = cfg->auth_workers,
             .max_batch = cfg->max_batch,
+            .linger_us = cfg->batch_wait_us,
             .recall_window_ms = cfg->recall_window_s * 1000,
         };
         s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);

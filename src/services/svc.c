@@ -434,9 +434,10 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
         return NULL;
     }
     store_close(st);
-    rt->store_pool = pool_new("store", cfg->store_workers, cfg->max_batch, &svc_hooks, rt);
+    rt->store_pool =
+        pool_new("store", cfg->store_workers, cfg->max_batch, cfg->linger_us, &svc_hooks, rt);
     if (rt->store_pool)
-        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, &svc_auth_hooks, rt);
+        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, 0, &svc_auth_hooks, rt);
     if (!rt->store_pool || !rt->auth_pool) {
         snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
         svc_runtime_free(rt);

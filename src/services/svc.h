@@ -26,6 +26,7 @@ typedef struct svc_config {
     unsigned store_workers; /* store pool size */
     unsigned auth_workers;  /* password hashing pool size */
     unsigned max_batch;     /* requests per transaction */
+    unsigned linger_us;     /* how long a small batch waits for more (group commit) */
     unsigned recall_window_ms;
 } svc_config;
 

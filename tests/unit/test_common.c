@@ -1,10 +1,12 @@
 /* The small common pieces: UTF-8 validation, the u64 map, the arena, how a
  * pool picks a worker. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -101,6 +103,48 @@ static void test_pool_spreads_conversations(void **state)
     }
 }
 
+typedef struct {
+    pthread_mutex_t mu;
+    unsigned batches, tasks;
+} batch_log;
+
+static void *log_init(void *arg, unsigned idx)
+{
+    (void)idx;
+    return arg;
+}
+
+static void log_batch(void *ctx, pool_task **tasks, unsigned n)
+{
+    (void)tasks;
+    batch_log *l = ctx;
+    pthread_mutex_lock(&l->mu);
+    l->batches++;
+    l->tasks += n;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* With a batch wait, requests that arrive while the first waits run with it
+ * as one batch (one transaction, one statement on MariaDB). */
+static void test_pool_batch_wait_gathers(void **state)
+{
+    static const pool_hooks hooks = {.worker_init = log_init, .run_batch = log_batch};
+    batch_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pool *p = pool_new("test", 1, 64, 1000000, &hooks, &l); /* 1 s: ample */
+    assert_non_null(p);
+    pool_task t[5];
+    pool_submit(p, 7, &t[0]);
+    /* Long enough for the worker to wake: without the wait it would run
+     * the first request alone. */
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    for (int i = 1; i < 5; i++)
+        pool_submit(p, 7, &t[i]);
+    pool_free(p); /* runs what is queued, then joins */
+    assert_int_equal(l.tasks, 5);
+    assert_int_equal(l.batches, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -109,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_u64map_put_get_del),
         cmocka_unit_test(test_arena_alloc_and_reset),
         cmocka_unit_test(test_pool_spreads_conversations),
+        cmocka_unit_test(test_pool_batch_wait_gathers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
