@@ -493,6 +493,20 @@ void store_test_group_delete(void **state)
     assert_true(again.id > other.id);
     assert_true(again.conv > other.conv);
     assert_true(append(f->st, again.conv, b, "new") > kept_msg);
+
+    /* Not even when the newest messages go, nor after a restart. */
+    store_group last;
+    assert_int_equal(store_group_create(f->st, "last", "", a, 1, &last), STORE_OK);
+    uint64_t newest = append(f->st, last.conv, a, "the newest");
+    assert_int_equal(store_group_delete(f->st, last.id), STORE_OK);
+    assert_true(append(f->st, other.conv, a, "after") > newest);
+    assert_int_equal(store_group_create(f->st, "last", "", a, 1, &last), STORE_OK);
+    newest = append(f->st, last.conv, a, "the newest again");
+    assert_int_equal(store_group_delete(f->st, last.id), STORE_OK);
+    store_close(f->st);
+    f->st = store_suite_open(f->uri);
+    assert_non_null(f->st);
+    assert_true(append(f->st, other.conv, a, "after a restart") > newest);
 }
 
 /* ---- conversations and messages ---- */

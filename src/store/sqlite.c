@@ -40,7 +40,8 @@ static const char *const store_migrations[] = {
     " PRIMARY KEY (user_id, friend_id)) WITHOUT ROWID;"
     /* AUTOINCREMENT where rows get deleted: an id is never reused, so an id
      * a client still holds cannot name a newer group or message, and msgids
-     * keep increasing even after the newest messages are deleted. */
+     * keep increasing even after the newest messages are deleted (messages
+     * do that another way since step 3 -> 4). */
     "CREATE TABLE IF NOT EXISTS convs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " kind INTEGER NOT NULL,"
@@ -87,6 +88,32 @@ static const char *const store_migrations[] = {
      * the convs row per message. */
     "ALTER TABLE convs DROP COLUMN last_seq;"
     "PRAGMA user_version = 3;",
+    /* 3 -> 4: messages without AUTOINCREMENT, whose counter row in
+     * sqlite_sequence was written by every insert: a page of WAL per commit,
+     * a quarter of all the WAL a paced load wrote. An id is still never
+     * reused: msg_id_floor keeps the highest id as it was before messages
+     * were last deleted, and an insert takes the next id above both it and
+     * the highest left. The table is copied whole, once. */
+    "CREATE TABLE msg_id_floor (id INTEGER NOT NULL);"
+    "INSERT INTO msg_id_floor"
+    " SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0);"
+    "CREATE TABLE messages_v4 ("
+    " id INTEGER PRIMARY KEY,"
+    " conv_id INTEGER NOT NULL REFERENCES convs(id),"
+    " seq INTEGER NOT NULL,"
+    " sender INTEGER NOT NULL REFERENCES users(id),"
+    " body BLOB NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " recalled INTEGER NOT NULL DEFAULT 0,"
+    " ref INTEGER,"
+    " UNIQUE (conv_id, seq));"
+    "INSERT INTO messages_v4 (id, conv_id, seq, sender, body, ts, recalled, ref)"
+    " SELECT id, conv_id, seq, sender, body, ts, recalled, ref FROM messages;"
+    "DROP TABLE messages;"
+    "ALTER TABLE messages_v4 RENAME TO messages;"
+    "CREATE UNIQUE INDEX messages_sender_ref ON messages (sender, ref) WHERE ref IS NOT NULL;"
+    "DELETE FROM sqlite_sequence WHERE name = 'messages';"
+    "PRAGMA user_version = 4;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -136,6 +163,7 @@ enum {
     Q_GROUP_ROLE,
     Q_GROUP_DELETE,
     Q_CONV_DELETE_MEMBERS,
+    Q_MSG_ID_FLOOR,
     Q_CONV_DELETE_MESSAGES,
     Q_USER_GROUPS,
     Q_CONV_ROUTE,
@@ -208,6 +236,9 @@ static const char *const store_sql[Q_COUNT] = {
                      " WHERE g.id = ?1 AND m.user_id = ?2",
     [Q_GROUP_DELETE] = "DELETE FROM groups_ WHERE id = ?1",
     [Q_CONV_DELETE_MEMBERS] = "DELETE FROM members WHERE conv_id = ?1",
+    /* Before any message is deleted: its id, even the highest, stays used. */
+    [Q_MSG_ID_FLOOR] =
+        "UPDATE msg_id_floor SET id = max(id, coalesce((SELECT max(id) FROM messages), 0))",
     [Q_CONV_DELETE_MESSAGES] = "DELETE FROM messages WHERE conv_id = ?1",
     /* CROSS JOIN fixes the join order: start from the user's memberships
      * (members_by_user), not from a scan of all groups. */
@@ -220,8 +251,9 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_CONV_LAST_SEQ] = "SELECT " STORE_LAST_SEQ("?1"),
     /* A missing conversation fails the foreign key (NOT_FOUND), a ref already
      * used by the sender the unique index (CONFLICT). */
-    [Q_MSG_INSERT] = "INSERT INTO messages (conv_id, seq, sender, body, ts, ref)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_MSG_INSERT] = "INSERT INTO messages (id, conv_id, seq, sender, body, ts, ref)"
+                     " VALUES (max(coalesce((SELECT max(id) FROM messages), 0),"
+                     " (SELECT id FROM msg_id_floor)) + 1, ?1, ?2, ?3, ?4, ?5, ?6)",
     /* One lookup in messages_sender_ref: ref = ?2 implies the index's
      * ref IS NOT NULL. */
     [Q_MSG_BY_REF] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
@@ -1171,6 +1203,8 @@ static store_status sq_group_delete(store *base, uint64_t group)
         goto out;
     /* Children first: the foreign keys point at the conversation. */
     ret = store_exec(st, Q_CONV_DELETE_MEMBERS, NULL, "u", conv);
+    if (ret == STORE_OK)
+        ret = store_exec(st, Q_MSG_ID_FLOOR, NULL, "");
     if (ret == STORE_OK)
         ret = store_exec(st, Q_CONV_DELETE_MESSAGES, NULL, "u", conv);
     if (ret == STORE_OK)

@@ -80,7 +80,7 @@ static const store_suite_backend sqlite_backend = {
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
-    .schema_version = 3,
+    .schema_version = 4,
 };
 
 /* ---- SQLite only ---- */
@@ -235,10 +235,13 @@ static const char v1_database[] =
     "INSERT INTO members VALUES (1, 1, 0, 0, 0), (1, 2, 0, 1, 0);"
     "INSERT INTO messages VALUES (1, 1, 1, 1, CAST('old one' AS BLOB), 10, 0),"
     " (2, 1, 2, 2, CAST('old two' AS BLOB), 20, 1);"
+    /* Messages 3 to 5 were stored and deleted since. */
+    "UPDATE sqlite_sequence SET seq = 5 WHERE name = 'messages';"
     "PRAGMA user_version = 1;";
 
 /* Opening a version 1 database adds the ref column and its index, drops the
- * seq counter of convs, and keeps every row. */
+ * seq counter of convs, takes AUTOINCREMENT off messages without reusing the
+ * ids it had handed out, and keeps every row. */
 static void test_migrate_v1(void **state)
 {
     char uri[512];
@@ -250,7 +253,15 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM sqlite_schema WHERE name = 'messages'"
+                                  " AND sql LIKE '%AUTOINCREMENT%'"),
+                     0);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM sqlite_sequence WHERE name = 'messages'"),
+                     0);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_index_list('messages')"
+                                  " WHERE origin = 'u' AND \"unique\" = 1"),
+                     1);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('convs')"
                                   " WHERE name = 'last_seq'"),
                      0);
@@ -287,10 +298,11 @@ static void test_migrate_v1(void **state)
     assert_int_equal(p.n, 1);
     assert_int_equal(p.m[0].msgid, 2);
 
-    /* New messages go on from there, with refs. */
+    /* New messages go on from there, with refs, and above every id handed
+     * out before. */
     assert_int_equal(store_message_append(st, 1, 1, 0, "new", 3, 30, &m), STORE_OK);
     assert_int_equal(m.seq, 3);
-    assert_int_equal(m.msgid, 3);
+    assert_int_equal(m.msgid, 6);
     assert_int_equal(store_message_append(st, 1, 2, 77, "ref'd", 5, 40, &m), STORE_OK);
     assert_int_equal(m.existed, 0);
     assert_int_equal(m.seq, 4);
@@ -300,12 +312,12 @@ static void test_migrate_v1(void **state)
     assert_int_equal(again.msgid, m.msgid);
     store_close(st);
 
-    /* Opening again finds version 3 and leaves it be. */
+    /* Opening again finds version 4 and leaves it be. */
     st = store_suite_open(uri);
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 4);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
