@@ -628,6 +628,10 @@ static store_status store_migrate(sq_store *st)
         ret = STORE_ERROR;
         goto out;
     }
+    /* A step may copy a table: on a big database that takes a while. */
+    if (version > 0 && version < STORE_SCHEMA_VERSION)
+        log_info("store: upgrading %s from schema version %d to %d", st->path, version,
+                 STORE_SCHEMA_VERSION);
     for (; version < STORE_SCHEMA_VERSION; version++) {
         ret = store_run_sql(st, store_migrations[version]);
         if (ret != STORE_OK)
