@@ -148,7 +148,7 @@ static int message_others(svc_ctx *ctx, uint64_t conv, view_ids *out)
     view_ids all;
     view_ids_init(&all, ctx->a);
     view_ids_init(out, ctx->a);
-    store_status st = store_conv_members(ctx->st, conv, view_ids_add_user, &all);
+    store_status st = store_conv_members(ctx->st, conv, view_ids_add, &all);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "conversation");
         return -1;

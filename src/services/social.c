@@ -201,7 +201,7 @@ static void social_group_delete(svc_ctx *ctx)
     }
     view_ids members;
     view_ids_init(&members, ctx->a);
-    st = store_conv_members(ctx->st, g.conv, view_ids_add_user, &members);
+    st = store_conv_members(ctx->st, g.conv, view_ids_add, &members);
     if (st == STORE_OK)
         st = store_group_delete(ctx->st, gid);
     if (st != STORE_OK) {

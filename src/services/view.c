@@ -22,6 +22,12 @@ void view_ids_push(view_ids *ids, uint64_t id)
     ids->v[ids->n++] = id;
 }
 
+int view_ids_add(void *arg, uint64_t id)
+{
+    view_ids_push(arg, id);
+    return 0;
+}
+
 int view_ids_add_user(void *arg, uint64_t id, const char *name)
 {
     view_ids_push(arg, id);

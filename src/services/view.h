@@ -18,6 +18,8 @@ void view_ids_init(view_ids *ids, arena *a);
 void view_ids_push(view_ids *ids, uint64_t id);
 /* store_user_cb that appends the id. */
 int view_ids_add_user(void *arg, uint64_t id, const char *name);
+/* The same for a store_id_cb. */
+int view_ids_add(void *arg, uint64_t id);
 
 Parley__User *view_user(svc_ctx *ctx, uint64_t id, const char *name, int online);
 /* Friends of user with their online state. -1 (request failed) on error. */

@@ -226,6 +226,7 @@ enum {
     Q_CONV_EXISTS,
     Q_CONV_DELETE,
     Q_CONV_MEMBERS,
+    Q_CONV_MEMBER_IDS,
     Q_DIRECT_FIND,
     Q_DIRECT_FIND_LOCKED,
     Q_MEMBER_INSERT,
@@ -311,6 +312,9 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                         " JOIN users AS u ON u.id = m.user_id"
                         " WHERE m.conv_id = ? ORDER BY m.user_id",
                         "u", "uti"},
+    /* The primary key's own order: one index range, no join. */
+    [Q_CONV_MEMBER_IDS] = {"SELECT user_id FROM members WHERE conv_id = ? ORDER BY user_id", "u",
+                           "u"},
     [Q_DIRECT_FIND] = {"SELECT id FROM convs WHERE user_lo = ? AND user_hi = ?", "uu", "u"},
     /* A locking read sees the newest committed row whatever the isolation
      * level: used after losing the race to create the pair. */
@@ -1143,12 +1147,9 @@ static store_status mdb_friend_list(store *base, uint64_t user, store_user_cb cb
 
 /* ---- conversations ---- */
 
-/* Hands the members of conv to ucb (id, name) or mcb (id, name, role);
- * *count gets how many were handed. */
-static store_status mdb_members_each(mdb_store *st, uint64_t conv, store_user_cb ucb,
-                                     store_member_cb mcb, void *arg, unsigned *count)
+/* Hands the members of conv to cb (id, name, role). */
+static store_status mdb_members_each(mdb_store *st, uint64_t conv, store_member_cb cb, void *arg)
 {
-    *count = 0;
     store_status ret = mdb_query_run(st, Q_CONV_MEMBERS, conv);
     if (ret != STORE_OK)
         return ret;
@@ -1156,9 +1157,7 @@ static store_status mdb_members_each(mdb_store *st, uint64_t conv, store_user_cb
     while ((rc = mdb_fetch(st)) > 0) {
         uint64_t id = st->col_u[0];
         const char *name = st->col_buf[1];
-        int stop = ucb ? ucb(arg, id, name) : mcb(arg, id, name, (int)st->col_i[2]);
-        (*count)++;
-        if (stop)
+        if (cb(arg, id, name, (int)st->col_i[2]))
             break;
     }
     if (rc < 0)
@@ -1232,11 +1231,22 @@ done:
     return ret;
 }
 
-static store_status mdb_conv_members(store *base, uint64_t conv, store_user_cb cb, void *arg)
+static store_status mdb_conv_members(store *base, uint64_t conv, store_id_cb cb, void *arg)
 {
     mdb_store *st = mdb_of(base);
-    unsigned n;
-    store_status ret = mdb_members_each(st, conv, cb, NULL, arg, &n);
+    unsigned n = 0;
+    store_status ret = mdb_query_run(st, Q_CONV_MEMBER_IDS, conv);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        n++;
+        if (cb(arg, st->col_u[0]))
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
     /* Only an empty answer needs to tell "no members" from "no such conv". */
     if (ret == STORE_OK && n == 0)
         ret = mdb_conv_exists(st, conv);
@@ -1364,11 +1374,10 @@ static store_status mdb_group_members(store *base, uint64_t group, store_member_
 {
     mdb_store *st = mdb_of(base);
     uint64_t conv;
-    unsigned n;
     store_status ret = mdb_group_conv(st, group, &conv);
     if (ret != STORE_OK)
         return ret;
-    return mdb_members_each(st, conv, NULL, cb, arg, &n);
+    return mdb_members_each(st, conv, cb, arg);
 }
 
 static store_status mdb_user_groups(store *base, uint64_t user, store_group_cb cb, void *arg)

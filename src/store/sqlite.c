@@ -153,6 +153,7 @@ enum {
     Q_CONV_EXISTS,
     Q_CONV_DELETE,
     Q_CONV_MEMBERS,
+    Q_CONV_MEMBER_IDS,
     Q_DIRECT_FIND,
     Q_MEMBER_INSERT,
     Q_GROUP_INSERT,
@@ -215,6 +216,8 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_CONV_MEMBERS] = "SELECT u.id, u.name, m.role FROM members AS m"
                        " JOIN users AS u ON u.id = m.user_id"
                        " WHERE m.conv_id = ?1 ORDER BY m.user_id",
+    /* The primary key's own order: one range of one B-tree, no join. */
+    [Q_CONV_MEMBER_IDS] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
     [Q_DIRECT_FIND] = "SELECT id FROM convs WHERE user_lo = ?1 AND user_hi = ?2",
     [Q_MEMBER_INSERT] = "INSERT INTO members (conv_id, user_id, role, acked_seq, joined_ms)"
                         " VALUES (?1, ?2, ?3, 0, ?4)",
@@ -1005,13 +1008,10 @@ out:
 
 /* ---- conversations ---- */
 
-/* Hands the members of conv to ucb (id, name) or mcb (id, name, role);
- * *count gets how many were handed. */
-static store_status store_members_each(sq_store *st, uint64_t conv, store_user_cb ucb,
-                                       store_member_cb mcb, void *arg, unsigned *count)
+/* Hands the members of conv to cb (id, name, role). */
+static store_status store_members_each(sq_store *st, uint64_t conv, store_member_cb cb, void *arg)
 {
     sqlite3_stmt *s = st->q[Q_CONV_MEMBERS];
-    *count = 0;
     store_status ret = store_bind(st, s, "u", conv);
     if (ret != STORE_OK)
         goto out;
@@ -1019,9 +1019,7 @@ static store_status store_members_each(sq_store *st, uint64_t conv, store_user_c
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         uint64_t id = store_col_u64(s, 0);
         const char *name = (const char *)sqlite3_column_text(s, 1);
-        int stop = ucb ? ucb(arg, id, name) : mcb(arg, id, name, sqlite3_column_int(s, 2));
-        (*count)++;
-        if (stop)
+        if (cb(arg, id, name, sqlite3_column_int(s, 2)))
             goto out;
     }
     if (rc != SQLITE_DONE)
@@ -1095,11 +1093,23 @@ done:
     return ret;
 }
 
-static store_status sq_conv_members(store *base, uint64_t conv, store_user_cb cb, void *arg)
+static store_status sq_conv_members(store *base, uint64_t conv, store_id_cb cb, void *arg)
 {
     sq_store *st = sq_of(base);
-    unsigned n;
-    store_status ret = store_members_each(st, conv, cb, NULL, arg, &n);
+    sqlite3_stmt *s = st->q[Q_CONV_MEMBER_IDS];
+    unsigned n = 0;
+    store_status ret = store_bind(st, s, "u", conv);
+    if (ret == STORE_OK) {
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            n++;
+            if (cb(arg, store_col_u64(s, 0)))
+                break;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            ret = store_fail(st, rc);
+    }
+    store_finish(s);
     /* Only an empty answer needs to tell "no members" from "no such conv". */
     if (ret == STORE_OK && n == 0)
         ret = store_conv_exists(st, conv);
@@ -1234,11 +1244,10 @@ static store_status sq_group_members(store *base, uint64_t group, store_member_c
 {
     sq_store *st = sq_of(base);
     uint64_t conv;
-    unsigned n;
     store_status ret = store_group_conv(st, group, &conv);
     if (ret != STORE_OK)
         return ret;
-    return store_members_each(st, conv, NULL, cb, arg, &n);
+    return store_members_each(st, conv, cb, arg);
 }
 
 static store_status sq_user_groups(store *base, uint64_t user, store_group_cb cb, void *arg)

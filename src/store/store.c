@@ -223,7 +223,7 @@ store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv
     return st->ops->direct_conv(st, a, b, conv_out);
 }
 
-store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg)
+store_status store_conv_members(store *st, uint64_t conv, store_id_cb cb, void *arg)
 {
     return st->ops->conv_members(st, conv, cb, arg);
 }

@@ -73,6 +73,7 @@ typedef struct {
 /* Callbacks return 0 to go on, non-zero to stop the iteration early. */
 typedef int (*store_user_cb)(void *arg, uint64_t id, const char *name);
 typedef int (*store_member_cb)(void *arg, uint64_t id, const char *name, int role);
+typedef int (*store_id_cb)(void *arg, uint64_t id);
 typedef int (*store_group_cb)(void *arg, const store_group *g);
 typedef int (*store_msg_cb)(void *arg, const store_msg *m);
 
@@ -162,9 +163,10 @@ store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void
 
 /* Conversations. direct_conv returns the conversation of the pair, creating
  * it (and both members, cursors at 0) on first use; NOT_FOUND if either user
- * does not exist. conv_members lists the users of a conversation. */
+ * does not exist. conv_members hands over the ids of a conversation's users,
+ * ascending: no names, since a send to a group of 500 needs only ids. */
 store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out);
-store_status store_conv_members(store *st, uint64_t conv, store_user_cb cb, void *arg);
+store_status store_conv_members(store *st, uint64_t conv, store_id_cb cb, void *arg);
 
 /* Messages. append stores body in conv with the next seq and a new msgid and
  * fills out (out->body points at the caller's body, out->existed = 0).

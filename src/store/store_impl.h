@@ -54,7 +54,7 @@ typedef struct store_ops {
     store_status (*user_groups)(store *st, uint64_t user, store_group_cb cb, void *arg);
 
     store_status (*direct_conv)(store *st, uint64_t a, uint64_t b, uint64_t *conv_out);
-    store_status (*conv_members)(store *st, uint64_t conv, store_user_cb cb, void *arg);
+    store_status (*conv_members)(store *st, uint64_t conv, store_id_cb cb, void *arg);
 
     store_status (*message_append)(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
                                    const char *body, size_t body_len, int64_t ts, store_msg *out);
