@@ -505,8 +505,10 @@ void conn_inflight_dec(conn *c)
         c->flags &= (uint8_t)~CF_PAUSED;
         /* What was held back waited for us, not for the peer: its frame
          * clock starts again. */
-        if (c->in)
+        if (c->in) {
+            loop_update_now(c->loop);
             c->in->since = c->loop->now;
+        }
         /* Parse what was held back on a fresh turn of the loop, not inside
          * the caller's completion callback. */
         conn_ref(c);
