@@ -36,13 +36,46 @@ static const opt opts[] = {
     {"batch-wait", UINT(batch_wait_us), 0, 100000,
      "microseconds a small batch waits for more (default 2000 on MariaDB, 0 on SQLite)"},
     {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
-     "seconds of silence before a client is dropped (default 60)"},
+     "seconds without a whole frame before a client is dropped (default 60)"},
     {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024,
      "largest frame in bytes (default 65536)"},
     {"max-inflight", UINT(max_inflight), 1, 65535,
      "requests in flight per connection before reading pauses (default 64)"},
     {"recall-window", UINT(recall_window_s), 0, 86400 * 365,
      "seconds during which a sender may recall a message (default 120)"},
+    {"max-conns-per-ip", UINT(max_conns_per_ip), 0, 1000000,
+     "open client connections per source address (default 64; 0: no limit)"},
+    {"hello-timeout", UINT(hello_timeout_s), 0, 3600,
+     "seconds a new connection has to send hello (default 5)"},
+    {"login-timeout", UINT(login_timeout_s), 0, 86400,
+     "seconds a new connection has to log in (default 30)"},
+    {"frame-timeout", UINT(frame_timeout_s), 0, 3600,
+     "seconds a frame may take to arrive once begun (default 10)"},
+    {"req-rate", UINT(req_rate), 0, 100000000,
+     "requests per second per connection, bursts of twice that (default 100)"},
+    {"msg-rate", UINT(msg_rate), 0, 100000000,
+     "messages per second per user, bursts of twice that (default 30)"},
+    {"reg-rate", UINT(reg_rate), 0, 100000000,
+     "registrations per minute per source address, bursts of twice that (default 10)"},
+    {"login-fail-rate", UINT(login_fail_rate), 0, 100000000,
+     "failed logins per minute per source address (default 30)"},
+    {"login-fail-free", UINT(login_fail_free), 0, 1000000,
+     "failed logins of an account from one address before each try waits (default 5)"},
+    {"login-fail-max-delay", UINT(login_fail_max_delay_s), 1, 86400,
+     "longest wait between such tries, in seconds; it doubles up to this (default 300)"},
+    {"auth-queue-per-conn", UINT(auth_queue_per_conn), 0, 100000,
+     "register/login requests queued per connection (default 2)"},
+    {"auth-queue-per-ip", UINT(auth_queue_per_ip), 0, 1000000,
+     "register/login requests queued per source address (default 8)"},
+    {"auth-queue", UINT(auth_queue), 0, 10000000,
+     "register/login requests queued in the whole server (default 256)"},
+    {"max-friends", UINT(max_friends), 0, 10000000, "friends per user (default 1000)"},
+    {"max-groups", UINT(max_groups), 0, 10000000, "groups a user may be in (default 500)"},
+    {"max-members", UINT(max_members), 0, 10000000, "members per group (default 2000)"},
+    {"session-ttl", UINT(session_ttl_days), 0, 36500,
+     "days of disuse after which a session token expires (default 30; 0: never)"},
+    {"sessions-per-user", UINT(sessions_per_user), 0, 100000,
+     "session tokens kept per user, the least recently used dropped (default 32)"},
     {"zk", STR(zk), "ZooKeeper hosts (h1:p1,h2:p2): run as part of a cluster"},
     {"redis", STR(redis), "Redis host:port for presence and cross-gateway delivery"},
     {"db", STR(db),
@@ -72,10 +105,10 @@ void config_usage(const char *prog)
            "this one process, stores data with SQLite under ./parley-data and listens\n"
            "on 127.0.0.1:7070.\n\noptions:\n",
            prog);
-    printf("  --%-15s %s\n", "config FILE", "read settings (key = value lines) from FILE first");
+    printf("  --%-21s %s\n", "config FILE", "read settings (key = value lines) from FILE first");
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
-        printf("  --%-15s %s\n", opts[i].name, opts[i].help);
-    printf("  --%-15s %s\n  --%-15s %s\n", "help", "show this help", "version", "show the version");
+        printf("  --%-21s %s\n", opts[i].name, opts[i].help);
+    printf("  --%-21s %s\n  --%-21s %s\n", "help", "show this help", "version", "show the version");
 }
 
 static int config_set(config *cfg, const char *key, const char *val, char *err, size_t errlen)
@@ -189,6 +222,24 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;
     cfg->recall_window_s = 120;
+    cfg->max_conns_per_ip = 64;
+    cfg->hello_timeout_s = 5;
+    cfg->login_timeout_s = 30;
+    cfg->frame_timeout_s = 10;
+    cfg->req_rate = 100;
+    cfg->msg_rate = 30;
+    cfg->reg_rate = 10;
+    cfg->login_fail_rate = 30;
+    cfg->login_fail_free = 5;
+    cfg->login_fail_max_delay_s = 300;
+    cfg->auth_queue_per_conn = 2;
+    cfg->auth_queue_per_ip = 8;
+    cfg->auth_queue = 256;
+    cfg->max_friends = 1000;
+    cfg->max_groups = 500;
+    cfg->max_members = 2000;
+    cfg->session_ttl_days = 30;
+    cfg->sessions_per_user = 32;
     cfg->zk_timeout_ms = 4000;
     cfg->rpc_timeout_ms = 5000;
     strcpy(cfg->balance_user, "least-outstanding");
