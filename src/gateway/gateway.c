@@ -753,6 +753,8 @@ static void gw_logout(conn *c, Parley__ClientFrame *f)
     s->user = 0;
     s->has_token = 0;
     memset(s->token, 0, sizeof(s->token));
+    /* Logged out, the connection has the login timeout again to log in. */
+    conn_set_deadline(c, gw->cfg.abuse.login_timeout_s);
 }
 
 static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
@@ -922,11 +924,11 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         /* One conversation, one worker: its messages are stored and pushed
          * in the order they arrive. */
         gw_call_ex(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
-                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl));
+                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl), NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
         gw_call_ex(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
-                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl));
+                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl), NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
