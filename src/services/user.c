@@ -158,7 +158,7 @@ static void user_login(svc_ctx *ctx)
     char token[PWHASH_TOKEN_LEN + 1];
     uint8_t hash[32];
     pwhash_token_new(token, hash);
-    st = store_session_create(ctx->st, hash, u.id, ctx->now_ms);
+    st = store_session_create(ctx->st, hash, u.id, ctx->now_ms, 32);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "session");
         return;
@@ -183,7 +183,8 @@ static void user_resume(svc_ctx *ctx)
         return;
     }
     pwhash_token_hash(token, len, hash);
-    store_status st = store_session_user(ctx->st, hash, &uid);
+    store_status st =
+        store_session_user(ctx->st, hash, ctx->now_ms, (int64_t)30 * 24 * 3600 * 1000, &uid);
     if (st == STORE_OK)
         st = store_user_by_id(ctx->st, uid, &u);
     if (st == STORE_NOT_FOUND) {
