@@ -219,7 +219,10 @@ static void gw_busy(conn *c, uint64_t id, unsigned kind, const char *limit, uint
     gw_session *s = gw_sess(c);
     char addr[64], text[160];
     gw_audit_limit(s->gl->gw, kind, limit, gw_addr(c, addr, sizeof(addr)), s->user);
-    snprintf(text, sizeof(text), "too many %s; try again in %.1f s", limit, retry_ms / 1000.0);
+    if (retry_ms < 1000)
+        snprintf(text, sizeof(text), "too many %s; try again in %u ms", limit, retry_ms);
+    else
+        snprintf(text, sizeof(text), "too many %s; try again in %.1f s", limit, retry_ms / 1000.0);
     Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
     Parley__Error e = PARLEY__ERROR__INIT;
     e.code = PARLEY__ERROR_CODE__BUSY;
