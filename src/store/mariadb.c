@@ -933,20 +933,6 @@ static store_status mdb_sql_once(mdb_store *st, const char *sql)
     return ret;
 }
 
-static int mdb_text_ok(mdb_store *st, const char *s, size_t max, const char *what)
-{
-    if (!s) {
-        mdb_set_err(st, "%s missing", what);
-        return 0;
-    }
-    /* Longer values could not be read back whole into the fixed buffers. */
-    if (strnlen(s, max + 1) > max) {
-        mdb_set_err(st, "%s longer than %zu bytes", what, max);
-        return 0;
-    }
-    return 1;
-}
-
 static void mdb_copy_text(mdb_store *st, int col, char *dst, size_t cap)
 {
     size_t n = st->col_len[col];
@@ -1114,9 +1100,6 @@ static store_status mdb_user_create(store *base, const char *name, const char *p
                                     int64_t now_ms, uint64_t *id_out)
 {
     mdb_store *st = mdb_of(base);
-    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
-        !mdb_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
-        return STORE_ERROR;
     store_status ret = mdb_exec(st, Q_USER_INSERT, NULL, name, pwhash, now_ms);
     if (ret == STORE_OK && id_out)
         *id_out = st->insert_id;
@@ -1143,8 +1126,6 @@ static store_status mdb_user_by_id(store *base, uint64_t id, store_user *out)
 static store_status mdb_user_by_name(store *base, const char *name, store_user *out)
 {
     mdb_store *st = mdb_of(base);
-    if (!name)
-        return STORE_NOT_FOUND;
     store_status ret = mdb_first(st, Q_USER_BY_NAME, name);
     if (ret == STORE_OK)
         mdb_user_row(st, out);
@@ -1226,14 +1207,9 @@ static store_status mdb_count(store *base, store_count_kind what, uint64_t id, u
 
 static store_status mdb_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
 {
-    mdb_store *st = mdb_of(base);
-    if (a == b) {
-        mdb_set_err(st, "cannot befriend oneself");
-        return STORE_CONFLICT;
-    }
     /* Foreign keys answer NOT_FOUND for a missing user, the primary key
      * CONFLICT for an existing friendship. */
-    return mdb_exec(st, Q_FRIEND_INSERT, NULL, a, b, now_ms, b, a, now_ms);
+    return mdb_exec(mdb_of(base), Q_FRIEND_INSERT, NULL, a, b, now_ms, b, a, now_ms);
 }
 
 static store_status mdb_friend_del(store *base, uint64_t a, uint64_t b)
@@ -1302,10 +1278,6 @@ static store_status mdb_find_pair(mdb_store *st, int id, uint64_t lo, uint64_t h
 static store_status mdb_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
     mdb_store *st = mdb_of(base);
-    if (a == b) {
-        mdb_set_err(st, "a direct conversation needs two users");
-        return STORE_CONFLICT;
-    }
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     int own, raced;
 
@@ -1385,11 +1357,6 @@ static store_status mdb_group_create(store *base, const char *name, const char *
                                      uint64_t creator, int64_t now_ms, store_group *out)
 {
     mdb_store *st = mdb_of(base);
-    if (!desc)
-        desc = "";
-    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
-        !mdb_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
-        return STORE_ERROR;
     uint64_t conv = 0, id = 0;
     int own;
     store_status ret = mdb_op_begin(st, &own);
@@ -2287,6 +2254,11 @@ static void mdb_close(store *base)
     free(st);
 }
 
+static void mdb_base_set_err(store *base, const char *msg)
+{
+    mdb_set_err(mdb_of(base), "%s", msg);
+}
+
 static const char *mdb_errmsg(const store *base)
 {
     const mdb_store *st = (const mdb_store *)base;
@@ -2342,6 +2314,7 @@ static const store_ops mdb_ops = {
     .name = "mariadb",
     .close = mdb_close,
     .errmsg = mdb_errmsg,
+    .set_err = mdb_base_set_err,
     .txn_lost = mdb_txn_lost,
     .is_dead = mdb_is_dead,
     .begin = mdb_begin,

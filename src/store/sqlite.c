@@ -524,20 +524,6 @@ static store_status store_exec(sq_store *st, int id, int *changes, const char *t
     return ret;
 }
 
-static int store_text_ok(sq_store *st, const char *s, size_t max, const char *what)
-{
-    if (!s) {
-        store_set_err(st, "%s missing", what);
-        return 0;
-    }
-    /* Longer values could not be read back whole into the fixed buffers. */
-    if (strnlen(s, max + 1) > max) {
-        store_set_err(st, "%s longer than %zu bytes", what, max);
-        return 0;
-    }
-    return 1;
-}
-
 /* Makes a multi-statement call atomic: its own write transaction when none is
  * open, else a savepoint inside the caller's. */
 static store_status store_op_begin(sq_store *st, int *own)
@@ -862,6 +848,11 @@ fail:
     return NULL;
 }
 
+static void sq_set_err(store *base, const char *msg)
+{
+    store_set_err(sq_of(base), "%s", msg);
+}
+
 static const char *sq_errmsg(const store *base)
 {
     const sq_store *st = (const sq_store *)base;
@@ -948,9 +939,6 @@ static store_status sq_user_create(store *base, const char *name, const char *pw
                                    int64_t now_ms, uint64_t *id_out)
 {
     sq_store *st = sq_of(base);
-    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
-        !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
-        return STORE_ERROR;
     store_status ret = store_exec(st, Q_USER_INSERT, NULL, "tti", name, pwhash, now_ms);
     if (ret == STORE_OK && id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(st->db);
@@ -978,8 +966,6 @@ static store_status sq_user_by_id(store *base, uint64_t id, store_user *out)
 static store_status sq_user_by_name(store *base, const char *name, store_user *out)
 {
     sq_store *st = sq_of(base);
-    if (!name)
-        return STORE_NOT_FOUND;
     sqlite3_stmt *s = st->q[Q_USER_BY_NAME];
     store_status ret = store_first(st, s, "t", name);
     if (ret == STORE_OK)
@@ -1076,10 +1062,6 @@ static store_status sq_count(store *base, store_count_kind what, uint64_t id, ui
 static store_status sq_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
 {
     sq_store *st = sq_of(base);
-    if (a == b) {
-        store_set_err(st, "cannot befriend oneself");
-        return STORE_CONFLICT;
-    }
     /* Foreign keys answer NOT_FOUND for a missing user, the primary key
      * CONFLICT for an existing friendship. */
     return store_exec(st, Q_FRIEND_INSERT, NULL, "uui", a, b, now_ms);
@@ -1148,10 +1130,6 @@ static store_status store_conv_exists(sq_store *st, uint64_t conv)
 static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
     sq_store *st = sq_of(base);
-    if (a == b) {
-        store_set_err(st, "a direct conversation needs two users");
-        return STORE_CONFLICT;
-    }
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     sqlite3_stmt *find = st->q[Q_DIRECT_FIND];
     /* Direct conversations are never deleted: a pair, once found, stays. */
@@ -1239,11 +1217,6 @@ static store_status sq_group_create(store *base, const char *name, const char *d
                                     uint64_t creator, int64_t now_ms, store_group *out)
 {
     sq_store *st = sq_of(base);
-    if (!desc)
-        desc = "";
-    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
-        !store_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
-        return STORE_ERROR;
     uint64_t conv = 0, id = 0;
     int own;
     store_status ret = store_op_begin(st, &own);
@@ -1622,6 +1595,7 @@ static const store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .errmsg = sq_errmsg,
+    .set_err = sq_set_err,
     .txn_lost = sq_txn_lost,
     .is_dead = sq_is_dead,
     .keep_small = sq_keep_small,

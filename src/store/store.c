@@ -5,6 +5,7 @@
 #include "store/store_impl.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,32 @@ static int store_has_scheme(const char *uri)
     while (isalnum((unsigned char)uri[i]) || uri[i] == '+' || uri[i] == '-' || uri[i] == '.')
         i++;
     return strncmp(uri + i, "://", 3) == 0;
+}
+
+/* Records why store.c refused a call before any backend saw it. */
+static void store_err(store *st, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    st->ops->set_err(st, msg);
+}
+
+/* Text a backend can store and give back whole: longer values would not fit
+ * the fixed buffers of store.h's structs when read back. */
+static int store_text_ok(store *st, const char *s, size_t max, const char *what)
+{
+    if (!s) {
+        store_err(st, "%s missing", what);
+        return 0;
+    }
+    if (strnlen(s, max + 1) > max) {
+        store_err(st, "%s longer than %zu bytes", what, max);
+        return 0;
+    }
+    return 1;
 }
 
 store *store_open(const char *uri, char *err, size_t errlen)
@@ -133,6 +160,9 @@ store_status store_rollback_to(store *st)
 store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
                                uint64_t *id_out)
 {
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
+        !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
+        return STORE_ERROR;
     return st->ops->user_create(st, name, pwhash, now_ms, id_out);
 }
 
@@ -143,6 +173,8 @@ store_status store_user_by_id(store *st, uint64_t id, store_user *out)
 
 store_status store_user_by_name(store *st, const char *name, store_user *out)
 {
+    if (!name)
+        return STORE_NOT_FOUND;
     return st->ops->user_by_name(st, name, out);
 }
 
@@ -249,6 +281,10 @@ store_status store_sessions_expire(store *st, int64_t now_ms, int64_t max_idle_m
 
 store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
 {
+    if (a == b) {
+        store_err(st, "cannot befriend oneself");
+        return STORE_CONFLICT;
+    }
     return st->ops->friend_add(st, a, b, now_ms);
 }
 
@@ -281,6 +317,11 @@ store_status store_group_member_count(store *st, uint64_t group, uint64_t *n)
 store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
                                 int64_t now_ms, store_group *out)
 {
+    if (!desc)
+        desc = "";
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
+        !store_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
+        return STORE_ERROR;
     return st->ops->group_create(st, name, desc, creator, now_ms, out);
 }
 
@@ -321,6 +362,10 @@ store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void
 
 store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
+    if (a == b) {
+        store_err(st, "a direct conversation needs two users");
+        return STORE_CONFLICT;
+    }
     return st->ops->direct_conv(st, a, b, conv_out);
 }
 

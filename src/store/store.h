@@ -147,9 +147,11 @@ store_status store_session_create(store *st, const uint8_t token_hash[32], uint6
                                   int64_t now_ms, unsigned max_per_user);
 /* The session's user. NOT_FOUND if the token is unknown or was last used
  * more than max_idle_ms before now_ms (0: never expires); an expired session
- * is deleted. Otherwise counts as a use: last_used moves up to now_ms, but
- * is written at most about once a minute (STORE_SESSION_TOUCH_MS), so
- * expiry and the least-recently-used order are exact to that much. */
+ * is deleted. Otherwise counts as a use: last_used moves up to now_ms (never
+ * down), but is written only once it is STORE_SESSION_TOUCH_MS old (or
+ * max_idle_ms / 64, if less), so expiry and the least-recently-used order
+ * are exact to that much. A refresh that fails is left for the next use
+ * unless the transaction or connection is lost (then STORE_ERROR). */
 store_status store_session_user(store *st, const uint8_t token_hash[32], int64_t now_ms,
                                 int64_t max_idle_ms, uint64_t *user_out);
 /* NOT_FOUND if there is no such session. */

@@ -8,7 +8,9 @@
  * backend implements the semantics documented in store.h. Where both
  * backends would do the same thing with different SQL (sessions: expiry,
  * refresh, the per-user bound), store.c holds the logic once and the ops
- * below are single statements.
+ * below are single statements. store.c also checks the arguments both
+ * backends would refuse alike, so an op sees only text that fits store.h's
+ * buffers and never a = b where two users are meant.
  */
 #ifndef PARLEY_STORE_IMPL_H
 #define PARLEY_STORE_IMPL_H
@@ -26,6 +28,8 @@ typedef struct store_ops {
     const char *name; /* "sqlite", "mariadb": for messages */
     void (*close)(store *st);
     const char *(*errmsg)(const store *st);
+    /* Makes msg what errmsg says: for a call store.c refuses itself. */
+    void (*set_err)(store *st, const char *msg);
     int (*txn_lost)(const store *st);
     int (*is_dead)(const store *st);
     int single_writer;
