@@ -202,9 +202,8 @@ static void gw_audit_limit(gateway *gw, unsigned kind, const char *limit, const 
                            uint64_t user)
 {
     int64_t now = gw_now_ms(), last = __atomic_load_n(&gw->audit_last[kind], __ATOMIC_RELAXED);
-    if (now - last < 1000 ||
-        !__atomic_compare_exchange_n(&gw->audit_last[kind], &last, now, 0, __ATOMIC_RELAXED,
-                                     __ATOMIC_RELAXED))
+    if (now - last < 1000 || !__atomic_compare_exchange_n(&gw->audit_last[kind], &last, now, 0,
+                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;
     if (user)
         log_info("audit event=limit limit=%s addr=%s user=%llu", limit, addr,
@@ -482,9 +481,8 @@ static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && f->login_ok->user) {
         if (call->fail_key)
             limiter_fail_clear(gw->lim, call->fail_key);
-        log_info("audit event=login user=%llu addr=%s%s",
-                 (unsigned long long)f->login_ok->user->id, addr,
-                 call->fail_key ? "" : " resume=1");
+        log_info("audit event=login user=%llu addr=%s%s", (unsigned long long)f->login_ok->user->id,
+                 addr, call->fail_key ? "" : " resume=1");
         return;
     }
     if (!f->error || f->error->code != PARLEY__ERROR_CODE__UNAUTHENTICATED)
@@ -1093,8 +1091,8 @@ static void gw_push_run(void *arg)
                 conn *next = gw_sess(c)->next_of_user;
                 if (bp->msgid == BUS_KICK) {
                     char addr[64];
-                    log_info("audit event=kick user=%llu addr=%s",
-                             (unsigned long long)bp->users[i], gw_addr(c, addr, sizeof(addr)));
+                    log_info("audit event=kick user=%llu addr=%s", (unsigned long long)bp->users[i],
+                             gw_addr(c, addr, sizeof(addr)));
                     conn_send_raw(c, bp->frame->data, bp->frame->len);
                     conn_close_after_flush(c, "session ended by the server");
                 } else if (!gw_sent_before(gw_sess(c), bp->msgid)) {

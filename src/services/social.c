@@ -30,8 +30,7 @@ static void social_done(svc_ctx *ctx)
 
 /* Fails the request if count (from a store_*_count call that returned st)
  * has reached max (0: no cap). -1 if it failed. */
-static int social_cap(svc_ctx *ctx, store_status st, uint64_t count, unsigned max,
-                      const char *what)
+static int social_cap(svc_ctx *ctx, store_status st, uint64_t count, unsigned max, const char *what)
 {
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, what);

@@ -490,8 +490,7 @@ void svc_runtime_stop(svc_runtime *rt)
 }
 
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done,
-                void *arg)
+                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done, void *arg)
 {
     /* The task lives in the request's arena: one allocation less per call. */
     svc_task *t = arena_zalloc(a, sizeof(*t));

@@ -124,8 +124,7 @@ typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res, svc_outcom
  * is answered SVC_EXPIRED without running. Writes a client may already
  * count on (sends, acks, friends, groups) still run. */
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done,
-                void *arg);
+                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done, void *arg);
 /* Starts a clean stop: requests still queued on the slow (auth) pool are
  * answered UNAVAILABLE instead of run, so that a stop with a thousand
  * registrations queued takes a moment, not minutes of hashing. */

@@ -95,6 +95,22 @@ static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *toke
         user_push_presence(ctx, u->id, 1);
 }
 
+/* Tokens nobody used for the TTL are deleted when presented, and the rest
+ * here: at most once a minute per auth worker, a bounded sweep (its own
+ * short statement, so it never holds the store for long). */
+static void user_expire_sessions(svc_ctx *ctx)
+{
+    static _Thread_local int64_t last_ms;
+    uint64_t deleted = 0;
+    if (!ctx->cfg->session_ttl_ms || ctx->now_ms - last_ms < 60000)
+        return;
+    last_ms = ctx->now_ms;
+    if (store_sessions_expire(ctx->st, ctx->now_ms, ctx->cfg->session_ttl_ms, &deleted) ==
+            STORE_OK &&
+        deleted)
+        log_info("sessions: %llu expired session tokens deleted", (unsigned long long)deleted);
+}
+
 static void user_login(svc_ctx *ctx)
 {
     const Parley__ClientFrame *f = ctx->call->frame;
@@ -126,6 +142,7 @@ static void user_login(svc_ctx *ctx)
         svc_fail_store(ctx, st, "user");
         return;
     }
+    user_expire_sessions(ctx);
     char token[PWHASH_TOKEN_LEN + 1];
     uint8_t hash[32];
     pwhash_token_new(token, hash);
@@ -156,7 +173,8 @@ static void user_resume(svc_ctx *ctx)
         return;
     }
     pwhash_token_hash(token, len, hash);
-    store_status st = store_session_user(ctx->st, hash, ctx->now_ms, ctx->cfg->session_ttl_ms, &uid);
+    store_status st =
+        store_session_user(ctx->st, hash, ctx->now_ms, ctx->cfg->session_ttl_ms, &uid);
     if (st == STORE_OK)
         st = store_user_by_id(ctx->st, uid, &u);
     if (st == STORE_NOT_FOUND) {
