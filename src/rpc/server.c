@@ -159,7 +159,8 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
     if (!__atomic_exchange_n(&srv->served, 1, __ATOMIC_RELAXED))
         log_info("first request served: %s.%s", req->service, req->method);
     int64_t deadline = req->timeout_ms ? svc_clock_ms() + req->timeout_ms : 0;
-    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, rpc_done, f);
+    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, NULL, NULL,
+               rpc_done, f);
     return;
 fail:
     arena_free(a);
