@@ -10,7 +10,8 @@
  * Time limits, all checked by the loop's one-second sweep (so a limit of S
  * seconds closes after more than S and at most about S + 2 seconds):
  * - frame timeout: once a frame's first byte arrived, the rest must follow
- *   in time, so a peer cannot hold a buffer by dribbling bytes;
+ *   in time, so a peer cannot hold a buffer by dribbling bytes (frames held
+ *   back while reading is paused wait for us, not the peer: not counted);
  * - idle timeout: counts complete frames only (and the connection's start),
  *   not bytes; a connection with requests in flight is never idle;
  * - a deadline set by the handler (e.g. "log in within 30 s").
@@ -105,7 +106,8 @@ void conn_set_deadline(conn *c, uint32_t secs);
 
 /* The peer's address as text ("127.0.0.1", "::1"; an IPv4 client of a
  * dual-stack socket shows as IPv4) into buf. 0, or -1 (closed, not an IP
- * socket, or buf too small: INET6_ADDRSTRLEN is always enough). */
+ * socket, or buf too small: INET6_ADDRSTRLEN is always enough). A system
+ * call each time (the conn keeps no copy): ask once, not per request. */
 int conn_peer_addr(const conn *c, char *buf, size_t len);
 
 void conn_close(conn *c, const char *why);
