@@ -152,20 +152,43 @@ static void message_send_direct(svc_ctx *ctx)
     message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1);
 }
 
+/* A send with client id client_id that its checks refuse may repeat one
+ * stored before they changed (its sender has left the group since): the
+ * repeat is owed the first answer. 1 if so, with the request answered (not
+ * pushed again: the conversation's members may have changed as well), 0
+ * if the refusal stands. */
+static int message_answer_repeat(svc_ctx *ctx, uint64_t client_id, const char *body)
+{
+    store_msg m;
+    if (!client_id ||
+        store_message_by_ref(ctx->st, ctx->call->caller->user_id, client_id, &m) != STORE_OK)
+        return 0;
+    message_fanout f = {
+        .conv = m.conv, .body = body, .body_len = strlen(body), .client_id = client_id};
+    if (!message_is_repeat(&m, &f))
+        return 0;
+    message_stored(ctx, &f, STORE_OK, &m);
+    return 1;
+}
+
 /* Checks that the caller is a member of gid; returns the group's
- * conversation in *conv, or -1 with the request failed. */
-static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv)
+ * conversation in *conv, or -1 with the request failed (or, for a send
+ * with a client id, answered as the repeat of one already stored). */
+static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv, uint64_t client_id,
+                              const char *body)
 {
     store_group g;
     int role;
-    store_status st = store_group_get(ctx->st, gid, &g);
-    if (st == STORE_NOT_FOUND) {
+    store_status got = store_group_get(ctx->st, gid, &g), st = got;
+    if (st == STORE_OK)
+        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, &role);
+    if (st == STORE_NOT_FOUND && message_answer_repeat(ctx, client_id, body))
+        return -1;
+    if (got == STORE_NOT_FOUND) {
         svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
                  (unsigned long long)gid);
         return -1;
     }
-    if (st == STORE_OK)
-        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, &role);
     if (st == STORE_NOT_FOUND) {
         svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you are not a member of group %llu",
                  (unsigned long long)gid);
@@ -204,7 +227,7 @@ static void message_send_group(svc_ctx *ctx)
     if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
         return;
     uint64_t conv;
-    if (message_group_conv(ctx, r->group_id, &conv) < 0)
+    if (message_group_conv(ctx, r->group_id, &conv, r->client_msg_id, r->body) < 0)
         return;
     view_ids to;
     if (message_others(ctx, conv, &to) < 0)
@@ -245,7 +268,7 @@ static void message_history(svc_ctx *ctx)
         return;
     }
     if (r->group_id) {
-        if (message_group_conv(ctx, r->group_id, &conv) < 0)
+        if (message_group_conv(ctx, r->group_id, &conv, 0, NULL) < 0)
             return;
     } else {
         if (r->peer == me) {

@@ -1522,6 +1522,12 @@ static store_status sq_message_append(store *base, uint64_t conv, uint64_t sende
     return ret;
 }
 
+static store_status sq_message_by_ref(store *base, uint64_t sender, uint64_t ref, store_msg *out)
+{
+    store_msg m;
+    return store_msg_by_ref(sq_of(base), sender, ref, out ? out : &m);
+}
+
 static store_status sq_message_get(store *base, uint64_t msgid, store_msg *out)
 {
     sq_store *st = sq_of(base);
@@ -1634,6 +1640,7 @@ static const store_ops sq_ops = {
     .conv_members = sq_conv_members,
     .message_append = sq_message_append,
     .message_get = sq_message_get,
+    .message_by_ref = sq_message_by_ref,
     .message_recall = sq_message_recall,
     .history = sq_history,
     .pending = sq_pending,

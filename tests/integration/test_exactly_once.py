@@ -20,7 +20,7 @@ from collections import Counter
 
 from harness import ParleyTest, RawConn, free_port, frame, pb_decode, pb_field
 
-CONFLICT = 5
+FORBIDDEN, CONFLICT = 3, 5
 
 
 # ---- raw frames ----
@@ -41,6 +41,10 @@ def send_direct(req_id, to, body, cmid=0):
 def send_group(req_id, gid, body, cmid=0):
     msg = pb_field(1, gid) + pb_field(2, body) + (pb_field(3, cmid) if cmid else b"")
     return frame(pb_field(1, req_id) + pb_field(51, msg))
+
+
+def group_quit(req_id, gid):
+    return frame(pb_field(1, req_id) + pb_field(42, pb_field(1, gid)))
 
 
 def history(req_id, peer=0, group=0, before=0):
@@ -324,8 +328,11 @@ class ExactlyOnceServerTest(ParleyTest):
         self.a = admin.ok("register:alice:secret123")["id"]
         self.b = admin.ok("register:bob:secret123")["id"]
         self.c = admin.ok("register:carol:secret123")["id"]
-        admin.ok("login:alice:secret123")
+        admin.ok("login:carol:secret123")
         self.g = admin.ok("creategroup:room:")["id"]
+        admin.ok("logout")
+        admin.ok("login:alice:secret123")
+        admin.ok("addgroup:%d" % self.g)
         admin.close()
 
     def test_repeat_gets_the_first_send_ok(self):
@@ -361,6 +368,20 @@ class ExactlyOnceServerTest(ParleyTest):
         bob = Raw(self, "bob")
         self.assertEqual(bodies(bob.history(peer=self.a)), ["hello once", "no id", "no id"])
         self.assertEqual(bodies(one.history(group=self.g)), ["to the room"])
+
+    def test_repeat_after_leaving_the_group(self):
+        # The first attempt was stored, then its sender left the group (on
+        # another device, say): the repeat still gets the first answer, a
+        # new send is refused.
+        alice = Raw(self, "alice")
+        first = send_ok(alice.call(send_group, self.g, "just before leaving", cmid=31337))
+        self.assertNotIn(2, alice.call(group_quit, self.g))
+        self.assertEqual(send_ok(alice.call(send_group, self.g, "just before leaving", cmid=31337)),
+                         first)
+        self.assertEqual(error_code(alice.call(send_group, self.g, "just before leaving",
+                                               cmid=31338)), FORBIDDEN)
+        self.assertEqual(error_code(alice.call(send_group, self.g, "other text", cmid=31337)),
+                         FORBIDDEN)
 
     def test_repeat_after_a_restart(self):
         alice = Raw(self, "alice")
