@@ -91,8 +91,9 @@ typedef struct bconn {
     int group;   /* group: the group's index, member: place in it */
     int member;
     uint32_t inflight;
-    uint64_t nsent; /* counter of the last message sent */
-    uint64_t *okid; /* msgid of each SendOk, by counter */
+    uint64_t nsent;     /* counter of the last message sent */
+    uint64_t cmid_base; /* client_msg_ids: their start, or the seed of their draw */
+    uint64_t *okid;     /* msgid of each SendOk, by counter */
     uint64_t okcap;
     uint64_t last_tx;
     /* receiving */
@@ -347,6 +348,33 @@ static void send_gjoin(bconn *c)
     send_ctl(c, OP_GJOIN, &f);
 }
 
+/* A 64-bit mix (splitmix64's finaliser): spreads a counter over all bits. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The client_msg_id of message k of c, as --client-ids says (0: none). */
+static uint64_t msg_cmid(const bconn *c, uint64_t k)
+{
+    uint64_t id;
+    switch (c->th->w->o->ids) {
+    case IDS_COUNT:
+        id = c->cmid_base + k;
+        break;
+    case IDS_RANDOM:
+        id = mix64(c->cmid_base + k);
+        break;
+    default:
+        return 0;
+    }
+    return id ? id : 1;
+}
+
 /* Sends the next message of sender c, stamped `stamp` (bench clock, ns). */
 static void send_msg_at(bconn *c, uint64_t stamp)
 {
@@ -368,11 +396,13 @@ static void send_msg_at(bconn *c, uint64_t stamp)
     if (w->o->sc == SC_DIRECT) {
         sd.to = conn_at(w, c->partner)->user;
         sd.body = th->body;
+        sd.client_msg_id = msg_cmid(c, k);
         f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
         f.send_direct = &sd;
     } else {
         sg.group_id = w->gid[c->group];
         sg.body = th->body;
+        sg.client_msg_id = msg_cmid(c, k);
         f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
         f.send_group = &sg;
     }
@@ -1142,6 +1172,7 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         bthread *th = &w.th[(i - lo) % nth];
         c->idx = i;
         c->fd = -1;
+        c->cmid_base = mix64(((uint64_t)getpid() << 32) ^ bench_now() ^ mix64((uint64_t)i));
         c->th = th;
         place(&w, c);
         th->c[th->n++] = c;

@@ -195,6 +195,9 @@ static void usage(FILE *f)
                "  --group-size M     members per group (default 10)\n"
                "  --senders S        senders per group (default 1)\n"
                "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
+               "  --client-ids HOW   each send's client_msg_id: count (a random start per\n"
+               "                     connection, then counting, as parley does; the default),\n"
+               "                     random (drawn for each message) or none\n"
                "idle:\n"
                "  --server-pid PID   the server process whose VmRSS to measure\n"
                "  --settle S         seconds to wait before reading it (default 2)\n"
@@ -264,6 +267,7 @@ enum {
     O_PER_PROC,
     O_QUIET,
     O_PAUSE,
+    O_CLIENT_IDS,
     O_HELP,
 };
 
@@ -299,6 +303,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"per-proc", required_argument, NULL, O_PER_PROC},
         {"quiet", no_argument, NULL, O_QUIET},
         {"pause", required_argument, NULL, O_PAUSE},
+        {"client-ids", required_argument, NULL, O_CLIENT_IDS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -340,6 +345,7 @@ static void parse(int argc, char **argv, bopts *o)
     o->setup_timeout = 300;
     o->setup_window = 256;
     o->per_proc = 15000;
+    o->ids = IDS_COUNT;
     optind = 2;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -428,6 +434,19 @@ static void parse(int argc, char **argv, bopts *o)
             break;
         case O_PAUSE:
             o->pause = num("--pause", optarg, 0, 1e6);
+            break;
+        case O_CLIENT_IDS:
+            if (!strcmp(optarg, "none"))
+                o->ids = IDS_NONE;
+            else if (!strcmp(optarg, "count"))
+                o->ids = IDS_COUNT;
+            else if (!strcmp(optarg, "random"))
+                o->ids = IDS_RANDOM;
+            else {
+                fprintf(stderr, "parley-bench: --client-ids %s: give none, count or random\n",
+                        optarg);
+                exit(2);
+            }
             break;
         case O_HELP:
             usage(stdout);
@@ -1022,7 +1041,8 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             o->warmup, o->threads, o->procs, o->sc == SC_GROUP ? o->group_size : 0,
             o->sc == SC_GROUP ? o->senders : 0);
     json_str(f, o->pwhash);
-    fprintf(f, ",\"run_id\":");
+    static const char *const ids_name[] = {"none", "count", "random"};
+    fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
     fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
     fprintf(f,
