@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/frame.h"
 
@@ -34,15 +35,28 @@ void sess_init(sess *s, const char *host, const char *port, bool reconnect, out_
     seen_init(&s->seen);
     s->next_id = 1;
     srand((unsigned)time(NULL) ^ (unsigned)sess_clock_ms());
-    /* client_msg_ids count up from a random start: unique for this process,
-     * and no other process of the user will come near them (two starts
-     * within a few million of each other: about 2^-40). Counting rather
-     * than drawing each keeps one user's ids together in the server's
-     * (sender, ref) index, a page written per commit instead of one per
-     * message. */
-    if (getrandom(&s->next_cmid, sizeof(s->next_cmid), 0) != sizeof(s->next_cmid))
-        s->next_cmid = ((uint64_t)rand() << 42) ^ ((uint64_t)rand() << 21) ^ (uint64_t)rand() ^
-                       (uint64_t)sess_clock_ms() << 20;
+    if (getrandom(&s->cmid_salt, sizeof(s->cmid_salt), 0) != sizeof(s->cmid_salt))
+        s->cmid_salt = (uint64_t)rand() ^ (uint64_t)getpid() << 11;
+    s->cmid_salt &= (1u << 22) - 1;
+}
+
+/* A new client_msg_id: the time in milliseconds (since 1970) in the top 42
+ * bits, below it a random start drawn once per process, and always above
+ * the last one. Time-ordered, the ids of everyone's sends meet at one end
+ * of the server's index (SQLite writes a page for a commit, not a page per
+ * sender in it); the random bits keep two processes of one user apart
+ * (they would have to draw the same 22 bits and send in the same
+ * millisecond), and a CONFLICT says so if they ever meet. Never 0. */
+static uint64_t sess_new_cmid(sess *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t id = ms << 22 | s->cmid_salt;
+    if (id <= s->last_cmid)
+        id = s->last_cmid + 1;
+    s->last_cmid = id;
+    return id ? id : sess_new_cmid(s);
 }
 
 static void sess_forget_login(sess *s)
@@ -218,13 +232,20 @@ static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame
 
 /* Decides whether a send answered with e goes again (same id, a bit later):
  * BUSY (it was not stored; the server says when), UNAVAILABLE or INTERNAL
- * (it may have been: the id makes a repeat harmless), a few times each. */
-static bool sess_send_retry(sess_pending *p, const Parley__Error *e)
+ * (it may have been: the id makes a repeat harmless), a few times each; or
+ * CONFLICT: its id names another message (this one is not stored under it,
+ * or the repeat would have been answered with it), so it goes with a new
+ * one at once. */
+static bool sess_send_retry(sess *s, sess_pending *p, const Parley__Error *e)
 {
     int64_t wait;
     if (e->code == PARLEY__ERROR_CODE__BUSY && p->busy + 1 < SESS_SEND_BUSY_TRIES) {
         p->busy++;
         wait = e->retry_after_ms ? e->retry_after_ms : SESS_RESEND_BASE_MS;
+    } else if (e->code == PARLEY__ERROR_CODE__CONFLICT && p->tries + 1 < SESS_SEND_TRIES) {
+        p->tries++;
+        p->cmid = sess_new_cmid(s);
+        wait = 0;
     } else if ((e->code == PARLEY__ERROR_CODE__UNAVAILABLE ||
                 e->code == PARLEY__ERROR_CODE__INTERNAL) &&
                p->tries + 1 < SESS_SEND_TRIES) {
@@ -317,7 +338,7 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
                  * it (later ones match nothing); an error of an attempt
                  * already superseded says nothing. */
                 if (s->pend[i].cmid && f->error &&
-                    (!s->pend[i].on_wire || sess_send_retry(&s->pend[i], f->error)))
+                    (!s->pend[i].on_wire || sess_send_retry(s, &s->pend[i], f->error)))
                     return;
                 sess_pending p = s->pend[i];
                 p.body = NULL;
@@ -667,9 +688,7 @@ static int sess_submit_send(sess *s, const cmd *c)
     p->id = s->next_id++;
     p->kind = c->kind;
     p->arg = c->id;
-    if (++s->next_cmid == 0)
-        s->next_cmid++; /* 0 means none */
-    p->cmid = s->next_cmid;
+    p->cmid = sess_new_cmid(s);
     p->sender = s->me;
     p->body = body;
     if (!s->up) {

@@ -8,8 +8,9 @@
  * Sends (chat, groupchat) carry a client_msg_id and are kept until the
  * server confirms them with send_ok: after a reconnect and resume, a reply
  * timeout or a transient error (BUSY, UNAVAILABLE, INTERNAL) they go again
- * with the same id, which the server stores once. A send typed while the
- * link is down is queued and goes after the resume.
+ * with the same id, which the server stores once (after CONFLICT, an id
+ * taken by another message, with a new one). A send typed while the link is
+ * down is queued and goes after the resume.
  *
  * It is driven from outside: the caller polls the descriptor described by
  * sess_poll_prepare(), hands the result to sess_poll_done(), and calls
@@ -77,7 +78,8 @@ typedef struct sess {
     bool up; /* connected and through the handshake */
 
     uint64_t next_id;
-    uint64_t next_cmid; /* client_msg_ids: a random start, then counting */
+    uint64_t cmid_salt; /* client_msg_ids: the random low bits of the first */
+    uint64_t last_cmid; /* the last one handed out */
     bool logged_in;
     uint64_t me;
     char *name;  /* owned; the logged-in user's name */
