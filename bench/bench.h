@@ -23,10 +23,11 @@ enum { BENCH_MAX_PORTS = 16 };
 
 typedef enum { SC_DIRECT, SC_GROUP, SC_IDLE, SC_LOGIN } scenario;
 
-/* The client_msg_id of each send (--client-ids): none, the terminal
- * client's (a random start per connection, then counting), or one drawn at
- * random for each message. */
-typedef enum { IDS_NONE, IDS_COUNT, IDS_RANDOM } client_ids;
+/* The client_msg_id of each send (--client-ids): none; the terminal
+ * client's (milliseconds since 1970 above 22 random bits drawn per
+ * connection, always above the last); a random start per connection, then
+ * counting; or one drawn at random for each message. */
+typedef enum { IDS_NONE, IDS_TIME, IDS_COUNT, IDS_RANDOM } client_ids;
 
 /* The phases, in order. A scenario skips the ones it has no use for. */
 typedef enum {

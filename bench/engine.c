@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -93,6 +94,7 @@ typedef struct bconn {
     uint32_t inflight;
     uint64_t nsent;     /* counter of the last message sent */
     uint64_t cmid_base; /* client_msg_ids: their start, or the seed of their draw */
+    uint64_t cmid_last; /* IDS_TIME: the last one */
     uint64_t *okid;     /* msgid of each SendOk, by counter */
     uint64_t okcap;
     uint64_t last_tx;
@@ -359,10 +361,19 @@ static uint64_t mix64(uint64_t x)
 }
 
 /* The client_msg_id of message k of c, as --client-ids says (0: none). */
-static uint64_t msg_cmid(const bconn *c, uint64_t k)
+static uint64_t msg_cmid(bconn *c, uint64_t k)
 {
     uint64_t id;
+    struct timespec ts;
     switch (c->th->w->o->ids) {
+    case IDS_TIME:
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 22 |
+             (c->cmid_base & ((1u << 22) - 1));
+        if (id <= c->cmid_last)
+            id = c->cmid_last + 1;
+        c->cmid_last = id;
+        break;
     case IDS_COUNT:
         id = c->cmid_base + k;
         break;

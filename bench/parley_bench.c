@@ -195,9 +195,10 @@ static void usage(FILE *f)
                "  --group-size M     members per group (default 10)\n"
                "  --senders S        senders per group (default 1)\n"
                "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
-               "  --client-ids HOW   each send's client_msg_id: count (a random start per\n"
-               "                     connection, then counting, as parley does; the default),\n"
-               "                     random (drawn for each message) or none\n"
+               "  --client-ids HOW   each send's client_msg_id: time (the time in ms above\n"
+               "                     random bits, as parley does; the default), count (a\n"
+               "                     random start, then counting), random (drawn for each\n"
+               "                     message) or none\n"
                "idle:\n"
                "  --server-pid PID   the server process whose VmRSS to measure\n"
                "  --settle S         seconds to wait before reading it (default 2)\n"
@@ -345,7 +346,7 @@ static void parse(int argc, char **argv, bopts *o)
     o->setup_timeout = 300;
     o->setup_window = 256;
     o->per_proc = 15000;
-    o->ids = IDS_COUNT;
+    o->ids = IDS_TIME;
     optind = 2;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -438,12 +439,14 @@ static void parse(int argc, char **argv, bopts *o)
         case O_CLIENT_IDS:
             if (!strcmp(optarg, "none"))
                 o->ids = IDS_NONE;
+            else if (!strcmp(optarg, "time"))
+                o->ids = IDS_TIME;
             else if (!strcmp(optarg, "count"))
                 o->ids = IDS_COUNT;
             else if (!strcmp(optarg, "random"))
                 o->ids = IDS_RANDOM;
             else {
-                fprintf(stderr, "parley-bench: --client-ids %s: give none, count or random\n",
+                fprintf(stderr, "parley-bench: --client-ids %s: give time, count, random or none\n",
                         optarg);
                 exit(2);
             }
@@ -1041,7 +1044,7 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             o->warmup, o->threads, o->procs, o->sc == SC_GROUP ? o->group_size : 0,
             o->sc == SC_GROUP ? o->senders : 0);
     json_str(f, o->pwhash);
-    static const char *const ids_name[] = {"none", "count", "random"};
+    static const char *const ids_name[] = {"none", "time", "count", "random"};
     fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
     fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
