@@ -50,7 +50,8 @@ typedef struct gw_loop {
 
 struct gateway {
     gateway_config cfg;
-    conn_class cls; /* the handler and cfg.limits */
+    conn_class cls;     /* the handler and cfg.limits */
+    conn_class cls_tls; /* the same over TLS (cfg.tls) */
     loop **loops;
     unsigned nloops;
     unsigned next_loop;    /* atomic */
@@ -1002,6 +1003,7 @@ static const conn_handler gw_handler = {
 
 typedef struct {
     gw_loop *gl;
+    const conn_class *cls;
     int fd;
     uint64_t addr_key;
 } gw_adopt;
@@ -1011,7 +1013,7 @@ static void gw_adopt_run(void *arg)
     gw_adopt *ad = arg;
     gw_loop *gl = ad->gl;
     uint64_t key = ad->addr_key;
-    conn *c = conn_new(gl->l, ad->fd, &gl->gw->cls, sizeof(gw_session));
+    conn *c = conn_new(gl->l, ad->fd, ad->cls, sizeof(gw_session));
     free(ad);
     if (!c) {
         limiter_count(gl->gw->lim, key, -1, 0);
@@ -1040,7 +1042,7 @@ static void gw_fd_addr(int fd, char *buf, size_t len)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
 }
 
-void gateway_accept(gateway *gw, int fd)
+static void gw_accept(gateway *gw, int fd, const conn_class *cls)
 {
     char addr[64];
     gw_fd_addr(fd, addr, sizeof(addr));
@@ -1058,9 +1060,24 @@ void gateway_accept(gateway *gw, int fd)
         return;
     }
     ad->gl = &gw->per_loop[i];
+    ad->cls = cls;
     ad->fd = fd;
     ad->addr_key = key;
     loop_post(gw->loops[i], gw_adopt_run, ad);
+}
+
+void gateway_accept(gateway *gw, int fd)
+{
+    gw_accept(gw, fd, &gw->cls);
+}
+
+void gateway_accept_tls(gateway *gw, int fd)
+{
+    if (!gw->cls_tls.tls) {
+        close(fd);
+        return;
+    }
+    gw_accept(gw, fd, &gw->cls_tls);
 }
 
 /* ---- pushes ---- */
@@ -1170,6 +1187,7 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
         return NULL;
     gw->cfg = *cfg;
     gw->cls = (conn_class){.h = &gw_handler, .lim = cfg->limits};
+    gw->cls_tls = (conn_class){.h = &gw_handler, .lim = cfg->limits, .tls = cfg->tls};
     gw->loops = loops;
     gw->nloops = nloops;
     gw->user = user;
