@@ -748,19 +748,24 @@ class ChatPair:
                 (self.rounds, (self.stopped_at or time.monotonic()) - self.started_at,
                  1000 * lat[len(lat) // 2], 1000 * lat[int(len(lat) * 0.99)], 1000 * lat[-1]))
 
-    def check(self, tc):
-        """Stops the pair and asserts, on the TestCase tc, that it was never hurt."""
-        alive = self.thread.is_alive() if self.thread else False
+    def check(self, tc, min_rounds=5, min_seconds=1.0):
+        """Stops the pair and asserts, on the TestCase tc, that it was never
+        hurt. A quick test lets the pair go on to `min_rounds` rounds and
+        `min_seconds` first, so the pair also sees the attack's aftermath."""
+        deadline = time.monotonic() + min_seconds + min_rounds * 2 * self.limit
+        while (self.thread.is_alive() and time.monotonic() < deadline and
+               (self.rounds < min_rounds or time.monotonic() - self.started_at < min_seconds)):
+            time.sleep(0.02)
         self.stop()
         duration = self.stopped_at - self.started_at
-        tc.assertFalse(alive and self.thread.is_alive(), "the pair's thread hung")
+        tc.assertFalse(self.thread.is_alive(), "the pair's thread hung")
         tc.assertEqual(self.failures, [], "the pair failed; " + self.summary())
         tc.assertEqual(self.slow, [], "the pair waited over %.1fs; %s" % (self.limit,
                                                                          self.summary()))
         # Each round is at most two waits of `limit` and a pause: a pair that
         # chatted the whole time did at least this many.
-        tc.assertGreaterEqual(self.rounds, max(3, int(duration / (2 * self.limit + self.interval))),
-                              "the pair stopped chatting; " + self.summary())
+        want = max(min_rounds, int(duration / (2 * self.limit + self.interval)))
+        tc.assertGreaterEqual(self.rounds, want, "the pair stopped chatting; " + self.summary())
         return self.summary()
 
 
