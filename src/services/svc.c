@@ -274,8 +274,10 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
             svc_task *t = (svc_task *)tasks[i];
             svc_run_one(w, t);
             /* Run the batch again on a new connection: a send that did
-             * commit is found by its ref, and acks may repeat. */
-            if (t->ctx.failed && store_is_dead(w->st))
+             * commit is found by its ref, and acks may repeat. A deadlock
+             * undid only this request's own statement or transaction (a
+             * login's session and its trim): running it again is safe. */
+            if (t->ctx.failed && (store_is_dead(w->st) || store_txn_lost(w->st)))
                 return -1;
         }
         if (svc_flush_appends(w, tasks, n) < 0)

@@ -526,7 +526,12 @@ class Peer:
 
     def wait_reply(self, rid, timeout=None):
         """The reply with id `rid`; raises Closed if the connection closes and
-        socket.timeout if nothing comes in time. Pushes are kept."""
+        socket.timeout if nothing comes in time. Pushes are kept, and so are
+        replies to other requests (replies may come in any order: a BUSY is
+        answered at once, a stored send later)."""
+        for i, f in enumerate(self.pushes):
+            if frame_id(f) == rid:
+                return self.pushes.pop(i)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
