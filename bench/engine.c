@@ -128,6 +128,8 @@ typedef struct bthread {
     int t;
     struct event_base *base;
     struct event *tick;
+    struct event *due; /* slow paced sends: a timer for the next one's due time */
+    uint64_t due_at;   /* ... set for this time */
     pthread_t tid;
     tstats *st;
     bconn **c;
@@ -1104,7 +1106,9 @@ static void rate_send(bthread *th, uint64_t now)
     uint64_t start = atomic_load_explicit(&th->w->sh->run_start, memory_order_relaxed);
     if (now <= start || th->nsnd == 0)
         return;
-    uint64_t due = (uint64_t)((double)(now - start) * th->rate / 1e9);
+    /* Message k (from 0) is due at start + k / rate: by now, those up to
+     * and including the floor of (now - start) * rate. */
+    uint64_t due = (uint64_t)((double)(now - start) * th->rate / 1e9) + 1;
     int idle = 0; /* senders tried in a row with no room */
     while (th->issued < due && idle < th->nsnd) {
         bconn *c = th->snd[th->rr];
@@ -1117,6 +1121,25 @@ static void rate_send(bthread *th, uint64_t now)
             idle++;
         }
     }
+    if (th->due) {
+        uint64_t next = start + (uint64_t)((double)th->issued * 1e9 / th->rate);
+        if (next > now && next != th->due_at) {
+            th->due_at = next;
+            struct timeval tv = {(time_t)((next - now) / NS),
+                                 (suseconds_t)((next - now) % NS / 1000)};
+            event_add(th->due, &tv);
+        }
+    }
+}
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bthread *th = arg;
+    if (th->sending)
+        rate_send(th, bench_now());
+    flush_dirty(th);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -1380,6 +1403,15 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         if (o->rate > 0) {
             double per = th->rate > 0 ? 1e6 / th->rate : 1000;
             us = per < 50 ? 50 : per > 1000 ? 1000 : (long)per;
+        }
+        /* Slower than one message a millisecond, a timer for each due time
+         * keeps the sends on time, where the 1 ms tick would add up to 1 ms. */
+        if (o->rate > 0 && th->rate > 0 && 1e6 / th->rate > 1000) {
+            th->due = evtimer_new(th->base, on_due, th);
+            if (!th->due) {
+                bench_fail(sh, "cannot start a timer");
+                _exit(1);
+            }
         }
         struct timeval iv = {0, us};
         th->tick = event_new(th->base, -1, EV_PERSIST, on_tick, th);
