@@ -31,6 +31,11 @@ free_port() {
 
 load_env() { [ -f "$1/cluster.env" ] || die "no cluster in $1"; . "$1/cluster.env"; }
 
+# Behind nginx's TCP pass-through every client has nginx's address: the
+# per-address limits would throttle all clients together, so they are off
+# here (docs/security.md). Per-connection and per-user limits stay.
+GATEWAY_LIMITS="--max-conns-per-ip 0 --reg-rate 0 --login-fail-rate 0 --auth-queue-per-ip 0"
+
 # start_parleyd DIR NAME ARGS...: runs parleyd in the background, waits until ready.
 start_parleyd() {
   local dir=$1 name=$2; shift 2
@@ -108,7 +113,7 @@ ENV
   for g in 1 2; do
     local gp; gp=$(free_port)
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
-      --gateway-id "$g"
+      --gateway-id "$g" $GATEWAY_LIMITS
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
@@ -180,7 +185,7 @@ case "$cmd" in
     name=$2 role=$3 dir=$4; shift 4
     load_env "$dir"
     if [ "$role" = gateway ]; then
-      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" "$@"
+      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS "$@"
     else
       start_parleyd "$dir" "$name" $(node_args "$role") "$@"
     fi ;;

@@ -307,17 +307,376 @@ void store_test_sessions(void **state)
     t2[31] = 0; /* differs in the last byte only */
 
     uint64_t user = 0;
-    assert_int_equal(store_session_user(f->st, t1, &user), STORE_NOT_FOUND);
-    assert_int_equal(store_session_create(f->st, t1, alice, 10), STORE_OK);
-    assert_int_equal(store_session_create(f->st, t1, alice, 11), STORE_CONFLICT);
-    assert_int_equal(store_session_create(f->st, t2, 9999, 11), STORE_NOT_FOUND);
-    assert_int_equal(store_session_user(f->st, t1, &user), STORE_OK);
+    assert_int_equal(store_session_user(f->st, t1, 10, 0, &user), STORE_NOT_FOUND);
+    assert_int_equal(store_session_create(f->st, t1, alice, 10, 0), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t1, alice, 11, 0), STORE_CONFLICT);
+    assert_int_equal(store_session_create(f->st, t2, 9999, 11, 0), STORE_NOT_FOUND);
+    assert_int_equal(store_session_create(f->st, t2, 9999, 11, 5), STORE_NOT_FOUND);
+    assert_int_equal(store_session_user(f->st, t1, 12, 0, &user), STORE_OK);
     assert_int_equal(user, alice);
-    assert_int_equal(store_session_user(f->st, t2, &user), STORE_NOT_FOUND);
+    assert_int_equal(store_session_user(f->st, t2, 12, 0, &user), STORE_NOT_FOUND);
 
     assert_int_equal(store_session_delete(f->st, t1), STORE_OK);
-    assert_int_equal(store_session_user(f->st, t1, &user), STORE_NOT_FOUND);
+    assert_int_equal(store_session_user(f->st, t1, 13, 0, &user), STORE_NOT_FOUND);
     assert_int_equal(store_session_delete(f->st, t1), STORE_NOT_FOUND);
+}
+
+/* ---- session expiry and bounds ---- */
+
+enum { SUITE_DAY_MS = 24 * 3600 * 1000 };
+
+/* Token hash number i: distinct in its first bytes. */
+static void token(uint8_t t[32], unsigned i)
+{
+    memset(t, 0x5e, 32);
+    t[0] = (uint8_t)(i >> 8);
+    t[1] = (uint8_t)i;
+}
+
+/* A hex literal both backends read as the 32 bytes of t. */
+static void token_sql(char out[70], const uint8_t t[32])
+{
+    snprintf(out, 70, "X'");
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", t[i]);
+    snprintf(out + 66, 4, "'");
+}
+
+/* The stored last_used of a session, -1 if there is no such row. */
+static long long last_used_of(const char *uri, const uint8_t t[32])
+{
+    char lit[70], sql[160];
+    token_sql(lit, t);
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(max(last_used), -1) FROM sessions WHERE token_hash = %s", lit);
+    return raw_int(uri, sql);
+}
+
+static long long sessions_of(const char *uri, uint64_t user)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM sessions WHERE user_id = %llu",
+             (unsigned long long)user);
+    return raw_int(uri, sql);
+}
+
+static void mksession(store *st, unsigned i, uint64_t user, int64_t now_ms, unsigned max)
+{
+    uint8_t t[32];
+    token(t, i);
+    store_status ret = store_session_create(st, t, user, now_ms, max);
+    if (ret != STORE_OK)
+        fail_msg("session_create %u: status %d: %s", i, ret, store_errmsg(st));
+}
+
+static store_status use_session(store *st, unsigned i, int64_t now_ms, int64_t max_idle_ms,
+                                uint64_t *user)
+{
+    uint8_t t[32];
+    token(t, i);
+    return store_session_user(st, t, now_ms, max_idle_ms, user);
+}
+
+void store_test_session_expiry(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), who = 0;
+    const int64_t idle = 10000;
+    uint8_t t2[32];
+    token(t2, 2);
+    for (unsigned i = 1; i <= 3; i++)
+        mksession(f->st, i, a, 1000, 0);
+
+    /* Unused for exactly the idle time: still good. */
+    assert_int_equal(use_session(f->st, 1, 1000 + idle, idle, &who), STORE_OK);
+    assert_int_equal(who, a);
+    /* A millisecond more: gone, and deleted, whatever is asked next. */
+    who = 0;
+    assert_int_equal(use_session(f->st, 2, 1000 + idle + 1, idle, &who), STORE_NOT_FOUND);
+    assert_int_equal(who, 0);
+    assert_int_equal(last_used_of(f->uri, t2), -1);
+    assert_int_equal(use_session(f->st, 2, 1000, 0, &who), STORE_NOT_FOUND);
+    assert_int_equal(store_session_delete(f->st, t2), STORE_NOT_FOUND);
+    /* 0: never expires. */
+    assert_int_equal(use_session(f->st, 3, 1000 + (int64_t)1000 * SUITE_DAY_MS, 0, &who), STORE_OK);
+    /* A max idle time too big to subtract means a long time, not none. */
+    assert_int_equal(use_session(f->st, 1, 2000 + idle, INT64_MAX, &who), STORE_OK);
+    assert_int_equal(use_session(f->st, 1, INT64_MIN + 5, INT64_MAX, &who), STORE_OK);
+    assert_int_equal(sessions_of(f->uri, a), 2);
+}
+
+void store_test_session_refresh(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), who;
+    const int64_t idle = 10000;
+    uint8_t t1[32], t2[32];
+    token(t1, 1);
+    token(t2, 2);
+
+    /* Each use within the idle time of the one before keeps it alive, long
+     * past the idle time from its login. */
+    mksession(f->st, 1, a, 1000, 0);
+    int64_t now;
+    for (now = 1000 + 8000; now <= 1000 + 5 * 8000; now += 8000)
+        assert_int_equal(use_session(f->st, 1, now, idle, &who), STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t1), 1000 + 5 * 8000);
+    /* A clock behind never moves it back. */
+    assert_int_equal(use_session(f->st, 1, 5000, idle, &who), STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t1), 1000 + 5 * 8000);
+
+    /* Against a long idle time the write waits until last_used is a minute
+     * old. */
+    const int64_t month = (int64_t)30 * SUITE_DAY_MS;
+    mksession(f->st, 2, a, 1000, 0);
+    assert_int_equal(use_session(f->st, 2, 1000 + 30000, month, &who), STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t2), 1000);
+    assert_int_equal(use_session(f->st, 2, 1000 + STORE_SESSION_TOUCH_MS - 1, month, &who),
+                     STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t2), 1000);
+    assert_int_equal(use_session(f->st, 2, 1000 + STORE_SESSION_TOUCH_MS, month, &who), STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t2), 1000 + STORE_SESSION_TOUCH_MS);
+
+    /* Unused since its last refresh: it expires from there. */
+    now = 1000 + 5 * 8000;
+    assert_int_equal(use_session(f->st, 1, now + idle + 1, idle, &who), STORE_NOT_FOUND);
+
+    /* Inside the caller's transaction a refresh is part of it. */
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(use_session(f->st, 2, 10 * STORE_SESSION_TOUCH_MS, month, &who), STORE_OK);
+    assert_int_equal(who, a);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(last_used_of(f->uri, t2), 10 * STORE_SESSION_TOUCH_MS);
+}
+
+static int has_session(const char *uri, unsigned i)
+{
+    uint8_t t[32];
+    token(t, i);
+    return last_used_of(uri, t) >= 0;
+}
+
+void store_test_session_bound(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), who;
+    mksession(f->st, 0, a, 1000, 3);
+    mksession(f->st, 1, a, 2000, 3);
+    mksession(f->st, 100, b, 1500, 3);
+    mksession(f->st, 2, a, 3000, 3);
+    assert_int_equal(sessions_of(f->uri, a), 3);
+
+    /* Using the oldest makes 1 the least recently used: the fourth login
+     * drops it, and nothing of bob's. */
+    assert_int_equal(use_session(f->st, 0, 100000, 0, &who), STORE_OK);
+    mksession(f->st, 3, a, 100001, 3);
+    assert_int_equal(sessions_of(f->uri, a), 3);
+    assert_true(has_session(f->uri, 0));
+    assert_false(has_session(f->uri, 1));
+    assert_true(has_session(f->uri, 2));
+    assert_true(has_session(f->uri, 3));
+    assert_int_equal(use_session(f->st, 1, 100002, 0, &who), STORE_NOT_FOUND);
+    assert_int_equal(sessions_of(f->uri, b), 1);
+
+    /* A token that exists fails, and drops nothing. */
+    uint8_t t0[32];
+    token(t0, 0);
+    assert_int_equal(store_session_create(f->st, t0, a, 200000, 1), STORE_CONFLICT);
+    assert_int_equal(sessions_of(f->uri, a), 3);
+
+    /* A bound of 1 keeps the new one, even beside one last used at the
+     * same moment. */
+    mksession(f->st, 4, a, 100001, 1);
+    assert_int_equal(sessions_of(f->uri, a), 1);
+    assert_true(has_session(f->uri, 4));
+
+    /* 0: no bound. */
+    for (unsigned i = 5; i < 45; i++)
+        mksession(f->st, i, a, 300000 + i, 0);
+    assert_int_equal(sessions_of(f->uri, a), 41);
+    /* And back under a bound, the most recent stay. */
+    mksession(f->st, 45, a, 400000, 5);
+    assert_int_equal(sessions_of(f->uri, a), 5);
+    for (unsigned i = 41; i <= 45; i++)
+        assert_true(has_session(f->uri, i));
+    assert_int_equal(sessions_of(f->uri, b), 1);
+
+    /* Inside the caller's transaction, undone with it. */
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    mksession(f->st, 46, a, 500000, 1);
+    assert_int_equal(store_rollback(f->st), STORE_OK);
+    assert_int_equal(sessions_of(f->uri, a), 5);
+    assert_false(has_session(f->uri, 46));
+}
+
+void store_test_session_delete_user(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), who;
+    for (unsigned i = 0; i < 3; i++)
+        mksession(f->st, i, a, 1000, 0);
+    mksession(f->st, 10, b, 1000, 0);
+    assert_int_equal(store_session_delete_user(f->st, a), STORE_OK);
+    assert_int_equal(sessions_of(f->uri, a), 0);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(use_session(f->st, i, 2000, 0, &who), STORE_NOT_FOUND);
+    assert_int_equal(use_session(f->st, 10, 2000, 0, &who), STORE_OK);
+    assert_int_equal(who, b);
+    /* Nothing (more) to delete is no error. */
+    assert_int_equal(store_session_delete_user(f->st, a), STORE_OK);
+    assert_int_equal(store_session_delete_user(f->st, 9999), STORE_OK);
+    /* A new login works as before. */
+    mksession(f->st, 0, a, 3000, 32);
+    assert_int_equal(use_session(f->st, 0, 3000, 0, &who), STORE_OK);
+    assert_int_equal(who, a);
+}
+
+void store_test_sessions_expire(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), n = 99;
+    const unsigned old = 2 * STORE_SESSIONS_EXPIRE_MAX + 345;
+    const int64_t idle = 1000000, now = 10000000;
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    for (unsigned i = 0; i < old; i++)
+        mksession(f->st, i, a, 1000 + i, 0);
+    for (unsigned i = 0; i < 5; i++)
+        mksession(f->st, 5000 + i, b, now - i, 0);
+    /* Exactly the idle time: stays. */
+    mksession(f->st, 6000, b, now - idle, 0);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+
+    assert_int_equal(store_sessions_expire(f->st, now, 0, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    /* Bounded batches, the oldest first, until nothing is left. */
+    assert_int_equal(store_sessions_expire(f->st, now, idle, &n), STORE_OK);
+    assert_int_equal(n, STORE_SESSIONS_EXPIRE_MAX);
+    assert_int_equal(raw_int(f->uri, "SELECT min(last_used) FROM sessions"),
+                     1000 + STORE_SESSIONS_EXPIRE_MAX);
+    assert_int_equal(store_sessions_expire(f->st, now, idle, &n), STORE_OK);
+    assert_int_equal(n, STORE_SESSIONS_EXPIRE_MAX);
+    assert_int_equal(store_sessions_expire(f->st, now, idle, &n), STORE_OK);
+    assert_int_equal(n, 345);
+    assert_int_equal(store_sessions_expire(f->st, now, idle, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(sessions_of(f->uri, a), 0);
+    assert_int_equal(sessions_of(f->uri, b), 6);
+    assert_int_equal(store_sessions_expire(f->st, now, idle, NULL), STORE_OK);
+}
+
+/* A database made before sessions had last_used: its sessions count as
+ * last used when they were created, and everything new works on it. */
+void store_test_session_migrate(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob"), who = 0;
+    store_group g;
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, b, 1), STORE_OK);
+    store_close(f->st);
+    f->st = NULL;
+    for (const char *const *sql = store_suite->to_v4; *sql; sql++) {
+        if (store_suite->raw_exec(f->uri, *sql) != 0)
+            fail_msg("to_v4: %s", *sql);
+    }
+    assert_int_equal(raw_int(f->uri, store_suite->schema_version_sql), 4);
+    uint8_t t1[32], t2[32];
+    token(t1, 1);
+    token(t2, 2);
+    char l1[70], l2[70], sql[400];
+    token_sql(l1, t1);
+    token_sql(l2, t2);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO sessions (token_hash, user_id, created_ms)"
+             " VALUES (%s, %llu, 5000000), (%s, %llu, 1000)",
+             l1, (unsigned long long)a, l2, (unsigned long long)b);
+    assert_int_equal(store_suite->raw_exec(f->uri, sql), 0);
+
+    f->st = store_suite_open(f->uri);
+    assert_int_equal(raw_int(f->uri, store_suite->schema_version_sql), store_suite->schema_version);
+    assert_int_equal(last_used_of(f->uri, t1), 5000000);
+    assert_int_equal(last_used_of(f->uri, t2), 1000);
+    /* A whole idle time from its login... */
+    const int64_t idle = 1000000;
+    assert_int_equal(store_session_user(f->st, t1, 5000000 + idle, idle, &who), STORE_OK);
+    assert_int_equal(who, a);
+    /* ...and no more. */
+    assert_int_equal(store_session_user(f->st, t2, 5000000 + idle, idle, &who), STORE_NOT_FOUND);
+    /* The bound and the counts on the migrated schema. */
+    mksession(f->st, 3, a, 6000000, 1);
+    assert_int_equal(sessions_of(f->uri, a), 1);
+    uint64_t n = 0;
+    assert_int_equal(store_user_group_count(f->st, b, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_group_member_count(f->st, g.id, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    /* Opening again changes nothing more. */
+    store_close(f->st);
+    f->st = store_suite_open(f->uri);
+    assert_int_equal(raw_int(f->uri, store_suite->schema_version_sql), store_suite->schema_version);
+    assert_true(has_session(f->uri, 3));
+}
+
+/* ---- counts for the caps ---- */
+
+void store_test_counts(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice"), b = mkuser(f->st, "bob");
+    uint64_t c = mkuser(f->st, "carol"), d = mkuser(f->st, "dave"), n = 99, ab;
+
+    assert_int_equal(store_friend_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_friend_add(f->st, a, b, 1), STORE_OK);
+    assert_int_equal(store_friend_add(f->st, a, c, 1), STORE_OK);
+    assert_int_equal(store_friend_add(f->st, d, a, 1), STORE_OK);
+    assert_int_equal(store_friend_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(store_friend_count(f->st, d, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_friend_del(f->st, c, a), STORE_OK);
+    assert_int_equal(store_friend_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_friend_count(f->st, c, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    n = 99;
+    assert_int_equal(store_friend_count(f->st, 9999, &n), STORE_OK);
+    assert_int_equal(n, 0);
+
+    /* Direct conversations are not groups. */
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_user_group_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    store_group g1, g2;
+    assert_int_equal(store_group_create(f->st, "g1", "", a, 1, &g1), STORE_OK);
+    assert_int_equal(store_group_create(f->st, "g2", "", b, 1, &g2), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g2.id, a, 1), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g2.id, c, 1), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g2.id, d, 1), STORE_OK);
+    assert_int_equal(store_user_group_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_user_group_count(f->st, b, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_group_member_count(f->st, g2.id, &n), STORE_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(store_group_member_count(f->st, g1.id, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_group_quit(f->st, g2.id, a), STORE_OK);
+    assert_int_equal(store_user_group_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_group_member_count(f->st, g2.id, &n), STORE_OK);
+    assert_int_equal(n, 3);
+
+    /* No group: NOT_FOUND, and n left alone. */
+    assert_int_equal(store_group_delete(f->st, g1.id), STORE_OK);
+    n = 99;
+    assert_int_equal(store_group_member_count(f->st, g1.id, &n), STORE_NOT_FOUND);
+    assert_int_equal(store_group_member_count(f->st, 9999, &n), STORE_NOT_FOUND);
+    assert_int_equal(n, 99);
+    assert_int_equal(store_user_group_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_user_group_count(f->st, 9999, &n), STORE_OK);
+    assert_int_equal(n, 0);
 }
 
 /* ---- friends ---- */
@@ -999,7 +1358,7 @@ void store_test_persistence(void **state)
     uint8_t tok[32] = {1, 2, 3};
     store_group g;
     uint64_t ab;
-    assert_int_equal(store_session_create(f->st, tok, a, 1), STORE_OK);
+    assert_int_equal(store_session_create(f->st, tok, a, 1, 32), STORE_OK);
     assert_int_equal(store_friend_add(f->st, a, b, 1), STORE_OK);
     assert_int_equal(store_group_create(f->st, "g", "d", a, 1, &g), STORE_OK);
     assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
@@ -1014,7 +1373,7 @@ void store_test_persistence(void **state)
     assert_int_equal(store_user_by_name(f->st, "bob", &u), STORE_OK);
     assert_int_equal(u.id, b);
     uint64_t who;
-    assert_int_equal(store_session_user(f->st, tok, &who), STORE_OK);
+    assert_int_equal(store_session_user(f->st, tok, 2, SUITE_DAY_MS, &who), STORE_OK);
     assert_int_equal(who, a);
     list l = {0};
     assert_int_equal(store_friend_list(f->st, b, on_user, &l), STORE_OK);

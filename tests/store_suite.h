@@ -30,6 +30,12 @@ typedef struct store_suite_backend {
      * the backend creates. */
     const char *schema_version_sql;
     int schema_version;
+    /* Runs one statement with a connection of its own; 0 on success. */
+    int (*raw_exec)(const char *uri, const char *sql);
+    /* Statements (NULL-terminated, for raw_exec) that take a database of
+     * the latest schema back to version 4, before sessions had last_used:
+     * what a database made before that change looks like. */
+    const char *const *to_v4;
     /* A query raw_int answers with the number of other connections waiting
      * for a lock (or at least in a store statement still running), or NULL
      * if the backend cannot tell (tests then just sleep). */
@@ -60,6 +66,13 @@ void store_test_user_limits(void **state);
 void store_test_user_name_verbatim(void **state);
 void store_test_names_exact(void **state);
 void store_test_sessions(void **state);
+void store_test_session_expiry(void **state);
+void store_test_session_refresh(void **state);
+void store_test_session_bound(void **state);
+void store_test_session_delete_user(void **state);
+void store_test_sessions_expire(void **state);
+void store_test_session_migrate(void **state);
+void store_test_counts(void **state);
 void store_test_friends(void **state);
 void store_test_groups(void **state);
 void store_test_group_delete(void **state);
@@ -93,10 +106,14 @@ void store_test_ack_many(void **state);
     STORE_SUITE_T(store_test_open_schema), STORE_SUITE_T(store_test_open_concurrent),              \
         STORE_SUITE_T(store_test_users), STORE_SUITE_T(store_test_user_limits),                    \
         STORE_SUITE_T(store_test_user_name_verbatim), STORE_SUITE_T(store_test_names_exact),       \
-        STORE_SUITE_T(store_test_sessions), STORE_SUITE_T(store_test_friends),                     \
-        STORE_SUITE_T(store_test_groups), STORE_SUITE_T(store_test_group_delete),                  \
-        STORE_SUITE_T(store_test_direct_conv), STORE_SUITE_T(store_test_direct_conv_race),         \
-        STORE_SUITE_T(store_test_append_seq), STORE_SUITE_T(store_test_append_seq_handles),        \
+        STORE_SUITE_T(store_test_sessions), STORE_SUITE_T(store_test_session_expiry),              \
+        STORE_SUITE_T(store_test_session_refresh), STORE_SUITE_T(store_test_session_bound),        \
+        STORE_SUITE_T(store_test_session_delete_user), STORE_SUITE_T(store_test_sessions_expire),  \
+        STORE_SUITE_T(store_test_session_migrate), STORE_SUITE_T(store_test_counts),               \
+        STORE_SUITE_T(store_test_friends), STORE_SUITE_T(store_test_groups),                       \
+        STORE_SUITE_T(store_test_group_delete), STORE_SUITE_T(store_test_direct_conv),             \
+        STORE_SUITE_T(store_test_direct_conv_race), STORE_SUITE_T(store_test_append_seq),          \
+        STORE_SUITE_T(store_test_append_seq_handles),                                              \
         STORE_SUITE_T(store_test_message_get_recall), STORE_SUITE_T(store_test_big_bodies),        \
         STORE_SUITE_T(store_test_history), STORE_SUITE_T(store_test_pending),                      \
         STORE_SUITE_T(store_test_pending_many), STORE_SUITE_T(store_test_ack),                     \

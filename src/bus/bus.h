@@ -28,6 +28,10 @@ typedef struct bus_push {
     uint64_t msgid; /* the message the frame carries; 0 for other pushes */
 } bus_push;
 
+/* A push whose msgid is BUS_KICK ends each session it reaches once the
+ * frame (a Bye) is written: logout from every device, a ban. */
+#define BUS_KICK UINT64_MAX
+
 /* What a gateway hands the bus to receive pushes. Both run on a bus or
  * publisher thread, never on a gateway loop: they must hand work over. */
 typedef struct bus_handler {

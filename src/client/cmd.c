@@ -52,7 +52,7 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
     [CMD_GROUPHISTORY] = {"grouphistory:GROUPID[:N]",
                           "the last N (default 20) messages of a group"},
     [CMD_RECALL] = {"recall:MSGID", "take back a message you sent"},
-    [CMD_LOGOUT] = {"logout", "log out (also: loginout)"},
+    [CMD_LOGOUT] = {"logout[:all]", "log out (also: loginout); all: on every device"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
 };
 
@@ -94,7 +94,7 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_HISTORY] = "usage: history:USERID[:N]",
     [CMD_GROUPHISTORY] = "usage: grouphistory:GROUPID[:N]",
     [CMD_RECALL] = "usage: recall:MSGID",
-    [CMD_LOGOUT] = "usage: logout",
+    [CMD_LOGOUT] = "usage: logout[:all]",
     [CMD_QUIT] = "usage: quit",
 };
 
@@ -210,9 +210,17 @@ static void cmd_args(cmd *c, char *rest)
     uint64_t v;
 
     switch (c->kind) {
+    case CMD_LOGOUT:
+        /* logout:all ends the sessions of every device. */
+        if (rest && strcasecmp(cmd_trim(rest), "all") == 0) {
+            c->count = 1;
+            return;
+        }
+        if (rest && !cmd_blank(rest))
+            cmd_fail(c, "takes no arguments, or 'all'");
+        return;
     case CMD_HELP:
     case CMD_SHOWFRIENDLIST:
-    case CMD_LOGOUT:
     case CMD_QUIT:
         if (rest && !cmd_blank(rest))
             cmd_fail(c, "takes no arguments");

@@ -541,6 +541,7 @@ int sess_submit(sess *s, const cmd *c)
         f.login = &login;
         break;
     case CMD_LOGOUT:
+        logout.all = c->count == 1;
         f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGOUT;
         f.logout = &logout;
         break;

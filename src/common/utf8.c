@@ -44,3 +44,22 @@ long utf8_count(const char *str, size_t len)
     }
     return count;
 }
+
+int utf8_name_safe(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = s[i];
+        size_t n = cp < 0x80 ? 0 : cp < 0xE0 ? 1 : cp < 0xF0 ? 2 : 3;
+        if (n) {
+            cp &= 0x3Fu >> n;
+            for (size_t k = 1; k <= n && i + k < len; k++)
+                cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        i += n + 1;
+        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x061C || cp == 0x200E ||
+            cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069))
+            return -1;
+    }
+    return 0;
+}

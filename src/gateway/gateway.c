@@ -1,15 +1,21 @@
 #include "gateway/gateway.h"
 
+#include <arpa/inet.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/arena.h"
 #include "common/keys.h"
+#include "common/limiter.h"
 #include "common/log.h"
+#include "common/pbcheck.h"
 #include "common/pwhash.h"
 #include "common/u64map.h"
 #include "services.pb-c.h"
@@ -58,17 +64,29 @@ struct gateway {
     const char *bye_reason;
     pthread_mutex_t count_lock; /* guards sessions */
     u64map *sessions;           /* user -> sessions on this gateway (all loops) */
+    limiter *lim;               /* per-address and per-user limits, all loops */
+    unsigned auth_queued;       /* atomic: register/login calls in flight */
+    int64_t audit_last[8];      /* atomic: when each kind of limit was last logged */
 };
+
+/* Kinds of limiter key (limiter_key's `kind`): one table, no collisions. */
+enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ };
 
 /* Per-connection state, in the conn's udata. */
 typedef struct gw_session {
     gw_loop *gl;
     conn *next_of_user; /* the user's next conn on this loop */
     uint64_t session_id;
-    uint64_t user; /* 0 until logged in */
+    uint64_t user;       /* 0 until logged in */
+    uint64_t addr_key;   /* limiter key of the client's address */
+    uint64_t sync_after; /* a catch-up page waits for the output to drain */
+    float req_tokens;    /* the connection's request bucket */
+    uint32_t req_last_ms;
     uint8_t hello;
     uint8_t authenticating;
     uint8_t has_token;
+    uint8_t auth_queued; /* register/login calls in flight */
+    uint8_t gone;        /* atomic: closed; its queued reads are dropped */
     /* While catching up (syncs > 0): the msgids written to this session, so
      * that a message both pushed live and read by the catch-up goes out
      * once. NULL otherwise. */
@@ -91,12 +109,28 @@ enum { GW_ACK_DELAY_US = 10000, GW_ACK_BATCH = 256 };
 
 static void gw_ack_flush(evutil_socket_t fd, short what, void *arg);
 
-typedef enum { CALL_REPLY, CALL_LOGIN, CALL_LOGOUT, CALL_QUIET, CALL_SYNC } gw_call_kind;
+typedef enum {
+    CALL_REPLY,
+    CALL_REGISTER,
+    CALL_LOGIN,
+    CALL_LOGOUT,
+    CALL_QUIET,
+    CALL_SYNC
+} gw_call_kind;
+
+/* What a register or login call carries for the limits and the audit log. */
+typedef struct gw_auth {
+    uint64_t fail_key; /* the account from this address (logins) */
+    const char *name;  /* as the client gave it */
+} gw_auth;
 
 typedef struct gw_pending {
     conn *c;
     uint64_t req_id;
     gw_call_kind kind;
+    uint8_t auth; /* holds a place in the auth queue */
+    uint64_t fail_key;
+    char name[]; /* auth calls only */
 } gw_pending;
 
 static gw_session *gw_sess(conn *c)
@@ -138,6 +172,141 @@ static void gw_send_error(conn *c, uint64_t id, Parley__ErrorCode code, const ch
     f.id = id;
     f.error = &e;
     conn_send_msg(c, &f.base);
+}
+
+/* ---- limits ---- */
+
+static int64_t gw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The client's address for the log; "?" if the socket cannot say. */
+static const char *gw_addr(conn *c, char *buf, size_t len)
+{
+    if (conn_peer_addr(c, buf, len) < 0)
+        snprintf(buf, len, "?");
+    return buf;
+}
+
+static uint64_t gw_ip_key(const gw_session *s, unsigned kind)
+{
+    return limiter_key_u64(kind, s->addr_key);
+}
+
+/* One audit line per kind of limit per second at most: a flood must not
+ * become a flood of log lines. */
+static void gw_audit_limit(gateway *gw, unsigned kind, const char *limit, const char *addr,
+                           uint64_t user)
+{
+    int64_t now = gw_now_ms(), last = __atomic_load_n(&gw->audit_last[kind], __ATOMIC_RELAXED);
+    if (now - last < 1000 || !__atomic_compare_exchange_n(&gw->audit_last[kind], &last, now, 0,
+                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    if (user)
+        log_info("audit event=limit limit=%s addr=%s user=%llu", limit, addr,
+                 (unsigned long long)user);
+    else
+        log_info("audit event=limit limit=%s addr=%s", limit, addr);
+}
+
+/* Answers a request over a limit: BUSY, and when to try again. */
+static void gw_busy(conn *c, uint64_t id, unsigned kind, const char *limit, uint32_t retry_ms)
+{
+    gw_session *s = gw_sess(c);
+    char addr[64], text[160];
+    gw_audit_limit(s->gl->gw, kind, limit, gw_addr(c, addr, sizeof(addr)), s->user);
+    if (retry_ms < 1000)
+        snprintf(text, sizeof(text), "too many %s; try again in %u ms", limit, retry_ms);
+    else
+        snprintf(text, sizeof(text), "too many %s; try again in %.1f s", limit, retry_ms / 1000.0);
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    Parley__Error e = PARLEY__ERROR__INIT;
+    e.code = PARLEY__ERROR_CODE__BUSY;
+    e.text = text;
+    e.retry_after_ms = retry_ms ? retry_ms : 1;
+    f.id = id;
+    f.error = &e;
+    conn_send_msg(c, &f.base);
+}
+
+/* The connection's own request bucket (its loop's thread only, so no
+ * lock): cost tokens, refilled at req_rate a second up to twice that. */
+static int gw_req_take(gw_session *s, float cost, uint32_t *retry_ms)
+{
+    unsigned rate = s->gl->gw->cfg.abuse.req_rate;
+    if (!rate)
+        return 0;
+    float burst = 2.0f * (float)rate;
+    uint32_t now = (uint32_t)gw_now_ms();
+    s->req_tokens += (float)(uint32_t)(now - s->req_last_ms) * (float)rate / 1000.0f;
+    if (s->req_tokens > burst)
+        s->req_tokens = burst;
+    s->req_last_ms = now;
+    if (s->req_tokens >= cost) {
+        s->req_tokens -= cost;
+        return 0;
+    }
+    *retry_ms = (uint32_t)((cost - s->req_tokens) * 1000.0f / (float)rate) + 1;
+    return -1;
+}
+
+/* Takes a place in the auth queue (register, login, resume): a few per
+ * connection, per address and in all, so that nobody's flood is everyone's
+ * wait. -1 (and BUSY sent) if there is none. */
+static int gw_auth_admit(conn *c, uint64_t id)
+{
+    gw_session *s = gw_sess(c);
+    gateway *gw = s->gl->gw;
+    const gateway_abuse *a = &gw->cfg.abuse;
+    if (a->auth_per_conn && s->auth_queued >= a->auth_per_conn) {
+        gw_busy(c, id, LIM_AUTHQ, "login requests on this connection", 1000);
+        return -1;
+    }
+    if (s->auth_queued == UINT8_MAX) {
+        gw_busy(c, id, LIM_AUTHQ, "login requests on this connection", 1000);
+        return -1;
+    }
+    unsigned total = __atomic_add_fetch(&gw->auth_queued, 1, __ATOMIC_RELAXED);
+    if (a->auth_total && total > a->auth_total) {
+        __atomic_sub_fetch(&gw->auth_queued, 1, __ATOMIC_RELAXED);
+        gw_busy(c, id, LIM_AUTHQ, "login requests on this server", 1000);
+        return -1;
+    }
+    if (limiter_count(gw->lim, gw_ip_key(s, LIM_AUTHQ), +1, a->auth_per_ip) < 0) {
+        __atomic_sub_fetch(&gw->auth_queued, 1, __ATOMIC_RELAXED);
+        gw_busy(c, id, LIM_AUTHQ, "login requests from your address", 1000);
+        return -1;
+    }
+    s->auth_queued++;
+    return 0;
+}
+
+static void gw_auth_release(gw_session *s)
+{
+    gateway *gw = s->gl->gw;
+    s->auth_queued--;
+    __atomic_sub_fetch(&gw->auth_queued, 1, __ATOMIC_RELAXED);
+    limiter_count(gw->lim, gw_ip_key(s, LIM_AUTHQ), -1, 0);
+}
+
+/* The key of an account (as the client named it) from the client's address:
+ * wrong passwords slow down that pair only, never the owner elsewhere. */
+static uint64_t gw_fail_key(const gw_session *s, const Parley__Login *r)
+{
+    uint8_t buf[8 + 8 + 4 * 32 + 1];
+    size_t n = strlen(r->name);
+    memcpy(buf, &s->addr_key, 8);
+    if (r->user_id || n > sizeof(buf) - 16) {
+        memcpy(buf + 8, &r->user_id, 8);
+        n = 0;
+    } else {
+        memset(buf + 8, 0, 8);
+        memcpy(buf + 16, r->name, n);
+    }
+    return limiter_key(LIM_FAIL_PAIR, buf, (unsigned)(16 + n));
 }
 
 /* ---- the session table of a loop ---- */
@@ -214,27 +383,43 @@ static void gw_session_remove(conn *c)
 
 static void gw_call_done(const ProtobufCMessage *msg, void *data);
 
+/* auth: a register or login that holds a place in the auth queue (given
+ * back when the call completes), NULL for any other call. */
 static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
                        Parley__ClientFrame *frame, uint64_t key, uint64_t after,
-                       unsigned local_sessions, uint64_t ref)
+                       unsigned local_sessions, uint64_t ref, const gw_auth *auth)
 {
     gw_session *s = gw_sess(c);
-    gw_pending *call = malloc(sizeof(*call));
+    size_t nlen = auth && auth->name ? strnlen(auth->name, 200) : 0;
+    gw_pending *call = malloc(sizeof(*call) + (auth ? nlen + 1 : 0));
     if (!call) {
+        if (auth)
+            gw_auth_release(s);
         gw_send_error(c, frame->id, PARLEY__ERROR_CODE__INTERNAL, "out of memory");
         return;
     }
     call->c = c;
     call->req_id = frame->id;
     call->kind = kind;
+    call->auth = auth != NULL;
+    call->fail_key = auth ? auth->fail_key : 0;
+    if (auth) {
+        memcpy(call->name, auth->name ? auth->name : "", nlen);
+        call->name[nlen] = '\0';
+    }
     conn_ref(c);
     conn_inflight_inc(c);
 
     Parley__Caller caller = PARLEY__CALLER__INIT;
+    char addr[64] = "";
     caller.user_id = s->user;
     caller.session_id = s->session_id;
     caller.gateway_id = s->gl->gw->cfg.gateway_id;
     caller.local_sessions = local_sessions;
+    /* The user service logs where logins come from. */
+    if (svc == s->gl->gw->user && conn_is_open(c))
+        gw_addr(c, addr, sizeof(addr));
+    caller.addr = addr;
     Parley__Call in = PARLEY__CALL__INIT;
     in.caller = &caller;
     in.frame = frame;
@@ -247,7 +432,7 @@ static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_
 static void gw_call(conn *c, ProtobufCService *svc, unsigned method, gw_call_kind kind,
                     Parley__ClientFrame *frame, uint64_t key, uint64_t after)
 {
-    gw_call_ex(c, svc, method, kind, frame, key, after, 0, 0);
+    gw_call_ex(c, svc, method, kind, frame, key, after, 0, 0, NULL);
 }
 
 /* Asks for the messages above the session's cursors, after msgid `after`
@@ -273,6 +458,52 @@ static void gw_resync_conn(conn *c, void *arg)
         gw_sync(c, 0);
 }
 
+/* The end of a register or login call, whether or not its connection is
+ * still open: give back its place in the queue, count a wrong password
+ * against that account from that address, and write the audit line. */
+static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
+{
+    gw_session *s = gw_sess(c);
+    gateway *gw = s->gl->gw;
+    const gateway_abuse *a = &gw->cfg.abuse;
+    gw_auth_release(s);
+    const Parley__ServerFrame *f = res ? res->frame : NULL;
+    if (!f)
+        return;
+    char addr[64];
+    gw_addr(c, addr, sizeof(addr));
+    if (call->kind == CALL_REGISTER) {
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK)
+            log_info("audit event=register user=%llu name=%s addr=%s",
+                     (unsigned long long)f->register_ok->user_id, call->name, addr);
+        return;
+    }
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && f->login_ok->user) {
+        if (call->fail_key)
+            limiter_fail_clear(gw->lim, call->fail_key);
+        log_info("audit event=login user=%llu addr=%s%s", (unsigned long long)f->login_ok->user->id,
+                 addr, call->fail_key ? "" : " resume=1");
+        return;
+    }
+    if (!f->error || f->error->code != PARLEY__ERROR_CODE__UNAUTHENTICATED)
+        return;
+    if (!call->fail_key) {
+        log_info("audit event=login_failed resume=1 addr=%s", addr);
+        return;
+    }
+    int64_t now = limiter_now_ms();
+    uint32_t retry;
+    limiter_take(gw->lim, gw_ip_key(s, LIM_FAIL_IP), a->fail_rate / 60.0, a->fail_rate, now,
+                 &retry);
+    uint32_t wait = a->fail_free || a->fail_max_delay_s
+                        ? limiter_fail_note(gw->lim, call->fail_key, a->fail_free,
+                                            a->fail_max_delay_s * 1000u, now)
+                        : 0;
+    log_info("audit event=login_failed name=%s addr=%s", call->name, addr);
+    if (wait)
+        log_info("audit event=login_delayed name=%s addr=%s wait_ms=%u", call->name, addr, wait);
+}
+
 static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
 {
     gw_session *s = gw_sess(c);
@@ -282,6 +513,7 @@ static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
         const Parley__LoginOk *ok = f->login_ok;
         s->has_token = pwhash_token_pack(ok->token, s->token) == 0;
         gw_session_add(c, ok->user->id);
+        conn_set_deadline(c, 0);
         conn_send_msg(c, &f->base);
         /* Registered first, then caught up: a message stored in between
          * arrives twice at worst (the client drops repeats by msgid),
@@ -293,14 +525,40 @@ static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
     conn_send_msg(c, &f->base);
 }
 
+/* A login that succeeded after its client left: the friends were told
+ * "online", so tell them "offline" unless another session remains. */
+static void gw_login_orphaned(conn *c, const Parley__Result *res)
+{
+    gw_session *s = gw_sess(c);
+    const Parley__ServerFrame *f = res ? res->frame : NULL;
+    if (!f || f->body_case != PARLEY__SERVER_FRAME__BODY_LOGIN_OK || !f->login_ok->user || s->user)
+        return;
+    Parley__ClientFrame none = PARLEY__CLIENT_FRAME__INIT;
+    s->user = f->login_ok->user->id;
+    gw_call_ex(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &none, 0, 0,
+               gw_count(s->gl->gw, s->user, 0), 0, NULL);
+    s->user = 0;
+}
+
+int gateway_call_gone(void *closure_data)
+{
+    gw_pending *call = closure_data;
+    return call && __atomic_load_n(&gw_sess(call->c)->gone, __ATOMIC_ACQUIRE);
+}
+
 static void gw_call_done(const ProtobufCMessage *msg, void *data)
 {
     gw_pending *call = data;
     conn *c = call->c;
     const Parley__Result *res = (const Parley__Result *)msg;
     conn_inflight_dec(c);
-    if (!conn_is_open(c))
+    if (call->auth)
+        gw_auth_done(c, call, res);
+    if (!conn_is_open(c)) {
+        if (call->kind == CALL_LOGIN)
+            gw_login_orphaned(c, res);
         goto out;
+    }
     if (!res || !res->frame) {
         if (call->kind == CALL_LOGIN)
             gw_sess(c)->authenticating = 0;
@@ -317,6 +575,7 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
     res->frame->id = call->req_id;
     switch (call->kind) {
     case CALL_REPLY:
+    case CALL_REGISTER:
     case CALL_LOGOUT:
         conn_send_msg(c, &res->frame->base);
         break;
@@ -339,10 +598,20 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
             f.message = res->messages[i];
             conn_send_msg(c, &f.base);
         }
-        if (res->more && res->n_messages && conn_is_open(c))
-            gw_sync(c, res->messages[res->n_messages - 1]->msgid);
-        else
+        if (res->more && res->n_messages && conn_is_open(c)) {
+            uint64_t after = res->messages[res->n_messages - 1]->msgid;
+            /* The next page only once this one is mostly read: a slow
+             * reader catches up at its own pace, however large its backlog,
+             * instead of being cut off for a full output queue. */
+            if (conn_out_pending(c) > gw_sess(c)->gl->gw->cfg.limits.low_water) {
+                gw_sess(c)->sync_after = after;
+                conn_want_drain(c);
+            } else {
+                gw_sync(c, after);
+            }
+        } else {
             gw_sync_end(gw_sess(c));
+        }
         break;
     }
     case CALL_QUIET:
@@ -455,6 +724,9 @@ static void gw_hello(conn *c, const Parley__ClientFrame *f)
         return;
     }
     s->hello = 1;
+    /* Now the clock for logging in runs; a second hello restarts nothing. */
+    if (!s->user)
+        conn_set_deadline(c, s->gl->gw->cfg.abuse.login_timeout_s);
     Parley__ServerFrame out = PARLEY__SERVER_FRAME__INIT;
     Parley__HelloOk ok = PARLEY__HELLO_OK__INIT;
     ok.version = PROTOCOL_VERSION;
@@ -478,10 +750,12 @@ static void gw_logout(conn *c, Parley__ClientFrame *f)
     if (s->has_token)
         pwhash_token_unpack(s->token, token);
     f->logout->token = token;
-    gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0), 0);
+    gw_call_ex(c, gw->user, USER_LOGOUT, CALL_LOGOUT, f, 0, 0, gw_count(gw, s->user, 0), 0, NULL);
     s->user = 0;
     s->has_token = 0;
     memset(s->token, 0, sizeof(s->token));
+    /* Logged out, the connection has the login timeout again to log in. */
+    conn_set_deadline(c, gw->cfg.abuse.login_timeout_s);
 }
 
 static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
@@ -493,6 +767,26 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
     Parley__ClientFrame *f = parley__client_frame__unpack(arena_pb(a), len, payload);
     if (!f) {
         gw_send_error(c, 0, PARLEY__ERROR_CODE__BAD_REQUEST, "malformed frame");
+        return;
+    }
+    /* Every string with its length: protobuf-c's C strings end at the first
+     * NUL, and "visible\0hidden" must not be stored as "visible". */
+    const char *bad;
+    if (pbcheck_strings(&parley__client_frame__descriptor, payload, len, &bad) < 0) {
+        char text[128];
+        snprintf(text, sizeof(text), "%s is not valid UTF-8 text (or contains NUL)", bad);
+        if (f->body_case != PARLEY__CLIENT_FRAME__BODY_ACK)
+            gw_send_error(c, f->id, PARLEY__ERROR_CODE__BAD_REQUEST, text);
+        return;
+    }
+    /* Acks come with every message received and cost a coalesced cursor
+     * move: a tenth of a request. Past the limit an ack is dropped (the
+     * message comes again later), not answered. */
+    uint32_t retry;
+    int is_ack = f->body_case == PARLEY__CLIENT_FRAME__BODY_ACK;
+    if (gw_req_take(s, is_ack ? 0.1f : 1.0f, &retry) < 0) {
+        if (!is_ack)
+            gw_busy(c, f->id, LIM_REQ, "requests", retry);
         return;
     }
     if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HELLO) {
@@ -525,6 +819,16 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNAUTHENTICATED, "log in first");
         return;
     }
+    /* Messages per user, whichever of its sessions they come from. */
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT ||
+        f->body_case == PARLEY__CLIENT_FRAME__BODY_SEND_GROUP) {
+        const gateway_abuse *ab = &gw->cfg.abuse;
+        if (limiter_take(gw->lim, limiter_key_u64(LIM_MSG, s->user), ab->msg_rate,
+                         2.0 * ab->msg_rate, limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_MSG, "messages", retry);
+            return;
+        }
+    }
     switch (f->body_case) {
     case PARLEY__CLIENT_FRAME__BODY_PING: {
         Parley__ServerFrame out = PARLEY__SERVER_FRAME__INIT;
@@ -539,24 +843,57 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
     case PARLEY__CLIENT_FRAME__BODY_ACK:
         gw_ack_add(s->gl, s->user, f->ack->conv, f->ack->seq);
         break;
-    case PARLEY__CLIENT_FRAME__BODY_REG:
-        gw_call(c, gw->user, USER_CREATE, CALL_REPLY, f, 0, 0);
+    case PARLEY__CLIENT_FRAME__BODY_REG: {
+        const gateway_abuse *ab = &gw->cfg.abuse;
+        if (limiter_take(gw->lim, gw_ip_key(s, LIM_REG), ab->reg_rate / 60.0, 2.0 * ab->reg_rate,
+                         limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_REG, "registrations from your address", retry);
+            return;
+        }
+        if (gw_auth_admit(c, f->id) < 0)
+            return;
+        gw_auth au = {.name = f->reg->name};
+        gw_call_ex(c, gw->user, USER_CREATE, CALL_REGISTER, f, 0, 0, 0, 0, &au);
         break;
+    }
     case PARLEY__CLIENT_FRAME__BODY_LOGIN:
-    case PARLEY__CLIENT_FRAME__BODY_RESUME:
+    case PARLEY__CLIENT_FRAME__BODY_RESUME: {
         if (s->user || s->authenticating) {
             gw_send_error(c, f->id, PARLEY__ERROR_CODE__CONFLICT,
                           s->user ? "already logged in; log out first" : "a login is in progress");
             return;
         }
+        gw_auth au = {0};
+        if (f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN) {
+            /* Wrong passwords: each account from each address waits longer
+             * and longer, and each address has a budget of failures; the
+             * owner logging in from elsewhere is not held up. Refused here,
+             * before any hashing. */
+            const gateway_abuse *ab = &gw->cfg.abuse;
+            int64_t now = limiter_now_ms();
+            au.fail_key = gw_fail_key(s, f->login);
+            au.name = f->login->name;
+            if (limiter_fail_check(gw->lim, au.fail_key, now, &retry) < 0) {
+                gw_busy(c, f->id, LIM_FAIL_PAIR, "failed logins for this account", retry);
+                return;
+            }
+            if (limiter_peek(gw->lim, gw_ip_key(s, LIM_FAIL_IP), ab->fail_rate / 60.0,
+                             ab->fail_rate, now, &retry) < 0) {
+                gw_busy(c, f->id, LIM_FAIL_IP, "failed logins from your address", retry);
+                return;
+            }
+        }
+        if (gw_auth_admit(c, f->id) < 0)
+            return;
         s->authenticating = 1;
         /* Whose login this is becomes known only in the reply, so the
          * gateway's own count goes as 0: at worst a second session on this
          * gateway repeats the friends' "online" event. */
         gw_call_ex(c, gw->user,
                    f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGIN ? USER_LOGIN : USER_RESUME,
-                   CALL_LOGIN, f, 0, 0, 0, 0);
+                   CALL_LOGIN, f, 0, 0, 0, 0, &au);
         break;
+    }
     case PARLEY__CLIENT_FRAME__BODY_LOGOUT:
         gw_logout(c, f);
         break;
@@ -588,11 +925,11 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         /* One conversation, one worker: its messages are stored and pushed
          * in the order they arrive. */
         gw_call_ex(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
-                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl));
+                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl), NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
         gw_call_ex(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
-                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl));
+                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl), NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
@@ -618,6 +955,10 @@ static void gw_on_close(conn *c, const char *why)
 {
     gw_session *s = gw_sess(c);
     log_debug("session %llu closed: %s", (unsigned long long)s->session_id, why);
+    /* Its queued reads and logins are dropped before they run. */
+    __atomic_store_n(&s->gone, 1, __ATOMIC_RELEASE);
+    limiter_count(s->gl->gw->lim, s->addr_key, -1, 0);
+    s->sync_after = 0;
     if (!s->user)
         return;
     gw_session_remove(c);
@@ -625,14 +966,36 @@ static void gw_on_close(conn *c, const char *why)
      * the last session. The token stays valid for a reconnect. */
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     gw_call_ex(c, s->gl->gw->user, USER_LOGOUT, CALL_QUIET, &f, 0, 0,
-               gw_count(s->gl->gw, s->user, 0), 0);
+               gw_count(s->gl->gw, s->user, 0), 0, NULL);
     s->user = 0;
+}
+
+/* Too slow to say hello or to log in: a connection that holds a slot and
+ * does nothing is how a few hosts exhaust a server's descriptors. */
+static void gw_on_deadline(conn *c)
+{
+    gw_session *s = gw_sess(c);
+    gw_send_error(c, 0, PARLEY__ERROR_CODE__UNAUTHENTICATED,
+                  s->hello ? "not logged in in time; closing" : "no hello in time; closing");
+    conn_close_after_flush(c, s->hello ? "login timeout" : "hello timeout");
+}
+
+/* The output has drained: the catch-up's next page. */
+static void gw_on_drain(conn *c)
+{
+    gw_session *s = gw_sess(c);
+    uint64_t after = s->sync_after;
+    s->sync_after = 0;
+    if (after && s->user && conn_is_open(c))
+        gw_sync(c, after);
 }
 
 static const conn_handler gw_handler = {
     .on_frame = gw_on_frame,
     .on_oversize = gw_on_oversize,
     .on_close = gw_on_close,
+    .on_deadline = gw_on_deadline,
+    .on_drain = gw_on_drain,
 };
 
 /* ---- accepting ---- */
@@ -640,31 +1003,63 @@ static const conn_handler gw_handler = {
 typedef struct {
     gw_loop *gl;
     int fd;
+    uint64_t addr_key;
 } gw_adopt;
 
 static void gw_adopt_run(void *arg)
 {
     gw_adopt *ad = arg;
     gw_loop *gl = ad->gl;
+    uint64_t key = ad->addr_key;
     conn *c = conn_new(gl->l, ad->fd, &gl->gw->cls, sizeof(gw_session));
     free(ad);
-    if (!c)
+    if (!c) {
+        limiter_count(gl->gw->lim, key, -1, 0);
         return;
+    }
     gw_session *s = gw_sess(c);
     s->gl = gl;
+    s->addr_key = key;
     s->session_id = __atomic_add_fetch(&gl->gw->next_session, 1, __ATOMIC_RELAXED);
+    s->req_tokens = 2.0f * (float)gl->gw->cfg.abuse.req_rate;
+    s->req_last_ms = (uint32_t)gw_now_ms();
+    conn_set_deadline(c, gl->gw->cfg.abuse.hello_timeout_s);
+}
+
+/* The text of a socket's peer address; "?" if it has none. */
+static void gw_fd_addr(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    snprintf(buf, len, "?");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)len);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
 }
 
 void gateway_accept(gateway *gw, int fd)
 {
+    char addr[64];
+    gw_fd_addr(fd, addr, sizeof(addr));
+    uint64_t key = limiter_key(LIM_ADDR, addr, (unsigned)strlen(addr));
+    if (limiter_count(gw->lim, key, +1, gw->cfg.abuse.max_conns_per_ip) < 0) {
+        gw_audit_limit(gw, LIM_ADDR, "connections", addr, 0);
+        close(fd);
+        return;
+    }
     unsigned i = __atomic_fetch_add(&gw->next_loop, 1, __ATOMIC_RELAXED) % gw->nloops;
     gw_adopt *ad = malloc(sizeof(*ad));
     if (!ad) {
+        limiter_count(gw->lim, key, -1, 0);
         close(fd);
         return;
     }
     ad->gl = &gw->per_loop[i];
     ad->fd = fd;
+    ad->addr_key = key;
     loop_post(gw->loops[i], gw_adopt_run, ad);
 }
 
@@ -694,8 +1089,15 @@ static void gw_push_run(void *arg)
             conn *c = u64map_get(p->gl->users, bp->users[i]);
             while (c) {
                 conn *next = gw_sess(c)->next_of_user;
-                if (!gw_sent_before(gw_sess(c), bp->msgid))
+                if (bp->msgid == BUS_KICK) {
+                    char addr[64];
+                    log_info("audit event=kick user=%llu addr=%s", (unsigned long long)bp->users[i],
+                             gw_addr(c, addr, sizeof(addr)));
                     conn_send_raw(c, bp->frame->data, bp->frame->len);
+                    conn_close_after_flush(c, "session ended by the server");
+                } else if (!gw_sent_before(gw_sess(c), bp->msgid)) {
+                    conn_send_raw(c, bp->frame->data, bp->frame->len);
+                }
                 c = next;
             }
         }
@@ -778,7 +1180,10 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
     pthread_cond_init(&gw->cond, NULL);
     pthread_mutex_init(&gw->count_lock, NULL);
     gw->sessions = u64map_new();
-    if (!gw->sessions)
+    /* Room for every connection's address and then some; beyond, entries
+     * that hold nothing are forgotten. */
+    gw->lim = limiter_new(65536);
+    if (!gw->sessions || !gw->lim)
         goto fail;
     gw->per_loop = calloc(nloops, sizeof(*gw->per_loop));
     if (!gw->per_loop)
@@ -868,6 +1273,7 @@ void gateway_free(gateway *gw)
     }
     free(gw->per_loop);
     u64map_free(gw->sessions);
+    limiter_free(gw->lim);
     pthread_mutex_destroy(&gw->count_lock);
     pthread_mutex_destroy(&gw->lock);
     pthread_cond_destroy(&gw->cond);

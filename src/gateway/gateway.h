@@ -16,9 +16,24 @@
 #include "net/conn.h"
 #include "net/loop.h"
 
+/* The abuse limits the gateway enforces (0 disables one); docs/security.md
+ * says what each defends. Rates are per second unless named otherwise. */
+typedef struct gateway_abuse {
+    unsigned max_conns_per_ip;
+    unsigned hello_timeout_s, login_timeout_s;
+    unsigned req_rate;  /* requests per connection, bursts of 2x */
+    unsigned msg_rate;  /* messages per user, bursts of 2x */
+    unsigned reg_rate;  /* registrations per minute per address, bursts of 2x */
+    unsigned fail_rate; /* failed logins per minute per address */
+    unsigned fail_free; /* failures of an account from an address before a delay */
+    unsigned fail_max_delay_s;
+    unsigned auth_per_conn, auth_per_ip, auth_total; /* queued register/login */
+} gateway_abuse;
+
 typedef struct gateway_config {
     uint32_t gateway_id;
     conn_limits limits;
+    gateway_abuse abuse;
     /* Give each send an idempotency reference: only worth its index write
      * where a send may run twice (a remote message service, a database
      * connection that can die). */
@@ -33,8 +48,12 @@ typedef struct gateway gateway;
 gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
                      ProtobufCService *user, ProtobufCService *social, ProtobufCService *message,
                      bus *b);
-/* Hands an accepted socket to the next loop. Thread-safe. */
+/* Hands an accepted socket to the next loop, unless its address already
+ * has as many connections as allowed (then it is closed). Thread-safe. */
 void gateway_accept(gateway *gw, int fd);
+/* For rpc_local_set_caller: whether the client of a call (its closure
+ * data) has gone. Any thread. */
+int gateway_call_gone(void *closure_data);
 /* Says goodbye to every client (Bye{reason}), closes every connection and
  * waits until each loop has done so. The loops keep running. */
 void gateway_close_all(gateway *gw, const char *reason);

@@ -1,11 +1,13 @@
 #include "net/conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -22,11 +24,15 @@ enum {
     CF_WANT_WRITE = 1 << 4,
     CF_READING = 1 << 5, /* the event currently includes EV_READ */
     CF_WRITING = 1 << 6, /* the event currently includes EV_WRITE */
+    CF_WANT_DRAIN = 1 << 7,
 };
 
-/* The tail of a partial frame, kept between reads. */
+/* The tail of a partial frame, kept between reads (or, while reading is
+ * paused, the frames held back). Only a connection with bytes in flight has
+ * one, so the frame clock lives here rather than in every conn. */
 struct inbuf {
     size_t len, cap;
+    uint32_t since; /* when the first byte of the partial frame arrived */
     uint8_t data[];
 };
 
@@ -39,8 +45,10 @@ struct conn {
     struct evbuffer *out;
     struct inbuf *in;
     int fd;
-    /* The last read; once closing after a flush, the deadline instead. */
+    /* The last complete frame; once closing after a flush, the time to
+     * give up instead. */
     uint32_t last_active;
+    uint32_t deadline; /* conn_set_deadline's, or 0 */
     uint32_t refs;
     uint16_t inflight;
     uint8_t flags;
@@ -80,6 +88,7 @@ conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size)
     c->cls = cls;
     c->fd = fd;
     c->refs = 1;
+    loop_update_now(l);
     c->last_active = l->now;
     c->flags = CF_OPEN;
     event_assign(&c->ev, l->base, fd, 0, conn_on_event, c);
@@ -126,7 +135,8 @@ void conn_close(conn *c, const char *why)
 {
     if (!(c->flags & CF_OPEN))
         return;
-    c->flags &= (uint8_t)~CF_OPEN;
+    c->flags &= (uint8_t) ~(CF_OPEN | CF_WANT_DRAIN);
+    c->deadline = 0;
     event_del(&c->ev);
     close(c->fd);
     c->fd = -1;
@@ -202,21 +212,67 @@ static void conn_queue_flush(conn *c)
     conn_ref(c);
     c->flush_next = c->loop->flushing;
     c->loop->flushing = c;
-    event_active(c->loop->flush, 0, 0);
+    /* Queued by a handler the flush itself called (on_drain, on_close): the
+     * flush ends by scheduling the next one, see conn_loop_flush. */
+    if (!c->loop->in_flush)
+        event_active(c->loop->flush, 0, 0);
+}
+
+size_t conn_out_pending(const conn *c)
+{
+    return c->out ? evbuffer_get_length(c->out) : 0;
+}
+
+static int conn_drained(const conn *c)
+{
+    size_t n = conn_out_pending(c);
+    return n == 0 || n < c->cls->lim.low_water;
+}
+
+/* Calls on_drain if it was asked for and the output is low. Only from the
+ * flush, with a reference held: never inside conn_send_*, never twice for a
+ * conn in one flush. */
+static void conn_drain_call(conn *c)
+{
+    if ((c->flags & (CF_OPEN | CF_WANT_DRAIN | CF_CLOSE_AFTER_FLUSH)) !=
+            (CF_OPEN | CF_WANT_DRAIN) ||
+        !conn_drained(c))
+        return;
+    c->flags &= (uint8_t)~CF_WANT_DRAIN;
+    if (c->cls->h->on_drain)
+        c->cls->h->on_drain(c);
+}
+
+void conn_want_drain(conn *c)
+{
+    if ((c->flags & (CF_OPEN | CF_CLOSE_AFTER_FLUSH)) != CF_OPEN)
+        return;
+    c->flags |= CF_WANT_DRAIN;
+    if (conn_drained(c))
+        conn_queue_flush(c);
 }
 
 void conn_loop_flush(loop *l)
 {
     conn *c = l->flushing;
     l->flushing = NULL;
+    l->in_flush = 1;
     while (c) {
         conn *next = c->flush_next;
         c->flush_next = NULL;
         c->flags &= (uint8_t)~CF_FLUSH_QUEUED;
-        if (c->flags & CF_OPEN)
-            conn_write(c);
+        if ((c->flags & CF_OPEN) && conn_write(c) == 0)
+            conn_drain_call(c);
         conn_unref(c);
         c = next;
+    }
+    l->in_flush = 0;
+    /* What the handlers queued meanwhile goes out on the next pass, after the
+     * loop has polled its sockets: running the flush again at once would let
+     * a producer that refills on every drain keep the loop to itself. */
+    if (l->flushing) {
+        static const struct timeval zero = {0, 0};
+        event_add(l->flush, &zero);
     }
 }
 
@@ -296,13 +352,16 @@ static size_t conn_parse(conn *c, const uint8_t *buf, size_t len)
             return len;
         }
         off += used;
+        c->last_active = c->loop->now; /* only a whole frame counts as activity */
         c->cls->h->on_frame(c, payload, plen);
     }
     return off;
 }
 
-/* Keeps data[0..len) as the pending input (data may point into c->in). */
-static int conn_keep(conn *c, const uint8_t *data, size_t len)
+/* Keeps data[0..len) as the pending input (data may point into c->in).
+ * `restart`: a frame was completed, so what is kept starts a new frame now;
+ * else it is the same partial frame as before, whose clock goes on. */
+static int conn_keep(conn *c, const uint8_t *data, size_t len, int restart)
 {
     if (len == 0) {
         free(c->in);
@@ -312,8 +371,12 @@ static int conn_keep(conn *c, const uint8_t *data, size_t len)
     if (c->in && data >= c->in->data && data < c->in->data + c->in->cap) {
         memmove(c->in->data, data, len);
         c->in->len = len;
+        if (restart)
+            c->in->since = c->loop->now;
         return 0;
     }
+    if (!c->in)
+        restart = 1;
     if (!c->in || c->in->cap < len) {
         size_t cap = len < 256 ? 256 : len;
         struct inbuf *in = realloc(c->in, sizeof(*in) + cap);
@@ -324,6 +387,8 @@ static int conn_keep(conn *c, const uint8_t *data, size_t len)
     }
     memcpy(c->in->data, data, len);
     c->in->len = len;
+    if (restart)
+        c->in->since = c->loop->now;
     return 0;
 }
 
@@ -351,7 +416,7 @@ static void conn_parse_kept(conn *c)
     size_t used = conn_parse(c, c->in->data, c->in->len);
     if (!(c->flags & CF_OPEN))
         return;
-    if (conn_keep(c, c->in->data + used, c->in->len - used) < 0)
+    if (conn_keep(c, c->in->data + used, c->in->len - used, used > 0) < 0)
         conn_close(c, "out of memory");
 }
 
@@ -381,7 +446,7 @@ static void conn_read(conn *c)
                 conn_close(c, strerror(errno));
             return;
         }
-        c->last_active = l->now;
+        loop_update_now(l); /* the frame clocks start from here */
         if (c->in) {
             if (conn_append(c, l->scratch, (size_t)n) < 0) {
                 conn_close(c, "out of memory");
@@ -390,7 +455,7 @@ static void conn_read(conn *c)
             conn_parse_kept(c);
         } else {
             size_t used = conn_parse(c, l->scratch, (size_t)n);
-            if ((c->flags & CF_OPEN) && conn_keep(c, l->scratch + used, (size_t)n - used) < 0) {
+            if ((c->flags & CF_OPEN) && conn_keep(c, l->scratch + used, (size_t)n - used, 1) < 0) {
                 conn_close(c, "out of memory");
                 return;
             }
@@ -404,8 +469,9 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
 {
     conn *c = arg;
     conn_ref(c);
-    if (what & EV_WRITE)
-        conn_write(c);
+    /* A drain it waits for is called from the flush, on this same pass. */
+    if ((what & EV_WRITE) && conn_write(c) == 0 && (c->flags & CF_WANT_DRAIN) && conn_drained(c))
+        conn_queue_flush(c);
     if ((what & EV_READ) && (c->flags & CF_OPEN))
         conn_read(c);
     conn_unref(c);
@@ -424,6 +490,7 @@ static void conn_resume(void *arg)
 {
     conn *c = arg;
     if ((c->flags & CF_OPEN) && !(c->flags & CF_PAUSED)) {
+        loop_update_now(c->loop);
         conn_parse_kept(c);
         conn_update_events(c);
     }
@@ -436,6 +503,12 @@ void conn_inflight_dec(conn *c)
         c->inflight--;
     if ((c->flags & CF_PAUSED) && c->inflight <= c->cls->lim.max_inflight / 2) {
         c->flags &= (uint8_t)~CF_PAUSED;
+        /* What was held back waited for us, not for the peer: its frame
+         * clock starts again. */
+        if (c->in) {
+            loop_update_now(c->loop);
+            c->in->since = c->loop->now;
+        }
         /* Parse what was held back on a fresh turn of the loop, not inside
          * the caller's completion callback. */
         conn_ref(c);
@@ -443,18 +516,79 @@ void conn_inflight_dec(conn *c)
     }
 }
 
+void conn_set_deadline(conn *c, uint32_t secs)
+{
+    if (!(c->flags & CF_OPEN))
+        return;
+    if (secs == 0) {
+        c->deadline = 0;
+        return;
+    }
+    loop_update_now(c->loop);
+    c->deadline = c->loop->now + secs;
+    if (c->deadline == 0) /* 0 means none; one second late at the wrap */
+        c->deadline = 1;
+}
+
+static void conn_deadline_passed(conn *c)
+{
+    c->deadline = 0; /* one shot: on_deadline may set the next one */
+    if (c->cls->h->on_deadline)
+        c->cls->h->on_deadline(c);
+    else
+        conn_close(c, "deadline passed");
+}
+
+/* Once a second, O(conns) and without allocating. Each limit of S seconds
+ * fires when the clock (in whole seconds, read when its event happened) has
+ * moved more than S since: never early, at most about two seconds late. */
 void conn_loop_tick(loop *l)
 {
+    uint32_t now = l->now;
     conn *c = l->conns;
     while (c) {
         conn *next = c->next;
-        if ((c->flags & CF_CLOSE_AFTER_FLUSH) && (int32_t)(l->now - c->last_active) >= 0)
-            conn_close(c, "close grace expired");
-        else if (c->cls->lim.idle_timeout_s &&
-                 l->now - c->last_active >= c->cls->lim.idle_timeout_s && c->inflight == 0)
+        const conn_limits *lim = &c->cls->lim;
+        if (c->flags & CF_CLOSE_AFTER_FLUSH) {
+            if ((int32_t)(now - c->last_active) >= 0)
+                conn_close(c, "close grace expired");
+        } else if (lim->frame_timeout_s && c->in && !(c->flags & CF_PAUSED) &&
+                   now - c->in->since > lim->frame_timeout_s) {
+            conn_close(c, "frame timeout");
+        } else if (c->deadline && (int32_t)(now - c->deadline) > 0) {
+            conn_deadline_passed(c);
+        } else if (lim->idle_timeout_s && c->inflight == 0 &&
+                   now - c->last_active > lim->idle_timeout_s) {
             conn_close(c, "idle timeout");
+        }
         c = next;
     }
+}
+
+int conn_peer_addr(const conn *c, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    if (!(c->flags & CF_OPEN) || len == 0 || getpeername(c->fd, (struct sockaddr *)&ss, &sslen) < 0)
+        return -1;
+    int af = ss.ss_family;
+    const void *addr;
+    if (af == AF_INET) {
+        addr = &((const struct sockaddr_in *)&ss)->sin_addr;
+    } else if (af == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+        addr = a6;
+        /* An IPv4 client of a dual-stack socket: one address, one spelling,
+         * so per-address limits count it once. */
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            af = AF_INET;
+            addr = a6->s6_addr + 12;
+        }
+    } else {
+        return -1;
+    }
+    socklen_t cap = len > INET6_ADDRSTRLEN ? INET6_ADDRSTRLEN : (socklen_t)len;
+    return inet_ntop(af, addr, buf, cap) ? 0 : -1;
 }
 
 void conn_flush_close(conn *c, const char *why)

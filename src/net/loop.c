@@ -23,6 +23,11 @@ static uint32_t loop_clock(void)
     return (uint32_t)ts.tv_sec;
 }
 
+void loop_update_now(loop *l)
+{
+    l->now = loop_clock();
+}
+
 static void loop_run_posts(loop *l)
 {
     pthread_mutex_lock(&l->lock);

@@ -28,8 +28,13 @@ struct loop {
     struct event *flush;    /* low priority: runs after the reads of one pass */
     struct conn *conns;     /* every open connection of this loop */
     struct conn *flushing;  /* connections with output to write this pass */
+    int in_flush;           /* conn_loop_flush is running */
     unsigned char *scratch; /* read buffer shared by the loop's connections */
 };
+
+/* Reads the clock into l->now: the sweep does once a second, conn.c when it
+ * notes the time of an event that a limit counts from. */
+void loop_update_now(struct loop *l);
 
 void conn_loop_tick(struct loop *l);
 void conn_loop_flush(struct loop *l);

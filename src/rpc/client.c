@@ -22,6 +22,21 @@
 
 enum { RPC_MAX_TRIED = 8, RPC_CONNECT_TIMEOUT_MS = 2000, RPC_SWEEP_MS = 50 };
 
+/* The frame limits of rpc/server.c, where their reasons are: a node reads
+ * requests of up to 4 MiB (a call that could not fit fails here, alone,
+ * rather than making the node close a connection many calls share) and
+ * sends responses of up to 16 MiB (a login or friend-list reply grows with
+ * the user's groups and their members). A started frame must be complete
+ * within RPC_FRAME_TIMEOUT_S, or the calls behind it would all stall.
+ * Idle connections are kept: they are made for calls to come, and a close
+ * counts against the node's circuit breaker. */
+enum {
+    RPC_MAX_REQUEST = 4 << 20,
+    RPC_MAX_RESPONSE = 16 << 20,
+    RPC_REQUEST_ENVELOPE = 1024, /* call id, names, timeout, tags */
+    RPC_FRAME_TIMEOUT_S = 10,
+};
+
 typedef struct rpc_call rpc_call;
 typedef struct rpc_loop rpc_loop;
 
@@ -507,10 +522,18 @@ static void rpc_invoke(ProtobufCService *service, unsigned method, const Protobu
         return;
     }
     rpc_loop *rl = &cl->per[loop_index(l)];
+    size_t len = protobuf_c_message_get_packed_size(input);
+    if (len > RPC_MAX_REQUEST - RPC_REQUEST_ENVELOPE) {
+        log_warn("rpc: %s.%s: a %zu-byte call is over the %u-byte frame limit",
+                 service->descriptor->name, service->descriptor->methods[method].name, len,
+                 (unsigned)RPC_MAX_REQUEST);
+        closure(NULL, closure_data);
+        return;
+    }
     rpc_call *call = calloc(1, sizeof(*call));
     if (!call)
         abort();
-    call->len = protobuf_c_message_get_packed_size(input);
+    call->len = len;
     call->payload = malloc(call->len ? call->len : 1);
     if (!call->payload)
         abort();
@@ -723,9 +746,10 @@ ProtobufCService *rpc_client_new(const ProtobufCServiceDescriptor *desc, loop **
     cl->loops = loops;
     cl->nloops = nloops;
     cl->cls = (conn_class){.h = &rpc_cl_handler,
-                           .lim = {.max_frame = 16u << 20,
+                           .lim = {.max_frame = RPC_MAX_RESPONSE,
                                    .max_out = 256u << 20,
                                    .idle_timeout_s = 0,
+                                   .frame_timeout_s = RPC_FRAME_TIMEOUT_S,
                                    .max_inflight = ~0u}};
     cl->per = calloc(nloops, sizeof(*cl->per));
     if (!cl->per)

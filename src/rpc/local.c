@@ -9,6 +9,8 @@ typedef struct {
     ProtobufCService base;
     svc_runtime *rt;
     const svc_def *def;
+    svc_gone_fn gone;
+    unsigned timeout_ms;
 } rpc_local;
 
 /* Lives in the request's arena until the closure has run. */
@@ -64,7 +66,15 @@ static void local_invoke(ProtobufCService *service, unsigned method, const Proto
     r->closure = closure;
     r->closure_data = closure_data;
     r->node.arg = loop_current();
-    svc_submit(s->rt, s->def, method, a, call, 0, local_done, r);
+    int64_t deadline = s->timeout_ms ? svc_clock_ms() + s->timeout_ms : 0;
+    svc_submit(s->rt, s->def, method, a, call, deadline, s->gone, closure_data, local_done, r);
+}
+
+void rpc_local_set_caller(ProtobufCService *service, svc_gone_fn gone, unsigned timeout_ms)
+{
+    rpc_local *s = (rpc_local *)service;
+    s->gone = gone;
+    s->timeout_ms = timeout_ms;
 }
 
 static void local_destroy(ProtobufCService *service)

@@ -12,7 +12,32 @@
 #include "net/listener.h"
 #include "rpc.pb-c.h"
 
-enum { RPC_MAX_FRAME = 16 << 20, RPC_MAX_INFLIGHT = 4096 };
+/* Frame limits of the two directions; rpc/client.c holds the same numbers
+ * and keeps to them before sending, so that one oversized call fails alone
+ * instead of closing a connection that many calls share.
+ *
+ * Requests (what this side reads): a Call carries one client frame, and the
+ * largest a client may legitimately send is a message of 4,000 characters
+ * (16 KB of UTF-8); the biggest Call of the gateway's own is an Ack of 256
+ * cursors. 4 MiB is far above both, and it bounds what one connection to
+ * this port can make a node hold.
+ *
+ * Responses (what the gateway reads): a Sync page is 200 such messages, about
+ * 3.3 MB, but a login or friend-list reply lists every group of the user with
+ * its members, which neither a page nor 4 MiB bounds; the gateway cuts a
+ * client whose output passes 8 MiB anyway. A larger reply is answered with
+ * an error instead of being sent. */
+enum {
+    RPC_MAX_REQUEST = 4 << 20,
+    RPC_MAX_RESPONSE = 16 << 20,
+    RPC_MAX_INFLIGHT = 4096,
+    /* A frame started must be complete within this: a half-sent frame would
+     * otherwise stall every call behind it on the connection. */
+    RPC_FRAME_TIMEOUT_S = 10,
+    /* A gateway connects when it has calls to send, so the first comes at
+     * once; a connection that sends none is not a gateway. */
+    RPC_FIRST_FRAME_S = 10,
+};
 
 struct rpc_server {
     listener *ls;
@@ -74,8 +99,15 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
         r.error = "deadline exceeded before the call ran";
     } else {
         size_t n = parley__result__get_packed_size(res);
-        r.payload.data = arena_alloc(a, n ? n : 1);
-        r.payload.len = parley__result__pack(res, r.payload.data);
+        if (n > RPC_MAX_RESPONSE - 64) { /* 64: room for the envelope */
+            log_warn("rpc: a %zu-byte result is over the %u-byte frame limit", n,
+                     (unsigned)RPC_MAX_RESPONSE);
+            r.status = PARLEY__RPC_STATUS__RPC_INTERNAL;
+            r.error = "result too large";
+        } else {
+            r.payload.data = arena_alloc(a, n ? n : 1);
+            r.payload.len = parley__result__pack(res, r.payload.data);
+        }
     }
     size_t len = parley__rpc_response__get_packed_size(&r);
     f->response = blob_new(FRAME_HDR + len);
@@ -89,6 +121,7 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
 static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
 {
     rpc_server *srv = ((rpc_conn *)conn_udata(c))->srv;
+    conn_set_deadline(c, 0); /* RPC_FIRST_FRAME_S is met */
     arena *a = arena_new();
     if (!a)
         abort();
@@ -126,7 +159,8 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
     if (!__atomic_exchange_n(&srv->served, 1, __ATOMIC_RELAXED))
         log_info("first request served: %s.%s", req->service, req->method);
     int64_t deadline = req->timeout_ms ? svc_clock_ms() + req->timeout_ms : 0;
-    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, rpc_done, f);
+    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, NULL, NULL,
+               rpc_done, f);
     return;
 fail:
     arena_free(a);
@@ -158,8 +192,10 @@ static void rpc_adopt_run(void *arg)
 {
     rpc_adopt *ad = arg;
     conn *c = conn_new(ad->l, ad->fd, &ad->srv->cls, sizeof(rpc_conn));
-    if (c)
+    if (c) {
         ((rpc_conn *)conn_udata(c))->srv = ad->srv;
+        conn_set_deadline(c, RPC_FIRST_FRAME_S);
+    }
     free(ad);
 }
 
@@ -191,9 +227,12 @@ rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, 
     srv->defs = defs;
     srv->ndefs = ndefs;
     srv->cls = (conn_class){.h = &rpc_handler,
-                            .lim = {.max_frame = RPC_MAX_FRAME,
+                            .lim = {.max_frame = RPC_MAX_REQUEST,
                                     .max_out = 256u << 20,
+                                    /* A gateway keeps its connection for
+                                     * calls to come, however quiet. */
                                     .idle_timeout_s = 0,
+                                    .frame_timeout_s = RPC_FRAME_TIMEOUT_S,
                                     .max_inflight = RPC_MAX_INFLIGHT}};
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);

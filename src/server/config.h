@@ -31,11 +31,11 @@ typedef struct config {
     /* abuse limits (0 disables one); docs/security.md says what each defends */
     unsigned max_conns_per_ip;
     unsigned hello_timeout_s, login_timeout_s, frame_timeout_s;
-    unsigned req_rate;           /* requests per second per connection */
-    unsigned msg_rate;           /* messages per second per user */
-    unsigned reg_rate;           /* registrations per minute per address */
-    unsigned login_fail_rate;    /* failed logins per minute per address */
-    unsigned login_fail_free;    /* failures of one account from one address before a delay */
+    unsigned req_rate;        /* requests per second per connection */
+    unsigned msg_rate;        /* messages per second per user */
+    unsigned reg_rate;        /* registrations per minute per address */
+    unsigned login_fail_rate; /* failed logins per minute per address */
+    unsigned login_fail_free; /* failures of one account from one address before a delay */
     unsigned login_fail_max_delay_s;
     unsigned auth_queue_per_conn, auth_queue_per_ip, auth_queue;
     unsigned max_friends, max_groups, max_members;

@@ -238,6 +238,9 @@ static int server_gateway_services(server *s, char *err, size_t errlen)
         s->svc[k] = rpc_local_new(s->rt, s->local[i]);
         if (!s->svc[k])
             goto oom;
+        /* A login not started within the RPC deadline has been given up
+         * on, as a remote call would be; other calls run however late. */
+        rpc_local_set_caller(s->svc[k], gateway_call_gone, k == 0 ? s->cfg.rpc_timeout_ms : 0);
     }
     for (int k = 0; k < 3; k++) {
         if (s->svc[k])
@@ -338,6 +341,11 @@ static int server_start(server *s, char *err, size_t errlen)
             .max_batch = cfg->max_batch,
             .linger_us = cfg->batch_wait_us,
             .recall_window_ms = cfg->recall_window_s * 1000,
+            .max_friends = cfg->max_friends,
+            .max_groups = cfg->max_groups,
+            .max_members = cfg->max_members,
+            .session_ttl_ms = (int64_t)cfg->session_ttl_days * 86400000,
+            .sessions_per_user = cfg->sessions_per_user,
         };
         s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);
         if (!s->rt)
@@ -369,7 +377,23 @@ static int server_start(server *s, char *err, size_t errlen)
             .limits = {.max_frame = cfg->max_frame,
                        .max_out = 8u << 20,
                        .idle_timeout_s = cfg->idle_timeout_s,
-                       .max_inflight = cfg->max_inflight},
+                       .frame_timeout_s = cfg->frame_timeout_s,
+                       .max_inflight = cfg->max_inflight,
+                       /* A catch-up page waits until the output is below
+                        * this: a page is at most a few hundred KiB. */
+                       .low_water = 256u << 10},
+            .abuse = {.max_conns_per_ip = cfg->max_conns_per_ip,
+                      .hello_timeout_s = cfg->hello_timeout_s,
+                      .login_timeout_s = cfg->login_timeout_s,
+                      .req_rate = cfg->req_rate,
+                      .msg_rate = cfg->msg_rate,
+                      .reg_rate = cfg->reg_rate,
+                      .fail_rate = cfg->login_fail_rate,
+                      .fail_free = cfg->login_fail_free,
+                      .fail_max_delay_s = cfg->login_fail_max_delay_s,
+                      .auth_per_conn = cfg->auth_queue_per_conn,
+                      .auth_per_ip = cfg->auth_queue_per_ip,
+                      .auth_total = cfg->auth_queue},
         };
         s->gw = gateway_new(&gcfg, s->loops, s->nloops, s->svc[0], s->svc[1], s->svc[2], s->bus);
         if (!s->gw) {
@@ -432,6 +456,8 @@ static void server_stop(server *s)
     s->reg = NULL;
     listener_free(s->ls);
     s->ls = NULL;
+    /* Queued logins and registrations are answered, not hashed. */
+    svc_runtime_stop(s->rt);
     if (s->gw)
         gateway_close_all(s->gw, "server shutting down");
     svc_runtime_free(s->rt);

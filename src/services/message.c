@@ -368,6 +368,8 @@ const svc_def svc_message = {
      * sends, whose conversations it shares, it would deadlock them (where
      * writers can deadlock at all). */
     .alone = 1u << 4,
+    /* History and Sync only read: nobody needs them once the caller left. */
+    .droppable = (1u << 2) | (1u << 5),
     /* All but recall, whose change must go if its push cannot be built.
      * A send's new direct conversation may stay without its message. */
     .atomic = ~(1u << 3),

@@ -28,6 +28,21 @@ static void social_done(svc_ctx *ctx)
     out->done = d;
 }
 
+/* Fails the request if count (from a store_*_count call that returned st)
+ * has reached max (0: no cap). -1 if it failed. */
+static int social_cap(svc_ctx *ctx, store_status st, uint64_t count, unsigned max, const char *what)
+{
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, what);
+        return -1;
+    }
+    if (max && count >= max) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "at most %u %s", max, what);
+        return -1;
+    }
+    return 0;
+}
+
 static void social_friend_add(svc_ctx *ctx)
 {
     if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD) < 0)
@@ -37,6 +52,12 @@ static void social_friend_add(svc_ctx *ctx)
         svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "you cannot add yourself as a friend");
         return;
     }
+    /* Both lists grow: a full list on either side refuses. */
+    uint64_t n = 0;
+    unsigned max = ctx->cfg->max_friends;
+    if (social_cap(ctx, store_friend_count(ctx->st, me, &n), n, max, "friends per user") < 0 ||
+        social_cap(ctx, store_friend_count(ctx->st, other, &n), n, max, "friends per user") < 0)
+        return;
     store_status st = store_friend_add(ctx->st, me, other, ctx->now_ms);
     if (st == STORE_NOT_FOUND)
         svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "user %llu not found",
@@ -85,16 +106,13 @@ static void social_group_create(svc_ctx *ctx)
     if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE) < 0)
         return;
     const Parley__GroupCreate *r = ctx->call->frame->group_create;
-    if (svc_check_text(ctx, r->name, 1, LIMIT_NAME_CHARS, "group name") < 0 ||
+    if (svc_check_name(ctx, r->name, "group name") < 0 ||
         svc_check_text(ctx, r->desc, 0, LIMIT_DESC_CHARS, "group description") < 0)
         return;
-    for (const unsigned char *p = (const unsigned char *)r->name; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
-                     "group name must not contain control characters");
-            return;
-        }
-    }
+    uint64_t n = 0;
+    if (social_cap(ctx, store_user_group_count(ctx->st, ctx->call->caller->user_id, &n), n,
+                   ctx->cfg->max_groups, "groups per user") < 0)
+        return;
     store_group g;
     store_status st =
         store_group_create(ctx->st, r->name, r->desc, ctx->call->caller->user_id, ctx->now_ms, &g);
@@ -118,8 +136,17 @@ static void social_group_join(svc_ctx *ctx)
 {
     if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN) < 0)
         return;
-    uint64_t gid = ctx->call->frame->group_join->group_id;
-    store_status st = store_group_join(ctx->st, gid, ctx->call->caller->user_id, ctx->now_ms);
+    uint64_t gid = ctx->call->frame->group_join->group_id, n = 0;
+    if (social_cap(ctx, store_user_group_count(ctx->st, ctx->call->caller->user_id, &n), n,
+                   ctx->cfg->max_groups, "groups per user") < 0)
+        return;
+    store_status st = store_group_member_count(ctx->st, gid, &n);
+    if (st == STORE_OK && ctx->cfg->max_members && n >= ctx->cfg->max_members) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "at most %u members per group",
+                 ctx->cfg->max_members);
+        return;
+    }
+    st = store_group_join(ctx->st, gid, ctx->call->caller->user_id, ctx->now_ms);
     if (st == STORE_NOT_FOUND)
         svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
                  (unsigned long long)gid);
@@ -231,4 +258,5 @@ static const svc_method_fn social_methods[] = {
 const svc_def svc_social = {
     .desc = &parley__social_service__descriptor,
     .methods = social_methods,
+    .droppable = 1u << 2, /* FriendList only reads */
 };

@@ -1,6 +1,9 @@
 #include "services/svc.h"
 
+#include <ctype.h>
 #include <stdarg.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +13,7 @@
 #include "common/log.h"
 #include "common/pool.h"
 #include "common/utf8.h"
+#include "services/limits.h"
 
 struct svc_runtime {
     const svc_config *cfg;
@@ -17,6 +21,7 @@ struct svc_runtime {
     pool *store_pool;
     pool *auth_pool;
     uint64_t submitted; /* atomic */
+    int stopping;       /* atomic */
     char err[256];
 };
 
@@ -26,6 +31,8 @@ typedef struct svc_task {
     unsigned method;
     svc_ctx ctx;
     int64_t deadline_ms;
+    svc_gone_fn gone;
+    void *gone_arg;
     svc_outcome outcome;
     svc_done_fn done;
     void *done_arg;
@@ -74,6 +81,11 @@ static void *svc_auth_worker_init(void *arg, unsigned idx)
     if (w) {
         w->small = 1;
         store_keep_small(w->st);
+        /* Hashing is slow on purpose and may be flooded: when the cores
+         * are short, the I/O loops and the store worker (everyone's
+         * messages) come first. A thread's own nice value on Linux. */
+        if (setpriority(PRIO_PROCESS, (id_t)gettid(), 5) < 0)
+            log_debug("auth worker: cannot lower its priority");
     }
     return w;
 }
@@ -113,6 +125,18 @@ static void svc_run_one(svc_worker *w, svc_task *t)
     if (t->deadline_ms && svc_clock_ms() > t->deadline_ms) {
         t->outcome = SVC_EXPIRED;
         svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "deadline exceeded");
+        return;
+    }
+    /* Nobody waits for the answer: a read, or the hashing of a login whose
+     * connection closed, would be work for nothing. */
+    int droppable = t->def->slow || (t->def->droppable >> t->method & 1);
+    if (droppable && t->gone && t->gone(t->gone_arg)) {
+        t->outcome = SVC_EXPIRED;
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "the client has gone");
+        return;
+    }
+    if (t->def->slow && __atomic_load_n(&w->rt->stopping, __ATOMIC_ACQUIRE)) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "server shutting down, try again");
         return;
     }
     if (t->method >= t->def->desc->n_methods || !t->def->methods[t->method]) {
@@ -242,7 +266,10 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
     unsigned atomic = 0;
     while (atomic < n && svc_atomic((svc_task *)tasks[atomic]))
         atomic++;
-    if (atomic == n && !store_single_writer(w->st)) {
+    /* The auth pool's methods hash passwords: slow on purpose. Never in a
+     * transaction, which on SQLite would hold the one write lock (everyone's
+     * sends) for the whole hash; their store writes are single statements. */
+    if ((atomic == n && !store_single_writer(w->st)) || w->small) {
         for (unsigned i = 0; i < n; i++) {
             svc_task *t = (svc_task *)tasks[i];
             svc_run_one(w, t);
@@ -456,14 +483,22 @@ void svc_runtime_free(svc_runtime *rt)
     free(rt);
 }
 
+void svc_runtime_stop(svc_runtime *rt)
+{
+    if (rt)
+        __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+}
+
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                int64_t deadline_ms, svc_done_fn done, void *arg)
+                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done, void *arg)
 {
     /* The task lives in the request's arena: one allocation less per call. */
     svc_task *t = arena_zalloc(a, sizeof(*t));
     t->def = def;
     t->method = m;
     t->deadline_ms = deadline_ms;
+    t->gone = gone;
+    t->gone_arg = gone_arg;
     t->done = done;
     t->done_arg = arg;
     t->ctx.bus = rt->bus;
@@ -543,6 +578,14 @@ void svc_push(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__Serve
     ctx->pushes_tail = &p->next;
 }
 
+void svc_push_kick(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__ServerFrame *frame)
+{
+    svc_pushq **tail = ctx->pushes_tail;
+    svc_push(ctx, users, n, frame);
+    if (ctx->pushes_tail != tail)
+        (*tail)->msgid = BUS_KICK;
+}
+
 int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, const char *what)
 {
     long n = utf8_count(s, strlen(s));
@@ -557,6 +600,31 @@ int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, 
     if (n > max_chars) {
         svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s is too long (at most %ld characters)",
                  what, max_chars);
+        return -1;
+    }
+    return 0;
+}
+
+int svc_check_name(svc_ctx *ctx, const char *name, const char *what)
+{
+    if (svc_check_text(ctx, name, 1, LIMIT_NAME_CHARS, what) < 0)
+        return -1;
+    size_t len = strlen(name);
+    if (utf8_name_safe(name, len) < 0 || memchr(name, ':', len)) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                 "%s must not contain ':', control or text-direction characters", what);
+        return -1;
+    }
+    int digits = 1;
+    for (size_t i = 0; i < len && digits; i++)
+        digits = isdigit((unsigned char)name[i]) != 0;
+    if (digits) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not be only digits", what);
+        return -1;
+    }
+    if (isspace((unsigned char)name[0]) || isspace((unsigned char)name[len - 1])) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not start or end with a space",
+                 what);
         return -1;
     }
     return 0;

@@ -28,6 +28,10 @@ typedef struct svc_config {
     unsigned max_batch;     /* requests per transaction */
     unsigned linger_us;     /* how long a small batch waits for more (group commit) */
     unsigned recall_window_ms;
+    /* caps (0: none) and sessions */
+    unsigned max_friends, max_groups, max_members;
+    int64_t session_ttl_ms;     /* a token unused this long expires (0: never) */
+    unsigned sessions_per_user; /* tokens kept per user (0: no bound) */
 } svc_config;
 
 typedef struct svc_pushq {
@@ -85,11 +89,18 @@ typedef struct svc_def {
     /* bit i: method i needs no savepoint. Each of its writes is one atomic
      * store call, and any write made before it fails may stay. */
     uint64_t atomic;
+    /* bit i: method i may be dropped when its caller is gone (reads). */
+    uint64_t droppable;
 } svc_def;
 
 extern const svc_def svc_user, svc_social, svc_message;
 
 typedef struct svc_runtime svc_runtime;
+
+/* Asks, on a worker thread, whether the caller of a queued request has gone
+ * (its connection closed): work nobody waits for is dropped before it runs.
+ * Must be safe to call from any thread. */
+typedef int (*svc_gone_fn)(void *arg);
 
 /* Opens one store handle per worker and starts the pools. NULL on failure
  * with the reason in err. The caller owns the runtime (svc_runtime_free,
@@ -107,9 +118,17 @@ typedef enum {
 typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res, svc_outcome outcome);
 
 /* Runs method m of def for call (allocated in a; a passes to the runtime).
- * deadline_ms is on svc_clock_ms()'s clock; 0 means none. */
+ * deadline_ms is on svc_clock_ms()'s clock; 0 means none. gone (may be
+ * NULL) tells whether the caller has left; if so, or once the deadline has
+ * passed, a request that only reads or that is slow (registration, login)
+ * is answered SVC_EXPIRED without running. Writes a client may already
+ * count on (sends, acks, friends, groups) still run. */
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
-                int64_t deadline_ms, svc_done_fn done, void *arg);
+                int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done, void *arg);
+/* Starts a clean stop: requests still queued on the slow (auth) pool are
+ * answered UNAVAILABLE instead of run, so that a stop with a thousand
+ * registrations queued takes a moment, not minutes of hashing. */
+void svc_runtime_stop(svc_runtime *rt);
 /* Requests submitted so far (for telling a busy server from a quiet one). */
 uint64_t svc_runtime_submitted(const svc_runtime *rt);
 /* Milliseconds on a monotonic clock. */
@@ -130,9 +149,16 @@ void svc_fail(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
 void svc_fail_store(svc_ctx *ctx, store_status st, const char *what);
 /* Queues frame for every session of users[0..n) (copied), sent after commit. */
 void svc_push(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__ServerFrame *frame);
+/* As svc_push, and ends each session the frame reaches (BUS_KICK). */
+void svc_push_kick(svc_ctx *ctx, const uint64_t *users, size_t n, const Parley__ServerFrame *frame);
 /* Checks text from the network: valid UTF-8, 1..max code points (min_chars
  * may be 0). Fails the request with BAD_REQUEST naming `what` if not. */
 int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, const char *what);
+/* Checks a user or group name: as svc_check_text (1..LIMIT_NAME_CHARS),
+ * and nothing that disguises it where it is shown or typed: no control or
+ * bidirectional-control character, no ':' (the client's separator), no
+ * space at either end, not only digits (commands take ids too). */
+int svc_check_name(svc_ctx *ctx, const char *name, const char *what);
 /* Requires a logged-in caller; fails with UNAUTHENTICATED otherwise. */
 int svc_require_user(svc_ctx *ctx);
 

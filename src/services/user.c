@@ -2,7 +2,6 @@
  * user service: accounts and sessions (register, login, resume, logout).
  * Runs on the auth pool: hashing passwords is slow on purpose.
  */
-#include <ctype.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -10,34 +9,6 @@
 #include "services/limits.h"
 #include "services/svc.h"
 #include "services/view.h"
-
-/* A name is shown everywhere and typed in commands: no control characters,
- * no colon (the command separator), not only digits (login takes an id). */
-static int user_check_name(svc_ctx *ctx, const char *name, const char *what)
-{
-    if (svc_check_text(ctx, name, 1, LIMIT_NAME_CHARS, what) < 0)
-        return -1;
-    int digits = 1;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f || *p == ':') {
-            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
-                     "%s must not contain ':' or control characters", what);
-            return -1;
-        }
-        if (!isdigit(*p))
-            digits = 0;
-    }
-    if (digits) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not be only digits", what);
-        return -1;
-    }
-    if (isspace((unsigned char)name[0]) || isspace((unsigned char)name[strlen(name) - 1])) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "%s must not start or end with a space",
-                 what);
-        return -1;
-    }
-    return 0;
-}
 
 static void user_create_account(svc_ctx *ctx)
 {
@@ -47,7 +18,7 @@ static void user_create_account(svc_ctx *ctx)
         return;
     }
     const Parley__Register *r = f->reg;
-    if (user_check_name(ctx, r->name, "name") < 0)
+    if (svc_check_name(ctx, r->name, "name") < 0)
         return;
     if (svc_check_text(ctx, r->password, 0, LIMIT_PASSWORD_MAX, "password") < 0)
         return;
@@ -124,6 +95,22 @@ static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *toke
         user_push_presence(ctx, u->id, 1);
 }
 
+/* Tokens nobody used for the TTL are deleted when presented, and the rest
+ * here: at most once a minute per auth worker, a bounded sweep (its own
+ * short statement, so it never holds the store for long). */
+static void user_expire_sessions(svc_ctx *ctx)
+{
+    static _Thread_local int64_t last_ms;
+    uint64_t deleted = 0;
+    if (!ctx->cfg->session_ttl_ms || ctx->now_ms - last_ms < 60000)
+        return;
+    last_ms = ctx->now_ms;
+    if (store_sessions_expire(ctx->st, ctx->now_ms, ctx->cfg->session_ttl_ms, &deleted) ==
+            STORE_OK &&
+        deleted)
+        log_info("sessions: %llu expired session tokens deleted", (unsigned long long)deleted);
+}
+
 static void user_login(svc_ctx *ctx)
 {
     const Parley__ClientFrame *f = ctx->call->frame;
@@ -155,10 +142,11 @@ static void user_login(svc_ctx *ctx)
         svc_fail_store(ctx, st, "user");
         return;
     }
+    user_expire_sessions(ctx);
     char token[PWHASH_TOKEN_LEN + 1];
     uint8_t hash[32];
     pwhash_token_new(token, hash);
-    st = store_session_create(ctx->st, hash, u.id, ctx->now_ms);
+    st = store_session_create(ctx->st, hash, u.id, ctx->now_ms, ctx->cfg->sessions_per_user);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "session");
         return;
@@ -178,12 +166,15 @@ static void user_resume(svc_ctx *ctx)
     uint8_t hash[32];
     uint64_t uid;
     store_user u;
-    if (len == 0 || len > 256) {
+    /* Only a token of the length handed out can match: anything else is
+     * refused before it is hashed or looked up. */
+    if (len != PWHASH_TOKEN_LEN) {
         svc_fail(ctx, PARLEY__ERROR_CODE__UNAUTHENTICATED, "invalid session token");
         return;
     }
     pwhash_token_hash(token, len, hash);
-    store_status st = store_session_user(ctx->st, hash, &uid);
+    store_status st =
+        store_session_user(ctx->st, hash, ctx->now_ms, ctx->cfg->session_ttl_ms, &uid);
     if (st == STORE_OK)
         st = store_user_by_id(ctx->st, uid, &u);
     if (st == STORE_NOT_FOUND) {
@@ -211,6 +202,23 @@ static void user_logout(svc_ctx *ctx)
         uint8_t hash[32];
         pwhash_token_hash(f->logout->token, strlen(f->logout->token), hash);
         store_session_delete(ctx->st, hash);
+    }
+    /* From every device: every token goes, and every other session is
+     * told why and closed (the gateways end the sessions a kick reaches). */
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_LOGOUT && f->logout->all) {
+        store_status st = store_session_delete_user(ctx->st, user);
+        if (st != STORE_OK) {
+            svc_fail_store(ctx, st, "session");
+            return;
+        }
+        Parley__ServerFrame bf = PARLEY__SERVER_FRAME__INIT;
+        Parley__Bye bye = PARLEY__BYE__INIT;
+        bye.reason = "logged out on every device";
+        bf.body_case = PARLEY__SERVER_FRAME__BODY_BYE;
+        bf.bye = &bye;
+        svc_push_kick(ctx, &user, 1, &bf);
+        log_info("audit event=logout_all user=%llu addr=%s", (unsigned long long)user,
+                 ctx->call->caller->addr[0] ? ctx->call->caller->addr : "?");
     }
     if (user_sessions_elsewhere(ctx, user) == 0)
         user_push_presence(ctx, user, 0);

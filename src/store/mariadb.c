@@ -171,8 +171,27 @@ static const char *const mdb_schema_v4[] = {
     NULL,
 };
 
+/* 4 -> 5: sessions expire and are bounded per user. last_used is when a
+ * session was last used; one from before starts at its created time, so it
+ * gets the whole idle time from its login, not none. The UPDATE touches
+ * only rows still at the default, so it can run again (every insert names
+ * last_used). sessions_last_used serves the housekeeping sweep, oldest
+ * first; sessions_user (user_id) already finds a user's sessions.
+ * members_by_user gains role: a user's groups, whose roles are above
+ * ROLE_NONE (0) unlike direct conversations', are then one range of it to
+ * count; it still serves every lookup by user and the user foreign key, so
+ * the old index goes, after the new one is there. */
+static const char *const mdb_schema_v5[] = {
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_used BIGINT NOT NULL DEFAULT 0",
+    "UPDATE sessions SET last_used = created_ms WHERE last_used = 0",
+    "ALTER TABLE sessions ADD INDEX IF NOT EXISTS sessions_last_used (last_used)",
+    "ALTER TABLE members ADD INDEX IF NOT EXISTS members_by_user_role (user_id, role)",
+    "ALTER TABLE members DROP INDEX IF EXISTS members_by_user",
+    NULL,
+};
+
 static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2, mdb_schema_v3,
-                                                    mdb_schema_v4};
+                                                    mdb_schema_v4, mdb_schema_v5};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -225,11 +244,18 @@ enum {
     Q_USER_BY_ID,
     Q_USER_BY_NAME,
     Q_SESSION_INSERT,
-    Q_SESSION_USER,
+    Q_SESSION_TRIM,
+    Q_SESSION_GET,
+    Q_SESSION_TOUCH,
     Q_SESSION_DELETE,
+    Q_SESSION_DELETE_USER,
+    Q_SESSIONS_EXPIRE,
     Q_FRIEND_INSERT,
     Q_FRIEND_DELETE,
     Q_FRIEND_LIST,
+    Q_FRIEND_COUNT,
+    Q_USER_GROUP_COUNT,
+    Q_GROUP_MEMBER_COUNT,
     Q_DIRECT_INSERT,
     Q_GROUP_CONV_INSERT,
     Q_CONV_EXISTS,
@@ -296,11 +322,28 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_USER_BY_ID] = {"SELECT id, name, pwhash FROM users WHERE id = ?", "u", "utt"},
     [Q_USER_BY_NAME] = {"SELECT id, name, pwhash FROM users WHERE name = ?", "t", "utt"},
 
-    [Q_SESSION_INSERT] = {"INSERT INTO sessions (token_hash, user_id, created_ms)"
-                          " VALUES (?, ?, ?)",
-                          "hui", ""},
-    [Q_SESSION_USER] = {"SELECT user_id FROM sessions WHERE token_hash = ?", "h", "u"},
-    [Q_SESSION_DELETE] = {"DELETE FROM sessions WHERE token_hash = ?", "h", ""},
+    [Q_SESSION_INSERT] = {"INSERT INTO sessions (token_hash, user_id, created_ms, last_used)"
+                          " VALUES (?, ?, ?, ?)",
+                          "huii", ""},
+    /* MariaDB takes no LIMIT in an IN subquery, and a DELETE may not read
+     * its own table there: the derived table, which a LIMIT keeps from
+     * being merged, is read (sessions_user, a few rows sorted) before any
+     * row goes. The token breaks ties, so one statement names one set. */
+    [Q_SESSION_TRIM] = {"DELETE s FROM sessions AS s JOIN (SELECT token_hash FROM sessions"
+                        " WHERE user_id = ? AND token_hash <> ?"
+                        " ORDER BY last_used DESC, token_hash DESC"
+                        " LIMIT 18446744073709551615 OFFSET ?) AS old"
+                        " ON old.token_hash = s.token_hash",
+                        "uhu", ""},
+    [Q_SESSION_GET] = {"SELECT user_id, last_used FROM sessions WHERE token_hash = ?", "h", "ui"},
+    [Q_SESSION_TOUCH] = {"UPDATE sessions SET last_used = ? WHERE token_hash = ? AND last_used < ?",
+                         "ihi", ""},
+    [Q_SESSION_DELETE] = {"DELETE FROM sessions WHERE token_hash = ? AND last_used < ?", "hi", ""},
+    [Q_SESSION_DELETE_USER] = {"DELETE FROM sessions WHERE user_id = ?", "u", ""},
+    /* The oldest first down sessions_last_used; at READ COMMITTED only the
+     * rows deleted stay locked. */
+    [Q_SESSIONS_EXPIRE] = {"DELETE FROM sessions WHERE last_used < ? ORDER BY last_used LIMIT ?",
+                           "iu", ""},
 
     /* Both directions in one statement, so it is atomic on its own. */
     [Q_FRIEND_INSERT] = {"INSERT INTO friends (user_id, friend_id, created_ms)"
@@ -312,6 +355,15 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_FRIEND_LIST] = {"SELECT u.id, u.name FROM friends AS f JOIN users AS u"
                        " ON u.id = f.friend_id WHERE f.user_id = ? ORDER BY f.friend_id",
                        "u", "ut"},
+    /* Counts: each a range of one index. A group member's role is above
+     * ROLE_NONE, a direct conversation's is ROLE_NONE. */
+    [Q_FRIEND_COUNT] = {"SELECT COUNT(*) FROM friends WHERE user_id = ?", "u", "u"},
+    [Q_USER_GROUP_COUNT] = {"SELECT COUNT(*) FROM members WHERE user_id = ? AND role > ?", "ud",
+                            "u"},
+    /* No row for no group: NOT_FOUND. */
+    [Q_GROUP_MEMBER_COUNT] = {"SELECT (SELECT COUNT(*) FROM members WHERE conv_id = g.conv_id)"
+                              " FROM groups_ AS g WHERE g.id = ?",
+                              "u", "u"},
 
     [Q_DIRECT_INSERT] = {"INSERT INTO convs (kind, user_lo, user_hi) VALUES (?, ?, ?)", "duu", ""},
     [Q_GROUP_CONV_INSERT] = {"INSERT INTO convs (kind) VALUES (?)", "d", ""},
@@ -358,7 +410,7 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_CONV_DELETE_MEMBERS] = {"DELETE FROM members WHERE conv_id = ?", "u", ""},
     [Q_CONV_DELETE_MESSAGES] = {"DELETE FROM messages WHERE conv_id = ?", "u", ""},
     /* STRAIGHT_JOIN fixes the join order: from the user's memberships
-     * (members_by_user), not from a scan of all groups. */
+     * (members_by_user_role), not from a scan of all groups. */
     [Q_USER_GROUPS] = {"SELECT g.id, g.conv_id, g.creator, g.name, g.description"
                        " FROM members AS m STRAIGHT_JOIN groups_ AS g ON g.conv_id = m.conv_id"
                        " WHERE m.user_id = ? ORDER BY g.id",
@@ -394,7 +446,7 @@ static const mdb_query mdb_sql[Q_COUNT] = {
      * pending (conv_id, seq) pairs from each membership's (acked_seq,
      * last_seq] and each is one unique-key lookup: the rows read are the
      * pending ones, as with SQLite's index range. The anchor starts from
-     * members_by_user and skips conversations with nothing new. */
+     * members_by_user_role and skips conversations with nothing new. */
     [Q_PENDING] = {"WITH RECURSIVE p (conv_id, seq, last_seq) AS ("
                    " SELECT mb.conv_id, mb.acked_seq + 1, c.last_seq"
                    " FROM members AS mb STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY)"
@@ -881,20 +933,6 @@ static store_status mdb_sql_once(mdb_store *st, const char *sql)
     return ret;
 }
 
-static int mdb_text_ok(mdb_store *st, const char *s, size_t max, const char *what)
-{
-    if (!s) {
-        mdb_set_err(st, "%s missing", what);
-        return 0;
-    }
-    /* Longer values could not be read back whole into the fixed buffers. */
-    if (strnlen(s, max + 1) > max) {
-        mdb_set_err(st, "%s longer than %zu bytes", what, max);
-        return 0;
-    }
-    return 1;
-}
-
 static void mdb_copy_text(mdb_store *st, int col, char *dst, size_t cap)
 {
     size_t n = st->col_len[col];
@@ -991,6 +1029,17 @@ static store_status mdb_op_end(mdb_store *st, int own, store_status ret)
     return ret;
 }
 
+/* For store.c's logic over several ops. */
+static store_status mdb_base_op_begin(store *base, int *own)
+{
+    return mdb_op_begin(mdb_of(base), own);
+}
+
+static store_status mdb_base_op_end(store *base, int own, store_status ret)
+{
+    return mdb_op_end(mdb_of(base), own, ret);
+}
+
 static store_status mdb_begin(store *base)
 {
     return mdb_tx_begin(mdb_of(base));
@@ -1051,9 +1100,6 @@ static store_status mdb_user_create(store *base, const char *name, const char *p
                                     int64_t now_ms, uint64_t *id_out)
 {
     mdb_store *st = mdb_of(base);
-    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
-        !mdb_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
-        return STORE_ERROR;
     store_status ret = mdb_exec(st, Q_USER_INSERT, NULL, name, pwhash, now_ms);
     if (ret == STORE_OK && id_out)
         *id_out = st->insert_id;
@@ -1080,8 +1126,6 @@ static store_status mdb_user_by_id(store *base, uint64_t id, store_user *out)
 static store_status mdb_user_by_name(store *base, const char *name, store_user *out)
 {
     mdb_store *st = mdb_of(base);
-    if (!name)
-        return STORE_NOT_FOUND;
     store_status ret = mdb_first(st, Q_USER_BY_NAME, name);
     if (ret == STORE_OK)
         mdb_user_row(st, out);
@@ -1089,28 +1133,73 @@ static store_status mdb_user_by_name(store *base, const char *name, store_user *
     return ret;
 }
 
-static store_status mdb_session_create(store *base, const uint8_t token_hash[32], uint64_t user,
+static store_status mdb_session_insert(store *base, const uint8_t token_hash[32], uint64_t user,
                                        int64_t now_ms)
 {
-    return mdb_exec(mdb_of(base), Q_SESSION_INSERT, NULL, token_hash, user, now_ms);
+    return mdb_exec(mdb_of(base), Q_SESSION_INSERT, NULL, token_hash, user, now_ms, now_ms);
 }
 
-static store_status mdb_session_user(store *base, const uint8_t token_hash[32], uint64_t *user_out)
+static store_status mdb_session_trim(store *base, uint64_t user, const uint8_t keep_hash[32],
+                                     unsigned keep)
+{
+    return mdb_exec(mdb_of(base), Q_SESSION_TRIM, NULL, user, keep_hash, (uint64_t)keep);
+}
+
+static store_status mdb_session_get(store *base, const uint8_t token_hash[32], uint64_t *user,
+                                    int64_t *last_used)
 {
     mdb_store *st = mdb_of(base);
-    store_status ret = mdb_first(st, Q_SESSION_USER, token_hash);
-    if (ret == STORE_OK && user_out)
-        *user_out = st->col_u[0];
+    store_status ret = mdb_first(st, Q_SESSION_GET, token_hash);
+    if (ret == STORE_OK) {
+        *user = st->col_u[0];
+        *last_used = st->col_i[1];
+    }
     mdb_done(st);
     return ret;
 }
 
-static store_status mdb_session_delete(store *base, const uint8_t token_hash[32])
+static store_status mdb_session_touch(store *base, const uint8_t token_hash[32], int64_t now_ms)
 {
-    uint64_t n;
-    store_status ret = mdb_exec(mdb_of(base), Q_SESSION_DELETE, &n, token_hash);
-    if (ret == STORE_OK && n == 0)
-        return STORE_NOT_FOUND;
+    return mdb_exec(mdb_of(base), Q_SESSION_TOUCH, NULL, now_ms, token_hash, now_ms);
+}
+
+static store_status mdb_session_delete(store *base, const uint8_t token_hash[32], int64_t before_ms,
+                                       uint64_t *n)
+{
+    return mdb_exec(mdb_of(base), Q_SESSION_DELETE, n, token_hash, before_ms);
+}
+
+static store_status mdb_session_delete_user(store *base, uint64_t user)
+{
+    return mdb_exec(mdb_of(base), Q_SESSION_DELETE_USER, NULL, user);
+}
+
+static store_status mdb_sessions_expire(store *base, int64_t before_ms, unsigned limit, uint64_t *n)
+{
+    return mdb_exec(mdb_of(base), Q_SESSIONS_EXPIRE, n, before_ms, (uint64_t)limit);
+}
+
+static store_status mdb_count(store *base, store_count_kind what, uint64_t id, uint64_t *n)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret;
+    switch (what) {
+    case STORE_COUNT_FRIENDS:
+        ret = mdb_first(st, Q_FRIEND_COUNT, id);
+        break;
+    case STORE_COUNT_USER_GROUPS:
+        ret = mdb_first(st, Q_USER_GROUP_COUNT, id, STORE_ROLE_NONE);
+        break;
+    case STORE_COUNT_GROUP_MEMBERS:
+        ret = mdb_first(st, Q_GROUP_MEMBER_COUNT, id);
+        break;
+    default:
+        mdb_set_err(st, "unknown count %d", (int)what);
+        return STORE_ERROR;
+    }
+    if (ret == STORE_OK)
+        *n = st->col_u[0];
+    mdb_done(st);
     return ret;
 }
 
@@ -1118,14 +1207,9 @@ static store_status mdb_session_delete(store *base, const uint8_t token_hash[32]
 
 static store_status mdb_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
 {
-    mdb_store *st = mdb_of(base);
-    if (a == b) {
-        mdb_set_err(st, "cannot befriend oneself");
-        return STORE_CONFLICT;
-    }
     /* Foreign keys answer NOT_FOUND for a missing user, the primary key
      * CONFLICT for an existing friendship. */
-    return mdb_exec(st, Q_FRIEND_INSERT, NULL, a, b, now_ms, b, a, now_ms);
+    return mdb_exec(mdb_of(base), Q_FRIEND_INSERT, NULL, a, b, now_ms, b, a, now_ms);
 }
 
 static store_status mdb_friend_del(store *base, uint64_t a, uint64_t b)
@@ -1194,10 +1278,6 @@ static store_status mdb_find_pair(mdb_store *st, int id, uint64_t lo, uint64_t h
 static store_status mdb_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
     mdb_store *st = mdb_of(base);
-    if (a == b) {
-        mdb_set_err(st, "a direct conversation needs two users");
-        return STORE_CONFLICT;
-    }
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     int own, raced;
 
@@ -1277,11 +1357,6 @@ static store_status mdb_group_create(store *base, const char *name, const char *
                                      uint64_t creator, int64_t now_ms, store_group *out)
 {
     mdb_store *st = mdb_of(base);
-    if (!desc)
-        desc = "";
-    if (!mdb_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
-        !mdb_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
-        return STORE_ERROR;
     uint64_t conv = 0, id = 0;
     int own;
     store_status ret = mdb_op_begin(st, &own);
@@ -2179,6 +2254,11 @@ static void mdb_close(store *base)
     free(st);
 }
 
+static void mdb_base_set_err(store *base, const char *msg)
+{
+    mdb_set_err(mdb_of(base), "%s", msg);
+}
+
 static const char *mdb_errmsg(const store *base)
 {
     const mdb_store *st = (const mdb_store *)base;
@@ -2234,6 +2314,7 @@ static const store_ops mdb_ops = {
     .name = "mariadb",
     .close = mdb_close,
     .errmsg = mdb_errmsg,
+    .set_err = mdb_base_set_err,
     .txn_lost = mdb_txn_lost,
     .is_dead = mdb_is_dead,
     .begin = mdb_begin,
@@ -2245,9 +2326,16 @@ static const store_ops mdb_ops = {
     .user_create = mdb_user_create,
     .user_by_id = mdb_user_by_id,
     .user_by_name = mdb_user_by_name,
-    .session_create = mdb_session_create,
-    .session_user = mdb_session_user,
+    .op_begin = mdb_base_op_begin,
+    .op_end = mdb_base_op_end,
+    .session_insert = mdb_session_insert,
+    .session_trim = mdb_session_trim,
+    .session_get = mdb_session_get,
+    .session_touch = mdb_session_touch,
     .session_delete = mdb_session_delete,
+    .session_delete_user = mdb_session_delete_user,
+    .sessions_expire = mdb_sessions_expire,
+    .count = mdb_count,
     .friend_add = mdb_friend_add,
     .friend_del = mdb_friend_del,
     .friend_list = mdb_friend_list,

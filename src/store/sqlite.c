@@ -114,6 +114,21 @@ static const char *const store_migrations[] = {
     "CREATE UNIQUE INDEX messages_sender_ref ON messages (sender, ref) WHERE ref IS NOT NULL;"
     "DELETE FROM sqlite_sequence WHERE name = 'messages';"
     "PRAGMA user_version = 4;",
+    /* 4 -> 5: sessions expire and are bounded per user. last_used is when a
+     * session was last used; one from before starts at its created time, so
+     * it gets the whole idle time from its login, not none (the NOT NULL
+     * column needs a default; every insert names it). Indexes for the
+     * housekeeping sweep (oldest first) and for a user's sessions (bound,
+     * logout everywhere). members_by_user gains role: a user's groups,
+     * whose roles are above ROLE_NONE (0) unlike direct conversations', are
+     * then one range of it to count; it still serves every lookup by user. */
+    "ALTER TABLE sessions ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE sessions SET last_used = created_ms;"
+    "CREATE INDEX sessions_by_user ON sessions (user_id);"
+    "CREATE INDEX sessions_by_last_used ON sessions (last_used);"
+    "CREATE INDEX members_by_user_role ON members (user_id, role);"
+    "DROP INDEX members_by_user;"
+    "PRAGMA user_version = 5;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -144,11 +159,18 @@ enum {
     Q_USER_BY_ID,
     Q_USER_BY_NAME,
     Q_SESSION_INSERT,
-    Q_SESSION_USER,
+    Q_SESSION_TRIM,
+    Q_SESSION_GET,
+    Q_SESSION_TOUCH,
     Q_SESSION_DELETE,
+    Q_SESSION_DELETE_USER,
+    Q_SESSIONS_EXPIRE,
     Q_FRIEND_INSERT,
     Q_FRIEND_DELETE,
     Q_FRIEND_LIST,
+    Q_FRIEND_COUNT,
+    Q_USER_GROUP_COUNT,
+    Q_GROUP_MEMBER_COUNT,
     Q_CONV_INSERT,
     Q_CONV_EXISTS,
     Q_CONV_DELETE,
@@ -197,10 +219,23 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_USER_BY_ID] = "SELECT id, name, pwhash FROM users WHERE id = ?1",
     [Q_USER_BY_NAME] = "SELECT id, name, pwhash FROM users WHERE name = ?1",
 
-    [Q_SESSION_INSERT] =
-        "INSERT INTO sessions (token_hash, user_id, created_ms) VALUES (?1, ?2, ?3)",
-    [Q_SESSION_USER] = "SELECT user_id FROM sessions WHERE token_hash = ?1",
-    [Q_SESSION_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1",
+    [Q_SESSION_INSERT] = "INSERT INTO sessions (token_hash, user_id, created_ms, last_used)"
+                         " VALUES (?1, ?2, ?3, ?3)",
+    /* A user has a few sessions (sessions_by_user): sorting them is cheap.
+     * The token breaks ties, so one statement names one set. */
+    [Q_SESSION_TRIM] = "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions"
+                       " WHERE user_id = ?1 AND token_hash <> ?2"
+                       " ORDER BY last_used DESC, token_hash DESC LIMIT -1 OFFSET ?3)",
+    [Q_SESSION_GET] = "SELECT user_id, last_used FROM sessions WHERE token_hash = ?1",
+    [Q_SESSION_TOUCH] =
+        "UPDATE sessions SET last_used = ?2 WHERE token_hash = ?1 AND last_used < ?2",
+    [Q_SESSION_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1 AND last_used < ?2",
+    [Q_SESSION_DELETE_USER] = "DELETE FROM sessions WHERE user_id = ?1",
+    /* The oldest first down sessions_by_last_used, which holds the token
+     * too: the sweep reads only what it deletes. */
+    [Q_SESSIONS_EXPIRE] =
+        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions"
+        " WHERE last_used < ?1 ORDER BY last_used LIMIT ?2)",
 
     /* Both directions in one statement, so it is atomic on its own. */
     [Q_FRIEND_INSERT] = "INSERT INTO friends (user_id, friend_id, created_ms)"
@@ -209,6 +244,13 @@ static const char *const store_sql[Q_COUNT] = {
                         " OR (user_id = ?2 AND friend_id = ?1)",
     [Q_FRIEND_LIST] = "SELECT u.id, u.name FROM friends AS f JOIN users AS u ON u.id = f.friend_id"
                       " WHERE f.user_id = ?1 ORDER BY f.friend_id",
+    /* Counts: each a range of one index, no row read. A group member's
+     * role is above ?2 (ROLE_NONE), a direct conversation's is ROLE_NONE. */
+    [Q_FRIEND_COUNT] = "SELECT count(*) FROM friends WHERE user_id = ?1",
+    [Q_USER_GROUP_COUNT] = "SELECT count(*) FROM members WHERE user_id = ?1 AND role > ?2",
+    /* No row for no group: NOT_FOUND. */
+    [Q_GROUP_MEMBER_COUNT] = "SELECT (SELECT count(*) FROM members WHERE conv_id = g.conv_id)"
+                             " FROM groups_ AS g WHERE g.id = ?1",
 
     [Q_CONV_INSERT] = "INSERT INTO convs (kind, user_lo, user_hi) VALUES (?1, ?2, ?3)",
     [Q_CONV_EXISTS] = "SELECT 1 FROM convs WHERE id = ?1",
@@ -244,7 +286,7 @@ static const char *const store_sql[Q_COUNT] = {
         "UPDATE msg_id_floor SET id = max(id, coalesce((SELECT max(id) FROM messages), 0))",
     [Q_CONV_DELETE_MESSAGES] = "DELETE FROM messages WHERE conv_id = ?1",
     /* CROSS JOIN fixes the join order: start from the user's memberships
-     * (members_by_user), not from a scan of all groups. */
+     * (members_by_user_role), not from a scan of all groups. */
     [Q_USER_GROUPS] = "SELECT g.id, g.conv_id, g.creator, g.name, g.description"
                       " FROM members AS m CROSS JOIN groups_ AS g ON g.conv_id = m.conv_id"
                       " WHERE m.user_id = ?1 ORDER BY g.id",
@@ -268,7 +310,7 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_HISTORY] = "SELECT * FROM (SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
                   " WHERE m.conv_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3)"
                   " ORDER BY seq",
-    /* From the user's memberships (members_by_user) to each conversation's
+    /* From the user's memberships (members_by_user_role) to each conversation's
      * messages above the cursor ((conv_id, seq) index); CROSS JOIN keeps the
      * planner from scanning all messages in msgid order instead. */
     [Q_PENDING] = "SELECT " STORE_MSG_COLS " FROM members AS mb CROSS JOIN messages AS m"
@@ -480,20 +522,6 @@ static store_status store_exec(sq_store *st, int id, int *changes, const char *t
         *changes = ret == STORE_OK ? sqlite3_changes(st->db) : 0;
     store_finish(s);
     return ret;
-}
-
-static int store_text_ok(sq_store *st, const char *s, size_t max, const char *what)
-{
-    if (!s) {
-        store_set_err(st, "%s missing", what);
-        return 0;
-    }
-    /* Longer values could not be read back whole into the fixed buffers. */
-    if (strnlen(s, max + 1) > max) {
-        store_set_err(st, "%s longer than %zu bytes", what, max);
-        return 0;
-    }
-    return 1;
 }
 
 /* Makes a multi-statement call atomic: its own write transaction when none is
@@ -820,6 +848,11 @@ fail:
     return NULL;
 }
 
+static void sq_set_err(store *base, const char *msg)
+{
+    store_set_err(sq_of(base), "%s", msg);
+}
+
 static const char *sq_errmsg(const store *base)
 {
     const sq_store *st = (const sq_store *)base;
@@ -889,15 +922,23 @@ static store_status sq_rollback_to(store *base)
     return store_exec(st, Q_RELEASE, NULL, "");
 }
 
+/* For store.c's logic over several ops. */
+static store_status sq_op_begin(store *base, int *own)
+{
+    return store_op_begin(sq_of(base), own);
+}
+
+static store_status sq_op_end(store *base, int own, store_status ret)
+{
+    return store_op_end(sq_of(base), own, ret);
+}
+
 /* ---- users and sessions ---- */
 
 static store_status sq_user_create(store *base, const char *name, const char *pwhash,
                                    int64_t now_ms, uint64_t *id_out)
 {
     sq_store *st = sq_of(base);
-    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
-        !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
-        return STORE_ERROR;
     store_status ret = store_exec(st, Q_USER_INSERT, NULL, "tti", name, pwhash, now_ms);
     if (ret == STORE_OK && id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(st->db);
@@ -925,8 +966,6 @@ static store_status sq_user_by_id(store *base, uint64_t id, store_user *out)
 static store_status sq_user_by_name(store *base, const char *name, store_user *out)
 {
     sq_store *st = sq_of(base);
-    if (!name)
-        return STORE_NOT_FOUND;
     sqlite3_stmt *s = st->q[Q_USER_BY_NAME];
     store_status ret = store_first(st, s, "t", name);
     if (ret == STORE_OK)
@@ -935,31 +974,86 @@ static store_status sq_user_by_name(store *base, const char *name, store_user *o
     return ret;
 }
 
-static store_status sq_session_create(store *base, const uint8_t token_hash[32], uint64_t user,
+static store_status sq_session_insert(store *base, const uint8_t token_hash[32], uint64_t user,
                                       int64_t now_ms)
 {
-    sq_store *st = sq_of(base);
-    return store_exec(st, Q_SESSION_INSERT, NULL, "hui", token_hash, user, now_ms);
+    return store_exec(sq_of(base), Q_SESSION_INSERT, NULL, "hui", token_hash, user, now_ms);
 }
 
-static store_status sq_session_user(store *base, const uint8_t token_hash[32], uint64_t *user_out)
+static store_status sq_session_trim(store *base, uint64_t user, const uint8_t keep_hash[32],
+                                    unsigned keep)
+{
+    return store_exec(sq_of(base), Q_SESSION_TRIM, NULL, "uhi", user, keep_hash, (int64_t)keep);
+}
+
+static store_status sq_session_get(store *base, const uint8_t token_hash[32], uint64_t *user,
+                                   int64_t *last_used)
 {
     sq_store *st = sq_of(base);
-    sqlite3_stmt *s = st->q[Q_SESSION_USER];
+    sqlite3_stmt *s = st->q[Q_SESSION_GET];
     store_status ret = store_first(st, s, "h", token_hash);
-    if (ret == STORE_OK && user_out)
-        *user_out = store_col_u64(s, 0);
+    if (ret == STORE_OK) {
+        *user = store_col_u64(s, 0);
+        *last_used = sqlite3_column_int64(s, 1);
+    }
     store_finish(s);
     return ret;
 }
 
-static store_status sq_session_delete(store *base, const uint8_t token_hash[32])
+static store_status sq_session_touch(store *base, const uint8_t token_hash[32], int64_t now_ms)
+{
+    return store_exec(sq_of(base), Q_SESSION_TOUCH, NULL, "hi", token_hash, now_ms);
+}
+
+static store_status sq_session_delete(store *base, const uint8_t token_hash[32], int64_t before_ms,
+                                      uint64_t *n)
+{
+    int changes;
+    store_status ret =
+        store_exec(sq_of(base), Q_SESSION_DELETE, &changes, "hi", token_hash, before_ms);
+    *n = (uint64_t)changes;
+    return ret;
+}
+
+static store_status sq_session_delete_user(store *base, uint64_t user)
+{
+    return store_exec(sq_of(base), Q_SESSION_DELETE_USER, NULL, "u", user);
+}
+
+static store_status sq_sessions_expire(store *base, int64_t before_ms, unsigned limit, uint64_t *n)
+{
+    int changes;
+    store_status ret =
+        store_exec(sq_of(base), Q_SESSIONS_EXPIRE, &changes, "ii", before_ms, (int64_t)limit);
+    *n = (uint64_t)changes;
+    return ret;
+}
+
+static store_status sq_count(store *base, store_count_kind what, uint64_t id, uint64_t *n)
 {
     sq_store *st = sq_of(base);
-    int changes;
-    store_status ret = store_exec(st, Q_SESSION_DELETE, &changes, "h", token_hash);
-    if (ret == STORE_OK && changes == 0)
-        return STORE_NOT_FOUND;
+    sqlite3_stmt *s;
+    store_status ret;
+    switch (what) {
+    case STORE_COUNT_FRIENDS:
+        s = st->q[Q_FRIEND_COUNT];
+        ret = store_first(st, s, "u", id);
+        break;
+    case STORE_COUNT_USER_GROUPS:
+        s = st->q[Q_USER_GROUP_COUNT];
+        ret = store_first(st, s, "ud", id, STORE_ROLE_NONE);
+        break;
+    case STORE_COUNT_GROUP_MEMBERS:
+        s = st->q[Q_GROUP_MEMBER_COUNT];
+        ret = store_first(st, s, "u", id);
+        break;
+    default:
+        store_set_err(st, "unknown count %d", (int)what);
+        return STORE_ERROR;
+    }
+    if (ret == STORE_OK)
+        *n = store_col_u64(s, 0);
+    store_finish(s);
     return ret;
 }
 
@@ -968,10 +1062,6 @@ static store_status sq_session_delete(store *base, const uint8_t token_hash[32])
 static store_status sq_friend_add(store *base, uint64_t a, uint64_t b, int64_t now_ms)
 {
     sq_store *st = sq_of(base);
-    if (a == b) {
-        store_set_err(st, "cannot befriend oneself");
-        return STORE_CONFLICT;
-    }
     /* Foreign keys answer NOT_FOUND for a missing user, the primary key
      * CONFLICT for an existing friendship. */
     return store_exec(st, Q_FRIEND_INSERT, NULL, "uui", a, b, now_ms);
@@ -1040,10 +1130,6 @@ static store_status store_conv_exists(sq_store *st, uint64_t conv)
 static store_status sq_direct_conv(store *base, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
     sq_store *st = sq_of(base);
-    if (a == b) {
-        store_set_err(st, "a direct conversation needs two users");
-        return STORE_CONFLICT;
-    }
     uint64_t lo = a < b ? a : b, hi = a < b ? b : a, conv = 0;
     sqlite3_stmt *find = st->q[Q_DIRECT_FIND];
     /* Direct conversations are never deleted: a pair, once found, stays. */
@@ -1131,11 +1217,6 @@ static store_status sq_group_create(store *base, const char *name, const char *d
                                     uint64_t creator, int64_t now_ms, store_group *out)
 {
     sq_store *st = sq_of(base);
-    if (!desc)
-        desc = "";
-    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
-        !store_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
-        return STORE_ERROR;
     uint64_t conv = 0, id = 0;
     int own;
     store_status ret = store_op_begin(st, &own);
@@ -1514,6 +1595,7 @@ static const store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .errmsg = sq_errmsg,
+    .set_err = sq_set_err,
     .txn_lost = sq_txn_lost,
     .is_dead = sq_is_dead,
     .keep_small = sq_keep_small,
@@ -1527,9 +1609,16 @@ static const store_ops sq_ops = {
     .user_create = sq_user_create,
     .user_by_id = sq_user_by_id,
     .user_by_name = sq_user_by_name,
-    .session_create = sq_session_create,
-    .session_user = sq_session_user,
+    .op_begin = sq_op_begin,
+    .op_end = sq_op_end,
+    .session_insert = sq_session_insert,
+    .session_trim = sq_session_trim,
+    .session_get = sq_session_get,
+    .session_touch = sq_session_touch,
     .session_delete = sq_session_delete,
+    .session_delete_user = sq_session_delete_user,
+    .sessions_expire = sq_sessions_expire,
+    .count = sq_count,
     .friend_add = sq_friend_add,
     .friend_del = sq_friend_del,
     .friend_list = sq_friend_list,

@@ -5,6 +5,7 @@
 #include "store/store_impl.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,32 @@ static int store_has_scheme(const char *uri)
     while (isalnum((unsigned char)uri[i]) || uri[i] == '+' || uri[i] == '-' || uri[i] == '.')
         i++;
     return strncmp(uri + i, "://", 3) == 0;
+}
+
+/* Records why store.c refused a call before any backend saw it. */
+static void store_err(store *st, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    st->ops->set_err(st, msg);
+}
+
+/* Text a backend can store and give back whole: longer values would not fit
+ * the fixed buffers of store.h's structs when read back. */
+static int store_text_ok(store *st, const char *s, size_t max, const char *what)
+{
+    if (!s) {
+        store_err(st, "%s missing", what);
+        return 0;
+    }
+    if (strnlen(s, max + 1) > max) {
+        store_err(st, "%s longer than %zu bytes", what, max);
+        return 0;
+    }
+    return 1;
 }
 
 store *store_open(const char *uri, char *err, size_t errlen)
@@ -133,6 +160,9 @@ store_status store_rollback_to(store *st)
 store_status store_user_create(store *st, const char *name, const char *pwhash, int64_t now_ms,
                                uint64_t *id_out)
 {
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "name") ||
+        !store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
+        return STORE_ERROR;
     return st->ops->user_create(st, name, pwhash, now_ms, id_out);
 }
 
@@ -143,27 +173,118 @@ store_status store_user_by_id(store *st, uint64_t id, store_user *out)
 
 store_status store_user_by_name(store *st, const char *name, store_user *out)
 {
+    if (!name)
+        return STORE_NOT_FOUND;
     return st->ops->user_by_name(st, name, out);
 }
 
-store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
-                                  int64_t now_ms)
+/* ---- sessions: the logic of both backends, over their single statements ---- */
+
+/* now_ms - ms, or INT64_MIN where that would be below it: a huge max idle
+ * time from a config file must mean "long", not wrap to "always". */
+static int64_t store_ms_before(int64_t now_ms, int64_t ms)
 {
-    return st->ops->session_create(st, token_hash, user, now_ms);
+    if (ms > 0 && now_ms < INT64_MIN + ms)
+        return INT64_MIN;
+    return now_ms - ms;
 }
 
-store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out)
+/* How old last_used may get before a use writes it again. A refresh is a
+ * write on what is otherwise a read: on SQLite it takes the database's one
+ * write lock and adds a page to the WAL, on MariaDB a row and index update
+ * with its redo and, at commit, a log flush. A client that reconnects every
+ * few seconds would turn each resume into one. Skipping the write while
+ * last_used is under a minute old costs expiry (days) and the LRU order a
+ * minute of precision at most. Against a short max idle time (tests,
+ * unusual configs) the slack shrinks to 1/64 of it, so a session in use
+ * cannot expire early by more than that. */
+static int64_t store_touch_after(int64_t max_idle_ms)
 {
-    return st->ops->session_user(st, token_hash, user_out);
+    int64_t after = STORE_SESSION_TOUCH_MS;
+    if (max_idle_ms > 0 && max_idle_ms / 64 < after)
+        after = max_idle_ms / 64;
+    return after;
+}
+
+store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
+                                  int64_t now_ms, unsigned max_per_user)
+{
+    int own;
+    store_status ret = st->ops->op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = st->ops->session_insert(st, token_hash, user, now_ms);
+    /* In the same unit: a failed insert leaves the others alone, and no one
+     * sees the user with more than the bound. */
+    if (ret == STORE_OK && max_per_user > 0)
+        ret = st->ops->session_trim(st, user, token_hash, max_per_user - 1);
+    return st->ops->op_end(st, own, ret);
+}
+
+store_status store_session_user(store *st, const uint8_t token_hash[32], int64_t now_ms,
+                                int64_t max_idle_ms, uint64_t *user_out)
+{
+    uint64_t user = 0;
+    int64_t last_used = 0;
+    store_status ret = st->ops->session_get(st, token_hash, &user, &last_used);
+    if (ret != STORE_OK)
+        return ret;
+    if (max_idle_ms > 0) {
+        int64_t cutoff = store_ms_before(now_ms, max_idle_ms);
+        if (last_used < cutoff) {
+            /* Only while still idle by the same measure: a handle whose clock
+             * is behind ours may have used it just now. */
+            uint64_t n;
+            ret = st->ops->session_delete(st, token_hash, cutoff, &n);
+            return ret == STORE_OK ? STORE_NOT_FOUND : ret;
+        }
+    }
+    if (last_used <= store_ms_before(now_ms, store_touch_after(max_idle_ms))) {
+        ret = st->ops->session_touch(st, token_hash, now_ms);
+        /* The token is valid whatever the refresh did; a refresh that fails
+         * (a busy database) is tried again at the next use. Only a
+         * transaction or connection the caller must redo is its business. */
+        if (ret != STORE_OK && (store_txn_lost(st) || store_is_dead(st)))
+            return ret;
+    }
+    if (user_out)
+        *user_out = user;
+    return STORE_OK;
 }
 
 store_status store_session_delete(store *st, const uint8_t token_hash[32])
 {
-    return st->ops->session_delete(st, token_hash);
+    uint64_t n = 0;
+    store_status ret = st->ops->session_delete(st, token_hash, INT64_MAX, &n);
+    if (ret == STORE_OK && n == 0)
+        return STORE_NOT_FOUND;
+    return ret;
+}
+
+store_status store_session_delete_user(store *st, uint64_t user)
+{
+    return st->ops->session_delete_user(st, user);
+}
+
+store_status store_sessions_expire(store *st, int64_t now_ms, int64_t max_idle_ms,
+                                   uint64_t *deleted)
+{
+    uint64_t n = 0;
+    store_status ret = STORE_OK;
+    if (max_idle_ms > 0)
+        ret = st->ops->sessions_expire(st, store_ms_before(now_ms, max_idle_ms),
+                                       STORE_SESSIONS_EXPIRE_MAX, &n);
+    if (deleted)
+        *deleted = ret == STORE_OK ? n : 0;
+    return ret;
 }
 
 store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms)
 {
+    if (a == b) {
+        store_err(st, "cannot befriend oneself");
+        return STORE_CONFLICT;
+    }
     return st->ops->friend_add(st, a, b, now_ms);
 }
 
@@ -177,9 +298,30 @@ store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void 
     return st->ops->friend_list(st, user, cb, arg);
 }
 
+/* The counts leave *n alone unless they return STORE_OK. */
+store_status store_friend_count(store *st, uint64_t user, uint64_t *n)
+{
+    return st->ops->count(st, STORE_COUNT_FRIENDS, user, n);
+}
+
+store_status store_user_group_count(store *st, uint64_t user, uint64_t *n)
+{
+    return st->ops->count(st, STORE_COUNT_USER_GROUPS, user, n);
+}
+
+store_status store_group_member_count(store *st, uint64_t group, uint64_t *n)
+{
+    return st->ops->count(st, STORE_COUNT_GROUP_MEMBERS, group, n);
+}
+
 store_status store_group_create(store *st, const char *name, const char *desc, uint64_t creator,
                                 int64_t now_ms, store_group *out)
 {
+    if (!desc)
+        desc = "";
+    if (!store_text_ok(st, name, STORE_NAME_MAX * 4, "group name") ||
+        !store_text_ok(st, desc, STORE_DESC_MAX * 4, "group description"))
+        return STORE_ERROR;
     return st->ops->group_create(st, name, desc, creator, now_ms, out);
 }
 
@@ -220,6 +362,10 @@ store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void
 
 store_status store_direct_conv(store *st, uint64_t a, uint64_t b, uint64_t *conv_out)
 {
+    if (a == b) {
+        store_err(st, "a direct conversation needs two users");
+        return STORE_CONFLICT;
+    }
     return st->ops->direct_conv(st, a, b, conv_out);
 }
 

@@ -134,17 +134,47 @@ store_status store_user_create(store *st, const char *name, const char *pwhash, 
 store_status store_user_by_id(store *st, uint64_t id, store_user *out);
 store_status store_user_by_name(store *st, const char *name, store_user *out);
 
-/* Sessions: a hash of the random token handed to the client at login. */
+/* Sessions: a hash of the random token handed to the client at login, with
+ * the time (unix ms) it was last used. Unused sessions expire and each user
+ * keeps a bounded number of them, so tokens do not pile up.
+ *
+ * create: CONFLICT if the token exists, NOT_FOUND if the user does not.
+ * With max_per_user > 0 it also deletes the user's least recently used
+ * sessions so that at most max_per_user remain, the new one among them (0:
+ * no bound). Two logins of one user at the same moment on MariaDB may each
+ * leave one more for a while; the next login trims them. */
 store_status store_session_create(store *st, const uint8_t token_hash[32], uint64_t user,
-                                  int64_t now_ms);
-store_status store_session_user(store *st, const uint8_t token_hash[32], uint64_t *user_out);
+                                  int64_t now_ms, unsigned max_per_user);
+/* The session's user. NOT_FOUND if the token is unknown or was last used
+ * more than max_idle_ms before now_ms (0: never expires); an expired session
+ * is deleted. Otherwise counts as a use: last_used moves up to now_ms (never
+ * down), but is written only once it is STORE_SESSION_TOUCH_MS old (or
+ * max_idle_ms / 64, if less), so expiry and the least-recently-used order
+ * are exact to that much. A refresh that fails is left for the next use
+ * unless the transaction or connection is lost (then STORE_ERROR). */
+store_status store_session_user(store *st, const uint8_t token_hash[32], int64_t now_ms,
+                                int64_t max_idle_ms, uint64_t *user_out);
+/* NOT_FOUND if there is no such session. */
 store_status store_session_delete(store *st, const uint8_t token_hash[32]);
+/* Deletes every session of user (logout from all devices); OK if none. */
+store_status store_session_delete_user(store *st, uint64_t user);
+/* Housekeeping: deletes sessions unused for more than max_idle_ms (0: none
+ * expire), at most STORE_SESSIONS_EXPIRE_MAX per call, oldest first, so that
+ * one call never holds the write lock for long. *deleted gets how many; while
+ * it is STORE_SESSIONS_EXPIRE_MAX, there may be more: call again. */
+store_status store_sessions_expire(store *st, int64_t now_ms, int64_t max_idle_ms,
+                                   uint64_t *deleted);
+
+enum { STORE_SESSION_TOUCH_MS = 60 * 1000, STORE_SESSIONS_EXPIRE_MAX = 1000 };
 
 /* Friends, stored in both directions. add: NOT_FOUND if either user does not
  * exist, CONFLICT if already friends or a == b. del: NOT_FOUND if not friends. */
 store_status store_friend_add(store *st, uint64_t a, uint64_t b, int64_t now_ms);
 store_status store_friend_del(store *st, uint64_t a, uint64_t b);
 store_status store_friend_list(store *st, uint64_t user, store_user_cb cb, void *arg);
+/* How many friends user has (0 for an unknown user): one range of an index,
+ * cheap enough to check a cap before every add. */
+store_status store_friend_count(store *st, uint64_t user, uint64_t *n);
 
 /* Groups. create: CONFLICT if the name is taken; the creator becomes member
  * with ROLE_CREATOR. join: NOT_FOUND no group, CONFLICT already a member; a
@@ -160,6 +190,11 @@ store_status store_group_delete(store *st, uint64_t group);
 store_status store_group_role(store *st, uint64_t group, uint64_t user, int *role_out);
 store_status store_group_members(store *st, uint64_t group, store_member_cb cb, void *arg);
 store_status store_user_groups(store *st, uint64_t user, store_group_cb cb, void *arg);
+/* How many groups user is a member of (0 for an unknown user); direct
+ * conversations do not count. One range of an index, like the next. */
+store_status store_user_group_count(store *st, uint64_t user, uint64_t *n);
+/* How many members group has; NOT_FOUND if there is no such group. */
+store_status store_group_member_count(store *st, uint64_t group, uint64_t *n);
 
 /* Conversations. direct_conv returns the conversation of the pair, creating
  * it (and both members, cursors at 0) on first use; NOT_FOUND if either user

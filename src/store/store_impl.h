@@ -4,18 +4,32 @@
  *
  * A backend's handle struct starts with a `struct store` whose ops point at
  * the backend's table, so a store * is also a pointer to the backend handle.
- * Every public store_* call is forwarded unchanged to the matching op, so a
- * backend implements the semantics documented in store.h.
+ * Most public store_* calls are forwarded unchanged to the matching op, so a
+ * backend implements the semantics documented in store.h. Where both
+ * backends would do the same thing with different SQL (sessions: expiry,
+ * refresh, the per-user bound), store.c holds the logic once and the ops
+ * below are single statements. store.c also checks the arguments both
+ * backends would refuse alike, so an op sees only text that fits store.h's
+ * buffers and never a = b where two users are meant.
  */
 #ifndef PARLEY_STORE_IMPL_H
 #define PARLEY_STORE_IMPL_H
 
 #include "store/store.h"
 
+/* What store_ops.count counts, of the id it is given. */
+typedef enum {
+    STORE_COUNT_FRIENDS,       /* user: friends */
+    STORE_COUNT_USER_GROUPS,   /* user: groups the user is a member of */
+    STORE_COUNT_GROUP_MEMBERS, /* group: members; NOT_FOUND for no group */
+} store_count_kind;
+
 typedef struct store_ops {
     const char *name; /* "sqlite", "mariadb": for messages */
     void (*close)(store *st);
     const char *(*errmsg)(const store *st);
+    /* Makes msg what errmsg says: for a call store.c refuses itself. */
+    void (*set_err)(store *st, const char *msg);
     int (*txn_lost)(const store *st);
     int (*is_dead)(const store *st);
     int single_writer;
@@ -28,16 +42,41 @@ typedef struct store_ops {
     store_status (*savepoint)(store *st);
     store_status (*release)(store *st);
     store_status (*rollback_to)(store *st);
+    /* Make the ops called between them one unit for store.c: a transaction
+     * of their own when none is open (*own = 1), else a savepoint inside
+     * the caller's. op_end keeps the work if ret is STORE_OK and undoes it
+     * otherwise; it returns ret, or why keeping the work failed. */
+    store_status (*op_begin)(store *st, int *own);
+    store_status (*op_end)(store *st, int own, store_status ret);
 
     store_status (*user_create)(store *st, const char *name, const char *pwhash, int64_t now_ms,
                                 uint64_t *id_out);
     store_status (*user_by_id)(store *st, uint64_t id, store_user *out);
     store_status (*user_by_name)(store *st, const char *name, store_user *out);
 
-    store_status (*session_create)(store *st, const uint8_t token_hash[32], uint64_t user,
+    /* Sessions: one statement each; store.c's store_session_* hold the
+     * logic. insert: created and last used at now_ms. */
+    store_status (*session_insert)(store *st, const uint8_t token_hash[32], uint64_t user,
                                    int64_t now_ms);
-    store_status (*session_user)(store *st, const uint8_t token_hash[32], uint64_t *user_out);
-    store_status (*session_delete)(store *st, const uint8_t token_hash[32]);
+    /* Deletes user's sessions but keep_hash and the `keep` most recently
+     * used of the others. */
+    store_status (*session_trim)(store *st, uint64_t user, const uint8_t keep_hash[32],
+                                 unsigned keep);
+    store_status (*session_get)(store *st, const uint8_t token_hash[32], uint64_t *user,
+                                int64_t *last_used);
+    /* last_used = now_ms, unless it is already that recent. */
+    store_status (*session_touch)(store *st, const uint8_t token_hash[32], int64_t now_ms);
+    /* Deletes the session if it was last used before before_ms (INT64_MAX:
+     * whenever); *n gets 1 if it did, else 0. */
+    store_status (*session_delete)(store *st, const uint8_t token_hash[32], int64_t before_ms,
+                                   uint64_t *n);
+    store_status (*session_delete_user)(store *st, uint64_t user);
+    /* Deletes at most limit sessions last used before before_ms, the oldest
+     * first; *n gets how many. */
+    store_status (*sessions_expire)(store *st, int64_t before_ms, unsigned limit, uint64_t *n);
+
+    /* Counts for the per-user caps, each one range of an index. */
+    store_status (*count)(store *st, store_count_kind what, uint64_t id, uint64_t *n);
 
     store_status (*friend_add)(store *st, uint64_t a, uint64_t b, int64_t now_ms);
     store_status (*friend_del)(store *st, uint64_t a, uint64_t b);

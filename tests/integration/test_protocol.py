@@ -59,7 +59,8 @@ def recv_until(conn, pred, timeout=10):
     raise AssertionError("timed out")
 
 
-class ProtocolTest(ParleyTest):
+class RawTest(ParleyTest):
+    """Raw-frame helpers on a fresh server."""
     def raw(self):
         c = RawConn(self.server.port)
         self.addCleanup(c.close)
@@ -80,6 +81,8 @@ class ProtocolTest(ParleyTest):
         self.assertEqual(f[1][0], 7)
         self.assertIn(11, f)
 
+
+class ProtocolTest(RawTest):
     def test_hello_reports_version_and_limits(self):
         c = self.raw()
         c.send(hello(req_id=5))
@@ -243,6 +246,27 @@ class ProtocolTest(ParleyTest):
         c4.send(resume(6, token[:-1] + ("A" if token[-1] != "A" else "B")))
         self.assertEqual(error_of(c4.recv_frame())[0], UNAUTHENTICATED)
 
+class IdleTimeoutTest(ParleyTest):
+    server_extra = ("--idle-timeout", "2")
+
+    def test_silent_and_truncated_clients_are_dropped(self):
+        silent = RawConn(self.server.port)
+        self.addCleanup(silent.close)
+        truncated = RawConn(self.server.port)
+        self.addCleanup(truncated.close)
+        truncated.send(hello() + b"\x00\x00\x00\x64\x08")
+        self.assertIn(10, truncated.recv_frame())
+        self.assertTrue(silent.closed(timeout=8))
+        self.assertTrue(truncated.closed(timeout=8))
+
+
+
+
+class CatchUpRaceTest(RawTest):
+    # Four senders pour 16,000 messages as fast as they are answered: a race
+    # test, not an abuse test, so the rate limits are off.
+    server_extra = ("--msg-rate", "0", "--req-rate", "0")
+
     def test_catch_up_does_not_repeat_live_pushes(self):
         """Users logging in while messages pour in get each message once:
         what the catch-up reads and what is pushed live meanwhile overlap,
@@ -313,20 +337,7 @@ class ProtocolTest(ParleyTest):
             self.assertEqual(sum(n - 1 for n in got[i].values()), 0,
                              "r%d: messages that arrived twice" % i)
 
-class IdleTimeoutTest(ParleyTest):
-    server_extra = ("--idle-timeout", "2")
-
-    def test_silent_and_truncated_clients_are_dropped(self):
-        silent = RawConn(self.server.port)
-        self.addCleanup(silent.close)
-        truncated = RawConn(self.server.port)
-        self.addCleanup(truncated.close)
-        truncated.send(hello() + b"\x00\x00\x00\x64\x08")
-        self.assertIn(10, truncated.recv_frame())
-        self.assertTrue(silent.closed(timeout=8))
-        self.assertTrue(truncated.closed(timeout=8))
-
-
 
 if __name__ == "__main__":
     unittest.main()
+

@@ -262,13 +262,30 @@ static long long mariadb_raw_int(const char *uri, const char *sql)
     return v;
 }
 
+static int mariadb_raw_exec(const char *uri, const char *sql)
+{
+    return raw_exec(db_of(uri), sql);
+}
+
+/* Undoes mariadb.c's step 4 -> 5. */
+static const char *const mariadb_to_v4[] = {
+    "ALTER TABLE sessions DROP INDEX sessions_last_used",
+    "ALTER TABLE sessions DROP COLUMN last_used",
+    "ALTER TABLE members ADD INDEX members_by_user (user_id)",
+    "ALTER TABLE members DROP INDEX members_by_user_role",
+    "DELETE FROM schema_version WHERE version > 4",
+    NULL,
+};
+
 static const store_suite_backend mariadb_backend = {
     .name = "mariadb",
     .create = mariadb_create,
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
-    .schema_version = 4,
+    .schema_version = 5,
+    .raw_exec = mariadb_raw_exec,
+    .to_v4 = mariadb_to_v4,
     /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
      * visible. A store write still executing is one waiting for a lock. */
     .lock_waits_sql = "SELECT count(*) FROM information_schema.PROCESSLIST"
@@ -341,12 +358,37 @@ static void test_mariadb_socket(void **state)
 }
 
 /* What version 2 added, a nullable ref and the unique (sender, ref) key,
- * version 3, the trigger that takes the next seq, and version 4, messages
- * without the index on sender alone. */
+ * version 3, the trigger that takes the next seq, version 4, messages
+ * without the index on sender alone, and version 5, sessions' last_used
+ * with its index and members_by_user with role. */
 static void assert_schema_latest(const char *u)
 {
-    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 4);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 4);
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 5);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 5);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sessions'"
+                                " AND COLUMN_NAME = 'last_used' AND IS_NULLABLE = 'NO'"
+                                " AND DATA_TYPE = 'bigint'"),
+                     1);
+    assert_int_equal(raw_int(u, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)"
+                                " = 'last_used' FROM information_schema.STATISTICS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sessions'"
+                                " AND INDEX_NAME = 'sessions_last_used'"),
+                     1);
+    assert_int_equal(raw_int(u, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)"
+                                " = 'user_id' FROM information_schema.STATISTICS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sessions'"
+                                " AND INDEX_NAME = 'sessions_user'"),
+                     1);
+    assert_int_equal(raw_int(u, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)"
+                                " = 'user_id,role' FROM information_schema.STATISTICS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'members'"
+                                " AND INDEX_NAME = 'members_by_user_role'"),
+                     1);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.STATISTICS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'members'"
+                                " AND INDEX_NAME = 'members_by_user'"),
+                     0);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.STATISTICS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
                                 " AND INDEX_NAME = 'messages_sender'"),
@@ -397,10 +439,6 @@ static void test_mariadb_schema(void **state)
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
                                 " AND INDEX_NAME = 'messages_conv_seq' AND NON_UNIQUE = 0"),
                      2);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.STATISTICS"
-                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'members'"
-                                " AND INDEX_NAME = 'members_by_user'"),
-                     1);
     assert_schema_latest(u);
     /* Opening again neither migrates nor duplicates anything. */
     store_close(store_suite_open(u));
@@ -479,6 +517,44 @@ static void test_mariadb_migrate_v1(void **state)
     assert_same_msg(&again, &r, "with ref");
     assert_int_equal(raw_int(u, "SELECT count(*) FROM messages"), 3);
     assert_seqs_gap_free(u);
+}
+
+/* Step 4 -> 5 cut short runs again: after the column and its values (no
+ * index yet, no version record), and after everything but the record. Rows
+ * already in use keep their last_used. */
+static void test_mariadb_migrate_v4_again(void **state)
+{
+    store_fixture *f = *state;
+    const char *u = f->uri;
+    const char *db = db_of(u);
+    uint64_t a = mkuser(f->st, "alice"), who;
+    store_group g;
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, &g), STORE_OK);
+    uint8_t t[32] = {7};
+    assert_int_equal(store_session_create(f->st, t, a, 1000, 32), STORE_OK);
+    assert_int_equal(store_session_user(f->st, t, 100000, 0, &who), STORE_OK);
+    store_close(f->st);
+    f->st = NULL;
+
+    assert_int_equal(raw_exec(db, "ALTER TABLE sessions DROP INDEX sessions_last_used"), 0);
+    assert_int_equal(raw_exec(db, "ALTER TABLE members ADD INDEX members_by_user (user_id)"), 0);
+    assert_int_equal(raw_exec(db, "ALTER TABLE members DROP INDEX members_by_user_role"), 0);
+    assert_int_equal(raw_exec(db, "DELETE FROM schema_version WHERE version > 4"), 0);
+    f->st = store_suite_open(u);
+    assert_schema_latest(u);
+    assert_int_equal(raw_int(u, "SELECT last_used FROM sessions"), 100000);
+    store_close(f->st);
+    f->st = NULL;
+
+    assert_int_equal(raw_exec(db, "DELETE FROM schema_version WHERE version > 4"), 0);
+    f->st = store_suite_open(u);
+    assert_schema_latest(u);
+    assert_int_equal(raw_int(u, "SELECT last_used FROM sessions"), 100000);
+    assert_int_equal(store_session_user(f->st, t, 100000 + 1000, 1000, &who), STORE_OK);
+    assert_int_equal(who, a);
+    uint64_t n = 0;
+    assert_int_equal(store_user_group_count(f->st, a, &n), STORE_OK);
+    assert_int_equal(n, 1);
 }
 
 /* One side of a deadlock: a handle of its own, on its own thread. */
@@ -702,6 +778,7 @@ int main(void)
         STORE_SUITE_T(test_mariadb_deadlock),
         STORE_SUITE_T(test_mariadb_connection_lost),
         STORE_SUITE_T(test_mariadb_migrate_v1),
+        STORE_SUITE_T(test_mariadb_migrate_v4_again),
         STORE_SUITE_T(test_mariadb_lock_wait_timeout),
     };
     return cmocka_run_group_tests_name("store on MariaDB", tests, srv_start, srv_teardown);

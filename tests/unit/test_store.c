@@ -74,13 +74,40 @@ static long long sqlite_raw_int(const char *uri, const char *sql)
     return v;
 }
 
+static int sqlite_raw_exec(const char *uri, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    int rc = sqlite3_open_v2(sqlite_file(uri), &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, err ? err : sqlite3_errmsg(db));
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Undoes sqlite.c's step 4 -> 5. */
+static const char *const sqlite_to_v4[] = {
+    "DROP INDEX sessions_by_user",
+    "DROP INDEX sessions_by_last_used",
+    "ALTER TABLE sessions DROP COLUMN last_used",
+    "CREATE INDEX members_by_user ON members (user_id)",
+    "DROP INDEX members_by_user_role",
+    "PRAGMA user_version = 4",
+    NULL,
+};
+
 static const store_suite_backend sqlite_backend = {
     .name = "sqlite",
     .create = sqlite_create,
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
-    .schema_version = 4,
+    .schema_version = 5,
+    .raw_exec = sqlite_raw_exec,
+    .to_v4 = sqlite_to_v4,
 };
 
 /* ---- SQLite only ---- */
@@ -231,6 +258,8 @@ static const char v1_database[] =
     " recalled INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE (conv_id, seq));"
     "INSERT INTO users VALUES (1, 'alice', 'h', 1), (2, 'bob', 'h', 1);"
+    "INSERT INTO sessions VALUES"
+    " (X'0102000000000000000000000000000000000000000000000000000000000000', 2, 777);"
     "INSERT INTO convs VALUES (1, 1, 2, 1, 2);"
     "INSERT INTO members VALUES (1, 1, 0, 0, 0), (1, 2, 0, 1, 0);"
     "INSERT INTO messages VALUES (1, 1, 1, 1, CAST('old one' AS BLOB), 10, 0),"
@@ -241,7 +270,8 @@ static const char v1_database[] =
 
 /* Opening a version 1 database adds the ref column and its index, drops the
  * seq counter of convs, takes AUTOINCREMENT off messages without reusing the
- * ids it had handed out, and keeps every row. */
+ * ids it had handed out, gives sessions last_used (their created time) and
+ * the indexes expiry and the caps need, and keeps every row. */
 static void test_migrate_v1(void **state)
 {
     char uri[512];
@@ -253,7 +283,23 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 5);
+    assert_int_equal(raw_int(uri, "SELECT last_used FROM sessions"), 777);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('sessions')"
+                                  " WHERE name = 'last_used' AND \"notnull\" = 1"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'user_id'"
+                                  " FROM pragma_index_info('sessions_by_user')"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'last_used'"
+                                  " FROM pragma_index_info('sessions_by_last_used')"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'user_id,role'"
+                                  " FROM pragma_index_info('members_by_user_role')"),
+                     1);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM sqlite_schema"
+                                  " WHERE name = 'members_by_user'"),
+                     0);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM sqlite_schema WHERE name = 'messages'"
                                   " AND sql LIKE '%AUTOINCREMENT%'"),
                      0);
@@ -310,14 +356,21 @@ static void test_migrate_v1(void **state)
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 50, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
     assert_int_equal(again.msgid, m.msgid);
+
+    /* The old session is good for the idle time from its creation. */
+    uint8_t tok[32] = {1, 2};
+    uint64_t who = 0;
+    assert_int_equal(store_session_user(st, tok, 777 + 1000, 1000, &who), STORE_OK);
+    assert_int_equal(who, 2);
     store_close(st);
 
-    /* Opening again finds version 4 and leaves it be. */
+    /* Opening again finds version 5 and leaves it be. */
     st = store_suite_open(uri);
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
+    assert_int_equal(store_session_user(st, tok, 777 + 2001, 1000, &who), STORE_NOT_FOUND);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 5);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
@@ -350,6 +403,64 @@ static void test_ref_lookup_plan(void **state)
     sqlite3_close(db);
     assert_true(uses_index);
     assert_false(scans_messages);
+}
+
+/* 1 if the plan of sql mentions want and scans no table whole. */
+static int plan_is(sqlite3 *db, const char *sql, const char *want)
+{
+    char q[1024];
+    snprintf(q, sizeof q, "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, q, -1, &s, NULL) != SQLITE_OK) {
+        fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
+        return 0;
+    }
+    int found = 0, scans = 0;
+    char plan[1024] = "";
+    size_t used = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(s, 3);
+        if (strstr(detail, want))
+            found = 1;
+        if (strncmp(detail, "SCAN ", 5) == 0)
+            scans = 1;
+        if (used < sizeof plan)
+            used += (size_t)snprintf(plan + used, sizeof plan - used, "  %s\n", detail);
+    }
+    sqlite3_finalize(s);
+    if (!found || scans)
+        fprintf(stderr, "%s\nplan:\n%s", sql, plan);
+    return found && !scans;
+}
+
+/* The counts for the caps and the session sweeps are index ranges, not
+ * scans of tables that grow with the users (the queries sqlite.c runs). */
+static void test_count_and_session_plans(void **state)
+{
+    store_fixture *f = *state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->uri, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_true(plan_is(db, "SELECT count(*) FROM friends WHERE user_id = ?1",
+                        "friends USING PRIMARY KEY (user_id=?)"));
+    assert_true(
+        plan_is(db, "SELECT count(*) FROM members WHERE user_id = ?1 AND role > ?2",
+                "members USING COVERING INDEX members_by_user_role (user_id=? AND role>?)"));
+    assert_true(plan_is(db,
+                        "SELECT (SELECT count(*) FROM members WHERE conv_id = g.conv_id)"
+                        " FROM groups_ AS g WHERE g.id = ?1",
+                        "members USING PRIMARY KEY (conv_id=?)"));
+    assert_true(plan_is(db,
+                        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions"
+                        " WHERE last_used < ?1 ORDER BY last_used LIMIT ?2)",
+                        "sessions USING COVERING INDEX sessions_by_last_used (last_used<?)"));
+    assert_true(plan_is(db,
+                        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions"
+                        " WHERE user_id = ?1 AND token_hash <> ?2"
+                        " ORDER BY last_used DESC, token_hash DESC LIMIT -1 OFFSET ?3)",
+                        "sessions USING INDEX sessions_by_user (user_id=?)"));
+    assert_true(
+        plan_is(db, "DELETE FROM sessions WHERE user_id = ?1", "sessions_by_user (user_id=?)"));
+    sqlite3_close(db);
 }
 
 enum { BIG_N = 3000, BIG_BODY = 900 };
@@ -452,6 +563,7 @@ int main(void)
         STORE_SUITE_T(test_open_uri_forms),
         cmocka_unit_test(test_migrate_v1),
         STORE_SUITE_T(test_ref_lookup_plan),
+        STORE_SUITE_T(test_count_and_session_plans),
         STORE_SUITE_T(test_wal_buffer_commit_is_visible),
         STORE_SUITE_T(test_wal_buffer_survives_a_crash),
         STORE_SUITE_TESTS,
