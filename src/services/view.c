@@ -85,9 +85,21 @@ int view_friends(svc_ctx *ctx, uint64_t user, Parley__User ***out, size_t *n)
     return 0;
 }
 
+/* Members listed in one reply, over all its groups: a login of a user in
+ * 500 groups of 2,000 would otherwise be a frame of tens of megabytes. */
+enum { VIEW_MEMBERS_MAX = 5000 };
+
+typedef struct {
+    view_vec vec;
+    size_t budget; /* members this group may still list */
+} view_members;
+
 static int view_add_member(void *arg, uint64_t id, const char *name, int role)
 {
-    view_vec *vec = arg;
+    view_members *vm = arg;
+    view_vec *vec = &vm->vec;
+    if (vec->n >= vm->budget)
+        return 1;
     Parley__Member *m = arena_alloc(vec->ctx->a, sizeof(*m));
     parley__member__init(m);
     m->id = id;
@@ -113,12 +125,19 @@ int view_groups(svc_ctx *ctx, uint64_t user, Parley__Group ***out, size_t *n)
 {
     view_vec groups = {.ctx = ctx};
     store_status st = store_user_groups(ctx->st, user, view_add_group, &groups);
+    size_t listed = 0;
     for (size_t i = 0; st == STORE_OK && i < groups.n; i++) {
         Parley__Group *g = groups.v[i];
-        view_vec members = {.ctx = ctx};
+        view_members members = {.vec = {.ctx = ctx}, .budget = VIEW_MEMBERS_MAX - listed};
         st = store_group_members(ctx->st, g->id, view_add_member, &members);
-        g->members = (Parley__Member **)members.v;
-        g->n_members = members.n;
+        g->members = (Parley__Member **)members.vec.v;
+        g->n_members = members.vec.n;
+        g->members_total = (uint32_t)members.vec.n;
+        listed += members.vec.n;
+        uint64_t total = 0;
+        if (st == STORE_OK && members.vec.n == members.budget &&
+            store_group_member_count(ctx->st, g->id, &total) == STORE_OK)
+            g->members_total = (uint32_t)total;
     }
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "group list");
