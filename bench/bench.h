@@ -74,7 +74,7 @@ typedef struct {
     int flood_conns;
     int flood_addrs;
     const char *flood_src;
-    int flood_inflight; /* Register requests outstanding per flooder */
+    int flood_inflight;  /* Register requests outstanding per flooder */
     double flood_warmup; /* seconds of flood before its window */
 } bopts;
 
@@ -94,13 +94,13 @@ typedef struct {
     _Atomic uint64_t recv_win;     /* first copies received inside the window */
     _Atomic uint64_t answered_win; /* answers (logins) inside the window */
     _Atomic uint64_t pings;
-    _Atomic uint64_t first_dup; /* when the first duplicate came (bench clock) */
+    _Atomic uint64_t first_dup;  /* when the first duplicate came (bench clock) */
     _Atomic uint64_t reconnects; /* login --reconnect: connections opened in the run */
     /* regflood: the second window (during the flood) and the flood itself */
     _Atomic uint64_t recv_win2;
     _Atomic uint64_t flood_sent, flood_ok, flood_busy, flood_err; /* Register sent, answered */
     _Atomic uint64_t flood_ok_win, flood_busy_win; /* ... answered in the second window */
-    _Atomic uint64_t flood_connects, flood_closed;  /* connections opened, lost */
+    _Atomic uint64_t flood_connects, flood_closed; /* connections opened, lost */
     hist lat;  /* latency of what was received in the window, ns */
     hist lat2; /* regflood: ... in the second window */
 } tstats;
