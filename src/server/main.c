@@ -594,6 +594,7 @@ static int server_start(server *s, char *err, size_t errlen)
                       .login_timeout_s = cfg->login_timeout_s,
                       .req_rate = cfg->req_rate,
                       .msg_rate = cfg->msg_rate,
+                      .history_rate = cfg->history_rate,
                       .reg_rate = cfg->reg_rate,
                       .fail_rate = cfg->login_fail_rate,
                       .fail_free = cfg->login_fail_free,

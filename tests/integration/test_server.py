@@ -35,5 +35,32 @@ class DataDirectoryTest(ParleyTest):
         self.assertFalse(os.path.exists(data), "a data directory was created")
 
 
+
+class RecallForgetsTest(ParleyTest):
+    def test_a_recalled_body_is_nowhere_in_the_data_directory(self):
+        alice, a = self.user("alice")
+        bob, b = self.user("bob")
+        secret = "recall-me-7f3a9c2e-%d" % os.getpid()
+        kept = "keep-me-51be0d44-%d" % os.getpid()
+        msgid = alice.ok("chat:%d:%s" % (b, secret))["msgid"]
+        alice.ok("chat:%d:%s" % (b, kept))
+        alice.ok("recall:%d" % msgid)
+        hist = alice.ok("history:%d" % b)["messages"]
+        self.assertEqual([m.get("recalled", False) for m in hist], [True, False])
+        self.assertEqual(hist[0]["body"], "")
+        alice.close()
+        bob.close()
+        self.assertEqual(self.server.stop(), 0)
+        found, seen_kept = [], False
+        for root, _, files in os.walk(self.server.data):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    data = f.read()
+                if secret.encode() in data:
+                    found.append(name)
+                seen_kept = seen_kept or kept.encode() in data
+        self.assertTrue(seen_kept, "the search would find a body that is there")
+        self.assertEqual(found, [], "the recalled body is still in these files")
+
 if __name__ == "__main__":
     unittest.main()
