@@ -59,6 +59,16 @@ class Server:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=self.env)
+        # parleyd binds its port before it opens its store and installs its
+        # signal handlers: the ready line, not the port, says it is up.
+        deadline = time.time() + 30
+        while "Parley is ready" not in self.logs():
+            if self.proc.poll() is not None:
+                raise RuntimeError("parleyd exited with %d before it was ready:\n%s" %
+                                   (self.proc.returncode, self.logs()[-3000:]))
+            if time.time() > deadline:
+                raise RuntimeError("parleyd not ready after 30 s:\n" + self.logs()[-3000:])
+            time.sleep(0.02)
         wait_port(self.port, proc=self.proc)
         return self
 
