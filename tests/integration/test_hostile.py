@@ -27,7 +27,7 @@ import unittest
 
 from harness import (BAD_REQUEST, BUSY, CONFLICT, FORBIDDEN, NOT_FOUND, S_DONE, S_FRIEND_LIST_OK,
                      S_GROUP_CREATE_OK, S_HELLO_OK, S_HISTORY_OK, S_LOGIN_OK, S_MESSAGE, S_PONG,
-                     S_PRESENCE, S_REGISTER_OK, S_SEND_OK, TOO_LARGE, UNAUTHENTICATED,
+                     S_PRESENCE, S_REGISTER_OK, S_SEND_OK, S_BYE, TOO_LARGE, UNAUTHENTICATED,
                      UNAVAILABLE, UNSUPPORTED, F_ACK, F_FRIEND_LIST, F_GROUP_DELETE, F_HELLO,
                      F_HISTORY, F_LOGIN, F_LOGOUT, F_PING, F_RECALL, F_REG, F_RESUME,
                      F_SEND_DIRECT, F_SEND_GROUP, F_FRIEND_ADD, F_GROUP_CREATE, F_GROUP_JOIN,
@@ -168,6 +168,9 @@ class RegistrationFloodTest(HostileTest):
                             ok_by_addr[src] += 1
                         elif e and e.code == BUSY and e.retry_after_ms > 0:
                             outcome["BUSY"] += 1
+                        elif e and e.code == UNAVAILABLE:
+                            # dropped unrun when its deadline passed
+                            outcome["UNAVAILABLE"] += 1
                         else:
                             wrong.append("connection %d: %s" % (c, describe(f)))
             except socket.timeout:
@@ -196,10 +199,11 @@ class RegistrationFloodTest(HostileTest):
             t.join(timeout=90)
         elapsed = time.monotonic() - t0
         self.check_pair()
-        self.assertEqual(wrong, [], "flooders got answers other than RegisterOk/BUSY")
+        self.assertEqual(wrong, [], "flooders got answers other than RegisterOk/BUSY/UNAVAILABLE")
         self.assertLess(reg_s, 1.0, "the newcomer's registration waited behind the flood")
         self.assertLess(login_s, 1.0, "the newcomer's login waited behind the flood")
-        self.assertGreater(outcome["BUSY"] + outcome["unanswered, connection closed"], 0,
+        self.assertGreater(outcome["BUSY"] + outcome["UNAVAILABLE"] +
+                           outcome["unanswered, connection closed"], 0,
                            "the flooder was never throttled: %r" % outcome)
         for src in addrs:
             # --reg-rate 10 per minute per address, bursts of 20
@@ -208,6 +212,41 @@ class RegistrationFloodTest(HostileTest):
         self.assertRegex(logs, r"audit event=limit .*addr=127\.0\.0\.[2-5]\b",
                          "limit hits are audited with the source address")
         self.assertNotIn(PASSWORD, logs, "a password in the log")
+
+
+    def test_work_of_closed_connections_is_dropped(self):
+        """Registrations queued behind a flood by connections that then close
+        are never done: their names are still free afterwards."""
+        busy = []
+        for a in range(4):
+            for _ in range(4):
+                c = RawConn(self.server.port, "127.0.0.%d" % (10 + a), timeout=60)
+                self.addCleanup(c.close)
+                c.send(hello_frame(1) + b"".join(
+                    request(F_REG, pb((1, "busy%d-%d" % (len(busy), i)), (2, PASSWORD)), 100 + i)
+                    for i in range(2)))
+                busy.append(c)
+        gone = []
+        for k in range(4):
+            c = RawConn(self.server.port, "127.0.0.14")
+            names = ["gone%d-%d" % (k, i) for i in range(2)]
+            c.send(hello_frame(1) + b"".join(request(F_REG, pb((1, n), (2, PASSWORD)), 100 + i)
+                                             for i, n in enumerate(names)))
+            c.reset() if k % 2 else c.close()
+            gone += names
+        # Let the queue drain: every busy connection gets its two answers.
+        for c in busy:
+            answered = 0
+            while answered < 2:
+                f = c.recv_frame(timeout=60)
+                self.assertIsNotNone(f, "a busy connection was closed")
+                if frame_id(f) >= 100:
+                    answered += 1
+        p = self.peer(self.setup_addr(), timeout=30)
+        for name in gone:
+            expect_ok(p.register(name), S_REGISTER_OK,
+                      "'%s' was registered for a connection that had closed" % name)
+        self.check_pair()
 
 
 class WrongPasswordFloodTest(HostileTest):
@@ -854,6 +893,98 @@ class AbortedLoginTest(HostileTest):
             self.assertEqual(states[-1], 0, "the last presence event the friend got is online")
         self.assertEqual(states.count(1), states.count(0),
                          "every online event is followed by an offline one: %r" % states)
+        self.check_pair()
+
+
+class SessionsAndCapsTest(HostileTest):
+    server_extra = ("--sessions-per-user", "3", "--max-friends", "3", "--max-groups", "2",
+                    "--max-members", "3")
+
+    def resume_on_new_conn(self, token):
+        """The reply to resume{token} on a fresh connection (a CONFLICT while
+        the token's old connection is still closing is retried)."""
+        for _ in range(30):
+            p = self.peer("127.0.0.2")
+            f = p.resume(token)
+            if not (error(f) and error(f).code == CONFLICT):
+                return f
+            p.close()
+            time.sleep(0.1)
+        return f
+
+    def test_sessions_per_user_are_bounded(self):
+        """--sessions-per-user 3: a fourth password login drops the least
+        recently used token; the three others still resume."""
+        self.new_user("many", login=False)
+        tokens = []
+        for i in range(4):
+            p = self.peer("127.0.0.2")
+            expect_ok(p.login("many"), S_LOGIN_OK)
+            tokens.append(p.token)
+            p.close()
+            time.sleep(0.05)
+        e = error(self.resume_on_new_conn(tokens[0]))
+        self.assertIsNotNone(e, "the oldest of four tokens still resumes")
+        self.assertEqual(e.code, UNAUTHENTICATED, repr(e))
+        for t in tokens[1:]:
+            expect_ok(self.resume_on_new_conn(t), S_LOGIN_OK, "one of the newest three tokens")
+        self.check_pair()
+
+    def test_logout_from_every_device(self):
+        """logout{all}: the user's other sessions get bye and are closed, no
+        token of theirs resumes, and the password still logs in."""
+        self.new_user("everywhere", login=False)
+        dropped = self.peer("127.0.0.2")
+        expect_ok(dropped.login("everywhere"), S_LOGIN_OK)
+        dropped_token = dropped.token
+        dropped.close()
+        devices = []
+        for i in range(3):
+            p = self.peer("127.0.0.2")
+            expect_ok(p.login("everywhere"), S_LOGIN_OK)
+            devices.append(p)
+        expect_ok(devices[0].logout(all_devices=True), S_DONE, "logout:all")
+        for p in devices[1:]:
+            self.assertTrue(p.closed_within(3), "another device's session was not closed")
+            self.assertTrue(any(S_BYE in f for f in p.pushes), "no bye before the close")
+        self.assert_code(devices[0].call(F_FRIEND_LIST), UNAUTHENTICATED, "after logout:all")
+        for t in [dropped_token] + [p.token for p in devices]:
+            e = error(self.resume_on_new_conn(t))
+            self.assertIsNotNone(e, "a token resumed after logout:all")
+            self.assertEqual(e.code, UNAUTHENTICATED, repr(e))
+        again = self.peer()
+        expect_ok(again.login("everywhere"), S_LOGIN_OK, "the password after logout:all")
+        self.assertRegex(self.server.logs(), r"audit event=logout_all user=\d+")
+        self.check_pair()
+
+    def assert_code(self, f, code, what):
+        e = error(f)
+        self.assertIsNotNone(e, "%s: accepted (%s)" % (what, describe(f)))
+        self.assertEqual(e.code, code, "%s: %r" % (what, e))
+
+    def test_friend_group_and_member_caps(self):
+        """--max-friends 3, --max-groups 2, --max-members 3: the request past
+        a cap is BAD_REQUEST, and nothing is added."""
+        u, uid = self.new_user("popular")
+        friends = [self.new_user("f%d" % i) for i in range(4)]
+        for p, fid in friends[:3]:
+            expect_ok(u.friend_add(fid), S_DONE)
+        self.assert_code(u.friend_add(friends[3][1]), BAD_REQUEST, "a fourth friend")
+        self.assert_code(friends[3][0].friend_add(uid), BAD_REQUEST,
+                         "befriending a user who has the most friends")
+        fl = expect_ok(u.friend_list(), S_FRIEND_LIST_OK)
+        self.assertEqual(len(fl.get(1, [])), 3)
+        g1 = one(expect_ok(u.group_create("g1"), S_GROUP_CREATE_OK), 1)
+        one(expect_ok(u.group_create("g2"), S_GROUP_CREATE_OK), 1)
+        self.assert_code(u.group_create("g3"), BAD_REQUEST, "a third group")
+        other_gid = one(expect_ok(friends[0][0].group_create("theirs"), S_GROUP_CREATE_OK), 1)
+        self.assert_code(u.call(F_GROUP_JOIN, pb((1, other_gid))), BAD_REQUEST,
+                         "joining a third group")
+        for p, _ in friends[1:3]:
+            expect_ok(p.call(F_GROUP_JOIN, pb((1, g1))), S_DONE)
+        self.assert_code(friends[3][0].call(F_GROUP_JOIN, pb((1, g1))), BAD_REQUEST,
+                         "a fourth member")
+        expect_ok(friends[3][0].group_create("g3"), S_GROUP_CREATE_OK, "'g3' was not created")
         self.check_pair()
 
 
