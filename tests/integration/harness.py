@@ -44,7 +44,8 @@ def wait_port(port, timeout=15.0, proc=None):
 class Server:
     """One parleyd (role all) on a free port with its own data directory."""
 
-    def __init__(self, data=None, extra=(), pwhash_cost="min", env=None):
+    def __init__(self, data=None, extra=(), pwhash_cost="min", env=None, binary=None):
+        self.binary = binary or PARLEYD
         self.port = free_port()
         self.own_data = data is None
         self.data = data or tempfile.mkdtemp(prefix="parley-test-")
@@ -55,7 +56,7 @@ class Server:
         self.log_path = os.path.join(self.data, "parleyd.log")
 
     def start(self):
-        args = [PARLEYD, "--port", str(self.port), "--data", self.data,
+        args = [self.binary, "--port", str(self.port), "--data", self.data,
                 "--pwhash-cost", self.pwhash_cost] + self.extra
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
