@@ -530,8 +530,8 @@ class Peer:
     def wait_reply(self, rid, timeout=None):
         """The reply with id `rid`; raises Closed if the connection closes and
         socket.timeout if nothing comes in time. Pushes are kept, and so are
-        replies to other requests (replies may come out of order: a BUSY
-        goes out at once, a stored answer later)."""
+        replies to other requests (replies may come in any order: a BUSY is
+        answered at once, a stored answer later)."""
         if rid in self.early:
             return self.early.pop(rid)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
