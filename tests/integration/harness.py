@@ -5,6 +5,7 @@ Every process started here is stopped when the test ends, pass or fail
 (TestCase.addCleanup), and every temporary directory is removed.
 """
 import json
+import multiprocessing
 import os
 import queue
 import shutil
@@ -43,7 +44,8 @@ def wait_port(port, timeout=15.0, proc=None):
 class Server:
     """One parleyd (role all) on a free port with its own data directory."""
 
-    def __init__(self, data=None, extra=(), pwhash_cost="min", env=None):
+    def __init__(self, data=None, extra=(), pwhash_cost="min", env=None, binary=None):
+        self.binary = binary or PARLEYD
         self.port = free_port()
         self.own_data = data is None
         self.data = data or tempfile.mkdtemp(prefix="parley-test-")
@@ -54,7 +56,7 @@ class Server:
         self.log_path = os.path.join(self.data, "parleyd.log")
 
     def start(self):
-        args = [PARLEYD, "--port", str(self.port), "--data", self.data,
+        args = [self.binary, "--port", str(self.port), "--data", self.data,
                 "--pwhash-cost", self.pwhash_cost] + self.extra
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
@@ -495,6 +497,7 @@ class Peer:
         self.timeout = timeout
         self.next_id = 1
         self.pushes = []
+        self.early = {}  # replies that came before their turn was awaited, by id
         self.user_id = 0
         self.token = None
         self.is_closed = False
@@ -538,10 +541,9 @@ class Peer:
         """The reply with id `rid`; raises Closed if the connection closes and
         socket.timeout if nothing comes in time. Pushes are kept, and so are
         replies to other requests (replies may come in any order: a BUSY is
-        answered at once, a stored send later)."""
-        for i, f in enumerate(self.pushes):
-            if frame_id(f) == rid:
-                return self.pushes.pop(i)
+        answered at once, a stored answer later)."""
+        if rid in self.early:
+            return self.early.pop(rid)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
@@ -552,6 +554,13 @@ class Peer:
                 raise Closed("connection closed while waiting for reply %d" % rid)
             if frame_id(f) == rid:
                 return f
+            self._keep(f)
+
+    def _keep(self, f):
+        """Files a frame nobody is waiting for yet: a reply by its id, a push."""
+        if frame_id(f):
+            self.early[frame_id(f)] = f
+        else:
             self.pushes.append(f)
 
     def call(self, field, body_bytes=b"", timeout=None):
@@ -574,7 +583,7 @@ class Peer:
                 raise Closed("connection closed while waiting for a push")
             if pred(f):
                 return f
-            self.pushes.append(f)
+            self._keep(f)
 
     def closed_within(self, timeout):
         """True if the server closes the connection within `timeout` seconds
@@ -589,7 +598,7 @@ class Peer:
             except socket.timeout:
                 return False
             if f is not None:
-                self.pushes.append(f)
+                self._keep(f)
         return True
 
     # ---- requests ----
@@ -663,11 +672,15 @@ def expect_ok(f, field, what=""):
 
 class ChatPair:
     """Two well-behaved users on their own connections from 127.0.0.1, chatting
-    in a background thread while a test attacks the server: A sends B a
-    message and waits for send_ok, B waits for the push and acks it, then the
-    other way round; every tenth round each also pings. Every wait is timed:
-    check() asserts that no reply or push took longer than `limit` seconds,
-    that nothing failed, and that the pair kept chatting the whole time."""
+    while a test attacks the server: A sends B a message and waits for
+    send_ok, B waits for the push and acks it, then the other way round; every
+    tenth round each also pings. Every wait is timed: check() asserts that no
+    reply or push took longer than `limit` seconds, that nothing failed, and
+    that the pair kept chatting the whole time.
+
+    The pair registers and logs in here, then chats in a forked process of
+    its own: the test's flooding threads then cannot hold it up (Python runs
+    one thread at a time), so its timings are the server's."""
 
     def __init__(self, port, prefix="pair", interval=0.05, limit=1.0, wait=10.0):
         self.port = port
@@ -678,11 +691,15 @@ class ChatPair:
         self.failures = []
         self.latencies = []
         self.slow = []
+        self.received = []  # bodies of the messages the pair was pushed
         self.rounds = 0
-        self.stopping = threading.Event()
-        self.thread = None
         self.started_at = self.stopped_at = None
         self.peers = []
+        self.proc = None
+        self._mp = multiprocessing.get_context("fork")
+        self._stopping = self._mp.Event()
+        self._rounds = self._mp.Value("i", 0)
+        self._result, self._child_end = self._mp.Pipe(duplex=False)
 
     def start(self):
         a = Peer(self.port, timeout=30)
@@ -693,9 +710,17 @@ class ChatPair:
             expect_ok(p.login(name), S_LOGIN_OK, "login " + name)
             p.timeout = self.wait
         self.started_at = time.monotonic()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.proc = self._mp.Process(target=self._child, daemon=True)
+        self.proc.start()
         return self
+
+    def _child(self):
+        try:
+            self._run()
+        finally:
+            self._child_end.send({"failures": self.failures, "latencies": self.latencies,
+                                  "slow": self.slow, "rounds": self.rounds,
+                                  "received": self.received, "stopped_at": time.monotonic()})
 
     def _timed(self, what, fn):
         t0 = time.monotonic()
@@ -711,7 +736,7 @@ class ChatPair:
         last_seq = {}
         n = 0
         try:
-            while not self.stopping.is_set():
+            while not self._stopping.is_set():
                 sender, receiver = (a, b) if n % 2 == 0 else (b, a)
                 text = "%s round %d" % (self.prefix, n)
                 t0 = time.monotonic()
@@ -726,7 +751,8 @@ class ChatPair:
                 dt = time.monotonic() - t0
                 self.latencies.append(dt)
                 if dt > self.limit:
-                    self.slow.append("push %d arrived %.2fs after the send" % (n, dt))
+                    self.slow.append("push %d arrived %.2fs after the send at +%.1fs" %
+                                     (n, dt, t0 - self.started_at))
                 m = message_of(push[S_MESSAGE][0])
                 if m["body"] != text.encode():
                     self.failures.append("push %d has body %r" % (n, m["body"]))
@@ -741,17 +767,30 @@ class ChatPair:
                         if S_PONG not in f:
                             self.failures.append("ping %d: %s" % (n, describe(f)))
                 self.rounds += 1
+                self._rounds.value = self.rounds
                 n += 1
-                self.stopping.wait(self.interval)
+                self._stopping.wait(self.interval)
         except Exception as e:  # reported by check()
             self.failures.append("round %d: %r" % (n, e))
-        finally:
-            self.stopped_at = time.monotonic()
+        for p in (a, b):
+            self.received += [m["body"] for m in p.messages()]
 
     def stop(self):
-        self.stopping.set()
-        if self.thread:
-            self.thread.join(timeout=self.wait + 5)
+        """Stops the chatting process and takes its figures (idempotent)."""
+        if self.proc is not None:
+            self._stopping.set()
+            if self._result.poll(self.wait + 5):
+                r = self._result.recv()
+                self.failures, self.latencies = r["failures"], r["latencies"]
+                self.slow, self.rounds, self.received = r["slow"], r["rounds"], r["received"]
+                self.stopped_at = r["stopped_at"]
+            else:
+                self.failures.append("the pair's process hung")
+            self.proc.join(timeout=5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+            self.proc = None
         if self.stopped_at is None:
             self.stopped_at = time.monotonic()
         for p in self.peers:
@@ -760,7 +799,7 @@ class ChatPair:
     def summary(self):
         lat = sorted(self.latencies) or [0.0]
         return ("pair: %d rounds in %.1fs, p50 %.1f ms, p99 %.1f ms, worst %.1f ms" %
-                (self.rounds, (self.stopped_at or time.monotonic()) - self.started_at,
+                (self.rounds, (self.stopped_at or time.monotonic()) - (self.started_at or 0),
                  1000 * lat[len(lat) // 2], 1000 * lat[int(len(lat) * 0.99)], 1000 * lat[-1]))
 
     def check(self, tc, min_rounds=5, min_seconds=1.0):
@@ -768,12 +807,12 @@ class ChatPair:
         hurt. A quick test lets the pair go on to `min_rounds` rounds and
         `min_seconds` first, so the pair also sees the attack's aftermath."""
         deadline = time.monotonic() + min_seconds + min_rounds * 2 * self.limit
-        while (self.thread.is_alive() and time.monotonic() < deadline and
-               (self.rounds < min_rounds or time.monotonic() - self.started_at < min_seconds)):
+        while (self.proc is not None and self.proc.is_alive() and time.monotonic() < deadline and
+               (self._rounds.value < min_rounds or
+                time.monotonic() - self.started_at < min_seconds)):
             time.sleep(0.02)
         self.stop()
         duration = self.stopped_at - self.started_at
-        tc.assertFalse(self.thread.is_alive(), "the pair's thread hung")
         tc.assertEqual(self.failures, [], "the pair failed; " + self.summary())
         tc.assertEqual(self.slow, [], "the pair waited over %.1fs; %s" % (self.limit,
                                                                          self.summary()))

@@ -27,7 +27,7 @@ import unittest
 
 from harness import (BAD_REQUEST, BUSY, CONFLICT, FORBIDDEN, NOT_FOUND, S_DONE, S_FRIEND_LIST_OK,
                      S_GROUP_CREATE_OK, S_HELLO_OK, S_HISTORY_OK, S_LOGIN_OK, S_MESSAGE, S_PONG,
-                     S_PRESENCE, S_REGISTER_OK, S_SEND_OK, TOO_LARGE, UNAUTHENTICATED,
+                     S_PRESENCE, S_REGISTER_OK, S_SEND_OK, S_BYE, TOO_LARGE, UNAUTHENTICATED,
                      UNAVAILABLE, UNSUPPORTED, F_ACK, F_FRIEND_LIST, F_GROUP_DELETE, F_HELLO,
                      F_HISTORY, F_LOGIN, F_LOGOUT, F_PING, F_RECALL, F_REG, F_RESUME,
                      F_SEND_DIRECT, F_SEND_GROUP, F_FRIEND_ADD, F_GROUP_CREATE, F_GROUP_JOIN,
@@ -168,6 +168,9 @@ class RegistrationFloodTest(HostileTest):
                             ok_by_addr[src] += 1
                         elif e and e.code == BUSY and e.retry_after_ms > 0:
                             outcome["BUSY"] += 1
+                        elif e and e.code == UNAVAILABLE:
+                            # dropped unrun when its deadline passed
+                            outcome["UNAVAILABLE"] += 1
                         else:
                             wrong.append("connection %d: %s" % (c, describe(f)))
             except socket.timeout:
@@ -202,7 +205,7 @@ class RegistrationFloodTest(HostileTest):
             t.join(timeout=90)
         elapsed = time.monotonic() - t0
         self.check_pair()
-        self.assertEqual(wrong, [], "flooders got answers other than RegisterOk/BUSY")
+        self.assertEqual(wrong, [], "flooders got answers other than RegisterOk/BUSY/UNAVAILABLE")
         # The auth queue serves addresses in turn: ahead of the newcomer at
         # most one hash per flooding address and the ones under way, however
         # many each flooder queued. 1 s, or that many hashes on a slow machine.
@@ -211,7 +214,8 @@ class RegistrationFloodTest(HostileTest):
                         "(one hash: %.2fs)" % one_hash)
         self.assertLess(login_s, bound, "the newcomer's login waited behind the flood "
                         "(one hash: %.2fs)" % one_hash)
-        self.assertGreater(outcome["BUSY"] + outcome["unanswered, connection closed"], 0,
+        self.assertGreater(outcome["BUSY"] + outcome["UNAVAILABLE"] +
+                           outcome["unanswered, connection closed"], 0,
                            "the flooder was never throttled: %r" % outcome)
         for src in addrs:
             # --reg-rate 10 per minute per address, bursts of 20
@@ -220,6 +224,41 @@ class RegistrationFloodTest(HostileTest):
         self.assertRegex(logs, r"audit event=limit .*addr=127\.0\.0\.[2-5]\b",
                          "limit hits are audited with the source address")
         self.assertNotIn(PASSWORD, logs, "a password in the log")
+
+
+    def test_work_of_closed_connections_is_dropped(self):
+        """Registrations queued behind a flood by connections that then close
+        are never done: their names are still free afterwards."""
+        busy = []
+        for a in range(4):
+            for _ in range(4):
+                c = RawConn(self.server.port, "127.0.0.%d" % (10 + a), timeout=60)
+                self.addCleanup(c.close)
+                c.send(hello_frame(1) + b"".join(
+                    request(F_REG, pb((1, "busy%d-%d" % (len(busy), i)), (2, PASSWORD)), 100 + i)
+                    for i in range(2)))
+                busy.append(c)
+        gone = []
+        for k in range(4):
+            c = RawConn(self.server.port, "127.0.0.14")
+            names = ["gone%d-%d" % (k, i) for i in range(2)]
+            c.send(hello_frame(1) + b"".join(request(F_REG, pb((1, n), (2, PASSWORD)), 100 + i)
+                                             for i, n in enumerate(names)))
+            c.reset() if k % 2 else c.close()
+            gone += names
+        # Let the queue drain: every busy connection gets its two answers.
+        for c in busy:
+            answered = 0
+            while answered < 2:
+                f = c.recv_frame(timeout=60)
+                self.assertIsNotNone(f, "a busy connection was closed")
+                if frame_id(f) >= 100:
+                    answered += 1
+        p = self.peer(self.setup_addr(), timeout=30)
+        for name in gone:
+            expect_ok(p.register(name), S_REGISTER_OK,
+                      "'%s' was registered for a connection that had closed" % name)
+        self.check_pair()
 
 
 class WrongPasswordFloodTest(HostileTest):
@@ -347,7 +386,10 @@ class FloodTest(HostileTest):
         def flood(k):
             frames = {i: request(F_SEND_DIRECT, pb((1, rid), (2, "flood %d/%d" % (k, i))), i)
                       for i in range(100, 350)}
-            results[k] = pipeline(conns[k], frames, window=50)
+            try:
+                results[k] = pipeline(conns[k], frames, window=50)
+            except Exception as e:  # reported by the main thread
+                results[k] = e
 
         t0 = time.monotonic()
         threads = [threading.Thread(target=flood, args=(k,)) for k in range(4)]
@@ -358,7 +400,9 @@ class FloodTest(HostileTest):
         elapsed = time.monotonic() - t0
         sent = set()
         busy, other, closed = 0, [], False
-        for replies, was_closed, _ in results:
+        for k, r in enumerate(results):
+            self.assertIsInstance(r, tuple, "message flood connection %d: %r" % (k, r))
+            replies, was_closed, _ = r
             closed |= was_closed
             for f in replies.values():
                 if S_SEND_OK in f:
@@ -388,8 +432,9 @@ class FloodTest(HostileTest):
         self.check_pair()
 
     def test_history_flood(self):
-        """Eight connections of one user ask for 100-message history pages as
-        fast as they can: each is throttled by --req-rate; the pair is not."""
+        """Eight connections of one user ask for 50-message history pages as
+        fast as they can: each is held to --req-rate, and the pair's sends do
+        not wait behind the reads."""
         flooder, _ = self.new_user("historian", login=False)
         other, oid = self.new_user("talker")
         conns = []
@@ -404,7 +449,10 @@ class FloodTest(HostileTest):
 
         def flood(k):
             frames = {i: request(F_HISTORY, pb((1, oid), (3, 100)), i) for i in range(100, 700)}
-            results[k] = pipeline(conns[k], frames, window=50)
+            try:
+                results[k] = pipeline(conns[k], frames, window=50)
+            except Exception as e:  # reported by the main thread
+                results[k] = e
 
         threads = [threading.Thread(target=flood, args=(k,)) for k in range(8)]
         for t in threads:
@@ -412,14 +460,15 @@ class FloodTest(HostileTest):
         for t in threads:
             t.join(timeout=120)
         self.check_pair()
-        for k, (replies, closed, elapsed) in enumerate(results):
+        for k, r in enumerate(results):
+            self.assertIsInstance(r, tuple, "history flood connection %d: %r" % (k, r))
+            replies, closed, elapsed = r
             ok = [f for f in replies.values() if S_HISTORY_OK in f]
             busy = [f for f in replies.values() if is_busy(f) and error(f).retry_after_ms > 0]
             self.assertEqual(len(ok) + len(busy), len(replies),
                              [describe(f) for f in replies.values()
                               if S_HISTORY_OK not in f and not is_busy(f)][:5])
-            self.assertTrue(busy or closed, "connection %d: 600 history requests in %.1fs, "
-                            "none refused" % (k, elapsed))
+            # (A server slower than the limit answers them all: no BUSY due.)
             self.assert_rate(len(ok), 200, 100, elapsed, "history requests on connection %d" % k)
             for f in ok[:3]:
                 self.assertEqual(len(body(f, S_HISTORY_OK).get(1, [])), 50)
@@ -561,7 +610,7 @@ class SlowlorisTest(HostileTest):
                                   (i, "after" if i % 2 == 0 else "before", r))
             self.assertLess(r, 4.5, "connection %d closed only after %.1fs" % (i, r))
 
-    def _pinger(self, greet, out, key, every=0.5, limit=8.0):
+    def _pinger(self, greet, out, key, every=0.5, limit=9.0):
         """Sends complete ping frames every `every` s (so neither the frame
         nor the idle timeout applies): records when the server closed it."""
         try:
@@ -588,7 +637,8 @@ class SlowlorisTest(HostileTest):
         """A connection that sends whole frames but never hello is closed by
         the hello timeout (3 s); one that says hello but never logs in, by the
         login timeout (5 s); a logged-in one that keeps pinging is closed by
-        neither."""
+        neither. (Deadlines are checked in whole seconds and never early: each
+        closes between its timeout and 2 s later.)"""
         out = {}
         threads = [threading.Thread(target=self._pinger, args=(False, out, "no hello")),
                    threading.Thread(target=self._pinger, args=(True, out, "no login"))]
@@ -596,7 +646,7 @@ class SlowlorisTest(HostileTest):
             t.start()
         steady, _ = self.new_user("steady")
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 7.5:
+        while time.monotonic() - t0 < 8.5:
             # Every 0.5 s: the server's clock for the idle timeout (2 s) ticks
             # in whole seconds, so a quiet second may already count as two.
             time.sleep(0.5)
@@ -635,7 +685,7 @@ class SlowlorisTest(HostileTest):
                 break
         self.check_pair()
         self.assertIsNotNone(closed_at, "a frame dribbled for 8 s was not cut")
-        self.assertLess(closed_at, 3.5)
+        self.assertLess(closed_at, 4.5, "2 s frame timeout, whole-second clock")
 
 
 class ConnectionChurnTest(HostileTest):
@@ -835,10 +885,17 @@ class AbortedLoginTest(HostileTest):
         # Presence does work: an ordinary login and close show online, then offline.
         ok = self.peer("127.0.0.3")
         expect_ok(ok.login("user"), S_LOGIN_OK)
-        friend.wait_push(lambda f: presence_of_user(f) and one(body(f, S_PRESENCE), 2), timeout=5)
+        try:
+            friend.wait_push(lambda f: presence_of_user(f) and one(body(f, S_PRESENCE), 2),
+                             timeout=5)
+        except socket.timeout:
+            self.fail("a login did not tell the friend 'online'")
         ok.close()
-        friend.wait_push(lambda f: presence_of_user(f) and not one(body(f, S_PRESENCE), 2),
-                         timeout=5)
+        try:
+            friend.wait_push(lambda f: presence_of_user(f) and not one(body(f, S_PRESENCE), 2),
+                             timeout=5)
+        except socket.timeout:
+            self.fail("a plain disconnect did not tell the friend 'offline'")
         friend.pushes.clear()
 
         login = request(F_LOGIN, pb((2, "user"), (3, PASSWORD)), 2)
@@ -857,6 +914,98 @@ class AbortedLoginTest(HostileTest):
             self.assertEqual(states[-1], 0, "the last presence event the friend got is online")
         self.assertEqual(states.count(1), states.count(0),
                          "every online event is followed by an offline one: %r" % states)
+        self.check_pair()
+
+
+class SessionsAndCapsTest(HostileTest):
+    server_extra = ("--sessions-per-user", "3", "--max-friends", "3", "--max-groups", "2",
+                    "--max-members", "3")
+
+    def resume_on_new_conn(self, token):
+        """The reply to resume{token} on a fresh connection (a CONFLICT while
+        the token's old connection is still closing is retried)."""
+        for _ in range(30):
+            p = self.peer("127.0.0.2")
+            f = p.resume(token)
+            if not (error(f) and error(f).code == CONFLICT):
+                return f
+            p.close()
+            time.sleep(0.1)
+        return f
+
+    def test_sessions_per_user_are_bounded(self):
+        """--sessions-per-user 3: a fourth password login drops the least
+        recently used token; the three others still resume."""
+        self.new_user("many", login=False)
+        tokens = []
+        for i in range(4):
+            p = self.peer("127.0.0.2")
+            expect_ok(p.login("many"), S_LOGIN_OK)
+            tokens.append(p.token)
+            p.close()
+            time.sleep(0.05)
+        e = error(self.resume_on_new_conn(tokens[0]))
+        self.assertIsNotNone(e, "the oldest of four tokens still resumes")
+        self.assertEqual(e.code, UNAUTHENTICATED, repr(e))
+        for t in tokens[1:]:
+            expect_ok(self.resume_on_new_conn(t), S_LOGIN_OK, "one of the newest three tokens")
+        self.check_pair()
+
+    def test_logout_from_every_device(self):
+        """logout{all}: the user's other sessions get bye and are closed, no
+        token of theirs resumes, and the password still logs in."""
+        self.new_user("everywhere", login=False)
+        dropped = self.peer("127.0.0.2")
+        expect_ok(dropped.login("everywhere"), S_LOGIN_OK)
+        dropped_token = dropped.token
+        dropped.close()
+        devices = []
+        for i in range(3):
+            p = self.peer("127.0.0.2")
+            expect_ok(p.login("everywhere"), S_LOGIN_OK)
+            devices.append(p)
+        expect_ok(devices[0].logout(all_devices=True), S_DONE, "logout:all")
+        for p in devices[1:]:
+            self.assertTrue(p.closed_within(3), "another device's session was not closed")
+            self.assertTrue(any(S_BYE in f for f in p.pushes), "no bye before the close")
+        self.assert_code(devices[0].call(F_FRIEND_LIST), UNAUTHENTICATED, "after logout:all")
+        for t in [dropped_token] + [p.token for p in devices]:
+            e = error(self.resume_on_new_conn(t))
+            self.assertIsNotNone(e, "a token resumed after logout:all")
+            self.assertEqual(e.code, UNAUTHENTICATED, repr(e))
+        again = self.peer()
+        expect_ok(again.login("everywhere"), S_LOGIN_OK, "the password after logout:all")
+        self.assertRegex(self.server.logs(), r"audit event=logout_all user=\d+")
+        self.check_pair()
+
+    def assert_code(self, f, code, what):
+        e = error(f)
+        self.assertIsNotNone(e, "%s: accepted (%s)" % (what, describe(f)))
+        self.assertEqual(e.code, code, "%s: %r" % (what, e))
+
+    def test_friend_group_and_member_caps(self):
+        """--max-friends 3, --max-groups 2, --max-members 3: the request past
+        a cap is BAD_REQUEST, and nothing is added."""
+        u, uid = self.new_user("popular")
+        friends = [self.new_user("f%d" % i) for i in range(4)]
+        for p, fid in friends[:3]:
+            expect_ok(u.friend_add(fid), S_DONE)
+        self.assert_code(u.friend_add(friends[3][1]), BAD_REQUEST, "a fourth friend")
+        self.assert_code(friends[3][0].friend_add(uid), BAD_REQUEST,
+                         "befriending a user who has the most friends")
+        fl = expect_ok(u.friend_list(), S_FRIEND_LIST_OK)
+        self.assertEqual(len(fl.get(1, [])), 3)
+        g1 = one(expect_ok(u.group_create("g1"), S_GROUP_CREATE_OK), 1)
+        one(expect_ok(u.group_create("g2"), S_GROUP_CREATE_OK), 1)
+        self.assert_code(u.group_create("g3"), BAD_REQUEST, "a third group")
+        other_gid = one(expect_ok(friends[0][0].group_create("theirs"), S_GROUP_CREATE_OK), 1)
+        self.assert_code(u.call(F_GROUP_JOIN, pb((1, other_gid))), BAD_REQUEST,
+                         "joining a third group")
+        for p, _ in friends[1:3]:
+            expect_ok(p.call(F_GROUP_JOIN, pb((1, g1))), S_DONE)
+        self.assert_code(friends[3][0].call(F_GROUP_JOIN, pb((1, g1))), BAD_REQUEST,
+                         "a fourth member")
+        expect_ok(friends[3][0].group_create("g3"), S_GROUP_CREATE_OK, "'g3' was not created")
         self.check_pair()
 
 
@@ -916,8 +1065,7 @@ class ProtocolAttackTest(HostileTest):
         f = p.ping()
         self.assertIn(S_PONG, f, "the reply after an ack before login: %s" % describe(f))
         self.check_pair()
-        for q in self.pair.peers:
-            self.assertFalse([m for m in q.messages() if m["body"] == b"anon"])
+        self.assertNotIn(b"anon", self.pair.received, "a send before login was delivered")
 
     def test_send_to_missing_user_and_foreign_group(self):
         alice, aid = self.new_user("alice")
@@ -1272,11 +1420,14 @@ class ShutdownTest(HostileTest):
                 refused.append(name)
             else:
                 wrong.append(describe(f))
+        unanswered = len(names) - len(ok) - len(refused) - len(wrong)
         print("\n  shutdown: %d registered (%d before SIGTERM), %d refused, %d unanswered, "
-              "exit in %.2fs" % (len(ok), done_before, len(refused),
-                                 len(names) - len(ok) - len(refused) - len(wrong), exit_s),
+              "exit in %.2fs" % (len(ok), done_before, len(refused), unanswered, exit_s),
               file=sys.stderr, end=" ")
         self.assertEqual(wrong, [], "answers other than RegisterOk/UNAVAILABLE/BUSY")
+        # Queued work is answered UNAVAILABLE; only the few hashes running
+        # when SIGTERM came may lose their reply with the connection.
+        self.assertLessEqual(unanswered, 4, "registrations never answered")
         return rc, exit_s, ok, refused
 
     def check_consistent(self, ok, refused):
