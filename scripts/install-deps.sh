@@ -7,6 +7,8 @@ pkgs=(
   build-essential cmake pkg-config clang-format python3
   libevent-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev libsodium-dev libssl-dev libedit-dev libcmocka-dev
+  # the openssl tool: test_tls makes certificates and runs s_client with it
+  openssl
   # cluster mode: the servers the integration tests start, and their C clients
   libhiredis-dev libmariadb-dev libzookeeper-mt-dev
   redis-server mariadb-server nginx libnginx-mod-stream

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -25,6 +26,11 @@ void conn_init(conn *c)
     c->max_out = FRAME_MAX_DEFAULT;
 }
 
+void conn_set_tls(conn *c, trust *t)
+{
+    c->trust = t;
+}
+
 void conn_free(conn *c)
 {
     conn_close(c);
@@ -35,6 +41,8 @@ void conn_free(conn *c)
 
 void conn_close(conn *c)
 {
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -105,6 +113,50 @@ fail:;
     return -1;
 }
 
+static int64_t conn_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The TLS handshake on the connected c->fd, then whether to trust the
+ * server. 0, or -1 with the reason in c->err. */
+static int conn_tls_start(conn *c, const char *host, const char *port, int timeout_ms)
+{
+    c->tls = tls_conn_new(trust_tls(c->trust), c->fd, host);
+    if (!c->tls) {
+        snprintf(c->err, sizeof(c->err), "%s", tls_error());
+        return -1;
+    }
+    int64_t deadline = conn_clock_ms() + timeout_ms;
+    for (;;) {
+        int r = tls_handshake(c->tls);
+        if (r == 1)
+            break;
+        if (r == TLS_ERROR) {
+            snprintf(c->err, sizeof(c->err), "%s (is that port TLS?)", tls_error());
+            return -1;
+        }
+        int64_t left = deadline - conn_clock_ms();
+        struct pollfd p = {.fd = c->fd, .events = r == TLS_WANT_READ ? POLLIN : POLLOUT};
+        int n = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (n < 0 && errno != EINTR) {
+            conn_set_errno(c, errno);
+            return -1;
+        }
+        if (n == 0 && left <= 0) {
+            snprintf(c->err, sizeof(c->err), "no TLS handshake within %d ms", timeout_ms);
+            return -1;
+        }
+    }
+    if (trust_check(c->trust, c->tls, host, port, c->err, sizeof(c->err)) < 0) {
+        c->refused = true;
+        return -1;
+    }
+    return 0;
+}
+
 int conn_open(conn *c, const char *host, const char *port, int timeout_ms)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -112,6 +164,7 @@ int conn_open(conn *c, const char *host, const char *port, int timeout_ms)
     int rc = -1;
 
     conn_close(c);
+    c->refused = false;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0) {
         if (g == EAI_SYSTEM)
@@ -125,6 +178,17 @@ int conn_open(conn *c, const char *host, const char *port, int timeout_ms)
         int fd = conn_try(ai, timeout_ms);
         if (fd >= 0) {
             c->fd = fd;
+            /* A server that was reached but failed TLS is the answer: no
+             * other address is tried. */
+            if (c->trust && conn_tls_start(c, host, port, timeout_ms) < 0) {
+                char why[sizeof(c->err)];
+                bool refused = c->refused;
+                memcpy(why, c->err, sizeof(why));
+                conn_close(c);
+                memcpy(c->err, why, sizeof(why));
+                c->refused = refused;
+                goto out;
+            }
             rc = 0;
             goto out;
         }
@@ -190,6 +254,22 @@ int conn_flush(conn *c)
         return -1;
     }
     while (c->out_off < c->out_len) {
+        if (c->tls) {
+            /* A record at a time; after a WANT the same bytes come first
+             * again, and no fewer (the buffer only grows until sent). */
+            size_t len = c->out_len - c->out_off;
+            ssize_t n = tls_write(c->tls, c->out + c->out_off, len < TLS_RECORD ? len : TLS_RECORD);
+            if (n > 0) {
+                c->out_off += (size_t)n;
+                continue;
+            }
+            /* A write waiting to read happens in TLS 1.2 renegotiation
+             * only, which both sides refuse. */
+            if (n == TLS_WANT_WRITE || n == TLS_WANT_READ)
+                return 0;
+            snprintf(c->err, sizeof(c->err), "%s", tls_error());
+            return -1;
+        }
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -219,12 +299,24 @@ int conn_read(conn *c)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    while (budget > 0) {
+    /* Past the budget, still what TLS holds: the socket would not say. */
+    while (budget > 0 || (c->tls && tls_pending(c->tls))) {
         if (conn_reserve(&c->in, &c->in_len, &c->in_cap, CONN_READ_CHUNK) < 0) {
             conn_set_errno(c, ENOMEM);
             return -1;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        ssize_t n;
+        if (c->tls) {
+            n = tls_read(c->tls, c->in + c->in_len, c->in_cap - c->in_len);
+            if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
+                return got;
+            if (n == TLS_ERROR) {
+                snprintf(c->err, sizeof(c->err), "%s", tls_error());
+                return -1;
+            }
+        } else {
+            n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -257,7 +349,12 @@ int conn_next(conn *c, Parley__ServerFrame **out)
     if (st == FRAME_NEED_MORE)
         return 0;
     if (st == FRAME_TOO_LARGE) {
-        snprintf(c->err, sizeof(c->err), "the server sent a frame over %d bytes", CONN_MAX_IN);
+        const uint8_t *h = c->in + c->in_off;
+        /* A TLS record (an alert, a handshake) read as a frame header. */
+        if (!c->tls && (h[0] == 0x15 || h[0] == 0x16) && h[1] == 0x03)
+            snprintf(c->err, sizeof(c->err), "the server speaks TLS on this port: use --tls");
+        else
+            snprintf(c->err, sizeof(c->err), "the server sent a frame over %d bytes", CONN_MAX_IN);
         return -1;
     }
     Parley__ServerFrame *f = parley__server_frame__unpack(NULL, plen, payload);

@@ -1,9 +1,12 @@
 /*
- * conn: one TCP connection to parleyd and its framing. Frames out are packed
- * into an output buffer and written as the socket accepts them; bytes in are
- * gathered in an input buffer and cut into ServerFrames. The socket is
- * non-blocking once open; the caller drives it with poll() (conn_fd,
- * conn_want_write). Reconnecting is the session's business (sess.h).
+ * conn: one TCP connection to parleyd, plain or TLS, and its framing. Frames
+ * out are packed into an output buffer and written as the socket accepts
+ * them; bytes in are gathered in an input buffer and cut into ServerFrames.
+ * The socket is non-blocking once open; the caller drives it with poll()
+ * (conn_fd, conn_want_write). With TLS (conn_set_tls), conn_open also runs
+ * the handshake and asks trust.h whether to believe the server, before a
+ * byte of the protocol is sent. Reconnecting is the session's business
+ * (sess.h).
  */
 #ifndef PARLEY_CLIENT_CONN_H
 #define PARLEY_CLIENT_CONN_H
@@ -12,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client/trust.h"
+#include "net/tls.h"
 #include "parley.pb-c.h"
 
 enum {
@@ -25,16 +30,23 @@ typedef struct conn {
     uint8_t *out;
     size_t out_off, out_len, out_cap; /* unsent bytes are out[out_off..out_len) */
     size_t max_out;                   /* the largest frame we may send */
-    char err[160];                    /* why the last call failed */
+    trust *trust;                     /* not owned; NULL: plain TCP */
+    tls_conn *tls;                    /* while open over TLS */
+    bool refused;                     /* conn_open reached the server but did not trust it */
+    char err[256];                    /* why the last call failed */
 } conn;
 
 void conn_init(conn *c);
+/* Connections from now on speak TLS and trust servers by t (which must
+ * outlive c); NULL for plain TCP. */
+void conn_set_tls(conn *c, trust *t);
 /* Closes the socket and frees the buffers. */
 void conn_free(conn *c);
 
 /* Connects to host:port, trying each address getaddrinfo gives, waiting at
- * most timeout_ms for each. Returns 0, or -1 with the reason in c->err (the
- * strerror text, without the address). */
+ * most timeout_ms for each (and as long again for a TLS handshake). Returns
+ * 0, or -1 with the reason in c->err (the strerror text, without the
+ * address); c->refused if the server was reached but not trusted. */
 int conn_open(conn *c, const char *host, const char *port, int timeout_ms);
 /* Closes the socket and drops buffered bytes; the buffers are kept. */
 void conn_close(conn *c);

@@ -29,6 +29,7 @@
 #include "client/cmd.h"
 #include "client/out.h"
 #include "client/sess.h"
+#include "client/trust.h"
 
 enum {
     APP_WAIT_MS_DEFAULT = 500,
@@ -42,12 +43,15 @@ typedef struct app_opts {
     bool json;
     int wait_ms;
     bool reconnect;
+    bool tls, insecure;
+    const char *ca, *fingerprint;
 } app_opts;
 
 typedef struct app {
     app_opts opt;
     out_ctx out;
     sess sess;
+    trust *trust; /* with --tls */
     bool quit;
     bool quit_warned; /* a quit was refused once: sends were unconfirmed */
 
@@ -67,7 +71,8 @@ static app *app_tty;
 
 static void app_usage(FILE *fp)
 {
-    fputs("usage: parley [--host HOST] [--port PORT] [--json] [--wait-ms N] [--no-reconnect]\n"
+    fputs("usage: parley [--host HOST] [--port PORT] [--tls [--ca FILE | --fingerprint SHA256]]\n"
+          "              [--json] [--wait-ms N] [--no-reconnect]\n"
           "       parley --help\n"
           "\n"
           "The parley chat client. On a terminal it shows a prompt; otherwise it runs\n"
@@ -75,6 +80,13 @@ static void app_usage(FILE *fp)
           "\n"
           "  --host HOST      parleyd's address (default 127.0.0.1)\n"
           "  --port PORT      parleyd's port (default 7070)\n"
+          "  --tls            connect with TLS; the server's certificate must verify with\n"
+          "                   the system's CAs, or is trusted on first use and must stay\n"
+          "                   the same (remembered in ~/.parley/known_servers)\n"
+          "  --ca FILE        with TLS, trust only the CA certificates in FILE\n"
+          "  --fingerprint FP with TLS, trust only the certificate whose SHA-256 is FP\n"
+          "                   (as parleyd logs it)\n"
+          "  --insecure       with TLS, trust any certificate (tests only)\n"
           "  --json           print one JSON object per line\n"
           "  --wait-ms N      at the end of input, keep printing what arrives for N ms\n"
           "                   before exiting (default 500)\n"
@@ -100,13 +112,28 @@ static bool app_parse_int(const char *s, long lo, long hi, long *val)
 /* Returns -1 to go on, else the exit status. */
 static int app_parse_opts(app_opts *o, int argc, char **argv)
 {
-    enum { OPT_HOST = 256, OPT_PORT, OPT_JSON, OPT_WAIT, OPT_NORECONNECT, OPT_HELP };
+    enum {
+        OPT_HOST = 256,
+        OPT_PORT,
+        OPT_JSON,
+        OPT_WAIT,
+        OPT_NORECONNECT,
+        OPT_HELP,
+        OPT_TLS,
+        OPT_CA,
+        OPT_FINGERPRINT,
+        OPT_INSECURE,
+    };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"json", no_argument, NULL, OPT_JSON},
         {"wait-ms", required_argument, NULL, OPT_WAIT},
         {"no-reconnect", no_argument, NULL, OPT_NORECONNECT},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"fingerprint", required_argument, NULL, OPT_FINGERPRINT},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -117,6 +144,8 @@ static int app_parse_opts(app_opts *o, int argc, char **argv)
     o->json = false;
     o->wait_ms = APP_WAIT_MS_DEFAULT;
     o->reconnect = true;
+    o->tls = o->insecure = false;
+    o->ca = o->fingerprint = NULL;
 
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -148,6 +177,18 @@ static int app_parse_opts(app_opts *o, int argc, char **argv)
         case OPT_NORECONNECT:
             o->reconnect = false;
             break;
+        case OPT_TLS:
+            o->tls = true;
+            break;
+        case OPT_CA:
+            o->ca = optarg;
+            break;
+        case OPT_FINGERPRINT:
+            o->fingerprint = optarg;
+            break;
+        case OPT_INSECURE:
+            o->insecure = true;
+            break;
         case 'h':
         case OPT_HELP:
             app_usage(stdout);
@@ -160,6 +201,13 @@ static int app_parse_opts(app_opts *o, int argc, char **argv)
         fprintf(stderr, "parley: unexpected argument '%s'\n", argv[optind]);
         goto bad;
     }
+    if ((o->ca != NULL) + (o->fingerprint != NULL) + o->insecure > 1) {
+        fprintf(stderr, "parley: --ca, --fingerprint and --insecure exclude each other\n");
+        goto bad;
+    }
+    /* Each of them only makes sense with TLS. */
+    if (o->ca || o->fingerprint || o->insecure)
+        o->tls = true;
     return -1;
 
 bad:
@@ -467,8 +515,8 @@ static int app_run_tty(app *a)
     sess_set_identity_cb(&a->sess, app_identity_changed, a);
     rl_readline_name = "parley";
     if (!a->opt.json) {
-        printf("connected to %s:%s; type help for the commands, quit or Ctrl-D to leave\n",
-               a->opt.host, a->opt.port);
+        printf("connected to %s:%s%s; type help for the commands, quit or Ctrl-D to leave\n",
+               a->opt.host, a->opt.port, a->opt.tls ? " with TLS" : "");
         fflush(stdout);
     }
     app_set_prompt(a);
@@ -527,6 +575,16 @@ int main(int argc, char **argv)
 
     out_init(&a.out, a.opt.json);
     sess_init(&a.sess, a.opt.host, a.opt.port, a.opt.reconnect, &a.out);
+    if (a.opt.tls) {
+        char err[512];
+        a.trust = trust_new(a.opt.ca, a.opt.fingerprint, a.opt.insecure, err, sizeof(err));
+        if (!a.trust) {
+            fprintf(stderr, "parley: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        conn_set_tls(&a.sess.conn, a.trust);
+    }
     if (sess_start(&a.sess) < 0) {
         rc = 1;
         goto out;
@@ -540,6 +598,7 @@ int main(int argc, char **argv)
 
 out:
     sess_free(&a.sess);
+    trust_free(a.trust);
     out_free(&a.out);
     free(a.in);
     return rc;

@@ -519,14 +519,14 @@ int sess_start(sess *s)
     bool resume_failed;
 
     if (conn_open(&s->conn, s->host, s->port, SESS_CONNECT_TIMEOUT_MS) < 0) {
-        fprintf(stderr,
-                "parley: cannot connect to %s:%s: %s (is parleyd running? start it with 'make "
-                "run')\n",
-                s->host, s->port, s->conn.err);
+        fprintf(stderr, "parley: cannot connect to %s:%s: %s%s\n", s->host, s->port, s->conn.err,
+                s->conn.refused ? "" : " (is parleyd running? start it with 'make run')");
         return -1;
     }
     if (sess_handshake(s, why, sizeof(why), rerr, sizeof(rerr), &resume_failed) < 0) {
-        fprintf(stderr, "parley: %s:%s: %s\n", s->host, s->port, why);
+        /* A TLS port drops a plain Hello without a word. */
+        fprintf(stderr, "parley: %s:%s: %s%s\n", s->host, s->port, why,
+                !s->conn.trust && !s->got_bye ? " (if the port is TLS, add --tls)" : "");
         conn_close(&s->conn);
         return -1;
     }

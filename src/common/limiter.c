@@ -185,6 +185,10 @@ static int lim_bucket(limiter *l, uint64_t key, double per_sec, double burst, in
     lim_shard *s = lim_shard_of(l, key);
     int rc = 0, fresh;
     pthread_mutex_lock(&s->lock);
+    /* A look at a bucket never seen finds it full: no entry for it, or every
+     * client that only ever looks would hold one. */
+    if (cost == 0 && lim_find(s, key)->key != key)
+        goto out;
     lim_slot *e = lim_get(s, key, LIM_BUCKET, now_ms, &fresh);
     if (!e)
         goto out; /* no room: let it through rather than refuse everyone */

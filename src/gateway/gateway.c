@@ -50,7 +50,8 @@ typedef struct gw_loop {
 
 struct gateway {
     gateway_config cfg;
-    conn_class cls; /* the handler and cfg.limits */
+    conn_class cls;     /* the handler and cfg.limits */
+    conn_class cls_tls; /* the same over TLS (cfg.tls) */
     loop **loops;
     unsigned nloops;
     unsigned next_loop;    /* atomic */
@@ -66,11 +67,11 @@ struct gateway {
     u64map *sessions;           /* user -> sessions on this gateway (all loops) */
     limiter *lim;               /* per-address and per-user limits, all loops */
     unsigned auth_queued;       /* atomic: register/login calls in flight */
-    int64_t audit_last[8];      /* atomic: when each kind of limit was last logged */
+    int64_t audit_last[9];      /* atomic: when each kind of limit was last logged */
 };
 
 /* Kinds of limiter key (limiter_key's `kind`): one table, no collisions. */
-enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ };
+enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ, LIM_HIST };
 
 /* Per-connection state, in the conn's udata. */
 typedef struct gw_session {
@@ -790,6 +791,10 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         return;
     }
     if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HELLO) {
+        if (s->hello) {
+            gw_send_error(c, f->id, PARLEY__ERROR_CODE__BAD_REQUEST, "hello was already sent");
+            return;
+        }
         gw_hello(c, f);
         return;
     }
@@ -826,6 +831,16 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         if (limiter_take(gw->lim, limiter_key_u64(LIM_MSG, s->user), ab->msg_rate,
                          2.0 * ab->msg_rate, limiter_now_ms(), &retry) < 0) {
             gw_busy(c, f->id, LIM_MSG, "messages", retry);
+            return;
+        }
+    }
+    /* A history page reads up to 100 messages on the store worker that
+     * stores everyone's sends: per user, over all its sessions. */
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HISTORY) {
+        const gateway_abuse *ab = &gw->cfg.abuse;
+        if (limiter_take(gw->lim, limiter_key_u64(LIM_HIST, s->user), ab->history_rate,
+                         2.0 * ab->history_rate, limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_HIST, "history requests", retry);
             return;
         }
     }
@@ -1002,6 +1017,7 @@ static const conn_handler gw_handler = {
 
 typedef struct {
     gw_loop *gl;
+    const conn_class *cls;
     int fd;
     uint64_t addr_key;
 } gw_adopt;
@@ -1011,7 +1027,7 @@ static void gw_adopt_run(void *arg)
     gw_adopt *ad = arg;
     gw_loop *gl = ad->gl;
     uint64_t key = ad->addr_key;
-    conn *c = conn_new(gl->l, ad->fd, &gl->gw->cls, sizeof(gw_session));
+    conn *c = conn_new(gl->l, ad->fd, ad->cls, sizeof(gw_session));
     free(ad);
     if (!c) {
         limiter_count(gl->gw->lim, key, -1, 0);
@@ -1040,7 +1056,7 @@ static void gw_fd_addr(int fd, char *buf, size_t len)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
 }
 
-void gateway_accept(gateway *gw, int fd)
+static void gw_accept(gateway *gw, int fd, const conn_class *cls)
 {
     char addr[64];
     gw_fd_addr(fd, addr, sizeof(addr));
@@ -1058,9 +1074,24 @@ void gateway_accept(gateway *gw, int fd)
         return;
     }
     ad->gl = &gw->per_loop[i];
+    ad->cls = cls;
     ad->fd = fd;
     ad->addr_key = key;
     loop_post(gw->loops[i], gw_adopt_run, ad);
+}
+
+void gateway_accept(gateway *gw, int fd)
+{
+    gw_accept(gw, fd, &gw->cls);
+}
+
+void gateway_accept_tls(gateway *gw, int fd)
+{
+    if (!gw->cls_tls.tls) {
+        close(fd);
+        return;
+    }
+    gw_accept(gw, fd, &gw->cls_tls);
 }
 
 /* ---- pushes ---- */
@@ -1170,6 +1201,7 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
         return NULL;
     gw->cfg = *cfg;
     gw->cls = (conn_class){.h = &gw_handler, .lim = cfg->limits};
+    gw->cls_tls = (conn_class){.h = &gw_handler, .lim = cfg->limits, .tls = cfg->tls};
     gw->loops = loops;
     gw->nloops = nloops;
     gw->user = user;

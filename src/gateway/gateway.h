@@ -21,11 +21,12 @@
 typedef struct gateway_abuse {
     unsigned max_conns_per_ip;
     unsigned hello_timeout_s, login_timeout_s;
-    unsigned req_rate;  /* requests per connection, bursts of 2x */
-    unsigned msg_rate;  /* messages per user, bursts of 2x */
-    unsigned reg_rate;  /* registrations per minute per address, bursts of 2x */
-    unsigned fail_rate; /* failed logins per minute per address */
-    unsigned fail_free; /* failures of an account from an address before a delay */
+    unsigned req_rate;     /* requests per connection, bursts of 2x */
+    unsigned msg_rate;     /* messages per user, bursts of 2x */
+    unsigned history_rate; /* history pages per user, bursts of 2x */
+    unsigned reg_rate;     /* registrations per minute per address, bursts of 2x */
+    unsigned fail_rate;    /* failed logins per minute per address */
+    unsigned fail_free;    /* failures of an account from an address before a delay */
     unsigned fail_max_delay_s;
     unsigned auth_per_conn, auth_per_ip, auth_total; /* queued register/login */
 } gateway_abuse;
@@ -38,6 +39,9 @@ typedef struct gateway_config {
      * where a send may run twice (a remote message service, a database
      * connection that can die). */
     int send_refs;
+    /* The server side of TLS for gateway_accept_tls (NULL: none); must
+     * outlive the gateway. */
+    tls_ctx *tls;
 } gateway_config;
 
 typedef struct gateway gateway;
@@ -51,6 +55,9 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
 /* Hands an accepted socket to the next loop, unless its address already
  * has as many connections as allowed (then it is closed). Thread-safe. */
 void gateway_accept(gateway *gw, int fd);
+/* The same for a socket of the TLS port: the connection speaks TLS with
+ * cfg.tls (closed at once if there is none). */
+void gateway_accept_tls(gateway *gw, int fd);
 /* For rpc_local_set_caller: whether the client of a call (its closure
  * data) has gone. Any thread. */
 int gateway_call_gone(void *closure_data);

@@ -14,7 +14,9 @@
 #include "common/log.h"
 #include "net/loop_impl.h"
 
-enum { CONN_SCRATCH = 128 * 1024, CONN_CLOSE_GRACE_S = 5 };
+/* A wake-up reads at most CONN_READ_BUDGET, then lets the other
+ * connections have a turn. */
+enum { CONN_SCRATCH = 128 * 1024, CONN_READ_BUDGET = 4 * CONN_SCRATCH, CONN_CLOSE_GRACE_S = 5 };
 
 enum {
     CF_OPEN = 1 << 0,
@@ -25,6 +27,13 @@ enum {
     CF_READING = 1 << 5, /* the event currently includes EV_READ */
     CF_WRITING = 1 << 6, /* the event currently includes EV_WRITE */
     CF_WANT_DRAIN = 1 << 7,
+    /* TLS: a read must wait until the socket is writable (a handshake
+     * message to send), or a write until it is readable. */
+    CF_TLS_READ_WAITS_WRITE = 1 << 8,
+    CF_TLS_WRITE_WAITS_READ = 1 << 9,
+    /* TLS: bytes wait inside the tls_conn, which the socket will not
+     * announce; the event was made active to read them (conn_kick). */
+    CF_KICKED = 1 << 10,
 };
 
 /* The tail of a partial frame, kept between reads (or, while reading is
@@ -44,6 +53,7 @@ struct conn {
     conn *flush_next;
     struct evbuffer *out;
     struct inbuf *in;
+    tls_conn *tls; /* NULL: plain TCP */
     int fd;
     /* The last complete frame; once closing after a flush, the time to
      * give up instead. */
@@ -51,7 +61,7 @@ struct conn {
     uint32_t deadline; /* conn_set_deadline's, or 0 */
     uint32_t refs;
     uint16_t inflight;
-    uint8_t flags;
+    uint16_t flags;
     uint64_t udata[]; /* 8-byte alignment is enough: the handlers keep ints and pointers */
 };
 
@@ -61,8 +71,9 @@ static void conn_update_events(conn *c)
 {
     if (!(c->flags & CF_OPEN))
         return;
-    int want_read = !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH));
-    int want_write = (c->flags & CF_WANT_WRITE) != 0;
+    int want_read =
+        !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH)) || (c->flags & CF_TLS_WRITE_WAITS_READ);
+    int want_write = (c->flags & (CF_WANT_WRITE | CF_TLS_READ_WAITS_WRITE)) != 0;
     int is_read = (c->flags & CF_READING) != 0;
     int is_write = (c->flags & CF_WRITING) != 0;
     if (want_read == is_read && want_write == is_write)
@@ -73,8 +84,11 @@ static void conn_update_events(conn *c)
     event_priority_set(&c->ev, 0);
     if (mask)
         event_add(&c->ev, NULL);
-    c->flags = (uint8_t)((c->flags & ~(CF_READING | CF_WRITING)) | (want_read ? CF_READING : 0) |
-                         (want_write ? CF_WRITING : 0));
+    /* event_del dropped a pending kick: make it again. */
+    if (c->flags & CF_KICKED)
+        event_active(&c->ev, EV_READ, 0);
+    c->flags = (uint16_t)((c->flags & ~(CF_READING | CF_WRITING)) | (want_read ? CF_READING : 0) |
+                          (want_write ? CF_WRITING : 0));
 }
 
 conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size)
@@ -83,6 +97,15 @@ conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size)
     if (!c) {
         close(fd);
         return NULL;
+    }
+    if (cls->tls) {
+        c->tls = tls_conn_new(cls->tls, fd, NULL);
+        if (!c->tls) {
+            log_warn("closing a new connection: %s", tls_error());
+            free(c);
+            close(fd);
+            return NULL;
+        }
     }
     c->loop = l;
     c->cls = cls;
@@ -125,7 +148,10 @@ void conn_ref(conn *c)
     c->refs++;
 }
 
-void conn_unref(conn *c)
+/* Not inlined: GCC 12 at -O3 follows conn_close's unref into free() and then
+ * warns that conn_flush_close's own unref uses freed memory, not seeing that
+ * the reference it holds keeps the count above zero. */
+__attribute__((noinline)) void conn_unref(conn *c)
 {
     if (--c->refs == 0)
         free(c);
@@ -135,9 +161,13 @@ void conn_close(conn *c, const char *why)
 {
     if (!(c->flags & CF_OPEN))
         return;
-    c->flags &= (uint8_t) ~(CF_OPEN | CF_WANT_DRAIN);
+    c->flags &= (uint16_t) ~(CF_OPEN | CF_WANT_DRAIN);
     c->deadline = 0;
     event_del(&c->ev);
+    /* close_notify if the socket takes it now; a closing conn waits for
+     * nothing more. */
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     close(c->fd);
     c->fd = -1;
     if (c->out) {
@@ -170,31 +200,79 @@ void conn_close_after_flush(conn *c, const char *why)
     conn_update_events(c);
 }
 
+/* As much of the output as the socket takes (one writev): bytes written, 0
+ * if it must become writable first (CF_WANT_WRITE), or -1 if the conn
+ * closed. */
+static int conn_tcp_write(conn *c)
+{
+    for (;;) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            return n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->flags |= CF_WANT_WRITE;
+            return 0;
+        }
+        conn_close(c, strerror(errno));
+        return -1;
+    }
+}
+
+/* One TLS record from the front of the output: bytes written, 0 if the
+ * socket must become writable (CF_WANT_WRITE) or readable
+ * (CF_TLS_WRITE_WAITS_READ) first, or -1 if the conn closed. A retry after
+ * 0 passes the same bytes, and at least as many: the output only grows
+ * until written. */
+static int conn_tls_write(conn *c)
+{
+    size_t len = evbuffer_get_length(c->out);
+    if (len > TLS_RECORD)
+        len = TLS_RECORD;
+    /* Gathered into one piece: one full record rather than one per chunk. */
+    const unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)len);
+    if (!p) {
+        conn_close(c, "out of memory");
+        return -1;
+    }
+    ssize_t n = tls_write(c->tls, p, len);
+    if (n > 0) {
+        evbuffer_drain(c->out, (size_t)n);
+        return (int)n;
+    }
+    if (n == TLS_WANT_WRITE) {
+        c->flags |= CF_WANT_WRITE;
+        return 0;
+    }
+    if (n == TLS_WANT_READ) {
+        c->flags |= CF_TLS_WRITE_WAITS_READ;
+        return 0;
+    }
+    conn_close(c, tls_error());
+    return -1;
+}
+
 /* Writes what is queued without blocking. 0, or -1 if the conn closed. */
 static int conn_write(conn *c)
 {
     if (!(c->flags & CF_OPEN))
         return -1;
+    c->flags &= (uint16_t) ~(CF_WANT_WRITE | CF_TLS_WRITE_WAITS_READ);
     while (c->out && evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            conn_close(c, strerror(errno));
+        int n = c->tls ? conn_tls_write(c) : conn_tcp_write(c);
+        if (n < 0)
             return -1;
-        }
+        if (n == 0)
+            break;
     }
-    if (c->out && evbuffer_get_length(c->out) > 0) {
-        c->flags |= CF_WANT_WRITE;
-    } else {
+    /* With output left, CF_WANT_WRITE or CF_TLS_WRITE_WAITS_READ is set. */
+    if (!c->out || evbuffer_get_length(c->out) == 0) {
         /* Nothing in flight: give the buffer back, an idle conn keeps none. */
         if (c->out) {
             evbuffer_free(c->out);
             c->out = NULL;
         }
-        c->flags &= (uint8_t)~CF_WANT_WRITE;
         if (c->flags & CF_CLOSE_AFTER_FLUSH) {
             conn_close(c, "closed after reply");
             return -1;
@@ -238,7 +316,7 @@ static void conn_drain_call(conn *c)
             (CF_OPEN | CF_WANT_DRAIN) ||
         !conn_drained(c))
         return;
-    c->flags &= (uint8_t)~CF_WANT_DRAIN;
+    c->flags &= (uint16_t)~CF_WANT_DRAIN;
     if (c->cls->h->on_drain)
         c->cls->h->on_drain(c);
 }
@@ -260,7 +338,7 @@ void conn_loop_flush(loop *l)
     while (c) {
         conn *next = c->flush_next;
         c->flush_next = NULL;
-        c->flags &= (uint8_t)~CF_FLUSH_QUEUED;
+        c->flags &= (uint16_t)~CF_FLUSH_QUEUED;
         if ((c->flags & CF_OPEN) && conn_write(c) == 0)
             conn_drain_call(c);
         conn_unref(c);
@@ -420,6 +498,44 @@ static void conn_parse_kept(conn *c)
         conn_close(c, "out of memory");
 }
 
+/* Runs conn_read on a later pass of the loop (the event made active by
+ * hand): for TLS bytes already inside the tls_conn, and for a handshake
+ * step that waited while reading was paused. */
+static void conn_kick(conn *c)
+{
+    c->flags |= CF_KICKED;
+    event_active(&c->ev, EV_READ, 0);
+}
+
+/* Reads into buf: bytes (> 0), 0 if none are there now, -1 if the conn
+ * closed. */
+static ssize_t conn_recv(conn *c, uint8_t *buf, size_t len)
+{
+    if (c->tls) {
+        ssize_t n = tls_read(c->tls, buf, len);
+        if (n > 0 || n == TLS_WANT_READ)
+            return n > 0 ? n : 0;
+        if (n == TLS_WANT_WRITE) {
+            c->flags |= CF_TLS_READ_WAITS_WRITE;
+            conn_update_events(c);
+            return 0;
+        }
+        conn_close(c, n == 0 ? "peer closed" : tls_error());
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = read(c->fd, buf, len);
+        if (n > 0)
+            return n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        conn_close(c, n == 0 ? "peer closed" : strerror(errno));
+        return -1;
+    }
+}
+
 static void conn_read(conn *c)
 {
     loop *l = c->loop;
@@ -430,22 +546,12 @@ static void conn_read(conn *c)
             return;
         }
     }
-    /* A few reads per wake-up, then let the other connections have a turn. */
-    for (int round = 0; round < 4; round++) {
+    for (size_t budget = CONN_READ_BUDGET; budget > 0;) {
         if (!(c->flags & CF_OPEN) || (c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH)))
             return;
-        ssize_t n = read(c->fd, l->scratch, CONN_SCRATCH);
-        if (n == 0) {
-            conn_close(c, "peer closed");
+        ssize_t n = conn_recv(c, l->scratch, CONN_SCRATCH);
+        if (n <= 0)
             return;
-        }
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                conn_close(c, strerror(errno));
-            return;
-        }
         loop_update_now(l); /* the frame clocks start from here */
         if (c->in) {
             if (conn_append(c, l->scratch, (size_t)n) < 0) {
@@ -460,20 +566,36 @@ static void conn_read(conn *c)
                 return;
             }
         }
-        if ((size_t)n < CONN_SCRATCH)
+        budget -= (size_t)n < budget ? (size_t)n : budget;
+        /* A short read emptied the socket; TLS returns a record at a time,
+         * so it reads on until it has to wait. */
+        if (!c->tls && (size_t)n < CONN_SCRATCH)
             return;
     }
+    /* Out of budget: the socket still says readable, but what TLS already
+     * took from it would not be announced. */
+    if (c->tls && (c->flags & CF_OPEN) && tls_pending(c->tls))
+        conn_kick(c);
 }
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg)
 {
     conn *c = arg;
     conn_ref(c);
+    c->flags &= (uint16_t)~CF_KICKED;
+    /* TLS may turn readiness round: a write that waits for the socket to be
+     * readable, a read (a handshake step) that waits for it to be writable. */
+    int wr = (what & EV_WRITE) || (c->flags & CF_TLS_WRITE_WAITS_READ);
+    int rd = (what & EV_READ) || (c->flags & CF_TLS_READ_WAITS_WRITE);
+    c->flags &= (uint16_t)~CF_TLS_READ_WAITS_WRITE; /* conn_recv sets it again */
     /* A drain it waits for is called from the flush, on this same pass. */
-    if ((what & EV_WRITE) && conn_write(c) == 0 && (c->flags & CF_WANT_DRAIN) && conn_drained(c))
+    if (wr && conn_write(c) == 0 && (c->flags & CF_WANT_DRAIN) && conn_drained(c))
         conn_queue_flush(c);
-    if ((what & EV_READ) && (c->flags & CF_OPEN))
+    if (rd && (c->flags & CF_OPEN))
         conn_read(c);
+    /* A read that did not run (paused) leaves nothing to wait for: the
+     * resume kicks it. */
+    conn_update_events(c);
     conn_unref(c);
 }
 
@@ -493,6 +615,10 @@ static void conn_resume(void *arg)
         loop_update_now(c->loop);
         conn_parse_kept(c);
         conn_update_events(c);
+        /* TLS may hold bytes (or a handshake step) the socket will not
+         * announce again. */
+        if (c->tls && (c->flags & CF_OPEN) && !(c->flags & CF_PAUSED))
+            conn_kick(c);
     }
     conn_unref(c);
 }
@@ -502,7 +628,7 @@ void conn_inflight_dec(conn *c)
     if (c->inflight > 0)
         c->inflight--;
     if ((c->flags & CF_PAUSED) && c->inflight <= c->cls->lim.max_inflight / 2) {
-        c->flags &= (uint8_t)~CF_PAUSED;
+        c->flags &= (uint16_t)~CF_PAUSED;
         /* What was held back waited for us, not for the peer: its frame
          * clock starts again. */
         if (c->in) {

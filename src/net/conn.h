@@ -19,6 +19,12 @@
  * Output: conn_want_drain() asks for one on_drain() once the queued output is
  * below low_water, so a producer (a backlog) goes at the pace of the reader.
  *
+ * Transport: plain TCP, or TLS when the conn_class carries a tls_ctx (see
+ * net/tls.h). The handler sees the same frames either way. A TLS conn keeps
+ * no record buffers while idle; the handshake runs within its first reads,
+ * under the same time limits (a handler's deadline for the first frame
+ * covers it).
+ *
  * All functions must be called on the connection's own loop thread.
  */
 #ifndef PARLEY_CONN_H
@@ -29,6 +35,7 @@
 #include <stdint.h>
 
 #include "net/loop.h"
+#include "net/tls.h"
 
 typedef struct conn conn;
 
@@ -68,12 +75,16 @@ typedef struct conn_limits {
 typedef struct conn_class {
     const conn_handler *h;
     conn_limits lim;
+    /* NULL: plain TCP. Else each conn speaks TLS as this context's side
+     * (a server's accepts; a client's connects, naming no host). */
+    tls_ctx *tls;
 } conn_class;
 
 /* Adopts the non-blocking socket fd on loop l (called on l's thread) with
  * udata_size zeroed bytes of per-connection state for the handler (aligned
  * for integers and pointers). The conn holds one reference, dropped when it
- * closes. NULL on failure (fd closed). */
+ * closes. NULL on failure (fd closed): out of memory, or TLS could not
+ * start. */
 conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size);
 void *conn_udata(conn *c);
 /* The handler the connection was made with: tells whose a connection is

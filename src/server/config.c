@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef enum { OPT_STR, OPT_UINT, OPT_PORT, OPT_COST, OPT_LEVEL } opt_kind;
+typedef enum { OPT_STR, OPT_UINT, OPT_PORT, OPT_COST, OPT_LEVEL, OPT_BOOL } opt_kind;
 
 typedef struct {
     const char *name;
@@ -19,6 +19,7 @@ typedef struct {
 
 #define STR(f)  OPT_STR, offsetof(config, f), sizeof(((config *)0)->f), 0, 0
 #define UINT(f) OPT_UINT, offsetof(config, f), 0
+#define BOOL(f) OPT_BOOL, offsetof(config, f), 0, 0, 1
 
 static const opt opts[] = {
     {"bind", STR(bind), "address to listen on (default 127.0.0.1)"},
@@ -55,6 +56,8 @@ static const opt opts[] = {
      "requests per second per connection, bursts of twice that (default 100)"},
     {"msg-rate", UINT(msg_rate), 0, 100000000,
      "messages per second per user, bursts of twice that (default 30)"},
+    {"history-rate", UINT(history_rate), 0, 100000000,
+     "history pages per second per user, bursts of twice that (default 10)"},
     {"reg-rate", UINT(reg_rate), 0, 100000000,
      "registrations per minute per source address, bursts of twice that (default 10)"},
     {"login-fail-rate", UINT(login_fail_rate), 0, 100000000,
@@ -76,6 +79,14 @@ static const opt opts[] = {
      "days of disuse after which a session token expires (default 30; 0: never)"},
     {"sessions-per-user", UINT(sessions_per_user), 0, 100000,
      "session tokens kept per user, the least recently used dropped (default 32)"},
+    {"tls", STR(tls),
+     "auto: serve TLS on --port with a self-signed certificate made in the data directory"},
+    {"tls-cert", STR(tls_cert), "serve TLS on --port with this PEM certificate (chain) file"},
+    {"tls-key", STR(tls_key), "... and this PEM key file; SIGHUP reloads both"},
+    {"plain-port", OPT_PORT, offsetof(config, plain_port), 0, 0, 65535,
+     "with TLS, also serve plain TCP on this port (default: none)"},
+    {"allow-plain", BOOL(allow_plain),
+     "serve plain TCP on an address other than loopback (default: refuse)"},
     {"zk", STR(zk), "ZooKeeper hosts (h1:p1,h2:p2): run as part of a cluster"},
     {"redis", STR(redis), "Redis host:port for presence and cross-gateway delivery"},
     {"db", STR(db),
@@ -109,6 +120,28 @@ void config_usage(const char *prog)
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
         printf("  --%-21s %s\n", opts[i].name, opts[i].help);
     printf("  --%-21s %s\n  --%-21s %s\n", "help", "show this help", "version", "show the version");
+}
+
+/* 1, 0, or -1 if val is not a yes or a no. */
+static int config_bool(const char *val)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcmp(val, yes[i]) == 0)
+            return 1;
+        if (strcmp(val, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static const opt *config_find(const char *key)
+{
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+        if (strcmp(opts[i].name, key) == 0)
+            return &opts[i];
+    return NULL;
 }
 
 static int config_set(config *cfg, const char *key, const char *val, char *err, size_t errlen)
@@ -154,6 +187,15 @@ static int config_set(config *cfg, const char *key, const char *val, char *err, 
                 return -1;
             }
             return 0;
+        case OPT_BOOL: {
+            int v = config_bool(val);
+            if (v < 0) {
+                snprintf(err, errlen, "--%s: expected yes or no, got '%s'", key, val);
+                return -1;
+            }
+            *(unsigned *)base = (unsigned)v;
+            return 0;
+        }
         }
     }
     snprintf(err, errlen, "unknown option '%s' (see --help)", key);
@@ -205,6 +247,35 @@ static int config_file(config *cfg, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+/* Settings that make sense only together. */
+static int config_check(const config *cfg, char *err, size_t errlen)
+{
+    int tls_auto = strcmp(cfg->tls, "auto") == 0;
+    if (cfg->tls[0] && !tls_auto && strcmp(cfg->tls, "off") != 0) {
+        snprintf(err, errlen, "--tls: expected auto (or off), got '%s'", cfg->tls);
+        return -1;
+    }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -1;
+    }
+    if (tls_auto && cfg->tls_cert[0]) {
+        snprintf(err, errlen, "--tls auto makes its own certificate: drop it or --tls-cert");
+        return -1;
+    }
+    if (cfg->plain_port >= 0 && !tls_auto && !cfg->tls_cert[0]) {
+        snprintf(err, errlen,
+                 "--plain-port is for a server with TLS on --port; without TLS, --port is "
+                 "plain already");
+        return -1;
+    }
+    if (cfg->plain_port > 0 && cfg->plain_port == cfg->port) {
+        snprintf(err, errlen, "--plain-port and --port must differ");
+        return -1;
+    }
+    return 0;
+}
+
 int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -228,6 +299,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->frame_timeout_s = 10;
     cfg->req_rate = 100;
     cfg->msg_rate = 30;
+    cfg->history_rate = 10;
     cfg->reg_rate = 10;
     cfg->login_fail_rate = 30;
     cfg->login_fail_free = 5;
@@ -240,6 +312,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->max_members = 2000;
     cfg->session_ttl_days = 30;
     cfg->sessions_per_user = 32;
+    cfg->plain_port = -1;
     cfg->zk_timeout_ms = 4000;
     cfg->rpc_timeout_ms = 5000;
     strcpy(cfg->balance_user, "least-outstanding");
@@ -280,6 +353,11 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
             snprintf(keybuf, sizeof(keybuf), "%.*s", (int)(eq - key), key);
             key = keybuf;
             val = eq + 1;
+        } else if (config_find(key) && config_find(key)->kind == OPT_BOOL) {
+            /* A switch: `--allow-plain`, or `--allow-plain no`. */
+            val = "yes";
+            if (i + 1 < argc && config_bool(argv[i + 1]) >= 0)
+                val = argv[++i];
         } else {
             if (i + 1 >= argc) {
                 snprintf(err, errlen, "--%s needs a value", key);
@@ -292,5 +370,5 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
         if (config_set(cfg, key, val, err, errlen) < 0)
             return -1;
     }
-    return 0;
+    return config_check(cfg, err, errlen);
 }

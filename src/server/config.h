@@ -33,6 +33,7 @@ typedef struct config {
     unsigned hello_timeout_s, login_timeout_s, frame_timeout_s;
     unsigned req_rate;        /* requests per second per connection */
     unsigned msg_rate;        /* messages per second per user */
+    unsigned history_rate;    /* history pages per second per user */
     unsigned reg_rate;        /* registrations per minute per address */
     unsigned login_fail_rate; /* failed logins per minute per address */
     unsigned login_fail_free; /* failures of one account from one address before a delay */
@@ -40,6 +41,11 @@ typedef struct config {
     unsigned auth_queue_per_conn, auth_queue_per_ip, auth_queue;
     unsigned max_friends, max_groups, max_members;
     unsigned session_ttl_days, sessions_per_user;
+    /* the client port's transport (docs/security.md, "Encryption") */
+    char tls[16];                       /* "auto": a self-signed pair in data; else "" */
+    char tls_cert[1024], tls_key[1024]; /* PEM files */
+    int plain_port;                     /* with TLS, a plain port too; -1: none */
+    unsigned allow_plain;               /* plain text on a non-loopback address */
     /* cluster */
     char zk[512];           /* ZooKeeper hosts; empty: no registry */
     char redis[256];        /* host:port; empty: in-process bus */

@@ -14,7 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +29,7 @@
 #include "gateway/gateway.h"
 #include "net/listener.h"
 #include "net/loop.h"
+#include "net/tls.h"
 #include "registry/registry.h"
 #include "rpc/client.h"
 #include "rpc/local.h"
@@ -38,7 +44,7 @@ typedef struct server {
     char db_path[PATH_MAX];
     svc_config svc_cfg;
     struct event_base *base;
-    struct event *sigint, *sigterm;
+    struct event *sigint, *sigterm, *sighup;
     struct event *trim;
     uint64_t trim_seen;
     /* what runs here */
@@ -53,9 +59,12 @@ typedef struct server {
     loop **loops;
     unsigned nloops;
     gateway *gw;
-    listener *ls;
+    listener *ls;       /* the client port: TLS if tls is set */
+    listener *ls_plain; /* with TLS, --plain-port */
+    tls_ctx *tls;
     rpc_server *rpc;
     const char *stop_reason;
+    int lock_fd; /* holds the data directory's lock; 0: none */
 } server;
 
 static const char *const server_service_names[3] = {"user", "social", "message"};
@@ -66,6 +75,37 @@ static int server_is_local(const server *s, const svc_def *def)
     for (unsigned i = 0; i < s->nlocal; i++)
         if (s->local[i] == def)
             return 1;
+    return 0;
+}
+
+/* One parleyd per data directory: two writers would each believe their
+ * view of the store. An exclusive lock on DATA/parleyd.lock, held for the
+ * life of the process (the kernel drops it however the process ends), and
+ * the holder's pid in the file for the error message. */
+static int server_lock_data(server *s, const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/parleyd.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.400s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "data directory %.400s is in use by another parleyd (pid %s)", dir,
+                 pid[0] ? pid : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("cannot write the pid to %s: %s", path, strerror(errno));
+    s->lock_fd = fd;
     return 0;
 }
 
@@ -157,10 +197,151 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(s->base);
 }
 
+/* The client port: TLS when configured. */
 static void server_on_accept(int fd, void *arg)
 {
     server *s = arg;
+    if (s->tls)
+        gateway_accept_tls(s->gw, fd);
+    else
+        gateway_accept(s->gw, fd);
+}
+
+static void server_on_accept_plain(int fd, void *arg)
+{
+    server *s = arg;
     gateway_accept(s->gw, fd);
+}
+
+/* ---- transport: TLS, or plain text where that is safe ---- */
+
+static int server_tls_wanted(const config *cfg)
+{
+    return strcmp(cfg->tls, "auto") == 0 || cfg->tls_cert[0];
+}
+
+/* 1 if every address host stands for is a loopback one, 0 if not, -1 if it
+ * does not resolve (the listener then says so). */
+static int server_is_loopback(const char *host)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return -1;
+    int all = 1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)ai->ai_addr;
+            all &= (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        } else if (ai->ai_family == AF_INET6) {
+            const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            all &= IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        } else {
+            all = 0;
+        }
+    }
+    freeaddrinfo(res);
+    return all;
+}
+
+/* Chat in plain text is for this machine only, unless the operator says
+ * the network is private (or something else encrypts it). */
+static int server_check_plain(const server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    int plain = !server_tls_wanted(cfg) || cfg->plain_port >= 0;
+    if (!s->has_gateway || !plain || cfg->allow_plain || server_is_loopback(cfg->bind) != 0)
+        return 0;
+    snprintf(err, errlen,
+             "refusing to serve plain text on %.200s%s, which is not a loopback address: serve "
+             "TLS (--tls auto, or --tls-cert FILE --tls-key FILE), or pass --allow-plain if the "
+             "network is private or something else encrypts it",
+             cfg->bind, server_tls_wanted(cfg) ? " (--plain-port)" : "");
+    return -1;
+}
+
+static void server_log_fingerprint(server *s, const char *what)
+{
+    uint8_t fp[TLS_FP_LEN];
+    char text[TLS_FP_TEXT];
+    tls_server_fingerprint(s->tls, fp);
+    tls_fp_format(fp, text);
+    log_info("%s: SHA-256 fingerprint %s", what, text);
+}
+
+/* --tls-cert and --tls-key: loaded before anything is made, so that a bad
+ * file stops the start with nothing left behind. */
+static int server_tls_files(server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    if (!s->has_gateway || !cfg->tls_cert[0])
+        return 0;
+    struct stat st;
+    if (stat(cfg->tls_key, &st) == 0 && (st.st_mode & 077))
+        log_warn("the TLS key %s can be read by other users: chmod 600 it", cfg->tls_key);
+    s->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, err, errlen);
+    if (!s->tls)
+        return -1;
+    server_log_fingerprint(s, "TLS certificate");
+    return 0;
+}
+
+/* --tls auto: DATA/tls-cert.pem and DATA/tls-key.pem, made on the first
+ * start (self-signed) and loaded on every start. */
+static int server_tls_auto(server *s, char *err, size_t errlen)
+{
+    config *cfg = &s->cfg;
+    if (!s->has_gateway || strcmp(cfg->tls, "auto") != 0)
+        return 0;
+    char cert[PATH_MAX], key[PATH_MAX];
+    snprintf(cert, sizeof(cert), "%.4000s/tls-cert.pem", cfg->data);
+    snprintf(key, sizeof(key), "%.4000s/tls-key.pem", cfg->data);
+    if (server_mkdirs(cfg->data, err, errlen) < 0)
+        return -1;
+    int made = 0;
+    if (access(cert, F_OK) != 0 || access(key, F_OK) != 0) {
+        /* The names a client may know this server by; a client that pins
+         * the fingerprint needs none of them. */
+        char host[256] = "";
+        const char *names[5];
+        size_t n = 0;
+        names[n++] = "localhost";
+        if (gethostname(host, sizeof(host) - 1) == 0 && host[0] && strcmp(host, "localhost") != 0)
+            names[n++] = host;
+        names[n++] = "127.0.0.1";
+        names[n++] = "::1";
+        if (strcmp(cfg->advertise, "127.0.0.1") != 0 && strcmp(cfg->advertise, "0.0.0.0") != 0 &&
+            strcmp(cfg->advertise, "::") != 0)
+            names[n++] = cfg->advertise;
+        if (tls_make_self_signed(cert, key, names, n, err, errlen) < 0)
+            return -1;
+        made = 1;
+    }
+    s->tls = tls_server_new(cert, key, err, errlen);
+    if (!s->tls)
+        return -1;
+    if (made)
+        log_info("made a self-signed TLS certificate %s (key %s)", cert, key);
+    server_log_fingerprint(s, "TLS certificate");
+    return 0;
+}
+
+/* SIGHUP: the certificate and key files again. New connections get them;
+ * open ones keep what they have. */
+static void server_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    server *s = arg;
+    char err[512];
+    if (!s->tls) {
+        log_info("SIGHUP: no TLS certificate to reload");
+        return;
+    }
+    if (tls_server_reload(s->tls, err, sizeof(err)) < 0) {
+        log_error("SIGHUP: cannot reload the TLS certificate, still serving the old one: %s", err);
+        return;
+    }
+    server_log_fingerprint(s, "SIGHUP: reloaded the TLS certificate");
 }
 
 /* Parses --role into what runs here. */
@@ -282,6 +463,28 @@ static int server_start(server *s, char *err, size_t errlen)
         snprintf(cfg->advertise, sizeof(cfg->advertise), "%s",
                  strcmp(cfg->bind, "0.0.0.0") == 0 ? "127.0.0.1" : cfg->bind);
 
+    /* The client port first: a server that cannot listen must leave
+     * nothing behind (no data directory, no database). Nothing is accepted
+     * before the loop runs, by which time the gateway exists. */
+    s->base = event_base_new();
+    if (!s->base) {
+        snprintf(err, errlen, "cannot create the main event base");
+        return -1;
+    }
+    if (server_check_plain(s, err, errlen) < 0 || server_tls_files(s, err, errlen) < 0)
+        return -1;
+    if (s->has_gateway) {
+        s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
+        if (!s->ls)
+            return -1;
+        if (server_tls_wanted(cfg) && cfg->plain_port >= 0) {
+            s->ls_plain = listener_new(s->base, cfg->bind, cfg->plain_port, server_on_accept_plain,
+                                       s, err, errlen);
+            if (!s->ls_plain)
+                return -1;
+        }
+    }
+
     /* Reach the shared servers first: a clear error now beats a node that
      * starts and then serves nobody. */
     if (s->cluster) {
@@ -311,7 +514,8 @@ static int server_start(server *s, char *err, size_t errlen)
         if (cfg->db[0]) {
             snprintf(s->db_path, sizeof(s->db_path), "%s", cfg->db);
         } else {
-            if (server_mkdirs(cfg->data, err, errlen) < 0)
+            if (server_mkdirs(cfg->data, err, errlen) < 0 ||
+                server_lock_data(s, cfg->data, err, errlen) < 0)
                 return -1;
             snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
         }
@@ -352,6 +556,9 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
     }
 
+    if (server_tls_auto(s, err, errlen) < 0)
+        return -1;
+
     s->nloops = cfg->threads;
     s->loops = calloc(s->nloops, sizeof(*s->loops));
     if (!s->loops) {
@@ -387,6 +594,7 @@ static int server_start(server *s, char *err, size_t errlen)
                       .login_timeout_s = cfg->login_timeout_s,
                       .req_rate = cfg->req_rate,
                       .msg_rate = cfg->msg_rate,
+                      .history_rate = cfg->history_rate,
                       .reg_rate = cfg->reg_rate,
                       .fail_rate = cfg->login_fail_rate,
                       .fail_free = cfg->login_fail_free,
@@ -394,6 +602,7 @@ static int server_start(server *s, char *err, size_t errlen)
                       .auth_per_conn = cfg->auth_queue_per_conn,
                       .auth_per_ip = cfg->auth_queue_per_ip,
                       .auth_total = cfg->auth_queue},
+            .tls = s->tls,
         };
         s->gw = gateway_new(&gcfg, s->loops, s->nloops, s->svc[0], s->svc[1], s->svc[2], s->bus);
         if (!s->gw) {
@@ -406,11 +615,6 @@ static int server_start(server *s, char *err, size_t errlen)
             snprintf(err, errlen, "cannot start I/O thread %u", i);
             return -1;
         }
-    }
-    s->base = event_base_new();
-    if (!s->base) {
-        snprintf(err, errlen, "cannot create the main event base");
-        return -1;
     }
     if (s->cluster && s->nlocal) {
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
@@ -427,9 +631,6 @@ static int server_start(server *s, char *err, size_t errlen)
         log_info("serving RPC on %s", addr);
     }
     if (s->has_gateway) {
-        s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
-        if (!s->ls)
-            return -1;
         if (s->cluster) {
             char addr[300];
             snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
@@ -442,8 +643,11 @@ static int server_start(server *s, char *err, size_t errlen)
     event_add(s->trim, &every);
     s->sigint = evsignal_new(s->base, SIGINT, server_on_signal, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, server_on_signal, s);
+    /* Also keeps SIGHUP from ending the process. */
+    s->sighup = evsignal_new(s->base, SIGHUP, server_on_hup, s);
     evsignal_add(s->sigint, NULL);
     evsignal_add(s->sigterm, NULL);
+    evsignal_add(s->sighup, NULL);
     return 0;
 }
 
@@ -456,6 +660,8 @@ static void server_stop(server *s)
     s->reg = NULL;
     listener_free(s->ls);
     s->ls = NULL;
+    listener_free(s->ls_plain);
+    s->ls_plain = NULL;
     /* Queued logins and registrations are answered, not hashed. */
     svc_runtime_stop(s->rt);
     if (s->gw)
@@ -481,9 +687,15 @@ static void server_stop(server *s)
         event_free(s->sigint);
     if (s->sigterm)
         event_free(s->sigterm);
+    if (s->sighup)
+        event_free(s->sighup);
+    /* After the loops: their connections are gone. */
+    tls_ctx_free(s->tls);
     if (s->base)
         event_base_free(s->base);
     libevent_global_shutdown();
+    if (s->lock_fd > 0)
+        close(s->lock_fd);
 }
 
 int main(int argc, char **argv)
@@ -517,12 +729,24 @@ int main(int argc, char **argv)
                                                   : "min");
     if (s.ls) {
         int port = listener_port(s.ls);
-        log_info("gateway %u listening on %s:%d", s.cfg.gateway_id, s.cfg.bind, port);
-        char client[PATH_MAX];
+        log_info("gateway %u listening on %s:%d%s", s.cfg.gateway_id, s.cfg.bind, port,
+                 s.tls ? " (TLS)" : "");
+        if (s.ls_plain)
+            log_info("plain TCP on %s:%d too (--plain-port)", s.cfg.bind,
+                     listener_port(s.ls_plain));
+        char client[PATH_MAX], pin[TLS_FP_TEXT + 16] = "";
         server_client_path(client, sizeof(client));
-        printf("Parley is ready on %s:%d. Connect with: %s --host %s --port %d "
+        /* A self-signed certificate: the command pins it. */
+        if (s.tls && strcmp(s.cfg.tls, "auto") == 0) {
+            uint8_t fp[TLS_FP_LEN];
+            tls_server_fingerprint(s.tls, fp);
+            strcpy(pin, " --fingerprint ");
+            tls_fp_format(fp, pin + strlen(pin));
+        }
+        printf("Parley is ready on %s:%d%s. Connect with: %s%s%s --host %s --port %d "
                "(Ctrl-C stops the server)\n",
-               s.cfg.bind, port, client, s.cfg.bind, port);
+               s.cfg.bind, port, s.tls ? " (TLS)" : "", client, s.tls ? " --tls" : "", pin,
+               s.cfg.bind, port);
     } else {
         printf("Parley %s node is ready (RPC on %s:%d)\n", s.cfg.role, s.cfg.advertise,
                rpc_server_port(s.rpc));

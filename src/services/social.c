@@ -28,15 +28,20 @@ static void social_done(svc_ctx *ctx)
     out->done = d;
 }
 
-/* Fails the request if count (from a store_*_count call that returned st)
- * has reached max (0: no cap). -1 if it failed. */
-static int social_cap(svc_ctx *ctx, store_status st, uint64_t count, unsigned max, const char *what)
+/* Fails the request if id's count (of count_fn: friends, groups) has
+ * reached max (0: no cap). -1 if it failed. */
+static int social_cap(svc_ctx *ctx, store_status (*count_fn)(store *, uint64_t, uint64_t *),
+                      uint64_t id, unsigned max, const char *what)
 {
+    uint64_t count = 0;
+    if (!max)
+        return 0;
+    store_status st = count_fn(ctx->st, id, &count);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, what);
         return -1;
     }
-    if (max && count >= max) {
+    if (count >= max) {
         svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "at most %u %s", max, what);
         return -1;
     }
@@ -53,10 +58,9 @@ static void social_friend_add(svc_ctx *ctx)
         return;
     }
     /* Both lists grow: a full list on either side refuses. */
-    uint64_t n = 0;
     unsigned max = ctx->cfg->max_friends;
-    if (social_cap(ctx, store_friend_count(ctx->st, me, &n), n, max, "friends per user") < 0 ||
-        social_cap(ctx, store_friend_count(ctx->st, other, &n), n, max, "friends per user") < 0)
+    if (social_cap(ctx, store_friend_count, me, max, "friends per user") < 0 ||
+        social_cap(ctx, store_friend_count, other, max, "friends per user") < 0)
         return;
     store_status st = store_friend_add(ctx->st, me, other, ctx->now_ms);
     if (st == STORE_NOT_FOUND)
@@ -109,9 +113,8 @@ static void social_group_create(svc_ctx *ctx)
     if (svc_check_name(ctx, r->name, "group name") < 0 ||
         svc_check_text(ctx, r->desc, 0, LIMIT_DESC_CHARS, "group description") < 0)
         return;
-    uint64_t n = 0;
-    if (social_cap(ctx, store_user_group_count(ctx->st, ctx->call->caller->user_id, &n), n,
-                   ctx->cfg->max_groups, "groups per user") < 0)
+    if (social_cap(ctx, store_user_group_count, ctx->call->caller->user_id, ctx->cfg->max_groups,
+                   "groups per user") < 0)
         return;
     store_group g;
     store_status st =
@@ -137,8 +140,8 @@ static void social_group_join(svc_ctx *ctx)
     if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN) < 0)
         return;
     uint64_t gid = ctx->call->frame->group_join->group_id, n = 0;
-    if (social_cap(ctx, store_user_group_count(ctx->st, ctx->call->caller->user_id, &n), n,
-                   ctx->cfg->max_groups, "groups per user") < 0)
+    if (social_cap(ctx, store_user_group_count, ctx->call->caller->user_id, ctx->cfg->max_groups,
+                   "groups per user") < 0)
         return;
     store_status st = store_group_member_count(ctx->st, gid, &n);
     if (st == STORE_OK && ctx->cfg->max_members && n >= ctx->cfg->max_members) {
