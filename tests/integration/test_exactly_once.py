@@ -122,7 +122,8 @@ class CuttingProxy:
     delivering it. A cut closes both sides, now and then with a reset.
     refuse=True makes it close every new connection at once; force names a
     cut to make at the next chance, whatever the dice say; on_cut(mode) is
-    called at each cut."""
+    called at each cut; rewrite_cmid, if set, replaces the client_msg_id of
+    the next direct send (once)."""
 
     MODES = ("before", "partial", "after", "reply_lost", "reply_delivered", "resume")
 
@@ -136,6 +137,7 @@ class CuttingProxy:
         self.refuse = False
         self.force = None
         self.on_cut = None
+        self.rewrite_cmid = None
         self.pairs = []
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -255,6 +257,12 @@ class CuttingProxy:
             if 22 in f and self.decide("resume", 0.1):
                 self.cut(pair, "resume")
                 break
+            if 50 in f and self.rewrite_cmid:
+                sd = pb_decode(f[50][0])
+                fr = frame(pb_field(1, f[1][0]) + pb_field(50, pb_field(1, sd[1][0]) +
+                                                          pb_field(2, sd[2][0]) +
+                                                          pb_field(3, self.rewrite_cmid)))
+                self.rewrite_cmid = None
             if is_send:
                 if self.decide("before", 0.06):
                     self.cut(pair, "before")
@@ -526,6 +534,22 @@ class ExactlyOnceClientTest(ParleyTest):
         self.bob.wait_events(lambda e: e.get("body") == "also away")
         self.assertEqual(Counter(m["body"] for m in self.bob.messages()),
                          Counter(["first", "typed while away", "also away"]))
+
+    def test_an_id_taken_by_another_message_is_replaced(self):
+        # Another process of alice's already stored a message under the id
+        # this send goes out with (the proxy makes them meet): the server
+        # says CONFLICT, and the client sends again under a new id.
+        taken = 7 << 22
+        other = Raw(self, "alice")
+        first = send_ok(other.call(send_direct, self.b, "from the other device", cmid=taken))
+        proxy = self.proxy(3, cut_rate=0.0)
+        alice = self.alice_via(proxy)
+        proxy.rewrite_cmid = taken
+        r = alice.ok("chat:%d:from this one" % self.b)
+        self.assertNotEqual(r["msgid"], first[0])
+        self.assertNotEqual(int(r["client_msg_id"]), taken)
+        self.assertIsNone(proxy.rewrite_cmid)
+        self.check_stored_once(["from the other device", "from this one"], [])
 
     def test_reply_lost_then_the_server_restarts(self):
         proxy = self.proxy(2, cut_rate=0.0)
