@@ -7,6 +7,9 @@ pkgs=(
   build-essential cmake pkg-config clang-format python3
   libevent-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev libsodium-dev libssl-dev libedit-dev libcmocka-dev
+  # fuzz targets (make fuzz, make test): clang and its libFuzzer and sanitizer
+  # runtimes, which clang itself only recommends
+  clang libclang-rt-14-dev
   # cluster mode: the servers the integration tests start, and their C clients
   libhiredis-dev libmariadb-dev libzookeeper-mt-dev
   redis-server mariadb-server nginx libnginx-mod-stream
