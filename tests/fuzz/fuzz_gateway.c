@@ -48,6 +48,7 @@
 #include "gateway/gateway.h"
 #include "net/loop.h"
 #include "rpc/local.h"
+#include "services/limits.h"
 #include "services/svc.h"
 
 /* The login deadline the server uses for rpc_local (--rpc-timeout). */
@@ -58,6 +59,8 @@ enum {
     FZ_MODE_WAIT_AUTH = 1, /* wait for quiet after each register/login/resume/logout */
     FZ_MODE_WAIT_EACH = 2, /* wait for quiet after every frame */
     FZ_MODE_HANG_UP = 4,   /* hang up as soon as all is written, calls still running */
+    FZ_MODE_DRIBBLE = 8,   /* write FZ_DRIBBLE bytes at a time, each read alone */
+    FZ_DRIBBLE = 7,
 };
 
 /* A service of the gateway's, counting the calls it has not yet answered:
@@ -200,116 +203,248 @@ static int fz_unread(int fd)
     return n;
 }
 
-/* ---- the client's side ---- */
+/* ---- the clients ---- */
 
+/* A connection of the harness's: the input's client, or the peer. */
 typedef struct {
-    uint8_t *buf;
+    int fd;        /* -1: none */
+    int eof;       /* the server has closed it */
+    int peer;      /* acknowledges the messages it receives, as clients do */
+    int logged_in; /* a LoginOk arrived */
+    uint64_t next_id;
+    uint8_t *buf; /* what has arrived, past the last whole frame */
     size_t len, cap;
-} fz_rx;
+} fz_client;
+
+/* The peer: a client logged in as bob (user 1, creator of group 1) that
+ * stays connected from one input to the next, so that what an input sends
+ * to user 1 or group 1 is pushed to a live session. */
+static fz_client fz_peer = {.fd = -1, .peer = 1};
+#define FZ_PEER_NAME     "bob"
+#define FZ_PEER_PASSWORD "bobsecret1"
+
+static void fz_client_open(fz_client *c)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        fz_fail("socketpair");
+    c->fd = sv[0];
+    c->eof = 0;
+    c->logged_in = 0;
+    c->len = 0;
+    gateway_accept(fz_gw, sv[1]);
+}
+
+static void fz_client_close(fz_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
+}
+
+/* Sends one frame of the harness's own (best effort: an ack of the peer's
+ * that does not fit is dropped, as the message simply comes again). */
+static void fz_send_frame(fz_client *c, Parley__ClientFrame *f)
+{
+    uint8_t buf[512];
+    f->id = f->body_case == PARLEY__CLIENT_FRAME__BODY_ACK ? 0 : ++c->next_id;
+    size_t n = parley__client_frame__get_packed_size(f);
+    if (c->fd < 0 || c->eof || n > sizeof(buf) - FRAME_HDR)
+        return;
+    frame_put_header(buf, (uint32_t)n);
+    parley__client_frame__pack(f, buf + FRAME_HDR);
+    if (send(c->fd, buf, FRAME_HDR + n, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+        c->eof = 1;
+}
+
+/* What the peer does with a frame it received. */
+static void fz_peer_saw(fz_client *c, const Parley__ServerFrame *f)
+{
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK)
+        c->logged_in = 1;
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_MESSAGE && f->message) {
+        Parley__ClientFrame out = PARLEY__CLIENT_FRAME__INIT;
+        Parley__Ack ack = PARLEY__ACK__INIT;
+        ack.conv = f->message->conv;
+        ack.seq = f->message->seq;
+        out.body_case = PARLEY__CLIENT_FRAME__BODY_ACK;
+        out.ack = &ack;
+        fz_send_frame(c, &out);
+    }
+}
 
 /* Checks every whole frame received so far; keeps a partial one. */
-static void fz_rx_frames(fz_rx *rx)
+static void fz_frames(fz_client *c)
 {
     size_t off = 0;
     for (;;) {
         const uint8_t *payload;
         size_t plen, used;
-        if (frame_next(rx->buf + off, rx->len - off, SIZE_MAX, &payload, &plen, &used) != FRAME_OK)
+        if (frame_next(c->buf + off, c->len - off, SIZE_MAX, &payload, &plen, &used) != FRAME_OK)
             break;
         Parley__ServerFrame *f = parley__server_frame__unpack(NULL, plen, payload);
         if (!f)
             fz_fail("the server wrote a frame that is not a ServerFrame");
         if (fz_verbose)
-            fprintf(stderr, "  <- id %llu body %d%s%s\n", (unsigned long long)f->id,
-                    (int)f->body_case, f->error ? " error: " : "",
+            fprintf(stderr, "  %s<- id %llu body %d%s%s\n", c->peer ? "peer " : "",
+                    (unsigned long long)f->id, (int)f->body_case, f->error ? " error: " : "",
                     f->error && f->error->text ? f->error->text : "");
+        if (c->peer)
+            fz_peer_saw(c, f);
         parley__server_frame__free_unpacked(f, NULL);
         off += used;
     }
-    memmove(rx->buf, rx->buf + off, rx->len - off);
-    rx->len -= off;
+    memmove(c->buf, c->buf + off, c->len - off);
+    c->len -= off;
 }
 
-/* Reads what has arrived: 1 at end of stream, else 0; *got says whether
- * anything came. */
-static int fz_drain(int fd, fz_rx *rx, int *got)
+/* Reads what has arrived; returns c->eof. *got is set if anything came. */
+static int fz_drain(fz_client *c, int *got)
 {
-    for (;;) {
-        if (rx->cap - rx->len < 65536) {
-            size_t cap = rx->cap ? rx->cap * 2 : 131072;
-            uint8_t *p = realloc(rx->buf, cap);
+    while (c->fd >= 0 && !c->eof) {
+        if (c->cap - c->len < 65536) {
+            size_t cap = c->cap ? c->cap * 2 : 131072;
+            uint8_t *p = realloc(c->buf, cap);
             if (!p)
                 abort();
-            rx->buf = p;
-            rx->cap = cap;
+            c->buf = p;
+            c->cap = cap;
         }
-        ssize_t n = read(fd, rx->buf + rx->len, rx->cap - rx->len);
+        ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len);
         if (n > 0) {
-            rx->len += (size_t)n;
+            c->len += (size_t)n;
             *got = 1;
-            fz_rx_frames(rx);
-            continue;
+            fz_frames(c);
+        } else if (n == 0) {
+            c->eof = 1;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else if (errno != EINTR) {
+            c->eof = 1; /* ECONNRESET: closed with our input unread */
         }
-        if (n == 0)
-            return 1;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return 0;
-        return 1; /* ECONNRESET: the server closed with input unread */
     }
+    return c->eof;
 }
 
-/* Waits until the client socket is readable or a call was answered. */
-static void fz_wait(int fd, int timeout_ms)
+static int fz_open(const fz_client *c)
 {
-    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = fz_efd, .events = POLLIN}};
-    if (poll(p, 2, timeout_ms) < 0 && errno != EINTR)
+    return c && c->fd >= 0 && !c->eof;
+}
+
+/* Waits until a's socket (if any) is readable (or writable, with out), the
+ * peer's is readable, or a call was answered. */
+static void fz_wait(const fz_client *a, int out, int timeout_ms)
+{
+    struct pollfd p[3] = {
+        {.fd = fz_efd, .events = POLLIN},
+        {.fd = fz_open(&fz_peer) ? fz_peer.fd : -1, .events = POLLIN},
+        {.fd = fz_open(a) ? a->fd : -1, .events = (short)(POLLIN | (out ? POLLOUT : 0))},
+    };
+    if (poll(p, 3, timeout_ms) < 0 && errno != EINTR)
         fz_fail("poll");
-    if (p[1].revents & POLLIN)
+    if (p[0].revents & POLLIN)
         fz_efd_clear();
 }
 
-/* Writes data[0..len), reading the replies meanwhile so that the server
- * never waits for us. 1 if the server closed, else 0. */
-static int fz_write(int fd, const uint8_t *data, size_t len, fz_rx *rx)
+/* Bytes the harness wrote that the server has not read yet. */
+static int fz_unread_all(const fz_client *a)
 {
-    int got = 0;
-    for (size_t off = 0; off < len;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
-        if (poll(&p, 1, -1) < 0 && errno != EINTR)
-            fz_fail("poll");
-        if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && fz_drain(fd, rx, &got))
-            return 1;
-        if (p.revents & POLLOUT) {
-            ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
-            if (n > 0)
-                off += (size_t)n;
-            else if (n < 0 && errno != EAGAIN && errno != EINTR)
-                return 1;
-        }
-    }
-    return 0;
+    return (fz_open(a) ? fz_unread(a->fd) : 0) + (fz_open(&fz_peer) ? fz_unread(fz_peer.fd) : 0);
 }
 
-/* Waits until the server has read everything, answered every call, and two
- * passes of its loop in a row wrote nothing more. 1 if it closed, else 0. */
-static int fz_quiet(int fd, fz_rx *rx)
+/* Writes data[0..len) to a, reading meanwhile so that the server never
+ * waits for us; dribbling, FZ_DRIBBLE bytes at a time, each read by the
+ * server before the next goes. Returns a->eof. */
+static int fz_write(fz_client *a, const uint8_t *data, size_t len, int dribble)
+{
+    int got = 0;
+    for (size_t off = 0; off < len && !a->eof;) {
+        fz_wait(a, 1, -1);
+        fz_drain(&fz_peer, &got);
+        if (fz_drain(a, &got))
+            break;
+        size_t chunk = len - off;
+        if (dribble && chunk > FZ_DRIBBLE)
+            chunk = FZ_DRIBBLE;
+        ssize_t n = send(a->fd, data + off, chunk, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            if (dribble)
+                fz_loop_sync();
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            a->eof = 1;
+        }
+    }
+    return a->eof;
+}
+
+/* Waits until the server has read everything written to a (if any) and to
+ * the peer, answered every call, and two passes of its loop in a row wrote
+ * nothing more. Returns a->eof (0 without a). */
+static int fz_quiet(fz_client *a)
 {
     for (int quiet = 0; quiet < 2;) {
         int got = 0;
-        if (fz_drain(fd, rx, &got))
+        fz_drain(&fz_peer, &got);
+        if (a && fz_drain(a, &got))
             return 1;
         if (fz_calls_open()) {
-            fz_wait(fd, 1000);
+            fz_wait(a, 0, 1000);
             quiet = 0;
             continue;
         }
-        int unread = fz_unread(fd);
+        int unread = fz_unread_all(a);
         fz_loop_sync();
         quiet = got || unread ? 0 : quiet + 1;
     }
     return 0;
+}
+
+/* Connects the peer again if the server closed it (a kick, a timeout) and
+ * logs it in; at the start, registers bob and creates group 1 as well. */
+static void fz_peer_up(int first)
+{
+    if (fz_open(&fz_peer))
+        return;
+    fz_client_close(&fz_peer);
+    fz_client_open(&fz_peer);
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Hello hello = PARLEY__HELLO__INIT;
+    hello.version = PROTOCOL_VERSION;
+    hello.client = "fuzz-peer";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &hello;
+    fz_send_frame(&fz_peer, &f);
+    if (first) {
+        Parley__Register reg = PARLEY__REGISTER__INIT;
+        reg.name = FZ_PEER_NAME;
+        reg.password = FZ_PEER_PASSWORD;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
+        f.reg = &reg;
+        fz_send_frame(&fz_peer, &f);
+        fz_quiet(NULL);
+    }
+    Parley__Login login = PARLEY__LOGIN__INIT;
+    login.name = FZ_PEER_NAME;
+    login.password = FZ_PEER_PASSWORD;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGIN;
+    f.login = &login;
+    fz_send_frame(&fz_peer, &f);
+    fz_quiet(NULL);
+    if (first) {
+        Parley__GroupCreate gc = PARLEY__GROUP_CREATE__INIT;
+        gc.name = "lobby";
+        gc.desc = "the peer's group";
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE;
+        f.group_create = &gc;
+        fz_send_frame(&fz_peer, &f);
+        fz_quiet(NULL);
+        if (!fz_peer.logged_in)
+            fz_fail("the peer cannot log in at the start");
+    }
 }
 
 /* Whether a frame is a register, login, resume or logout: the requests whose
@@ -355,37 +490,36 @@ static void fz_session(const uint8_t *data, size_t size)
         data++;
         size--;
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        fz_fail("socketpair");
-    int fd = sv[0], got = 0, eof = 0;
-    fz_rx rx = {0};
-    gateway_accept(fz_gw, sv[1]);
-
-    for (size_t off = 0; off < size && !eof;) {
+    int got = 0;
+    fz_peer_up(0);
+    fz_client a = {.fd = -1};
+    fz_client_open(&a);
+    for (size_t off = 0; off < size && !a.eof;) {
         size_t stop = fz_next_stop(data, size, off, mode);
-        eof = fz_write(fd, data + off, stop - off, &rx);
+        fz_write(&a, data + off, stop - off, mode & FZ_MODE_DRIBBLE);
         off = stop;
-        if (!eof && off < size)
-            eof = fz_quiet(fd, &rx);
+        if (off < size)
+            fz_quiet(&a);
     }
-    if (!eof && !(mode & FZ_MODE_HANG_UP))
-        eof = fz_quiet(fd, &rx);
+    if (!(mode & FZ_MODE_HANG_UP))
+        fz_quiet(&a);
 
     /* Hang up, and wait until the server has closed its side and finished
      * the calls still running and those that closing makes (the logout). */
-    shutdown(fd, SHUT_WR);
-    while (!eof) {
-        fz_wait(fd, 1000);
-        eof = fz_drain(fd, &rx, &got);
+    shutdown(a.fd, SHUT_WR);
+    while (!fz_drain(&a, &got)) {
+        fz_wait(&a, 0, 1000);
+        fz_drain(&fz_peer, &got);
     }
     fz_loop_sync();
-    while (fz_calls_open())
-        fz_wait(-1, 1000);
+    while (fz_calls_open()) {
+        fz_wait(NULL, 0, 1000);
+        fz_drain(&fz_peer, &got);
+    }
     fz_loop_sync();
     fz_loop_sync();
-    close(fd);
-    free(rx.buf);
+    fz_drain(&fz_peer, &got);
+    fz_client_close(&a);
 
     int fds = fz_count_fds();
     if (!fz_fds_at_start)
@@ -403,6 +537,7 @@ static void fz_teardown(void)
     gateway_close_all(fz_gw, "fuzzing done");
     svc_runtime_free(fz_rt);
     loop_stop(fz_loop);
+    fz_client_close(&fz_peer);
     gateway_free(fz_gw);
     event_free(fz_sync_ev);
     for (int k = 0; k < 3; k++)
@@ -473,6 +608,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (loop_start(fz_loop) < 0)
         fz_fail("loop_start");
     atexit(fz_teardown);
+    fz_peer_up(1);
     return 0;
 }
 

@@ -137,12 +137,15 @@ def stream(*payloads):
 
 
 def as_alice(*payloads):
-    """Hello, register and log in as alice (user 1 in a fresh database)."""
+    """Hello, register and log in as alice (user 2 in fuzz_gateway's database)."""
     return stream(hello(1), register(2, "alice", "secret123"), login(3, "alice"), *payloads)
 
 
 # fuzz_gateway's first byte (FZ_MODE_* in fuzz_gateway.c).
-WAIT_AUTH, WAIT_EACH, HANG_UP = 1, 2, 4
+WAIT_AUTH, WAIT_EACH, HANG_UP, DRIBBLE = 1, 2, 4, 8
+
+# fuzz_gateway's resident peer: bob, user 1, logged in throughout, creator of group 1.
+BOB, BOB_PASSWORD, LOBBY = 1, "bobsecret1", 1
 
 
 def gateway_seeds():
@@ -152,50 +155,64 @@ def gateway_seeds():
     s["hello_ping"] = stream(hello(1), ping(2))
     s["hello_bad_version"] = stream(hello(1, version=99), ping(2))
     s["ping_before_hello"] = stream(ping(1), hello(2))
-    s["register_bob"] = stream(hello(1), register(2, "bob", "hunter22"))
-    s["login_by_id"] = stream(hello(1), login(2, user_id=1), friend_list(3))
+    s["register_carol"] = stream(hello(1), register(2, "carol", "hunter22"))
+    s["login_by_id"] = stream(hello(1), login(2, user_id=2), friend_list(3))
     s["login_wrong_password"] = stream(hello(1), login(2, "alice", "wrong-password"))
     s["resume_unknown_token"] = stream(hello(1), resume(2, "A" * 43), ping(3))
     s["resume_empty"] = stream(hello(1), resume(2, ""))
     s["ack_before_login"] = stream(hello(1), ack(1, 1))
-    s["alice_friend_add"] = as_alice(friend_add(4, 2), friend_list(5))
-    s["alice_friend_del"] = as_alice(friend_del(4, 2))
+    s["alice_friend_add"] = as_alice(friend_add(4, BOB), friend_list(5))
+    s["alice_friend_del"] = as_alice(friend_del(4, BOB))
     s["alice_group_create"] = as_alice(group_create(4, "club", "a group"), friend_list(5))
-    s["alice_group_join"] = as_alice(group_join(4, 1))
-    s["alice_group_quit"] = as_alice(group_quit(4, 1))
-    s["alice_group_delete"] = as_alice(group_delete(4, 1))
-    s["alice_send_direct"] = as_alice(send_direct(4, 2, "hello bob"))
-    s["alice_send_self"] = as_alice(send_direct(4, 1, "note to self"))
-    s["alice_send_group"] = as_alice(send_group(4, 1, "hello club"))
-    s["alice_history"] = as_alice(history(4, peer=2, limit=5))
-    s["alice_group_history"] = as_alice(history(4, group=1, before=3))
-    s["alice_recall"] = as_alice(recall(4, 1))
+    s["alice_group_join"] = as_alice(group_join(4, LOBBY), friend_list(5))
+    s["alice_group_quit"] = as_alice(group_quit(4, LOBBY))
+    s["alice_group_delete"] = as_alice(group_delete(4, 2))
+    s["alice_send_direct"] = as_alice(send_direct(4, BOB, "hello bob"))
+    s["alice_send_self"] = as_alice(send_direct(4, 2, "note to self"))
+    s["alice_send_group"] = as_alice(group_join(4, LOBBY), send_group(5, LOBBY, "hello lobby"))
+    s["alice_history"] = as_alice(history(4, peer=BOB, limit=5))
+    s["alice_group_history"] = as_alice(history(4, group=LOBBY, before=3))
+    s["alice_recall"] = as_alice(send_direct(4, BOB, "oops"), recall(5, 1))
     s["alice_ack"] = as_alice(ack(1, 1), ack(1, 2))
     s["alice_logout"] = as_alice(logout(4), login(5, "alice"))
     s["alice_logout_all"] = as_alice(logout(4, everywhere=True))
     s["alice_login_twice"] = as_alice(login(4, "alice"))
+    s["alice_many_in_flight"] = as_alice(*[history(10 + i, peer=BOB) for i in range(80)])
+    # A second session of the peer's account: pushes to both, then the
+    # peer is kicked by logout everywhere.
+    s["bob_second_session"] = stream(
+        hello(1),
+        login(2, user_id=BOB, pw=BOB_PASSWORD),
+        send_direct(3, BOB, "to my other session"),
+        send_group(4, LOBBY, "to the lobby"),
+        friend_list(5),
+        logout(6, everywhere=True),
+    )
+    s["bob_delete_lobby"] = stream(
+        hello(1), login(2, "bob", BOB_PASSWORD), group_create(3, "temp", ""), group_delete(4, 3)
+    )
     s["everything"] = stream(
         hello(1),
         register(2, "carol", "secret123"),
         register(3, "dave", "secret123"),
         login(4, "carol"),
-        friend_add(5, 2),
+        friend_add(5, BOB),
         group_create(6, "team", "desc"),
-        group_join(7, 1),
-        send_direct(8, 2, "hi"),
-        send_group(9, 1, "all"),
-        history(10, peer=2),
-        history(11, group=1),
+        group_join(7, LOBBY),
+        send_direct(8, BOB, "hi"),
+        send_group(9, LOBBY, "all"),
+        history(10, peer=BOB),
+        history(11, group=LOBBY),
         recall(12, 1),
         ack(1, 1),
         friend_list(13),
-        group_quit(14, 1),
-        group_delete(15, 1),
-        friend_del(16, 2),
+        group_quit(14, LOBBY),
+        group_delete(15, 2),
+        friend_del(16, BOB),
         logout(17),
     )
     s["bad_utf8_name"] = stream(hello(1), register(2, b"al\xc3\x28ce", "secret123"))
-    s["nul_in_body"] = as_alice(send_direct(4, 2, b"visible\x00hidden"))
+    s["nul_in_body"] = as_alice(send_direct(4, BOB, b"visible\x00hidden"))
     s["bidi_name"] = stream(hello(1), register(2, "evil\u202egnp", "secret123"))
     s["oversized_header"] = stream(hello(1)) + struct.pack(">I", 1 << 20) + b"x" * 16
     s["partial_frame"] = stream(hello(1)) + struct.pack(">I", 10) + b"abc"
@@ -206,12 +223,14 @@ def gateway_seeds():
 
 
 def gateway_corpus():
-    s = {name: bytes([WAIT_AUTH]) + data for name, data in gateway_seeds().items()}
-    s["pipelined"] = bytes([0]) + gateway_seeds()["everything"]
-    s["lockstep"] = bytes([WAIT_EACH]) + gateway_seeds()["everything"]
+    g = gateway_seeds()
+    s = {name: bytes([WAIT_AUTH]) + data for name, data in g.items()}
+    s["pipelined"] = bytes([0]) + g["everything"]
+    s["lockstep"] = bytes([WAIT_EACH]) + g["everything"]
+    s["dribble"] = bytes([WAIT_AUTH | DRIBBLE]) + g["alice_send_direct"]
     s["hang_up_during_login"] = bytes([HANG_UP]) + stream(hello(1), login(2, "alice"))
     s["hang_up_during_sends"] = bytes([WAIT_AUTH | HANG_UP]) + as_alice(
-        send_direct(4, 2, "a"), send_direct(5, 2, "b"), history(6, peer=2)
+        send_direct(4, BOB, "a"), send_direct(5, BOB, "b"), history(6, peer=BOB)
     )
     return s
 
@@ -377,7 +396,7 @@ def dictionaries():
                                               43, 50, 51, 52, 53)]
     gw += [key(f, w) for f in (1, 2, 3, 4) for w in (0, 2)]
     gw += [struct.pack(">I", n) for n in (0, 2, 4, 0x10000, 0x10001)]
-    gw += [b"\xc3\x28", b"\xe2\x80\xae", b"\x00", "alice".encode(), "secret123".encode()]
+    gw += [b"\xc3\x28", b"\xe2\x80\xae", b"\x00", b"alice", b"secret123", b"bob", b"bobsecret1"]
     rpc = gw + [x.encode() for x in (
         "parley.UserService", "parley.SocialService", "parley.MessageService",
         "CreateAccount", "Login", "Resume", "Logout", "FriendAdd", "FriendDel", "FriendList",
