@@ -21,7 +21,7 @@
 
 enum { BENCH_MAX_PORTS = 16 };
 
-typedef enum { SC_DIRECT, SC_GROUP, SC_IDLE, SC_LOGIN } scenario;
+typedef enum { SC_DIRECT, SC_GROUP, SC_IDLE, SC_LOGIN, SC_REGFLOOD } scenario;
 
 /* The phases, in order. A scenario skips the ones it has no use for. */
 typedef enum {
@@ -66,6 +66,16 @@ typedef struct {
     int setup_window;     /* setup operations in flight (all threads, per process) */
     const char *src_base; /* first source address (127.0.0.1); worker w uses + w */
     int per_proc;         /* idle: connections per worker process at most */
+    int users;            /* login: users registered before the run (>= conns) */
+    bool reconnect;       /* login: each login on a new connection */
+    /* regflood: the last flood_conns of --conns flood the server with
+     * Register from flood_addrs addresses from flood_src on; the others
+     * are the uninvolved pairs. */
+    int flood_conns;
+    int flood_addrs;
+    const char *flood_src;
+    int flood_inflight;  /* Register requests outstanding per flooder */
+    double flood_warmup; /* seconds of flood before its window */
 } bopts;
 
 /* Counters of one thread. One writer (that thread); anyone reads. */
@@ -84,8 +94,15 @@ typedef struct {
     _Atomic uint64_t recv_win;     /* first copies received inside the window */
     _Atomic uint64_t answered_win; /* answers (logins) inside the window */
     _Atomic uint64_t pings;
-    _Atomic uint64_t first_dup; /* when the first duplicate came (bench clock) */
-    hist lat;                   /* latency of what was received in the window, ns */
+    _Atomic uint64_t first_dup;  /* when the first duplicate came (bench clock) */
+    _Atomic uint64_t reconnects; /* login --reconnect: connections opened in the run */
+    /* regflood: the second window (during the flood) and the flood itself */
+    _Atomic uint64_t recv_win2;
+    _Atomic uint64_t flood_sent, flood_ok, flood_busy, flood_err; /* Register sent, answered */
+    _Atomic uint64_t flood_ok_win, flood_busy_win; /* ... answered in the second window */
+    _Atomic uint64_t flood_connects, flood_closed; /* connections opened, lost */
+    hist lat;  /* latency of what was received in the window, ns */
+    hist lat2; /* regflood: ... in the second window */
 } tstats;
 
 /* What a worker's final check found. */
@@ -102,12 +119,17 @@ typedef struct {
     _Atomic int phase;
     _Atomic uint64_t run_start; /* ns on the bench clock: the run phase began */
     _Atomic uint64_t win_start, win_end;
+    /* regflood: the flood starts at flood_start (= win_end) and its window
+     * is [win2_start, win2_end); 0 in the other scenarios. */
+    _Atomic uint64_t flood_start, win2_start, win2_end;
     _Atomic int failed;
     char why[512]; /* the first fatal error */
     _Atomic int erred;
     char first_error[256]; /* the first error reply to a send */
     _Atomic int disordered;
     char first_ooo[320]; /* the first message out of order */
+    _Atomic int flood_erred;
+    char flood_error[256]; /* the first error reply to a flooder but BUSY */
     int nprocs, nthreads;
     /* then nprocs * nthreads tstats, then nprocs wresult */
 } shared;
@@ -125,6 +147,8 @@ void bench_clock_start(void);
 void bench_fail(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Records the first error reply to a send (not fatal: counted, reported). */
 void bench_note_error(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records the first error reply to a flooder other than BUSY. */
+void bench_note_flood_error(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Runs worker `w` of `nw` (connections [lo, hi)) until the phase is
  * PH_STOP, then checks what arrived and exits the process. */
@@ -137,6 +161,10 @@ const char *phase_name(phase p);
 
 /* How many deliveries one message makes: 1 (direct), group_size - 1. */
 int bench_fanout(const bopts *o);
+/* Whether users talk in pairs (direct, and regflood's uninvolved pairs). */
+bool bench_pairs(const bopts *o);
+/* Whether connection i is one of regflood's flooders. */
+bool bench_is_flooder(const bopts *o, int i);
 /* Whether connection i sends in the run. */
 bool bench_is_sender(const bopts *o, int i);
 

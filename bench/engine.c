@@ -15,6 +15,12 @@
  * - Within a conversation seq must increase from one new message to the next.
  * - Each sender keeps the msgid of each SendOk; at the end every acknowledged
  *   message must have reached every recipient under that msgid.
+ *
+ * login logs each connection in as its users in turn (logout in between, or
+ * with --reconnect a new connection each time). regflood's flooders take no
+ * part in the setup: when the flood starts each connects from an address of
+ * its own and keeps Register requests outstanding, waiting as long as a BUSY
+ * reply's retry_after_ms asks; a flooder the server closes connects again.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -52,6 +58,8 @@ enum {
 /* Request ids at or above this are setup and control requests (id = base +
  * op); below it, an id is the counter of the message it sends. */
 #define CTL_ID ((uint64_t)1 << 56)
+/* A flooder's Register k has id FLOOD_ID + k. */
+#define FLOOD_ID (CTL_ID + 1024)
 /* okid[k] of a send the server refused with an error. */
 #define REFUSED  UINT64_MAX
 #define NS       1000000000ull
@@ -95,6 +103,16 @@ typedef struct bconn {
     uint64_t *okid; /* msgid of each SendOk, by counter */
     uint64_t okcap;
     uint64_t last_tx;
+    /* login: the users this connection registers (uwant) and logs in as,
+     * in turn */
+    uint64_t *uids;
+    int nuids, uwant, ucur;
+    bool redial; /* login --reconnect: logged out; close and connect again */
+    /* regflood */
+    bool flooder;
+    uint32_t src;     /* source address, network order; 0: the worker's */
+    uint64_t next_at; /* flooder: no Register before this (bench clock) */
+    uint64_t nreg;    /* flooder: Register requests sent */
     /* receiving */
     stream *in; /* by the sender's slot: direct 0, group: member index */
     int nin;
@@ -110,6 +128,8 @@ typedef struct bthread {
     int t;
     struct event_base *base;
     struct event *tick;
+    struct event *due; /* slow paced sends: a timer for the next one's due time */
+    uint64_t due_at;   /* ... set for this time */
     pthread_t tid;
     tstats *st;
     bconn **c;
@@ -119,6 +139,8 @@ typedef struct bthread {
     bool sending;
     bconn **snd; /* senders on this thread */
     int nsnd, rr;
+    bconn **fl; /* regflood: flooders on this thread */
+    int nfl;
     double rate; /* this thread's share of --rate */
     uint64_t issued;
     uint64_t last_scan;
@@ -139,6 +161,7 @@ struct worker {
     struct sockaddr_in dst[BENCH_MAX_PORTS];
     struct sockaddr_in src;
     bool bind_src;
+    uint32_t flood_base; /* regflood: the first flooder's address, host order */
     int fanout;
     int ooo_src; /* the first message out of order: its sender and counter */
     uint64_t ooo_k;
@@ -163,6 +186,13 @@ static bool in_window(worker *w, uint64_t now)
 {
     return now >= atomic_load_explicit(&w->sh->win_start, memory_order_relaxed) &&
            now < atomic_load_explicit(&w->sh->win_end, memory_order_relaxed);
+}
+
+/* regflood: inside the window during the flood (never elsewhere: 0, 0) */
+static bool in_window2(worker *w, uint64_t now)
+{
+    return now >= atomic_load_explicit(&w->sh->win2_start, memory_order_relaxed) &&
+           now < atomic_load_explicit(&w->sh->win2_end, memory_order_relaxed);
 }
 
 static void put_hex(char *p, int digits, uint64_t v)
@@ -275,15 +305,18 @@ static void send_hello(bconn *c)
     send_ctl(c, OP_HELLO, &f);
 }
 
-static void user_name(worker *w, int idx, char *out, size_t len)
+static void user_name(worker *w, long k, char *out, size_t len)
 {
-    snprintf(out, len, "b%s_%d", w->o->run_id, idx);
+    snprintf(out, len, "b%s_%ld", w->o->run_id, k);
 }
 
+/* Registers c's next user: user idx, or with login's --users the idx-th,
+ * (idx + conns)-th, ... */
 static void send_register(bconn *c)
 {
     char name[64];
-    user_name(c->th->w, c->idx, name, sizeof name);
+    worker *w = c->th->w;
+    user_name(w, c->idx + (long)w->o->conns * c->nuids, name, sizeof name);
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__Register r = PARLEY__REGISTER__INIT;
     r.name = name;
@@ -302,6 +335,14 @@ static void send_login(bconn *c)
     f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGIN;
     f.login = &l;
     send_ctl(c, OP_LOGIN, &f);
+}
+
+/* login: logs in as c's next user. */
+static void login_next(bconn *c)
+{
+    c->user = c->uids[c->ucur++ % c->nuids];
+    cnt(&c->th->st->sent, 1);
+    send_login(c);
 }
 
 static void send_logout(bconn *c)
@@ -365,7 +406,7 @@ static void send_msg_at(bconn *c, uint64_t stamp)
     f.id = k;
     Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
     Parley__SendGroup sg = PARLEY__SEND_GROUP__INIT;
-    if (w->o->sc == SC_DIRECT) {
+    if (bench_pairs(w->o)) {
         sd.to = conn_at(w, c->partner)->user;
         sd.body = th->body;
         f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
@@ -386,6 +427,35 @@ static void send_msg_at(bconn *c, uint64_t stamp)
 static void send_msg(bconn *c)
 {
     send_msg_at(c, bench_now());
+}
+
+/* A flooder's next Register, under a name of its own. */
+static void send_flood_reg(bconn *c)
+{
+    char name[64];
+    c->nreg++;
+    snprintf(name, sizeof name, "f%s_%d_%llu", c->th->w->o->run_id, c->idx,
+             (unsigned long long)c->nreg);
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__Register r = PARLEY__REGISTER__INIT;
+    r.name = name;
+    r.password = PASSWORD;
+    f.id = FLOOD_ID + c->nreg;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
+    f.reg = &r;
+    send_frame(c, &f);
+    c->inflight++;
+    cnt(&c->th->st->flood_sent, 1);
+}
+
+/* Keeps --flood-inflight Register requests outstanding, unless a BUSY reply
+ * asked the flooder to wait. */
+static void flood_fill(bconn *c, uint64_t now)
+{
+    const bopts *o = c->th->w->o;
+    while (c->fd >= 0 && c->hello_ok && c->inflight < (uint32_t)o->flood_inflight &&
+           now >= c->next_at)
+        send_flood_reg(c);
 }
 
 /* ---- the setup phases ---- */
@@ -409,6 +479,15 @@ static void conn_close(bconn *c)
 static void conn_broke(bconn *c, const char *why)
 {
     bthread *th = c->th;
+    if (c->flooder) {
+        /* Being cut off is what a flooder may expect: it tries again. */
+        cnt(&th->st->flood_closed, 1);
+        conn_close(c);
+        c->hello_ok = false;
+        c->inflight = 0;
+        c->next_at = bench_now() + NS / 10;
+        return;
+    }
     if (th->seen < PH_STOP && !atomic_load(&th->w->sh->failed))
         bench_fail(th->w->sh, "connection %d (port %d, during %s): %s", c->idx,
                    th->w->o->ports[c->port], phase_name(th->seen), why);
@@ -469,13 +548,19 @@ static bool start_connect(bconn *c)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (w->bind_src) {
+    struct sockaddr_in src = w->src;
+    if (c->src) {
+        src.sin_family = AF_INET;
+        src.sin_port = 0;
+        src.sin_addr.s_addr = c->src;
+    }
+    if (w->bind_src || c->src) {
         /* Leave the port to connect(), so that ports are shared between
          * destinations: only the 4-tuple must be unique. */
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        if (bind(fd, (struct sockaddr *)&w->src, sizeof w->src) < 0) {
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
             char a[INET_ADDRSTRLEN];
-            inet_ntop(AF_INET, &w->src.sin_addr, a, sizeof a);
+            inet_ntop(AF_INET, &src.sin_addr, a, sizeof a);
             bench_fail(w->sh, "bind to %s: %s", a, strerror(errno));
             close(fd);
             return false;
@@ -517,6 +602,8 @@ fail:
 static bool start_op(bconn *c, phase ph)
 {
     const bopts *o = c->th->w->o;
+    if (c->flooder)
+        return false; /* it connects when the flood starts */
     switch (ph) {
     case PH_CONNECT:
         return start_connect(c);
@@ -566,10 +653,8 @@ static void start_run(bthread *th)
     const bopts *o = th->w->o;
     th->sending = true;
     if (o->sc == SC_LOGIN) {
-        for (int i = 0; i < th->n; i++) {
-            cnt(&th->st->sent, 1);
-            send_login(th->c[i]);
-        }
+        for (int i = 0; i < th->n; i++)
+            login_next(th->c[i]);
         return;
     }
     if (o->rate > 0)
@@ -597,6 +682,9 @@ static void enter_phase(bthread *th, phase ph)
         break;
     case PH_DRAIN:
         th->sending = false;
+        /* The flood ends: the server may drop what they still had queued. */
+        for (int i = 0; i < th->nfl; i++)
+            conn_close(th->fl[i]);
         break;
     case PH_STOP:
         th->sending = false;
@@ -631,7 +719,7 @@ static stream *stream_of(bconn *c, int src)
     const bopts *o = w->o;
     if (src == c->idx)
         return NULL;
-    if (o->sc == SC_DIRECT)
+    if (bench_pairs(o))
         return src == c->partner ? &c->in[0] : NULL;
     if (o->sc != SC_GROUP)
         return NULL;
@@ -695,6 +783,9 @@ static void on_message(bconn *c, const Parley__Message *m)
     if (in_window(w, now)) {
         cnt(&th->st->recv_win, 1);
         hist_record(&th->st->lat, now > t ? now - t : 0);
+    } else if (in_window2(w, now)) {
+        cnt(&th->st->recv_win2, 1);
+        hist_record(&th->st->lat2, now > t ? now - t : 0);
     }
 }
 
@@ -752,12 +843,24 @@ static void on_ctl_reply(bconn *c, const Parley__ServerFrame *f)
         if (f->body_case != PARLEY__SERVER_FRAME__BODY_HELLO_OK)
             break;
         c->hello_ok = true;
+        if (th->seen >= PH_RUN) { /* login --reconnect: a new connection */
+            if (th->sending)
+                login_next(c);
+            return;
+        }
         phase_done(c);
         return;
     case OP_REG:
         if (f->body_case != PARLEY__SERVER_FRAME__BODY_REGISTER_OK || !f->register_ok->user_id)
             break;
         c->user = f->register_ok->user_id;
+        if (c->uids) {
+            c->uids[c->nuids++] = c->user;
+            if (c->nuids < c->uwant) {
+                send_register(c);
+                return;
+            }
+        }
         phase_done(c);
         return;
     case OP_LOGIN:
@@ -778,10 +881,12 @@ static void on_ctl_reply(bconn *c, const Parley__ServerFrame *f)
     case OP_LOGOUT:
         if (f->body_case != PARLEY__SERVER_FRAME__BODY_DONE)
             break;
-        if (th->sending) {
-            cnt(&th->st->sent, 1);
-            send_login(c);
-        }
+        if (!th->sending)
+            return;
+        if (w->o->reconnect)
+            c->redial = true; /* on_readable does it, once the frames are read */
+        else
+            login_next(c);
         return;
     case OP_GCREATE:
         if (f->body_case != PARLEY__SERVER_FRAME__BODY_GROUP_CREATE_OK)
@@ -801,6 +906,64 @@ static void on_ctl_reply(bconn *c, const Parley__ServerFrame *f)
                (int)f->body_case);
 }
 
+/* A flooder's error reply other than BUSY: counted, the first one kept. */
+static void flood_error(bconn *c, const char *what, const Parley__ServerFrame *f)
+{
+    cnt(&c->th->st->flood_err, 1);
+    if (f->error)
+        bench_note_flood_error(c->th->w->sh, "%s: %s: %s", what, err_name(f->error->code),
+                               f->error->text ? f->error->text : "");
+    else
+        bench_note_flood_error(c->th->w->sh, "%s: unexpected reply (body %d)", what,
+                               (int)f->body_case);
+}
+
+/* Everything a flooder receives: no reply makes the run fail. */
+static void on_flood_frame(bconn *c, const Parley__ServerFrame *f)
+{
+    bthread *th = c->th;
+    uint64_t now = bench_now();
+    const Parley__Error *e = f->error && f->error->code != PARLEY__ERROR_CODE__OK ? f->error : NULL;
+    if (f->id == CTL_ID + OP_HELLO) {
+        c->op = OP_NONE;
+        if (e || f->body_case != PARLEY__SERVER_FRAME__BODY_HELLO_OK) {
+            flood_error(c, "hello", f);
+            return;
+        }
+        c->hello_ok = true;
+        flood_fill(c, now);
+        return;
+    }
+    if (f->id < FLOOD_ID) {
+        /* A ping's answer, or a push: an error or a bye (the close follows). */
+        if (e && f->id != CTL_ID + OP_PING)
+            flood_error(c, "push", f);
+        return;
+    }
+    if (f->id - FLOOD_ID > c->nreg || c->inflight == 0) {
+        cnt(&th->st->bogus, 1);
+        return;
+    }
+    c->inflight--;
+    bool win = in_window2(th->w, now);
+    if (e && e->code == PARLEY__ERROR_CODE__BUSY) {
+        cnt(&th->st->flood_busy, 1);
+        if (win)
+            cnt(&th->st->flood_busy_win, 1);
+        uint64_t wait = e->retry_after_ms ? (uint64_t)e->retry_after_ms * 1000000 : NS / 100;
+        if (c->next_at < now + wait)
+            c->next_at = now + wait;
+    } else if (e || f->body_case != PARLEY__SERVER_FRAME__BODY_REGISTER_OK) {
+        flood_error(c, "register", f);
+        c->next_at = now + NS / 100; /* not in a tight loop */
+    } else {
+        cnt(&th->st->flood_ok, 1);
+        if (win)
+            cnt(&th->st->flood_ok_win, 1);
+    }
+    flood_fill(c, now);
+}
+
 static int on_frame(void *arg, const uint8_t *p, size_t n)
 {
     bconn *c = arg;
@@ -810,7 +973,9 @@ static int on_frame(void *arg, const uint8_t *p, size_t n)
         bench_fail(w->sh, "connection %d: a frame the bench cannot decode", c->idx);
         return -1;
     }
-    if (f->id == 0) {
+    if (c->flooder) {
+        on_flood_frame(c, f);
+    } else if (f->id == 0) {
         switch (f->body_case) {
         case PARLEY__SERVER_FRAME__BODY_MESSAGE:
             on_message(c, f->message);
@@ -834,7 +999,7 @@ static int on_frame(void *arg, const uint8_t *p, size_t n)
         on_send_reply(c, f);
     }
     parley__server_frame__free_unpacked(f, NULL);
-    return 0;
+    return c->redial ? -2 : 0;
 }
 
 static void flush_acks(bconn *c)
@@ -875,12 +1040,21 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     int r = wire_read_frames(c->inb, READ_MAX, on_frame, c);
-    if (r == -1)
-        bench_fail(th->w->sh, "connection %d: a frame over %d bytes", c->idx, READ_MAX);
-    if (r < 0)
+    if (c->redial) {
+        /* login --reconnect: the logout is answered; a new connection. */
+        c->redial = false;
+        c->hello_ok = false;
         conn_close(c);
-    else if (c->ack_due)
-        flush_acks(c);
+        cnt(&th->st->reconnects, 1);
+        start_connect(c);
+    } else {
+        if (r == -1)
+            bench_fail(th->w->sh, "connection %d: a frame over %d bytes", c->idx, READ_MAX);
+        if (r < 0)
+            conn_close(c);
+        else if (c->ack_due)
+            flush_acks(c);
+    }
     pump(th);
     flush_dirty(th);
 }
@@ -909,12 +1083,32 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the loop ---- */
 
+/* regflood: once the flood has started, flooders (re)connect and send. */
+static void flood_tick(bthread *th, uint64_t now)
+{
+    uint64_t fs = atomic_load_explicit(&th->w->sh->flood_start, memory_order_relaxed);
+    if (th->seen != PH_RUN || !fs || now < fs)
+        return;
+    for (int i = 0; i < th->nfl; i++) {
+        bconn *c = th->fl[i];
+        if (c->fd >= 0) {
+            flood_fill(c, now);
+        } else if (now >= c->next_at) {
+            cnt(&th->st->flood_connects, 1);
+            if (!start_connect(c))
+                return;
+        }
+    }
+}
+
 static void rate_send(bthread *th, uint64_t now)
 {
     uint64_t start = atomic_load_explicit(&th->w->sh->run_start, memory_order_relaxed);
     if (now <= start || th->nsnd == 0)
         return;
-    uint64_t due = (uint64_t)((double)(now - start) * th->rate / 1e9);
+    /* Message k (from 0) is due at start + k / rate: by now, those up to
+     * and including the floor of (now - start) * rate. */
+    uint64_t due = (uint64_t)((double)(now - start) * th->rate / 1e9) + 1;
     int idle = 0; /* senders tried in a row with no room */
     while (th->issued < due && idle < th->nsnd) {
         bconn *c = th->snd[th->rr];
@@ -927,6 +1121,25 @@ static void rate_send(bthread *th, uint64_t now)
             idle++;
         }
     }
+    if (th->due) {
+        uint64_t next = start + (uint64_t)((double)th->issued * 1e9 / th->rate);
+        if (next > now && next != th->due_at) {
+            th->due_at = next;
+            struct timeval tv = {(time_t)((next - now) / NS),
+                                 (suseconds_t)((next - now) % NS / 1000)};
+            event_add(th->due, &tv);
+        }
+    }
+}
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bthread *th = arg;
+    if (th->sending)
+        rate_send(th, bench_now());
+    flush_dirty(th);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -941,6 +1154,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = bench_now();
     if (th->sending && w->o->rate > 0)
         rate_send(th, now);
+    if (th->nfl)
+        flood_tick(th, now);
     if (now - th->last_scan >= NS) {
         th->last_scan = now;
         uint64_t quiet = (uint64_t)(w->o->ping_every * 1e9);
@@ -990,7 +1205,7 @@ static void verify(worker *w)
                 refused++;
         }
         for (int slot = 0; slot < x->nin; slot++) {
-            int src = o->sc == SC_DIRECT ? x->partner : x->group * o->group_size + slot;
+            int src = bench_pairs(o) ? x->partner : x->group * o->group_size + slot;
             bconn *s = conn_at(w, src);
             stream *in = &x->in[slot];
             if (!s || s == x)
@@ -1048,8 +1263,16 @@ static void place(worker *w, bconn *c)
     int i = c->idx, np = o->nports;
     c->partner = -1;
     c->group = -1;
+    if (bench_is_flooder(o, i)) {
+        int j = i - (o->conns - o->flood_conns);
+        c->flooder = true;
+        c->src = htonl(w->flood_base + (uint32_t)(j % o->flood_addrs));
+        c->port = j % np;
+        return; /* nin 0: it receives no messages */
+    }
     switch (o->sc) {
     case SC_DIRECT:
+    case SC_REGFLOOD: /* the uninvolved pairs */
         c->partner = i ^ 1;
         c->port = o->cross ? i % np : (i / 2) % np;
         c->nin = 1;
@@ -1065,12 +1288,19 @@ static void place(worker *w, bconn *c)
         c->nin = 0;
         break;
     }
+    bool nomem = false;
+    if (o->sc == SC_LOGIN) {
+        c->uwant = (o->users - 1 - i) / o->conns + 1;
+        c->uids = calloc((size_t)c->uwant, sizeof(*c->uids));
+        nomem = !c->uids;
+    }
     if (c->nin) {
         c->in = calloc((size_t)c->nin, sizeof(*c->in));
-        if (!c->in) {
-            fprintf(stderr, "parley-bench: out of memory\n");
-            _exit(1);
-        }
+        nomem = nomem || !c->in;
+    }
+    if (nomem) {
+        fprintf(stderr, "parley-bench: out of memory\n");
+        _exit(1);
     }
 }
 
@@ -1112,6 +1342,14 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         w.src.sin_addr.s_addr = htonl(ntohl(a.s_addr) + (uint32_t)wi);
         w.bind_src = true;
     }
+    if (o->sc == SC_REGFLOOD) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, o->flood_src, &a) != 1) {
+            bench_fail(sh, "--flood-src %s: give an IPv4 address", o->flood_src);
+            _exit(1);
+        }
+        w.flood_base = ntohl(a.s_addr);
+    }
     (void)nw;
     int window = o->setup_window / nth;
     if (window < 1)
@@ -1128,8 +1366,9 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         th->snd = calloc((size_t)(n / nth + 1), sizeof(*th->snd));
         th->body = malloc((size_t)o->size + 1);
         th->dirty = calloc((size_t)(n / nth + 1), sizeof(*th->dirty));
+        th->fl = calloc((size_t)(n / nth + 1), sizeof(*th->fl));
         th->scratch = malloc(SCRATCH);
-        if (!th->base || !th->c || !th->snd || !th->body || !th->dirty || !th->scratch) {
+        if (!th->base || !th->c || !th->snd || !th->body || !th->dirty || !th->fl || !th->scratch) {
             bench_fail(sh, "out of memory");
             _exit(1);
         }
@@ -1147,6 +1386,8 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         th->c[th->n++] = c;
         if (bench_is_sender(o, i))
             th->snd[th->nsnd++] = c;
+        if (c->flooder)
+            th->fl[th->nfl++] = c;
     }
     int total_snd = 0;
     for (int t = 0; t < nth; t++)
@@ -1162,6 +1403,15 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         if (o->rate > 0) {
             double per = th->rate > 0 ? 1e6 / th->rate : 1000;
             us = per < 50 ? 50 : per > 1000 ? 1000 : (long)per;
+        }
+        /* Slower than one message a millisecond, a timer for each due time
+         * keeps the sends on time, where the 1 ms tick would add up to 1 ms. */
+        if (o->rate > 0 && th->rate > 0 && 1e6 / th->rate > 1000) {
+            th->due = evtimer_new(th->base, on_due, th);
+            if (!th->due) {
+                bench_fail(sh, "cannot start a timer");
+                _exit(1);
+            }
         }
         struct timeval iv = {0, us};
         th->tick = event_new(th->base, -1, EV_PERSIST, on_tick, th);

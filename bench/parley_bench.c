@@ -1,7 +1,7 @@
 /*
  * parley-bench: a load generator that speaks Parley's wire protocol.
  *
- *   parley-bench direct|group|idle|login [--port P]... [options]
+ *   parley-bench direct|group|idle|login|regflood [--port P]... [options]
  *
  * This file is the controller: it parses the options, forks the worker
  * processes (engine.c), moves them through the phases, shows progress once
@@ -100,6 +100,17 @@ void bench_note_error(shared *sh, const char *fmt, ...)
     va_end(ap);
 }
 
+void bench_note_flood_error(shared *sh, const char *fmt, ...)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&sh->flood_erred, &expect, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sh->flood_error, sizeof sh->flood_error, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- scenarios ---- */
 
 int scenario_phases(scenario sc, phase out[PH_N])
@@ -127,10 +138,21 @@ const char *phase_name(phase p)
     return (unsigned)p < PH_N ? names[p] : "?";
 }
 
+bool bench_pairs(const bopts *o)
+{
+    return o->sc == SC_DIRECT || o->sc == SC_REGFLOOD;
+}
+
+bool bench_is_flooder(const bopts *o, int i)
+{
+    return o->sc == SC_REGFLOOD && i >= o->conns - o->flood_conns;
+}
+
 int bench_fanout(const bopts *o)
 {
     switch (o->sc) {
     case SC_DIRECT:
+    case SC_REGFLOOD:
         return 1;
     case SC_GROUP:
         return o->group_size - 1;
@@ -144,6 +166,8 @@ bool bench_is_sender(const bopts *o, int i)
     switch (o->sc) {
     case SC_DIRECT:
         return true;
+    case SC_REGFLOOD:
+        return !bench_is_flooder(o, i);
     case SC_GROUP:
         return i % o->group_size < o->senders;
     default:
@@ -153,7 +177,7 @@ bool bench_is_sender(const bopts *o, int i)
 
 static const char *scenario_name(scenario sc)
 {
-    static const char *names[] = {"direct", "group", "idle", "login"};
+    static const char *names[] = {"direct", "group", "idle", "login", "regflood"};
     return names[sc];
 }
 
@@ -161,7 +185,7 @@ static const char *scenario_name(scenario sc)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: parley-bench direct|group|idle|login --port PORT [options]\n"
+    fprintf(f, "usage: parley-bench direct|group|idle|login|regflood --port PORT [options]\n"
                "\n"
                "Registers and logs in --conns users (b<run>_<n>, password benchpass1), one\n"
                "connection each, then runs the scenario and checks that every message arrived\n"
@@ -171,6 +195,8 @@ static void usage(FILE *f)
                "  group        groups of --group-size members; --senders of each send\n"
                "  idle         connections that only ping; measures the server's memory\n"
                "  login        logins per second (login, logout, login, ...)\n"
+               "  regflood     an uninvolved pair's latency without, then during, a flood of\n"
+               "               Register requests from other addresses\n"
                "\n"
                "common options:\n"
                "  --host ADDR        server address (default 127.0.0.1)\n"
@@ -178,7 +204,7 @@ static void usage(FILE *f)
                "                     connections over several gateways\n"
                "  --cross            put partners (group members) on different ports\n"
                "  --conns N          connections = users (default: direct/group 1000, idle\n"
-               "                     1000, login 16)\n"
+               "                     1000, login 16, regflood 2: the pair)\n"
                "  --threads T        event loops per worker process (default: cores)\n"
                "  --procs P          worker processes (default 1; idle: one per --per-proc)\n"
                "  --duration S       measured seconds (default 10; idle 0: just --settle)\n"
@@ -204,6 +230,21 @@ static void usage(FILE *f)
                "                     there are several workers)\n"
                "login:\n"
                "  --pwhash-cost NAME the server's --pwhash-cost, for the report only\n"
+               "  --users U          register U users (at least --conns; default: one per\n"
+               "                     connection); each connection logs in as its share in turn\n"
+               "  --reconnect        each login on a new connection: connect, hello, login,\n"
+               "                     logout, close (default: logout and login on one connection)\n"
+               "regflood (also takes the direct options; --rate defaults to 20/s per user,\n"
+               "below parleyd's default --msg-rate of 30):\n"
+               "  --flood-conns F    flooding connections (default 40), on top of --conns\n"
+               "  --flood-addrs A    source addresses they connect from, in turn (default F)\n"
+               "  --flood-src ADDR   the first of them (default 127.0.0.2)\n"
+               "  --flood-inflight K Register requests outstanding per flooder (default 2, as\n"
+               "                     parleyd's default --auth-queue-per-conn); a BUSY reply\n"
+               "                     makes it wait retry_after_ms\n"
+               "  --flood-warmup S   seconds of flood before its window (default --warmup)\n"
+               "  The pair is measured for --duration without the flood, then the flood\n"
+               "  starts, and after --flood-warmup the pair is measured for --duration again.\n"
                "setup:\n"
                "  --setup-window N   connects/registers/logins in flight (default 256)\n"
                "  --setup-timeout S  longest a setup phase may take (default 300)\n");
@@ -264,6 +305,13 @@ enum {
     O_PER_PROC,
     O_QUIET,
     O_PAUSE,
+    O_USERS,
+    O_RECONNECT,
+    O_FLOOD_CONNS,
+    O_FLOOD_ADDRS,
+    O_FLOOD_SRC,
+    O_FLOOD_INFLIGHT,
+    O_FLOOD_WARMUP,
     O_HELP,
 };
 
@@ -299,6 +347,13 @@ static void parse(int argc, char **argv, bopts *o)
         {"per-proc", required_argument, NULL, O_PER_PROC},
         {"quiet", no_argument, NULL, O_QUIET},
         {"pause", required_argument, NULL, O_PAUSE},
+        {"users", required_argument, NULL, O_USERS},
+        {"reconnect", no_argument, NULL, O_RECONNECT},
+        {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
+        {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
+        {"flood-src", required_argument, NULL, O_FLOOD_SRC},
+        {"flood-inflight", required_argument, NULL, O_FLOOD_INFLIGHT},
+        {"flood-warmup", required_argument, NULL, O_FLOOD_WARMUP},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -319,8 +374,11 @@ static void parse(int argc, char **argv, bopts *o)
         o->sc = SC_IDLE;
     else if (!strcmp(sc, "login"))
         o->sc = SC_LOGIN;
+    else if (!strcmp(sc, "regflood"))
+        o->sc = SC_REGFLOOD;
     else {
-        fprintf(stderr, "parley-bench: unknown scenario '%s' (direct, group, idle, login)\n", sc);
+        fprintf(stderr,
+                "parley-bench: unknown scenario '%s' (direct, group, idle, login, regflood)\n", sc);
         exit(2);
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -340,6 +398,10 @@ static void parse(int argc, char **argv, bopts *o)
     o->setup_timeout = 300;
     o->setup_window = 256;
     o->per_proc = 15000;
+    o->flood_conns = 40;
+    o->flood_src = "127.0.0.2";
+    o->flood_inflight = 2;
+    o->flood_warmup = -1;
     optind = 2;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -429,6 +491,27 @@ static void parse(int argc, char **argv, bopts *o)
         case O_PAUSE:
             o->pause = num("--pause", optarg, 0, 1e6);
             break;
+        case O_USERS:
+            o->users = (int)num("--users", optarg, 1, 1e7);
+            break;
+        case O_RECONNECT:
+            o->reconnect = true;
+            break;
+        case O_FLOOD_CONNS:
+            o->flood_conns = (int)num("--flood-conns", optarg, 0, 1e5);
+            break;
+        case O_FLOOD_ADDRS:
+            o->flood_addrs = (int)num("--flood-addrs", optarg, 1, 1e6);
+            break;
+        case O_FLOOD_SRC:
+            o->flood_src = optarg;
+            break;
+        case O_FLOOD_INFLIGHT:
+            o->flood_inflight = (int)num("--flood-inflight", optarg, 1, 1e6);
+            break;
+        case O_FLOOD_WARMUP:
+            o->flood_warmup = num("--flood-warmup", optarg, 0, 1e6);
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -446,7 +529,34 @@ static void parse(int argc, char **argv, bopts *o)
         exit(2);
     }
     if (o->conns < 0)
-        o->conns = o->sc == SC_LOGIN ? 16 : 1000;
+        o->conns = o->sc == SC_LOGIN ? 16 : o->sc == SC_REGFLOOD ? 2 : 1000;
+    if (o->sc == SC_LOGIN) {
+        if (o->users == 0)
+            o->users = o->conns;
+        if (o->users < o->conns) {
+            fprintf(stderr, "parley-bench: --users must be at least --conns\n");
+            exit(2);
+        }
+    } else if (o->users || o->reconnect) {
+        fprintf(stderr, "parley-bench: --users and --reconnect are for login\n");
+        exit(2);
+    }
+    if (o->sc == SC_REGFLOOD) {
+        if (o->conns % 2) {
+            fprintf(stderr, "parley-bench: regflood needs an even --conns (users talk in pairs)\n");
+            exit(2);
+        }
+        /* A pair's users stay below parleyd's default --msg-rate (30/s). */
+        if (o->rate <= 0)
+            o->rate = 20.0 * o->conns;
+        if (o->flood_addrs == 0)
+            o->flood_addrs = o->flood_conns > 0 ? o->flood_conns : 1;
+        if (o->flood_warmup < 0)
+            o->flood_warmup = o->warmup;
+        o->conns += o->flood_conns; /* from here on: every connection */
+    } else {
+        o->flood_conns = 0;
+    }
     if (o->inflight < 0)
         o->inflight = o->rate > 0 ? 16 : 1;
     if (o->duration < 0)
@@ -472,9 +582,9 @@ static void parse(int argc, char **argv, bopts *o)
     }
     if (o->procs == 0)
         o->procs = o->sc == SC_IDLE ? (o->conns + o->per_proc - 1) / o->per_proc : 1;
-    if (o->procs > 1 && (o->sc == SC_DIRECT || o->sc == SC_GROUP)) {
-        fprintf(stderr, "parley-bench: direct and group run in one process (--procs 1): "
-                        "every message is checked where it arrives\n");
+    if (o->procs > 1 && (bench_pairs(o) || o->sc == SC_GROUP)) {
+        fprintf(stderr, "parley-bench: direct, group and regflood run in one process (--procs "
+                        "1): every message is checked where it arrives\n");
         exit(2);
     }
     if (o->procs > o->conns)
@@ -512,8 +622,9 @@ static void on_signal(int sig)
 
 typedef struct {
     uint64_t done[PH_N], sent, answered, errors, expected, unique, dups, mismatch, ooo, bogus,
-        sent_win, recv_win, answered_win, pings, first_dup;
-    hist_snap lat;
+        sent_win, recv_win, answered_win, pings, first_dup, reconnects, recv_win2, flood_sent,
+        flood_ok, flood_busy, flood_err, flood_ok_win, flood_busy_win, flood_connects, flood_closed;
+    hist_snap lat, lat2;
 } totals;
 
 static void sum_up(shared *sh, totals *t)
@@ -537,10 +648,21 @@ static void sum_up(shared *sh, totals *t)
             t->recv_win += atomic_load(&s->recv_win);
             t->answered_win += atomic_load(&s->answered_win);
             t->pings += atomic_load(&s->pings);
+            t->reconnects += atomic_load(&s->reconnects);
+            t->recv_win2 += atomic_load(&s->recv_win2);
+            t->flood_sent += atomic_load(&s->flood_sent);
+            t->flood_ok += atomic_load(&s->flood_ok);
+            t->flood_busy += atomic_load(&s->flood_busy);
+            t->flood_err += atomic_load(&s->flood_err);
+            t->flood_ok_win += atomic_load(&s->flood_ok_win);
+            t->flood_busy_win += atomic_load(&s->flood_busy_win);
+            t->flood_connects += atomic_load(&s->flood_connects);
+            t->flood_closed += atomic_load(&s->flood_closed);
             uint64_t fd = atomic_load(&s->first_dup);
             if (fd && (!t->first_dup || fd < t->first_dup))
                 t->first_dup = fd;
             hist_add(&t->lat, &s->lat);
+            hist_add(&t->lat2, &s->lat2);
         }
 }
 
@@ -611,6 +733,7 @@ static double ms(uint64_t ns)
 /* What the last progress line showed, to report each second on its own. */
 typedef struct {
     uint64_t count, t;
+    int which; /* which window pg->lat follows: 1, or 2 (regflood's flood) */
     hist_snap lat;
 } progress;
 
@@ -635,30 +758,42 @@ static void show_progress(const bopts *o, shared *sh, phase ph, uint64_t phase_t
     } else {
         uint64_t got = o->sc == SC_LOGIN ? t.answered : t.unique;
         uint64_t ws = atomic_load(&sh->win_start);
+        uint64_t fs = atomic_load(&sh->flood_start), w2 = atomic_load(&sh->win2_start);
+        bool flood = fs && now >= fs;
         /* The window's p99 so far, and the last second's alone: a stall
          * shows in the second it happened. */
+        const hist_snap *cur = flood ? &t.lat2 : &t.lat;
         char p99[80] = "-";
-        if (t.lat.count < pg->lat.count)
+        if (pg->which != (flood ? 2 : 1) || cur->count < pg->lat.count) {
             memset(&pg->lat, 0, sizeof(pg->lat)); /* a new window */
-        if (t.lat.count) {
+            pg->which = flood ? 2 : 1;
+        }
+        if (cur->count) {
             hist_snap *d = &pg->lat;
             for (int i = 0; i < HIST_N; i++)
-                d->n[i] = t.lat.n[i] - d->n[i];
-            d->count = t.lat.count - d->count;
-            d->max = t.lat.max;
-            int len = snprintf(p99, sizeof p99, "%.2f ms", ms(hist_quantile(&t.lat, 0.99)));
+                d->n[i] = cur->n[i] - d->n[i];
+            d->count = cur->count - d->count;
+            d->max = cur->max;
+            int len = snprintf(p99, sizeof p99, "%.2f ms", ms(hist_quantile(cur, 0.99)));
             if (d->count)
                 snprintf(p99 + len, sizeof p99 - (size_t)len, " (last second %.2f ms)",
                          ms(hist_quantile(d, 0.99)));
-            pg->lat = t.lat;
+            pg->lat = *cur;
         }
-        fprintf(stderr, "[%s] %.1fs%s sent %llu, %s %llu, %.0f/s, p99 %s\n", sc,
+        char fl[160] = "";
+        if (flood)
+            snprintf(fl, sizeof fl, "; flood: %llu registered, %llu busy, %llu errors, %llu closed",
+                     (unsigned long long)t.flood_ok, (unsigned long long)t.flood_busy,
+                     (unsigned long long)t.flood_err, (unsigned long long)t.flood_closed);
+        fprintf(stderr, "[%s] %.1fs%s sent %llu, %s %llu, %.0f/s, p99 %s%s\n", sc,
                 (double)(now - phase_t0) / 1e9,
-                ph == PH_DRAIN ? " (draining)"
-                : now < ws     ? " (warm-up)"
-                               : "",
+                ph == PH_DRAIN      ? " (draining)"
+                : flood && now < w2 ? " (flood warm-up)"
+                : flood             ? " (flood)"
+                : now < ws          ? " (warm-up)"
+                                    : "",
                 (unsigned long long)t.sent, o->sc == SC_LOGIN ? "logged in" : "delivered",
-                (unsigned long long)got, dt > 0 ? (double)(got - *prev_count) / dt : 0.0, p99);
+                (unsigned long long)got, dt > 0 ? (double)(got - *prev_count) / dt : 0.0, p99, fl);
         *prev_count = got;
     }
     *prev_t = now;
@@ -779,8 +914,17 @@ static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
         if (ph[i] == PH_RUN) {
             atomic_store(&sh->run_start, t0);
             uint64_t ws = t0 + (uint64_t)(o->warmup * 1e9);
+            uint64_t end = ws + (uint64_t)(o->duration * 1e9);
             atomic_store(&sh->win_start, ws);
-            atomic_store(&sh->win_end, ws + (uint64_t)(o->duration * 1e9));
+            atomic_store(&sh->win_end, end);
+            if (o->sc == SC_REGFLOOD) {
+                /* The flood starts where the quiet window ends. */
+                uint64_t w2 = end + (uint64_t)(o->flood_warmup * 1e9);
+                atomic_store(&sh->flood_start, end);
+                atomic_store(&sh->win2_start, w2);
+                atomic_store(&sh->win2_end, w2 + (uint64_t)(o->duration * 1e9));
+                end = w2 + (uint64_t)(o->duration * 1e9);
+            }
             atomic_store(&sh->phase, PH_RUN);
             pg->count = 0;
             if (o->sc == SC_IDLE) {
@@ -791,7 +935,7 @@ static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
                 if (!run_until(o, sh, PH_RUN, t0, bench_now() + (uint64_t)(o->duration * 1e9), pg,
                                NULL))
                     return;
-            } else if (!run_until(o, sh, PH_RUN, t0, atomic_load(&sh->win_end), pg, NULL)) {
+            } else if (!run_until(o, sh, PH_RUN, t0, end, pg, NULL)) {
                 if (o->sc != SC_IDLE)
                     drain(o, sh, ri, pg);
                 return;
@@ -864,6 +1008,7 @@ typedef struct {
     char example[256];
     double first_dup_s; /* into the run phase; < 0: none */
     char first_error[256];
+    char flood_error[256];
     bool ok;
     char why[1024];
 } outcome;
@@ -902,8 +1047,10 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
         add_why(oc, "%s", sh->why);
     if (atomic_load(&sh->erred))
         snprintf(oc->first_error, sizeof oc->first_error, "%s", sh->first_error);
+    if (atomic_load(&sh->flood_erred))
+        snprintf(oc->flood_error, sizeof oc->flood_error, "%s", sh->flood_error);
     const totals *t = &oc->t;
-    if (o->sc == SC_DIRECT || o->sc == SC_GROUP) {
+    if (bench_pairs(o) || o->sc == SC_GROUP) {
         if (oc->lost)
             add_why(oc, "%llu messages LOST (acknowledged by the server, never delivered; e.g. %s)",
                     (unsigned long long)oc->lost, oc->example);
@@ -921,6 +1068,8 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
 
         if (!atomic_load(&sh->failed) && t->recv_win == 0)
             add_why(oc, "nothing was delivered in the measured window");
+        if (o->sc == SC_REGFLOOD && !atomic_load(&sh->failed) && t->recv_win2 == 0)
+            add_why(oc, "nothing was delivered to the pair during the flood");
     }
     if (o->sc == SC_LOGIN && !atomic_load(&sh->failed) && t->answered_win == 0)
         add_why(oc, "no login completed in the measured window");
@@ -988,9 +1137,29 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         break;
     }
     case SC_LOGIN:
-        printf("login conns=%d pwhash-cost=%s: %.0f logins/s%s: %s\n", o->conns, o->pwhash,
-               (double)t->answered_win / d, lat, oc->ok ? "OK" : "FAIL");
+        printf("login conns=%d users=%d%s pwhash-cost=%s: %.0f logins/s%s: %s\n", o->conns,
+               o->users, o->reconnect ? " reconnect" : "", o->pwhash, (double)t->answered_win / d,
+               lat, oc->ok ? "OK" : "FAIL");
         break;
+    case SC_REGFLOOD: {
+        const hist_snap *h2 = &t->lat2;
+        double q1 = ms(hist_quantile(h, 0.99)), q2 = ms(hist_quantile(h2, 0.99));
+        char ratio[32] = "-";
+        if (h->count && h2->count && q1 > 0)
+            snprintf(ratio, sizeof ratio, "x%.2f", q2 / q1);
+        printf("regflood pair-conns=%d rate=%.0f/s flood-conns=%d flood-addrs=%d "
+               "pwhash-cost=%s: pair p99 %.2f ms without the flood, %.2f ms during it (%s; "
+               "p50 %.2f -> %.2f ms, max %.2f -> %.2f ms); flood: %.1f registered/s, %.1f "
+               "busy/s, %llu errors, %llu connections closed; pair: %llu sent, %llu lost, %s, "
+               "%llu out of order: %s\n",
+               o->conns - o->flood_conns, o->rate, o->flood_conns, o->flood_addrs, o->pwhash, q1,
+               q2, ratio, ms(hist_quantile(h, 0.5)), ms(hist_quantile(h2, 0.5)), ms(h->max),
+               ms(h2->max), (double)t->flood_ok_win / d, (double)t->flood_busy_win / d,
+               (unsigned long long)t->flood_err, (unsigned long long)t->flood_closed,
+               (unsigned long long)t->sent, (unsigned long long)oc->lost, dups,
+               (unsigned long long)t->ooo, oc->ok ? "OK" : "FAIL");
+        break;
+    }
     }
     fflush(stdout);
 }
@@ -1017,10 +1186,14 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     fprintf(f,
             "],\"cross\":%s,\"conns\":%d,\"inflight\":%d,\"size\":%d,\"rate\":%.0f,"
             "\"duration\":%g,\"warmup\":%g,\"threads\":%d,\"procs\":%d,\"group_size\":%d,"
-            "\"senders\":%d,\"pwhash_cost\":",
+            "\"senders\":%d,\"users\":%d,\"reconnect\":%s,\"flood_conns\":%d,"
+            "\"flood_addrs\":%d,\"flood_inflight\":%d,\"flood_warmup\":%g,\"pwhash_cost\":",
             o->cross ? "true" : "false", o->conns, o->inflight, o->size, o->rate, o->duration,
             o->warmup, o->threads, o->procs, o->sc == SC_GROUP ? o->group_size : 0,
-            o->sc == SC_GROUP ? o->senders : 0);
+            o->sc == SC_GROUP ? o->senders : 0, o->sc == SC_LOGIN ? o->users : 0,
+            o->reconnect ? "true" : "false", o->flood_conns,
+            o->sc == SC_REGFLOOD ? o->flood_addrs : 0, o->sc == SC_REGFLOOD ? o->flood_inflight : 0,
+            o->sc == SC_REGFLOOD ? o->flood_warmup : 0);
     json_str(f, o->pwhash);
     fprintf(f, ",\"run_id\":");
     json_str(f, o->run_id);
@@ -1048,6 +1221,36 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             "\"group_join\":%.3f},",
             ri->phase_s[PH_CONNECT], ri->phase_s[PH_REGISTER], ri->phase_s[PH_LOGIN],
             ri->phase_s[PH_GCREATE], ri->phase_s[PH_GJOIN]);
+    if (o->sc == SC_LOGIN)
+        fprintf(f, "\"reconnects\":%llu,", (unsigned long long)t->reconnects);
+    if (o->sc == SC_REGFLOOD) {
+        /* latency_ms is the pair without the flood, flood_latency_ms during it. */
+        const hist_snap *h2 = &t->lat2;
+        double q1 = hist_quantile(h, 0.99), q2 = hist_quantile(h2, 0.99);
+        fprintf(f,
+                "\"pair_conns\":%d,\"flood_delivered_per_s\":%.1f,\"flood_latency_ms\":{"
+                "\"count\":%llu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,"
+                "\"max\":%.4f,\"mean\":%.4f},\"p99_ratio\":",
+                o->conns - o->flood_conns, (double)t->recv_win2 / d, (unsigned long long)h2->count,
+                ms(hist_quantile(h2, 0.5)), ms(hist_quantile(h2, 0.9)), ms(q2),
+                ms(hist_quantile(h2, 0.999)), ms(h2->max), hist_mean(h2) / 1e6);
+        if (h->count && h2->count && q1 > 0)
+            fprintf(f, "%.4f", q2 / q1);
+        else
+            fprintf(f, "null");
+        fprintf(f,
+                ",\n\"flood\":{\"sent\":%llu,\"registered\":%llu,\"busy\":%llu,"
+                "\"errors\":%llu,\"connects\":%llu,\"closed\":%llu,\"registered_per_s\":%.2f,"
+                "\"busy_per_s\":%.2f,\"first_error\":",
+                (unsigned long long)t->flood_sent, (unsigned long long)t->flood_ok,
+                (unsigned long long)t->flood_busy, (unsigned long long)t->flood_err,
+                (unsigned long long)t->flood_connects, (unsigned long long)t->flood_closed,
+                (double)t->flood_ok_win / d, (double)t->flood_busy_win / d);
+        json_str(f, oc->flood_error);
+        fprintf(f, "},\n\"flood_latency_hist_ns\":");
+        hist_write_json(f, h2);
+        fputc(',', f);
+    }
     if (o->sc == SC_IDLE) {
         fprintf(f, "\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,", ri->rss_before, ri->rss_after);
         if (ri->rss_before > 0 && ri->rss_after > 0)

@@ -5,8 +5,9 @@ latest.json and the data files that plot.gp draws.
 
 Usage: report.py --manifest FILE --json-dir DIR --out DIR [--quick 0|1] ...
 The manifest has one tab-separated line per table row:
-NAME KIND WHAT SETTINGS TARGET, where the runs are DIR/NAME.floor.json and
-DIR/NAME.TARGET.json.
+NAME KIND WHAT SETTINGS TARGET [FLOOR], where the runs are DIR/NAME.floor.json
+and DIR/NAME.TARGET.json; FLOOR "none" marks a scenario run on Parley alone
+(no floor run, no ratio).
 """
 import argparse
 import json
@@ -97,7 +98,19 @@ def figures(kind, run):
                 ("logins", "/s", r.get("idle_logins_per_s"))]
     if kind == "logins":
         return [("logins", "/s", r.get("logins_per_s")),
+                ("login latency p50", "ms", lat(run).get("p50")),
                 ("login latency p99", "ms", lat(run).get("p99"))]
+    if kind == "regflood":
+        fl = r.get("flood", {})
+        # No message in a window: no latency to show (not 0).
+        qlat = lat(run) if lat(run).get("count") else {}
+        flat = r.get("flood_latency_ms", {}) if r.get("flood_latency_ms", {}).get("count") else {}
+        return [("pair latency p99, no flood", "ms", qlat.get("p99")),
+                ("pair latency p99, flood", "ms", flat.get("p99")),
+                ("pair p99 flood / no flood", "x", r.get("p99_ratio")),
+                ("pair latency max, flood", "ms", flat.get("max")),
+                ("flood registered", "/s", fl.get("registered_per_s")),
+                ("flood answered BUSY", "/s", fl.get("busy_per_s"))]
     return []
 
 
@@ -129,20 +142,25 @@ def main():
     rows, runs, failures = [], {}, []
     with open(a.manifest) as f:
         lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
-    for name, kind, what, settings, target in lines:
-        fl = load(os.path.join(a.json_dir, name + ".floor.json"))
+    lines = [l + ["floor"] * (6 - len(l)) for l in lines]
+    for name, kind, what, settings, target, floor in lines:
+        solo = floor == "none"
+        fl = {"ok": True, "settings": {}, "results": {}} if solo else \
+            load(os.path.join(a.json_dir, name + ".floor.json"))
         pa = load(os.path.join(a.json_dir, name + "." + target + ".json"))
-        runs[name] = {"floor": fl, target: pa}
-        for who, run in (("floor", fl), (target, pa)):
+        runs[name] = {target: pa} if solo else {"floor": fl, target: pa}
+        for who, run in runs[name].items():
             if not run.get("ok", False):
                 failures.append("%s on %s: %s" % (name, who, run.get("failure") or "failed"))
-        pf, ff = figures(kind, pa), figures(kind, fl)
+        pf = figures(kind, pa)
+        ff = [(m, u, None) for m, u, _ in pf] if solo else figures(kind, fl)
         for (metric, unit, pv), (_, _, fv) in zip(pf, ff):
             row = {
                 "name": name, "scenario": what, "settings": settings, "target": target,
                 "metric": metric, "unit": unit,
                 "parley": pv, "floor": fv,
                 "parley_ok": bool(pa.get("ok")), "floor_ok": bool(fl.get("ok")),
+                "floor_run": not solo,
             }
             row["ratio"] = ratio(row["parley"], row["floor"])
             offered = pa.get("settings", {}).get("rate") or 0
@@ -164,6 +182,8 @@ def main():
         if not r["parley_ok"]:
             par += " FAIL"
         flo = fmt_num(r["floor"]) + ("" if r["floor_ok"] else " FAIL")
+        if not r["floor_run"]:
+            flo = "(none)"
         table.append((r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
                       flo, fmt_ratio(r["ratio"])))
     widths = [max(len(str(x[i])) for x in table + [head]) for i in range(len(head))]
@@ -182,7 +202,8 @@ def main():
     print()
     print("Parley vs the floor (same machine, same settings, measured in this run)")
     print("machine: %d cores, %s, %.1f GiB RAM; Parley: embedded parleyd, SQLite WAL "
-          "synchronous=NORMAL, --pwhash-cost min" % (m["nproc"], m["cpu"], m["ram_gib"]))
+          "synchronous=NORMAL, --pwhash-cost min and its abuse limits raised above the bench's "
+          "load, except where a row says otherwise" % (m["nproc"], m["cpu"], m["ram_gib"]))
     print("each run: %ss measured after %ss of warm-up%s" %
           (a.duration, a.warmup, "; QUICK smoke run" if a.quick == "1" else ""))
     loads = [run.get("settings", {}).get("loadavg_at_start") for v in runs.values()
@@ -211,6 +232,12 @@ def main():
                                "were delivered all the same" %
                                (name, who, res["refused"], res.get("sent", 0),
                                 res.get("first_error", ""), res.get("delivered_unacknowledged", 0)))
+            fl = res.get("flood") or {}
+            if fl.get("errors"):
+                remarks.append("%s on %s: %d flood registrations failed otherwise than BUSY "
+                               "(the first: %s); %d flood connections were closed by the server" %
+                               (name, who, fl["errors"], fl.get("first_error", ""),
+                                fl.get("closed", 0)))
             if res.get("duplicates"):
                 remarks.append("%s on %s: %d duplicate deliveries (same msgid; allowed, reported), "
                                "the first %.2f s into the run" %
@@ -221,6 +248,9 @@ def main():
             print("note: " + r)
     print("\nratios: above 1 for latency and memory means Parley needs more than the floor; "
           "below 1 for throughput means it does less.")
+    if any(not r["floor_run"] for r in rows):
+        print("floor (none): run on Parley alone at the default argon2id cost, which the floor "
+              "does not pay; regflood compares the pair with itself, without and during the flood.")
     if failures:
         print("\nFAILED runs:")
         for f in failures:
@@ -236,7 +266,9 @@ def main():
         "duration_s": float(a.duration or 0),
         "warmup_s": float(a.warmup or 0),
         "elapsed_s": float(a.elapsed or 0),
-        "parley": {"mode": "embedded parleyd (and a local cluster)", "pwhash_cost": "min",
+        "parley": {"mode": "embedded parleyd (and a local cluster)",
+                   "pwhash_cost": "min (interactive in login-interactive and regflood)",
+                   "limits": "raised above the bench's load (defaults in regflood)",
                    "durability": "SQLite WAL, synchronous=NORMAL, committed before SendOk"},
         "ok": not failures,
         "failures": failures,
@@ -280,7 +312,7 @@ def main():
     series("group-m", "group_size", "group.dat")
 
     plots = []
-    for name, kind, what, settings, target in lines:
+    for name, kind, what, settings, target, floor in lines:
         if kind != "latency":
             continue
         for who in ("floor", target):

@@ -6,6 +6,9 @@
 # machine allows) and against Parley (embedded parleyd, a fresh data dir each
 # time; then a local cluster). Prints a table of Parley's figures as ratios of
 # the floor's, writes bench/results/latest.json and bench/results/latest.png.
+# Two scenarios run on Parley alone, at the default argon2id cost, since the
+# floor does not hash: logins on new connections, and regflood (a pair's
+# latency without and during a flood of registrations, at default limits).
 #
 # Environment:
 #   BENCH_QUICK=1        a smoke run of about a minute (small and short)
@@ -38,6 +41,8 @@ die() { say "$*"; exit 1; }
 tmp=$(mktemp -d /tmp/parley-bench.XXXXXX)
 server_pid=""
 cluster_dir=""
+srv_cost=min     # parleyd's --pwhash-cost for the next run
+srv_limits=raised # raised: the limits below; default: parleyd's own
 
 stop_pid() { # pid: TERM, up to 10 s, then KILL
   local pid=$1 i
@@ -81,6 +86,41 @@ fi
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report (make deps installs it)"
 
 mkdir -p "$tmp/json" "$results"
+
+# ---- parleyd's abuse limits ----
+# parleyd limits what one client may do (issue 13; docs/security.md): 30
+# messages/s per user, 100 requests/s per connection, 10 registrations a
+# minute and 64 connections per source address, 2/8/256 queued logins per
+# connection/address/server, login within 30 s of connecting. The bench is
+# not a human: thousands of users on 127.0.0.1, each sending hundreds of
+# messages a second, and a setup that registers every user before the first
+# logs in. At the defaults most of its load would be answered BUSY or cut
+# off, and the figures would measure the limits, not Parley. So the usual
+# scenarios run with each limit raised far above the bench's load, but not
+# switched off (0 would): every request still goes through its token
+# bucket or counter, and that cost stays in the figures. regflood runs at
+# the defaults: there the limits are what is measured. A parleyd from before
+# the limits has none of these flags: only those its --help lists are given.
+raised_limits=()
+parleyd_help=$("$build/parleyd" --help 2>/dev/null || true)
+add_limit() { # FLAG VALUE, if this parleyd has FLAG
+  if grep -q -- "--$1 " <<<"$parleyd_help"; then
+    raised_limits+=("--$1" "$2")
+  fi
+}
+add_limit msg-rate 1000000           # per user and second (the bench: up to ~1,500)
+add_limit req-rate 1000000           # per connection and second
+add_limit reg-rate 1000000           # per address and minute (idle registers ~19,000 in seconds)
+add_limit max-conns-per-ip 1000000   # idle: up to 15,000 per address
+add_limit auth-queue-per-conn 64     # the bench has one request in flight per connection
+add_limit auth-queue-per-ip 100000   # setup: 256 in flight per worker process
+add_limit auth-queue 100000
+add_limit login-timeout 300          # idle: 19,000 register, then log in
+if [ "${#raised_limits[@]}" -gt 0 ]; then
+  say "parleyd's limits, raised above the bench's load (not off): ${raised_limits[*]}"
+else
+  say "this parleyd has no abuse limits (no --msg-rate): it runs as it is"
+fi
 manifest=$tmp/manifest.tsv
 : >"$manifest"
 failed=0
@@ -112,11 +152,12 @@ start_floor() {
 }
 
 start_parleyd() {
-  local log=$tmp/parleyd.$n.log data=$tmp/data.$n
+  local log=$tmp/parleyd.$n.log data=$tmp/data.$n limits=()
   mkdir -p "$data"
+  [ "$srv_limits" = raised ] && limits=("${raised_limits[@]}")
   # parleyd raises its own open-file limit to the hard one; so does this.
   (ulimit -n "$(ulimit -Hn)" && exec "$build/parleyd" --bind 127.0.0.1 --port 0 --data "$data" \
-    --pwhash-cost min) >"$log" 2>&1 &
+    --pwhash-cost "$srv_cost" "${limits[@]}") >"$log" 2>&1 &
   server_pid=$!
   server_port=$(wait_ready "$log" "is ready" "$server_pid")
 }
@@ -146,7 +187,7 @@ one() {
   local json=$tmp/json/$name.$target.json rc=0
   say "$name on $target: parley-bench $sc $* ${extra[*]}"
   "$build/parley-bench" "$sc" "${ports[@]}" --threads "$threads" --json "$json" --label "$name" \
-    --pwhash-cost min --quiet "$@" "${extra[@]}" | sed "s/^/  [$target] /" >&2 ||
+    --pwhash-cost "$srv_cost" --quiet "$@" "${extra[@]}" | sed "s/^/  [$target] /" >&2 ||
     rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     failed=1
@@ -157,9 +198,10 @@ one() {
   n=$((n + 1))
 }
 
-# row NAME KIND WHAT SETTINGS TARGET: a line of the table. KIND says which
-# figure it shows: rate (msg/s), deliveries, latency, memory, logins.
-row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$manifest"; }
+# row NAME KIND WHAT SETTINGS TARGET [FLOOR]: a line of the table. KIND says
+# which figures it shows: rate (msg/s), deliveries, latency, memory, logins,
+# regflood. FLOOR is "none" for a scenario run on Parley alone.
+row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-floor}" >>"$manifest"; }
 
 # pair NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, then Parley.
 pair() {
@@ -170,13 +212,32 @@ pair() {
   row "$name" "$kind" "$what" "$settings" parley
 }
 
+# solo COST LIMITS NAME KIND WHAT SETTINGS SCENARIO [bench args]: Parley
+# alone, with --pwhash-cost COST and LIMITS (raised or default).
+solo() {
+  srv_cost=$1 srv_limits=$2
+  local name=$3 kind=$4 what=$5 settings=$6
+  shift 6
+  one parley "$name" "$@"
+  row "$name" "$kind" "$what" "$settings" parley none
+  srv_cost=min srv_limits=raised
+}
+
 common=(--duration "$dur" --warmup "$warm")
+# LOGIN_USERS: registered before the interactive-cost logins, each a hash of
+# 150-300 ms on this machine, about 4-8 a second on two cores: 100 take 15-25 s,
+# and a 10 s run logs in 40-80 times, so most logins are of a user not logged
+# in just before. LOGIN_ICONNS: clients logging in at once (twice parleyd's
+# two auth workers on two cores, so that both always have work).
 if [ "$quick" = 1 ]; then
   C=200 IDLE=2000 GSIZES=(10 100) RATES=(10000) CONNS=(100 200) LOGIN_CONNS=8 XRATE=1000 HOLD=0
+  LOGIN_USERS=16 LOGIN_ICONNS=4
 else
   C=1000 IDLE=19000 GSIZES=(10 100 500) RATES=(10000 50000) CONNS=(100 1000 5000) LOGIN_CONNS=16 XRATE=5000
   HOLD=25 # idle: hold the connections long enough for each to ping once
+  LOGIN_USERS=100 LOGIN_ICONNS=4
 fi
+FLOODERS=40 PAIR_RATE=40 # regflood: 40 flooders, one address each; the pair at 20 msg/s per user
 
 say "Parley runs with --pwhash-cost min (argon2id at its minimum cost, so that logging in thousands of users takes seconds, not minutes); the login figures are for that cost."
 say "scenarios: ${dur}s measured after ${warm}s of warm-up each; Parley's durability: SQLite WAL, synchronous=NORMAL, each batch committed before it is acknowledged"
@@ -198,11 +259,30 @@ done
 pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 4 \
   --duration "$HOLD"
 pair "login-c$LOGIN_CONNS" logins login "$LOGIN_CONNS conns, pwhash-cost min" login --conns "$LOGIN_CONNS" "${common[@]}"
+# The default argon2id cost, as users have it: each login on a new
+# connection (hello, login, logout, close), as users of the LOGIN_USERS in turn.
+solo interactive raised "login-interactive-c$LOGIN_ICONNS" logins login \
+  "$LOGIN_ICONNS conns, $LOGIN_USERS users, a new connection per login, pwhash-cost interactive" \
+  login --conns "$LOGIN_ICONNS" --users "$LOGIN_USERS" --reconnect "${common[@]}"
+# An uninvolved pair, first alone, then while FLOODERS connections from
+# 127.0.0.2 on register as fast as the server lets them: default limits and
+# cost, which are what keep the pair's latency down.
+solo interactive default "regflood-f$FLOODERS" regflood regflood \
+  "1 pair at $PAIR_RATE msg/s; $FLOODERS flooders from $FLOODERS addresses; default limits, pwhash-cost interactive" \
+  regflood --conns 2 --rate "$PAIR_RATE" --flood-conns "$FLOODERS" --flood-addrs "$FLOODERS" "${common[@]}"
 
 if [ "$use_cluster" = 1 ]; then
   cluster_dir=$tmp/cluster
   say "starting a local cluster (ZooKeeper, Redis, MariaDB, 2 gateways, 2 nodes of each service; PARLEY_PWHASH_COST=min)"
-  if PARLEY_PWHASH_COST=min PARLEYD=$build/parleyd bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
+  # cluster.sh starts $PARLEYD: this one adds the raised limits (exec keeps
+  # the pid that cluster.sh records).
+  {
+    printf '#!/bin/sh\nexec %q "$@"' "$build/parleyd"
+    for a in "${raised_limits[@]}"; do printf ' %q' "$a"; done
+    printf '\n'
+  } >"$tmp/parleyd-limits"
+  chmod +x "$tmp/parleyd-limits"
+  if PARLEY_PWHASH_COST=min PARLEYD=$tmp/parleyd-limits bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
     # shellcheck disable=SC1091
     . "$cluster_dir/cluster.env"
     # The floor has one port: it stands for both gateways. The paced run

@@ -1027,6 +1027,7 @@ void store_test_message_get_recall(void **state)
     assert_int_equal(store_message_recall(f->st, 9999), STORE_NOT_FOUND);
     assert_int_equal(store_message_get(f->st, m.msgid, &got), STORE_OK);
     assert_int_equal(got.recalled, 1);
+    assert_int_equal(got.body_len, 0); /* the body is gone, not hidden */
     assert_int_equal(store_message_get(f->st, other, &got), STORE_OK);
     assert_int_equal(got.recalled, 0);
     msgs h = {0};
@@ -1774,10 +1775,11 @@ void store_test_append_ref(void **state)
     again = append_ref(f->st, ab, b, 9, "to the pair?", 801);
     assert_same_msg(&again, &gm, "to the group");
 
-    /* A recalled message is still the answer, flagged recalled. */
+    /* A recalled message is still the answer, flagged recalled, its body
+     * forgotten. */
     assert_int_equal(store_message_recall(f->st, first.msgid), STORE_OK);
     again = append_ref(f->st, ab, a, 7, "after recall", 900);
-    assert_same_msg(&again, &first, "first");
+    assert_same_msg(&again, &first, "");
     assert_int_equal(again.recalled, 1);
 
     /* Refs use all 64 bits: these are three different ones. */

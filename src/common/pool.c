@@ -19,17 +19,92 @@ struct worker {
     void *ctx;
 };
 
+/* A fair pool's queue: the tasks of one key, in order. */
+struct flow {
+    struct flow *next;
+    uint64_t key;
+    pool_task *head, *tail;
+};
+
 struct pool {
     const pool_hooks *hooks;
     void *arg;
     unsigned n, max_batch, linger_us;
-    unsigned rr; /* atomic round-robin cursor */
+    unsigned rr;      /* atomic round-robin cursor */
+    uint64_t pending; /* atomic: submitted and not yet run */
     struct worker *w;
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
     unsigned started, failed;
     char name[16];
+    /* fair pools: one queue of flows, served in turn, under flock */
+    int fair, fstop;
+    pthread_mutex_t flock;
+    pthread_cond_t fcond;
+    struct flow *flows, *flows_tail;
 };
+
+/* A fair pool's worker: the first flow's first task, then that flow goes
+ * to the back of the line. */
+static void pool_main_fair(struct worker *w)
+{
+    pool *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&p->flock);
+        while (!p->flows && !p->fstop)
+            pthread_cond_wait(&p->fcond, &p->flock);
+        struct flow *f = p->flows;
+        if (!f) {
+            pthread_mutex_unlock(&p->flock);
+            break;
+        }
+        pool_task *t = f->head;
+        f->head = t->next;
+        p->flows = f->next;
+        if (!p->flows)
+            p->flows_tail = NULL;
+        if (f->head) {
+            f->next = NULL;
+            if (p->flows_tail)
+                p->flows_tail->next = f;
+            else
+                p->flows = f;
+            p->flows_tail = f;
+        } else {
+            free(f);
+        }
+        pthread_mutex_unlock(&p->flock);
+        p->hooks->run_batch(w->ctx, &t, 1);
+        __atomic_sub_fetch(&p->pending, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void pool_submit_fair(pool *p, uint64_t key, pool_task *t)
+{
+    t->next = NULL;
+    pthread_mutex_lock(&p->flock);
+    struct flow *f = p->flows;
+    while (f && f->key != key)
+        f = f->next;
+    if (!f) {
+        f = calloc(1, sizeof(*f));
+        if (!f)
+            abort();
+        f->key = key;
+        if (p->flows_tail)
+            p->flows_tail->next = f;
+        else
+            p->flows = f;
+        p->flows_tail = f;
+    }
+    if (f->tail)
+        f->tail->next = t;
+    else
+        f->head = t;
+    f->tail = t;
+    pthread_cond_signal(&p->fcond);
+    pthread_mutex_unlock(&p->flock);
+}
 
 static void *pool_main(void *arg)
 {
@@ -44,6 +119,10 @@ static void *pool_main(void *arg)
     pthread_mutex_unlock(&p->start_lock);
     if (!w->ctx)
         return NULL;
+    if (p->fair) {
+        pool_main_fair(w);
+        goto out;
+    }
 
     pool_task **batch = malloc(sizeof(*batch) * p->max_batch);
     if (!batch)
@@ -77,19 +156,24 @@ static void *pool_main(void *arg)
             w->tail = NULL;
         pthread_mutex_unlock(&w->lock);
         p->hooks->run_batch(w->ctx, batch, n);
+        __atomic_sub_fetch(&p->pending, n, __ATOMIC_RELEASE);
     }
     free(batch);
+out:
     if (p->hooks->worker_fini)
         p->hooks->worker_fini(w->ctx);
     return NULL;
 }
 
-pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
-               const pool_hooks *hooks, void *arg)
+static pool *pool_start(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
+                        const pool_hooks *hooks, void *arg, int fair)
 {
     pool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
+    p->fair = fair;
+    pthread_mutex_init(&p->flock, NULL);
+    pthread_cond_init(&p->fcond, NULL);
     p->hooks = hooks;
     p->arg = arg;
     p->n = n ? n : 1;
@@ -131,6 +215,17 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger
     return p;
 }
 
+pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
+               const pool_hooks *hooks, void *arg)
+{
+    return pool_start(name, n, max_batch, linger_us, hooks, arg, 0);
+}
+
+pool *pool_new_fair(const char *name, unsigned n, const pool_hooks *hooks, void *arg)
+{
+    return pool_start(name, n, 1, 0, hooks, arg, 1);
+}
+
 unsigned pool_key_worker(uint64_t key, unsigned n)
 {
     /* From the product's high half: routing keys are odd (0 means none),
@@ -141,12 +236,18 @@ unsigned pool_key_worker(uint64_t key, unsigned n)
 void pool_submit(pool *p, uint64_t key, pool_task *t)
 {
     unsigned i;
+    if (p->fair) {
+        __atomic_add_fetch(&p->pending, 1, __ATOMIC_RELAXED);
+        pool_submit_fair(p, key, t);
+        return;
+    }
     if (key)
         i = pool_key_worker(key, p->n);
     else
         i = __atomic_fetch_add(&p->rr, 1, __ATOMIC_RELAXED) % p->n;
     struct worker *w = &p->w[i];
     t->next = NULL;
+    __atomic_add_fetch(&p->pending, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&w->lock);
     /* A worker waits only on an empty queue. */
     int wake = !w->head;
@@ -161,10 +262,27 @@ void pool_submit(pool *p, uint64_t key, pool_task *t)
     pthread_mutex_unlock(&w->lock);
 }
 
+int pool_wait_idle(pool *p, unsigned timeout_ms)
+{
+    /* Polled: it runs once, at a stop, and the tasks it waits for take
+     * milliseconds each. */
+    for (unsigned waited = 0; p && __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE); waited += 5) {
+        if (waited >= timeout_ms)
+            return -1;
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 void pool_free(pool *p)
 {
     if (!p)
         return;
+    pthread_mutex_lock(&p->flock);
+    p->fstop = 1;
+    pthread_cond_broadcast(&p->fcond);
+    pthread_mutex_unlock(&p->flock);
     for (unsigned i = 0; i < p->n; i++) {
         struct worker *w = &p->w[i];
         pthread_mutex_lock(&w->lock);
@@ -179,6 +297,8 @@ void pool_free(pool *p)
     }
     pthread_mutex_destroy(&p->start_lock);
     pthread_cond_destroy(&p->start_cond);
+    pthread_mutex_destroy(&p->flock);
+    pthread_cond_destroy(&p->fcond);
     free(p->w);
     free(p);
 }

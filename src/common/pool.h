@@ -36,10 +36,20 @@ enum { POOL_LINGER_ENOUGH = 32 };
  * gather (0: runs at once). NULL on failure. The caller owns the pool. */
 pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
                const pool_hooks *hooks, void *arg);
+/* A pool whose workers share one fair queue: tasks are grouped into flows
+ * by the key given to pool_submit (e.g. the client's address), and the
+ * workers take one task from each flow in turn. A flow with a thousand tasks
+ * queued delays another flow's first task by one task per worker, not a
+ * thousand. For slow work (password hashing); batches are of one task. */
+pool *pool_new_fair(const char *name, unsigned n, const pool_hooks *hooks, void *arg);
 /* The worker (of n) that a task with non-zero key goes to. */
 unsigned pool_key_worker(uint64_t key, unsigned n);
 /* Queues t (owned by the caller until run_batch has seen it). Thread-safe. */
 void pool_submit(pool *p, uint64_t key, pool_task *t);
+/* Waits until every task submitted so far has run (or timeout_ms passes):
+ * for a clean stop that answers what is queued before closing its clients.
+ * 0 if the pool is idle, -1 on timeout. */
+int pool_wait_idle(pool *p, unsigned timeout_ms);
 /* Runs every task already queued, then stops and joins the workers. */
 void pool_free(pool *p);
 unsigned pool_size(const pool *p);

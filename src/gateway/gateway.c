@@ -66,11 +66,11 @@ struct gateway {
     u64map *sessions;           /* user -> sessions on this gateway (all loops) */
     limiter *lim;               /* per-address and per-user limits, all loops */
     unsigned auth_queued;       /* atomic: register/login calls in flight */
-    int64_t audit_last[8];      /* atomic: when each kind of limit was last logged */
+    int64_t audit_last[9];      /* atomic: when each kind of limit was last logged */
 };
 
 /* Kinds of limiter key (limiter_key's `kind`): one table, no collisions. */
-enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ };
+enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ, LIM_HIST };
 
 /* Per-connection state, in the conn's udata. */
 typedef struct gw_session {
@@ -790,6 +790,10 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         return;
     }
     if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HELLO) {
+        if (s->hello) {
+            gw_send_error(c, f->id, PARLEY__ERROR_CODE__BAD_REQUEST, "hello was already sent");
+            return;
+        }
         gw_hello(c, f);
         return;
     }
@@ -826,6 +830,16 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         if (limiter_take(gw->lim, limiter_key_u64(LIM_MSG, s->user), ab->msg_rate,
                          2.0 * ab->msg_rate, limiter_now_ms(), &retry) < 0) {
             gw_busy(c, f->id, LIM_MSG, "messages", retry);
+            return;
+        }
+    }
+    /* A history page reads up to 100 messages on the store worker that
+     * stores everyone's sends: per user, over all its sessions. */
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HISTORY) {
+        const gateway_abuse *ab = &gw->cfg.abuse;
+        if (limiter_take(gw->lim, limiter_key_u64(LIM_HIST, s->user), ab->history_rate,
+                         2.0 * ab->history_rate, limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_HIST, "history requests", retry);
             return;
         }
     }

@@ -21,11 +21,12 @@
 typedef struct gateway_abuse {
     unsigned max_conns_per_ip;
     unsigned hello_timeout_s, login_timeout_s;
-    unsigned req_rate;  /* requests per connection, bursts of 2x */
-    unsigned msg_rate;  /* messages per user, bursts of 2x */
-    unsigned reg_rate;  /* registrations per minute per address, bursts of 2x */
-    unsigned fail_rate; /* failed logins per minute per address */
-    unsigned fail_free; /* failures of an account from an address before a delay */
+    unsigned req_rate;     /* requests per connection, bursts of 2x */
+    unsigned msg_rate;     /* messages per user, bursts of 2x */
+    unsigned history_rate; /* history pages per user, bursts of 2x */
+    unsigned reg_rate;     /* registrations per minute per address, bursts of 2x */
+    unsigned fail_rate;    /* failed logins per minute per address */
+    unsigned fail_free;    /* failures of an account from an address before a delay */
     unsigned fail_max_delay_s;
     unsigned auth_per_conn, auth_per_ip, auth_total; /* queued register/login */
 } gateway_abuse;

@@ -55,6 +55,8 @@ static const opt opts[] = {
      "requests per second per connection, bursts of twice that (default 100)"},
     {"msg-rate", UINT(msg_rate), 0, 100000000,
      "messages per second per user, bursts of twice that (default 30)"},
+    {"history-rate", UINT(history_rate), 0, 100000000,
+     "history pages per second per user, bursts of twice that (default 10)"},
     {"reg-rate", UINT(reg_rate), 0, 100000000,
      "registrations per minute per source address, bursts of twice that (default 10)"},
     {"login-fail-rate", UINT(login_fail_rate), 0, 100000000,
@@ -228,6 +230,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->frame_timeout_s = 10;
     cfg->req_rate = 100;
     cfg->msg_rate = 30;
+    cfg->history_rate = 10;
     cfg->reg_rate = 10;
     cfg->login_fail_rate = 30;
     cfg->login_fail_free = 5;

@@ -33,6 +33,7 @@ typedef struct config {
     unsigned hello_timeout_s, login_timeout_s, frame_timeout_s;
     unsigned req_rate;        /* requests per second per connection */
     unsigned msg_rate;        /* messages per second per user */
+    unsigned history_rate;    /* history pages per second per user */
     unsigned reg_rate;        /* registrations per minute per address */
     unsigned login_fail_rate; /* failed logins per minute per address */
     unsigned login_fail_free; /* failures of one account from one address before a delay */

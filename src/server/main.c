@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,6 +58,7 @@ typedef struct server {
     listener *ls;
     rpc_server *rpc;
     const char *stop_reason;
+    int lock_fd; /* holds the data directory's lock; 0: none */
 } server;
 
 static const char *const server_service_names[3] = {"user", "social", "message"};
@@ -66,6 +69,37 @@ static int server_is_local(const server *s, const svc_def *def)
     for (unsigned i = 0; i < s->nlocal; i++)
         if (s->local[i] == def)
             return 1;
+    return 0;
+}
+
+/* One parleyd per data directory: two writers would each believe their
+ * view of the store. An exclusive lock on DATA/parleyd.lock, held for the
+ * life of the process (the kernel drops it however the process ends), and
+ * the holder's pid in the file for the error message. */
+static int server_lock_data(server *s, const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/parleyd.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.400s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "data directory %.400s is in use by another parleyd (pid %s)", dir,
+                 pid[0] ? pid : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("cannot write the pid to %s: %s", path, strerror(errno));
+    s->lock_fd = fd;
     return 0;
 }
 
@@ -282,6 +316,20 @@ static int server_start(server *s, char *err, size_t errlen)
         snprintf(cfg->advertise, sizeof(cfg->advertise), "%s",
                  strcmp(cfg->bind, "0.0.0.0") == 0 ? "127.0.0.1" : cfg->bind);
 
+    /* The client port first: a server that cannot listen must leave
+     * nothing behind (no data directory, no database). Nothing is accepted
+     * before the loop runs, by which time the gateway exists. */
+    s->base = event_base_new();
+    if (!s->base) {
+        snprintf(err, errlen, "cannot create the main event base");
+        return -1;
+    }
+    if (s->has_gateway) {
+        s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
+        if (!s->ls)
+            return -1;
+    }
+
     /* Reach the shared servers first: a clear error now beats a node that
      * starts and then serves nobody. */
     if (s->cluster) {
@@ -311,7 +359,8 @@ static int server_start(server *s, char *err, size_t errlen)
         if (cfg->db[0]) {
             snprintf(s->db_path, sizeof(s->db_path), "%s", cfg->db);
         } else {
-            if (server_mkdirs(cfg->data, err, errlen) < 0)
+            if (server_mkdirs(cfg->data, err, errlen) < 0 ||
+                server_lock_data(s, cfg->data, err, errlen) < 0)
                 return -1;
             snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
         }
@@ -387,6 +436,7 @@ static int server_start(server *s, char *err, size_t errlen)
                       .login_timeout_s = cfg->login_timeout_s,
                       .req_rate = cfg->req_rate,
                       .msg_rate = cfg->msg_rate,
+                      .history_rate = cfg->history_rate,
                       .reg_rate = cfg->reg_rate,
                       .fail_rate = cfg->login_fail_rate,
                       .fail_free = cfg->login_fail_free,
@@ -407,11 +457,6 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         }
     }
-    s->base = event_base_new();
-    if (!s->base) {
-        snprintf(err, errlen, "cannot create the main event base");
-        return -1;
-    }
     if (s->cluster && s->nlocal) {
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
                                 s->local, s->nlocal, err, errlen);
@@ -427,9 +472,6 @@ static int server_start(server *s, char *err, size_t errlen)
         log_info("serving RPC on %s", addr);
     }
     if (s->has_gateway) {
-        s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
-        if (!s->ls)
-            return -1;
         if (s->cluster) {
             char addr[300];
             snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
@@ -484,6 +526,8 @@ static void server_stop(server *s)
     if (s->base)
         event_base_free(s->base);
     libevent_global_shutdown();
+    if (s->lock_fd > 0)
+        close(s->lock_fd);
 }
 
 int main(int argc, char **argv)

@@ -129,13 +129,13 @@ static void svc_run_one(svc_worker *w, svc_task *t)
     }
     /* Nobody waits for the answer: a read, or the hashing of a login whose
      * connection closed, would be work for nothing. */
-    int droppable = t->def->slow || (t->def->droppable >> t->method & 1);
+    int droppable = t->def->droppable >> t->method & 1;
     if (droppable && t->gone && t->gone(t->gone_arg)) {
         t->outcome = SVC_EXPIRED;
         svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "the client has gone");
         return;
     }
-    if (t->def->slow && __atomic_load_n(&w->rt->stopping, __ATOMIC_ACQUIRE)) {
+    if (t->def->slow && droppable && __atomic_load_n(&w->rt->stopping, __ATOMIC_ACQUIRE)) {
         svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "server shutting down, try again");
         return;
     }
@@ -274,8 +274,10 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
             svc_task *t = (svc_task *)tasks[i];
             svc_run_one(w, t);
             /* Run the batch again on a new connection: a send that did
-             * commit is found by its ref, and acks may repeat. */
-            if (t->ctx.failed && store_is_dead(w->st))
+             * commit is found by its ref, and acks may repeat. A deadlock
+             * undid only this request's own statement or transaction (a
+             * login's session and its trim): running it again is safe. */
+            if (t->ctx.failed && (store_is_dead(w->st) || store_txn_lost(w->st)))
                 return -1;
         }
         if (svc_flush_appends(w, tasks, n) < 0)
@@ -464,7 +466,7 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
     rt->store_pool =
         pool_new("store", cfg->store_workers, cfg->max_batch, cfg->linger_us, &svc_hooks, rt);
     if (rt->store_pool)
-        rt->auth_pool = pool_new("auth", cfg->auth_workers, 1, 0, &svc_auth_hooks, rt);
+        rt->auth_pool = pool_new_fair("auth", cfg->auth_workers, &svc_auth_hooks, rt);
     if (!rt->store_pool || !rt->auth_pool) {
         snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
         svc_runtime_free(rt);
@@ -485,8 +487,13 @@ void svc_runtime_free(svc_runtime *rt)
 
 void svc_runtime_stop(svc_runtime *rt)
 {
-    if (rt)
-        __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+    if (!rt)
+        return;
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+    /* Their answers are posted to the loops before the caller closes the
+     * connections, so the clients learn why (a hash under way finishes). */
+    if (pool_wait_idle(rt->auth_pool, 3000) < 0)
+        log_warn("stop: logins still running after 3 s; their clients will not hear back");
 }
 
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
@@ -509,7 +516,19 @@ void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parle
     parley__result__init(t->ctx.res);
     t->ctx.pushes_tail = &t->ctx.pushes;
     __atomic_add_fetch(&rt->submitted, 1, __ATOMIC_RELAXED);
-    pool_submit(def->slow ? rt->auth_pool : rt->store_pool, call->key, &t->base);
+    if (def->slow) {
+        /* Hashing is shared out by the client's address, in turn: a flood
+         * from one place waits behind itself, not in front of everyone. */
+        uint64_t flow = 0xcbf29ce484222325ULL;
+        const char *addr = call->caller && call->caller->addr ? call->caller->addr : "";
+        for (const char *p = addr; *p; p++)
+            flow = (flow ^ (unsigned char)*p) * 0x100000001b3ULL;
+        if (!addr[0] && call->caller)
+            flow ^= call->caller->session_id;
+        pool_submit(rt->auth_pool, flow, &t->base);
+        return;
+    }
+    pool_submit(rt->store_pool, call->key, &t->base);
 }
 
 Parley__ServerFrame *svc_reply(svc_ctx *ctx)

@@ -89,7 +89,8 @@ typedef struct svc_def {
     /* bit i: method i needs no savepoint. Each of its writes is one atomic
      * store call, and any write made before it fails may stay. */
     uint64_t atomic;
-    /* bit i: method i may be dropped when its caller is gone (reads). */
+    /* bit i: method i may be dropped when its caller is gone, or answered
+     * UNAVAILABLE at a stop (reads, logins). */
     uint64_t droppable;
 } svc_def;
 
@@ -121,13 +122,15 @@ typedef void (*svc_done_fn)(void *arg, arena *a, Parley__Result *res, svc_outcom
  * deadline_ms is on svc_clock_ms()'s clock; 0 means none. gone (may be
  * NULL) tells whether the caller has left; if so, or once the deadline has
  * passed, a request that only reads or that is slow (registration, login)
- * is answered SVC_EXPIRED without running. Writes a client may already
- * count on (sends, acks, friends, groups) still run. */
+ * is answered SVC_EXPIRED without running if it is droppable (see
+ * svc_def). Writes a client may already count on (sends, acks, friends,
+ * groups, logouts) still run. */
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
                 int64_t deadline_ms, svc_gone_fn gone, void *gone_arg, svc_done_fn done, void *arg);
 /* Starts a clean stop: requests still queued on the slow (auth) pool are
  * answered UNAVAILABLE instead of run, so that a stop with a thousand
- * registrations queued takes a moment, not minutes of hashing. */
+ * registrations queued takes a moment, not minutes of hashing. Returns once
+ * they are answered (at most a few seconds). */
 void svc_runtime_stop(svc_runtime *rt);
 /* Requests submitted so far (for telling a busy server from a quiet one). */
 uint64_t svc_runtime_submitted(const svc_runtime *rt);

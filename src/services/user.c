@@ -240,4 +240,7 @@ const svc_def svc_user = {
     .desc = &parley__user_service__descriptor,
     .methods = user_methods,
     .slow = 1,
+    /* Register, Login, Resume: nobody to answer once the client has gone.
+     * Logout always runs: it tells the friends the user went offline. */
+    .droppable = (1u << 0) | (1u << 1) | (1u << 2),
 };

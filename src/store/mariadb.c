@@ -433,7 +433,7 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                       "uu", MDB_MSG_TYPES},
     [Q_MSG_GET] = {"SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV " WHERE m.id = ?", "u",
                    MDB_MSG_TYPES},
-    [Q_MSG_RECALL] = {"UPDATE messages SET recalled = 1 WHERE id = ?", "u", ""},
+    [Q_MSG_RECALL] = {"UPDATE messages SET recalled = 1, body = '' WHERE id = ?", "u", ""},
     /* Newest first down the (conv_id, seq) index, then re-sorted: the outer
      * sort only sees `limit` rows. */
     [Q_HISTORY] = {"SELECT * FROM (SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV

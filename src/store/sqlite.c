@@ -304,7 +304,9 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_MSG_BY_REF] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
                      " WHERE m.sender = ?1 AND m.ref = ?2",
     [Q_MSG_GET] = "SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV " WHERE m.id = ?1",
-    [Q_MSG_RECALL] = "UPDATE messages SET recalled = 1 WHERE id = ?1",
+    /* A recalled message forgets its body: secure_delete (set at open) zeroes
+     * the freed bytes of the old row instead of leaving them in the page. */
+    [Q_MSG_RECALL] = "UPDATE messages SET recalled = 1, body = '' WHERE id = ?1",
     /* Newest first through the (conv_id, seq) index, then re-sorted: the
      * outer sort only sees `limit` rows. */
     [Q_HISTORY] = "SELECT * FROM (SELECT " STORE_MSG_COLS " FROM messages AS m" STORE_MSG_CONV
@@ -609,7 +611,8 @@ static store_status store_configure(sq_store *st)
      * A crash of parleyd loses nothing committed (the WAL is in the OS
      * cache); a power loss or OS crash may lose the last few transactions
      * but never corrupts the database. That trade buys far fewer fsyncs. */
-    if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON") != STORE_OK)
+    if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                           " PRAGMA secure_delete = ON") != STORE_OK)
         return STORE_ERROR;
     /* The writer touches the tail of every busy conversation's index: with
      * SQLite's default 2 MB cache those pages were read again (a pread

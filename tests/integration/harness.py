@@ -43,12 +43,13 @@ def wait_port(port, timeout=15.0, proc=None):
 class Server:
     """One parleyd (role all) on a free port with its own data directory."""
 
-    def __init__(self, data=None, extra=(), pwhash_cost="min"):
+    def __init__(self, data=None, extra=(), pwhash_cost="min", env=None):
         self.port = free_port()
         self.own_data = data is None
         self.data = data or tempfile.mkdtemp(prefix="parley-test-")
         self.extra = list(extra)
         self.pwhash_cost = pwhash_cost
+        self.env = env  # None: this process's environment
         self.proc = None
         self.log_path = os.path.join(self.data, "parleyd.log")
 
@@ -57,7 +58,7 @@ class Server:
                 "--pwhash-cost", self.pwhash_cost] + self.extra
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log)
+                                     stderr=self.log, env=self.env)
         wait_port(self.port, proc=self.proc)
         return self
 
@@ -255,6 +256,8 @@ class ParleyTest(unittest.TestCase):
 # ---- raw protocol, for tests that must send what no real client would ----
 
 def _varint(n):
+    if n < 0:  # as protobuf encodes a negative int64: ten bytes
+        n += 1 << 64
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -312,11 +315,35 @@ def _read_varint(buf, i):
             return n, i
 
 
-class RawConn:
-    """A bare TCP connection speaking frames."""
+IP_BIND_ADDRESS_NO_PORT = 24  # Linux; not in the socket module
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+def tcp_connect(port, source=None, timeout=10, host="127.0.0.1"):
+    """A TCP socket connected to host:port, its source address bound to
+    `source` (any 127.x.y.z works on Linux loopback) when given: per-address
+    limits then see that address. The source port is picked at connect()
+    (IP_BIND_ADDRESS_NO_PORT), so thousands of connections from one address
+    do not run out of ports to bind."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        if source:
+            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((source, 0))
+        s.connect((host, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class RawConn:
+    """A bare TCP connection speaking frames, from 127.0.0.1 or from the
+    loopback address `source`."""
+
+    def __init__(self, port, source=None, timeout=10):
+        self.sock = tcp_connect(port, source, timeout)
+        self.source = source or "127.0.0.1"
         self.buf = b""
 
     def send(self, data):
@@ -351,6 +378,400 @@ class RawConn:
 
     def close(self):
         self.sock.close()
+
+    def reset(self):
+        """Closes with a TCP RST instead of a FIN, as a crashed client might."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.sock.close()
+
+
+# ---- a raw-protocol client, for hostile tests ----
+
+# ErrorCode values (proto/parley.proto)
+BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, CONFLICT = 1, 2, 3, 4, 5
+TOO_LARGE, UNSUPPORTED, INTERNAL, UNAVAILABLE, EXPIRED, BUSY = 6, 7, 8, 9, 10, 11
+ERROR_NAMES = {1: "BAD_REQUEST", 2: "UNAUTHENTICATED", 3: "FORBIDDEN", 4: "NOT_FOUND",
+               5: "CONFLICT", 6: "TOO_LARGE", 7: "UNSUPPORTED", 8: "INTERNAL",
+               9: "UNAVAILABLE", 10: "EXPIRED", 11: "BUSY"}
+
+# ClientFrame body field numbers
+F_HELLO, F_PING, F_ACK, F_REG, F_LOGIN, F_RESUME, F_LOGOUT = 10, 11, 12, 20, 21, 22, 23
+F_FRIEND_ADD, F_FRIEND_DEL, F_FRIEND_LIST = 30, 31, 32
+F_GROUP_CREATE, F_GROUP_JOIN, F_GROUP_QUIT, F_GROUP_DELETE = 40, 41, 42, 43
+F_SEND_DIRECT, F_SEND_GROUP, F_HISTORY, F_RECALL = 50, 51, 52, 53
+# ServerFrame body field numbers
+S_HELLO_OK, S_PONG, S_REGISTER_OK, S_LOGIN_OK, S_DONE = 10, 11, 20, 21, 22
+S_FRIEND_LIST_OK, S_GROUP_CREATE_OK, S_SEND_OK, S_HISTORY_OK = 30, 40, 50, 52
+S_MESSAGE, S_RECALL_EVENT, S_GROUP_DELETED, S_PRESENCE, S_BYE = 100, 101, 102, 103, 104
+
+
+def pb(*fields):
+    """A protobuf message from (number, value) pairs; None values are left out."""
+    return b"".join(pb_field(n, v) for n, v in fields if v is not None)
+
+
+def request(field, body=b"", req_id=1):
+    """One framed ClientFrame: id and one body field."""
+    return frame(pb_field(1, req_id) + pb_field(field, body))
+
+
+class Err:
+    """The Error of a ServerFrame."""
+
+    def __init__(self, raw):
+        e = pb_decode(raw)
+        self.code = e.get(1, [0])[0]
+        self.text = e.get(2, [b""])[0].decode("utf-8", "replace")
+        self.retry_after_ms = e.get(3, [0])[0]
+
+    def __repr__(self):
+        return "Err(%s %r retry_after_ms=%d)" % (ERROR_NAMES.get(self.code, self.code),
+                                                 self.text, self.retry_after_ms)
+
+
+def error(f):
+    """The Err of a decoded ServerFrame, or None when it has none."""
+    return Err(f[2][0]) if f and 2 in f else None
+
+
+def frame_id(f):
+    return f.get(1, [0])[0]
+
+
+def body(f, field):
+    """The decoded body `field` of a ServerFrame ({number: [values]}), or None."""
+    return pb_decode(f[field][0]) if f and field in f else None
+
+
+def one(d, num, default=0):
+    """The single value of field `num` of a decoded message."""
+    return d.get(num, [default])[0] if d else default
+
+
+def message_of(raw):
+    """A decoded Message (pushed or in history) as a dict."""
+    m = pb_decode(raw)
+    return {"msgid": one(m, 1), "conv": one(m, 2), "seq": one(m, 3), "from": one(m, 4),
+            "to": one(m, 5), "group": one(m, 6), "body": one(m, 7, b""), "ts": one(m, 8),
+            "recalled": one(m, 9)}
+
+
+def describe(f):
+    """A short text for a ServerFrame in assertion messages."""
+    if f is None:
+        return "<closed>"
+    e = error(f)
+    if e:
+        return "id=%d %r" % (frame_id(f), e)
+    return "id=%d body=%s" % (frame_id(f), sorted(k for k in f if k >= 10))
+
+
+class Closed(Exception):
+    """The server closed the connection while a reply was awaited."""
+
+
+class Peer:
+    """A client speaking the raw protocol over one RawConn: hello, register,
+    login and the other requests, each waiting for its own reply by id.
+    Pushes (frames with id 0) that arrive meanwhile are kept in self.pushes.
+    Not thread-safe: one thread per Peer."""
+
+    def __init__(self, port, source=None, hello=True, timeout=10):
+        self.conn = RawConn(port, source, timeout)
+        self.source = self.conn.source
+        self.timeout = timeout
+        self.next_id = 1
+        self.pushes = []
+        self.user_id = 0
+        self.token = None
+        self.is_closed = False
+        if hello:
+            f = self.call(F_HELLO, pb((1, 1), (2, "hostile-test")))
+            if S_HELLO_OK not in f:
+                raise AssertionError("hello refused: %s" % describe(f))
+
+    def close(self):
+        self.conn.close()
+
+    def reset(self):
+        self.conn.reset()
+
+    def send_raw(self, data):
+        self.conn.send(data)
+
+    def take_id(self):
+        self.next_id += 1
+        return self.next_id
+
+    def send_req(self, field, body_bytes=b""):
+        """Sends one request; returns its id (no wait)."""
+        rid = self.take_id()
+        self.conn.send(request(field, body_bytes, rid))
+        return rid
+
+    def recv(self, timeout=None):
+        """The next frame, or None if the connection was closed (FIN or RST)."""
+        if self.is_closed:
+            return None
+        try:
+            f = self.conn.recv_frame(timeout=self.timeout if timeout is None else timeout)
+        except (ConnectionResetError, BrokenPipeError):
+            f = None
+        if f is None:
+            self.is_closed = True
+        return f
+
+    def wait_reply(self, rid, timeout=None):
+        """The reply with id `rid`; raises Closed if the connection closes and
+        socket.timeout if nothing comes in time. Pushes are kept, and so are
+        replies to other requests (replies may come in any order: a BUSY is
+        answered at once, a stored send later)."""
+        for i, f in enumerate(self.pushes):
+            if frame_id(f) == rid:
+                return self.pushes.pop(i)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no reply to request %d" % rid)
+            f = self.recv(timeout=left)
+            if f is None:
+                raise Closed("connection closed while waiting for reply %d" % rid)
+            if frame_id(f) == rid:
+                return f
+            self.pushes.append(f)
+
+    def call(self, field, body_bytes=b"", timeout=None):
+        """Sends one request and returns its reply frame."""
+        return self.wait_reply(self.send_req(field, body_bytes), timeout)
+
+    def wait_push(self, pred, timeout=None):
+        """The first push (kept or new) for which pred(frame) holds; it is
+        removed from self.pushes. Raises Closed or socket.timeout."""
+        for i, f in enumerate(self.pushes):
+            if pred(f):
+                return self.pushes.pop(i)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no matching push")
+            f = self.recv(timeout=left)
+            if f is None:
+                raise Closed("connection closed while waiting for a push")
+            if pred(f):
+                return f
+            self.pushes.append(f)
+
+    def closed_within(self, timeout):
+        """True if the server closes the connection within `timeout` seconds
+        (frames that arrive meanwhile are kept)."""
+        deadline = time.monotonic() + timeout
+        while not self.is_closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                f = self.recv(timeout=left)
+            except socket.timeout:
+                return False
+            if f is not None:
+                self.pushes.append(f)
+        return True
+
+    # ---- requests ----
+
+    def register(self, name, password="secret123", timeout=None):
+        return self.call(F_REG, pb((1, name), (2, password)), timeout)
+
+    def login(self, name, password="secret123", timeout=None):
+        """Logs in by name (str) or id (int); on success remembers id and token."""
+        if isinstance(name, int):
+            req = pb((1, name), (3, password))
+        else:
+            req = pb((2, name), (3, password))
+        f = self.call(F_LOGIN, req, timeout)
+        ok = body(f, S_LOGIN_OK)
+        if ok:
+            self.user_id = one(pb_decode(ok[1][0]), 1)
+            self.token = one(ok, 2, b"")
+        return f
+
+    def resume(self, token, timeout=None):
+        return self.call(F_RESUME, pb((1, token)), timeout)
+
+    def ping(self, nonce=1, timeout=None):
+        return self.call(F_PING, pb((1, nonce)), timeout)
+
+    def send(self, to, text, timeout=None):
+        return self.call(F_SEND_DIRECT, pb((1, to), (2, text)), timeout)
+
+    def send_group(self, group_id, text, timeout=None):
+        return self.call(F_SEND_GROUP, pb((1, group_id), (2, text)), timeout)
+
+    def ack(self, conv, seq):
+        """Acks get no reply; sent with id 0 as the protocol says."""
+        self.conn.send(frame(pb_field(1, 0) + pb_field(F_ACK, pb((1, conv), (2, seq)))))
+
+    def history(self, peer=None, group=None, limit=None, before=None, timeout=None):
+        return self.call(F_HISTORY, pb((1, peer), (2, group), (3, limit), (4, before)), timeout)
+
+    def history_messages(self, peer=None, group=None, limit=100):
+        f = self.history(peer=peer, group=group, limit=limit)
+        h = body(f, S_HISTORY_OK)
+        if h is None:
+            raise AssertionError("history refused: %s" % describe(f))
+        return [message_of(m) for m in h.get(1, [])]
+
+    def friend_add(self, user_id, timeout=None):
+        return self.call(F_FRIEND_ADD, pb((1, user_id)), timeout)
+
+    def friend_list(self, timeout=None):
+        return self.call(F_FRIEND_LIST, b"", timeout)
+
+    def group_create(self, name, desc="", timeout=None):
+        return self.call(F_GROUP_CREATE, pb((1, name), (2, desc)), timeout)
+
+    def logout(self, all_devices=False, timeout=None):
+        return self.call(F_LOGOUT, pb((2, 1 if all_devices else None)), timeout)
+
+    def messages(self):
+        """Pushed messages kept so far, decoded."""
+        return [message_of(f[S_MESSAGE][0]) for f in self.pushes if S_MESSAGE in f]
+
+
+def expect_ok(f, field, what=""):
+    """The decoded reply body `field`; fails with the error if there is none."""
+    b = body(f, field)
+    if b is None:
+        raise AssertionError("%s: expected reply body %d, got %s" % (what, field, describe(f)))
+    return b
+
+
+class ChatPair:
+    """Two well-behaved users on their own connections from 127.0.0.1, chatting
+    in a background thread while a test attacks the server: A sends B a
+    message and waits for send_ok, B waits for the push and acks it, then the
+    other way round; every tenth round each also pings. Every wait is timed:
+    check() asserts that no reply or push took longer than `limit` seconds,
+    that nothing failed, and that the pair kept chatting the whole time."""
+
+    def __init__(self, port, prefix="pair", interval=0.05, limit=1.0, wait=10.0):
+        self.port = port
+        self.prefix = prefix
+        self.interval = interval
+        self.limit = limit
+        self.wait = wait
+        self.failures = []
+        self.latencies = []
+        self.slow = []
+        self.rounds = 0
+        self.stopping = threading.Event()
+        self.thread = None
+        self.started_at = self.stopped_at = None
+        self.peers = []
+
+    def start(self):
+        a = Peer(self.port, timeout=30)
+        b = Peer(self.port, timeout=30)
+        self.peers = [a, b]
+        for p, name in ((a, self.prefix + "-a"), (b, self.prefix + "-b")):
+            expect_ok(p.register(name), S_REGISTER_OK, "register " + name)
+            expect_ok(p.login(name), S_LOGIN_OK, "login " + name)
+            p.timeout = self.wait
+        self.started_at = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _timed(self, what, fn):
+        t0 = time.monotonic()
+        r = fn()
+        dt = time.monotonic() - t0
+        self.latencies.append(dt)
+        if dt > self.limit:
+            self.slow.append("%s took %.2fs at +%.1fs" % (what, dt, t0 - self.started_at))
+        return r
+
+    def _run(self):
+        a, b = self.peers
+        last_seq = {}
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                sender, receiver = (a, b) if n % 2 == 0 else (b, a)
+                text = "%s round %d" % (self.prefix, n)
+                t0 = time.monotonic()
+                f = self._timed("send_ok %d" % n, lambda: sender.send(receiver.user_id, text))
+                ok = body(f, S_SEND_OK)
+                if ok is None:
+                    self.failures.append("send %d: %s" % (n, describe(f)))
+                    break
+                msgid = one(ok, 1)
+                push = receiver.wait_push(
+                    lambda g: S_MESSAGE in g and message_of(g[S_MESSAGE][0])["msgid"] == msgid)
+                dt = time.monotonic() - t0
+                self.latencies.append(dt)
+                if dt > self.limit:
+                    self.slow.append("push %d arrived %.2fs after the send" % (n, dt))
+                m = message_of(push[S_MESSAGE][0])
+                if m["body"] != text.encode():
+                    self.failures.append("push %d has body %r" % (n, m["body"]))
+                want = last_seq.get(m["conv"], 0) + 1
+                if m["seq"] != want:
+                    self.failures.append("push %d: seq %d, expected %d" % (n, m["seq"], want))
+                last_seq[m["conv"]] = m["seq"]
+                receiver.ack(m["conv"], m["seq"])
+                if n % 10 == 0:
+                    for p in (a, b):
+                        f = self._timed("ping %d" % n, lambda: p.ping(n + 1))
+                        if S_PONG not in f:
+                            self.failures.append("ping %d: %s" % (n, describe(f)))
+                self.rounds += 1
+                n += 1
+                self.stopping.wait(self.interval)
+        except Exception as e:  # reported by check()
+            self.failures.append("round %d: %r" % (n, e))
+        finally:
+            self.stopped_at = time.monotonic()
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread:
+            self.thread.join(timeout=self.wait + 5)
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
+        for p in self.peers:
+            p.close()
+
+    def summary(self):
+        lat = sorted(self.latencies) or [0.0]
+        return ("pair: %d rounds in %.1fs, p50 %.1f ms, p99 %.1f ms, worst %.1f ms" %
+                (self.rounds, (self.stopped_at or time.monotonic()) - self.started_at,
+                 1000 * lat[len(lat) // 2], 1000 * lat[int(len(lat) * 0.99)], 1000 * lat[-1]))
+
+    def check(self, tc, min_rounds=5, min_seconds=1.0):
+        """Stops the pair and asserts, on the TestCase tc, that it was never
+        hurt. A quick test lets the pair go on to `min_rounds` rounds and
+        `min_seconds` first, so the pair also sees the attack's aftermath."""
+        deadline = time.monotonic() + min_seconds + min_rounds * 2 * self.limit
+        while (self.thread.is_alive() and time.monotonic() < deadline and
+               (self.rounds < min_rounds or time.monotonic() - self.started_at < min_seconds)):
+            time.sleep(0.02)
+        self.stop()
+        duration = self.stopped_at - self.started_at
+        tc.assertFalse(self.thread.is_alive(), "the pair's thread hung")
+        tc.assertEqual(self.failures, [], "the pair failed; " + self.summary())
+        tc.assertEqual(self.slow, [], "the pair waited over %.1fs; %s" % (self.limit,
+                                                                         self.summary()))
+        # Each round is at most two waits of `limit` and a pause: a pair that
+        # chatted the whole time did at least this many.
+        want = max(min_rounds, int(duration / (2 * self.limit + self.interval)))
+        tc.assertGreaterEqual(self.rounds, want, "the pair stopped chatting; " + self.summary())
+        return self.summary()
 
 
 # ---- a whole cluster (scripts/cluster.sh) ----

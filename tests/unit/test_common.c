@@ -145,6 +145,59 @@ static void test_pool_batch_wait_gathers(void **state)
     assert_int_equal(l.batches, 1);
 }
 
+/* A fair pool serves its flows in turn: one flooded flow does not hold up
+ * another's first task. */
+typedef struct {
+    pool_task base;
+    int flow;
+} flow_task;
+
+typedef struct {
+    pthread_mutex_t mu;
+    int order[16];
+    int n;
+} flow_log;
+
+static void *flow_init(void *arg, unsigned idx)
+{
+    return arg;
+}
+
+static void flow_batch(void *ctx, pool_task **tasks, unsigned n)
+{
+    flow_log *l = ctx;
+    struct timespec pause = {0, 2 * 1000000};
+    nanosleep(&pause, NULL);
+    pthread_mutex_lock(&l->mu);
+    for (unsigned i = 0; i < n; i++)
+        l->order[l->n++] = ((flow_task *)tasks[i])->flow;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void test_pool_fair_serves_flows_in_turn(void **state)
+{
+    static const pool_hooks hooks = {.worker_init = flow_init, .run_batch = flow_batch};
+    flow_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pool *p = pool_new_fair("fair", 1, &hooks, &l);
+    assert_non_null(p);
+    flow_task t[11];
+    for (int i = 0; i < 10; i++) {
+        t[i].flow = 1;
+        pool_submit(p, 111, &t[i].base);
+    }
+    t[10].flow = 2;
+    pool_submit(p, 222, &t[10].base);
+    assert_int_equal(pool_wait_idle(p, 5000), 0);
+    pool_free(p);
+    assert_int_equal(l.n, 11);
+    /* The one task of flow 2 ran within the first three, not last. */
+    int at = -1;
+    for (int i = 0; i < l.n; i++)
+        if (l.order[i] == 2)
+            at = i;
+    assert_in_range(at, 0, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_arena_alloc_and_reset),
         cmocka_unit_test(test_pool_spreads_conversations),
         cmocka_unit_test(test_pool_batch_wait_gathers),
+        cmocka_unit_test(test_pool_fair_serves_flows_in_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
