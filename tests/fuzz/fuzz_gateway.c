@@ -15,11 +15,13 @@
  * Every frame the server writes must be a ServerFrame; descriptors must not
  * pile up. The limits are the server's defaults except those that count
  * per address or per user across connections (registrations, failed logins,
- * messages): every input comes from the same address and may use the same
- * accounts, and those would end up refusing every input.
+ * messages, history pages): every input comes from the same address and
+ * may use the same accounts, and those would end up refusing every input.
  *
- * The database lives for the whole run, so an input may meet accounts,
- * friends and groups made by earlier ones: a crash that does not repeat
+ * Four accounts exist from the start (fz_accounts: bob, alice, carol,
+ * dave; users 1-4) and bob, the peer, stays logged in. The database lives
+ * for the whole run, so an input may meet accounts, friends and groups made
+ * by earlier ones: a crash that does not repeat
  * alone may need the inputs before it (libFuzzer's -runs over the corpus).
  * FUZZ_GATEWAY_VERBOSE=1 in the environment prints every reply and the
  * server's log.
@@ -218,10 +220,8 @@ typedef struct {
 
 /* The peer: a client logged in as bob (user 1, creator of group 1) that
  * stays connected from one input to the next, so that what an input sends
- * to user 1 or group 1 is pushed to a live session. */
+ * to user 1 or group 1 is pushed to a live session. See fz_accounts. */
 static fz_client fz_peer = {.fd = -1, .peer = 1};
-#define FZ_PEER_NAME     "bob"
-#define FZ_PEER_PASSWORD "bobsecret1"
 
 static void fz_client_open(fz_client *c)
 {
@@ -403,8 +403,20 @@ static int fz_quiet(fz_client *a)
     return 0;
 }
 
+/* The accounts made at the start, in this order (user ids 1, 2, ...), with
+ * the passwords the seeds use: an input that registers one of these names
+ * with another password cannot take the account away from the inputs after
+ * it. The first is the peer's. */
+static const char *const fz_accounts[][2] = {
+    {"bob", "bobsecret1"},
+    {"alice", "secret123"},
+    {"carol", "secret123"},
+    {"dave", "secret123"},
+};
+
 /* Connects the peer again if the server closed it (a kick, a timeout) and
- * logs it in; at the start, registers bob and creates group 1 as well. */
+ * logs it in as bob; at the start, registers the accounts and creates group
+ * 1 as well. */
 static void fz_peer_up(int first)
 {
     if (fz_open(&fz_peer))
@@ -418,18 +430,18 @@ static void fz_peer_up(int first)
     f.body_case = PARLEY__CLIENT_FRAME__BODY_HELLO;
     f.hello = &hello;
     fz_send_frame(&fz_peer, &f);
-    if (first) {
+    for (size_t i = 0; first && i < sizeof(fz_accounts) / sizeof(fz_accounts[0]); i++) {
         Parley__Register reg = PARLEY__REGISTER__INIT;
-        reg.name = FZ_PEER_NAME;
-        reg.password = FZ_PEER_PASSWORD;
+        reg.name = (char *)fz_accounts[i][0];
+        reg.password = (char *)fz_accounts[i][1];
         f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
         f.reg = &reg;
         fz_send_frame(&fz_peer, &f);
         fz_quiet(NULL);
     }
     Parley__Login login = PARLEY__LOGIN__INIT;
-    login.name = FZ_PEER_NAME;
-    login.password = FZ_PEER_PASSWORD;
+    login.name = (char *)fz_accounts[0][0];
+    login.password = (char *)fz_accounts[0][1];
     f.body_case = PARLEY__CLIENT_FRAME__BODY_LOGIN;
     f.login = &login;
     fz_send_frame(&fz_peer, &f);
@@ -591,6 +603,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                   .login_timeout_s = 30,
                   .req_rate = 100,
                   .msg_rate = 0,
+                  .history_rate = 0,
                   .reg_rate = 0,
                   .fail_rate = 0,
                   .fail_free = 0,

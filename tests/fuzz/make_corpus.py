@@ -137,14 +137,16 @@ def stream(*payloads):
 
 
 def as_alice(*payloads):
-    """Hello, register and log in as alice (user 2 in fuzz_gateway's database)."""
-    return stream(hello(1), register(2, "alice", "secret123"), login(3, "alice"), *payloads)
+    """Hello and log in as alice (user 2, made by fuzz_gateway at its start)."""
+    return stream(hello(1), ping(2), login(3, "alice"), *payloads)
 
 
 # fuzz_gateway's first byte (FZ_MODE_* in fuzz_gateway.c).
 WAIT_AUTH, WAIT_EACH, HANG_UP, DRIBBLE = 1, 2, 4, 8
 
-# fuzz_gateway's resident peer: bob, user 1, logged in throughout, creator of group 1.
+# fuzz_gateway's accounts (fz_accounts): bob, user 1, is its resident peer,
+# logged in throughout and creator of group 1; alice, carol and dave are 2-4,
+# all with password secret123.
 BOB, BOB_PASSWORD, LOBBY = 1, "bobsecret1", 1
 
 
@@ -155,7 +157,8 @@ def gateway_seeds():
     s["hello_ping"] = stream(hello(1), ping(2))
     s["hello_bad_version"] = stream(hello(1, version=99), ping(2))
     s["ping_before_hello"] = stream(ping(1), hello(2))
-    s["register_carol"] = stream(hello(1), register(2, "carol", "hunter22"))
+    s["register"] = stream(hello(1), register(2, "erin", "hunter22"), login(3, "erin", "hunter22"))
+    s["register_taken"] = stream(hello(1), register(2, "carol", "hunter22"))
     s["login_by_id"] = stream(hello(1), login(2, user_id=2), friend_list(3))
     s["login_wrong_password"] = stream(hello(1), login(2, "alice", "wrong-password"))
     s["resume_unknown_token"] = stream(hello(1), resume(2, "A" * 43), ping(3))
@@ -193,8 +196,8 @@ def gateway_seeds():
     )
     s["everything"] = stream(
         hello(1),
-        register(2, "carol", "secret123"),
-        register(3, "dave", "secret123"),
+        ping(2),
+        register(3, "frank", "secret123"),
         login(4, "carol"),
         friend_add(5, BOB),
         group_create(6, "team", "desc"),
