@@ -1,6 +1,6 @@
 /*
  * fuzz_gateway: a client's byte stream into a real gateway, assembled as
- * parleyd's embedded role assembles it (server/main.c): an I/O loop, the
+ * parleyd's embedded role assembles it (server/main.c): I/O loops, the
  * service runtime on a temporary SQLite database, the three services
  * in-process (rpc/local) and the local bus. Built once; each input is one
  * client connection (a socketpair handed to gateway_accept) that writes the
@@ -54,7 +54,9 @@
 #include "services/svc.h"
 
 /* The login deadline the server uses for rpc_local (--rpc-timeout). */
-enum { FZ_RPC_TIMEOUT_MS = 5000, FZ_FD_SLACK = 32 };
+/* Two I/O loops, as on a two-core machine: connections land on either in
+ * turn, so a push often crosses from one loop to the other. */
+enum { FZ_RPC_TIMEOUT_MS = 5000, FZ_FD_SLACK = 32, FZ_LOOPS = 2 };
 
 /* The input's first byte: how the client paces its writes. */
 enum {
@@ -81,7 +83,7 @@ static char fz_db[4096];
 static svc_config fz_cfg;
 static bus *fz_bus;
 static svc_runtime *fz_rt;
-static loop *fz_loop;
+static loop *fz_loops[FZ_LOOPS];
 static ProtobufCService *fz_svcs[3];
 static gateway *fz_gw;
 static int fz_efd = -1;     /* eventfd: a call was answered */
@@ -90,8 +92,8 @@ static int fz_fds_at_start; /* descriptors after the first input */
 static pthread_mutex_t fz_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fz_cv = PTHREAD_COND_INITIALIZER;
 static uint64_t fz_synced;
-static struct event *fz_sync_ev; /* on the loop, at the output flush's priority */
-static int fz_verbose;           /* FUZZ_GATEWAY_VERBOSE=1: print what the server answers */
+static struct event *fz_sync_ev[FZ_LOOPS]; /* at the output flush's priority */
+static int fz_verbose; /* FUZZ_GATEWAY_VERBOSE=1: print what the server answers */
 
 /* ---- the counting services ---- */
 
@@ -163,11 +165,10 @@ static void fz_sync_done(evutil_socket_t fd, short what, void *arg)
 
 static void fz_sync_post(void *arg)
 {
-    (void)arg;
-    event_active(fz_sync_ev, 0, 0);
+    event_active(arg, 0, 0);
 }
 
-/* Returns once the loop has run everything posted to it before the call,
+/* Returns once each loop has run everything posted to it before the call,
  * and then the output flush those posts queued: the sync event has the
  * flush's low priority and comes after it in the queue. (A post alone
  * would not do: libevent runs the next pass's posts before a pending
@@ -175,9 +176,10 @@ static void fz_sync_post(void *arg)
 static void fz_loop_sync(void)
 {
     pthread_mutex_lock(&fz_mu);
-    uint64_t want = fz_synced + 1;
+    uint64_t want = fz_synced + FZ_LOOPS;
     pthread_mutex_unlock(&fz_mu);
-    loop_post(fz_loop, fz_sync_post, NULL);
+    for (int i = 0; i < FZ_LOOPS; i++)
+        loop_post(fz_loops[i], fz_sync_post, fz_sync_ev[i]);
     pthread_mutex_lock(&fz_mu);
     while (fz_synced < want)
         pthread_cond_wait(&fz_cv, &fz_mu);
@@ -548,13 +550,16 @@ static void fz_teardown(void)
     svc_runtime_stop(fz_rt);
     gateway_close_all(fz_gw, "fuzzing done");
     svc_runtime_free(fz_rt);
-    loop_stop(fz_loop);
+    for (int i = 0; i < FZ_LOOPS; i++)
+        loop_stop(fz_loops[i]);
     fz_client_close(&fz_peer);
     gateway_free(fz_gw);
-    event_free(fz_sync_ev);
+    for (int i = 0; i < FZ_LOOPS; i++)
+        event_free(fz_sync_ev[i]);
     for (int k = 0; k < 3; k++)
         protobuf_c_service_destroy(fz_svcs[k]);
-    loop_free(fz_loop);
+    for (int i = 0; i < FZ_LOOPS; i++)
+        loop_free(fz_loops[i]);
     bus_free(fz_bus);
     close(fz_efd);
     libevent_global_shutdown();
@@ -583,9 +588,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_gateway: %s\n", err);
         abort();
     }
-    fz_loop = loop_new(0);
-    if (!fz_loop)
-        fz_fail("loop_new");
+    for (int i = 0; i < FZ_LOOPS; i++) {
+        fz_loops[i] = loop_new((unsigned)i);
+        if (!fz_loops[i])
+            fz_fail("loop_new");
+    }
     /* As server_gateway_services: only a login gives up at the deadline. */
     fz_svcs[0] = fz_svc_new(&svc_user, FZ_RPC_TIMEOUT_MS);
     fz_svcs[1] = fz_svc_new(&svc_social, 0);
@@ -612,14 +619,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                   .auth_per_ip = 8,
                   .auth_total = 256},
     };
-    fz_gw = gateway_new(&gcfg, &fz_loop, 1, fz_svcs[0], fz_svcs[1], fz_svcs[2], fz_bus);
+    fz_gw = gateway_new(&gcfg, fz_loops, FZ_LOOPS, fz_svcs[0], fz_svcs[1], fz_svcs[2], fz_bus);
     if (!fz_gw)
         fz_fail("gateway_new");
-    fz_sync_ev = event_new(loop_base(fz_loop), -1, 0, fz_sync_done, NULL);
-    if (!fz_sync_ev || event_priority_set(fz_sync_ev, 1) < 0)
-        fz_fail("the sync event");
-    if (loop_start(fz_loop) < 0)
-        fz_fail("loop_start");
+    for (int i = 0; i < FZ_LOOPS; i++) {
+        fz_sync_ev[i] = event_new(loop_base(fz_loops[i]), -1, 0, fz_sync_done, NULL);
+        if (!fz_sync_ev[i] || event_priority_set(fz_sync_ev[i], 1) < 0)
+            fz_fail("the sync event");
+        if (loop_start(fz_loops[i]) < 0)
+            fz_fail("loop_start");
+    }
     atexit(fz_teardown);
     fz_peer_up(1);
     return 0;
