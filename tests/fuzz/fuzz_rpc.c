@@ -7,7 +7,9 @@
  * is the attacker's.
  *
  * Input: the byte stream of one RPC connection. Every call it makes has
- * finished before the next input starts. A result must pack into a frame
+ * finished before the next input starts. The database lives for the whole
+ * run; fz_setup makes the users, friends, group and messages the seeds
+ * count on. A result must pack into a frame
  * that unpacks again, and every push a method publishes must be one whole
  * ServerFrame, else the target aborts.
  */
@@ -37,6 +39,7 @@ static svc_runtime *fz_rt;
 static pthread_mutex_t fz_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fz_cv = PTHREAD_COND_INITIALIZER;
 static unsigned fz_pending; /* calls submitted, not yet done */
+static int fz_verbose;      /* FUZZ_RPC_VERBOSE=1: print each result */
 
 /* A push is framed bytes for clients: exactly one whole ServerFrame. */
 static void fz_deliver(void *arg, const bus_push *pushes, size_t n)
@@ -73,6 +76,10 @@ static void fz_done(void *arg, arena *a, Parley__Result *res, svc_outcome outcom
         Parley__Result *back = parley__result__unpack(NULL, n, buf);
         if (!back)
             fz_fail("a packed result does not unpack");
+        if (fz_verbose && back->frame)
+            fprintf(stderr, "  <- body %d%s%s, %zu messages\n", (int)back->frame->body_case,
+                    back->frame->error ? " error: " : "",
+                    back->frame->error ? back->frame->error->text : "", back->n_messages);
         parley__result__free_unpacked(back, NULL);
         free(buf);
     }
@@ -92,12 +99,94 @@ static void fz_teardown(void)
     fz_data_dir_remove();
 }
 
+static void fz_run(const uint8_t *data, size_t size);
+
+/* Sends one call as a gateway would: user (0: none) calling method of
+ * service with the client frame f. */
+static void fz_call(const char *service, const char *method, uint64_t user, Parley__ClientFrame *f)
+{
+    Parley__Caller caller = PARLEY__CALLER__INIT;
+    caller.user_id = user;
+    caller.session_id = 1;
+    caller.gateway_id = 1;
+    caller.addr = "127.0.0.1";
+    Parley__Call call = PARLEY__CALL__INIT;
+    call.caller = &caller;
+    call.frame = f;
+    uint8_t payload[1024], buf[2048];
+    size_t n = parley__call__get_packed_size(&call);
+    if (n > sizeof(payload))
+        fz_fail("a set-up call does not fit");
+    parley__call__pack(&call, payload);
+    Parley__RpcRequest req = PARLEY__RPC_REQUEST__INIT;
+    req.call_id = 1;
+    req.service = (char *)service;
+    req.method = (char *)method;
+    req.payload.data = payload;
+    req.payload.len = n;
+    n = parley__rpc_request__get_packed_size(&req);
+    if (n > sizeof(buf) - FRAME_HDR)
+        fz_fail("a set-up call does not fit");
+    frame_put_header(buf, (uint32_t)n);
+    parley__rpc_request__pack(&req, buf + FRAME_HDR);
+    fz_run(buf, FRAME_HDR + n);
+}
+
+/* What the seeds count on: users 1-4 (alice, bob, carol, dave, password
+ * secret123), alice and bob friends, group 1 of alice's with bob in it, and
+ * a message in each conversation. Mutated inputs that register these names
+ * or make these objects first cannot change them then. */
+static void fz_setup(void)
+{
+    static const char *const names[] = {"alice", "bob", "carol", "dave"};
+    const char *user = "parley.UserService", *social = "parley.SocialService",
+               *message = "parley.MessageService";
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        Parley__Register reg = PARLEY__REGISTER__INIT;
+        reg.name = (char *)names[i];
+        reg.password = "secret123";
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_REG;
+        f.reg = &reg;
+        fz_call(user, "CreateAccount", 0, &f);
+    }
+    Parley__FriendAdd fa = PARLEY__FRIEND_ADD__INIT;
+    fa.user_id = 2;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD;
+    f.friend_add = &fa;
+    fz_call(social, "FriendAdd", 1, &f);
+    Parley__GroupCreate gc = PARLEY__GROUP_CREATE__INIT;
+    gc.name = "lobby";
+    gc.desc = "";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE;
+    f.group_create = &gc;
+    fz_call(social, "GroupCreate", 1, &f);
+    Parley__GroupJoin gj = PARLEY__GROUP_JOIN__INIT;
+    gj.group_id = 1;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_JOIN;
+    f.group_join = &gj;
+    fz_call(social, "GroupJoin", 2, &f);
+    Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
+    sd.to = 2;
+    sd.body = "hello bob";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
+    f.send_direct = &sd;
+    fz_call(message, "SendDirect", 1, &f);
+    Parley__SendGroup sg = PARLEY__SEND_GROUP__INIT;
+    sg.group_id = 1;
+    sg.body = "hello lobby";
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
+    f.send_group = &sg;
+    fz_call(message, "SendGroup", 2, &f);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     char err[512];
-    log_set_level(LOG_ERROR);
+    fz_verbose = getenv("FUZZ_RPC_VERBOSE") != NULL;
+    log_set_level(fz_verbose ? LOG_INFO : LOG_ERROR);
     if (pwhash_init() < 0)
         fz_fail("pwhash_init");
     snprintf(fz_db, sizeof(fz_db), "%s/parley.db", fz_data_dir());
@@ -114,10 +203,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     /* Registered after fz_data_dir's: runs first, while the files exist. */
     atexit(fz_teardown);
+    fz_setup();
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Serves one connection's byte stream and waits for every call it made. */
+static void fz_run(const uint8_t *data, size_t size)
 {
     size_t off = 0;
     for (;;) {
@@ -151,5 +242,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (fz_pending)
         pthread_cond_wait(&fz_cv, &fz_mu);
     pthread_mutex_unlock(&fz_mu);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fz_run(data, size);
     return 0;
 }

@@ -257,25 +257,33 @@ def rpc_request(call_id, service, method, payload, timeout_ms=5000):
 
 
 def rpc_seeds():
+    """fuzz_rpc's set-up (fz_setup) made users 1-4 (alice, bob, carol, dave;
+    password secret123), alice and bob friends, group 1 (alice's, bob in it)
+    and a message in each of their conversations."""
     user, social, msg = "parley.UserService", "parley.SocialService", "parley.MessageService"
     reqs = {
-        "user_create": (user, "CreateAccount", call(0, register(1, "alice", "secret123"))),
+        "user_create": (user, "CreateAccount", call(0, register(1, "erin", "secret123"))),
+        "user_create_taken": (user, "CreateAccount", call(0, register(1, "alice", "x23456"))),
         "user_login": (user, "Login", call(0, login(1, "alice"))),
+        "user_login_by_id": (user, "Login", call(0, login(1, user_id=2))),
         "user_resume": (user, "Resume", call(0, resume(1, "A" * 43))),
         "user_logout": (user, "Logout", call(1, client(1, 23, ld(1, "A" * 43)))),
-        "social_friend_add": (social, "FriendAdd", call(1, friend_add(1, 2))),
+        "user_logout_all": (user, "Logout", call(1, logout(1, everywhere=True))),
+        "social_friend_add": (social, "FriendAdd", call(1, friend_add(1, 3))),
         "social_friend_del": (social, "FriendDel", call(1, friend_del(1, 2))),
         "social_friend_list": (social, "FriendList", call(1, friend_list(1))),
-        "social_group_create": (social, "GroupCreate", call(1, group_create(1, "club", "d"))),
-        "social_group_join": (social, "GroupJoin", call(2, group_join(1, 1), k=1)),
+        "social_group_create": (social, "GroupCreate", call(3, group_create(1, "club", "d"))),
+        "social_group_join": (social, "GroupJoin", call(3, group_join(1, 1), k=1)),
         "social_group_quit": (social, "GroupQuit", call(2, group_quit(1, 1), k=1)),
-        "social_group_delete": (social, "GroupDelete", call(1, group_delete(1, 1), k=1)),
+        "social_group_delete": (social, "GroupDelete", call(3, group_delete(1, 2), k=2)),
         "msg_send_direct": (msg, "SendDirect", call(1, send_direct(1, 2, "hi"), k=3, ref=7)),
         "msg_send_group": (msg, "SendGroup", call(1, send_group(1, 1, "all"), k=1, ref=9)),
         "msg_history": (msg, "History", call(1, history(1, peer=2, limit=10))),
+        "msg_group_history": (msg, "History", call(2, history(1, group=1, before=5))),
         "msg_recall": (msg, "Recall", call(1, recall(1, 1))),
-        "msg_ack": (msg, "Ack", call(0, b"", acks=[(1, 1, 1), (2, 1, 1)])),
+        "msg_ack": (msg, "Ack", call(0, b"", acks=[(2, 1, 1), (1, 2, 1)])),
         "msg_sync": (msg, "Sync", call(2, b"", after=0)),
+        "msg_sync_after": (msg, "Sync", call(2, b"", after=1)),
     }
     s = {}
     for i, (name, (svc, method, payload)) in enumerate(sorted(reqs.items()), 1):
@@ -285,17 +293,16 @@ def rpc_seeds():
         frame(rpc_request(i + 1, svc, m, p))
         for i, (svc, m, p) in enumerate(
             [
-                reqs["user_create"],
-                (user, "CreateAccount", call(0, register(1, "bob", "secret123"))),
                 reqs["user_login"],
                 reqs["social_friend_add"],
-                reqs["social_group_create"],
+                reqs["social_group_join"],
                 reqs["msg_send_direct"],
                 reqs["msg_send_group"],
                 reqs["msg_sync"],
                 reqs["msg_ack"],
                 reqs["msg_history"],
                 reqs["msg_recall"],
+                reqs["social_friend_list"],
             ]
         )
     )
