@@ -8,6 +8,7 @@
 #include "common/blob.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/pbcheck.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "rpc.pb-c.h"
@@ -149,6 +150,13 @@ void rpc_server_decode(const svc_def *const *defs, size_t ndefs, arena *a, const
     Parley__Call *call = parley__call__unpack(arena_pb(a), req->payload.len, req->payload.data);
     if (!call) {
         out->error = "malformed payload";
+        return;
+    }
+    /* Bytes from another node are checked like a client's: a string cut at
+     * a NUL by protobuf-c must not reach a service as something else. */
+    const char *bad;
+    if (pbcheck_strings(&parley__call__descriptor, req->payload.data, req->payload.len, &bad) < 0) {
+        out->error = "a string of the payload is not valid UTF-8 text";
         return;
     }
     out->status = PARLEY__RPC_STATUS__RPC_OK;
