@@ -15,6 +15,10 @@
  * the reason in err. */
 int secret_read_line(const char *path, char *buf, size_t len, char *err, size_t errlen);
 
+/* Reads exactly len bytes, the whole of path (a key of random bytes), into
+ * buf; same rules for the file. 0, or -1 with the reason in err. */
+int secret_read_key(const char *path, unsigned char *buf, size_t len, char *err, size_t errlen);
+
 /* Whether s is "USER:PASS" with both parts non-empty. */
 int secret_is_userpass(const char *s);
 

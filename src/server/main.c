@@ -534,8 +534,29 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         }
         snprintf(host, sizeof(host), "%.*s", (int)(colon - cfg->redis), cfg->redis);
-        s->bus =
-            bus_redis_new(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0, err, errlen);
+        char auth[256], why[256];
+        unsigned char key[BUS_KEY_LEN];
+        bus_redis_secrets sec = {.auth = auth, .key = NULL};
+        if (server_userpass("redis-auth", cfg->redis_auth, cfg->redis_auth_file, auth, sizeof(auth),
+                            err, errlen) < 0)
+            return -1;
+        if (cfg->cluster_key_file[0]) {
+            if (secret_read_key(cfg->cluster_key_file, key, sizeof(key), why, sizeof(why)) < 0) {
+                explicit_bzero(auth, sizeof(auth));
+                snprintf(err, errlen, "--cluster-key-file: %s", why);
+                return -1;
+            }
+            sec.key = key;
+        }
+        if (!auth[0])
+            log_warn("no --redis-auth: this node uses Redis's default user (docs/security.md)");
+        if (!sec.key)
+            log_warn("no --cluster-key-file: bus messages carry no MAC, and a gateway delivers "
+                     "whatever anyone publishes on its channel (docs/security.md)");
+        s->bus = bus_redis_new_secure(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0,
+                                      &sec, err, errlen);
+        explicit_bzero(auth, sizeof(auth));
+        explicit_bzero(key, sizeof(key));
     } else {
         s->bus = bus_local_new();
         if (!s->bus)
