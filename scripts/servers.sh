@@ -8,6 +8,7 @@
 #        can run nothing) and USER may run only the commands Parley's bus
 #        sends, on keys and channels named parley:*. Kept in DIR/redis-acl.conf
 #        (0600), so a later start in DIR without USER:PASS keeps it.
+#        @FILE reads USER:PASS from FILE (keeps it off command lines).
 #   servers.sh zookeeper DIR CLIENT_PORT [ID PEER_PORT ELECTION_PORT ENSEMBLE]
 #        ENSEMBLE = "1:PEER:ELECT,2:PEER:ELECT,3:PEER:ELECT" (omit for standalone)
 #   servers.sh mariadb   DIR PORT          (database "parley", user root over the socket,
@@ -63,6 +64,9 @@ REDIS_PARLEY_CMDS="+ping +info +auth +hello +get +set +mget +del +hset +hdel +hg
 start_redis() {
   local dir=$1 port=$2 auth=${3:-} conf=()
   mkdir -p "$dir"
+  if [ "${auth:0:1}" = @ ]; then
+    auth=$(head -n1 "${auth:1}") || die "redis: cannot read ${auth:1}"
+  fi
   if [ -n "$auth" ]; then
     local user=${auth%%:*} pass=${auth#*:}
     [ -n "$user" ] && [ "$user" != "$auth" ] && [ -n "$pass" ] || die "redis: expected USER:PASS"
