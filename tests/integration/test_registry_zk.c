@@ -948,6 +948,52 @@ static void test_digest_acl(void **state)
     rec_destroy(&w);
 }
 
+/* A session that expires is replaced by one that authenticates too: the
+ * registration comes back in the closed tree, and another node sees it. */
+static void test_digest_acl_after_expiry(void **state)
+{
+    const char *addr = "10.0.4.1:1";
+    char via[128], hosts[128], err[256] = "", old[64];
+    zhandle_t *anon = raw_open(NULL);
+    int rc = zoo_create(anon, "/acl2", NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+    assert_true(rc == ZOK || rc == ZNODEEXISTS);
+    proxy px;
+    assert_int_equal(proxy_start(&px, g_zk_port), 0);
+    snprintf(via, sizeof via, "127.0.0.1:%d/acl2", px.port);
+    snprintf(hosts, sizeof hosts, "%s/acl2", g_hosts);
+    registry *a = registry_zk_new_auth(via, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!a)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[0] = a;
+    registry *c = registry_zk_new_auth(hosts, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!c)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[1] = c;
+    must_register(a, "acl", addr);
+    rec theirs;
+    rec_init(&theirs, "acl");
+    must_watch(c, "acl", &theirs);
+    assert_true(rec_now_is(&theirs, &addr, 1));
+    pthread_mutex_lock(&theirs.mu);
+    snprintf(old, sizeof old, "%s", theirs.names[0]);
+    pthread_mutex_unlock(&theirs.mu);
+
+    proxy_set_down(&px, 1);
+    assert_true(rec_wait(&theirs, SESSION_MS + 4000, NULL, 0) >= 0);
+    proxy_set_down(&px, 0);
+    assert_true(rec_wait_renamed(&theirs, 5000, addr, old));
+    /* Still closed to outsiders after the renewal. */
+    struct String_vector kids = {0, NULL};
+    assert_int_equal(zoo_get_children(anon, "/acl2/parley/services/acl", 0, &kids), ZNOAUTH);
+
+    g_live[0] = g_live[1] = NULL;
+    registry_free(a);
+    registry_free(c);
+    proxy_stop(&px);
+    zookeeper_close(anon);
+    rec_destroy(&theirs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -956,6 +1002,7 @@ int main(void)
         cmocka_unit_test_teardown(test_session_expiry, free_live),
         cmocka_unit_test_teardown(test_list_all, free_live),
         cmocka_unit_test_teardown(test_digest_acl, free_live),
+        cmocka_unit_test_teardown(test_digest_acl_after_expiry, free_live),
         cmocka_unit_test_teardown(test_concurrent_and_reentrant, free_live),
         cmocka_unit_test_teardown(test_connection_loss_keeps_list, free_live),
         cmocka_unit_test_teardown(test_ensemble_member_down, free_live),
