@@ -998,13 +998,13 @@ static void redis_on_connect(const redisAsyncContext *cac, int status)
         redis_link_lost(l, cac->c.errstr);
         return;
     }
-    /* First in the pipeline: whatever follows runs as our user. */
+    /* First in the pipeline: whatever follows runs as our user. (Not freed
+     * here if it cannot be queued: hiredis still uses the context after this
+     * callback; the commands after it fail the same way and the link with them.) */
     if (b->user &&
-        redisAsyncCommand(ac, redis_on_auth, l, "AUTH %s %s", b->user, b->pass) != REDIS_OK) {
-        redis_link_close(l);
-        redis_link_lost(l, "cannot send AUTH");
-        return;
-    }
+        redisAsyncCommand(ac, redis_on_auth, l, "AUTH %s %s", b->user, b->pass) != REDIS_OK)
+        log_warn("bus: cannot send AUTH on the %s connection to Redis at %s:%d", l->name, b->host,
+                 b->port);
     if (l == &b->sub) {
         if (redisAsyncCommand(ac, redis_on_message, b, "SUBSCRIBE %s", b->channel) != REDIS_OK)
             log_warn("bus: cannot subscribe to %s", b->channel);
