@@ -11,6 +11,12 @@
 #
 # Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log;
 # DIR/cluster.env holds the addresses (ZK, REDIS, DB, NGINX_PORT, ...).
+# The cluster trusts only itself (docs/security.md): DIR/secrets (0700) holds
+# zk-auth and redis-auth (USER:PASS, made at random) and cluster.key (32
+# random bytes), each 0600; every node gets them as --zk-auth-file,
+# --redis-auth-file and --cluster-key-file, Parley's znodes are closed to
+# everyone else and Redis refuses whoever has not the password.
+# cluster.env names the files (ZK_AUTH_FILE, REDIS_AUTH_FILE, CLUSTER_KEY_FILE).
 # Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
 # interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble,
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
@@ -57,9 +63,31 @@ start_parleyd() {
   die "$name did not become ready"
 }
 
+# The secrets every node is given (paths only: nothing secret on a command line).
+secret_args() {
+  echo --zk-auth-file "$ZK_AUTH_FILE" --redis-auth-file "$REDIS_AUTH_FILE" \
+    --cluster-key-file "$CLUSTER_KEY_FILE"
+}
+
 node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
-    --auth-workers 1
+    --auth-workers 1 $(secret_args)
+}
+
+# make_secrets DIR: credentials and key, readable by this user only. Made
+# once per directory and kept: ZooKeeper's data outlives a down, and its
+# znodes belong to the credentials that made them.
+make_secrets() {
+  local s=$1/secrets
+  (umask 077
+   mkdir -p "$s"
+   [ -s "$s/zk-auth" ] ||
+     echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/zk-auth"
+   [ -s "$s/redis-auth" ] ||
+     echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/redis-auth"
+   [ -s "$s/cluster.key" ] || head -c 32 /dev/urandom >"$s/cluster.key")
+  chmod 700 "$s"
+  chmod 600 "$s/zk-auth" "$s/redis-auth" "$s/cluster.key"
 }
 
 up() {
@@ -71,6 +99,7 @@ up() {
   # The directory goes into the trap now: dir is local, and gone by the time
   # the trap runs.
   trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down '"$(printf %q "$dir")"' >/dev/null 2>&1 || true; fi' EXIT
+  make_secrets "$dir"
   local zk_nodes=${PARLEY_ZK_NODES:-1}
   local redis_port mariadb_port nginx_port zk=""
   if [ "$zk_nodes" -eq 1 ]; then
@@ -92,7 +121,7 @@ up() {
   fi
   # Each port picked just before its server starts (see nginx below).
   redis_port=$(free_port)
-  "$servers" redis "$dir/redis" "$redis_port"
+  "$servers" redis "$dir/redis" "$redis_port" "@$dir/secrets/redis-auth"
   mariadb_port=$(free_port)
   MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
     "$servers" mariadb "$dir/mariadb" "$mariadb_port"
@@ -101,6 +130,9 @@ ZK=$zk
 ZK_NODES=$zk_nodes
 REDIS=127.0.0.1:$redis_port
 DB=mariadb://parley:parley@127.0.0.1:$mariadb_port/parley
+ZK_AUTH_FILE=$dir/secrets/zk-auth
+REDIS_AUTH_FILE=$dir/secrets/redis-auth
+CLUSTER_KEY_FILE=$dir/secrets/cluster.key
 ENV
   load_env "$dir"
   local svc n
@@ -113,7 +145,7 @@ ENV
   for g in 1 2; do
     local gp; gp=$(free_port)
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
-      --gateway-id "$g" $GATEWAY_LIMITS
+      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args)
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
@@ -131,6 +163,7 @@ ENV
   echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
   trap - EXIT
   echo "Parley cluster is up in $dir. Connect with: $root/build/parley --port $nginx_port"
+  echo "Admin: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
 }
 
 down() {
@@ -185,7 +218,8 @@ case "$cmd" in
     name=$2 role=$3 dir=$4; shift 4
     load_env "$dir"
     if [ "$role" = gateway ]; then
-      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS "$@"
+      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS \
+        $(secret_args) "$@"
     else
       start_parleyd "$dir" "$name" $(node_args "$role") "$@"
     fi ;;

@@ -26,6 +26,7 @@
 #include "bus/bus.h"
 #include "common/log.h"
 #include "common/pwhash.h"
+#include "common/secret.h"
 #include "gateway/gateway.h"
 #include "net/listener.h"
 #include "net/loop.h"
@@ -247,6 +248,31 @@ static int server_is_loopback(const char *host)
 
 /* Chat in plain text is for this machine only, unless the operator says
  * the network is private (or something else encrypts it). */
+/* One USER:PASS secret, given as --NAME or read from --NAME-file, into out
+ * ("" if neither is set). 0, or -1 with the reason in err. */
+static int server_userpass(const char *name, const char *val, const char *file, char *out,
+                           size_t outlen, char *err, size_t errlen)
+{
+    char why[256];
+    out[0] = '\0';
+    if (val[0] && file[0]) {
+        snprintf(err, errlen, "--%s and --%s-file: give one of them", name, name);
+        return -1;
+    }
+    if (file[0] && secret_read_line(file, out, outlen, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "--%s-file: %s", name, why);
+        return -1;
+    }
+    if (val[0])
+        snprintf(out, outlen, "%s", val);
+    if (out[0] && !secret_is_userpass(out)) {
+        explicit_bzero(out, outlen);
+        snprintf(err, errlen, "--%s: expected USER:PASS", name);
+        return -1;
+    }
+    return 0;
+}
+
 static int server_check_plain(const server *s, char *err, size_t errlen)
 {
     const config *cfg = &s->cfg;
@@ -488,7 +514,15 @@ static int server_start(server *s, char *err, size_t errlen)
     /* Reach the shared servers first: a clear error now beats a node that
      * starts and then serves nobody. */
     if (s->cluster) {
-        s->reg = registry_zk_new(cfg->zk, (int)cfg->zk_timeout_ms, 5000, err, errlen);
+        char auth[256];
+        if (server_userpass("zk-auth", cfg->zk_auth, cfg->zk_auth_file, auth, sizeof(auth), err,
+                            errlen) < 0)
+            return -1;
+        if (!auth[0])
+            log_warn("no --zk-auth: Parley's znodes are open to anyone who reaches ZooKeeper "
+                     "(docs/security.md)");
+        s->reg = registry_zk_new_auth(cfg->zk, (int)cfg->zk_timeout_ms, 5000, auth, err, errlen);
+        explicit_bzero(auth, sizeof(auth));
         if (!s->reg)
             return -1;
     }
@@ -500,8 +534,29 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         }
         snprintf(host, sizeof(host), "%.*s", (int)(colon - cfg->redis), cfg->redis);
-        s->bus =
-            bus_redis_new(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0, err, errlen);
+        char auth[256], why[256];
+        unsigned char key[BUS_KEY_LEN];
+        bus_redis_secrets sec = {.auth = auth, .key = NULL};
+        if (server_userpass("redis-auth", cfg->redis_auth, cfg->redis_auth_file, auth, sizeof(auth),
+                            err, errlen) < 0)
+            return -1;
+        if (cfg->cluster_key_file[0]) {
+            if (secret_read_key(cfg->cluster_key_file, key, sizeof(key), why, sizeof(why)) < 0) {
+                explicit_bzero(auth, sizeof(auth));
+                snprintf(err, errlen, "--cluster-key-file: %s", why);
+                return -1;
+            }
+            sec.key = key;
+        }
+        if (!auth[0])
+            log_warn("no --redis-auth: this node uses Redis's default user (docs/security.md)");
+        if (!sec.key)
+            log_warn("no --cluster-key-file: bus messages carry no MAC, and a gateway delivers "
+                     "whatever anyone publishes on its channel (docs/security.md)");
+        s->bus = bus_redis_new_secure(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0,
+                                      &sec, err, errlen);
+        explicit_bzero(auth, sizeof(auth));
+        explicit_bzero(key, sizeof(key));
     } else {
         s->bus = bus_local_new();
         if (!s->bus)
