@@ -56,7 +56,14 @@ struct rpc_server {
 
 typedef struct {
     rpc_server *srv;
+    int peer; /* RPC_PEER_*, learnt from the first frame */
 } rpc_conn;
+
+/* Who is calling, by its node certificate. Every call carries a Caller
+ * whose user id (and session, gateway id) the services believe: only a
+ * gateway may assert one. Service nodes never call each other, so a peer of
+ * any other role has no call to make at all. */
+enum { RPC_PEER_UNKNOWN = 0, RPC_PEER_GATEWAY, RPC_PEER_OTHER };
 
 /* One call on its way through the runtime; lives in the call's arena. */
 typedef struct {
@@ -118,6 +125,28 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
     loop_post_node(conn_loop(f->c), &f->node);
 }
 
+/* 1 if the peer of c may make calls. Without node TLS everyone may (the
+ * node warned at start). With it the handshake is over by the first frame,
+ * and the peer's verified certificate says whether it is a gateway. */
+static int rpc_peer_allowed(conn *c)
+{
+    rpc_conn *rc = conn_udata(c);
+    if (!rc->srv->cls.tls)
+        return 1;
+    if (rc->peer == RPC_PEER_UNKNOWN) {
+        tls_conn *tc = conn_tls(c);
+        rc->peer =
+            tc && tls_peer_has_role(tc, TLS_ROLE_GATEWAY) ? RPC_PEER_GATEWAY : RPC_PEER_OTHER;
+        if (rc->peer == RPC_PEER_OTHER) {
+            char addr[64] = "?";
+            conn_peer_addr(c, addr, sizeof(addr));
+            log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's",
+                     addr);
+        }
+    }
+    return rc->peer == RPC_PEER_GATEWAY;
+}
+
 static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
 {
     rpc_server *srv = ((rpc_conn *)conn_udata(c))->srv;
@@ -128,6 +157,11 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
     Parley__RpcRequest *req = parley__rpc_request__unpack(arena_pb(a), len, payload);
     if (!req) {
         rpc_send_status(c, 0, PARLEY__RPC_STATUS__RPC_INVALID, "malformed request");
+        goto fail;
+    }
+    if (!rpc_peer_allowed(c)) {
+        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED,
+                        "only a gateway may call a service node");
         goto fail;
     }
     const svc_def *def = NULL;
@@ -216,7 +250,7 @@ static void rpc_on_accept(int fd, void *arg)
 
 rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
                            unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
-                           size_t ndefs, char *err, size_t errlen)
+                           size_t ndefs, tls_ctx *tls, char *err, size_t errlen)
 {
     rpc_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
@@ -233,7 +267,8 @@ rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, 
                                      * calls to come, however quiet. */
                                     .idle_timeout_s = 0,
                                     .frame_timeout_s = RPC_FRAME_TIMEOUT_S,
-                                    .max_inflight = RPC_MAX_INFLIGHT}};
+                                    .max_inflight = RPC_MAX_INFLIGHT},
+                            .tls = tls};
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
     srv->ls = listener_new(base, host, port, rpc_on_accept, srv, err, errlen);
