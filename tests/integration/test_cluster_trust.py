@@ -38,6 +38,29 @@ def rpc_call(call_id, service, method, user_id, body_field, body):
                     (5, call)))
 
 
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=30)
+
+
+def make_ca(d, name):
+    """d/name.pem and d/name.key: a CA as scripts/cluster.sh makes one."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "%s/%s.key" % (d, name), "-out", "%s/%s.pem" % (d, name), "-days", "2",
+            "-subj", "/O=Parley cluster/CN=Parley cluster CA",
+            "-addext", "basicConstraints=critical,CA:TRUE")
+
+
+def make_node(d, ca, name, ous):
+    """d/name.pem and d/name.key signed by d/ca, its subject's OUs ous."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "%s/%s.key" % (d, name), "-out", "%s/%s.csr" % (d, name),
+            "-subj", "/O=Parley cluster%s/CN=%s" % ("".join("/OU=" + o for o in ous), name))
+    openssl("x509", "-req", "-in", "%s/%s.csr" % (d, name), "-CA", "%s/%s.pem" % (d, ca),
+            "-CAkey", "%s/%s.key" % (d, ca), "-set_serial", "7", "-days", "2",
+            "-out", "%s/%s.pem" % (d, name))
+    os.chmod("%s/%s.key" % (d, name), 0o600)
+
+
 def read_frames(sock, count, timeout=10):
     """Up to count RpcResponses decoded; fewer if the node closes first."""
     sock.settimeout(timeout)
@@ -173,19 +196,8 @@ class ClusterTrustTest(unittest.TestCase):
 
     def test_certificate_of_another_ca_gets_nothing(self):
         d = self.other_ca
-        env = dict(os.environ)
-        for cmd in (
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:P-256", "-nodes", "-keyout", d + "/ca.key", "-out",
-                 d + "/ca.pem", "-days", "2", "-subj", "/O=Parley cluster/CN=Parley cluster CA",
-                 "-addext", "basicConstraints=critical,CA:TRUE"],
-                ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:P-256", "-nodes", "-keyout", d + "/gw.key", "-out",
-                 d + "/gw.csr", "-subj", "/O=Parley cluster/OU=gateway/CN=gateway1"],
-                ["openssl", "x509", "-req", "-in", d + "/gw.csr", "-CA", d + "/ca.pem",
-                 "-CAkey", d + "/ca.key", "-set_serial", "7", "-days", "2", "-out",
-                 d + "/gw.pem"]):
-            subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=30)
+        make_ca(d, "ca")
+        make_node(d, "ca", "gw", ["gateway"])
         # A gateway's certificate in every field but its signer; it even
         # trusts the cluster's CA, so only the node's check can stop it.
         ctx = self.context(d + "/gw")
@@ -239,6 +251,73 @@ class ClusterTrustTest(unittest.TestCase):
         h = self.bob.ok("history:%d" % d)["messages"]
         self.assertEqual([m["body"] for m in h], [SECRET, FORGED])
         self.assertFalse(dave.cmd("history:%d" % self.b).get("ok"), "dave was not logged out")
+
+class NodeTrustStartTest(unittest.TestCase):
+    """What a node says at start about its RPC trust: a loud warning
+    without the flags, a refusal of a certificate of the wrong role. The
+    registry is unreachable, so each start ends there (status 1) after the
+    certificates were judged."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="parley-node-pki-")
+        make_ca(cls.dir, "ca")
+        make_node(cls.dir, "ca", "gw", ["gateway"])
+        make_node(cls.dir, "ca", "svc", ["service"])
+
+    @classmethod
+    def tearDownClass(cls):
+        subprocess.run(["rm", "-rf", cls.dir])
+
+    def run_parleyd(self, role, *args):
+        from harness import PARLEYD, free_port
+        dead = "127.0.0.1:%d" % free_port()
+        p = subprocess.run([PARLEYD, "--role", role, "--zk", dead, "--redis", dead,
+                            "--port", str(free_port()), "--data", self.dir + "/data"] +
+                           list(args), capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stderr
+
+    def pki(self, name):
+        return ["--cluster-ca", self.dir + "/ca.pem", "--node-cert",
+                "%s/%s.pem" % (self.dir, name), "--node-key", "%s/%s.key" % (self.dir, name)]
+
+    def test_without_the_flags_a_loud_warning(self):
+        rc, err = self.run_parleyd("message")
+        self.assertEqual(rc, 1)
+        self.assertIn("WARNING: no --cluster-ca: the RPC port trusts anyone", err)
+        rc, err = self.run_parleyd("gateway")
+        self.assertEqual(rc, 1)
+        self.assertIn("WARNING: no --cluster-ca: calls to service nodes", err)
+
+    def test_with_the_right_certificates_no_warning(self):
+        for role, name in (("message", "svc"), ("gateway", "gw")):
+            rc, err = self.run_parleyd(role, *self.pki(name))
+            self.assertEqual(rc, 1)  # the registry is unreachable
+            self.assertIn("cannot reach ZooKeeper", err)
+            self.assertIn("RPC between nodes: mutual TLS", err)
+            self.assertNotIn("WARNING", err)
+
+    def test_the_flags_go_together(self):
+        rc, err = self.run_parleyd("message", "--cluster-ca", self.dir + "/ca.pem")
+        self.assertEqual(rc, 2)
+        self.assertIn("--cluster-ca, --node-cert and --node-key go together", err)
+
+    def test_a_certificate_of_the_wrong_role_is_refused(self):
+        rc, err = self.run_parleyd("message", *self.pki("gw"))
+        self.assertEqual(rc, 1)
+        self.assertIn("is not a service node's", err)
+        rc, err = self.run_parleyd("gateway", *self.pki("svc"))
+        self.assertEqual(rc, 1)
+        self.assertIn("is not a gateway's", err)
+
+    def test_a_key_of_another_certificate_is_refused(self):
+        args = self.pki("svc")
+        args[-1] = self.dir + "/gw.key"
+        rc, err = self.run_parleyd("message", *args)
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot load the key", err)
+        self.assertFalse(os.path.exists(self.dir + "/data"), "a refused start made its data")
+
 
 if __name__ == "__main__":
     unittest.main()
