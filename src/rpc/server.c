@@ -1,6 +1,8 @@
 #include "rpc/server.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,6 +59,9 @@ struct rpc_server {
 typedef struct {
     rpc_server *srv;
     int peer; /* RPC_PEER_*, learnt from the first frame */
+    /* With node TLS, the peer's address, for the log lines that say who
+     * was refused (the socket is gone by the time a close is seen). */
+    char addr[INET6_ADDRSTRLEN];
 } rpc_conn;
 
 /* Who is calling, by its node certificate. Every call carries a Caller
@@ -137,12 +142,9 @@ static int rpc_peer_allowed(conn *c)
         tls_conn *tc = conn_tls(c);
         rc->peer =
             tc && tls_peer_has_role(tc, TLS_ROLE_GATEWAY) ? RPC_PEER_GATEWAY : RPC_PEER_OTHER;
-        if (rc->peer == RPC_PEER_OTHER) {
-            char addr[64] = "?";
-            conn_peer_addr(c, addr, sizeof(addr));
+        if (rc->peer == RPC_PEER_OTHER)
             log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's",
-                     addr);
-        }
+                     rc->addr);
     }
     return rc->peer == RPC_PEER_GATEWAY;
 }
@@ -207,7 +209,14 @@ static void rpc_on_oversize(conn *c, size_t announced)
 
 static void rpc_on_close(conn *c, const char *why)
 {
-    log_debug("rpc connection closed: %s", why);
+    rpc_conn *rc = conn_udata(c);
+    /* Under node TLS a gateway connects to call: a connection that ends
+     * before its first call is most likely one refused at the handshake
+     * (no certificate, another CA) or a scan. */
+    if (rc->srv->cls.tls && rc->peer == RPC_PEER_UNKNOWN)
+        log_info("rpc: %s closed before any call: %s", rc->addr, why);
+    else
+        log_debug("rpc connection closed: %s", why);
 }
 
 static const conn_handler rpc_handler = {
@@ -227,7 +236,10 @@ static void rpc_adopt_run(void *arg)
     rpc_adopt *ad = arg;
     conn *c = conn_new(ad->l, ad->fd, &ad->srv->cls, sizeof(rpc_conn));
     if (c) {
-        ((rpc_conn *)conn_udata(c))->srv = ad->srv;
+        rpc_conn *rc = conn_udata(c);
+        rc->srv = ad->srv;
+        if (ad->srv->cls.tls && conn_peer_addr(c, rc->addr, sizeof(rc->addr)) < 0)
+            snprintf(rc->addr, sizeof(rc->addr), "?");
         conn_set_deadline(c, RPC_FIRST_FRAME_S);
     }
     free(ad);

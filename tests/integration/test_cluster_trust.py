@@ -187,6 +187,7 @@ class ClusterTrustTest(unittest.TestCase):
             self.assertTrue(got == b"" or got[0] == 0x15, got[:64])
             self.assertNotIn(SECRET.encode(), got)
         self.assert_nothing_happened()
+        self.assertIn("closed before any call", self.cluster.log("message1"))
 
     def test_tls_without_a_certificate_gets_nothing(self):
         for port, data in ((self.message_port, self.message_calls()),
