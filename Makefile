@@ -1,13 +1,19 @@
 # Parley: the two commands a user needs, and a few for developers.
 #   make run    install what is missing, build, start parleyd (embedded, SQLite)
 #   make test   install what is missing, build, run unit + integration tests
-#               (under AddressSanitizer and UndefinedBehaviorSanitizer)
+#               (under AddressSanitizer and UndefinedBehaviorSanitizer), then
+#               each fuzz target for FUZZ_TEST_SECONDS
+#   make fuzz   build the fuzz targets (clang, libFuzzer) and run each one for
+#               FUZZ_SECONDS on a copy of its seed corpus (tests/fuzz)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS      ?= 60
+FUZZ_TEST_SECONDS ?= 15
 
-.PHONY: all deps build run test cluster cluster-down format clean bench
+.PHONY: all deps build run test fuzz fuzz-build cluster cluster-down format clean bench
 
 all: build
 
@@ -27,6 +33,18 @@ test: build
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure --timeout 900 -j $(JOBS)
+	@$(MAKE) --no-print-directory fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TEST_SECONDS)
+
+# libFuzzer targets (tests/fuzz), in a tree of their own built with clang.
+# A failing target leaves its input in $(FUZZ_BUILD)/fuzz-artifacts/.
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPARLEY_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # A whole cluster on this machine (ZooKeeper, Redis, MariaDB, nginx, two
 # gateways, two nodes of each service); state in CLUSTER_DIR.
@@ -46,4 +64,4 @@ format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -23,6 +23,12 @@ enum { BENCH_MAX_PORTS = 16 };
 
 typedef enum { SC_DIRECT, SC_GROUP, SC_IDLE, SC_LOGIN, SC_REGFLOOD } scenario;
 
+/* The client_msg_id of each send (--client-ids): none; the terminal
+ * client's (milliseconds since 1970 above 22 random bits drawn per
+ * connection, always above the last); a random start per connection, then
+ * counting; or one drawn at random for each message. */
+typedef enum { IDS_NONE, IDS_TIME, IDS_COUNT, IDS_RANDOM } client_ids;
+
 /* The phases, in order. A scenario skips the ones it has no use for. */
 typedef enum {
     PH_INIT,
@@ -66,6 +72,7 @@ typedef struct {
     int setup_window;     /* setup operations in flight (all threads, per process) */
     const char *src_base; /* first source address (127.0.0.1); worker w uses + w */
     int per_proc;         /* idle: connections per worker process at most */
+    client_ids ids;       /* direct, group: the client_msg_id of each send */
     int users;            /* login: users registered before the run (>= conns) */
     bool reconnect;       /* login: each login on a new connection */
     /* regflood: the last flood_conns of --conns flood the server with

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -99,8 +100,10 @@ typedef struct bconn {
     int group;   /* group: the group's index, member: place in it */
     int member;
     uint32_t inflight;
-    uint64_t nsent; /* counter of the last message sent */
-    uint64_t *okid; /* msgid of each SendOk, by counter */
+    uint64_t nsent;     /* counter of the last message sent */
+    uint64_t cmid_base; /* client_msg_ids: their start, or the seed of their draw */
+    uint64_t cmid_last; /* IDS_TIME: the last one */
+    uint64_t *okid;     /* msgid of each SendOk, by counter */
     uint64_t okcap;
     uint64_t last_tx;
     /* login: the users this connection registers (uwant) and logs in as,
@@ -388,6 +391,42 @@ static void send_gjoin(bconn *c)
     send_ctl(c, OP_GJOIN, &f);
 }
 
+/* A 64-bit mix (splitmix64's finaliser): spreads a counter over all bits. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The client_msg_id of message k of c, as --client-ids says (0: none). */
+static uint64_t msg_cmid(bconn *c, uint64_t k)
+{
+    uint64_t id;
+    struct timespec ts;
+    switch (c->th->w->o->ids) {
+    case IDS_TIME:
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 22 |
+             (c->cmid_base & ((1u << 22) - 1));
+        if (id <= c->cmid_last)
+            id = c->cmid_last + 1;
+        c->cmid_last = id;
+        break;
+    case IDS_COUNT:
+        id = c->cmid_base + k;
+        break;
+    case IDS_RANDOM:
+        id = mix64(c->cmid_base + k);
+        break;
+    default:
+        return 0;
+    }
+    return id ? id : 1;
+}
+
 /* Sends the next message of sender c, stamped `stamp` (bench clock, ns). */
 static void send_msg_at(bconn *c, uint64_t stamp)
 {
@@ -409,11 +448,13 @@ static void send_msg_at(bconn *c, uint64_t stamp)
     if (bench_pairs(w->o)) {
         sd.to = conn_at(w, c->partner)->user;
         sd.body = th->body;
+        sd.client_msg_id = msg_cmid(c, k);
         f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
         f.send_direct = &sd;
     } else {
         sg.group_id = w->gid[c->group];
         sg.body = th->body;
+        sg.client_msg_id = msg_cmid(c, k);
         f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
         f.send_group = &sg;
     }
@@ -1381,6 +1422,7 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         bthread *th = &w.th[(i - lo) % nth];
         c->idx = i;
         c->fd = -1;
+        c->cmid_base = mix64(((uint64_t)getpid() << 32) ^ bench_now() ^ mix64((uint64_t)i));
         c->th = th;
         place(&w, c);
         th->c[th->n++] = c;

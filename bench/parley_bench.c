@@ -221,6 +221,10 @@ static void usage(FILE *f)
                "  --group-size M     members per group (default 10)\n"
                "  --senders S        senders per group (default 1)\n"
                "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
+               "  --client-ids HOW   each send's client_msg_id: time (the time in ms above\n"
+               "                     random bits, as parley does; the default), count (a\n"
+               "                     random start, then counting), random (drawn for each\n"
+               "                     message) or none\n"
                "idle:\n"
                "  --server-pid PID   the server process whose VmRSS to measure\n"
                "  --settle S         seconds to wait before reading it (default 2)\n"
@@ -305,6 +309,7 @@ enum {
     O_PER_PROC,
     O_QUIET,
     O_PAUSE,
+    O_CLIENT_IDS,
     O_USERS,
     O_RECONNECT,
     O_FLOOD_CONNS,
@@ -347,6 +352,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"per-proc", required_argument, NULL, O_PER_PROC},
         {"quiet", no_argument, NULL, O_QUIET},
         {"pause", required_argument, NULL, O_PAUSE},
+        {"client-ids", required_argument, NULL, O_CLIENT_IDS},
         {"users", required_argument, NULL, O_USERS},
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
@@ -398,6 +404,7 @@ static void parse(int argc, char **argv, bopts *o)
     o->setup_timeout = 300;
     o->setup_window = 256;
     o->per_proc = 15000;
+    o->ids = IDS_TIME;
     o->flood_conns = 40;
     o->flood_src = "127.0.0.2";
     o->flood_inflight = 2;
@@ -490,6 +497,21 @@ static void parse(int argc, char **argv, bopts *o)
             break;
         case O_PAUSE:
             o->pause = num("--pause", optarg, 0, 1e6);
+            break;
+        case O_CLIENT_IDS:
+            if (!strcmp(optarg, "none"))
+                o->ids = IDS_NONE;
+            else if (!strcmp(optarg, "time"))
+                o->ids = IDS_TIME;
+            else if (!strcmp(optarg, "count"))
+                o->ids = IDS_COUNT;
+            else if (!strcmp(optarg, "random"))
+                o->ids = IDS_RANDOM;
+            else {
+                fprintf(stderr, "parley-bench: --client-ids %s: give time, count, random or none\n",
+                        optarg);
+                exit(2);
+            }
             break;
         case O_USERS:
             o->users = (int)num("--users", optarg, 1, 1e7);
@@ -1195,7 +1217,8 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             o->sc == SC_REGFLOOD ? o->flood_addrs : 0, o->sc == SC_REGFLOOD ? o->flood_inflight : 0,
             o->sc == SC_REGFLOOD ? o->flood_warmup : 0);
     json_str(f, o->pwhash);
-    fprintf(f, ",\"run_id\":");
+    static const char *const ids_name[] = {"none", "time", "count", "random"};
+    fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
     fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
     fprintf(f,

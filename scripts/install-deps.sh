@@ -9,6 +9,9 @@ pkgs=(
   libsqlite3-dev libsodium-dev libssl-dev libedit-dev libcmocka-dev
   # the openssl tool: test_tls makes certificates and runs s_client with it
   openssl
+  # fuzz targets (make fuzz, make test): clang and its libFuzzer and sanitizer
+  # runtimes, which clang itself only recommends
+  clang libclang-rt-14-dev
   # cluster mode: the servers the integration tests start, and their C clients
   libhiredis-dev libmariadb-dev libzookeeper-mt-dev
   redis-server mariadb-server nginx libnginx-mod-stream

@@ -2220,6 +2220,75 @@ void store_test_append_many(void **state)
     assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), 1 + 43 + 2);
 }
 
+/* A client's own repeats (client_msg_id as the ref): found by
+ * store_message_by_ref, and one message when a repeat lands in the same
+ * batch as its original (the client sent again after a cut while the first
+ * was still queued). */
+void store_test_message_by_ref(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t ab;
+    store_group g;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_group_create(f->st, "g", "", a, 1, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, b, 1), STORE_OK);
+
+    const uint64_t top = UINT64_MAX - 2; /* client ids use all 64 bits */
+    store_msg d = append_ref(f->st, ab, a, top, "direct", 10);
+    store_msg gm = append_ref(f->st, g.conv, a, 5, "to the group", 11);
+    store_msg m;
+    memset(&m, 0x5a, sizeof m);
+    assert_int_equal(store_message_by_ref(f->st, a, top, &m), STORE_OK);
+    assert_same_msg(&m, &d, "direct");
+    assert_int_equal(store_message_by_ref(f->st, a, 5, &m), STORE_OK);
+    assert_same_msg(&m, &gm, "to the group");
+    assert_int_equal(store_message_by_ref(f->st, a, 5, NULL), STORE_OK);
+    /* Another sender's, another ref, ref 0: none. */
+    assert_int_equal(store_message_by_ref(f->st, b, top, &m), STORE_NOT_FOUND);
+    assert_int_equal(store_message_by_ref(f->st, a, top - 1, &m), STORE_NOT_FOUND);
+    append_ref(f->st, ab, a, 0, "no ref", 12);
+    assert_int_equal(store_message_by_ref(f->st, a, 0, &m), STORE_NOT_FOUND);
+    /* A recalled message is still found, marked. */
+    assert_int_equal(store_message_recall(f->st, d.msgid), STORE_OK);
+    assert_int_equal(store_message_by_ref(f->st, a, top, &m), STORE_OK);
+    assert_int_equal(m.msgid, d.msgid);
+    assert_int_equal(m.recalled, 1);
+
+    /* One batch: a send, its repeat twice, another send, the group's
+     * repeat, as the runtime runs them in one transaction. */
+    store_append req[5] = {
+        {.conv = ab, .sender = b, .ref = 900, .body = "r", .body_len = 1, .ts = 20},
+        {.conv = ab, .sender = b, .ref = 900, .body = "r", .body_len = 1, .ts = 21},
+        {.conv = ab, .sender = b, .ref = 901, .body = "s", .body_len = 1, .ts = 22},
+        {.conv = ab, .sender = b, .ref = 900, .body = "r", .body_len = 1, .ts = 23},
+        {.conv = g.conv, .sender = a, .ref = 5, .body = "to the group", .body_len = 12, .ts = 24},
+    };
+    many_seen s = {0};
+    long long before = raw_int(f->uri, "SELECT count(*) FROM messages");
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    assert_int_equal(store_message_append_many(f->st, req, 5, many_cb, &s), STORE_OK);
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(s.order_ok, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.st[i], STORE_OK);
+    assert_int_equal(s.m[0].existed, 0);
+    assert_same_msg(&s.m[1], &s.m[0], "r");
+    assert_int_equal(s.m[2].existed, 0);
+    assert_int_equal(s.m[2].seq, s.m[0].seq + 1);
+    assert_same_msg(&s.m[3], &s.m[0], "r");
+    assert_same_msg(&s.m[4], &gm, "to the group");
+    assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM messages"), before + 2);
+    assert_int_equal(store_message_by_ref(f->st, b, 900, &m), STORE_OK);
+    assert_int_equal(m.msgid, s.m[0].msgid);
+    assert_seqs_gap_free(f->uri);
+
+    /* Gone with its group. */
+    assert_int_equal(store_group_delete(f->st, g.id), STORE_OK);
+    assert_int_equal(store_message_by_ref(f->st, a, 5, &m), STORE_NOT_FOUND);
+}
+
 static long long acked_seq(const char *uri, uint64_t conv, uint64_t user)
 {
     char sql[160];

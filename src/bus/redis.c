@@ -47,6 +47,7 @@
 #include <hiredis/hiredis.h>
 
 #include "bus/bus.h"
+#include "bus/redis_decode.h"
 #include "common/log.h"
 #include "common/u64map.h"
 
@@ -813,7 +814,7 @@ static void redis_link_close(redis_link *l)
         redisAsyncFree(ac);
 }
 
-static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
+void bus_redis_decode(const uint8_t *p, size_t len, const bus_handler *h)
 {
     bus_push *pushes = NULL;
     uint64_t *users = NULL;
@@ -853,11 +854,8 @@ static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
         pushes[k] = (bus_push){.users = u, .n = n, .frame = frame, .msgid = msgid};
         u += n;
     }
-    pthread_mutex_lock(&b->lock);
-    bus_handler h = b->h;
-    pthread_mutex_unlock(&b->lock);
-    if (h.deliver)
-        h.deliver(h.arg, pushes, np);
+    if (h->deliver)
+        h->deliver(h->arg, pushes, np);
     for (size_t k = 0; k < np; k++)
         blob_unref(pushes[k].frame);
     goto out;
@@ -866,6 +864,14 @@ bad:
 out:
     free(pushes);
     free(users);
+}
+
+static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
+{
+    pthread_mutex_lock(&b->lock);
+    bus_handler h = b->h;
+    pthread_mutex_unlock(&b->lock);
+    bus_redis_decode(p, len, &h);
 }
 
 static void redis_on_message(redisAsyncContext *ac, void *reply, void *priv)

@@ -6,7 +6,9 @@
  *    line is drawn again below them;
  *  - otherwise a script reader: one command per line, each sent only after
  *    the reply to the previous one arrived; at the end of input it goes on
- *    printing what arrives for --wait-ms and exits 0.
+ *    printing what arrives for --wait-ms and exits 0. While the link is
+ *    being restored it goes on reading: a send is queued (and its reply
+ *    awaited), anything else waits for the link.
  * Both are single-threaded loops around poll().
  */
 #include <ctype.h>
@@ -51,6 +53,7 @@ typedef struct app {
     sess sess;
     trust *trust; /* with --tls */
     bool quit;
+    bool quit_warned; /* a quit was refused once: sends were unconfirmed */
 
     /* script mode: bytes read from stdin, lines not yet run are in[off..len) */
     char *in;
@@ -212,6 +215,18 @@ bad:
     return 2;
 }
 
+/* Quits, unless sends are unconfirmed and the user has not been told. */
+static void app_quit(app *a)
+{
+    size_t n = sess_unconfirmed(&a->sess);
+    if (n && !a->quit_warned) {
+        out_unconfirmed(&a->out, n);
+        a->quit_warned = true;
+        return;
+    }
+    a->quit = true;
+}
+
 /* Runs one line: prints local replies, sends requests. */
 static void app_command(app *a, const char *line)
 {
@@ -226,12 +241,14 @@ static void app_command(app *a, const char *line)
         out_reply_fail(&a->out, cmd_reply_name(&c), "USAGE", c.error);
         goto out;
     }
+    if (c.kind != CMD_QUIT)
+        a->quit_warned = false;
     switch (c.kind) {
     case CMD_HELP:
         out_help(&a->out);
         break;
     case CMD_QUIT:
-        a->quit = true;
+        app_quit(a);
         break;
     default:
         (void)sess_submit(&a->sess, &c);
@@ -310,6 +327,28 @@ static bool app_has_line(const app *a)
     return a->in_len > a->in_off && memchr(a->in + a->in_off, '\n', a->in_len - a->in_off);
 }
 
+/* True if the next whole line is a send that the session would queue now,
+ * the link being down. */
+static bool app_next_queues(const app *a)
+{
+    if (!sess_can_queue(&a->sess) || !app_has_line(a))
+        return false;
+    const char *start = a->in + a->in_off;
+    const char *nl = memchr(start, '\n', a->in_len - a->in_off);
+    size_t n = (size_t)(nl - start);
+    if (n > 0 && start[n - 1] == '\r')
+        n--;
+    char *line = strndup(start, n);
+    if (!line)
+        return false;
+    cmd c;
+    bool send =
+        cmd_parse(line, &c) == 0 && !c.error && (c.kind == CMD_CHAT || c.kind == CMD_GROUPCHAT);
+    cmd_free(&c);
+    free(line);
+    return send;
+}
+
 static int app_run_script(app *a)
 {
     int64_t eof_deadline = -1;
@@ -319,10 +358,11 @@ static int app_run_script(app *a)
             return a->sess.exit_code;
         if (a->out.failed)
             return 1;
-        /* Run lines while nothing is in flight and the link is up. */
+        /* Run lines while nothing is in flight and the link is up (or
+         * the line is a send, which waits in the queue). */
         char *line;
-        while (!a->quit && !a->sess.done && sess_busy(&a->sess) == 0 && sess_up(&a->sess) &&
-               (line = app_next_line(a)) != NULL)
+        while (!a->quit && !a->sess.done && sess_busy(&a->sess) == 0 &&
+               (sess_up(&a->sess) || app_next_queues(a)) && (line = app_next_line(a)) != NULL)
             app_command(a, line);
         if (a->quit)
             return 0;
@@ -339,7 +379,10 @@ static int app_run_script(app *a)
         }
 
         struct pollfd p[2];
-        p[0].fd = (!a->in_eof && !have_line && idle && sess_up(&a->sess)) ? STDIN_FILENO : -1;
+        p[0].fd =
+            (!a->in_eof && !have_line && idle && (sess_up(&a->sess) || sess_can_queue(&a->sess)))
+                ? STDIN_FILENO
+                : -1;
         p[0].events = POLLIN;
         p[0].revents = 0;
         sess_poll_prepare(&a->sess, &p[1]);
@@ -440,7 +483,9 @@ static void app_tty_line(char *line)
         /* Ctrl-D */
         fputs("\n", stdout);
         fflush(stdout);
-        a->quit = true;
+        app_quit(a);
+        if (!a->quit)
+            rl_callback_handler_install(a->prompt, app_tty_line);
         return;
     }
     a->in_handler = true;

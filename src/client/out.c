@@ -406,7 +406,17 @@ static void out_text_lists(out_ctx *o, tbuf *t, size_t nf, Parley__User *const *
 
 /* ---- replies ---- */
 
-static void out_json_reply_ok(json_writer *j, cmd_kind kind, const Parley__ServerFrame *f)
+/* A client_msg_id as a JSON string: 64 bits do not fit a JSON number that
+ * every reader takes exactly (JavaScript's stop at 2^53). */
+static void out_json_cmid(json_writer *j, uint64_t cmid)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%" PRIu64, cmid);
+    json_kstr(j, "client_msg_id", buf);
+}
+
+static void out_json_reply_ok(json_writer *j, cmd_kind kind, uint64_t cmid,
+                              const Parley__ServerFrame *f)
 {
     json_obj_begin(j);
     json_kstr(j, "type", "reply");
@@ -437,6 +447,8 @@ static void out_json_reply_ok(json_writer *j, cmd_kind kind, const Parley__Serve
             json_ku64(j, "seq", f->send_ok->seq);
             json_ku64(j, "conv", f->send_ok->conv);
         }
+        if (cmid)
+            out_json_cmid(j, cmid);
         break;
     case CMD_SHOWFRIENDLIST:
         if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
@@ -548,7 +560,8 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
     }
 }
 
-void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerFrame *f)
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid,
+                  const Parley__ServerFrame *f)
 {
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
         const Parley__LoginOk *l = f->login_ok;
@@ -562,7 +575,7 @@ void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerF
     if (o->json) {
         json_writer j;
         json_init(&j);
-        out_json_reply_ok(&j, kind, f);
+        out_json_reply_ok(&j, kind, cmid, f);
         out_json_done(o, &j);
     } else {
         tbuf t = {0};
@@ -573,6 +586,12 @@ void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerF
 
 void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const char *text)
 {
+    out_reply_fail_send(o, cmdname, code, text, 0);
+}
+
+void out_reply_fail_send(out_ctx *o, const char *cmdname, const char *code, const char *text,
+                         uint64_t cmid)
+{
     if (o->json) {
         json_writer j;
         json_init(&j);
@@ -582,6 +601,8 @@ void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const cha
         json_kbool(&j, "ok", false);
         json_kstr(&j, "error", text);
         json_kstr(&j, "code", code);
+        if (cmid)
+            out_json_cmid(&j, cmid);
         json_obj_end(&j);
         out_json_done(o, &j);
         return;
@@ -743,6 +764,65 @@ void out_server_error(out_ctx *o, const Parley__Error *e)
     tbuf_printf(&t, "* server error: %s: ", code);
     tbuf_safe(&t, e->text);
     tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid)
+{
+    bool group = kind == CMD_GROUPCHAT;
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "queued");
+        json_kstr(&j, "cmd", cmd_name(kind));
+        json_ku64(&j, group ? "group" : "to", to);
+        out_json_cmid(&j, cmid);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "queued: will send when reconnected (to %s %" PRIu64 ")\n",
+                group ? "group" : "user", to);
+    out_text_done(o, &t);
+}
+
+void out_resending(out_ctx *o, size_t n)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "resending");
+        json_ku64(&j, "count", n);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t, "* sending %zu unconfirmed message%s (each is stored once)\n", n,
+                n == 1 ? "" : "s");
+    out_text_done(o, &t);
+}
+
+void out_unconfirmed(out_ctx *o, size_t n)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "unconfirmed");
+        json_ku64(&j, "count", n);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_printf(&t,
+                "%zu message%s not confirmed by the server yet; quit again to leave anyway "
+                "(%s may be lost)\n",
+                n, n == 1 ? " is" : "s are", n == 1 ? "it" : "they");
     out_text_done(o, &t);
 }
 

@@ -45,10 +45,22 @@ void out_set_sink(out_ctx *o, out_sink_fn sink, void *ctx);
 const char *out_code_name(int code);
 
 /* A successful reply to a request of kind; arg is the command's id argument
- * (user, group or message id) for the human form. */
-void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, const Parley__ServerFrame *f);
+ * (user, group or message id) for the human form; cmid a send's
+ * client_msg_id (0 for other requests). */
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid,
+                  const Parley__ServerFrame *f);
 /* A failed reply: "ok":false with error text and code. */
 void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const char *text);
+/* The same for a send with client_msg_id cmid (0: as out_reply_fail). */
+void out_reply_fail_send(out_ctx *o, const char *cmdname, const char *code, const char *text,
+                         uint64_t cmid);
+/* A send (chat to user `to`, groupchat to group `to`) typed while
+ * disconnected: it goes once the session is back. */
+void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid);
+/* After a reconnect: n sends the server had not confirmed go again. */
+void out_resending(out_ctx *o, size_t n);
+/* quit with n sends not yet confirmed: asks for a second quit. */
+void out_unconfirmed(out_ctx *o, size_t n);
 /* The reply to help. */
 void out_help(out_ctx *o);
 

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/frame.h"
 
@@ -33,6 +35,28 @@ void sess_init(sess *s, const char *host, const char *port, bool reconnect, out_
     seen_init(&s->seen);
     s->next_id = 1;
     srand((unsigned)time(NULL) ^ (unsigned)sess_clock_ms());
+    if (getrandom(&s->cmid_salt, sizeof(s->cmid_salt), 0) != sizeof(s->cmid_salt))
+        s->cmid_salt = (uint64_t)rand() ^ (uint64_t)getpid() << 11;
+    s->cmid_salt &= (1u << 22) - 1;
+}
+
+/* A new client_msg_id: the time in milliseconds (since 1970) in the top 42
+ * bits, below it a random start drawn once per process, and always above
+ * the last one. Time-ordered, the ids of everyone's sends meet at one end
+ * of the server's index (SQLite writes a page for a commit, not a page per
+ * sender in it); the random bits keep two processes of one user apart
+ * (they would have to draw the same 22 bits and send in the same
+ * millisecond), and a CONFLICT says so if they ever meet. Never 0. */
+static uint64_t sess_new_cmid(sess *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t id = ms << 22 | s->cmid_salt;
+    if (id <= s->last_cmid)
+        id = s->last_cmid + 1;
+    s->last_cmid = id;
+    return id ? id : sess_new_cmid(s);
 }
 
 static void sess_forget_login(sess *s)
@@ -51,6 +75,8 @@ void sess_free(sess *s)
     sess_forget_login(s);
     conn_free(&s->conn);
     seen_free(&s->seen);
+    for (size_t i = 0; i < s->npend; i++)
+        free(s->pend[i].body);
     free(s->pend);
     free(s->acks);
     s->pend = NULL;
@@ -77,6 +103,24 @@ bool sess_up(const sess *s)
 size_t sess_busy(const sess *s)
 {
     return s->npend;
+}
+
+size_t sess_unconfirmed(const sess *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->npend; i++)
+        n += s->pend[i].cmid != 0;
+    return n;
+}
+
+bool sess_can_queue(const sess *s)
+{
+    return !s->up && s->reconnect && !s->done && s->logged_in && s->token;
+}
+
+static bool sess_is_send(cmd_kind kind)
+{
+    return kind == CMD_CHAT || kind == CMD_GROUPCHAT;
 }
 
 /* ---- sending ---- */
@@ -144,8 +188,10 @@ static void sess_send_acks(sess *s)
 
 /* ---- receiving ---- */
 
+/* Removes pend[i] and frees what it owns: copy what is needed first. */
 static void sess_remove_pending(sess *s, size_t i)
 {
+    free(s->pend[i].body);
     memmove(&s->pend[i], &s->pend[i + 1], (s->npend - i - 1) * sizeof(s->pend[0]));
     s->npend--;
 }
@@ -153,8 +199,8 @@ static void sess_remove_pending(sess *s, size_t i)
 static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame *f)
 {
     if (f->error) {
-        out_reply_fail(s->out, cmd_name(p->kind), out_code_name(f->error->code),
-                       f->error->text ? f->error->text : "");
+        out_reply_fail_send(s->out, cmd_name(p->kind), out_code_name(f->error->code),
+                            f->error->text ? f->error->text : "", p->cmid);
         return;
     }
     bool identity = false;
@@ -179,9 +225,102 @@ static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame
         sess_forget_login(s);
         identity = true;
     }
-    out_reply_ok(s->out, p->kind, p->arg, f);
+    out_reply_ok(s->out, p->kind, p->arg, p->cmid, f);
     if (identity)
         sess_identity_changed(s);
+}
+
+/* Decides whether a send answered with e goes again (same id, a bit later):
+ * BUSY (it was not stored; the server says when), UNAVAILABLE or INTERNAL
+ * (it may have been: the id makes a repeat harmless), a few times each; or
+ * CONFLICT: its id names another message (this one is not stored under it,
+ * or the repeat would have been answered with it), so it goes with a new
+ * one at once. */
+static bool sess_send_retry(sess *s, sess_pending *p, const Parley__Error *e)
+{
+    int64_t wait;
+    if (e->code == PARLEY__ERROR_CODE__BUSY && p->busy + 1 < SESS_SEND_BUSY_TRIES) {
+        p->busy++;
+        wait = e->retry_after_ms ? e->retry_after_ms : SESS_RESEND_BASE_MS;
+    } else if (e->code == PARLEY__ERROR_CODE__CONFLICT && p->tries + 1 < SESS_SEND_TRIES) {
+        p->tries++;
+        p->cmid = sess_new_cmid(s);
+        wait = 0;
+    } else if ((e->code == PARLEY__ERROR_CODE__UNAVAILABLE ||
+                e->code == PARLEY__ERROR_CODE__INTERNAL) &&
+               p->tries + 1 < SESS_SEND_TRIES) {
+        wait = (int64_t)SESS_RESEND_BASE_MS << p->tries;
+        p->tries++;
+    } else {
+        return false;
+    }
+    p->on_wire = false;
+    p->resend_at = sess_clock_ms() + wait;
+    return true;
+}
+
+/* Writes (again) the send p on the current connection, with its request id
+ * and client_msg_id. -1 if it cannot be packed (conn.err says why). */
+static int sess_write_send(sess *s, sess_pending *p)
+{
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
+    Parley__SendGroup sg = PARLEY__SEND_GROUP__INIT;
+    if (p->kind == CMD_CHAT) {
+        sd.to = p->arg;
+        sd.body = p->body;
+        sd.client_msg_id = p->cmid;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
+        f.send_direct = &sd;
+    } else {
+        sg.group_id = p->arg;
+        sg.body = p->body;
+        sg.client_msg_id = p->cmid;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
+        f.send_group = &sg;
+    }
+    f.id = p->id;
+    if (sess_queue(s, &f) < 0)
+        return -1;
+    p->on_wire = true;
+    p->was_sent = true;
+    p->deadline = sess_clock_ms() + SESS_REQUEST_TIMEOUT_MS;
+    return 0;
+}
+
+/* Fails pend[i], a send, with code and text, adding whether it may have
+ * been stored. */
+static void sess_fail_send(sess *s, size_t i, const char *code, const char *text)
+{
+    sess_pending p = s->pend[i];
+    p.body = NULL;
+    char why[320];
+    snprintf(why, sizeof(why), "%s; %s", text,
+             p.was_sent ? "the server may or may not have stored it" : "it was not sent");
+    sess_remove_pending(s, i);
+    out_reply_fail_send(s->out, cmd_name(p.kind), code, why, p.cmid);
+}
+
+/* Writes the sends that are due and not on the wire; those whose sender is
+ * no longer logged in fail. */
+static void sess_send_due(sess *s, int64_t now)
+{
+    for (size_t i = 0; i < s->npend;) {
+        sess_pending *p = &s->pend[i];
+        if (!p->cmid || p->on_wire || p->resend_at > now) {
+            i++;
+            continue;
+        }
+        if (!s->logged_in || p->sender != s->me) {
+            sess_fail_send(s, i, "UNAUTHENTICATED", "the session it was typed in has ended");
+            continue;
+        }
+        if (sess_write_send(s, p) < 0) {
+            sess_fail_send(s, i, errno == EMSGSIZE ? "TOO_LARGE" : "INTERNAL", s->conn.err);
+            continue;
+        }
+        i++;
+    }
 }
 
 /* Handles one frame from the server. Never drops the link itself: a bye is
@@ -195,7 +334,14 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
         }
         for (size_t i = 0; i < s->npend; i++) {
             if (s->pend[i].id == f->id) {
+                /* A send's attempts share its id: its first send_ok ends
+                 * it (later ones match nothing); an error of an attempt
+                 * already superseded says nothing. */
+                if (s->pend[i].cmid && f->error &&
+                    (!s->pend[i].on_wire || sess_send_retry(s, &s->pend[i], f->error)))
+                    return;
                 sess_pending p = s->pend[i];
+                p.body = NULL;
                 sess_remove_pending(s, i);
                 sess_reply(s, &p, f);
                 return;
@@ -434,11 +580,21 @@ static void sess_drop(sess *s, const char *reason)
     s->acks_due = false;
     s->ping_id = 0;
     out_disconnected(s->out, why);
-    /* Requests in flight are lost: fail them, they are not sent again. */
-    while (s->npend > 0) {
-        sess_pending p = s->pend[0];
-        sess_remove_pending(s, 0);
-        out_reply_fail(s->out, cmd_name(p.kind), "UNAVAILABLE", "connection lost");
+    /* Requests in flight are lost: fail them, they are not sent again.
+     * Sends stay: they go again, with their ids, once the session is
+     * resumed. */
+    for (size_t i = 0; i < s->npend;) {
+        sess_pending *p = &s->pend[i];
+        if (p->cmid && s->reconnect) {
+            p->on_wire = false;
+            i++;
+        } else if (p->cmid) {
+            sess_fail_send(s, i, "UNAVAILABLE", "connection lost");
+        } else {
+            sess_pending q = *p;
+            sess_remove_pending(s, i);
+            out_reply_fail(s->out, cmd_name(q.kind), "UNAVAILABLE", "connection lost");
+        }
     }
     if (!s->reconnect) {
         s->done = true;
@@ -465,6 +621,12 @@ static void sess_attempt(sess *s)
         if (resume_failed)
             sess_identity_changed(s);
         sess_send_acks(s);
+        /* Then every unconfirmed send, in the order typed (those of a
+         * session that could not be resumed fail instead). */
+        size_t n = s->logged_in ? sess_unconfirmed(s) : 0;
+        if (n)
+            out_resending(s->out, n);
+        sess_send_due(s, INT64_MAX);
         if (conn_flush(&s->conn) < 0)
             sess_drop(s, s->conn.err);
         return;
@@ -476,6 +638,8 @@ static void sess_attempt(sess *s)
         fprintf(stderr,
                 "parley: lost the connection to %s:%s and could not reconnect for %d s: %s\n",
                 s->host, s->port, SESS_GIVE_UP_MS / 1000, why);
+        while (s->npend > 0)
+            sess_fail_send(s, 0, "UNAVAILABLE", "could not reconnect to the server");
         s->done = true;
         s->exit_code = 1;
         return;
@@ -491,22 +655,71 @@ static void sess_attempt(sess *s)
 
 /* ---- requests ---- */
 
+/* Room for one more pending request. */
+static int sess_pend_reserve(sess *s)
+{
+    if (s->npend < s->pend_cap)
+        return 0;
+    size_t cap = s->pend_cap ? s->pend_cap * 2 : 8;
+    sess_pending *p = realloc(s->pend, cap * sizeof(*p));
+    if (!p)
+        return -1;
+    s->pend = p;
+    s->pend_cap = cap;
+    return 0;
+}
+
+/* A chat or groupchat: kept until confirmed, queued while the link is down. */
+static int sess_submit_send(sess *s, const cmd *c)
+{
+    const char *name = cmd_name(c->kind);
+    if (!s->up && !sess_can_queue(s)) {
+        out_reply_fail(s->out, name, "UNAVAILABLE", "not connected to the server");
+        return -1;
+    }
+    char *body = strdup(c->b ? c->b : "");
+    if (!body || sess_pend_reserve(s) < 0) {
+        free(body);
+        out_reply_fail(s->out, name, "INTERNAL", "out of memory");
+        return -1;
+    }
+    sess_pending *p = &s->pend[s->npend];
+    memset(p, 0, sizeof(*p));
+    p->id = s->next_id++;
+    p->kind = c->kind;
+    p->arg = c->id;
+    p->cmid = sess_new_cmid(s);
+    p->sender = s->me;
+    p->body = body;
+    if (!s->up) {
+        s->npend++;
+        out_send_queued(s->out, c->kind, c->id, p->cmid);
+        return 0;
+    }
+    if (sess_write_send(s, p) < 0) {
+        free(body);
+        out_reply_fail_send(s->out, name, errno == EMSGSIZE ? "TOO_LARGE" : "INTERNAL", s->conn.err,
+                            p->cmid);
+        return -1;
+    }
+    s->npend++;
+    if (conn_flush(&s->conn) < 0)
+        sess_drop(s, s->conn.err);
+    return 0;
+}
+
 int sess_submit(sess *s, const cmd *c)
 {
     const char *name = cmd_name(c->kind);
+    if (sess_is_send(c->kind))
+        return sess_submit_send(s, c);
     if (!s->up) {
         out_reply_fail(s->out, name, "UNAVAILABLE", "not connected to the server");
         return -1;
     }
-    if (s->npend == s->pend_cap) {
-        size_t cap = s->pend_cap ? s->pend_cap * 2 : 8;
-        sess_pending *p = realloc(s->pend, cap * sizeof(*p));
-        if (!p) {
-            out_reply_fail(s->out, name, "INTERNAL", "out of memory");
-            return -1;
-        }
-        s->pend = p;
-        s->pend_cap = cap;
+    if (sess_pend_reserve(s) < 0) {
+        out_reply_fail(s->out, name, "INTERNAL", "out of memory");
+        return -1;
     }
 
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
@@ -520,8 +733,6 @@ int sess_submit(sess *s, const cmd *c)
     Parley__GroupJoin gjoin = PARLEY__GROUP_JOIN__INIT;
     Parley__GroupQuit gquit = PARLEY__GROUP_QUIT__INIT;
     Parley__GroupDelete gdel = PARLEY__GROUP_DELETE__INIT;
-    Parley__SendDirect sdirect = PARLEY__SEND_DIRECT__INIT;
-    Parley__SendGroup sgroup = PARLEY__SEND_GROUP__INIT;
     Parley__History hist = PARLEY__HISTORY__INIT;
     Parley__Recall recall = PARLEY__RECALL__INIT;
 
@@ -580,18 +791,6 @@ int sess_submit(sess *s, const cmd *c)
         f.body_case = PARLEY__CLIENT_FRAME__BODY_GROUP_DELETE;
         f.group_delete = &gdel;
         break;
-    case CMD_CHAT:
-        sdirect.to = c->id;
-        sdirect.body = (char *)c->b;
-        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT;
-        f.send_direct = &sdirect;
-        break;
-    case CMD_GROUPCHAT:
-        sgroup.group_id = c->id;
-        sgroup.body = (char *)c->b;
-        f.body_case = PARLEY__CLIENT_FRAME__BODY_SEND_GROUP;
-        f.send_group = &sgroup;
-        break;
     case CMD_HISTORY:
     case CMD_GROUPHISTORY:
         if (c->kind == CMD_HISTORY)
@@ -621,6 +820,7 @@ int sess_submit(sess *s, const cmd *c)
         return -1;
     }
     sess_pending *p = &s->pend[s->npend++];
+    memset(p, 0, sizeof(*p));
     p->id = f.id;
     p->kind = c->kind;
     p->arg = c->id;
@@ -688,9 +888,12 @@ int64_t sess_next_timer(const sess *s)
     int64_t t = s->last_tx + SESS_PING_AFTER_MS;
     if (s->last_rx + SESS_DEAD_AFTER_MS < t)
         t = s->last_rx + SESS_DEAD_AFTER_MS;
-    for (size_t i = 0; i < s->npend; i++)
-        if (s->pend[i].deadline < t)
-            t = s->pend[i].deadline;
+    for (size_t i = 0; i < s->npend; i++) {
+        const sess_pending *p = &s->pend[i];
+        int64_t due = p->cmid && !p->on_wire ? p->resend_at : p->deadline;
+        if (due < t)
+            t = due;
+    }
     return t;
 }
 
@@ -705,14 +908,26 @@ void sess_tick(sess *s)
         return;
     }
     for (size_t i = 0; i < s->npend;) {
-        if (s->pend[i].deadline <= now) {
-            sess_pending p = s->pend[i];
-            sess_remove_pending(s, i);
-            out_reply_fail(s->out, cmd_name(p.kind), "TIMEOUT", "timed out");
-        } else {
+        sess_pending *p = &s->pend[i];
+        if (p->cmid && !p->on_wire) {
             i++;
+        } else if (p->deadline > now) {
+            i++;
+        } else if (p->cmid && p->tries + 1 < SESS_SEND_TRIES) {
+            /* No answer: the same send again, which is stored once. */
+            p->tries++;
+            p->on_wire = false;
+            p->resend_at = now;
+            i++;
+        } else if (p->cmid) {
+            sess_fail_send(s, i, "TIMEOUT", "no answer from the server");
+        } else {
+            sess_pending q = *p;
+            sess_remove_pending(s, i);
+            out_reply_fail(s->out, cmd_name(q.kind), "TIMEOUT", "timed out");
         }
     }
+    sess_send_due(s, now);
     if (now - s->last_rx >= SESS_DEAD_AFTER_MS) {
         sess_drop(s, "the server stopped answering");
         return;
@@ -726,7 +941,7 @@ void sess_tick(sess *s)
         f.ping = &ping;
         if (sess_queue(s, &f) == 0)
             s->ping_id = f.id;
-        if (conn_flush(&s->conn) < 0)
-            sess_drop(s, s->conn.err);
     }
+    if (conn_flush(&s->conn) < 0)
+        sess_drop(s, s->conn.err);
 }

@@ -5,6 +5,13 @@
  * drops duplicate pushes, acknowledges what it printed, pings when the link
  * is quiet, and reconnects with backoff when the link drops.
  *
+ * Sends (chat, groupchat) carry a client_msg_id and are kept until the
+ * server confirms them with send_ok: after a reconnect and resume, a reply
+ * timeout or a transient error (BUSY, UNAVAILABLE, INTERNAL) they go again
+ * with the same id, which the server stores once (after CONFLICT, an id
+ * taken by another message, with a new one). A send typed while the link is
+ * down is queued and goes after the resume.
+ *
  * It is driven from outside: the caller polls the descriptor described by
  * sess_poll_prepare(), hands the result to sess_poll_done(), and calls
  * sess_tick() when sess_next_timer() is due. Nothing here blocks for long,
@@ -32,13 +39,27 @@ enum {
     SESS_BACKOFF_START_MS = 100,
     SESS_BACKOFF_MAX_MS = 3000,
     SESS_GIVE_UP_MS = 60000, /* stop reconnecting after this long */
+    /* A send is given up after this many timeouts or UNAVAILABLE/INTERNAL
+     * answers, or this many BUSY answers (each names when to try again). */
+    SESS_SEND_TRIES = 5,
+    SESS_SEND_BUSY_TRIES = 100,
+    SESS_RESEND_BASE_MS = 250, /* after a transient error; doubles each time */
 };
 
 typedef struct sess_pending {
-    uint64_t id;
+    uint64_t id; /* request id; a send keeps it over all its attempts */
     cmd_kind kind;
-    uint64_t arg; /* the command's id argument, for the human form of the reply */
-    int64_t deadline;
+    uint64_t arg;     /* the command's id argument (a send's user or group) */
+    int64_t deadline; /* while on the wire: when the reply is overdue */
+    /* Sends only. */
+    uint64_t cmid;     /* client_msg_id; 0 for any other request */
+    uint64_t sender;   /* who was logged in when it was typed */
+    char *body;        /* owned */
+    bool on_wire;      /* written on the current connection, reply awaited */
+    bool was_sent;     /* written at least once: it may be stored */
+    uint8_t tries;     /* timeouts and UNAVAILABLE/INTERNAL answers so far */
+    uint8_t busy;      /* BUSY answers so far */
+    int64_t resend_at; /* not on the wire: goes once up and this is reached */
 } sess_pending;
 
 /* Per conversation: the highest seq printed and the highest acknowledged.
@@ -57,6 +78,8 @@ typedef struct sess {
     bool up; /* connected and through the handshake */
 
     uint64_t next_id;
+    uint64_t cmid_salt; /* client_msg_ids: the random low bits of the first */
+    uint64_t last_cmid; /* the last one handed out */
     bool logged_in;
     uint64_t me;
     char *name;  /* owned; the logged-in user's name */
@@ -98,8 +121,13 @@ int sess_start(sess *s);
 void sess_finish(sess *s, int timeout_ms);
 
 /* Sends the request for c, a valid command that needs the server. When it
- * cannot be sent, prints a failed reply and returns -1. */
+ * cannot be sent, prints a failed reply and returns -1. A send (chat,
+ * groupchat) while the link is down and being restored is queued (and
+ * printed as such) and returns 0. */
 int sess_submit(sess *s, const cmd *c);
+/* True if a send submitted now would be queued rather than fail: the link
+ * is down, the client reconnects, and there is a session to resume. */
+bool sess_can_queue(const sess *s);
 
 /* Fills p for poll(); p->fd is -1 while there is no connection. */
 void sess_poll_prepare(const sess *s, struct pollfd *p);
@@ -110,7 +138,9 @@ int64_t sess_next_timer(const sess *s);
 void sess_tick(sess *s);
 
 bool sess_up(const sess *s);
-/* The number of requests waiting for their reply. */
+/* The number of requests waiting for their reply, queued sends included. */
 size_t sess_busy(const sess *s);
+/* The number of sends the server has not confirmed yet. */
+size_t sess_unconfirmed(const sess *s);
 
 #endif

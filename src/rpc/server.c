@@ -10,9 +10,11 @@
 #include "common/blob.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/pbcheck.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "rpc.pb-c.h"
+#include "rpc/server_decode.h"
 
 /* Frame limits of the two directions; rpc/client.c holds the same numbers
  * and keeps to them before sending, so that one oversized call fails alone
@@ -149,6 +151,51 @@ static int rpc_peer_allowed(conn *c)
     return rc->peer == RPC_PEER_GATEWAY;
 }
 
+void rpc_server_decode(const svc_def *const *defs, size_t ndefs, arena *a, const uint8_t *payload,
+                       size_t len, rpc_decoded *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->status = PARLEY__RPC_STATUS__RPC_INVALID;
+    Parley__RpcRequest *req = parley__rpc_request__unpack(arena_pb(a), len, payload);
+    if (!req) {
+        out->error = "malformed request";
+        return;
+    }
+    out->req = req;
+    out->call_id = req->call_id;
+    const svc_def *def = NULL;
+    for (size_t i = 0; i < ndefs; i++)
+        if (strcmp(defs[i]->desc->name, req->service) == 0)
+            def = defs[i];
+    if (!def) {
+        out->status = PARLEY__RPC_STATUS__RPC_NOT_FOUND;
+        out->error = "service not served by this node";
+        return;
+    }
+    const ProtobufCMethodDescriptor *m =
+        protobuf_c_service_descriptor_get_method_by_name(def->desc, req->method);
+    if (!m) {
+        out->error = "unknown method";
+        return;
+    }
+    Parley__Call *call = parley__call__unpack(arena_pb(a), req->payload.len, req->payload.data);
+    if (!call) {
+        out->error = "malformed payload";
+        return;
+    }
+    /* Bytes from another node are checked like a client's: a string cut at
+     * a NUL by protobuf-c must not reach a service as something else. */
+    const char *bad;
+    if (pbcheck_strings(&parley__call__descriptor, req->payload.data, req->payload.len, &bad) < 0) {
+        out->error = "a string of the payload is not valid UTF-8 text";
+        return;
+    }
+    out->status = PARLEY__RPC_STATUS__RPC_OK;
+    out->def = def;
+    out->method = (unsigned)(m - def->desc->methods);
+    out->call = call;
+}
+
 static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
 {
     rpc_server *srv = ((rpc_conn *)conn_udata(c))->srv;
@@ -156,50 +203,29 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
     arena *a = arena_new();
     if (!a)
         abort();
-    Parley__RpcRequest *req = parley__rpc_request__unpack(arena_pb(a), len, payload);
-    if (!req) {
-        rpc_send_status(c, 0, PARLEY__RPC_STATUS__RPC_INVALID, "malformed request");
-        goto fail;
-    }
+    rpc_decoded d;
+    rpc_server_decode(srv->defs, srv->ndefs, a, payload, len, &d);
     if (!rpc_peer_allowed(c)) {
-        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED,
+        rpc_send_status(c, d.call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED,
                         "only a gateway may call a service node");
-        goto fail;
+        arena_free(a);
+        return;
     }
-    const svc_def *def = NULL;
-    for (size_t i = 0; i < srv->ndefs; i++)
-        if (strcmp(srv->defs[i]->desc->name, req->service) == 0)
-            def = srv->defs[i];
-    if (!def) {
-        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_NOT_FOUND,
-                        "service not served by this node");
-        goto fail;
-    }
-    const ProtobufCMethodDescriptor *m =
-        protobuf_c_service_descriptor_get_method_by_name(def->desc, req->method);
-    if (!m) {
-        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_INVALID, "unknown method");
-        goto fail;
-    }
-    Parley__Call *call = parley__call__unpack(arena_pb(a), req->payload.len, req->payload.data);
-    if (!call) {
-        rpc_send_status(c, req->call_id, PARLEY__RPC_STATUS__RPC_INVALID, "malformed payload");
-        goto fail;
+    if (d.status != PARLEY__RPC_STATUS__RPC_OK) {
+        rpc_send_status(c, d.call_id, d.status, d.error);
+        arena_free(a);
+        return;
     }
     rpc_inflight *f = arena_alloc(a, sizeof(*f));
     f->c = c;
-    f->call_id = req->call_id;
+    f->call_id = d.call_id;
     f->a = a;
     conn_ref(c);
     conn_inflight_inc(c);
     if (!__atomic_exchange_n(&srv->served, 1, __ATOMIC_RELAXED))
-        log_info("first request served: %s.%s", req->service, req->method);
-    int64_t deadline = req->timeout_ms ? svc_clock_ms() + req->timeout_ms : 0;
-    svc_submit(srv->rt, def, (unsigned)(m - def->desc->methods), a, call, deadline, NULL, NULL,
-               rpc_done, f);
-    return;
-fail:
-    arena_free(a);
+        log_info("first request served: %s.%s", d.req->service, d.req->method);
+    int64_t deadline = d.req->timeout_ms ? svc_clock_ms() + d.req->timeout_ms : 0;
+    svc_submit(srv->rt, d.def, d.method, a, d.call, deadline, NULL, NULL, rpc_done, f);
 }
 
 static void rpc_on_oversize(conn *c, size_t announced)

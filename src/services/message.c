@@ -29,9 +29,24 @@ typedef struct {
     uint64_t conv; /* the conversation the send named */
     const uint64_t *to;
     size_t n;
+    const char *body; /* what the send carried, to tell a repeat from a reuse */
+    size_t body_len;
+    uint64_t client_id; /* the client's client_msg_id, 0 if none */
 } message_fanout;
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n);
+
+/* 1 if m, stored earlier under the reference of send f, is what f sends:
+ * the same conversation and text. A recalled message counts whatever its
+ * body has become: its sender's repeat still gets the first answer. */
+static int message_is_repeat(const store_msg *m, const message_fanout *f)
+{
+    if (m->conv != f->conv)
+        return 0;
+    if (m->recalled)
+        return 1;
+    return m->body_len == f->body_len && memcmp(m->body, f->body, f->body_len) == 0;
+}
 
 /* The end of a send, once the runtime has appended it: replies with the
  * message's place and pushes it. */
@@ -45,9 +60,16 @@ static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store
     /* A retried send finds its message already stored: answer with it and
      * push it again (a push lost with a failed node must still arrive;
      * recipients drop repeats by msgid). A reference naming a message of
-     * another conversation is a collision, not a retry. */
-    if (m->existed && m->conv != f->conv) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "duplicate request reference; send again");
+     * another conversation or with other text is a collision or a reused
+     * id, not a retry: answering it with the old message would lose the
+     * new one without a word. */
+    if (m->existed && !message_is_repeat(m, f)) {
+        if (f->client_id)
+            svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT,
+                     "client_msg_id %llu already names another message; send with a new id",
+                     (unsigned long long)f->client_id);
+        else
+            svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "duplicate request reference; send again");
         return;
     }
     Parley__SendOk *ok = arena_alloc(ctx->a, sizeof(*ok));
@@ -59,24 +81,39 @@ static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store
     Parley__ServerFrame *out = svc_reply(ctx);
     out->body_case = PARLEY__SERVER_FRAME__BODY_SEND_OK;
     out->send_ok = ok;
-    message_push(ctx, m, f->to, f->n);
+    /* Pushing a recalled message again would show its recipients an empty
+     * message: they had it, or get it marked recalled from history. */
+    if (!(m->existed && m->recalled))
+        message_push(ctx, m, f->to, f->n);
 }
 
 /* Stores body in conv, pushed to to[0..n) (memory that outlives the
  * request's method): left to the runtime, which stores a batch's sends
- * together. */
-static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, const uint64_t *to,
-                           size_t n)
+ * together.
+ *
+ * The store keeps one message per (sender, ref). With the client's id as
+ * the ref, a repeat from the client (after a lost reply, on another
+ * connection or gateway, after a restart) finds the message it stored;
+ * the gateway's own ref, for its retries, is not needed then: its retry
+ * carries the same frame. Without a client id the gateway's ref stays
+ * (0 in the embedded server, where nothing retries). Both are the same
+ * sender's, so a random client id and a gateway ref could only collide by
+ * chance (2^-64 a pair), and message_is_repeat turns that into an error. */
+static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64_t client_id,
+                           const uint64_t *to, size_t n)
 {
     message_fanout *f = arena_alloc(ctx->a, sizeof(*f));
     f->conv = conv;
     f->to = to;
     f->n = n;
+    f->body = body;
+    f->body_len = strlen(body);
+    f->client_id = client_id;
     store_append req = {.conv = conv,
                         .sender = ctx->call->caller->user_id,
-                        .ref = ctx->call->ref,
+                        .ref = client_id ? client_id : ctx->call->ref,
                         .body = body,
-                        .body_len = strlen(body),
+                        .body_len = f->body_len,
                         .ts = ctx->now_ms};
     svc_defer_append(ctx, &req, message_stored, f);
 }
@@ -112,23 +149,46 @@ static void message_send_direct(svc_ctx *ctx)
         svc_fail_store(ctx, st, "conversation");
         return;
     }
-    message_append(ctx, conv, r->body, &r->to, 1);
+    message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1);
+}
+
+/* A send with client id client_id that its checks refuse may repeat one
+ * stored before they changed (its sender has left the group since): the
+ * repeat is owed the first answer. 1 if so, with the request answered (not
+ * pushed again: the conversation's members may have changed as well), 0
+ * if the refusal stands. */
+static int message_answer_repeat(svc_ctx *ctx, uint64_t client_id, const char *body)
+{
+    store_msg m;
+    if (!client_id ||
+        store_message_by_ref(ctx->st, ctx->call->caller->user_id, client_id, &m) != STORE_OK)
+        return 0;
+    message_fanout f = {
+        .conv = m.conv, .body = body, .body_len = strlen(body), .client_id = client_id};
+    if (!message_is_repeat(&m, &f))
+        return 0;
+    message_stored(ctx, &f, STORE_OK, &m);
+    return 1;
 }
 
 /* Checks that the caller is a member of gid; returns the group's
- * conversation in *conv, or -1 with the request failed. */
-static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv)
+ * conversation in *conv, or -1 with the request failed (or, for a send
+ * with a client id, answered as the repeat of one already stored). */
+static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv, uint64_t client_id,
+                              const char *body)
 {
     store_group g;
     int role;
-    store_status st = store_group_get(ctx->st, gid, &g);
-    if (st == STORE_NOT_FOUND) {
+    store_status got = store_group_get(ctx->st, gid, &g), st = got;
+    if (st == STORE_OK)
+        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, &role);
+    if (st == STORE_NOT_FOUND && message_answer_repeat(ctx, client_id, body))
+        return -1;
+    if (got == STORE_NOT_FOUND) {
         svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "group %llu not found",
                  (unsigned long long)gid);
         return -1;
     }
-    if (st == STORE_OK)
-        st = store_group_role(ctx->st, gid, ctx->call->caller->user_id, &role);
     if (st == STORE_NOT_FOUND) {
         svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you are not a member of group %llu",
                  (unsigned long long)gid);
@@ -167,12 +227,12 @@ static void message_send_group(svc_ctx *ctx)
     if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
         return;
     uint64_t conv;
-    if (message_group_conv(ctx, r->group_id, &conv) < 0)
+    if (message_group_conv(ctx, r->group_id, &conv, r->client_msg_id, r->body) < 0)
         return;
     view_ids to;
     if (message_others(ctx, conv, &to) < 0)
         return;
-    message_append(ctx, conv, r->body, to.v, to.n);
+    message_append(ctx, conv, r->body, r->client_msg_id, to.v, to.n);
 }
 
 typedef struct {
@@ -208,7 +268,7 @@ static void message_history(svc_ctx *ctx)
         return;
     }
     if (r->group_id) {
-        if (message_group_conv(ctx, r->group_id, &conv) < 0)
+        if (message_group_conv(ctx, r->group_id, &conv, 0, NULL) < 0)
             return;
     } else {
         if (r->peer == me) {

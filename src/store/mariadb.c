@@ -1618,6 +1618,12 @@ static store_status mdb_message_append(store *base, uint64_t conv, uint64_t send
     return ret;
 }
 
+static store_status mdb_message_by_ref(store *base, uint64_t sender, uint64_t ref, store_msg *out)
+{
+    store_msg m;
+    return mdb_msg_by_ref(mdb_of(base), sender, ref, out ? out : &m);
+}
+
 static store_status mdb_message_get(store *base, uint64_t msgid, store_msg *out)
 {
     mdb_store *st = mdb_of(base);
@@ -2353,6 +2359,7 @@ static const store_ops mdb_ops = {
     .message_append_many = mdb_message_append_many,
     .ack_many = mdb_ack_many,
     .message_get = mdb_message_get,
+    .message_by_ref = mdb_message_by_ref,
     .message_recall = mdb_message_recall,
     .history = mdb_history,
     .pending = mdb_pending,

@@ -402,6 +402,15 @@ store_status store_message_get(store *st, uint64_t msgid, store_msg *out)
     return st->ops->message_get(st, msgid, out);
 }
 
+store_status store_message_by_ref(store *st, uint64_t sender, uint64_t ref, store_msg *out)
+{
+    if (!ref) {
+        store_err(st, "no message has reference 0");
+        return STORE_NOT_FOUND;
+    }
+    return st->ops->message_by_ref(st, sender, ref, out);
+}
+
 store_status store_message_recall(store *st, uint64_t msgid)
 {
     return st->ops->message_recall(st, msgid);

@@ -237,6 +237,10 @@ typedef void (*store_append_cb)(void *arg, size_t i, store_status st, const stor
 store_status store_message_append_many(store *st, const store_append *reqs, size_t n,
                                        store_append_cb cb, void *arg);
 store_status store_message_get(store *st, uint64_t msgid, store_msg *out);
+/* The message sender stored with ref, as store_message_get gives it, with
+ * out->existed = 1: what a repeat of that send would be answered with.
+ * NOT_FOUND if there is none (always, for ref 0). */
+store_status store_message_by_ref(store *st, uint64_t sender, uint64_t ref, store_msg *out);
 store_status store_message_recall(store *st, uint64_t msgid);
 /* The newest `limit` messages of conv with seq < before_seq (0: no bound),
  * handed to cb oldest first. */

@@ -102,6 +102,8 @@ typedef struct store_ops {
     store_status (*message_append_many)(store *st, const store_append *reqs, size_t n,
                                         store_append_cb cb, void *arg);
     store_status (*message_get)(store *st, uint64_t msgid, store_msg *out);
+    /* ref is not 0. */
+    store_status (*message_by_ref)(store *st, uint64_t sender, uint64_t ref, store_msg *out);
     store_status (*message_recall)(store *st, uint64_t msgid);
     store_status (*history)(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
                             store_msg_cb cb, void *arg);

@@ -88,8 +88,10 @@ static int sqlite_raw_exec(const char *uri, const char *sql)
     return rc == SQLITE_OK ? 0 : -1;
 }
 
-/* Undoes sqlite.c's step 4 -> 5. */
+/* Undoes sqlite.c's steps 5 -> 6 and 4 -> 5. */
 static const char *const sqlite_to_v4[] = {
+    "DROP INDEX messages_ref_sender",
+    "CREATE UNIQUE INDEX messages_sender_ref ON messages (sender, ref) WHERE ref IS NOT NULL",
     "DROP INDEX sessions_by_user",
     "DROP INDEX sessions_by_last_used",
     "ALTER TABLE sessions DROP COLUMN last_used",
@@ -105,7 +107,7 @@ static const store_suite_backend sqlite_backend = {
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
-    .schema_version = 5,
+    .schema_version = 6,
     .raw_exec = sqlite_raw_exec,
     .to_v4 = sqlite_to_v4,
 };
@@ -268,10 +270,11 @@ static const char v1_database[] =
     "UPDATE sqlite_sequence SET seq = 5 WHERE name = 'messages';"
     "PRAGMA user_version = 1;";
 
-/* Opening a version 1 database adds the ref column and its index, drops the
- * seq counter of convs, takes AUTOINCREMENT off messages without reusing the
- * ids it had handed out, gives sessions last_used (their created time) and
- * the indexes expiry and the caps need, and keeps every row. */
+/* Opening a version 1 database adds the ref column and its index (led by
+ * ref), drops the seq counter of convs, takes AUTOINCREMENT off messages
+ * without reusing the ids it had handed out, gives sessions last_used (their
+ * created time) and the indexes expiry and the caps need, and keeps every
+ * row. */
 static void test_migrate_v1(void **state)
 {
     char uri[512];
@@ -283,7 +286,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 5);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 6);
     assert_int_equal(raw_int(uri, "SELECT last_used FROM sessions"), 777);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('sessions')"
                                   " WHERE name = 'last_used' AND \"notnull\" = 1"),
@@ -315,12 +318,15 @@ static void test_migrate_v1(void **state)
                                   " WHERE name = 'ref' AND \"notnull\" = 0"),
                      1);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_index_list('messages')"
-                                  " WHERE name = 'messages_sender_ref'"
+                                  " WHERE name = 'messages_ref_sender'"
                                   " AND \"unique\" = 1 AND partial = 1"),
                      1);
-    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'sender,ref'"
-                                  " FROM pragma_index_info('messages_sender_ref')"),
+    assert_int_equal(raw_int(uri, "SELECT group_concat(name) = 'ref,sender'"
+                                  " FROM pragma_index_info('messages_ref_sender')"),
                      1);
+    assert_int_equal(raw_int(uri, "SELECT count(*) FROM sqlite_schema"
+                                  " WHERE name = 'messages_sender_ref'"),
+                     0);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages WHERE ref IS NULL"), 2);
 
     /* The old rows read back as they were. */
@@ -364,18 +370,18 @@ static void test_migrate_v1(void **state)
     assert_int_equal(who, 2);
     store_close(st);
 
-    /* Opening again finds version 5 and leaves it be. */
+    /* Opening again finds version 6 and leaves it be. */
     st = store_suite_open(uri);
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
     assert_int_equal(store_session_user(st, tok, 777 + 2001, 1000, &who), STORE_NOT_FOUND);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 5);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 6);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
 
-/* The lookup of a ref is one search of messages_sender_ref, not a scan. */
+/* The lookup of a ref is one search of messages_ref_sender, not a scan. */
 static void test_ref_lookup_plan(void **state)
 {
     store_fixture *f = *state;
@@ -394,7 +400,7 @@ static void test_ref_lookup_plan(void **state)
     int uses_index = 0, scans_messages = 0;
     while (sqlite3_step(s) == SQLITE_ROW) {
         const char *detail = (const char *)sqlite3_column_text(s, 3);
-        if (strstr(detail, "messages_sender_ref (sender=? AND ref=?)"))
+        if (strstr(detail, "messages_ref_sender (ref=? AND sender=?)"))
             uses_index = 1;
         if (strncmp(detail, "SCAN m", 6) == 0)
             scans_messages = 1;
