@@ -358,8 +358,12 @@ static int server_node_tls(server *s, char *err, size_t errlen)
     const config *cfg = &s->cfg;
     int serves = s->cluster && s->nlocal > 0;
     int calls = s->cluster && s->has_gateway && s->nlocal < 3;
-    if (!serves && !calls)
+    if (!serves && !calls) {
+        if (cfg->cluster_ca[0])
+            log_warn("--cluster-ca: no RPC to or from this process (it runs every service "
+                     "itself); ignored");
         return 0;
+    }
     if (!cfg->cluster_ca[0]) {
         if (serves)
             log_warn("WARNING: no --cluster-ca: the RPC port trusts anyone who can reach it; any "
