@@ -69,6 +69,55 @@ secret_args() {
     --cluster-key-file "$CLUSTER_KEY_FILE"
 }
 
+# ---- RPC trust: the cluster's CA and one certificate per node ----
+# DIR/pki/ca.pem and ca.key are the cluster's own CA; DIR/pki/NAME.pem and
+# NAME.key a node's certificate and key, whose subject's OU says what the node
+# is: "gateway" (calls the services, speaking for users) and/or "service"
+# (serves them). Every parleyd runs RPC over mutual TLS with them
+# (docs/security.md). Keys are 0600, the directory 0700.
+
+make_ca() { # DIR
+  local pki=$1/pki
+  mkdir -p "$pki"
+  chmod 700 "$pki"
+  [ -f "$pki/ca.pem" ] && return 0
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 3650 \
+    -subj "/O=Parley cluster/CN=Parley cluster CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>"$pki/openssl.err") ||
+    { cat "$pki/openssl.err" >&2; die "cannot make the cluster CA"; }
+  chmod 644 "$pki/ca.pem"
+  rm -f "$pki/openssl.err"
+}
+
+node_cert() { # DIR NAME ROLE: signs NAME's certificate unless it exists
+  local pki=$1/pki name=$2 role=$3 ou="" r
+  [ -f "$pki/$name.pem" ] && return 0
+  for r in ${role//,/ }; do
+    case "$r" in
+      gateway) ou="$ou/OU=gateway" ;;
+      all) ou="$ou/OU=gateway/OU=service" ;;
+      *) [[ "$ou" == */OU=service* ]] || ou="$ou/OU=service" ;;
+    esac
+  done
+  (umask 077 &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "/O=Parley cluster$ou/CN=$name" &&
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=IP:127.0.0.1" >"$pki/$name.ext" &&
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+      -set_serial "0x$(openssl rand -hex 15)" -days 3650 -extfile "$pki/$name.ext" \
+      -out "$pki/$name.pem") 2>"$pki/openssl.err" ||
+    { cat "$pki/openssl.err" >&2; die "cannot make the certificate of $name"; }
+  rm -f "$pki/$name.csr" "$pki/$name.ext" "$pki/openssl.err"
+  chmod 644 "$pki/$name.pem"
+}
+
+tls_args() { # DIR NAME
+  echo --cluster-ca "$1/pki/ca.pem" --node-cert "$1/pki/$2.pem" --node-key "$1/pki/$2.key"
+}
+
 node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
     --auth-workers 1 $(secret_args)
@@ -135,17 +184,20 @@ REDIS_AUTH_FILE=$dir/secrets/redis-auth
 CLUSTER_KEY_FILE=$dir/secrets/cluster.key
 ENV
   load_env "$dir"
+  make_ca "$dir"
   local svc n
   for svc in user social message; do
     for n in 1 2; do
-      start_parleyd "$dir" "$svc$n" $(node_args "$svc")
+      node_cert "$dir" "$svc$n" "$svc"
+      start_parleyd "$dir" "$svc$n" $(node_args "$svc") $(tls_args "$dir" "$svc$n")
     done
   done
   local gw_ports=() g
   for g in 1 2; do
     local gp; gp=$(free_port)
+    node_cert "$dir" "gateway$g" gateway
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
-      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args)
+      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g")
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
@@ -217,11 +269,13 @@ case "$cmd" in
     [ $# -ge 4 ] || die "usage: cluster.sh start NAME ROLE DIR [parleyd args]"
     name=$2 role=$3 dir=$4; shift 4
     load_env "$dir"
+    make_ca "$dir"
+    node_cert "$dir" "$name" "$role"
     if [ "$role" = gateway ]; then
       start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS \
-        $(secret_args) "$@"
+        $(secret_args) $(tls_args "$dir" "$name") "$@"
     else
-      start_parleyd "$dir" "$name" $(node_args "$role") "$@"
+      start_parleyd "$dir" "$name" $(node_args "$role") $(tls_args "$dir" "$name") "$@"
     fi ;;
   kill)
     [ $# -ge 3 ] || die "usage: cluster.sh kill NAME DIR [SIGNAL]"

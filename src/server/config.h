@@ -62,6 +62,9 @@ typedef struct config {
     unsigned zk_timeout_ms;      /* ZooKeeper session timeout */
     unsigned rpc_timeout_ms;
     char balance_user[32], balance_social[32], balance_message[32];
+    /* node-to-node mutual TLS (docs/security.md, "The cluster's trust") */
+    char cluster_ca[1024];                /* the cluster CA's certificate */
+    char node_cert[1024], node_key[1024]; /* this node's, signed by it */
     pwhash_cost cost;
     log_level level;
 } config;

@@ -64,6 +64,7 @@ typedef struct server {
     listener *ls_plain; /* with TLS, --plain-port */
     tls_ctx *tls;
     rpc_server *rpc;
+    tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
     int lock_fd; /* holds the data directory's lock; 0: none */
 } server;
@@ -370,6 +371,65 @@ static void server_on_hup(evutil_socket_t sig, short what, void *arg)
     server_log_fingerprint(s, "SIGHUP: reloaded the TLS certificate");
 }
 
+/* ---- RPC between nodes: mutual TLS with the cluster's CA ---- */
+
+/* --cluster-ca, --node-cert, --node-key: the contexts of the RPC server
+ * (a service node's) and client (a gateway's), loaded before anything is
+ * made. A gateway dials only nodes whose certificate says service; a node
+ * answers only gateways (rpc/server.h). Without the flags a cluster node
+ * serves and dials RPC in plain text and believes whoever connects: said
+ * loudly, since anyone who reaches the port can act as any user. */
+static int server_node_tls(server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    int serves = s->cluster && s->nlocal > 0;
+    int calls = s->cluster && s->has_gateway && s->nlocal < 3;
+    if (!serves && !calls) {
+        if (cfg->cluster_ca[0])
+            log_warn("--cluster-ca: no RPC to or from this process (it runs every service "
+                     "itself); ignored");
+        return 0;
+    }
+    if (!cfg->cluster_ca[0]) {
+        if (serves)
+            log_warn("WARNING: no --cluster-ca: the RPC port trusts anyone who can reach it; any "
+                     "process on the network may read, send and log out as any user. Give every "
+                     "node --cluster-ca, --node-cert and --node-key (docs/security.md)");
+        if (calls)
+            log_warn("WARNING: no --cluster-ca: calls to service nodes, users' messages and "
+                     "passwords in them, go in plain text to whatever the registry names");
+        return 0;
+    }
+    struct stat st;
+    if (stat(cfg->node_key, &st) == 0 && (st.st_mode & 077))
+        log_warn("the node key %s can be read by other users: chmod 600 it", cfg->node_key);
+    if (serves) {
+        s->node_tls_server =
+            tls_node_new(1, cfg->cluster_ca, cfg->node_cert, cfg->node_key, NULL, err, errlen);
+        if (!s->node_tls_server)
+            return -1;
+        if (!tls_ctx_has_role(s->node_tls_server, TLS_ROLE_SERVICE)) {
+            snprintf(err, errlen,
+                     "--node-cert %.400s is not a service node's: its subject needs OU=%s",
+                     cfg->node_cert, TLS_ROLE_SERVICE);
+            return -1;
+        }
+    }
+    if (calls) {
+        s->node_tls_client = tls_node_new(0, cfg->cluster_ca, cfg->node_cert, cfg->node_key,
+                                          TLS_ROLE_SERVICE, err, errlen);
+        if (!s->node_tls_client)
+            return -1;
+        if (!tls_ctx_has_role(s->node_tls_client, TLS_ROLE_GATEWAY)) {
+            snprintf(err, errlen, "--node-cert %.400s is not a gateway's: its subject needs OU=%s",
+                     cfg->node_cert, TLS_ROLE_GATEWAY);
+            return -1;
+        }
+    }
+    log_info("RPC between nodes: mutual TLS with the cluster CA %s", cfg->cluster_ca);
+    return 0;
+}
+
 /* Parses --role into what runs here. */
 static int server_roles(server *s, char *err, size_t errlen)
 {
@@ -452,7 +512,9 @@ static int server_gateway_services(server *s, char *err, size_t errlen)
     for (int k = 0; k < 3; k++) {
         if (s->svc[k])
             continue;
-        rpc_client_config rc = {.timeout_ms = s->cfg.rpc_timeout_ms, .idempotent = idempotent[k]};
+        rpc_client_config rc = {.timeout_ms = s->cfg.rpc_timeout_ms,
+                                .idempotent = idempotent[k],
+                                .tls = s->node_tls_client};
         if (rpc_balance_parse(balance[k], &rc.balance) < 0) {
             snprintf(err, errlen, "--balance-%s: expected round-robin, least-outstanding or ring",
                      server_service_names[k]);
@@ -498,6 +560,8 @@ static int server_start(server *s, char *err, size_t errlen)
         return -1;
     }
     if (server_check_plain(s, err, errlen) < 0 || server_tls_files(s, err, errlen) < 0)
+        return -1;
+    if (server_node_tls(s, err, errlen) < 0)
         return -1;
     if (s->has_gateway) {
         s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
@@ -673,7 +737,7 @@ static int server_start(server *s, char *err, size_t errlen)
     }
     if (s->cluster && s->nlocal) {
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
-                                s->local, s->nlocal, err, errlen);
+                                s->local, s->nlocal, s->node_tls_server, err, errlen);
         if (!s->rpc)
             return -1;
         char addr[300];
@@ -746,6 +810,8 @@ static void server_stop(server *s)
         event_free(s->sighup);
     /* After the loops: their connections are gone. */
     tls_ctx_free(s->tls);
+    tls_ctx_free(s->node_tls_server);
+    tls_ctx_free(s->node_tls_client);
     if (s->base)
         event_base_free(s->base);
     libevent_global_shutdown();
