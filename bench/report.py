@@ -7,10 +7,11 @@ Usage: report.py --manifest FILE --json-dir DIR --out DIR [--quick 0|1] ...
 The manifest has one tab-separated line per table row:
 NAME KIND WHAT SETTINGS TARGET [FLOOR], where the runs are DIR/NAME.floor.json
 and DIR/NAME.TARGET.json; FLOOR "none" marks a scenario run on Parley alone
-(no floor run, no ratio), and "plain:OTHER" a TLS run (TARGET tls) compared
-with plain Parley's run of OTHER (DIR/OTHER.parley.json) instead of the floor:
-its ratio is TLS / plain, and latest.json's "tls" holds those figures against
-issue 14's targets.
+(no floor run, no ratio), and "plain:OTHER[+OTHER2]" a TLS run (TARGET tls)
+compared with plain Parley's run of OTHER (DIR/OTHER.parley.json) instead of
+the floor: its ratio is TLS / plain, and latest.json's "tls" holds those
+figures against issue 14's targets. With OTHER2 (and DIR/NAME.again.tls.json)
+each side's figures are the means of its two runs.
 """
 import argparse
 import json
@@ -136,7 +137,13 @@ def cdf(run):
     return pts
 
 
-def tls_summary(rows):
+def mean_figures(a, b):
+    """Two runs' figures, value by value: their mean (None if either has none)."""
+    return [(m, u, None if x is None or y is None else (x + y) / 2)
+            for (m, u, x), (_, _, y) in zip(a, b)]
+
+
+def tls_summary(rows, runs):
     """Issue 14's two TLS figures against their targets, from the TLS rows
     (the first of each kind): {} when the run had none."""
     out, lines = {}, []
@@ -146,13 +153,24 @@ def tls_summary(rows):
         if r["metric"] == "delivered" and "direct" not in out:
             met = r["ratio"] is not None and r["ratio"] >= TLS_MIN_RATIO
             out["direct"] = {"run": r["name"], "settings": r["settings"],
+                             "runs_each": r.get("runs", 1),
                              "tls_msg_per_s": r["parley"], "plain_msg_per_s": r["floor"],
                              "ratio": r["ratio"], "target_min_ratio": TLS_MIN_RATIO,
-                             "met": met}
-            lines.append("TLS direct throughput: %s msg/s, plain %s msg/s: TLS / plain %s "
+                             "met": met,
+                             # each run, in the order they ran: plain, TLS, TLS, plain
+                             "each_msg_per_s": [
+                                 runs[r["name"]][k].get("results", {}).get("delivered_per_s")
+                                 for k in ("plain", r["target"], r["target"] + "_again",
+                                           "plain_again") if k in runs[r["name"]]]}
+            lines.append("TLS direct throughput: %s msg/s, plain %s msg/s%s: TLS / plain %s "
                          "(target at least %.1f): %s" %
-                         (fmt_num(r["parley"]), fmt_num(r["floor"]), fmt_ratio(r["ratio"]),
-                          TLS_MIN_RATIO, "met" if met else "MISSED"))
+                         (fmt_num(r["parley"]), fmt_num(r["floor"]),
+                          " (means of 2 runs each)" if r.get("runs") == 2 else "",
+                          fmt_ratio(r["ratio"]), TLS_MIN_RATIO, "met" if met else "MISSED"))
+            each = out["direct"]["each_msg_per_s"]
+            if len(each) == 4:
+                lines.append("  each run (msg/s): plain %s, TLS %s, TLS %s, plain %s" %
+                             tuple(fmt_num(x) for x in each))
         elif r["metric"] == "server memory" and "idle" not in out:
             b = r["parley"]
             met = b is not None and b <= TLS_MAX_IDLE_BYTES
@@ -187,19 +205,29 @@ def main():
     for name, kind, what, settings, target, floor in lines:
         solo = floor == "none"
         plain = floor.startswith("plain:")
+        again = {}  # TLS rows: the second run of each side
         if solo:
             fl = {"ok": True, "settings": {}, "results": {}}
         elif plain:
-            fl = load(os.path.join(a.json_dir, floor[len("plain:"):] + ".parley.json"))
+            others = floor[len("plain:"):].split("+")
+            fl = load(os.path.join(a.json_dir, others[0] + ".parley.json"))
+            if len(others) > 1:
+                again["plain_again"] = load(os.path.join(a.json_dir, others[1] + ".parley.json"))
+                again[target + "_again"] = load(os.path.join(a.json_dir,
+                                                             name + ".again." + target + ".json"))
         else:
             fl = load(os.path.join(a.json_dir, name + ".floor.json"))
         pa = load(os.path.join(a.json_dir, name + "." + target + ".json"))
         runs[name] = {target: pa} if solo else {"plain" if plain else "floor": fl, target: pa}
+        runs[name].update(again)
         for who, run in runs[name].items():
             if not run.get("ok", False):
                 failures.append("%s on %s: %s" % (name, who, run.get("failure") or "failed"))
         pf = figures(kind, pa)
         ff = [(m, u, None) for m, u, _ in pf] if solo else figures(kind, fl)
+        if again:
+            pf = mean_figures(pf, figures(kind, again[target + "_again"]))
+            ff = mean_figures(ff, figures(kind, again["plain_again"]))
         for (metric, unit, pv), (_, _, fv) in zip(pf, ff):
             row = {
                 "name": name, "scenario": what, "settings": settings, "target": target,
@@ -210,6 +238,8 @@ def main():
                 # "plain": the floor column is plain Parley's run, the ratio TLS / plain
                 "base": "plain" if plain else "floor",
             }
+            if again:
+                row["runs"] = 2
             row["ratio"] = ratio(row["parley"], row["floor"])
             offered = pa.get("settings", {}).get("rate") or 0
             got = pa.get("results", {}).get("delivered_per_s") or 0
@@ -298,7 +328,7 @@ def main():
             print("note: " + r)
     print("\nratios: above 1 for latency and memory means Parley needs more than the floor; "
           "below 1 for throughput means it does less.")
-    tls = tls_summary(rows)
+    tls = tls_summary(rows, runs)
     if tls:
         print("TLS rows: Parley with --tls auto, the bench speaking TLS; the floor column holds "
               "plain Parley's figure from this run and the ratio is TLS / plain.")

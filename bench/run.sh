@@ -209,7 +209,8 @@ one() {
 # row NAME KIND WHAT SETTINGS TARGET [FLOOR]: a line of the table. KIND says
 # which figures it shows: rate (msg/s), deliveries, latency, memory, logins,
 # regflood. FLOOR is "none" for a scenario run on Parley alone, and
-# "plain:OTHER" for a TLS run compared with plain Parley's run of OTHER.
+# "plain:OTHER[+OTHER2]" for a TLS run (and NAME.again, if run) compared with
+# plain Parley's run(s) of OTHER.
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-floor}" >>"$manifest"; }
 
 # pair NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, then Parley.
@@ -255,10 +256,16 @@ for c in "${CONNS[@]}"; do
   pair "direct-c$c-if8" rate direct "$c conns, 8 in flight" direct --conns "$c" --inflight 8 "${common[@]}"
   if [ "$c" = "$C" ]; then
     # TLS right after plain Parley with the same settings: the ratio of the
-    # two is what TLS costs, and back to back the machine changes least.
+    # two is what TLS costs. On a shared machine one pair of short runs
+    # scatters more than the margin, so plain, TLS, TLS, plain: a load that
+    # drifts during the four weighs on both sides alike, and the ratio is
+    # of the means (report.py). The second plain run has no row of its own.
     one tls "direct-tls-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"
-    row "direct-tls-c$C-if8" rate "direct, TLS" "$C conns, 8 in flight; vs plain Parley" tls \
-      "plain:direct-c$C-if8"
+    one tls "direct-tls-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    one parley "direct-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    row "direct-tls-c$C-if8" rate "direct, TLS" \
+      "$C conns, 8 in flight; vs plain Parley, mean of 2 runs each (plain, TLS, TLS, plain)" tls \
+      "plain:direct-c$C-if8+direct-c$C-if8.again"
   fi
 done
 pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --inflight 1 "${common[@]}"
