@@ -1254,10 +1254,10 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         c->connected = true;
         send_hello(c); /* with TLS, written once the handshake is done */
     }
-    if (c->ssl && c->read_wants_write) {
-        on_readable(fd, EV_READ, c); /* flushes */
-        return;
-    }
+    /* The read first (it may queue an Ack), then what waited for room,
+     * which a read that had to wait for it held back too. */
+    if (c->ssl && c->read_wants_write)
+        on_readable(fd, EV_READ, c);
     conn_write(c);
     flush_dirty(th);
 }
