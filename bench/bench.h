@@ -75,6 +75,7 @@ typedef struct {
     client_ids ids;       /* direct, group: the client_msg_id of each send */
     int users;            /* login: users registered before the run (>= conns) */
     bool reconnect;       /* login: each login on a new connection */
+    bool tls;             /* TLS to the server (no verification) */
     /* regflood: the last flood_conns of --conns flood the server with
      * Register from flood_addrs addresses from flood_src on; the others
      * are the uninvolved pairs. */

@@ -21,6 +21,10 @@
  * part in the setup: when the flood starts each connects from an address of
  * its own and keeps Register requests outstanding, waiting as long as a BUSY
  * reply's retry_after_ms asks; a flooder the server closes connects again.
+ *
+ * With --tls each connection runs a non-blocking OpenSSL handshake once TCP
+ * is up, and then reads and writes through SSL_read / SSL_write on the same
+ * events; a plain connection (ssl NULL) takes the plain path unchanged.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -28,6 +32,8 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -87,6 +93,11 @@ typedef struct bconn {
     struct evbuffer *inb, *out;
     bool connected;
     bool dirty; /* on the thread's list of output to write */
+    /* --tls: the session (NULL: plain TCP), whether its handshake is done,
+     * and a read that waits for the socket to be writable or a write that
+     * waits for it to be readable (OpenSSL may need either for either). */
+    SSL *ssl;
+    bool tls_up, read_wants_write, write_wants_read;
     struct bthread *th;
     int idx;  /* global index */
     int port; /* index into o->ports */
@@ -168,6 +179,7 @@ struct worker {
     int fanout;
     int ooo_src; /* the first message out of order: its sender and counter */
     uint64_t ooo_k;
+    SSL_CTX *tls; /* --tls: shared by the threads' connections */
 };
 
 /* ---- small helpers ---- */
@@ -509,6 +521,11 @@ static void conn_close(bconn *c)
     event_free(c->wev);
     evbuffer_free(c->inb);
     evbuffer_free(c->out);
+    /* No close_notify: the server takes a bare end as one (frames carry
+     * their lengths), and the bench has no use for one more write. */
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->tls_up = c->read_wants_write = c->write_wants_read = false;
     close(c->fd);
     c->rev = c->wev = NULL;
     c->inb = c->out = NULL;
@@ -535,11 +552,98 @@ static void conn_broke(bconn *c, const char *why)
     conn_close(c);
 }
 
+/* ---- TLS (--tls) ---- */
+
+/* The connection broke in OpenSSL (what: the step): why, from its error
+ * queue or errno. */
+static void tls_broke(bconn *c, const char *what)
+{
+    int saved = errno;
+    unsigned long e = ERR_get_error();
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    char why[256];
+    if (reason)
+        snprintf(why, sizeof why, "%s: %s", what, reason);
+    else if (e)
+        snprintf(why, sizeof why, "%s: error %lx", what, e);
+    else
+        snprintf(why, sizeof why, "%s: %s", what, saved ? strerror(saved) : "connection closed");
+    ERR_clear_error();
+    conn_broke(c, why);
+}
+
+/* Moves c's handshake on; true once it is done. A handshake that waits to
+ * read needs nothing (rev is always on); one that waits to write, wev. */
+static bool tls_handshake_step(bconn *c)
+{
+    if (c->tls_up)
+        return true;
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        c->tls_up = true;
+        return true;
+    }
+    switch (SSL_get_error(c->ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        break;
+    case SSL_ERROR_WANT_WRITE:
+        event_add(c->wev, NULL);
+        break;
+    default:
+        tls_broke(c, "TLS handshake (is the server's port TLS?)");
+        break;
+    }
+    return false;
+}
+
+/* conn_write's TLS half: the handshake first, then what is queued, one
+ * record (at most 16 KiB) per SSL_write. A write that must wait is retried
+ * with the same bytes first (the buffer only grows at its end), as OpenSSL
+ * asks. */
+static void tls_write_out(bconn *c)
+{
+    c->write_wants_read = false;
+    if (!tls_handshake_step(c))
+        return;
+    size_t len;
+    while ((len = evbuffer_get_length(c->out)) > 0) {
+        size_t n = len < 16384 ? len : 16384, done = 0;
+        unsigned char *p = evbuffer_pullup(c->out, (ssize_t)n);
+        if (!p) {
+            bench_fail(c->th->w->sh, "out of memory writing connection %d", c->idx);
+            conn_close(c);
+            return;
+        }
+        ERR_clear_error();
+        int rc = SSL_write_ex(c->ssl, p, n, &done);
+        if (rc == 1) {
+            evbuffer_drain(c->out, done);
+            continue;
+        }
+        switch (SSL_get_error(c->ssl, rc)) {
+        case SSL_ERROR_WANT_WRITE:
+            event_add(c->wev, NULL);
+            return;
+        case SSL_ERROR_WANT_READ:
+            c->write_wants_read = true; /* on_readable writes again */
+            return;
+        default:
+            tls_broke(c, "TLS write");
+            return;
+        }
+    }
+}
+
 /* Writes what c has queued; what the socket does not take waits for wev. */
 static void conn_write(bconn *c)
 {
     if (c->fd < 0 || !c->connected || event_pending(c->wev, EV_WRITE, NULL))
         return;
+    if (c->ssl) {
+        tls_write_out(c);
+        return;
+    }
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
@@ -609,6 +713,20 @@ static bool start_connect(bconn *c)
     }
     c->fd = fd;
     c->connected = false;
+    if (w->tls) {
+        /* The handshake starts once TCP is up (on_writable). */
+        c->ssl = SSL_new(w->tls);
+        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+            ERR_clear_error();
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+            bench_fail(w->sh, "cannot start TLS on connection %d", c->idx);
+            close(fd);
+            c->fd = -1;
+            return false;
+        }
+        SSL_set_connect_state(c->ssl);
+    }
     c->rev = event_new(c->th->base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(c->th->base, fd, EV_WRITE, on_writable, c);
     c->inb = evbuffer_new();
@@ -1061,24 +1179,83 @@ static void flush_acks(bconn *c)
     }
 }
 
+/* on_readable's TLS half: moves the handshake on (and then writes what
+ * waited for it), and appends what the records hold to c->inb: every record
+ * OpenSSL has read ahead, then the socket's next read waits for rev. false
+ * if there is nothing new to look at (or c is gone). */
+static bool tls_read_in(bconn *c)
+{
+    bthread *th = c->th;
+    if (!c->tls_up) {
+        if (!tls_handshake_step(c))
+            return false;
+        conn_write(c); /* the Hello, queued when TCP came up */
+        if (c->fd < 0)
+            return false;
+    }
+    c->read_wants_write = false;
+    bool got = false;
+    for (;;) {
+        size_t n = 0;
+        ERR_clear_error();
+        int rc = SSL_read_ex(c->ssl, th->scratch, SCRATCH, &n);
+        if (rc == 1) {
+            if (evbuffer_add(c->inb, th->scratch, n) < 0) {
+                bench_fail(th->w->sh, "out of memory reading connection %d", c->idx);
+                conn_close(c);
+                return false;
+            }
+            got = true;
+            if (SSL_has_pending(c->ssl))
+                continue;
+            break;
+        }
+        switch (SSL_get_error(c->ssl, rc)) {
+        case SSL_ERROR_WANT_READ:
+            break;
+        case SSL_ERROR_WANT_WRITE:
+            c->read_wants_write = true; /* on_writable reads again */
+            event_add(c->wev, NULL);
+            break;
+        case SSL_ERROR_ZERO_RETURN:
+            conn_broke(c, "closed by the server");
+            return false;
+        default:
+            tls_broke(c, "TLS read");
+            return false;
+        }
+        break;
+    }
+    if (c->write_wants_read)
+        conn_write(c);
+    return got && c->fd >= 0;
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     bconn *c = arg;
     bthread *th = c->th;
-    ssize_t n = read(fd, th->scratch, SCRATCH);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (c->ssl) {
+        if (!tls_read_in(c)) {
+            flush_dirty(th);
             return;
-        conn_broke(c, n == 0 ? "closed by the server" : strerror(errno));
-        flush_dirty(th);
-        return;
-    }
-    if (evbuffer_add(c->inb, th->scratch, (size_t)n) < 0) {
-        bench_fail(th->w->sh, "out of memory reading connection %d", c->idx);
-        conn_close(c);
-        flush_dirty(th);
-        return;
+        }
+    } else {
+        ssize_t n = read(fd, th->scratch, SCRATCH);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                return;
+            conn_broke(c, n == 0 ? "closed by the server" : strerror(errno));
+            flush_dirty(th);
+            return;
+        }
+        if (evbuffer_add(c->inb, th->scratch, (size_t)n) < 0) {
+            bench_fail(th->w->sh, "out of memory reading connection %d", c->idx);
+            conn_close(c);
+            flush_dirty(th);
+            return;
+        }
     }
     int r = wire_read_frames(c->inb, READ_MAX, on_frame, c);
     if (c->redial) {
@@ -1116,8 +1293,12 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             return;
         }
         c->connected = true;
-        send_hello(c);
+        send_hello(c); /* with TLS, written once the handshake is done */
     }
+    /* The read first (it may queue an Ack), then what waited for room,
+     * which a read that had to wait for it held back too. */
+    if (c->ssl && c->read_wants_write)
+        on_readable(fd, EV_READ, c);
     conn_write(c);
     flush_dirty(th);
 }
@@ -1392,6 +1573,27 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         w.flood_base = ntohl(a.s_addr);
     }
     (void)nw;
+    if (o->tls) {
+        /* No verification (loopback, and the bench measures). No session
+         * tickets or cache, as parleyd has none; reading ahead into a
+         * larger buffer saves a read() per record. Idle connections are
+         * many and quiet: they give their buffers back, as parleyd's do. */
+        w.tls = SSL_CTX_new(TLS_client_method());
+        if (!w.tls || SSL_CTX_set_min_proto_version(w.tls, TLS1_2_VERSION) != 1) {
+            bench_fail(sh, "cannot create a TLS context");
+            _exit(1);
+        }
+        SSL_CTX_set_verify(w.tls, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_options(w.tls, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET |
+                                       SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_session_cache_mode(w.tls, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_mode(w.tls, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                    (o->sc == SC_IDLE ? SSL_MODE_RELEASE_BUFFERS : 0));
+        SSL_CTX_set_read_ahead(w.tls, 1);
+        if (o->sc != SC_IDLE)
+            SSL_CTX_set_default_read_buffer_len(w.tls, SCRATCH);
+    }
     int window = o->setup_window / nth;
     if (window < 1)
         window = 1;

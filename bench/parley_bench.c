@@ -214,6 +214,8 @@ static void usage(FILE *f)
                "  --run-id ID        user names are b<ID>_<n> (default: from time and pid)\n"
                "  --pause S          wait S seconds between the setup and the run (default 0)\n"
                "  --quiet            no progress lines\n"
+               "  --tls              speak TLS to the server, as parleyd --tls serves it (its\n"
+               "                     certificate is not verified: the bench is on loopback)\n"
                "direct and group:\n"
                "  --inflight K       messages in flight per sender (default 1; 16 with --rate)\n"
                "  --size BYTES       message body size (default 32, at least 26)\n"
@@ -312,6 +314,7 @@ enum {
     O_CLIENT_IDS,
     O_USERS,
     O_RECONNECT,
+    O_TLS,
     O_FLOOD_CONNS,
     O_FLOOD_ADDRS,
     O_FLOOD_SRC,
@@ -355,6 +358,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"client-ids", required_argument, NULL, O_CLIENT_IDS},
         {"users", required_argument, NULL, O_USERS},
         {"reconnect", no_argument, NULL, O_RECONNECT},
+        {"tls", no_argument, NULL, O_TLS},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
         {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
         {"flood-src", required_argument, NULL, O_FLOOD_SRC},
@@ -515,6 +519,9 @@ static void parse(int argc, char **argv, bopts *o)
             break;
         case O_USERS:
             o->users = (int)num("--users", optarg, 1, 1e7);
+            break;
+        case O_TLS:
+            o->tls = true;
             break;
         case O_RECONNECT:
             o->reconnect = true;
@@ -1126,8 +1133,8 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         snprintf(rate, sizeof rate, "max");
     switch (o->sc) {
     case SC_DIRECT:
-        snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s", o->conns,
-                 o->inflight, o->size, rate, o->cross ? " cross" : "");
+        snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s%s", o->conns,
+                 o->inflight, o->size, rate, o->cross ? " cross" : "", o->tls ? " tls" : "");
         printf("direct %s: %.0f msg/s delivered%s; %llu sent, %llu lost, %s, %llu out "
                "of order: %s\n",
                settings, (double)t->recv_win / d, lat, (unsigned long long)t->sent,
@@ -1150,12 +1157,13 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
             snprintf(mem, sizeof mem, "server RSS %.1f -> %.1f MiB, %.0f bytes/connection",
                      ri->rss_before / 1024.0, ri->rss_after / 1024.0,
                      (double)(ri->rss_after - ri->rss_before) * 1024.0 / o->conns);
-        printf("idle conns=%d procs=%d: %s; %.0f connects/s, %.0f registers/s, %.0f logins/s: %s\n",
-               o->conns, o->procs, mem,
-               ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
-               ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
-               ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
-               oc->ok ? "OK" : "FAIL");
+        printf(
+            "idle conns=%d procs=%d%s: %s; %.0f connects/s, %.0f registers/s, %.0f logins/s: %s\n",
+            o->conns, o->procs, o->tls ? " tls" : "", mem,
+            ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
+            ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
+            ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+            oc->ok ? "OK" : "FAIL");
         break;
     }
     case SC_LOGIN:
@@ -1208,12 +1216,12 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     fprintf(f,
             "],\"cross\":%s,\"conns\":%d,\"inflight\":%d,\"size\":%d,\"rate\":%.0f,"
             "\"duration\":%g,\"warmup\":%g,\"threads\":%d,\"procs\":%d,\"group_size\":%d,"
-            "\"senders\":%d,\"users\":%d,\"reconnect\":%s,\"flood_conns\":%d,"
+            "\"senders\":%d,\"users\":%d,\"reconnect\":%s,\"tls\":%s,\"flood_conns\":%d,"
             "\"flood_addrs\":%d,\"flood_inflight\":%d,\"flood_warmup\":%g,\"pwhash_cost\":",
             o->cross ? "true" : "false", o->conns, o->inflight, o->size, o->rate, o->duration,
             o->warmup, o->threads, o->procs, o->sc == SC_GROUP ? o->group_size : 0,
             o->sc == SC_GROUP ? o->senders : 0, o->sc == SC_LOGIN ? o->users : 0,
-            o->reconnect ? "true" : "false", o->flood_conns,
+            o->reconnect ? "true" : "false", o->tls ? "true" : "false", o->flood_conns,
             o->sc == SC_REGFLOOD ? o->flood_addrs : 0, o->sc == SC_REGFLOOD ? o->flood_inflight : 0,
             o->sc == SC_REGFLOOD ? o->flood_warmup : 0);
     json_str(f, o->pwhash);
@@ -1342,8 +1350,8 @@ int main(int argc, char **argv)
                     (int)o.server_pid);
     }
     if (!quiet)
-        fprintf(stderr, "[%s] %d connections to %s:%d%s, %d process(es) x %d thread(s), run %s\n",
-                scenario_name(o.sc), o.conns, o.host, o.ports[0],
+        fprintf(stderr, "[%s] %d connections to %s:%d%s%s, %d process(es) x %d thread(s), run %s\n",
+                scenario_name(o.sc), o.conns, o.host, o.ports[0], o.tls ? " (TLS)" : "",
                 o.nports > 1 ? " (and more ports)" : "", o.procs, o.threads, o.run_id);
 
     workers = calloc((size_t)o.procs, sizeof(*workers));

@@ -7,7 +7,11 @@ Usage: report.py --manifest FILE --json-dir DIR --out DIR [--quick 0|1] ...
 The manifest has one tab-separated line per table row:
 NAME KIND WHAT SETTINGS TARGET [FLOOR], where the runs are DIR/NAME.floor.json
 and DIR/NAME.TARGET.json; FLOOR "none" marks a scenario run on Parley alone
-(no floor run, no ratio).
+(no floor run, no ratio), and "plain:OTHER[+OTHER2]" a TLS run (TARGET tls)
+compared with plain Parley's run of OTHER (DIR/OTHER.parley.json) instead of
+the floor: its ratio is TLS / plain, and latest.json's "tls" holds those
+figures against issue 14's targets. With OTHER2 (and DIR/NAME.again.tls.json)
+each side's figures are the means of its two runs.
 """
 import argparse
 import json
@@ -15,6 +19,11 @@ import os
 import platform
 import sys
 import time
+
+# Issue 14: TLS throughput at least this share of plain TCP's, measured in
+# the same run; an idle TLS connection at most this much server memory.
+TLS_MIN_RATIO = 0.6
+TLS_MAX_IDLE_BYTES = 16 * 1024
 
 
 def machine():
@@ -128,6 +137,56 @@ def cdf(run):
     return pts
 
 
+def mean_figures(a, b):
+    """Two runs' figures, value by value: their mean (None if either has none)."""
+    return [(m, u, None if x is None or y is None else (x + y) / 2)
+            for (m, u, x), (_, _, y) in zip(a, b)]
+
+
+def tls_summary(rows, runs):
+    """Issue 14's two TLS figures against their targets, from the TLS rows
+    (the first of each kind): {} when the run had none."""
+    out, lines = {}, []
+    for r in rows:
+        if r["base"] != "plain":
+            continue
+        if r["metric"] == "delivered" and "direct" not in out:
+            met = r["ratio"] is not None and r["ratio"] >= TLS_MIN_RATIO
+            out["direct"] = {"run": r["name"], "settings": r["settings"],
+                             "runs_each": r.get("runs", 1),
+                             "tls_msg_per_s": r["parley"], "plain_msg_per_s": r["floor"],
+                             "ratio": r["ratio"], "target_min_ratio": TLS_MIN_RATIO,
+                             "met": met,
+                             # each run, in the order they ran: plain, TLS, TLS, plain
+                             "each_msg_per_s": [
+                                 runs[r["name"]][k].get("results", {}).get("delivered_per_s")
+                                 for k in ("plain", r["target"], r["target"] + "_again",
+                                           "plain_again") if k in runs[r["name"]]]}
+            lines.append("TLS direct throughput: %s msg/s, plain %s msg/s%s: TLS / plain %s "
+                         "(target at least %.1f): %s" %
+                         (fmt_num(r["parley"]), fmt_num(r["floor"]),
+                          " (means of 2 runs each)" if r.get("runs") == 2 else "",
+                          fmt_ratio(r["ratio"]), TLS_MIN_RATIO, "met" if met else "MISSED"))
+            each = out["direct"]["each_msg_per_s"]
+            if len(each) == 4:
+                lines.append("  each run (msg/s): plain %s, TLS %s, TLS %s, plain %s" %
+                             tuple(fmt_num(x) for x in each))
+        elif r["metric"] == "server memory" and "idle" not in out:
+            b = r["parley"]
+            met = b is not None and b <= TLS_MAX_IDLE_BYTES
+            out["idle"] = {"run": r["name"], "settings": r["settings"],
+                           "bytes_per_conn": b, "plain_bytes_per_conn": r["floor"],
+                           "target_max_bytes": TLS_MAX_IDLE_BYTES, "met": met}
+            lines.append("TLS idle connection: %s of server memory each (plain %s; target at "
+                         "most 16 KiB): %s" %
+                         ("-" if b is None else "%.1f KiB" % (b / 1024),
+                          "-" if r["floor"] is None else "%.1f KiB" % (r["floor"] / 1024),
+                          "met" if met else "MISSED"))
+    if out:
+        out["_lines"] = lines
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", required=True)
@@ -145,15 +204,30 @@ def main():
     lines = [l + ["floor"] * (6 - len(l)) for l in lines]
     for name, kind, what, settings, target, floor in lines:
         solo = floor == "none"
-        fl = {"ok": True, "settings": {}, "results": {}} if solo else \
-            load(os.path.join(a.json_dir, name + ".floor.json"))
+        plain = floor.startswith("plain:")
+        again = {}  # TLS rows: the second run of each side
+        if solo:
+            fl = {"ok": True, "settings": {}, "results": {}}
+        elif plain:
+            others = floor[len("plain:"):].split("+")
+            fl = load(os.path.join(a.json_dir, others[0] + ".parley.json"))
+            if len(others) > 1:
+                again["plain_again"] = load(os.path.join(a.json_dir, others[1] + ".parley.json"))
+                again[target + "_again"] = load(os.path.join(a.json_dir,
+                                                             name + ".again." + target + ".json"))
+        else:
+            fl = load(os.path.join(a.json_dir, name + ".floor.json"))
         pa = load(os.path.join(a.json_dir, name + "." + target + ".json"))
-        runs[name] = {target: pa} if solo else {"floor": fl, target: pa}
+        runs[name] = {target: pa} if solo else {"plain" if plain else "floor": fl, target: pa}
+        runs[name].update(again)
         for who, run in runs[name].items():
             if not run.get("ok", False):
                 failures.append("%s on %s: %s" % (name, who, run.get("failure") or "failed"))
         pf = figures(kind, pa)
         ff = [(m, u, None) for m, u, _ in pf] if solo else figures(kind, fl)
+        if again:
+            pf = mean_figures(pf, figures(kind, again[target + "_again"]))
+            ff = mean_figures(ff, figures(kind, again["plain_again"]))
         for (metric, unit, pv), (_, _, fv) in zip(pf, ff):
             row = {
                 "name": name, "scenario": what, "settings": settings, "target": target,
@@ -161,7 +235,11 @@ def main():
                 "parley": pv, "floor": fv,
                 "parley_ok": bool(pa.get("ok")), "floor_ok": bool(fl.get("ok")),
                 "floor_run": not solo,
+                # "plain": the floor column is plain Parley's run, the ratio TLS / plain
+                "base": "plain" if plain else "floor",
             }
+            if again:
+                row["runs"] = 2
             row["ratio"] = ratio(row["parley"], row["floor"])
             offered = pa.get("settings", {}).get("rate") or 0
             got = pa.get("results", {}).get("delivered_per_s") or 0
@@ -176,12 +254,14 @@ def main():
     for r in rows:
         par = fmt_num(r["parley"])
         if r["target"] != "parley":
-            par += " (cluster)"
+            par += " (%s)" % {"tls": "TLS"}.get(r["target"], r["target"])
         if r.get("note"):
             par += " *"
         if not r["parley_ok"]:
             par += " FAIL"
         flo = fmt_num(r["floor"]) + ("" if r["floor_ok"] else " FAIL")
+        if r["base"] == "plain":
+            flo = fmt_num(r["floor"]) + " (plain)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
         table.append((r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
@@ -248,6 +328,12 @@ def main():
             print("note: " + r)
     print("\nratios: above 1 for latency and memory means Parley needs more than the floor; "
           "below 1 for throughput means it does less.")
+    tls = tls_summary(rows, runs)
+    if tls:
+        print("TLS rows: Parley with --tls auto, the bench speaking TLS; the floor column holds "
+              "plain Parley's figure from this run and the ratio is TLS / plain.")
+        for line in tls.pop("_lines"):
+            print(line)
     if any(not r["floor_run"] for r in rows):
         print("floor (none): run on Parley alone at the default argon2id cost, which the floor "
               "does not pay; regflood compares the pair with itself, without and during the flood.")
@@ -272,6 +358,7 @@ def main():
                    "durability": "SQLite WAL, synchronous=NORMAL, committed before SendOk"},
         "ok": not failures,
         "failures": failures,
+        "tls": tls,
         "rows": rows,
         "runs": runs,
     }
@@ -336,6 +423,8 @@ def main():
 
     with open(os.path.join(pd, "ratios.dat"), "w") as f:
         for r in rows:
+            if r["base"] != "floor":
+                continue  # TLS / plain is not a ratio to the floor
             if r["ratio"] is None or r["metric"] not in ("delivered", "deliveries", "logins",
                                                          "server memory", "latency p99"):
                 continue

@@ -9,6 +9,10 @@
 # Two scenarios run on Parley alone, at the default argon2id cost, since the
 # floor does not hash: logins on new connections, and regflood (a pair's
 # latency without and during a flood of registrations, at default limits).
+# Two more run on Parley with TLS on its client port (--tls auto) and are
+# compared with plain Parley in the same run rather than with the floor
+# (which has no TLS): direct-tls (throughput, issue 14 asks for at least 0.6
+# of plain) and idle-tls (server memory per connection, at most 16 KiB).
 #
 # Environment:
 #   BENCH_QUICK=1        a smoke run of about a minute (small and short)
@@ -43,6 +47,7 @@ server_pid=""
 cluster_dir=""
 srv_cost=min     # parleyd's --pwhash-cost for the next run
 srv_limits=raised # raised: the limits below; default: parleyd's own
+srv_tls=0        # 1: parleyd serves TLS on its client port (--tls auto, no plain port)
 
 stop_pid() { # pid: TERM, up to 10 s, then KILL
   local pid=$1 i
@@ -155,6 +160,7 @@ start_parleyd() {
   local log=$tmp/parleyd.$n.log data=$tmp/data.$n limits=()
   mkdir -p "$data"
   [ "$srv_limits" = raised ] && limits=("${raised_limits[@]}")
+  [ "$srv_tls" = 1 ] && limits+=(--tls auto)
   # parleyd raises its own open-file limit to the hard one; so does this.
   (ulimit -n "$(ulimit -Hn)" && exec "$build/parleyd" --bind 127.0.0.1 --port 0 --data "$data" \
     --pwhash-cost "$srv_cost" "${limits[@]}") >"$log" 2>&1 &
@@ -173,7 +179,8 @@ stop_server() {
 }
 
 # one TARGET NAME SCENARIO [bench args]: runs parley-bench once; TARGET is
-# floor, parley (a fresh server each) or cluster (the running cluster).
+# floor, parley (a fresh server each), tls (a fresh server serving TLS, and
+# the bench speaking it) or cluster (the running cluster).
 one() {
   local target=$1 name=$2 sc=$3
   shift 3
@@ -181,6 +188,7 @@ one() {
   case $target in
     floor) start_floor; ports=(--port "$server_port") ;;
     parley) start_parleyd; ports=(--port "$server_port") ;;
+    tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
   esac
   [ "$sc" = idle ] && [ -n "$server_pid" ] && extra+=(--server-pid "$server_pid")
@@ -200,7 +208,9 @@ one() {
 
 # row NAME KIND WHAT SETTINGS TARGET [FLOOR]: a line of the table. KIND says
 # which figures it shows: rate (msg/s), deliveries, latency, memory, logins,
-# regflood. FLOOR is "none" for a scenario run on Parley alone.
+# regflood. FLOOR is "none" for a scenario run on Parley alone, and
+# "plain:OTHER[+OTHER2]" for a TLS run (and NAME.again, if run) compared with
+# plain Parley's run(s) of OTHER.
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-floor}" >>"$manifest"; }
 
 # pair NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, then Parley.
@@ -244,6 +254,19 @@ say "scenarios: ${dur}s measured after ${warm}s of warm-up each; Parley's durabi
 
 for c in "${CONNS[@]}"; do
   pair "direct-c$c-if8" rate direct "$c conns, 8 in flight" direct --conns "$c" --inflight 8 "${common[@]}"
+  if [ "$c" = "$C" ]; then
+    # TLS right after plain Parley with the same settings: the ratio of the
+    # two is what TLS costs. On a shared machine one pair of short runs
+    # scatters more than the margin, so plain, TLS, TLS, plain: a load that
+    # drifts during the four weighs on both sides alike, and the ratio is
+    # of the means (report.py). The second plain run has no row of its own.
+    one tls "direct-tls-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"
+    one tls "direct-tls-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    one parley "direct-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    row "direct-tls-c$C-if8" rate "direct, TLS" \
+      "$C conns, 8 in flight; vs plain Parley, mean of 2 runs each (plain, TLS, TLS, plain)" tls \
+      "plain:direct-c$C-if8+direct-c$C-if8.again"
+  fi
 done
 pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --inflight 1 "${common[@]}"
 for r in "${RATES[@]}"; do
@@ -258,6 +281,9 @@ for g in "${GSIZES[@]}"; do
 done
 pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 4 \
   --duration "$HOLD"
+one tls "idle-tls-c$IDLE" idle --conns "$IDLE" --settle 4 --duration "$HOLD"
+row "idle-tls-c$IDLE" memory "idle, TLS" "$IDLE conns, ping every 20 s; vs plain Parley" tls \
+  "plain:idle-c$IDLE"
 pair "login-c$LOGIN_CONNS" logins login "$LOGIN_CONNS conns, pwhash-cost min" login --conns "$LOGIN_CONNS" "${common[@]}"
 # The default argon2id cost, as users have it: each login on a new
 # connection (hello, login, logout, close), as users of the LOGIN_USERS in turn.
