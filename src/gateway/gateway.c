@@ -510,7 +510,10 @@ static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
     gw_session *s = gw_sess(c);
     s->authenticating = 0;
     const Parley__ServerFrame *f = res->frame;
-    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && !f->error && !s->user) {
+    /* A reply from another node is checked before it is believed: a
+     * LoginOk without its user or token logs nobody in. */
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && !f->error && !s->user &&
+        f->login_ok->user && f->login_ok->token) {
         const Parley__LoginOk *ok = f->login_ok;
         s->has_token = pwhash_token_pack(ok->token, s->token) == 0;
         gw_session_add(c, ok->user->id);
