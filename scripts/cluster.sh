@@ -11,6 +11,12 @@
 #
 # Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log;
 # DIR/cluster.env holds the addresses (ZK, REDIS, DB, NGINX_PORT, ...).
+# The cluster trusts only itself (docs/security.md): DIR/secrets (0700) holds
+# zk-auth and redis-auth (USER:PASS, made at random) and cluster.key (32
+# random bytes), each 0600; every node gets them as --zk-auth-file,
+# --redis-auth-file and --cluster-key-file, Parley's znodes are closed to
+# everyone else and Redis refuses whoever has not the password.
+# cluster.env names the files (ZK_AUTH_FILE, REDIS_AUTH_FILE, CLUSTER_KEY_FILE).
 # Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
 # interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble,
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
@@ -57,9 +63,80 @@ start_parleyd() {
   die "$name did not become ready"
 }
 
+# The secrets every node is given (paths only: nothing secret on a command line).
+secret_args() {
+  echo --zk-auth-file "$ZK_AUTH_FILE" --redis-auth-file "$REDIS_AUTH_FILE" \
+    --cluster-key-file "$CLUSTER_KEY_FILE"
+}
+
+# ---- RPC trust: the cluster's CA and one certificate per node ----
+# DIR/pki/ca.pem and ca.key are the cluster's own CA; DIR/pki/NAME.pem and
+# NAME.key a node's certificate and key, whose subject's OU says what the node
+# is: "gateway" (calls the services, speaking for users) and/or "service"
+# (serves them). Every parleyd runs RPC over mutual TLS with them
+# (docs/security.md). Keys are 0600, the directory 0700.
+
+make_ca() { # DIR
+  local pki=$1/pki
+  mkdir -p "$pki"
+  chmod 700 "$pki"
+  [ -f "$pki/ca.pem" ] && return 0
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 3650 \
+    -subj "/O=Parley cluster/CN=Parley cluster CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>"$pki/openssl.err") ||
+    { cat "$pki/openssl.err" >&2; die "cannot make the cluster CA"; }
+  chmod 644 "$pki/ca.pem"
+  rm -f "$pki/openssl.err"
+}
+
+node_cert() { # DIR NAME ROLE: signs NAME's certificate unless it exists
+  local pki=$1/pki name=$2 role=$3 ou="" r
+  [ -f "$pki/$name.pem" ] && return 0
+  for r in ${role//,/ }; do
+    case "$r" in
+      gateway) ou="$ou/OU=gateway" ;;
+      all) ou="$ou/OU=gateway/OU=service" ;;
+      *) [[ "$ou" == */OU=service* ]] || ou="$ou/OU=service" ;;
+    esac
+  done
+  (umask 077 &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "/O=Parley cluster$ou/CN=$name" &&
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=IP:127.0.0.1" >"$pki/$name.ext" &&
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+      -set_serial "0x$(openssl rand -hex 15)" -days 3650 -extfile "$pki/$name.ext" \
+      -out "$pki/$name.pem") 2>"$pki/openssl.err" ||
+    { cat "$pki/openssl.err" >&2; die "cannot make the certificate of $name"; }
+  rm -f "$pki/$name.csr" "$pki/$name.ext" "$pki/openssl.err"
+  chmod 644 "$pki/$name.pem"
+}
+
+tls_args() { # DIR NAME
+  echo --cluster-ca "$1/pki/ca.pem" --node-cert "$1/pki/$2.pem" --node-key "$1/pki/$2.key"
+}
+
 node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
-    --auth-workers 1
+    --auth-workers 1 $(secret_args)
+}
+
+# make_secrets DIR: credentials and key, readable by this user only. Made
+# once per directory and kept: ZooKeeper's data outlives a down, and its
+# znodes belong to the credentials that made them.
+make_secrets() {
+  local s=$1/secrets
+  (umask 077
+   mkdir -p "$s"
+   [ -s "$s/zk-auth" ] ||
+     echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/zk-auth"
+   [ -s "$s/redis-auth" ] ||
+     echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/redis-auth"
+   [ -s "$s/cluster.key" ] || head -c 32 /dev/urandom >"$s/cluster.key")
+  chmod 700 "$s"
+  chmod 600 "$s/zk-auth" "$s/redis-auth" "$s/cluster.key"
 }
 
 up() {
@@ -71,6 +148,7 @@ up() {
   # The directory goes into the trap now: dir is local, and gone by the time
   # the trap runs.
   trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down '"$(printf %q "$dir")"' >/dev/null 2>&1 || true; fi' EXIT
+  make_secrets "$dir"
   local zk_nodes=${PARLEY_ZK_NODES:-1}
   local redis_port mariadb_port nginx_port zk=""
   if [ "$zk_nodes" -eq 1 ]; then
@@ -92,7 +170,7 @@ up() {
   fi
   # Each port picked just before its server starts (see nginx below).
   redis_port=$(free_port)
-  "$servers" redis "$dir/redis" "$redis_port"
+  "$servers" redis "$dir/redis" "$redis_port" "@$dir/secrets/redis-auth"
   mariadb_port=$(free_port)
   MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
     "$servers" mariadb "$dir/mariadb" "$mariadb_port"
@@ -101,19 +179,25 @@ ZK=$zk
 ZK_NODES=$zk_nodes
 REDIS=127.0.0.1:$redis_port
 DB=mariadb://parley:parley@127.0.0.1:$mariadb_port/parley
+ZK_AUTH_FILE=$dir/secrets/zk-auth
+REDIS_AUTH_FILE=$dir/secrets/redis-auth
+CLUSTER_KEY_FILE=$dir/secrets/cluster.key
 ENV
   load_env "$dir"
+  make_ca "$dir"
   local svc n
   for svc in user social message; do
     for n in 1 2; do
-      start_parleyd "$dir" "$svc$n" $(node_args "$svc")
+      node_cert "$dir" "$svc$n" "$svc"
+      start_parleyd "$dir" "$svc$n" $(node_args "$svc") $(tls_args "$dir" "$svc$n")
     done
   done
   local gw_ports=() g
   for g in 1 2; do
     local gp; gp=$(free_port)
+    node_cert "$dir" "gateway$g" gateway
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
-      --gateway-id "$g" $GATEWAY_LIMITS
+      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g")
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
@@ -131,6 +215,7 @@ ENV
   echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
   trap - EXIT
   echo "Parley cluster is up in $dir. Connect with: $root/build/parley --port $nginx_port"
+  echo "Admin: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
 }
 
 down() {
@@ -184,10 +269,13 @@ case "$cmd" in
     [ $# -ge 4 ] || die "usage: cluster.sh start NAME ROLE DIR [parleyd args]"
     name=$2 role=$3 dir=$4; shift 4
     load_env "$dir"
+    make_ca "$dir"
+    node_cert "$dir" "$name" "$role"
     if [ "$role" = gateway ]; then
-      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS "$@"
+      start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS \
+        $(secret_args) $(tls_args "$dir" "$name") "$@"
     else
-      start_parleyd "$dir" "$name" $(node_args "$role") "$@"
+      start_parleyd "$dir" "$name" $(node_args "$role") $(tls_args "$dir" "$name") "$@"
     fi ;;
   kill)
     [ $# -ge 3 ] || die "usage: cluster.sh kill NAME DIR [SIGNAL]"

@@ -3,7 +3,12 @@
 # (ZooKeeper, Redis, MariaDB, nginx) on loopback, each with all its state
 # under a directory of its own. Used by the tests and by scripts/cluster.sh.
 #
-#   servers.sh redis     DIR PORT
+#   servers.sh redis     DIR PORT [USER:PASS]
+#        with USER:PASS: the default user is off (an unauthenticated client
+#        can run nothing) and USER may run only the commands Parley's bus
+#        sends, on keys and channels named parley:*. Kept in DIR/redis-acl.conf
+#        (0600), so a later start in DIR without USER:PASS keeps it.
+#        @FILE reads USER:PASS from FILE (keeps it off command lines).
 #   servers.sh zookeeper DIR CLIENT_PORT [ID PEER_PORT ELECTION_PORT ENSEMBLE]
 #        ENSEMBLE = "1:PEER:ELECT,2:PEER:ELECT,3:PEER:ELECT" (omit for standalone)
 #   servers.sh mariadb   DIR PORT          (database "parley", user root over the socket,
@@ -51,10 +56,29 @@ wait_gone() { # pidfile seconds
   rm -f "$pidfile"
 }
 
+# The ACL of Parley's Redis user: the commands src/bus/redis.c sends (and
+# its scripts call), on its own keys and channels only.
+REDIS_PARLEY_CMDS="+ping +info +auth +hello +get +set +mget +del +hset +hdel +hgetall +eval \
++publish +subscribe +unsubscribe"
+
 start_redis() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 auth=${3:-} conf=()
   mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --pidfile "$dir/redis.pid" \
+  if [ "${auth:0:1}" = @ ]; then
+    auth=$(head -n1 "${auth:1}") || die "redis: cannot read ${auth:1}"
+  fi
+  if [ -n "$auth" ]; then
+    local user=${auth%%:*} pass=${auth#*:}
+    [ -n "$user" ] && [ "$user" != "$auth" ] && [ -n "$pass" ] || die "redis: expected USER:PASS"
+    (umask 077
+     {
+       echo "user default off resetpass nopass -@all"
+       echo "user $user on resetpass >$pass resetkeys ~parley:* resetchannels &parley:* -@all" \
+         $REDIS_PARLEY_CMDS
+     } >"$dir/redis-acl.conf")
+  fi
+  [ -f "$dir/redis-acl.conf" ] && conf=("$dir/redis-acl.conf")
+  redis-server "${conf[@]}" --port "$port" --bind 127.0.0.1 --daemonize yes --pidfile "$dir/redis.pid" \
     --dir "$dir" --save '' --appendonly no --logfile "$dir/redis.log" >/dev/null
   wait_port "$port" 10 || { tail -20 "$dir/redis.log" >&2; die "redis did not start on $port"; }
   # The pid file appears just after the port opens.
@@ -168,7 +192,7 @@ stop_all() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-  redis) [ $# -eq 2 ] || die "usage: redis DIR PORT"; start_redis "$@" ;;
+  redis) [ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: redis DIR PORT [USER:PASS]"; start_redis "$@" ;;
   zookeeper) [ $# -eq 2 ] || [ $# -eq 6 ] || die "usage: zookeeper DIR PORT [ID PEER ELECT ENSEMBLE]"; start_zookeeper "$@" ;;
   mariadb) [ $# -eq 2 ] || die "usage: mariadb DIR PORT"; start_mariadb "$@" ;;
   nginx) [ $# -ge 3 ] || die "usage: nginx DIR PORT BACKEND..."; start_nginx "$@" ;;

@@ -8,6 +8,10 @@
  *   parleyctl --zk HOSTS ring get KEY [--service S] [--vnodes N] [--add NAME]... [--del NAME]...
  *       the node KEY maps to; KEY is direct:USER:USER, group:GROUP or a number
  *
+ * --zk-auth USER:PASS (or --zk-auth-file FILE) gives the credentials of a
+ * cluster whose znodes are closed (parleyd --zk-auth): without them such a
+ * cluster's nodes cannot be read.
+ *
  * --add and --del change the ring before answering, without touching the
  * cluster: "what if a node joined or left?" (the seeds' add / del on a ring).
  */
@@ -17,6 +21,7 @@
 #include <string.h>
 
 #include "common/keys.h"
+#include "common/secret.h"
 #include "registry/registry.h"
 #include "rpc/ring.h"
 
@@ -77,12 +82,14 @@ static void ctl_usage(FILE *f)
                "       parleyctl --zk HOSTS ring list [--service S] [--vnodes N] [--add NAME]... "
                "[--del NAME]...\n"
                "       parleyctl --zk HOSTS ring get KEY [same options]\n"
-               "KEY is direct:USER:USER, group:GROUP or a number.\n");
+               "KEY is direct:USER:USER, group:GROUP or a number.\n"
+               "--zk-auth USER:PASS or --zk-auth-file FILE: ZooKeeper credentials.\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *zk = NULL, *service = "message", *cmd = NULL, *sub = NULL, *keyarg = NULL;
+    const char *zk = NULL, *zk_auth = NULL, *zk_auth_file = NULL, *service = "message", *cmd = NULL,
+               *sub = NULL, *keyarg = NULL;
     unsigned vnodes = 100;
     const char *adds[64], *dels[64];
     size_t nadd = 0, ndel = 0;
@@ -99,6 +106,10 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--zk") == 0 && v) {
             zk = v, i++;
+        } else if (strcmp(a, "--zk-auth") == 0 && v) {
+            zk_auth = v, i++;
+        } else if (strcmp(a, "--zk-auth-file") == 0 && v) {
+            zk_auth_file = v, i++;
         } else if (strcmp(a, "--service") == 0 && v) {
             service = v, i++;
         } else if (strcmp(a, "--vnodes") == 0 && v) {
@@ -122,7 +133,15 @@ int main(int argc, char **argv)
         ctl_usage(stderr);
         return 2;
     }
-    reg = registry_zk_new(zk, 4000, 5000, err, sizeof(err));
+    char auth[256] = "";
+    if (zk_auth_file && secret_read_line(zk_auth_file, auth, sizeof(auth), err, sizeof(err)) < 0) {
+        fprintf(stderr, "parleyctl: --zk-auth-file: %s\n", err);
+        return 1;
+    }
+    if (zk_auth)
+        snprintf(auth, sizeof(auth), "%s", zk_auth);
+    reg = registry_zk_new_auth(zk, 4000, 5000, auth, err, sizeof(err));
+    explicit_bzero(auth, sizeof(auth));
     if (!reg) {
         fprintf(stderr, "parleyctl: %s\n", err);
         return 1;

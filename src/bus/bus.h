@@ -69,6 +69,23 @@ bus *bus_local_new(void);
  * cannot be reached at start; later outages are ridden out (see redis.c). */
 bus *bus_redis_new(const char *host, int port, uint32_t gateway_id, char *err, size_t errlen);
 
+/* What a cluster's Redis bus proves and checks (docs/security.md). */
+#define BUS_KEY_LEN 32
+typedef struct bus_redis_secrets {
+    /* "USER:PASS" of a Redis ACL user: every connection sends AUTH first.
+     * NULL or "": none (Redis's default user). */
+    const char *auth;
+    /* BUS_KEY_LEN bytes shared by every node: each message published
+     * carries an HMAC-SHA512-256 of its channel and body, and a gateway
+     * drops (and logs) whatever arrives without a valid one. NULL: no MAC,
+     * nothing checked. */
+    const unsigned char *key;
+} bus_redis_secrets;
+
+/* bus_redis_new with credentials and a message key; sec may be NULL. */
+bus *bus_redis_new_secure(const char *host, int port, uint32_t gateway_id,
+                          const bus_redis_secrets *sec, char *err, size_t errlen);
+
 /* Counts one more session of user on gateway. 0, or -1 on failure. */
 static inline int bus_presence_add(bus *b, uint64_t user, uint32_t gateway)
 {

@@ -28,6 +28,14 @@
  * publish and presence_count run on the caller's thread over synchronous
  * connections taken from a pool (one per concurrent caller) with 1 s
  * timeouts, so a dead Redis never holds a worker for long.
+ *
+ * Trust (docs/security.md). With credentials every connection, synchronous
+ * or not, sends AUTH before anything else. With a cluster key a message on
+ * a channel is [32-byte MAC][pushes], the MAC an HMAC-SHA512-256 of the
+ * channel's name and the pushes: a gateway checks it before it reads a
+ * single size, and drops what fails, with a log line at most every
+ * REDIS_BADMAC_LOG_MS; naming the channel keeps a message meant for one
+ * gateway from being replayed to another.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +50,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <sodium.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -62,6 +71,8 @@
 #define REDIS_EPOCH_LEN      16
 #define REDIS_PUSH_HDR       16 /* a push's n, len and msgid */
 #define REDIS_TOMB_UNSENT    UINT64_MAX
+#define REDIS_MAC_LEN        crypto_auth_hmacsha512256_BYTES
+#define REDIS_BADMAC_LOG_MS  10000 /* at most one line this often about bad MACs */
 
 /* Deletes a presence field unless its gateway is (again) alive with that
  * epoch: atomic, so it cannot race with the gateway re-registering. */
@@ -102,6 +113,9 @@ typedef struct bus_redis {
     bus base;
     char *host;
     int port;
+    char *user, *pass; /* the Redis ACL user; NULL: none */
+    int keyed;         /* messages carry a MAC with key */
+    unsigned char key[BUS_KEY_LEN];
     uint32_t gw;
     char epoch[REDIS_EPOCH_LEN + 1];
     char field[32];     /* "<id>:<epoch>" */
@@ -139,6 +153,9 @@ typedef struct bus_redis {
     int cmd_synced;  /* every entry written since the command link came up */
     int need_resync; /* pushes may have been lost since the handler last synced */
     int stolen_warned;
+    uint64_t bad_macs;     /* messages dropped for their MAC, ever */
+    uint64_t bad_unlogged; /* ... since the last line about them */
+    int64_t bad_logged_ms;
 } bus_redis;
 
 static int64_t redis_now_ms(void)
@@ -188,7 +205,8 @@ static uint64_t redis_get_le64(const uint8_t *p)
 
 /* ---- synchronous connections (publisher and presence_count side) ---- */
 
-static redisContext *redis_connect_sync(const char *host, int port, char *why, size_t whylen)
+static redisContext *redis_connect_sync(const char *host, int port, const char *user,
+                                        const char *pass, char *why, size_t whylen)
 {
     struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(host, port, tv);
@@ -207,6 +225,18 @@ static redisContext *redis_connect_sync(const char *host, int port, char *why, s
         redisFree(c);
         return NULL;
     }
+    if (!user)
+        return c;
+    redisReply *r = redisCommand(c, "AUTH %s %s", user, pass);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, whylen, "AUTH as %s: %s", user,
+                 r ? r->str : (c->errstr[0] ? c->errstr : "no answer"));
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        return NULL;
+    }
+    freeReplyObject(r);
     return c;
 }
 
@@ -238,7 +268,7 @@ static redisContext *redis_pool_take(bus_redis *b)
     if (down)
         return NULL;
     char why[128];
-    redisContext *c = redis_connect_sync(b->host, b->port, why, sizeof(why));
+    redisContext *c = redis_connect_sync(b->host, b->port, b->user, b->pass, why, sizeof(why));
     if (!c) {
         log_debug("bus: cannot reach Redis at %s:%d: %s", b->host, b->port, why);
         pthread_mutex_lock(&b->pool_lock);
@@ -519,6 +549,19 @@ static uint8_t *redis_buf_grow(redis_buf *b, size_t more)
     return at;
 }
 
+/* The MAC of a message on channel: HMAC-SHA512-256 over the channel's name,
+ * a NUL, and the body. */
+static void redis_mac(const bus_redis *b, const char *channel, const uint8_t *body, size_t len,
+                      uint8_t *out)
+{
+    crypto_auth_hmacsha512256_state st;
+    crypto_auth_hmacsha512256_init(&st, b->key, sizeof(b->key));
+    crypto_auth_hmacsha512256_update(&st, (const uint8_t *)channel, strlen(channel) + 1);
+    crypto_auth_hmacsha512256_update(&st, body, len);
+    crypto_auth_hmacsha512256_final(&st, out);
+    sodium_memzero(&st, sizeof(st));
+}
+
 /* The live gateways (indexes into lk->gws) holding sessions of each user:
  * user i's are gw[off[i]] .. gw[off[i + 1] - 1]. */
 typedef struct redis_where {
@@ -631,14 +674,20 @@ static void redis_publish(bus *base, const bus_push *pushes, size_t np)
         redis_publish_where(c, &lk, users, n, &wh, &pending) < 0)
         goto out;
     /* One message per gateway, whatever the number of its pushes. */
+    size_t head = b->keyed ? REDIS_MAC_LEN : 0;
     for (size_t g = 0; g < lk.ngws; g++) {
+        /* Room for the MAC in front, filled in once the pushes are in. */
         msg.len = 0;
+        if (head && !redis_buf_grow(&msg, head))
+            goto out;
         if (redis_publish_build(pushes, np, index, &wh, (uint32_t)g, &msg, scratch) < 0)
             goto out;
-        if (msg.len == 0)
+        if (msg.len == head)
             continue;
         char channel[32];
         snprintf(channel, sizeof(channel), "parley:gw:%" PRIu32, lk.gws[g].id);
+        if (b->keyed)
+            redis_mac(b, channel, msg.p + REDIS_MAC_LEN, msg.len - REDIS_MAC_LEN, msg.p);
         const char *argv[] = {"PUBLISH", channel, (const char *)msg.p};
         size_t argvlen[] = {7, strlen(channel), msg.len};
         if (redisAppendCommandArgv(c, 3, argv, argvlen) != REDIS_OK)
@@ -866,6 +915,32 @@ out:
     free(users);
 }
 
+/* Whether a message on our channel carries a valid MAC; logs (rate
+ * limited) what does not: whoever wrote it is no node of this cluster, or
+ * one with another key. */
+static int redis_mac_ok(bus_redis *b, const uint8_t *p, size_t len)
+{
+    uint8_t want[REDIS_MAC_LEN];
+    int ok = 0;
+    if (len >= REDIS_MAC_LEN) {
+        redis_mac(b, b->channel, p + REDIS_MAC_LEN, len - REDIS_MAC_LEN, want);
+        ok = crypto_verify_32(want, p) == 0;
+    }
+    if (ok)
+        return 1;
+    __atomic_add_fetch(&b->bad_macs, 1, __ATOMIC_RELAXED);
+    b->bad_unlogged++;
+    int64_t now = redis_now_ms();
+    if (b->bad_logged_ms == 0 || now - b->bad_logged_ms >= REDIS_BADMAC_LOG_MS) {
+        log_warn("bus: dropped %" PRIu64 " message(s) on %s without a valid MAC (%zu bytes the "
+                 "last): not written by a node with this cluster's key",
+                 b->bad_unlogged, b->channel, len);
+        b->bad_unlogged = 0;
+        b->bad_logged_ms = now;
+    }
+    return 0;
+}
+
 static void redis_decode_push(bus_redis *b, const uint8_t *p, size_t len)
 {
     pthread_mutex_lock(&b->lock);
@@ -888,8 +963,32 @@ static void redis_on_message(redisAsyncContext *ac, void *reply, void *priv)
         b->sub.backoff_ms = 0;
         redis_check_ready(b);
     } else if (strcmp(kind, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
-        redis_decode_push(b, (const uint8_t *)r->element[2]->str, r->element[2]->len);
+        const uint8_t *p = (const uint8_t *)r->element[2]->str;
+        size_t len = r->element[2]->len;
+        if (b->keyed) {
+            if (!redis_mac_ok(b, p, len))
+                return;
+            p += REDIS_MAC_LEN;
+            len -= REDIS_MAC_LEN;
+        }
+        redis_decode_push(b, p, len);
     }
+}
+
+/* The answer to a link's AUTH: refused, the link is useless (every command
+ * after it fails); drop it and try again later, loudly. */
+static void redis_on_auth(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redis_link *l = priv;
+    const redisReply *r = reply;
+    if (!r || ac != l->ac || r->type != REDIS_REPLY_ERROR)
+        return;
+    bus_redis *b = l->b;
+    if (!l->failing)
+        log_error("bus: Redis at %s:%d refused user %s on the %s connection: %s", b->host, b->port,
+                  b->user, l->name, r->str);
+    redis_link_close(l);
+    redis_link_lost(l, "AUTH refused");
 }
 
 static void redis_on_connect(const redisAsyncContext *cac, int status)
@@ -905,6 +1004,13 @@ static void redis_on_connect(const redisAsyncContext *cac, int status)
         redis_link_lost(l, cac->c.errstr);
         return;
     }
+    /* First in the pipeline: whatever follows runs as our user. (Not freed
+     * here if it cannot be queued: hiredis still uses the context after this
+     * callback; the commands after it fail the same way and the link with them.) */
+    if (b->user &&
+        redisAsyncCommand(ac, redis_on_auth, l, "AUTH %s %s", b->user, b->pass) != REDIS_OK)
+        log_warn("bus: cannot send AUTH on the %s connection to Redis at %s:%d", l->name, b->host,
+                 b->port);
     if (l == &b->sub) {
         if (redisAsyncCommand(ac, redis_on_message, b, "SUBSCRIBE %s", b->channel) != REDIS_OK)
             log_warn("bus: cannot subscribe to %s", b->channel);
@@ -1183,6 +1289,11 @@ static void redis_destroy(bus_redis *b)
     pthread_cond_destroy(&b->cond);
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->pool_lock);
+    if (b->pass)
+        sodium_memzero(b->pass, strlen(b->pass));
+    free(b->user);
+    free(b->pass);
+    sodium_memzero(b->key, sizeof(b->key));
     free(b->host);
     free(b);
 }
@@ -1240,9 +1351,9 @@ static redisReply *redis_probe_cmd(redisContext *c, const char *cmd, char *why, 
 
 /* Checks Redis answers, so that a wrong address fails at start; a gateway
  * also needs SET ... GET (Redis 6.2) for its alive key. */
-static redisContext *redis_probe(const char *host, int port, int gateway, char *why, size_t whylen)
+static redisContext *redis_probe(const bus_redis *b, int gateway, char *why, size_t whylen)
 {
-    redisContext *c = redis_connect_sync(host, port, why, whylen);
+    redisContext *c = redis_connect_sync(b->host, b->port, b->user, b->pass, why, whylen);
     if (!c)
         return NULL;
     redisReply *r = redis_probe_cmd(c, "PING", why, whylen);
@@ -1328,6 +1439,41 @@ static void redis_wait_ready(bus_redis *b)
 
 bus *bus_redis_new(const char *host, int port, uint32_t gateway_id, char *err, size_t errlen)
 {
+    return bus_redis_new_secure(host, port, gateway_id, NULL, err, errlen);
+}
+
+/* Takes the secrets into b. 0, or -1 with the reason in why. */
+static int redis_take_secrets(bus_redis *b, const bus_redis_secrets *sec, char *why, size_t whylen)
+{
+    if (!sec)
+        return 0;
+    if (sec->auth && sec->auth[0]) {
+        const char *colon = strchr(sec->auth, ':');
+        if (!colon || colon == sec->auth || !colon[1]) {
+            snprintf(why, whylen, "credentials must be USER:PASS");
+            return -1;
+        }
+        b->user = strndup(sec->auth, (size_t)(colon - sec->auth));
+        b->pass = strdup(colon + 1);
+        if (!b->user || !b->pass) {
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+    }
+    if (sec->key) {
+        if (sodium_init() < 0) {
+            snprintf(why, whylen, "libsodium cannot start");
+            return -1;
+        }
+        memcpy(b->key, sec->key, sizeof(b->key));
+        b->keyed = 1;
+    }
+    return 0;
+}
+
+bus *bus_redis_new_secure(const char *host, int port, uint32_t gateway_id,
+                          const bus_redis_secrets *sec, char *err, size_t errlen)
+{
     char why[160] = "";
     int reached = 0;
     redisContext *c = NULL;
@@ -1346,8 +1492,10 @@ bus *bus_redis_new(const char *host, int port, uint32_t gateway_id, char *err, s
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&b->cond, &ca);
     pthread_condattr_destroy(&ca);
+    if (redis_take_secrets(b, sec, why, sizeof(why)) < 0)
+        goto fail;
 
-    c = redis_probe(host, port, gateway_id != 0, why, sizeof(why));
+    c = redis_probe(b, gateway_id != 0, why, sizeof(why));
     if (!c)
         goto fail;
     redis_pool_give(b, c, 0);
@@ -1369,4 +1517,11 @@ fail:
     else
         free(b);
     return NULL;
+}
+
+/* Test hook (not in bus.h): messages this gateway's bus dropped for a
+ * missing or wrong MAC. Any thread. */
+uint64_t bus_redis_bad_macs(bus *base)
+{
+    return __atomic_load_n(&((bus_redis *)base)->bad_macs, __ATOMIC_RELAXED);
 }

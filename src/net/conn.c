@@ -138,6 +138,11 @@ loop *conn_loop(const conn *c)
     return c->loop;
 }
 
+tls_conn *conn_tls(const conn *c)
+{
+    return c->tls;
+}
+
 int conn_is_open(const conn *c)
 {
     return (c->flags & CF_OPEN) != 0;

@@ -91,6 +91,9 @@ void *conn_udata(conn *c);
  * when several layers share a loop. */
 const conn_handler *conn_get_handler(const conn *c);
 loop *conn_loop(const conn *c);
+/* The connection's TLS state, NULL for plain TCP: e.g. to ask who the peer
+ * of a mutual-TLS connection is once its first frame arrived. */
+tls_conn *conn_tls(const conn *c);
 int conn_is_open(const conn *c);
 
 /* References keep the struct (not the socket) alive across asynchronous

@@ -26,6 +26,7 @@ struct tls_ctx {
     SSL_CTX *ssl;
     uint8_t fp[TLS_FP_LEN];
     char *cert_file, *key_file; /* a server's, for reloads */
+    char *peer_role;            /* node TLS: the role a peer must carry, or NULL */
 };
 
 /* A tls_conn is OpenSSL's SSL itself: no wrapper, one allocation less per
@@ -110,34 +111,41 @@ static SSL_CTX *tls_ctx_base(int server, char *err, size_t errlen)
     return ctx;
 }
 
-static SSL_CTX *tls_server_load(const char *cert_file, const char *key_file, uint8_t fp[TLS_FP_LEN],
-                                char *err, size_t errlen)
+/* Loads a certificate (chain) and its key into ctx, and their fingerprint
+ * into fp. 0, or -1 with the reason in err. */
+static int tls_use_pair(SSL_CTX *ctx, const char *cert_file, const char *key_file,
+                        uint8_t fp[TLS_FP_LEN], char *err, size_t errlen)
 {
-    SSL_CTX *ctx = tls_ctx_base(1, err, errlen);
-    if (!ctx)
-        return NULL;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         tls_fail(err, errlen, "cannot load the certificate %s", cert_file);
-        goto fail;
+        return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
         tls_fail(err, errlen, "cannot load the key %s", key_file);
-        goto fail;
+        return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         tls_fail(err, errlen, "the key %s is not the certificate's (%s)", key_file, cert_file);
-        goto fail;
+        return -1;
     }
     X509 *x = SSL_CTX_get0_certificate(ctx);
     unsigned n = 0;
     if (!x || X509_digest(x, EVP_sha256(), fp, &n) != 1 || n != TLS_FP_LEN) {
         tls_fail(err, errlen, "cannot hash the certificate %s", cert_file);
-        goto fail;
+        return -1;
+    }
+    return 0;
+}
+
+static SSL_CTX *tls_server_load(const char *cert_file, const char *key_file, uint8_t fp[TLS_FP_LEN],
+                                char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_ctx_base(1, err, errlen);
+    if (ctx && tls_use_pair(ctx, cert_file, key_file, fp, err, errlen) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return ctx;
-fail:
-    SSL_CTX_free(ctx);
-    return NULL;
 }
 
 static tls_ctx *tls_ctx_wrap(int server, SSL_CTX *ssl)
@@ -175,6 +183,10 @@ tls_ctx *tls_server_new(const char *cert_file, const char *key_file, char *err, 
 
 int tls_server_reload(tls_ctx *t, char *err, size_t errlen)
 {
+    if (!t->cert_file) {
+        snprintf(err, errlen, "this TLS context cannot be reloaded");
+        return -1;
+    }
     uint8_t fp[TLS_FP_LEN];
     SSL_CTX *ssl = tls_server_load(t->cert_file, t->key_file, fp, err, errlen);
     if (!ssl)
@@ -231,7 +243,98 @@ void tls_ctx_free(tls_ctx *t)
     pthread_mutex_destroy(&t->lock);
     free(t->cert_file);
     free(t->key_file);
+    free(t->peer_role);
     free(t);
+}
+
+/* ---- mutual TLS between nodes ---- */
+
+/* 1 if one of the subject's OU entries is exactly role. */
+static int tls_cert_has_role(X509 *x, const char *role)
+{
+    X509_NAME *name = x ? X509_get_subject_name(x) : NULL;
+    size_t len = strlen(role);
+    if (!name)
+        return 0;
+    for (int i = -1; (i = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, i)) >= 0;) {
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+        if (v && (size_t)ASN1_STRING_length(v) == len &&
+            memcmp(ASN1_STRING_get0_data(v), role, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* OpenSSL's chain check, and then for the peer's own certificate (depth 0)
+ * the role its context asks for: a node with the wrong role fails the
+ * handshake like one with a bad chain. */
+static int tls_node_verify(int ok, X509_STORE_CTX *store)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(store) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const char *role = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (role && !tls_cert_has_role(X509_STORE_CTX_get_current_cert(store), role)) {
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    return 1;
+}
+
+tls_ctx *tls_node_new(int server, const char *ca_file, const char *cert_file, const char *key_file,
+                      const char *peer_role, char *err, size_t errlen)
+{
+    uint8_t fp[TLS_FP_LEN];
+    tls_ctx *t = NULL;
+    SSL_CTX *ssl = tls_ctx_base(server, err, errlen);
+    if (!ssl)
+        return NULL;
+    if (tls_use_pair(ssl, cert_file, key_file, fp, err, errlen) < 0)
+        goto fail;
+    if (SSL_CTX_load_verify_file(ssl, ca_file) != 1) {
+        tls_fail(err, errlen, "cannot load the cluster CA from %s", ca_file);
+        goto fail;
+    }
+    if (server) {
+        /* Tells a client which CA to pick its certificate for. */
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+        if (!names) {
+            tls_fail(err, errlen, "no CA certificate in %s", ca_file);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ssl, names);
+    }
+    SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                       tls_node_verify);
+    t = tls_ctx_wrap(server, ssl);
+    if (!t || (peer_role && !(t->peer_role = strdup(peer_role)))) {
+        snprintf(err, errlen, "out of memory");
+        if (!t)
+            SSL_CTX_free(ssl);
+        tls_ctx_free(t);
+        return NULL;
+    }
+    SSL_CTX_set_app_data(ssl, t->peer_role);
+    memcpy(t->fp, fp, sizeof(fp));
+    return t;
+fail:
+    SSL_CTX_free(ssl);
+    return NULL;
+}
+
+int tls_ctx_has_role(tls_ctx *t, const char *role)
+{
+    pthread_mutex_lock(&t->lock);
+    int has = tls_cert_has_role(SSL_CTX_get0_certificate(t->ssl), role);
+    pthread_mutex_unlock(&t->lock);
+    return has;
+}
+
+int tls_peer_has_role(const tls_conn *tc, const char *role)
+{
+    SSL *ssl = tls_ssl(tc);
+    X509 *x = SSL_get0_peer_certificate(ssl);
+    return x && SSL_get_verify_result(ssl) == X509_V_OK && tls_cert_has_role(x, role);
 }
 
 /* ---- a self-signed certificate ---- */

@@ -57,6 +57,29 @@ tls_ctx *tls_client_new(const char *ca_file, char *err, size_t errlen);
 
 void tls_ctx_free(tls_ctx *t);
 
+/* ---- mutual TLS between the nodes of a cluster ----
+ *
+ * Every node holds a certificate signed by the cluster's own CA that names
+ * what the node is in its subject's organizational unit (OU): a "gateway"
+ * speaks for users, a "service" node serves them; a process that is both
+ * carries both OU entries. Only the cluster CA is trusted, not the system's
+ * store. There is no host-name check: the CA signs node certificates only,
+ * the addresses come from the registry, and what a peer may do follows from
+ * its role rather than from where it is (docs/security.md). */
+#define TLS_ROLE_GATEWAY "gateway"
+#define TLS_ROLE_SERVICE "service"
+
+/* A context for one side of node-to-node TLS, presenting cert_file and
+ * key_file and trusting ca_file alone. A server requires a client
+ * certificate that the CA verifies: without one the handshake fails. A
+ * client requires the same of the server's. If peer_role is not NULL the
+ * peer's certificate must also carry it, else the handshake fails. NULL
+ * with the reason in err. Such a context cannot be reloaded. */
+tls_ctx *tls_node_new(int server, const char *ca_file, const char *cert_file, const char *key_file,
+                      const char *peer_role, char *err, size_t errlen);
+/* 1 if the certificate the context presents carries role, else 0. */
+int tls_ctx_has_role(tls_ctx *t, const char *role);
+
 /* Writes a new self-signed certificate for the names (host names or IP
  * addresses; the first is its common name) and its key (ECDSA P-256,
  * mode 0600) to the two paths, each through a temporary file renamed into
@@ -89,6 +112,10 @@ int tls_pending(const tls_conn *tc);
  * verified against the context's trust store and names the host; else -1
  * with the reason in why. */
 int tls_peer_verified(const tls_conn *tc, char *why, size_t whylen);
+/* After the handshake: 1 if the peer's certificate verified against the
+ * context's trust store and carries role (an OU entry equal to it), else 0.
+ * Meaningful where the handshake requires verification (tls_node_new). */
+int tls_peer_has_role(const tls_conn *tc, const char *role);
 /* The SHA-256 fingerprint of the peer's certificate. 0, or -1 if it sent
  * none. */
 int tls_peer_fingerprint(const tls_conn *tc, uint8_t fp[TLS_FP_LEN]);

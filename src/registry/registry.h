@@ -36,6 +36,13 @@ typedef void (*registry_watch_fn)(void *arg, const char *service, const registry
  * server that silently serves nobody. The caller owns the registry. */
 registry *registry_zk_new(const char *hosts, int session_timeout_ms, int connect_timeout_ms,
                           char *err, size_t errlen);
+/* The same with ZooKeeper digest authentication: auth is "USER:PASS", added
+ * to every session the registry opens, and every znode the registry creates
+ * (the /parley tree and the registrations) gets an ACL that gives that
+ * identity all rights and everyone else none, not even read. auth NULL or
+ * "": open ACLs, as registry_zk_new. */
+registry *registry_zk_new_auth(const char *hosts, int session_timeout_ms, int connect_timeout_ms,
+                               const char *auth, char *err, size_t errlen);
 /* Closes the session (its ephemeral nodes vanish at once) and frees. */
 void registry_free(registry *r);
 

@@ -17,6 +17,13 @@
  *               call, because the completion thread takes it
  * User callbacks run with only their own watch's run_mu held.
  *
+ * Access. With digest credentials every new handle gets zoo_add_auth before
+ * anything else is sent (the client re-sends it on reconnects of the same
+ * session), and every create uses ZOO_CREATOR_ALL_ACL: the creator's
+ * authenticated identity has all rights, nobody else has any. Every node of
+ * the cluster uses the same credentials, so each may read and delete what
+ * another made. Without credentials the ACLs are open, as they were.
+ *
  * Watch callbacks: the first runs on the caller's thread inside
  * registry_watch, later ones on the worker thread, one at a time. They may
  * log, post work, and call registry_register, registry_watch and
@@ -91,6 +98,8 @@ typedef struct zk_watch {
 
 struct registry {
     char *hosts;
+    char *auth; /* "user:pass" for the digest scheme; NULL: open ACLs */
+    struct ACL_vector *acl;
     int session_timeout_ms;
     int connect_timeout_ms;
 
@@ -274,7 +283,7 @@ out:
 }
 
 /* Creates path and its parents as persistent nodes if missing. */
-static int zk_ensure_path(zhandle_t *zh, const char *path)
+static int zk_ensure_path(zhandle_t *zh, const char *path, struct ACL_vector *acl)
 {
     char buf[ZK_PATH_MAX];
     size_t len = strlen(path);
@@ -291,12 +300,22 @@ static int zk_ensure_path(zhandle_t *zh, const char *path)
             continue;
         char c = buf[i];
         buf[i] = '\0';
-        rc = zoo_create(zh, buf, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
+        rc = zoo_create(zh, buf, NULL, -1, acl, ZOO_PERSISTENT, NULL, 0);
         buf[i] = c;
         if (rc != ZOK && rc != ZNODEEXISTS)
             return rc;
     }
     return ZOK;
+}
+
+/* Gives a new handle the registry's credentials, before anything else can
+ * use it: the library keeps them for the handle's reconnects and sends them
+ * first on each. ZOK without credentials. */
+static int zk_add_auth(registry *r, zhandle_t *zh)
+{
+    if (!r->auth)
+        return ZOK;
+    return zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), NULL, NULL);
 }
 
 /* ---- watchers: run on the client's completion thread, so never block ---- */
@@ -331,6 +350,8 @@ static void zk_global_watcher(zhandle_t *zh, int type, int state, const char *pa
             "registry: lost the connection to ZooKeeper; reconnecting, keeping the last lists");
     else if (state == ZOO_EXPIRED_SESSION_STATE)
         log_warn("registry: ZooKeeper session expired; opening a new one");
+    else if (state == ZOO_AUTH_FAILED_STATE)
+        log_error("registry: ZooKeeper refused our credentials (--zk-auth)");
     else if (state == ZOO_CONNECTED_STATE && prev == ZOO_CONNECTING_STATE)
         log_info("registry: reconnected to ZooKeeper");
     else if (state == ZOO_CONNECTED_STATE && gen > 1)
@@ -352,16 +373,16 @@ static void zk_child_watcher(zhandle_t *zh, int type, int state, const char *pat
 
 /* ---- registrations ---- */
 
-static int zk_reg_create(zhandle_t *zh, zk_reg *g)
+static int zk_reg_create(registry *r, zhandle_t *zh, zk_reg *g)
 {
     char base[ZK_BASE_MAX], prefix[ZK_PATH_MAX], made[ZK_PATH_MAX];
     snprintf(base, sizeof base, ZK_SERVICES "/%s", g->service);
-    int rc = zk_ensure_path(zh, base);
+    int rc = zk_ensure_path(zh, base, r->acl);
     if (rc != ZOK)
         return rc;
     snprintf(prefix, sizeof prefix, "%s/node-", base);
-    rc = zoo_create(zh, prefix, g->addr, (int)strlen(g->addr), &ZOO_OPEN_ACL_UNSAFE,
-                    ZOO_EPHEMERAL_SEQUENTIAL, made, (int)sizeof made);
+    rc = zoo_create(zh, prefix, g->addr, (int)strlen(g->addr), r->acl, ZOO_EPHEMERAL_SEQUENTIAL,
+                    made, (int)sizeof made);
     if (rc == ZOK)
         snprintf(g->path, sizeof g->path, "%s", made);
     return rc;
@@ -422,7 +443,7 @@ static int zk_reg_publish(registry *r, zk_reg *g)
         if (g->lost_gen == gen)
             rc = zk_reg_adopt(r, zh, g, gen);
         if (rc == ZNONODE)
-            rc = zk_reg_create(zh, g);
+            rc = zk_reg_create(r, zh, g);
         if (rc == ZOK) {
             g->gen = gen;
             g->lost_gen = 0;
@@ -469,7 +490,7 @@ static int zk_watch_read(registry *r, zk_watch *w, zk_list *out)
     if (zh) {
         rc = zk_fetch(zh, w->path, w, zk_child_watcher, out);
         if (rc == ZNONODE) {
-            rc = zk_ensure_path(zh, w->path);
+            rc = zk_ensure_path(zh, w->path, r->acl);
             if (rc == ZOK)
                 rc = zk_fetch(zh, w->path, w, zk_child_watcher, out);
         }
@@ -545,6 +566,13 @@ static int zk_renew(registry *r)
         zookeeper_init2(r->hosts, zk_global_watcher, r->session_timeout_ms, NULL, s, 0, zk_log_cb);
     int e = errno;
     int ok = r->zh != NULL;
+    if (ok && zk_add_auth(r, r->zh) != ZOK) {
+        /* Without its credentials the handle could not touch our nodes. */
+        zookeeper_close(r->zh);
+        r->zh = NULL;
+        ok = 0;
+        e = EACCES;
+    }
     pthread_rwlock_unlock(&r->zh_lock);
     if (!ok)
         log_error("registry: cannot open a new ZooKeeper session at %s: %s", r->hosts, strerror(e));
@@ -642,12 +670,22 @@ static void zk_destroy(registry *r)
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->reg_mu);
     pthread_rwlock_destroy(&r->zh_lock);
+    if (r->auth) {
+        explicit_bzero(r->auth, strlen(r->auth));
+        free(r->auth);
+    }
     free(r->hosts);
     free(r);
 }
 
 registry *registry_zk_new(const char *hosts, int session_timeout_ms, int connect_timeout_ms,
                           char *err, size_t errlen)
+{
+    return registry_zk_new_auth(hosts, session_timeout_ms, connect_timeout_ms, NULL, err, errlen);
+}
+
+registry *registry_zk_new_auth(const char *hosts, int session_timeout_ms, int connect_timeout_ms,
+                               const char *auth, char *err, size_t errlen)
 {
     if (!hosts || !*hosts || session_timeout_ms <= 0 || connect_timeout_ms <= 0) {
         zk_err(err, errlen, "registry: need ZooKeeper hosts and positive timeouts");
@@ -670,6 +708,20 @@ registry *registry_zk_new(const char *hosts, int session_timeout_ms, int connect
     r->session_timeout_ms = session_timeout_ms;
     r->connect_timeout_ms = connect_timeout_ms;
     r->hosts = strdup(hosts);
+    r->acl = &ZOO_OPEN_ACL_UNSAFE;
+    if (auth && *auth) {
+        const char *colon = strchr(auth, ':');
+        if (!colon || colon == auth || !colon[1]) {
+            zk_err(err, errlen, "registry: ZooKeeper credentials must be USER:PASS");
+            goto fail;
+        }
+        r->auth = strdup(auth);
+        r->acl = &ZOO_CREATOR_ALL_ACL;
+        if (!r->auth) {
+            zk_err(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     zk_sess *s = calloc(1, sizeof *s);
     if (!r->hosts || !s) {
         free(s);
@@ -682,6 +734,10 @@ registry *registry_zk_new(const char *hosts, int session_timeout_ms, int connect
     r->zh = zookeeper_init2(hosts, zk_global_watcher, session_timeout_ms, NULL, s, 0, zk_log_cb);
     if (!r->zh) {
         zk_err(err, errlen, "cannot reach ZooKeeper at %s: %s", hosts, strerror(errno));
+        goto fail;
+    }
+    if (zk_add_auth(r, r->zh) != ZOK) {
+        zk_err(err, errlen, "cannot add the credentials for ZooKeeper at %s", hosts);
         goto fail;
     }
     int64_t deadline = zk_now_ms() + connect_timeout_ms;

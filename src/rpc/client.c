@@ -750,7 +750,8 @@ ProtobufCService *rpc_client_new(const ProtobufCServiceDescriptor *desc, loop **
                                    .max_out = 256u << 20,
                                    .idle_timeout_s = 0,
                                    .frame_timeout_s = RPC_FRAME_TIMEOUT_S,
-                                   .max_inflight = ~0u}};
+                                   .max_inflight = ~0u},
+                           .tls = cl->cfg.tls};
     cl->per = calloc(nloops, sizeof(*cl->per));
     if (!cl->per)
         goto fail;

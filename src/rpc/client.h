@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "net/loop.h"
+#include "net/tls.h"
 #include "registry/registry.h"
 
 typedef enum {
@@ -36,6 +37,9 @@ typedef struct rpc_client_config {
     unsigned breaker_open_ms;
     unsigned vnodes;     /* virtual nodes per node on the ring */
     uint64_t idempotent; /* bit i set: method i may be retried after it was sent */
+    /* A client's tls_node_new context (outliving the client): every node
+     * is dialled with mutual TLS. NULL: plain TCP. */
+    tls_ctx *tls;
 } rpc_client_config;
 
 /* Parses "round-robin", "least-outstanding" or "ring". -1 if none. */

@@ -1,6 +1,8 @@
 #include "rpc/server.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,6 +10,7 @@
 #include "common/blob.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/pbcheck.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "rpc.pb-c.h"
@@ -57,7 +60,17 @@ struct rpc_server {
 
 typedef struct {
     rpc_server *srv;
+    int peer; /* RPC_PEER_*, learnt from the first frame */
+    /* With node TLS, the peer's address, for the log lines that say who
+     * was refused (the socket is gone by the time a close is seen). */
+    char addr[INET6_ADDRSTRLEN];
 } rpc_conn;
+
+/* Who is calling, by its node certificate. Every call carries a Caller
+ * whose user id (and session, gateway id) the services believe: only a
+ * gateway may assert one. Service nodes never call each other, so a peer of
+ * any other role has no call to make at all. */
+enum { RPC_PEER_UNKNOWN = 0, RPC_PEER_GATEWAY, RPC_PEER_OTHER };
 
 /* One call on its way through the runtime; lives in the call's arena. */
 typedef struct {
@@ -119,6 +132,25 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
     loop_post_node(conn_loop(f->c), &f->node);
 }
 
+/* 1 if the peer of c may make calls. Without node TLS everyone may (the
+ * node warned at start). With it the handshake is over by the first frame,
+ * and the peer's verified certificate says whether it is a gateway. */
+static int rpc_peer_allowed(conn *c)
+{
+    rpc_conn *rc = conn_udata(c);
+    if (!rc->srv->cls.tls)
+        return 1;
+    if (rc->peer == RPC_PEER_UNKNOWN) {
+        tls_conn *tc = conn_tls(c);
+        rc->peer =
+            tc && tls_peer_has_role(tc, TLS_ROLE_GATEWAY) ? RPC_PEER_GATEWAY : RPC_PEER_OTHER;
+        if (rc->peer == RPC_PEER_OTHER)
+            log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's",
+                     rc->addr);
+    }
+    return rc->peer == RPC_PEER_GATEWAY;
+}
+
 void rpc_server_decode(const svc_def *const *defs, size_t ndefs, arena *a, const uint8_t *payload,
                        size_t len, rpc_decoded *out)
 {
@@ -151,6 +183,13 @@ void rpc_server_decode(const svc_def *const *defs, size_t ndefs, arena *a, const
         out->error = "malformed payload";
         return;
     }
+    /* Bytes from another node are checked like a client's: a string cut at
+     * a NUL by protobuf-c must not reach a service as something else. */
+    const char *bad;
+    if (pbcheck_strings(&parley__call__descriptor, req->payload.data, req->payload.len, &bad) < 0) {
+        out->error = "a string of the payload is not valid UTF-8 text";
+        return;
+    }
     out->status = PARLEY__RPC_STATUS__RPC_OK;
     out->def = def;
     out->method = (unsigned)(m - def->desc->methods);
@@ -166,6 +205,12 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
         abort();
     rpc_decoded d;
     rpc_server_decode(srv->defs, srv->ndefs, a, payload, len, &d);
+    if (!rpc_peer_allowed(c)) {
+        rpc_send_status(c, d.call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED,
+                        "only a gateway may call a service node");
+        arena_free(a);
+        return;
+    }
     if (d.status != PARLEY__RPC_STATUS__RPC_OK) {
         rpc_send_status(c, d.call_id, d.status, d.error);
         arena_free(a);
@@ -190,7 +235,14 @@ static void rpc_on_oversize(conn *c, size_t announced)
 
 static void rpc_on_close(conn *c, const char *why)
 {
-    log_debug("rpc connection closed: %s", why);
+    rpc_conn *rc = conn_udata(c);
+    /* Under node TLS a gateway connects to call: a connection that ends
+     * before its first call is most likely one refused at the handshake
+     * (no certificate, another CA) or a scan. */
+    if (rc->srv->cls.tls && rc->peer == RPC_PEER_UNKNOWN)
+        log_info("rpc: %s closed before any call: %s", rc->addr, why);
+    else
+        log_debug("rpc connection closed: %s", why);
 }
 
 static const conn_handler rpc_handler = {
@@ -210,7 +262,10 @@ static void rpc_adopt_run(void *arg)
     rpc_adopt *ad = arg;
     conn *c = conn_new(ad->l, ad->fd, &ad->srv->cls, sizeof(rpc_conn));
     if (c) {
-        ((rpc_conn *)conn_udata(c))->srv = ad->srv;
+        rpc_conn *rc = conn_udata(c);
+        rc->srv = ad->srv;
+        if (ad->srv->cls.tls && conn_peer_addr(c, rc->addr, sizeof(rc->addr)) < 0)
+            snprintf(rc->addr, sizeof(rc->addr), "?");
         conn_set_deadline(c, RPC_FIRST_FRAME_S);
     }
     free(ad);
@@ -233,7 +288,7 @@ static void rpc_on_accept(int fd, void *arg)
 
 rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
                            unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
-                           size_t ndefs, char *err, size_t errlen)
+                           size_t ndefs, tls_ctx *tls, char *err, size_t errlen)
 {
     rpc_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
@@ -250,7 +305,8 @@ rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, 
                                      * calls to come, however quiet. */
                                     .idle_timeout_s = 0,
                                     .frame_timeout_s = RPC_FRAME_TIMEOUT_S,
-                                    .max_inflight = RPC_MAX_INFLIGHT}};
+                                    .max_inflight = RPC_MAX_INFLIGHT},
+                            .tls = tls};
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
     srv->ls = listener_new(base, host, port, rpc_on_accept, srv, err, errlen);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "net/loop.h"
+#include "net/tls.h"
 #include "services/svc.h"
 
 struct event_base;
@@ -17,10 +18,15 @@ typedef struct rpc_server rpc_server;
 
 /* Listens on host:port (0 picks a port) and serves defs[0..ndefs). loops
  * must be running or about to run; rt and defs must outlive the server.
- * NULL on failure with the reason in err. */
+ * With tls (a server's tls_node_new context, which must outlive the server)
+ * every connection is mutual TLS: one without a certificate of the cluster
+ * CA fails its handshake and closes before a byte of it is read as a call,
+ * and only a peer whose certificate says gateway may call; others are
+ * answered RPC_UNAUTHORISED. NULL tls: plain TCP, anyone may call. NULL on
+ * failure with the reason in err. */
 rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
                            unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
-                           size_t ndefs, char *err, size_t errlen);
+                           size_t ndefs, tls_ctx *tls, char *err, size_t errlen);
 int rpc_server_port(const rpc_server *s);
 /* Stops accepting and closes every connection (callers retry elsewhere);
  * waits until each loop has done so. */

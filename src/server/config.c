@@ -89,6 +89,13 @@ static const opt opts[] = {
      "serve plain TCP on an address other than loopback (default: refuse)"},
     {"zk", STR(zk), "ZooKeeper hosts (h1:p1,h2:p2): run as part of a cluster"},
     {"redis", STR(redis), "Redis host:port for presence and cross-gateway delivery"},
+    {"zk-auth", STR(zk_auth),
+     "USER:PASS: authenticate to ZooKeeper, create Parley's znodes readable by it only"},
+    {"zk-auth-file", STR(zk_auth_file), "... or read USER:PASS from this file (mode 0600)"},
+    {"redis-auth", STR(redis_auth), "USER:PASS of the Redis ACL user every connection uses"},
+    {"redis-auth-file", STR(redis_auth_file), "... or read USER:PASS from this file (mode 0600)"},
+    {"cluster-key-file", STR(cluster_key_file),
+     "file of 32 random bytes (mode 0600): MAC every bus message, drop what fails"},
     {"db", STR(db),
      "store: a SQLite path or mariadb://USER:PASS@HOST:PORT/DB (default DATA/parley.db)"},
     {"rpc-port", OPT_PORT, offsetof(config, rpc_port), 0, 0, 65535,
@@ -103,6 +110,11 @@ static const opt opts[] = {
      "round-robin, least-outstanding (default) or ring, for the user service"},
     {"balance-social", STR(balance_social), "as above, for the social service (round-robin)"},
     {"balance-message", STR(balance_message), "as above, for the message service (ring)"},
+    {"cluster-ca", STR(cluster_ca),
+     "cluster nodes: RPC over mutual TLS, trusting only this CA certificate (PEM)"},
+    {"node-cert", STR(node_cert),
+     "... this node's certificate, signed by that CA (OU=gateway or OU=service)"},
+    {"node-key", STR(node_key), "... and its key"},
     {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
@@ -271,6 +283,10 @@ static int config_check(const config *cfg, char *err, size_t errlen)
     }
     if (cfg->plain_port > 0 && cfg->plain_port == cfg->port) {
         snprintf(err, errlen, "--plain-port and --port must differ");
+        return -1;
+    }
+    if (!cfg->cluster_ca[0] != !cfg->node_cert[0] || !cfg->node_cert[0] != !cfg->node_key[0]) {
+        snprintf(err, errlen, "--cluster-ca, --node-cert and --node-key go together");
         return -1;
     }
     return 0;

@@ -47,15 +47,24 @@ typedef struct config {
     int plain_port;                     /* with TLS, a plain port too; -1: none */
     unsigned allow_plain;               /* plain text on a non-loopback address */
     /* cluster */
-    char zk[512];           /* ZooKeeper hosts; empty: no registry */
-    char redis[256];        /* host:port; empty: in-process bus */
-    char db[1024];          /* store URI; empty: SQLite under data */
-    int rpc_port;           /* service nodes: RPC port (0 picks one) */
-    char advertise[256];    /* address other nodes use to reach this one */
-    unsigned gateway_id;    /* 0: chosen at random */
-    unsigned zk_timeout_ms; /* ZooKeeper session timeout */
+    char zk[512];    /* ZooKeeper hosts; empty: no registry */
+    char redis[256]; /* host:port; empty: in-process bus */
+    /* the cluster's secrets (docs/security.md, "Cluster trust") */
+    char zk_auth[256];           /* USER:PASS for ZooKeeper's digest ACLs; empty: open */
+    char zk_auth_file[1024];     /* ... or read from this file (mode 0600) */
+    char redis_auth[256];        /* USER:PASS of Redis's ACL user; empty: none */
+    char redis_auth_file[1024];  /* ... or read from this file (mode 0600) */
+    char cluster_key_file[1024]; /* 32 bytes that MAC every bus message; empty: none */
+    char db[1024];               /* store URI; empty: SQLite under data */
+    int rpc_port;                /* service nodes: RPC port (0 picks one) */
+    char advertise[256];         /* address other nodes use to reach this one */
+    unsigned gateway_id;         /* 0: chosen at random */
+    unsigned zk_timeout_ms;      /* ZooKeeper session timeout */
     unsigned rpc_timeout_ms;
     char balance_user[32], balance_social[32], balance_message[32];
+    /* node-to-node mutual TLS (docs/security.md, "The cluster's trust") */
+    char cluster_ca[1024];                /* the cluster CA's certificate */
+    char node_cert[1024], node_key[1024]; /* this node's, signed by it */
     pwhash_cost cost;
     log_level level;
 } config;

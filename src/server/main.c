@@ -26,6 +26,7 @@
 #include "bus/bus.h"
 #include "common/log.h"
 #include "common/pwhash.h"
+#include "common/secret.h"
 #include "gateway/gateway.h"
 #include "net/listener.h"
 #include "net/loop.h"
@@ -63,6 +64,7 @@ typedef struct server {
     listener *ls_plain; /* with TLS, --plain-port */
     tls_ctx *tls;
     rpc_server *rpc;
+    tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
     int lock_fd; /* holds the data directory's lock; 0: none */
 } server;
@@ -247,6 +249,31 @@ static int server_is_loopback(const char *host)
 
 /* Chat in plain text is for this machine only, unless the operator says
  * the network is private (or something else encrypts it). */
+/* One USER:PASS secret, given as --NAME or read from --NAME-file, into out
+ * ("" if neither is set). 0, or -1 with the reason in err. */
+static int server_userpass(const char *name, const char *val, const char *file, char *out,
+                           size_t outlen, char *err, size_t errlen)
+{
+    char why[256];
+    out[0] = '\0';
+    if (val[0] && file[0]) {
+        snprintf(err, errlen, "--%s and --%s-file: give one of them", name, name);
+        return -1;
+    }
+    if (file[0] && secret_read_line(file, out, outlen, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "--%s-file: %s", name, why);
+        return -1;
+    }
+    if (val[0])
+        snprintf(out, outlen, "%s", val);
+    if (out[0] && !secret_is_userpass(out)) {
+        explicit_bzero(out, outlen);
+        snprintf(err, errlen, "--%s: expected USER:PASS", name);
+        return -1;
+    }
+    return 0;
+}
+
 static int server_check_plain(const server *s, char *err, size_t errlen)
 {
     const config *cfg = &s->cfg;
@@ -344,6 +371,65 @@ static void server_on_hup(evutil_socket_t sig, short what, void *arg)
     server_log_fingerprint(s, "SIGHUP: reloaded the TLS certificate");
 }
 
+/* ---- RPC between nodes: mutual TLS with the cluster's CA ---- */
+
+/* --cluster-ca, --node-cert, --node-key: the contexts of the RPC server
+ * (a service node's) and client (a gateway's), loaded before anything is
+ * made. A gateway dials only nodes whose certificate says service; a node
+ * answers only gateways (rpc/server.h). Without the flags a cluster node
+ * serves and dials RPC in plain text and believes whoever connects: said
+ * loudly, since anyone who reaches the port can act as any user. */
+static int server_node_tls(server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    int serves = s->cluster && s->nlocal > 0;
+    int calls = s->cluster && s->has_gateway && s->nlocal < 3;
+    if (!serves && !calls) {
+        if (cfg->cluster_ca[0])
+            log_warn("--cluster-ca: no RPC to or from this process (it runs every service "
+                     "itself); ignored");
+        return 0;
+    }
+    if (!cfg->cluster_ca[0]) {
+        if (serves)
+            log_warn("WARNING: no --cluster-ca: the RPC port trusts anyone who can reach it; any "
+                     "process on the network may read, send and log out as any user. Give every "
+                     "node --cluster-ca, --node-cert and --node-key (docs/security.md)");
+        if (calls)
+            log_warn("WARNING: no --cluster-ca: calls to service nodes, users' messages and "
+                     "passwords in them, go in plain text to whatever the registry names");
+        return 0;
+    }
+    struct stat st;
+    if (stat(cfg->node_key, &st) == 0 && (st.st_mode & 077))
+        log_warn("the node key %s can be read by other users: chmod 600 it", cfg->node_key);
+    if (serves) {
+        s->node_tls_server =
+            tls_node_new(1, cfg->cluster_ca, cfg->node_cert, cfg->node_key, NULL, err, errlen);
+        if (!s->node_tls_server)
+            return -1;
+        if (!tls_ctx_has_role(s->node_tls_server, TLS_ROLE_SERVICE)) {
+            snprintf(err, errlen,
+                     "--node-cert %.400s is not a service node's: its subject needs OU=%s",
+                     cfg->node_cert, TLS_ROLE_SERVICE);
+            return -1;
+        }
+    }
+    if (calls) {
+        s->node_tls_client = tls_node_new(0, cfg->cluster_ca, cfg->node_cert, cfg->node_key,
+                                          TLS_ROLE_SERVICE, err, errlen);
+        if (!s->node_tls_client)
+            return -1;
+        if (!tls_ctx_has_role(s->node_tls_client, TLS_ROLE_GATEWAY)) {
+            snprintf(err, errlen, "--node-cert %.400s is not a gateway's: its subject needs OU=%s",
+                     cfg->node_cert, TLS_ROLE_GATEWAY);
+            return -1;
+        }
+    }
+    log_info("RPC between nodes: mutual TLS with the cluster CA %s", cfg->cluster_ca);
+    return 0;
+}
+
 /* Parses --role into what runs here. */
 static int server_roles(server *s, char *err, size_t errlen)
 {
@@ -426,7 +512,9 @@ static int server_gateway_services(server *s, char *err, size_t errlen)
     for (int k = 0; k < 3; k++) {
         if (s->svc[k])
             continue;
-        rpc_client_config rc = {.timeout_ms = s->cfg.rpc_timeout_ms, .idempotent = idempotent[k]};
+        rpc_client_config rc = {.timeout_ms = s->cfg.rpc_timeout_ms,
+                                .idempotent = idempotent[k],
+                                .tls = s->node_tls_client};
         if (rpc_balance_parse(balance[k], &rc.balance) < 0) {
             snprintf(err, errlen, "--balance-%s: expected round-robin, least-outstanding or ring",
                      server_service_names[k]);
@@ -473,6 +561,8 @@ static int server_start(server *s, char *err, size_t errlen)
     }
     if (server_check_plain(s, err, errlen) < 0 || server_tls_files(s, err, errlen) < 0)
         return -1;
+    if (server_node_tls(s, err, errlen) < 0)
+        return -1;
     if (s->has_gateway) {
         s->ls = listener_new(s->base, cfg->bind, cfg->port, server_on_accept, s, err, errlen);
         if (!s->ls)
@@ -488,7 +578,15 @@ static int server_start(server *s, char *err, size_t errlen)
     /* Reach the shared servers first: a clear error now beats a node that
      * starts and then serves nobody. */
     if (s->cluster) {
-        s->reg = registry_zk_new(cfg->zk, (int)cfg->zk_timeout_ms, 5000, err, errlen);
+        char auth[256];
+        if (server_userpass("zk-auth", cfg->zk_auth, cfg->zk_auth_file, auth, sizeof(auth), err,
+                            errlen) < 0)
+            return -1;
+        if (!auth[0])
+            log_warn("no --zk-auth: Parley's znodes are open to anyone who reaches ZooKeeper "
+                     "(docs/security.md)");
+        s->reg = registry_zk_new_auth(cfg->zk, (int)cfg->zk_timeout_ms, 5000, auth, err, errlen);
+        explicit_bzero(auth, sizeof(auth));
         if (!s->reg)
             return -1;
     }
@@ -500,8 +598,29 @@ static int server_start(server *s, char *err, size_t errlen)
             return -1;
         }
         snprintf(host, sizeof(host), "%.*s", (int)(colon - cfg->redis), cfg->redis);
-        s->bus =
-            bus_redis_new(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0, err, errlen);
+        char auth[256], why[256];
+        unsigned char key[BUS_KEY_LEN];
+        bus_redis_secrets sec = {.auth = auth, .key = NULL};
+        if (server_userpass("redis-auth", cfg->redis_auth, cfg->redis_auth_file, auth, sizeof(auth),
+                            err, errlen) < 0)
+            return -1;
+        if (cfg->cluster_key_file[0]) {
+            if (secret_read_key(cfg->cluster_key_file, key, sizeof(key), why, sizeof(why)) < 0) {
+                explicit_bzero(auth, sizeof(auth));
+                snprintf(err, errlen, "--cluster-key-file: %s", why);
+                return -1;
+            }
+            sec.key = key;
+        }
+        if (!auth[0])
+            log_warn("no --redis-auth: this node uses Redis's default user (docs/security.md)");
+        if (!sec.key)
+            log_warn("no --cluster-key-file: bus messages carry no MAC, and a gateway delivers "
+                     "whatever anyone publishes on its channel (docs/security.md)");
+        s->bus = bus_redis_new_secure(host, atoi(colon + 1), s->has_gateway ? cfg->gateway_id : 0,
+                                      &sec, err, errlen);
+        explicit_bzero(auth, sizeof(auth));
+        explicit_bzero(key, sizeof(key));
     } else {
         s->bus = bus_local_new();
         if (!s->bus)
@@ -618,7 +737,7 @@ static int server_start(server *s, char *err, size_t errlen)
     }
     if (s->cluster && s->nlocal) {
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
-                                s->local, s->nlocal, err, errlen);
+                                s->local, s->nlocal, s->node_tls_server, err, errlen);
         if (!s->rpc)
             return -1;
         char addr[300];
@@ -691,6 +810,8 @@ static void server_stop(server *s)
         event_free(s->sighup);
     /* After the loops: their connections are gone. */
     tls_ctx_free(s->tls);
+    tls_ctx_free(s->node_tls_server);
+    tls_ctx_free(s->node_tls_client);
     if (s->base)
         event_base_free(s->base);
     libevent_global_shutdown();

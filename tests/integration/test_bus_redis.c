@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <event2/thread.h>
 #include <hiredis/hiredis.h>
+#include <sodium.h>
 
 #include "bus/bus.h"
 
@@ -31,7 +32,8 @@
 #error "PARLEY_SOURCE_DIR must name the source tree (for scripts/servers.sh)"
 #endif
 
-#define HOST "127.0.0.1"
+#define HOST               "127.0.0.1"
+#define REDIS_MAC_TEST_LEN 32 /* a MAC in front of every message with a key */
 
 static char redis_dir[64];
 static int redis_port;
@@ -101,8 +103,10 @@ static int start_reaper(void)
                 break;
         }
         char cmd[512];
-        snprintf(cmd, sizeof(cmd), "'%s/scripts/servers.sh' stop '%s'; rm -rf '%s'",
-                 PARLEY_SOURCE_DIR, redis_dir, redis_dir);
+        snprintf(cmd, sizeof(cmd),
+                 "'%s/scripts/servers.sh' stop '%s'; '%s/scripts/servers.sh' stop '%s/secure'; "
+                 "rm -rf '%s'",
+                 PARLEY_SOURCE_DIR, redis_dir, PARLEY_SOURCE_DIR, redis_dir, redis_dir);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
@@ -617,6 +621,164 @@ static void test_redis_restart_is_ridden_out(void **state)
     rec_free(r1);
 }
 
+/* ---- a Redis that trusts only Parley, and messages only Parley wrote ---- */
+
+#define SECURE_AUTH "parley:bus-test-pw"
+
+/* Test hook in src/bus/redis.c. */
+uint64_t bus_redis_bad_macs(bus *b);
+
+static int secure_port;
+
+static redisReply *secure_cmd(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    return r;
+}
+
+static void assert_refused(redisReply *r, const char *what)
+{
+    if (r->type != REDIS_REPLY_ERROR)
+        fail_msg("%s was not refused (reply type %d)", what, r->type);
+    freeReplyObject(r);
+}
+
+/* The MAC a Parley node puts in front of a message on channel. */
+static void mac_of(const unsigned char *key, const char *channel, const char *body, size_t len,
+                   unsigned char *out)
+{
+    crypto_auth_hmacsha512256_state st;
+    crypto_auth_hmacsha512256_init(&st, key, BUS_KEY_LEN);
+    crypto_auth_hmacsha512256_update(&st, (const unsigned char *)channel, strlen(channel) + 1);
+    crypto_auth_hmacsha512256_update(&st, (const unsigned char *)body, len);
+    crypto_auth_hmacsha512256_final(&st, out);
+}
+
+static int count_lines_with(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static void test_secured_redis_and_macs(void **state)
+{
+    char cmd[512], dir[128], err[256] = "";
+    snprintf(dir, sizeof(dir), "%s/secure", redis_dir);
+    secure_port = free_port();
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/servers.sh' redis '%s' %d '%s'", PARLEY_SOURCE_DIR, dir,
+             secure_port, SECURE_AUTH);
+    assert_int_equal(system(cmd), 0);
+
+    /* Nobody gets in without the password, not even to publish. */
+    redisContext *anon = redisConnect(HOST, secure_port);
+    assert_true(anon && !anon->err);
+    assert_refused(secure_cmd(anon, "PING"), "PING without AUTH");
+    assert_refused(secure_cmd(anon, "PUBLISH parley:gw:1 x"), "PUBLISH without AUTH");
+    assert_refused(secure_cmd(anon, "GET parley:gw:1:alive"), "GET without AUTH");
+    assert_refused(secure_cmd(anon, "AUTH parley wrong-pw"), "a wrong password");
+    assert_refused(secure_cmd(anon, "AUTH default \"\""), "the default user");
+    redisFree(anon);
+    /* The bus says why it cannot start without the password, or with a wrong one. */
+    assert_null(bus_redis_new(HOST, secure_port, 1, err, sizeof(err)));
+    assert_non_null(strstr(err, "NOAUTH"));
+    bus_redis_secrets bad = {.auth = "parley:wrong-pw"};
+    assert_null(bus_redis_new_secure(HOST, secure_port, 1, &bad, err, sizeof(err)));
+    assert_non_null(strstr(err, "AUTH as parley"));
+
+    /* Parley's user may touch Parley's keys only. */
+    redisContext *in = redisConnect(HOST, secure_port);
+    assert_true(in && !in->err);
+    redisReply *r = secure_cmd(in, "AUTH parley bus-test-pw");
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    assert_refused(secure_cmd(in, "SET other:key 1"), "a key outside parley:*");
+    assert_refused(secure_cmd(in, "CONFIG SET requirepass x"), "CONFIG");
+    assert_refused(secure_cmd(in, "FLUSHALL"), "FLUSHALL");
+
+    /* A cluster with credentials and a key works as before. */
+    unsigned char key[BUS_KEY_LEN];
+    randombytes_buf(key, sizeof(key));
+    bus_redis_secrets sec = {.auth = SECURE_AUTH, .key = key};
+    recorder *r1 = rec_new();
+    bus *g1 = bus_redis_new_secure(HOST, secure_port, 1, &sec, err, sizeof(err));
+    if (!g1)
+        fail_msg("bus_redis_new_secure: %s", err);
+    bus_handler h = {.deliver = rec_deliver, .resync = rec_resync, .arg = r1};
+    bus_subscribe(g1, 1, &h);
+    bus *p = bus_redis_new_secure(HOST, secure_port, 0, &sec, err, sizeof(err));
+    if (!p)
+        fail_msg("bus_redis_new_secure: %s", err);
+    bus_presence_add(g1, 601, 1);
+    assert_int_equal(poll_count(p, 601, 1, 2000), 1);
+    blob *f = frame_of("signed", 6);
+    bus_publish(p, (uint64_t[]){601}, 1, f);
+    assert_int_equal(rec_wait(r1, &r1->ndeliv, 1, 2000), 1);
+    assert_delivery(r1, 0, (uint64_t[]){601}, 1, f);
+
+    /* Someone with the Redis password but not the key (or a rogue client
+     * of an open Redis) forges pushes: a well-formed push with no MAC, a
+     * wrong one, and one made for another gateway's channel. Each is
+     * dropped, and logged once (rate limited). */
+    static const char push[] = "\x01\x00\x00\x00\x06\x00\x00\x00\x2a\x00\x00\x00\x00\x00\x00"
+                               "\x00\x59\x02\x00\x00\x00\x00\x00\x00"
+                               "forged";
+    size_t plen = sizeof(push) - 1;
+    char msg[REDIS_MAC_TEST_LEN + sizeof(push)];
+    char logpath[160];
+    snprintf(logpath, sizeof(logpath), "%s/stderr.log", redis_dir);
+    int saved = dup(2), logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && logfd >= 0);
+    fflush(stderr);
+    dup2(logfd, 2);
+
+    r = secure_cmd(in, "PUBLISH parley:gw:1 %b", push, plen);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    memset(msg, 0x5a, REDIS_MAC_TEST_LEN);
+    memcpy(msg + REDIS_MAC_TEST_LEN, push, plen);
+    r = secure_cmd(in, "PUBLISH parley:gw:1 %b", msg, REDIS_MAC_TEST_LEN + plen);
+    freeReplyObject(r);
+    mac_of(key, "parley:gw:2", push, plen, (unsigned char *)msg);
+    r = secure_cmd(in, "PUBLISH parley:gw:1 %b", msg, REDIS_MAC_TEST_LEN + plen);
+    freeReplyObject(r);
+    /* The same bytes with the right MAC are delivered, and come last: once
+     * it is in, the three before it were seen. */
+    mac_of(key, "parley:gw:1", push, plen, (unsigned char *)msg);
+    r = secure_cmd(in, "PUBLISH parley:gw:1 %b", msg, REDIS_MAC_TEST_LEN + plen);
+    freeReplyObject(r);
+    int got = rec_wait(r1, &r1->ndeliv, 2, 2000);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(logfd);
+    assert_int_equal(got, 2);
+    blob *forged = frame_of("forged", 6);
+    assert_delivery(r1, 1, (uint64_t[]){601}, 1, forged);
+    assert_int_equal(bus_redis_bad_macs(g1), 3);
+    assert_int_equal(count_lines_with(logpath, "without a valid MAC"), 1);
+
+    redisFree(in);
+    bus_free(g1);
+    bus_free(p);
+    blob_unref(f);
+    blob_unref(forged);
+    rec_free(r1);
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/servers.sh' stop '%s'", PARLEY_SOURCE_DIR, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -628,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_publish_many_is_one_message_per_gateway),
         cmocka_unit_test(test_garbage_on_the_channel_is_ignored),
         cmocka_unit_test(test_redis_restart_is_ridden_out),
+        cmocka_unit_test(test_secured_redis_and_macs),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

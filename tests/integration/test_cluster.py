@@ -3,6 +3,8 @@ service nodes in separate processes, and users who keep chatting while any
 one of them dies."""
 import os
 import random
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -45,7 +47,8 @@ class ClusterTestCase(unittest.TestCase):
         return c, uid
 
     def ctl(self, *args):
-        p = subprocess.run([PARLEYCTL, "--zk", self.cluster.vars["ZK"]] + list(args),
+        p = subprocess.run([PARLEYCTL, "--zk", self.cluster.vars["ZK"], "--zk-auth-file",
+                            self.cluster.vars["ZK_AUTH_FILE"]] + list(args),
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         return p.stdout
@@ -99,6 +102,70 @@ class ChatAcrossGatewaysTest(ClusterTestCase):
         self.assertEqual(len(listing), 1 + 2 * 10)
         moved = self.ctl("ring", "get", "direct:1:2", "--del", got.split()[-1]).split()[-1]
         self.assertNotEqual(moved, got.split()[-1])
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def redis_cmd(port, *args):
+    """One command on a fresh connection to Redis; its reply's first line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sk:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else a.encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        sk.sendall(out)
+        return sk.makefile("rb").readline().decode().strip()
+
+
+class TrustTest(ClusterTestCase):
+    """The cluster trusts only itself: outsiders get nothing from its
+    ZooKeeper and Redis, and a push no node wrote is dropped and logged."""
+
+    def test_outsiders_are_refused_and_forged_pushes_dropped(self):
+        v = self.cluster.vars
+        for f in ("ZK_AUTH_FILE", "REDIS_AUTH_FILE", "CLUSTER_KEY_FILE"):
+            self.assertEqual(os.stat(v[f]).st_mode & 0o777, 0o600, f)
+        # parleyctl without the credentials cannot even list the nodes.
+        p = subprocess.run([PARLEYCTL, "--zk", v["ZK"], "nodes"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("not authenticated", p.stderr.lower() + p.stdout.lower())
+        # Redis: nothing without the password, nor with a wrong one.
+        port = int(v["REDIS"].split(":")[1])
+        self.assertTrue(redis_cmd(port, "PING").startswith("-NOAUTH"))
+        self.assertTrue(redis_cmd(port, "PUBLISH", "parley:gw:1", "x").startswith("-NOAUTH"))
+        user = read(v["REDIS_AUTH_FILE"]).strip().split(":", 1)[0]
+        self.assertTrue(redis_cmd(port, "AUTH", user, "wrong").startswith("-WRONGPASS"))
+        # Someone who has the Redis password but not the key forges a push to
+        # alice's gateway: she gets nothing, the gateway logs it.
+        alice, a = self.user("alice", self.cluster.gateway_port(1))
+        bob, b = self.user("bob", self.cluster.gateway_port(2))
+        alice.ok("addfriend:%d" % b)
+        frame = b"forged by an outsider"
+        push = struct.pack("<IIQQ", 1, len(frame), 0, a) + frame
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sk:
+            auth = read(v["REDIS_AUTH_FILE"]).strip().split(":", 1)
+            for cmd in ([b"AUTH", auth[0].encode(), auth[1].encode()],
+                        [b"PUBLISH", b"parley:gw:1", push]):
+                sk.sendall(b"*%d\r\n" % len(cmd) +
+                           b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in cmd))
+            rf = sk.makefile("rb")
+            self.assertEqual(rf.readline().strip(), b"+OK")
+            self.assertEqual(rf.readline().strip(), b":1")  # the gateway heard it
+        log = os.path.join(self.cluster.dir, "log", "gateway1.log")
+        self.wait_for(lambda: "without a valid MAC" in read(log), 10, "the drop's log line")
+        # Real messages still flow both ways, signed.
+        bob.ok("chat:%d:signed and delivered" % a)
+        alice.wait_events(is_msg("signed and delivered"))
+        self.assertFalse(any("forged" in str(m) for m in alice.messages()))
+        for name in ("gateway1", "message1", "user1"):
+            text = read(os.path.join(self.cluster.dir, "log", name + ".log"))
+            self.assertNotIn("no --zk-auth", text)
+            self.assertNotIn("no --redis-auth", text)
+            self.assertNotIn("no --cluster-key-file", text)
 
 
 class ServiceNodeFailureTest(ClusterTestCase):

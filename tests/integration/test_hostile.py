@@ -553,7 +553,9 @@ class FloodTest(HostileTest):
 
 
 class SlowlorisTest(HostileTest):
-    server_extra = ("--frame-timeout", "2", "--idle-timeout", "2", "--hello-timeout", "3",
+    # Idle at 4 s, above the frame timeout: the dribblers must be cut by the
+    # frame timeout, and the pair, on a loaded machine, not by idleness.
+    server_extra = ("--frame-timeout", "2", "--idle-timeout", "4", "--hello-timeout", "3",
                     "--login-timeout", "5")
 
     def dribbler(self, src, greet, out, i):
@@ -658,7 +660,7 @@ class SlowlorisTest(HostileTest):
         steady, _ = self.new_user("steady")
         t0 = time.monotonic()
         while time.monotonic() - t0 < 8.5:
-            # Every 0.5 s: the server's clock for the idle timeout (2 s) ticks
+            # Every 0.5 s: the server's clock for the idle timeout (4 s) ticks
             # in whole seconds, so a quiet second may already count as two.
             time.sleep(0.5)
             f = steady.ping()

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zookeeper/zookeeper.h>
+
 #include "common/log.h"
 #include "registry/registry.h"
 
@@ -29,9 +31,10 @@
 #define PARLEY_SOURCE_DIR "."
 #endif
 
-#define SESSION_MS 2000
-#define CONNECT_MS 5000
-#define MAXN       8
+#define SESSION_MS  2000
+#define CONNECT_MS  5000
+#define MAXN        8
+#define ZK_PATH_LEN 256
 
 /* Test hook in src/registry/zk.c. */
 int registry_zk_current_server(registry *r, char *buf, size_t len);
@@ -834,6 +837,163 @@ static void test_ensemble_member_down(void **state)
         run("'%s' stop '%s/ens%d'", g_script, g_dir, i);
 }
 
+/* ---- digest ACLs: only Parley's credentials reach Parley's znodes ---- */
+
+#define ACL_AUTH "parley:s3cret-for-tests"
+
+static void raw_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx) {}
+
+/* A plain ZooKeeper handle, connected, with the given digest credentials
+ * (NULL: none): what anyone on the network could open. */
+static zhandle_t *raw_open(const char *auth)
+{
+    zhandle_t *zh = zookeeper_init(g_hosts, raw_watcher, SESSION_MS, NULL, NULL, 0);
+    assert_non_null(zh);
+    if (auth)
+        assert_int_equal(zoo_add_auth(zh, "digest", auth, (int)strlen(auth), NULL, NULL), ZOK);
+    int64_t deadline = now_ms() + CONNECT_MS;
+    while (zoo_state(zh) != ZOO_CONNECTED_STATE && now_ms() < deadline)
+        sleep_ms(20);
+    assert_int_equal(zoo_state(zh), ZOO_CONNECTED_STATE);
+    return zh;
+}
+
+/* Everything an outsider might try on the tree under root; each must be
+ * refused for want of rights. */
+static void outsider_refused(zhandle_t *zh, const char *root, const char *node)
+{
+    char path[ZK_PATH_LEN * 2], svc[ZK_PATH_LEN], data[64];
+    struct String_vector kids = {0, NULL};
+    struct Stat st;
+    int len = (int)sizeof data;
+    snprintf(svc, sizeof svc, "%s/parley/services/acl", root);
+    snprintf(path, sizeof path, "%s/%s", svc, node);
+    assert_int_equal(zoo_get_children(zh, svc, 0, &kids), ZNOAUTH);
+    assert_int_equal(zoo_get(zh, path, 0, data, &len, &st), ZNOAUTH);
+    assert_int_equal(zoo_set(zh, path, "10.6.6.6:1", 10, -1), ZNOAUTH);
+    assert_int_equal(zoo_delete(zh, path, -1), ZNOAUTH);
+    /* A rogue provider, in the service's directory or as a new service. */
+    snprintf(path, sizeof path, "%s/node-", svc);
+    assert_int_equal(zoo_create(zh, path, "10.6.6.6:1", 10, &ZOO_OPEN_ACL_UNSAFE,
+                                ZOO_EPHEMERAL_SEQUENTIAL, NULL, 0),
+                     ZNOAUTH);
+    snprintf(path, sizeof path, "%s/parley/services/rogue", root);
+    assert_int_equal(zoo_create(zh, path, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0), ZNOAUTH);
+    snprintf(path, sizeof path, "%s/parley", root);
+    assert_int_equal(zoo_get_children(zh, path, 0, &kids), ZNOAUTH);
+    assert_int_equal(zoo_set_acl(zh, path, -1, &ZOO_OPEN_ACL_UNSAFE), ZNOAUTH);
+}
+
+static void test_digest_acl(void **state)
+{
+    /* A tree of its own (a chroot), so the open trees the other tests make
+     * do not stand in the way. */
+    const char *root = "/acl";
+    char hosts[128], err[256] = "";
+    zhandle_t *anon = raw_open(NULL);
+    int rc = zoo_create(anon, root, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+    assert_true(rc == ZOK || rc == ZNODEEXISTS);
+    snprintf(hosts, sizeof hosts, "%s%s", g_hosts, root);
+
+    /* A bad pair is refused before anything is sent. */
+    assert_null(registry_zk_new_auth(hosts, SESSION_MS, CONNECT_MS, "nopass", err, sizeof err));
+
+    registry *a = registry_zk_new_auth(hosts, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!a)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[0] = a;
+    registry *b = registry_zk_new_auth(hosts, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!b)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[1] = b;
+    must_register(a, "acl", "10.0.3.1:1");
+
+    /* Another node with the same credentials sees it and adds its own. */
+    rec w;
+    rec_init(&w, "acl");
+    must_watch(b, "acl", &w);
+    const char *one[] = {"10.0.3.1:1"};
+    assert_true(rec_now_is(&w, one, 1));
+    must_register(b, "acl", "10.0.3.2:2");
+    const char *two[] = {"10.0.3.1:1", "10.0.3.2:2"};
+    assert_true(rec_wait(&w, 3000, two, 2) >= 0);
+
+    char node[64];
+    pthread_mutex_lock(&w.mu);
+    snprintf(node, sizeof node, "%s", w.names[0]);
+    pthread_mutex_unlock(&w.mu);
+
+    /* No credentials, and wrong ones: nothing to read, make, change or delete. */
+    outsider_refused(anon, root, node);
+    zhandle_t *wrong = raw_open("parley:not-the-password");
+    outsider_refused(wrong, root, node);
+
+    /* The right credentials may. */
+    zhandle_t *ok = raw_open(ACL_AUTH);
+    char path[ZK_PATH_LEN];
+    struct String_vector kids = {0, NULL};
+    snprintf(path, sizeof path, "%s/parley/services/acl", root);
+    assert_int_equal(zoo_get_children(ok, path, 0, &kids), ZOK);
+    assert_int_equal(kids.count, 2);
+    deallocate_String_vector(&kids);
+
+    /* And the registry still works: a provider that leaves is seen to. */
+    g_live[0] = NULL;
+    registry_free(a);
+    assert_true(rec_wait(&w, 3000, &two[1], 1) >= 0);
+
+    zookeeper_close(ok);
+    zookeeper_close(wrong);
+    zookeeper_close(anon);
+    rec_destroy(&w);
+}
+
+/* A session that expires is replaced by one that authenticates too: the
+ * registration comes back in the closed tree, and another node sees it. */
+static void test_digest_acl_after_expiry(void **state)
+{
+    const char *addr = "10.0.4.1:1";
+    char via[128], hosts[128], err[256] = "", old[64];
+    zhandle_t *anon = raw_open(NULL);
+    int rc = zoo_create(anon, "/acl2", NULL, -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+    assert_true(rc == ZOK || rc == ZNODEEXISTS);
+    proxy px;
+    assert_int_equal(proxy_start(&px, g_zk_port), 0);
+    snprintf(via, sizeof via, "127.0.0.1:%d/acl2", px.port);
+    snprintf(hosts, sizeof hosts, "%s/acl2", g_hosts);
+    registry *a = registry_zk_new_auth(via, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!a)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[0] = a;
+    registry *c = registry_zk_new_auth(hosts, SESSION_MS, CONNECT_MS, ACL_AUTH, err, sizeof err);
+    if (!c)
+        fail_msg("registry_zk_new_auth: %s", err);
+    g_live[1] = c;
+    must_register(a, "acl", addr);
+    rec theirs;
+    rec_init(&theirs, "acl");
+    must_watch(c, "acl", &theirs);
+    assert_true(rec_now_is(&theirs, &addr, 1));
+    pthread_mutex_lock(&theirs.mu);
+    snprintf(old, sizeof old, "%s", theirs.names[0]);
+    pthread_mutex_unlock(&theirs.mu);
+
+    proxy_set_down(&px, 1);
+    assert_true(rec_wait(&theirs, SESSION_MS + 4000, NULL, 0) >= 0);
+    proxy_set_down(&px, 0);
+    assert_true(rec_wait_renamed(&theirs, 5000, addr, old));
+    /* Still closed to outsiders after the renewal. */
+    struct String_vector kids = {0, NULL};
+    assert_int_equal(zoo_get_children(anon, "/acl2/parley/services/acl", 0, &kids), ZNOAUTH);
+
+    g_live[0] = g_live[1] = NULL;
+    registry_free(a);
+    registry_free(c);
+    proxy_stop(&px);
+    zookeeper_close(anon);
+    rec_destroy(&theirs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -841,6 +1001,8 @@ int main(void)
         cmocka_unit_test_teardown(test_register_watch_free, free_live),
         cmocka_unit_test_teardown(test_session_expiry, free_live),
         cmocka_unit_test_teardown(test_list_all, free_live),
+        cmocka_unit_test_teardown(test_digest_acl, free_live),
+        cmocka_unit_test_teardown(test_digest_acl_after_expiry, free_live),
         cmocka_unit_test_teardown(test_concurrent_and_reentrant, free_live),
         cmocka_unit_test_teardown(test_connection_loss_keeps_list, free_live),
         cmocka_unit_test_teardown(test_ensemble_member_down, free_live),

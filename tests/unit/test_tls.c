@@ -3,7 +3,8 @@
  * self-signed pair that loads and verifies (by CA file, host name and IP),
  * a reload that new connections see while old ones go on, and an echo of
  * megabytes through a conn whose reader falls behind (the WANT_WRITE and
- * pause paths), plus a plain peer that gets nothing.
+ * pause paths), plus a plain peer that gets nothing; and node-to-node
+ * mutual TLS: roles, a missing certificate, a stranger's CA.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -644,6 +645,135 @@ static void test_plain_peer_gets_nothing(void **state)
     tls_ctx_free(srv);
 }
 
+/* ---- mutual TLS between nodes ---- */
+
+/* A CA (DIR/NAME-ca.pem) made with the openssl command, as
+ * scripts/cluster.sh makes the cluster's. */
+static void make_ca(const char *name)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+             "%s/%s-ca.key -out %s/%s-ca.pem -days 2 -subj '/CN=%s CA' -addext "
+             "basicConstraints=critical,CA:TRUE 2>/dev/null",
+             g_dir, name, g_dir, name, name);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* DIR/NAME.pem and .key, signed by CA, with subject OUs ous ("/OU=x..."). */
+static void make_node(const char *ca, const char *name, const char *ous)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout %s.key -out %s.csr -subj '/O=Parley cluster%s/CN=%s' 2>/dev/null && "
+             "printf 'extendedKeyUsage=serverAuth,clientAuth\\n' > %s.ext && "
+             "openssl x509 -req -in %s.csr -CA %s-ca.pem -CAkey %s-ca.key -set_serial 7 -days 2 "
+             "-extfile %s.ext -out %s.pem 2>/dev/null",
+             g_dir, name, name, ous, name, name, name, ca, ca, name, name);
+    assert_int_equal(system(cmd), 0);
+}
+
+static tls_ctx *node_ctx(int server, const char *ca, const char *name, const char *peer_role)
+{
+    char caf[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], err[512] = "";
+    snprintf(caf, sizeof(caf), "%s/%s-ca.pem", g_dir, ca);
+    snprintf(cert, sizeof(cert), "%s/%s.pem", g_dir, name);
+    snprintf(key, sizeof(key), "%s/%s.key", g_dir, name);
+    tls_ctx *t = tls_node_new(server, caf, cert, key, peer_role, err, sizeof(err));
+    if (!t)
+        fail_msg("%s", err);
+    return t;
+}
+
+/* Runs both handshakes until both are done (1) or one fails (0). */
+static int try_handshake(tls_ctx *srv, tls_ctx *cli, tls_conn **s, tls_conn **c, int fds[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    nonblock(fds[0]);
+    nonblock(fds[1]);
+    *s = tls_conn_new(srv, fds[0], NULL);
+    *c = tls_conn_new(cli, fds[1], NULL);
+    assert_non_null(*s);
+    assert_non_null(*c);
+    int sd = 0, cd = 0;
+    for (int i = 0; i < 100 && !(sd && cd); i++) {
+        if (!cd) {
+            int r = tls_handshake(*c);
+            if (r == TLS_ERROR)
+                return 0;
+            cd = r == 1;
+        }
+        if (!sd) {
+            int r = tls_handshake(*s);
+            if (r == TLS_ERROR)
+                return 0;
+            sd = r == 1;
+        }
+    }
+    /* TLS 1.3: the client is done before the server has judged its
+     * certificate; a refusal reaches it as its first read fails. */
+    char b;
+    return sd && cd && tls_read(*c, &b, 1) == TLS_WANT_READ;
+}
+
+static void test_node_mutual_tls(void **state)
+{
+    make_ca("cluster");
+    make_ca("other");
+    make_node("cluster", "gw", "/OU=gateway");
+    make_node("cluster", "svc", "/OU=service");
+    make_node("cluster", "both", "/OU=gateway/OU=service");
+    make_node("other", "stranger", "/OU=gateway");
+    tls_ctx *srv = node_ctx(1, "cluster", "svc", NULL);
+    tls_ctx *gw = node_ctx(0, "cluster", "gw", TLS_ROLE_SERVICE);
+    tls_ctx *svc_cli = node_ctx(0, "cluster", "svc", TLS_ROLE_SERVICE);
+    tls_ctx *stranger = node_ctx(0, "other", "stranger", NULL);
+    tls_ctx *gw_srv = node_ctx(1, "cluster", "gw", NULL);
+    tls_ctx *both = node_ctx(1, "cluster", "both", NULL);
+    char caf[PATH_MAX], err[512];
+    snprintf(caf, sizeof(caf), "%s/cluster-ca.pem", g_dir);
+    tls_ctx *anon = tls_client_new(caf, err, sizeof(err));
+    assert_non_null(anon);
+
+    assert_int_equal(tls_ctx_has_role(srv, TLS_ROLE_SERVICE), 1);
+    assert_int_equal(tls_ctx_has_role(srv, TLS_ROLE_GATEWAY), 0);
+    assert_int_equal(tls_ctx_has_role(both, TLS_ROLE_GATEWAY), 1);
+    assert_int_equal(tls_ctx_has_role(both, TLS_ROLE_SERVICE), 1);
+
+    tls_conn *s, *c;
+    int fds[2];
+    /* A gateway and a service node: both sides know the other's role. */
+    assert_int_equal(try_handshake(srv, gw, &s, &c, fds), 1);
+    assert_int_equal(tls_peer_has_role(s, TLS_ROLE_GATEWAY), 1);
+    assert_int_equal(tls_peer_has_role(s, TLS_ROLE_SERVICE), 0);
+    assert_int_equal(tls_peer_has_role(c, TLS_ROLE_SERVICE), 1);
+    exchange(c, s, "call");
+    pair_free(s, c, fds);
+    /* A service node's certificate is let in, but is no gateway. */
+    assert_int_equal(try_handshake(srv, svc_cli, &s, &c, fds), 1);
+    assert_int_equal(tls_peer_has_role(s, TLS_ROLE_GATEWAY), 0);
+    pair_free(s, c, fds);
+    /* No certificate, or one of another CA: no handshake. */
+    assert_int_equal(try_handshake(srv, anon, &s, &c, fds), 0);
+    pair_free(s, c, fds);
+    assert_int_equal(try_handshake(srv, stranger, &s, &c, fds), 0);
+    pair_free(s, c, fds);
+    /* A gateway does not talk to a "service" whose certificate is a
+     * gateway's. */
+    assert_int_equal(try_handshake(gw_srv, gw, &s, &c, fds), 0);
+    pair_free(s, c, fds);
+    /* A node with both roles serves gateways. */
+    assert_int_equal(try_handshake(both, gw, &s, &c, fds), 1);
+    pair_free(s, c, fds);
+    /* A node context has no files to reload. */
+    assert_int_equal(tls_server_reload(srv, err, sizeof(err)), -1);
+
+    tls_ctx *list[] = {srv, gw, svc_cli, stranger, gw_srv, both, anon};
+    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
+        tls_ctx_free(list[i]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -660,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_conn_echoes_megabytes_over_tls),
         cmocka_unit_test(test_paused_conn_reads_what_tls_holds),
         cmocka_unit_test(test_plain_peer_gets_nothing),
+        cmocka_unit_test(test_node_mutual_tls),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     loop_stop(g_loop);
