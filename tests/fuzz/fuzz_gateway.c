@@ -10,7 +10,9 @@
  *
  * Input: one byte of FZ_MODE_* bits saying how to pace the writes (so that
  * a login can complete before the requests that need it, or a client can
- * leave with calls still running), then the client's byte stream.
+ * leave with calls still running) and which port to use (plain, TLS with a
+ * real TLS client around the stream, or TLS with the input as the raw
+ * bytes of a handshake), then the client's byte stream.
  *
  * Every frame the server writes must be a ServerFrame; descriptors must not
  * pile up. The limits are the server's defaults except those that count
@@ -28,6 +30,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +52,7 @@
 #include "fz_common.h"
 #include "gateway/gateway.h"
 #include "net/loop.h"
+#include "net/tls.h"
 #include "rpc/local.h"
 #include "services/limits.h"
 #include "services/svc.h"
@@ -64,6 +68,8 @@ enum {
     FZ_MODE_WAIT_EACH = 2, /* wait for quiet after every frame */
     FZ_MODE_HANG_UP = 4,   /* hang up as soon as all is written, calls still running */
     FZ_MODE_DRIBBLE = 8,   /* write FZ_DRIBBLE bytes at a time, each read alone */
+    FZ_MODE_TLS = 16,      /* connect to the TLS port and speak TLS; the input is inside */
+    FZ_MODE_TLS_RAW = 32,  /* connect to the TLS port and write the input as it is */
     FZ_DRIBBLE = 7,
 };
 
@@ -94,6 +100,7 @@ static pthread_cond_t fz_cv = PTHREAD_COND_INITIALIZER;
 static uint64_t fz_synced;
 static struct event *fz_sync_ev[FZ_LOOPS]; /* at the output flush's priority */
 static int fz_verbose; /* FUZZ_GATEWAY_VERBOSE=1: print what the server answers */
+static tls_ctx *fz_tls_server, *fz_tls_client;
 
 /* ---- the counting services ---- */
 
@@ -211,10 +218,14 @@ static int fz_unread(int fd)
 
 /* A connection of the harness's: the input's client, or the peer. */
 typedef struct {
-    int fd;        /* -1: none */
-    int eof;       /* the server has closed it */
-    int peer;      /* acknowledges the messages it receives, as clients do */
-    int logged_in; /* a LoginOk arrived */
+    int fd;         /* -1: none */
+    int eof;        /* the server has closed it */
+    int peer;       /* acknowledges the messages it receives, as clients do */
+    int logged_in;  /* a LoginOk arrived */
+    int raw;        /* talks to the TLS port without TLS: what comes back is not frames */
+    tls_conn *tc;   /* speaks TLS */
+    short rblocked; /* TLS: what the last read waits for (POLLIN, POLLOUT) or 0 */
+    short wblocked; /* ... the last write */
     uint64_t next_id;
     uint8_t *buf; /* what has arrived, past the last whole frame */
     size_t len, cap;
@@ -225,7 +236,9 @@ typedef struct {
  * to user 1 or group 1 is pushed to a live session. See fz_accounts. */
 static fz_client fz_peer = {.fd = -1, .peer = 1};
 
-static void fz_client_open(fz_client *c)
+/* A new connection to the gateway's plain port, or (mode FZ_MODE_TLS*) to
+ * its TLS port. */
+static void fz_client_open(fz_client *c, unsigned mode)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
@@ -234,17 +247,57 @@ static void fz_client_open(fz_client *c)
     c->eof = 0;
     c->logged_in = 0;
     c->len = 0;
-    gateway_accept(fz_gw, sv[1]);
+    c->rblocked = c->wblocked = 0;
+    c->raw = (mode & FZ_MODE_TLS_RAW) != 0;
+    c->tc = NULL;
+    if ((mode & FZ_MODE_TLS) && !c->raw) {
+        c->tc = tls_conn_new(fz_tls_client, c->fd, NULL);
+        if (!c->tc)
+            fz_fail(tls_error());
+    }
+    if (mode & (FZ_MODE_TLS | FZ_MODE_TLS_RAW))
+        gateway_accept_tls(fz_gw, sv[1]);
+    else
+        gateway_accept(fz_gw, sv[1]);
 }
 
 static void fz_client_close(fz_client *c)
 {
+    tls_conn_free(c->tc);
+    c->tc = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
     free(c->buf);
     c->buf = NULL;
     c->len = c->cap = 0;
+}
+
+/* read() or send() on c, through TLS if c speaks it: > 0, 0 at the end of
+ * the stream, or -1 with errno (EAGAIN: try again once the socket is ready
+ * for c->rblocked or c->wblocked). */
+static ssize_t fz_recv(fz_client *c, void *buf, size_t len)
+{
+    if (!c->tc)
+        return read(c->fd, buf, len);
+    ssize_t n = tls_read(c->tc, buf, len);
+    c->rblocked = n == TLS_WANT_READ ? POLLIN : n == TLS_WANT_WRITE ? POLLOUT : 0;
+    if (n >= 0)
+        return n;
+    errno = c->rblocked ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+static ssize_t fz_send(fz_client *c, const void *buf, size_t len)
+{
+    if (!c->tc)
+        return send(c->fd, buf, len, MSG_NOSIGNAL);
+    ssize_t n = tls_write(c->tc, buf, len);
+    c->wblocked = n == TLS_WANT_READ ? POLLIN : n == TLS_WANT_WRITE ? POLLOUT : 0;
+    if (n >= 0)
+        return n;
+    errno = c->wblocked ? EAGAIN : EPIPE;
+    return -1;
 }
 
 /* Sends one frame of the harness's own (best effort: an ack of the peer's
@@ -258,7 +311,7 @@ static void fz_send_frame(fz_client *c, Parley__ClientFrame *f)
         return;
     frame_put_header(buf, (uint32_t)n);
     parley__client_frame__pack(f, buf + FRAME_HDR);
-    if (send(c->fd, buf, FRAME_HDR + n, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+    if (fz_send(c, buf, FRAME_HDR + n) < 0 && errno != EAGAIN)
         c->eof = 1;
 }
 
@@ -315,11 +368,15 @@ static int fz_drain(fz_client *c, int *got)
             c->buf = p;
             c->cap = cap;
         }
-        ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len);
+        ssize_t n = fz_recv(c, c->buf + c->len, c->cap - c->len);
         if (n > 0) {
-            c->len += (size_t)n;
             *got = 1;
-            fz_frames(c);
+            if (c->raw && fz_verbose)
+                fprintf(stderr, "  <- %zd bytes\n", n);
+            if (!c->raw) {
+                c->len += (size_t)n;
+                fz_frames(c);
+            }
         } else if (n == 0) {
             c->eof = 1;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -336,14 +393,18 @@ static int fz_open(const fz_client *c)
     return c && c->fd >= 0 && !c->eof;
 }
 
-/* Waits until a's socket (if any) is readable (or writable, with out), the
- * peer's is readable, or a call was answered. */
+/* Waits until a's socket (if any) is readable (or writable, with out),
+ * the peer's is readable, or a call was answered. A TLS read or write that
+ * waits for the other readiness gets that one instead. */
 static void fz_wait(const fz_client *a, int out, int timeout_ms)
 {
+    short ev = POLLIN;
+    if (a && ((out && a->wblocked != POLLIN) || a->rblocked == POLLOUT))
+        ev |= POLLOUT;
     struct pollfd p[3] = {
         {.fd = fz_efd, .events = POLLIN},
         {.fd = fz_open(&fz_peer) ? fz_peer.fd : -1, .events = POLLIN},
-        {.fd = fz_open(a) ? a->fd : -1, .events = (short)(POLLIN | (out ? POLLOUT : 0))},
+        {.fd = fz_open(a) ? a->fd : -1, .events = ev},
     };
     if (poll(p, 3, timeout_ms) < 0 && errno != EINTR)
         fz_fail("poll");
@@ -371,7 +432,7 @@ static int fz_write(fz_client *a, const uint8_t *data, size_t len, int dribble)
         size_t chunk = len - off;
         if (dribble && chunk > FZ_DRIBBLE)
             chunk = FZ_DRIBBLE;
-        ssize_t n = send(a->fd, data + off, chunk, MSG_NOSIGNAL);
+        ssize_t n = fz_send(a, data + off, chunk);
         if (n > 0) {
             off += (size_t)n;
             if (dribble)
@@ -424,7 +485,7 @@ static void fz_peer_up(int first)
     if (fz_open(&fz_peer))
         return;
     fz_client_close(&fz_peer);
-    fz_client_open(&fz_peer);
+    fz_client_open(&fz_peer, 0);
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__Hello hello = PARLEY__HELLO__INIT;
     hello.version = PROTOCOL_VERSION;
@@ -507,7 +568,7 @@ static void fz_session(const uint8_t *data, size_t size)
     int got = 0;
     fz_peer_up(0);
     fz_client a = {.fd = -1};
-    fz_client_open(&a);
+    fz_client_open(&a, mode);
     for (size_t off = 0; off < size && !a.eof;) {
         size_t stop = fz_next_stop(data, size, off, mode);
         fz_write(&a, data + off, stop - off, mode & FZ_MODE_DRIBBLE);
@@ -554,6 +615,8 @@ static void fz_teardown(void)
         loop_stop(fz_loops[i]);
     fz_client_close(&fz_peer);
     gateway_free(fz_gw);
+    tls_ctx_free(fz_tls_server);
+    tls_ctx_free(fz_tls_client);
     for (int i = 0; i < FZ_LOOPS; i++)
         event_free(fz_sync_ev[i]);
     for (int k = 0; k < 3; k++)
@@ -572,13 +635,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     char err[512];
     fz_verbose = getenv("FUZZ_GATEWAY_VERBOSE") != NULL;
+    signal(SIGPIPE, SIG_IGN); /* as parleyd: a write to a closed socket is EPIPE */
     log_set_level(fz_verbose ? LOG_INFO : LOG_ERROR);
     if (pwhash_init() < 0 || loop_global_init() < 0)
         fz_fail("pwhash_init or loop_global_init");
     fz_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fz_efd < 0)
         fz_fail("eventfd");
-    snprintf(fz_db, sizeof(fz_db), "%s/parley.db", fz_data_dir());
+    const char *dir = fz_data_dir();
+    snprintf(fz_db, sizeof(fz_db), "%s/parley.db", dir);
+    /* The TLS port's certificate, which the harness's TLS client trusts. */
+    char cert[4096], key[4096];
+    const char *names[] = {"localhost"};
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    if (tls_make_self_signed(cert, key, names, 1, err, sizeof(err)) < 0 ||
+        !(fz_tls_server = tls_server_new(cert, key, err, sizeof(err))) ||
+        !(fz_tls_client = tls_client_new(cert, err, sizeof(err))))
+        fz_fail(err);
     fz_svc_config(&fz_cfg, fz_db);
     fz_bus = bus_local_new();
     if (!fz_bus)
@@ -618,6 +692,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                   .auth_per_conn = 2,
                   .auth_per_ip = 8,
                   .auth_total = 256},
+        .tls = fz_tls_server,
     };
     fz_gw = gateway_new(&gcfg, fz_loops, FZ_LOOPS, fz_svcs[0], fz_svcs[1], fz_svcs[2], fz_bus);
     if (!fz_gw)

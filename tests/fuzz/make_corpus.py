@@ -142,7 +142,36 @@ def as_alice(*payloads):
 
 
 # fuzz_gateway's first byte (FZ_MODE_* in fuzz_gateway.c).
-WAIT_AUTH, WAIT_EACH, HANG_UP, DRIBBLE = 1, 2, 4, 8
+WAIT_AUTH, WAIT_EACH, HANG_UP, DRIBBLE, TLS, TLS_RAW = 1, 2, 4, 8, 16, 32
+
+
+def tls_client_hello():
+    """A TLS 1.3 ClientHello (x25519, ECDSA P-256, fixed random and key share):
+    the start of a handshake with the gateway's TLS port, the same bytes each
+    time."""
+
+    def vec(n, data):  # a TLS vector with an n-byte length
+        return len(data).to_bytes(n, "big") + data
+
+    def ext(kind, data):
+        return struct.pack(">H", kind) + vec(2, data)
+
+    exts = (
+        ext(0x002B, vec(1, b"\x03\x04\x03\x03"))  # supported_versions
+        + ext(0x000A, vec(2, b"\x00\x1d\x00\x17"))  # supported_groups
+        + ext(0x000D, vec(2, b"\x04\x03\x08\x04\x04\x01"))  # signature_algorithms
+        + ext(0x0033, vec(2, b"\x00\x1d" + vec(2, bytes(range(1, 33)))))  # key_share
+    )
+    body = (
+        b"\x03\x03"
+        + bytes(range(32, 64))  # random
+        + vec(1, b"")  # session id
+        + vec(2, b"\x13\x01\x13\x02\xc0\x2b\xc0\x2f")  # cipher suites
+        + vec(1, b"\x00")  # compression
+        + vec(2, exts)
+    )
+    hs = b"\x01" + vec(3, body)
+    return b"\x16\x03\x01" + vec(2, hs)
 
 # fuzz_gateway's accounts (fz_accounts): bob, user 1, is its resident peer,
 # logged in throughout and creator of group 1; alice, carol and dave are 2-4,
@@ -232,6 +261,11 @@ def gateway_corpus():
     s["lockstep"] = bytes([WAIT_EACH]) + g["everything"]
     s["dribble"] = bytes([WAIT_AUTH | DRIBBLE]) + g["alice_send_direct"]
     s["hang_up_during_login"] = bytes([HANG_UP]) + stream(hello(1), login(2, "alice"))
+    s["tls_alice_send_direct"] = bytes([TLS | WAIT_AUTH]) + g["alice_send_direct"]
+    s["tls_everything"] = bytes([TLS | WAIT_AUTH]) + g["everything"]
+    s["tls_dribble"] = bytes([TLS | WAIT_AUTH | DRIBBLE]) + g["alice_history"]
+    s["tls_raw_client_hello"] = bytes([TLS_RAW]) + tls_client_hello()
+    s["tls_raw_plain_frames"] = bytes([TLS_RAW]) + g["hello_ping"]
     s["hang_up_during_sends"] = bytes([WAIT_AUTH | HANG_UP]) + as_alice(
         send_direct(4, BOB, "a"), send_direct(5, BOB, "b"), history(6, peer=BOB)
     )
