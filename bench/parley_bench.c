@@ -1219,16 +1219,20 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
             snprintf(mem, sizeof mem, "server RSS %.1f -> %.1f MiB, %.0f bytes/connection",
                      ri->rss_before / 1024.0, ri->rss_after / 1024.0,
                      (double)(ri->rss_after - ri->rss_before) * 1024.0 / o->conns);
-        printf(
-            "idle conns=%d procs=%d%s: %s; %.0f connects/s, %.0f registers/s, %.0f logins/s: %s\n",
-            o->conns, o->procs,
-            o->tls    ? " tls"
-            : o->mqtt ? " mqtt"
-                      : "",
-            mem, ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
-            ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
-            ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
-            oc->ok ? "OK" : "FAIL");
+        if (o->mqtt) /* no registration; "logins" are subscriptions */
+            printf("idle conns=%d procs=%d mqtt: %s; %.0f connects/s, %.0f subscribes/s: %s\n",
+                   o->conns, o->procs, mem,
+                   ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
+                   ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+                   oc->ok ? "OK" : "FAIL");
+        else
+            printf("idle conns=%d procs=%d%s: %s; %.0f connects/s, %.0f registers/s, %.0f "
+                   "logins/s: %s\n",
+                   o->conns, o->procs, o->tls ? " tls" : "", mem,
+                   ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
+                   ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
+                   ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+                   oc->ok ? "OK" : "FAIL");
         break;
     }
     case SC_LOGIN:

@@ -27,6 +27,7 @@
 #   BENCH_CLUSTER=0      skip the cluster runs
 #   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
 #   BENCH_THREADS=T      bench event loops (default: cores)
+#   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
 #   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
 #                        cluster starts only if a cluster row matches)
 # Exit status: 0 if every run passed its checks, 1 if any failed (lost,
@@ -187,16 +188,18 @@ start_parleyd() {
 # mosquitto on a free loopback port, in memory only (persistence false),
 # anonymous, its own defaults otherwise but these: up to 64 QoS 1 messages
 # in flight to a client (default 20; the bench has at most 16 in flight per
-# sender, one sender per subscriber) and 10,000 queued (default 1,000), and
-# TCP_NODELAY, which parleyd, the floor and the bench all set; it logs its
-# start (information) but not each connection. Run as root it
-# drops to the mosquitto user after reading its config.
+# sender, one sender per subscriber) and 10,000 queued (default 1,000). Its
+# sockets keep Nagle's algorithm on, its default (issue 15 measured it so);
+# BENCH_MQTT_NODELAY=1 sets TCP_NODELAY, as parleyd, the floor and the bench
+# do. It logs its start (information) but not each connection. Run as root
+# it drops to the mosquitto user after reading its config.
 start_mosquitto() {
   local log=$tmp/mosquitto.$n.log conf=$tmp/mosquitto.$n.conf port try i
   for try in 1 2 3; do
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     printf '%s\n' "listener $port 127.0.0.1" "allow_anonymous true" "persistence false" \
-      "max_inflight_messages 64" "max_queued_messages 10000" "set_tcp_nodelay true" \
+      "max_inflight_messages 64" "max_queued_messages 10000" \
+      "set_tcp_nodelay $([ "${BENCH_MQTT_NODELAY:-0}" = 1 ] && echo true || echo false)" \
       "log_dest stderr" "log_type error" "log_type warning" "log_type notice" "log_type information" \
       "connection_messages false" >"$conf"
     (ulimit -n "$(ulimit -Hn)" && exec "$mosquitto_bin" -c "$conf") >"$log" 2>&1 &

@@ -108,7 +108,7 @@ class Mosquitto:
         with open(conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
                     "max_inflight_messages 64\nmax_queued_messages 10000\n"
-                    "set_tcp_nodelay true\nlog_dest stderr\nlog_type error\n" % self.port)
+                    "log_dest stderr\nlog_type error\n" % self.port)
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", conf], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
