@@ -68,4 +68,9 @@ set yrange [*:*]
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2
 plot dir.'/ratios.dat' using 0:2:xtic(1) with boxes notitle
 
+set title "Parley / mosquitto (issue 15; points: its targets, at least for msg/s, at most for the rest)"
+set key top right
+plot dir.'/ratios_mq.dat' using 0:2:xtic(1) with boxes notitle, \
+     '' using 0:3 with points pt 9 ps 2 lc rgb "black" title 'target'
+
 unset multiplot

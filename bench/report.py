@@ -514,6 +514,21 @@ def main():
             n += 1
         if not n:
             f.write('"none" 0 0 0\n')
+    # Parley / mosquitto: issue 15's figures (throughput in the closed loop;
+    # p99 and CPU per message at an offered rate).
+    with open(os.path.join(pd, "ratios_mq.dat"), "w") as f:
+        n = 0
+        for name, targets in MQ_TARGETS.items():
+            for metric, bound, how in targets:
+                r = next((r for r in rows if r["name"] == name and r["metric"] == metric), None)
+                if r is None or r.get("ratio_mosquitto") is None:
+                    continue
+                label = "%s %s" % (name, {"delivered": "msg/s", "latency p99": "p99",
+                                          "server CPU per msg": "CPU/msg"}[metric])
+                f.write('"%s" %g %g\n' % (label, r["ratio_mosquitto"], bound))
+                n += 1
+        if not n:
+            f.write('"none" 1 1\n')
     with open(os.path.join(pd, "ratios.dat"), "w") as f:
         for r in rows:
             if r["base"] != "floor":
