@@ -499,7 +499,9 @@ def main():
         if plots:
             f.write("plot " + ", \\\n  ".join(plots) + "\n")
         else:
-            f.write("set label 1 'no latency runs' at graph 0.4, 0.5\nplot NaN notitle\n")
+            # (a constant: gnuplot fails a plot with no valid point at all)
+            f.write("set label 1 'no latency runs' at graph 0.4, 0.5\n"
+                    "plot 1 lc rgb 'white' notitle\nunset label 1\n")
 
     # Server CPU per delivered message, by scenario: floor, mosquitto, Parley
     # (a mosquitto run missing: 0, a gap in the chart).

@@ -29,7 +29,8 @@
 #   BENCH_THREADS=T      bench event loops (default: cores)
 #   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
 #   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
-#                        cluster starts only if a cluster row matches)
+#                        cluster starts only if a cluster row matches; a TLS
+#                        row needs its plain rows, direct-cC-if8 and idle-cN)
 # Exit status: 0 if every run passed its checks, 1 if any failed (lost,
 # duplicated under another msgid, out of order, or a run that broke).
 set -euo pipefail
