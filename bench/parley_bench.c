@@ -9,6 +9,7 @@
  * writes the result as JSON, and exits 1 if anything was lost, duplicated
  * under another msgid, out of order, or failed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -749,6 +750,39 @@ static double proc_cpu_s(pid_t pid)
     return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
 }
 
+/* How long the threads of process pid have waited, runnable, for a CPU
+ * (the run_delay of /proc/PID/task/TID/schedstat, summed), in seconds; < 0
+ * if unknown. On a shared machine this is what the server lost to others. */
+static double proc_wait_s(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    unsigned long long sum = 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[400];
+        unsigned long long run, wait;
+        if (e->d_name[0] == '.')
+            continue;
+        if (snprintf(p, sizeof p, "%s/%.32s/schedstat", path, e->d_name) >= (int)sizeof p)
+            continue;
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue; /* the thread has just exited */
+        if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+            sum += wait;
+            n++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n ? (double)sum / 1e9 : -1;
+}
+
 /* The 1-minute load average: other work on the machine skews the figures. */
 static double loadavg1(void)
 {
@@ -879,6 +913,7 @@ typedef struct {
     /* --server-pid: its CPU seconds within the measured window, and how
      * long the window was between the two readings; cpu_s < 0: unknown */
     double cpu_s, cpu_wall_s;
+    double wait_s; /* ... and how long its threads waited for a CPU; < 0: unknown */
     bool drained;
     double drain_s;
 } runinfo;
@@ -1012,14 +1047,18 @@ static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
                 uint64_t we = atomic_load(&sh->win_end);
                 bool ok = run_until(o, sh, PH_RUN, t0, ws, pg, NULL);
                 double c0 = ok && o->server_pid ? proc_cpu_s(o->server_pid) : -1;
+                double w0 = ok && o->server_pid ? proc_wait_s(o->server_pid) : -1;
                 uint64_t c0_t = bench_now();
                 ok = ok && run_until(o, sh, PH_RUN, t0, we, pg, NULL);
                 if (ok && c0 >= 0) {
                     double c1 = proc_cpu_s(o->server_pid);
+                    double w1 = w0 >= 0 ? proc_wait_s(o->server_pid) : -1;
                     if (c1 >= c0) {
                         ri->cpu_s = c1 - c0;
                         ri->cpu_wall_s = (double)(bench_now() - c0_t) / 1e9;
                     }
+                    if (w1 >= w0 && w0 >= 0)
+                        ri->wait_s = w1 - w0;
                 }
                 if (!ok || !run_until(o, sh, PH_RUN, t0, end, pg, NULL)) {
                     drain(o, sh, ri, pg);
@@ -1175,10 +1214,14 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
     char settings[256];
     char rate[32];
     char dups[80];
-    char cpu[96] = "";
-    if (ri->cpu_s >= 0 && ri->cpu_wall_s > 0 && t->recv_win)
-        snprintf(cpu, sizeof cpu, "; server CPU %.1f us/msg (%.0f%% of a core)",
-                 ri->cpu_s * 1e6 / (double)t->recv_win, 100 * ri->cpu_s / ri->cpu_wall_s);
+    char cpu[160] = "";
+    if (ri->cpu_s >= 0 && ri->cpu_wall_s > 0 && t->recv_win) {
+        int len = snprintf(cpu, sizeof cpu, "; server CPU %.1f us/msg (%.0f%% of a core)",
+                           ri->cpu_s * 1e6 / (double)t->recv_win, 100 * ri->cpu_s / ri->cpu_wall_s);
+        if (ri->wait_s >= 0 && len > 0 && (size_t)len < sizeof cpu)
+            snprintf(cpu + len, sizeof cpu - (size_t)len, ", waited for a CPU %.0f%% of the time",
+                     100 * ri->wait_s / ri->cpu_wall_s);
+    }
     if (t->dups && oc->first_dup_s >= 0)
         snprintf(dups, sizeof dups, "%llu duplicates (the first %.2f s into the run)",
                  (unsigned long long)t->dups, oc->first_dup_s);
@@ -1333,6 +1376,11 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             fprintf(f, "%.3f,", ri->cpu_s * 1e6 / (double)t->recv_win);
         else
             fprintf(f, "null,");
+        /* Runnable but not running: the CPU others took from the server
+         * (its threads summed, so it can pass 1). */
+        if (ri->wait_s >= 0)
+            fprintf(f, "\"server_wait_s\":%.3f,\"server_wait_share\":%.4f,", ri->wait_s,
+                    ri->wait_s / ri->cpu_wall_s);
     }
     if (o->sc == SC_REGFLOOD) {
         /* latency_ms is the pair without the flood, flood_latency_ms during it. */
@@ -1429,6 +1477,7 @@ int main(int argc, char **argv)
 
     runinfo ri = {0};
     ri.cpu_s = -1;
+    ri.wait_s = -1;
     if (o.sc == SC_IDLE && o.server_pid) {
         ri.rss_before = rss_kb(o.server_pid);
         if (ri.rss_before < 0)

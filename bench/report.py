@@ -99,12 +99,16 @@ def fmt_ratio(r):
 
 
 def cpu(run):
-    """The server's CPU time per message delivered in the window (us), and its
-    share of one core (%): None when not measured (the cluster)."""
+    """The server's CPU time per message delivered in the window (us), its
+    share of one core (%), and how long its threads waited for a core (% of
+    the window, summed over threads): None when not measured (the cluster)."""
     r = run.get("results", {})
     share = r.get("server_cpu_share")
+    wait = r.get("server_wait_share")
     return [("server CPU per msg", "us", r.get("server_cpu_us_per_msg")),
-            ("server CPU", "% of a core", None if share is None else share * 100)]
+            ("server CPU", "% of a core", None if share is None else share * 100),
+            # runnable, waiting for a core (threads summed): what others took
+            ("server waiting for a CPU", "% of the time", None if wait is None else wait * 100)]
 
 
 def figures(kind, run):
@@ -398,7 +402,9 @@ def main():
     print("\nratios: above 1 for latency, memory and CPU means Parley needs more than the floor "
           "(or mosquitto); below 1 for throughput means it does less. server CPU: the server "
           "process's user + system time in the measured window (/proc/PID/stat), per message "
-          "delivered in it, and as a share of one core.")
+          "delivered in it, and as a share of one core; waiting for a CPU: the time its threads were "
+          "runnable but not running (/proc/PID/task/*/schedstat, summed over threads), which "
+          "other work on the machine took from it.")
     mqs = mq_summary(rows)
     if mqs:
         print("mosquitto: Debian's broker, in memory (persistence false), QoS 1 both ways, the "
