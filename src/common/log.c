@@ -81,9 +81,9 @@ int log_reopen(char *err, size_t errlen)
     int fd = log_open_path(log_path, err, errlen);
     if (fd < 0)
         return -1;
-    /* dup2 swaps the file under log_fd at once: a writer on another thread
+    /* dup3 swaps the file under log_fd at once: a writer on another thread
      * writes its whole line to the old file or to the new one. */
-    int rc = dup2(fd, log_fd) < 0 ? -1 : 0;
+    int rc = dup3(fd, log_fd, O_CLOEXEC) < 0 ? -1 : 0;
     if (rc < 0)
         snprintf(err, errlen, "cannot reopen log file %s: %s", log_path, strerror(errno));
     close(fd);
