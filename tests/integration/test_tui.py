@@ -57,16 +57,17 @@ class TuiTest(ParleyTest):
         subprocess.run([TMUX, "-L", self.sock, "-f", "/dev/null"] + list(args),
                        capture_output=True, timeout=30)
 
-    def start(self, *extra, lang="C"):
+    def start(self, *extra, lang="C", wait=True):
         """A parley in a new tmux window (its own session); returns its name
-        and the client's pid."""
+        and the client's pid. wait: until it shows its banner."""
         self.n += 1
         name = "w%d" % self.n
         cmd = ["env", "HOME=" + self.home, "LANG=" + lang, "LC_ALL=", "TERM=screen",
                PARLEY, "--port", str(self.server.port)] + list(extra)
         self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", *cmd)
         pid = int(self.tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip())
-        self.wait_screen(name, "type help for the commands")
+        if wait:
+            self.wait_screen(name, "type help for the commands")
         return name, pid
 
     def screen(self, name):
@@ -110,25 +111,32 @@ class TuiTest(ParleyTest):
 
     def test_survives_sighup_of_its_terminal(self):
         """Closing the terminal (tmux kills the pane: SIGHUP) ends the client
-        cleanly every time, whatever it was doing; never a hang."""
+        cleanly every time, whatever it was doing; never a hang. 100 tries
+        (PARLEY_TUI_HUP_TRIES), five clients at a time."""
         sender, _ = self.user("sender")
         alice = self.client()
         alice_id = alice.ok("register:alice:secret123")["id"]
         tries = int(os.environ.get("PARLEY_TUI_HUP_TRIES", "100"))
+        batch = 5
         t0 = time.time()
-        for i in range(tries):
-            name, pid = self.start()
-            if i % 4 == 1:
-                # Logged in, a half-typed line, a message arriving.
-                self.login(name, "alice")
-                self.type(name, "half typed %d" % i)
-                sender.send_line("chat:%d:hi %d" % (alice_id, i))
-            if i % 3 == 0:
-                self.tmux("kill-session", "-t", name)  # SIGHUP from the terminal
-            else:
-                os.kill(pid, signal.SIGHUP)
+        for first in range(0, tries, batch):
+            clients = [self.start(wait=False) for _ in range(first, min(first + batch, tries))]
+            for name, _ in clients:
+                self.wait_screen(name, "type help for the commands")
+            for k, (name, _) in enumerate(clients):
+                if (first + k) % 4 == 1:
+                    # Logged in, a half-typed line, a message arriving.
+                    self.login(name, "alice")
+                    self.type(name, "half typed %d" % (first + k))
+                    sender.send_line("chat:%d:hi %d" % (alice_id, first + k))
+            for k, (name, pid) in enumerate(clients):
+                if (first + k) % 2 == 0:
+                    self.tmux("kill-session", "-t", name)  # SIGHUP from the terminal
+                else:
+                    os.kill(pid, signal.SIGHUP)  # the terminal stays a moment
+            for name, pid in clients:
+                self.wait_gone(pid)
                 self.tmux_quiet("kill-session", "-t", name)
-            self.wait_gone(pid)
         print("%d SIGHUP cycles in %.1f s" % (tries, time.time() - t0))
 
     def test_half_typed_line_survives_an_incoming_message(self):
