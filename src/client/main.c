@@ -90,6 +90,7 @@ typedef struct app {
     bool draining;       /* reading only what the editor pushed back */
     bool ctrl_c_armed;   /* Ctrl-C on an empty line: a second one quits */
     bool tty_gone;       /* reading the terminal failed */
+    sigset_t waitmask;   /* the signal mask to wait with (ours let through) */
     /* The password prompt: the command it completes, what was typed, the
      * terminal's modes to restore. */
     char *pw_cmd;
@@ -747,14 +748,22 @@ static int app_getc(FILE *fp)
     if (a->draining)
         return -1;
     for (size_t got = 0, need = 1; got < need;) {
-        ssize_t n = read(STDIN_FILENO, b + got, 1);
-        if (n < 0 && errno == EINTR) {
+        /* Inside a Ctrl-R search libedit reads key after key here: wait
+         * with our signals let through, as the loop does. */
+        struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+        if (ppoll(&p, 1, NULL, &a->waitmask) < 0 && errno == EINTR) {
             if (app_sig_quit)
                 return -1;
-            if (app_sig_int && a->searching && got == 0)
-                return 0x07; /* Ctrl-G: ends the search; the loop clears the line */
+            if (app_sig_int && a->searching && got == 0) {
+                app_sig_int = 0; /* this Ctrl-C only ends the search */
+                a->searching = false;
+                return 0x07; /* Ctrl-G: back to the line as it was */
+            }
             continue;
         }
+        ssize_t n = read(STDIN_FILENO, b + got, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0) {
             a->tty_gone = true;
             return -1;
@@ -989,7 +998,7 @@ static void app_tty_suspend(app *a)
     }
     fflush(stdout);
     kill(getpid(), SIGSTOP);
-    app_sig_cont = 1;
+    /* Continued: SIGCONT, pending until the loop waits, says to redraw. */
 }
 
 static void app_tty_signals_act(app *a)
@@ -1008,6 +1017,7 @@ static void app_tty_signals_act(app *a)
             /* The shell may have changed the terminal's modes meanwhile. */
             rl_deprep_terminal();
             rl_prep_terminal(0);
+            fputs("\r\033[K", stdout);
             rl_forced_update_display();
         }
     }
@@ -1024,10 +1034,9 @@ static int app_run_tty(app *a)
 {
     int rc = 0;
 
-    sigset_t waitmask;
     app_tty_locale();
     app_tty = a;
-    app_tty_signals(&waitmask);
+    app_tty_signals(&a->waitmask);
     /* libedit's own handlers print from inside the handler (and deadlock
      * on stdout's lock when the main loop holds it); ours set flags. */
     rl_catch_signals = 0;
@@ -1071,7 +1080,7 @@ static int app_run_tty(app *a)
         sess_poll_prepare(&a->sess, &p[1]);
         int ms = app_timeout(sess_next_timer(&a->sess));
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-        int n = ppoll(p, 2, ms < 0 ? NULL : &ts, &waitmask);
+        int n = ppoll(p, 2, ms < 0 ? NULL : &ts, &a->waitmask);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
