@@ -301,6 +301,29 @@ class ScriptModeTest(ParleyTest):
         self.assertEqual(rc, 1, out + err)
         self.assertIn('"ok":false', out)
 
+    def test_whoami(self):
+        c = self.client()
+        r = c.ok("whoami")
+        self.assertNotIn("name", r)
+        self.assertTrue(r["connected"])
+        uid = c.ok("register:dave:secret123")["id"]
+        c.ok("login:dave:secret123")
+        r = c.ok("whoami")
+        self.assertEqual((r["id"], r["name"]), (uid, "dave"))
+
+    def test_reconnect_for_gives_up_in_time(self):
+        c = self.client(extra=["--reconnect-for", "2"])
+        uid = c.ok("register:erin:secret123")["id"]
+        c.ok("login:erin:secret123")
+        self.server.stop()
+        t0 = time.time()
+        r = c.cmd("chat:%d:into the void" % uid, timeout=60)
+        self.assertFalse(r["ok"])
+        self.assertEqual(r["code"], "UNAVAILABLE")
+        self.assertLess(time.time() - t0, 30)
+        c.proc.wait(timeout=30)
+        self.assertEqual(c.proc.returncode, 1)
+
     def test_version(self):
         p = subprocess.run([PARLEY, "--version"], capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 0)
