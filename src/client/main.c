@@ -44,7 +44,6 @@
 #ifndef PARLEY_VERSION
 #define PARLEY_VERSION "unknown"
 #endif
-#define APP_PASSWORD_PROMPT "password: "
 
 enum {
     APP_WAIT_MS_DEFAULT = 500,
@@ -97,6 +96,10 @@ typedef struct app {
     char pw_buf[1024];
     size_t pw_len;
     struct termios pw_saved;
+    const char *pw_prompt;
+    bool pw_confirm;     /* register: the password is typed twice */
+    char pw_first[1024]; /* the first time */
+    size_t pw_first_len;
 } app;
 
 /* libedit's line callback takes no context argument. */
@@ -605,7 +608,7 @@ static void app_tty_sink(void *ctx, const char *text, size_t len)
     if (a->ui == APP_UI_EDIT) {
         rl_forced_update_display();
     } else if (a->ui == APP_UI_PASSWORD) {
-        fputs(APP_PASSWORD_PROMPT, stdout);
+        fputs(a->pw_prompt, stdout);
         fflush(stdout);
     }
 }
@@ -655,8 +658,9 @@ static void app_edit_begin(app *a)
 
 /* login:NAME or register:NAME on its own: asks for the password with the
  * terminal's echo off, outside the line editor (so it never reaches the
- * history), and runs the command once it is typed. */
-static void app_password_begin(app *a, const char *line)
+ * history), and runs the command once it is typed (twice, the same, for
+ * register). */
+static void app_password_begin(app *a, const char *line, bool confirm)
 {
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == ':'))
@@ -676,18 +680,35 @@ static void app_password_begin(app *a, const char *line)
     t.c_lflag |= ICANON | ISIG | ECHONL;
     tcsetattr(STDIN_FILENO, TCSANOW, &t);
     a->ui = APP_UI_PASSWORD;
-    fputs(APP_PASSWORD_PROMPT, stdout);
+    a->pw_confirm = confirm;
+    a->pw_first_len = 0;
+    a->pw_prompt = "password: ";
+    fputs(a->pw_prompt, stdout);
     fflush(stdout);
 }
 
-/* Leaves the password prompt; runs the command if ok. */
-static void app_password_end(app *a, bool ok)
+typedef enum {
+    APP_PW_RUN,      /* run the command with the password */
+    APP_PW_CANCEL,   /* Ctrl-C or Ctrl-D: the cursor is still on the prompt's row */
+    APP_PW_EMPTY,    /* Enter alone */
+    APP_PW_MISMATCH, /* register: the two differ */
+} app_pw_end;
+
+/* Leaves the password prompt; runs the command, or says why not. */
+static void app_password_end(app *a, app_pw_end how)
 {
     tcsetattr(STDIN_FILENO, TCSANOW, &a->pw_saved);
     a->ui = APP_UI_NONE;
-    if (!ok) {
+    const char *name = strncasecmp(a->pw_cmd + strspn(a->pw_cmd, " \t"), "register", 8) == 0
+                           ? "register"
+                           : "login";
+    if (how == APP_PW_CANCEL) {
         fputs("\n", stdout);
         fflush(stdout);
+    } else if (how == APP_PW_EMPTY) {
+        out_reply_fail(&a->out, name, "USAGE", "no password typed: nothing was sent");
+    } else if (how == APP_PW_MISMATCH) {
+        out_reply_fail(&a->out, name, "USAGE", "the two passwords differ: nothing was sent");
     } else {
         size_t n = strlen(a->pw_cmd);
         char *line = malloc(n + 1 + a->pw_len + 1);
@@ -702,7 +723,8 @@ static void app_password_end(app *a, bool ok)
         }
     }
     explicit_bzero(a->pw_buf, sizeof(a->pw_buf));
-    a->pw_len = 0;
+    explicit_bzero(a->pw_first, sizeof(a->pw_first));
+    a->pw_len = a->pw_first_len = 0;
     free(a->pw_cmd);
     a->pw_cmd = NULL;
     if (!a->quit)
@@ -718,13 +740,28 @@ static void app_password_read(app *a)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n <= 0) {
-        app_password_end(a, false); /* Ctrl-D, or the terminal is gone */
+        app_password_end(a, APP_PW_CANCEL); /* Ctrl-D, or the terminal is gone */
         return;
     }
     for (ssize_t i = 0; i < n; i++) {
         if (buf[i] == '\n' || buf[i] == '\r') {
             explicit_bzero(buf, sizeof(buf));
-            app_password_end(a, a->pw_len > 0);
+            if (a->pw_len == 0) {
+                app_password_end(a, APP_PW_EMPTY);
+            } else if (a->pw_confirm && a->pw_first_len == 0) {
+                memcpy(a->pw_first, a->pw_buf, a->pw_len);
+                a->pw_first_len = a->pw_len;
+                explicit_bzero(a->pw_buf, sizeof(a->pw_buf));
+                a->pw_len = 0;
+                a->pw_prompt = "the same again: ";
+                fputs(a->pw_prompt, stdout);
+                fflush(stdout);
+            } else if (a->pw_confirm && (a->pw_len != a->pw_first_len ||
+                                         memcmp(a->pw_buf, a->pw_first, a->pw_len) != 0)) {
+                app_password_end(a, APP_PW_MISMATCH);
+            } else {
+                app_password_end(a, APP_PW_RUN);
+            }
             return;
         }
         if (a->pw_len < sizeof(a->pw_buf))
@@ -946,9 +983,10 @@ static void app_tty_line(char *line)
     }
     cmd c;
     bool ask = cmd_parse(line, &c) == 0 && c.needs_password;
+    bool confirm = c.kind == CMD_REGISTER;
     cmd_free(&c);
     if (ask)
-        app_password_begin(a, line);
+        app_password_begin(a, line, confirm);
     else
         app_command(a, line);
     explicit_bzero(line, strlen(line));
@@ -966,7 +1004,7 @@ static void app_tty_line(char *line)
 static void app_tty_interrupt(app *a)
 {
     if (a->ui == APP_UI_PASSWORD) {
-        app_password_end(a, false);
+        app_password_end(a, APP_PW_CANCEL);
         return;
     }
     if (a->ui != APP_UI_EDIT)

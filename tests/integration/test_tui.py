@@ -207,6 +207,30 @@ class TuiTest(ParleyTest):
         self.assertIn("login:alice\n", hist)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
 
+    def test_register_asks_for_the_password_twice(self):
+        name, _ = self.start()
+        self.type(name, "register:frank")
+        self.keys(name, "Enter")
+        self.wait_screen(name, "password: ")
+        self.type(name, "first-try-1")
+        self.keys(name, "Enter")
+        self.wait_screen(name, "the same again: ")
+        self.type(name, "first-try-2")
+        self.keys(name, "Enter")
+        self.wait_screen(name, "the two passwords differ")
+        self.type(name, "register:frank")
+        self.keys(name, "Enter")
+        self.wait_screen(name, "(?s)differ.*password: ")
+        for _ in range(2):
+            self.type(name, "frank-pw-9")
+            self.keys(name, "Enter")
+            time.sleep(0.2)
+        text = self.wait_screen(name, "registered, your id is")
+        self.assertNotIn("first-try", text)
+        self.assertNotIn("frank-pw-9", text)
+        c = self.client()
+        c.ok("login:frank:frank-pw-9")
+
     def test_history_is_kept_across_runs(self):
         name, pid = self.start()
         self.type(name, "help")
