@@ -1063,6 +1063,7 @@ static void app_tty_signals_act(app *a)
         app_sig_winch = 0;
         if (a->ui == APP_UI_EDIT) {
             rl_resize_terminal();
+            app_tty_erase(a); /* where the terminal put the line at its new width */
             rl_forced_update_display();
         }
     }
