@@ -98,6 +98,11 @@ static const opt opts[] = {
      "file of 32 random bytes (mode 0600): MAC every bus message, drop what fails"},
     {"db", STR(db),
      "store: a SQLite path or mariadb://USER:PASS@HOST:PORT/DB (default DATA/parley.db)"},
+    {"db-tls", STR(db_tls), "require: connect to MariaDB over TLS 1.2+ or not at all"},
+    {"db-ca", STR(db_ca),
+     "... and the MariaDB server's certificate must chain to this CA and name its host"},
+    {"db-password-file", STR(db_password_file),
+     "MariaDB: the password is the first line of this file (mode 0600), not in --db"},
     {"rpc-port", OPT_PORT, offsetof(config, rpc_port), 0, 0, 65535,
      "service nodes: port for RPC from gateways (default 0: any)"},
     {"advertise", STR(advertise), "address other nodes reach this one at (default: --bind)"},
@@ -283,6 +288,21 @@ static int config_check(const config *cfg, char *err, size_t errlen)
     }
     if (cfg->plain_port > 0 && cfg->plain_port == cfg->port) {
         snprintf(err, errlen, "--plain-port and --port must differ");
+        return -1;
+    }
+    if (cfg->db_tls[0] && strcmp(cfg->db_tls, "require") != 0 && strcmp(cfg->db_tls, "off") != 0) {
+        snprintf(err, errlen, "--db-tls: expected require (or off), got '%s'", cfg->db_tls);
+        return -1;
+    }
+    if (cfg->db_ca[0] && strcmp(cfg->db_tls, "off") == 0) {
+        snprintf(err, errlen,
+                 "--db-ca verifies MariaDB's TLS certificate: drop it or --db-tls off");
+        return -1;
+    }
+    if ((strcmp(cfg->db_tls, "require") == 0 || cfg->db_ca[0] || cfg->db_password_file[0]) &&
+        strncmp(cfg->db, "mariadb://", 10) != 0) {
+        snprintf(err, errlen,
+                 "--db-tls, --db-ca and --db-password-file are for --db mariadb://...");
         return -1;
     }
     if (!cfg->cluster_ca[0] != !cfg->node_cert[0] || !cfg->node_cert[0] != !cfg->node_key[0]) {
