@@ -30,7 +30,8 @@ enum {
     SOC_GROUP_CREATE,
     SOC_GROUP_JOIN,
     SOC_GROUP_QUIT,
-    SOC_GROUP_DELETE
+    SOC_GROUP_DELETE,
+    SOC_WHOIS
 };
 enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
 
@@ -921,6 +922,9 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         break;
     case PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST:
         gw_call(c, gw->social, SOC_FRIEND_LIST, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_WHOIS:
+        gw_call(c, gw->social, SOC_WHOIS, CALL_REPLY, f, 0, 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE:
         gw_call(c, gw->social, SOC_GROUP_CREATE, CALL_REPLY, f, 0, 0);
