@@ -16,6 +16,8 @@ pkgs=(
   libhiredis-dev libmariadb-dev libzookeeper-mt-dev
   redis-server mariadb-server nginx libnginx-mod-stream
   default-jre-headless libzookeeper-java libslf4j-java
+  # metrics: test_metrics scrapes a local cluster with a real Prometheus
+  prometheus
 )
 
 missing=()
