@@ -272,6 +272,7 @@ static redisContext *redis_pool_take(bus_redis *b)
     redisContext *c = redis_connect_sync(b->host, b->port, b->user, b->pass, why, sizeof(why));
     if (!c) {
         log_debug("bus: cannot reach Redis at %s:%d: %s", b->host, b->port, why);
+        metrics_gauge_set(M_BUS_UP, 2, 0);
         pthread_mutex_lock(&b->pool_lock);
         b->down_until_ms = redis_now_ms() + REDIS_HOLDOFF_MS;
         pthread_mutex_unlock(&b->pool_lock);
@@ -285,6 +286,7 @@ static void redis_pool_give(bus_redis *b, redisContext *c, int failed)
 {
     if (!c)
         return;
+    metrics_gauge_set(M_BUS_UP, 2, !failed && !c->err);
     if (failed || c->err)
         goto drop;
     pthread_mutex_lock(&b->pool_lock);

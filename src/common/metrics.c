@@ -68,7 +68,7 @@ static const char *const m_limits[] = {
     "other",
 };
 static const char *const m_transports[] = {"tcp", "tls"};
-static const char *const m_links[] = {"command", "subscriber"};
+static const char *const m_links[] = {"command", "subscriber", "publisher"};
 static const char *const m_pools[] = {"store", "auth", "other"};
 static const char *const m_services[] = {"gateway", "user", "social", "message", "other"};
 static const char *const m_rpc_status[] = {"ok", "error", "timeout", "unavailable"};
@@ -140,6 +140,9 @@ static const metrics_def m_defs[M_COUNT] = {
     [M_STORE_APPEND_BATCH] = {"parley_store_append_batch_size",
                               "Messages appended to the store together", T_HISTOGRAM, NODIM, NODIM,
                               SIZES},
+    [M_STORE_APPEND_SECONDS] = {"parley_store_append_duration_seconds",
+                                "Time one batched append statement takes (MariaDB)", T_HISTOGRAM,
+                                NODIM, NODIM, LATENCY},
     [M_BUS_PUBLISH_SECONDS] = {"parley_bus_publish_duration_seconds",
                                "Time a batch of pushes takes to publish", T_HISTOGRAM, NODIM, NODIM,
                                LATENCY},

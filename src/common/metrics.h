@@ -39,7 +39,8 @@ typedef enum metrics_id {
     M_RPC_CLIENT_SECONDS, /* label: metrics_rpc_method() */
     M_RPC_SERVER_SECONDS, /* label: metrics_rpc_method() */
     M_STORE_COMMIT_SECONDS,
-    M_STORE_APPEND_BATCH, /* messages per append call */
+    M_STORE_APPEND_BATCH,   /* messages per append call */
+    M_STORE_APPEND_SECONDS, /* a batched append statement (MariaDB) */
     M_BUS_PUBLISH_SECONDS,
     /* gauges */
     M_CONNECTIONS,      /* label: 0 tcp, 1 tls */
@@ -48,7 +49,7 @@ typedef enum metrics_id {
     M_POOL_QUEUE,       /* label: metrics_pool_label(); set by callbacks */
     M_REGISTRY_UP,      /* 1 while the ZooKeeper session is connected */
     M_REGISTRY_NODES,   /* label: metrics_service_label() */
-    M_BUS_UP,           /* label: 0 command link, 1 subscriber link */
+    M_BUS_UP,           /* label: 0 command, 1 subscriber link; 2 publishers' last try */
     M_STORE_LOST,       /* 1 from a commit that lost its connection to one that worked */
     M_COUNT
 } metrics_id;

@@ -33,10 +33,12 @@ static void admin_not_ready(const admin *a, char *buf, size_t len)
     } while (0)
     if (n->registry && metrics_gauge_get(M_REGISTRY_UP, 0) != 1)
         NOTE("registry: not connected to ZooKeeper\n");
-    if (n->bus && metrics_gauge_get(M_BUS_UP, 0) != 1)
+    if (n->bus_links && metrics_gauge_get(M_BUS_UP, 0) != 1)
         NOTE("bus: the command link to Redis is down\n");
-    if (n->bus && metrics_gauge_get(M_BUS_UP, 1) != 1)
+    if (n->bus_links && metrics_gauge_get(M_BUS_UP, 1) != 1)
         NOTE("bus: the subscriber link to Redis is down\n");
+    if (n->bus_publish && metrics_gauge_get(M_BUS_UP, 2) != 1)
+        NOTE("bus: the last attempt to reach Redis failed\n");
     if (n->store && metrics_gauge_get(M_STORE_LOST, 0) != 0)
         NOTE("store: the database connection was lost\n");
     for (int i = 0; i < 4 && n->services[i]; i++)

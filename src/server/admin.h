@@ -16,9 +16,12 @@ typedef struct admin admin;
 
 /* What /readyz requires of this node. */
 typedef struct admin_needs {
-    int registry; /* a live ZooKeeper session */
-    int bus;      /* both links to Redis */
-    int store;    /* the store's last commit did not lose its connection */
+    int registry;  /* a live ZooKeeper session */
+    int bus_links; /* a gateway's two links to Redis */
+    /* a service node's publishers: its last try to reach Redis worked
+     * (they connect when there is something to publish) */
+    int bus_publish;
+    int store; /* the store's last commit did not lose its connection */
     /* services the gateway calls remotely: at least one node of each
      * ("user", "social", "message"); NULL ends the list */
     const char *services[4];

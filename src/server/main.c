@@ -538,7 +538,11 @@ oom:
 /* --admin-port: ready when what this role uses is reachable. */
 static int server_admin(server *s, char *err, size_t errlen)
 {
-    admin_needs needs = {.registry = s->cluster, .bus = s->cfg.redis[0] != 0, .store = s->nlocal};
+    int redis = s->cfg.redis[0] != 0;
+    admin_needs needs = {.registry = s->cluster,
+                         .bus_links = redis && s->has_gateway,
+                         .bus_publish = redis && !s->has_gateway,
+                         .store = s->nlocal};
     static const svc_def *const defs[3] = {&svc_user, &svc_social, &svc_message};
     for (int k = 0, n = 0; k < 3 && s->has_gateway; k++)
         if (!server_is_local(s, defs[k]))

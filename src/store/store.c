@@ -391,8 +391,12 @@ store_status store_message_append_many(store *st, const store_append *reqs, size
 {
     metrics_observe(M_STORE_APPEND_BATCH, 0, n);
     metrics_add(M_MESSAGES_STORED, 0, 0, n);
-    if (st->ops->message_append_many)
-        return st->ops->message_append_many(st, reqs, n, cb, arg);
+    uint64_t start = metrics_now_us();
+    if (st->ops->message_append_many) {
+        store_status rc = st->ops->message_append_many(st, reqs, n, cb, arg);
+        metrics_since(M_STORE_APPEND_SECONDS, 0, start);
+        return rc;
+    }
     for (size_t i = 0; i < n; i++) {
         const store_append *r = &reqs[i];
         store_msg m;

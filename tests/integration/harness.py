@@ -833,10 +833,10 @@ class Cluster:
     """ZooKeeper, Redis, MariaDB, nginx, two gateways and two nodes of each
     service, started by scripts/cluster.sh in a temporary directory."""
 
-    def __init__(self, zk_nodes=1):
+    def __init__(self, zk_nodes=1, admin=False):
         self.dir = tempfile.mkdtemp(prefix="parley-cluster-")
         self.env = dict(os.environ, PARLEYD=PARLEYD, PARLEY_PWHASH_COST="min",
-                        PARLEY_ZK_NODES=str(zk_nodes))
+                        PARLEY_ZK_NODES=str(zk_nodes), PARLEY_ADMIN="1" if admin else "")
         self.vars = {}
 
     def sh(self, *args, check=True, timeout=180):
@@ -849,6 +849,9 @@ class Cluster:
 
     def up(self):
         self.sh("up", self.dir)
+        return self.read_env()
+
+    def read_env(self):
         with open(os.path.join(self.dir, "cluster.env")) as f:
             for line in f:
                 k, _, v = line.strip().partition("=")
@@ -866,6 +869,10 @@ class Cluster:
     @property
     def port(self):
         return int(self.vars["NGINX_PORT"])
+
+    def admin_port(self, name):
+        """The admin port of node name (Cluster(admin=True))."""
+        return int(self.read_env().vars["ADMIN_PORT_" + name])
 
     def gateway_port(self, n):
         return int(self.vars["GATEWAY%d_PORT" % n])
