@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zookeeper/zookeeper.h>
 
@@ -316,7 +317,17 @@ static int zk_add_auth(registry *r, zhandle_t *zh)
 {
     if (!r->auth)
         return ZOK;
-    return zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), NULL, NULL);
+    /* The library answers ZINVALIDSTATE while its state is 0, which it is
+     * for a moment after each failed connection attempt (one server of the
+     * ensemble down): that is not a refusal, so try again for a while. */
+    int rc = ZINVALIDSTATE;
+    for (int i = 0; i < 500; i++) {
+        rc = zoo_add_auth(zh, "digest", r->auth, (int)strlen(r->auth), NULL, NULL);
+        if (rc != ZINVALIDSTATE || is_unrecoverable(zh) != ZOK)
+            break;
+        usleep(10 * 1000);
+    }
+    return rc;
 }
 
 /* ---- watchers: run on the client's completion thread, so never block ---- */

@@ -570,7 +570,11 @@ void svc_fail_store(svc_ctx *ctx, store_status st, const char *what)
         svc_fail(ctx, PARLEY__ERROR_CODE__CONFLICT, "%s already exists", what);
         break;
     default:
-        log_error("store error on %s: %s", what, store_errmsg(ctx->st));
+        /* A deadlock is retried by the runtime: a warning there is enough. */
+        if (store_txn_lost(ctx->st) && !store_is_dead(ctx->st))
+            log_debug("store error on %s: %s", what, store_errmsg(ctx->st));
+        else
+            log_error("store error on %s: %s", what, store_errmsg(ctx->st));
         svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "storage error");
         break;
     }

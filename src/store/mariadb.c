@@ -435,10 +435,13 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                    MDB_MSG_TYPES},
     [Q_MSG_RECALL] = {"UPDATE messages SET recalled = 1, body = '' WHERE id = ?", "u", ""},
     /* Newest first down the (conv_id, seq) index, then re-sorted: the outer
-     * sort only sees `limit` rows. */
-    [Q_HISTORY] = {"SELECT * FROM (SELECT " MDB_MSG_COLS " FROM messages AS m" MDB_MSG_CONV
-                   " WHERE m.conv_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?) AS h"
-                   " ORDER BY seq",
+     * sort only sees `limit` rows. Only ids are sorted; bodies are joined
+     * after (see Q_PENDING: a temporary table with them goes to disk). */
+    [Q_HISTORY] = {"SELECT " MDB_MSG_COLS " FROM (SELECT m.id, m.seq FROM messages AS m"
+                   " WHERE m.conv_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?) AS pick"
+                   " STRAIGHT_JOIN messages AS m FORCE INDEX (PRIMARY) ON m.id = pick.id"
+                   " STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY) ON c.id = m.conv_id"
+                   " LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id ORDER BY pick.seq",
                    "uuu", MDB_MSG_TYPES},
     /* MariaDB cannot start a join's index scan at (conv_id, acked_seq + 1):
      * joined on conv_id it walks every message of every conversation of the
@@ -446,15 +449,21 @@ static const mdb_query mdb_sql[Q_COUNT] = {
      * pending (conv_id, seq) pairs from each membership's (acked_seq,
      * last_seq] and each is one unique-key lookup: the rows read are the
      * pending ones, as with SQLite's index range. The anchor starts from
-     * members_by_user_role and skips conversations with nothing new. */
+     * members_by_user_role and skips conversations with nothing new.
+     * The page is picked by id alone, then joined for the bodies in id
+     * order: sorting rows with the body in them took an on-disk (Aria)
+     * temporary table per page, and MariaDB 10.11 crashed freeing one. */
     [Q_PENDING] = {"WITH RECURSIVE p (conv_id, seq, last_seq) AS ("
                    " SELECT mb.conv_id, mb.acked_seq + 1, c.last_seq"
                    " FROM members AS mb STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY)"
                    " ON c.id = mb.conv_id WHERE mb.user_id = ? AND c.last_seq > mb.acked_seq"
                    " UNION ALL SELECT conv_id, seq + 1, last_seq FROM p WHERE seq < last_seq)"
-                   " SELECT " MDB_MSG_COLS " FROM p"
-                   " JOIN messages AS m ON m.conv_id = p.conv_id AND m.seq = p.seq" MDB_MSG_CONV
-                   " WHERE m.sender <> ? AND m.id > ? ORDER BY m.id LIMIT ?",
+                   " SELECT " MDB_MSG_COLS " FROM (SELECT m.id FROM p"
+                   " JOIN messages AS m ON m.conv_id = p.conv_id AND m.seq = p.seq"
+                   " WHERE m.sender <> ? AND m.id > ? ORDER BY m.id LIMIT ?) AS pick"
+                   " STRAIGHT_JOIN messages AS m FORCE INDEX (PRIMARY) ON m.id = pick.id"
+                   " STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY) ON c.id = m.conv_id"
+                   " LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id ORDER BY pick.id",
                    "uuuu", MDB_MSG_TYPES},
     [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq, ?)"
                " WHERE conv_id = ? AND user_id = ?",
@@ -514,6 +523,7 @@ typedef struct mdb_store {
     unsigned last_errno;
     int in_txn;              /* between our START TRANSACTION and its end */
     int txn_lost;            /* ...which the server has already rolled back */
+    int unit_lost;           /* a call's own unit was undone by a deadlock */
     int dead;                /* the connection is gone; it is not reopened */
     int rollback_on_timeout; /* a lock wait timeout undoes the transaction */
     int counted;             /* counted in mdb_thread_handles of owner */
@@ -588,11 +598,15 @@ static store_status mdb_status(mdb_store *st, unsigned err, const char *msg)
     case ER_LOCK_DEADLOCK:
         if (st->in_txn)
             st->txn_lost = 1;
+        else
+            st->unit_lost = 1; /* the statement alone was undone */
         mdb_set_err(st, "deadlock: MariaDB rolled the transaction back, retry it (%s)", msg);
         return STORE_ERROR;
     case ER_LOCK_WAIT_TIMEOUT:
         if (st->in_txn && st->rollback_on_timeout)
             st->txn_lost = 1;
+        else if (!st->in_txn)
+            st->unit_lost = 1;
         mdb_set_err(st, "lock wait timeout: roll back and retry the transaction (%s)", msg);
         return STORE_ERROR;
     case CR_SERVER_GONE_ERROR:
@@ -966,6 +980,7 @@ static store_status mdb_tx_begin(mdb_store *st)
     if (ret == STORE_OK) {
         st->in_txn = 1;
         st->txn_lost = 0;
+        st->unit_lost = 0;
     }
     return ret;
 }
@@ -987,6 +1002,7 @@ static store_status mdb_tx_commit(mdb_store *st)
 
 static store_status mdb_tx_rollback(mdb_store *st)
 {
+    st->unit_lost = 0; /* the caller has taken note */
     if (!st->in_txn) {
         mdb_set_err(st, "cannot rollback - no transaction is active");
         return STORE_ERROR;
@@ -1017,9 +1033,11 @@ static store_status mdb_op_end(mdb_store *st, int own, store_status ret)
     }
     if (own) {
         char saved[sizeof st->errmsg];
+        int lost = st->txn_lost;
         memcpy(saved, st->errmsg, sizeof saved);
         mdb_tx_rollback(st);
         memcpy(st->errmsg, saved, sizeof saved);
+        st->unit_lost = lost;
     } else if (!st->txn_lost) {
         /* After a deadlock the savepoint is gone with the transaction. */
         mdb_quiet(st, Q_OP_ROLLBACK_TO);
@@ -1081,12 +1099,14 @@ static store_status mdb_rollback_to(store *base)
     return mdb_exec(st, Q_RELEASE, NULL);
 }
 
-/* Only a transaction the caller began can be lost to the caller: one that a
- * single call opened for itself is rolled back before the call returns. */
+/* The caller's transaction, or the unit a single call ran by itself (a
+ * statement, or a login's session insert and trim), was undone by a
+ * deadlock: running the same work again is safe and likely to succeed. The
+ * latter is reported until the caller begins or rolls back. */
 static int mdb_txn_lost(const store *base)
 {
     const mdb_store *st = (const mdb_store *)base;
-    return st->in_txn && st->txn_lost;
+    return (st->in_txn && st->txn_lost) || st->unit_lost;
 }
 
 static int mdb_is_dead(const store *base)

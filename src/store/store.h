@@ -101,8 +101,10 @@ const char *store_errmsg(const store *st);
 
 /* 1 if the current transaction was rolled back by the server (deadlock, lock
  * wait timeout that undoes it, lost connection): the caller must
- * store_rollback() and run the whole transaction again. 0 otherwise (always 0
- * on SQLite). */
+ * store_rollback() and run the whole transaction again. Also 1 after a call
+ * outside a transaction whose own unit a deadlock undid (a login's session
+ * insert and trim): that call may simply run again; store_rollback() or the
+ * next begin clears it. 0 otherwise (always 0 on SQLite). */
 int store_txn_lost(const store *st);
 /* 1 if the handle's connection is gone for good: close it and open a new one.
  * Always 0 on SQLite. */
