@@ -44,7 +44,7 @@ typedef enum metrics_id {
     M_BUS_PUBLISH_SECONDS,
     /* gauges */
     M_CONNECTIONS,      /* label: 0 tcp, 1 tls */
-    M_SESSIONS,         /* logged-in connections */
+    M_SESSIONS,         /* logged-in connections; label: as M_CONNECTIONS */
     M_CATCHUP_SESSIONS, /* sessions with a catch-up under way */
     M_POOL_QUEUE,       /* label: metrics_pool_label(); set by callbacks */
     M_REGISTRY_UP,      /* 1 while the ZooKeeper session is connected */

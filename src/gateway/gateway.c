@@ -326,7 +326,7 @@ static void gw_session_add(conn *c, uint64_t user)
         return;
     }
     gw_count(s->gl->gw, user, +1);
-    metrics_gauge_add(M_SESSIONS, 0, 1);
+    metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, 1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
 }
 
@@ -380,7 +380,7 @@ static void gw_session_remove(conn *c)
     }
     s->next_of_user = NULL;
     gw_count(s->gl->gw, s->user, -1);
-    metrics_gauge_add(M_SESSIONS, 0, -1);
+    metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, -1);
     bus_presence_remove(s->gl->gw->bus, s->user, s->gl->gw->cfg.gateway_id);
     /* The session's acks go before it is gone: its next login then
      * catches up from where it stopped reading. */
