@@ -81,7 +81,7 @@ class Prometheus:
             return f.read()[-3000:]
 
     def query(self, q):
-        """{node: value} of an instant query (one series per node)."""
+        """{node: value} of an instant query that has one series per node."""
         status, text = http_get(self.port, "/api/v1/query?" + urllib.parse.urlencode({"query": q}))
         r = json.loads(text)
         if status != 200 or r["status"] != "success":
@@ -89,7 +89,8 @@ class Prometheus:
         return {s["metric"].get("node", ""): float(s["value"][1]) for s in r["data"]["result"]}
 
     def total(self, q):
-        return sum(self.query(q).values())
+        """The sum of every series of q (0 if there is none)."""
+        return sum(self.query("sum(%s)" % q).values())
 
     def alerts(self):
         return json.loads(http_get(self.port, "/api/v1/alerts")[1])["data"]["alerts"]
