@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -14,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from harness import Cluster, Peer, ROOT, S_LOGIN_OK, S_MESSAGE, S_SEND_OK, free_port
+from harness import Cluster, Peer, ROOT, S_LOGIN_OK, S_MESSAGE, S_SEND_OK, Server, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -114,6 +115,70 @@ class DeployFilesTest(unittest.TestCase):
                      ["check", "config", os.path.join(ROOT, "deploy", "prometheus.yml")]):
             p = subprocess.run([PROMTOOL] + args, capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+@unittest.skipUnless(PROMTOOL, "promtool not installed (scripts/install-deps.sh)")
+class EmbeddedTest(unittest.TestCase):
+    """The single-process server: the same port, counters that move, and an
+    admin port that a silent or hostile peer cannot hold up."""
+
+    def setUp(self):
+        self.admin = free_port()
+        self.server = Server(extra=["--admin-port", str(self.admin)]).start()
+        self.addCleanup(self.server.cleanup)
+
+    def metric(self, series):
+        _, text = http_get(self.admin, "/metrics")
+        m = re.search(r"(?m)^%s (\S+)$" % re.escape(series), text)
+        return float(m.group(1)) if m else None
+
+    def test_metrics_and_health(self):
+        self.assertEqual(http_get(self.admin, "/healthz"), (200, "ok\n"))
+        self.assertEqual(http_get(self.admin, "/readyz"), (200, "ready\n"))
+        a, b = Peer(self.server.port), Peer(self.server.port)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        for p, name in ((a, "erin"), (b, "frank")):
+            p.register(name)
+            self.assertIn(S_LOGIN_OK, p.login(name))
+        self.assertIn(S_SEND_OK, a.send(b.user_id, "hi frank"))
+        self.assertIn(S_MESSAGE, b.wait_push(lambda f: S_MESSAGE in f))
+        self.assertEqual(self.metric('parley_logins_total{result="ok"}'), 2)
+        self.assertEqual(self.metric("parley_registrations_total"), 2)
+        self.assertEqual(self.metric('parley_sessions{transport="tcp"}'), 2)
+        self.assertEqual(self.metric('parley_requests_total{type="send_direct",result="ok"}'), 1)
+        self.assertEqual(self.metric("parley_messages_stored_total"), 1)
+        self.assertEqual(self.metric('parley_deliveries_total{path="push"}'), 1)
+        self.assertGreaterEqual(self.metric("parley_store_commit_duration_seconds_count"), 1)
+        _, text = http_get(self.admin, "/metrics")
+        p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        a.close()
+        b.close()
+        wait_until(lambda: self.metric('parley_connections{transport="tcp"}') == 0, 10,
+                   "the connection gauge to fall back to 0")
+
+    def test_silent_and_hostile_peers(self):
+        # Peers that connect and say nothing hold no more than their slot,
+        # and only for the deadline; the port answers others meanwhile.
+        silent = [socket.create_connection(("127.0.0.1", self.admin)) for _ in range(8)]
+        self.addCleanup(lambda: [s.close() for s in silent])
+        t0 = time.monotonic()
+        self.assertEqual(http_get(self.admin, "/healthz")[0], 200)
+        self.assertLess(time.monotonic() - t0, 2)
+        for s in silent:
+            s.settimeout(15)
+            self.assertEqual(s.recv(100), b"")  # closed by the server
+        self.assertLess(time.monotonic() - t0, 12)
+        for raw, status in ((b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
+                            (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n", b"414"),
+                            (b"GET /metrics HTTP/9.9\r\n\r\n", b"505"),
+                            (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", b"400")):
+            with socket.create_connection(("127.0.0.1", self.admin), timeout=10) as s:
+                s.sendall(raw)
+                self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 " + status), raw)
+        self.assertEqual(http_get(self.admin, "/healthz")[0], 200)
 
 
 @unittest.skipUnless(PROMETHEUS and PROMTOOL, "prometheus not installed (scripts/install-deps.sh)")
