@@ -308,7 +308,7 @@ if [ "$use_cluster" = 1 ]; then
     printf '\n'
   } >"$tmp/parleyd-limits"
   chmod +x "$tmp/parleyd-limits"
-  if PARLEY_PWHASH_COST=min PARLEYD=$tmp/parleyd-limits bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
+  if PARLEY_CLUSTER_TLS=0 PARLEY_PWHASH_COST=min PARLEYD=$tmp/parleyd-limits bash "$root/scripts/cluster.sh" up "$cluster_dir" >"$tmp/cluster.log" 2>&1; then
     # shellcheck disable=SC1091
     . "$cluster_dir/cluster.env"
     # The floor has one port: it stands for both gateways. The paced run

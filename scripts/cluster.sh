@@ -17,6 +17,19 @@
 # --redis-auth-file and --cluster-key-file, Parley's znodes are closed to
 # everyone else and Redis refuses whoever has not the password.
 # cluster.env names the files (ZK_AUTH_FILE, REDIS_AUTH_FILE, CLUSTER_KEY_FILE).
+# TLS everywhere a byte crosses a socket Parley can protect:
+# - clients: the gateways serve TLS on their client port with
+#   DIR/pki/gateway-tls.pem (signed by the cluster CA, DIR/pki/ca.pem, for
+#   localhost and 127.0.0.1); nginx passes the TCP stream through, so
+#   `parley --tls --ca DIR/pki/ca.pem --port NGINX_PORT` verifies the
+#   gateway. PARLEY_CLUSTER_TLS=0 starts the gateways plain instead (the
+#   tests and the benchmark that speak plain TCP); cluster.env says which
+#   (CLIENT_TLS=1 or 0, and CA).
+# - MariaDB: TLS 1.2/1.3 only, required for every TCP connection, with
+#   DIR/pki/mariadb.pem; parleyd checks it against the cluster CA
+#   (--db-ca). Parley's database user has a random password
+#   (DIR/secrets/db-password, given as --db-password-file) and rights on
+#   database parley only (scripts/servers.sh, docs/security.md).
 # Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
 # interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble,
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
@@ -118,6 +131,27 @@ node_cert() { # DIR NAME ROLE: signs NAME's certificate unless it exists
   chmod 644 "$pki/$name.pem"
 }
 
+# server_cert DIR NAME: a certificate for a server that clients (not
+# nodes) dial at localhost or 127.0.0.1: the gateways' client port, MariaDB.
+# It names no role (no OU), so it opens no node's RPC port.
+server_cert() {
+  local pki=$1/pki name=$2 sans="DNS:localhost,IP:127.0.0.1,IP:::1" h
+  [ -f "$pki/$name.pem" ] && return 0
+  h=$(hostname 2>/dev/null || true)
+  [[ "$h" =~ ^[A-Za-z0-9.-]+$ ]] && [ "$h" != localhost ] && sans="$sans,DNS:$h"
+  (umask 077 &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "/O=Parley cluster/CN=$name" &&
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=$sans" >"$pki/$name.ext" &&
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+      -set_serial "0x$(openssl rand -hex 15)" -days 3650 -extfile "$pki/$name.ext" \
+      -out "$pki/$name.pem") 2>"$pki/openssl.err" ||
+    { cat "$pki/openssl.err" >&2; die "cannot make the certificate of $name"; }
+  rm -f "$pki/$name.csr" "$pki/$name.ext" "$pki/openssl.err"
+  chmod 644 "$pki/$name.pem"
+}
+
 tls_args() { # DIR NAME
   echo --cluster-ca "$1/pki/ca.pem" --node-cert "$1/pki/$2.pem" --node-key "$1/pki/$2.key"
 }
@@ -125,6 +159,13 @@ tls_args() { # DIR NAME
 node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
     --auth-workers 1 $(secret_args)
+  [ -z "${DB_CA:-}" ] || echo --db-ca "$DB_CA" --db-password-file "$DB_PASSWORD_FILE"
+}
+
+# The client port: TLS with the gateways' certificate unless CLIENT_TLS=0.
+gateway_tls_args() { # DIR
+  [ "${CLIENT_TLS:-1}" = 1 ] || return 0
+  echo --tls-cert "$1/pki/gateway-tls.pem" --tls-key "$1/pki/gateway-tls.key"
 }
 
 # make_secrets DIR: credentials and key, readable by this user only. Made
@@ -138,9 +179,11 @@ make_secrets() {
      echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/zk-auth"
    [ -s "$s/redis-auth" ] ||
      echo "parley:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$s/redis-auth"
-   [ -s "$s/cluster.key" ] || head -c 32 /dev/urandom >"$s/cluster.key")
+   [ -s "$s/cluster.key" ] || head -c 32 /dev/urandom >"$s/cluster.key"
+   [ -s "$s/db-password" ] ||
+     head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$s/db-password")
   chmod 700 "$s"
-  chmod 600 "$s/zk-auth" "$s/redis-auth" "$s/cluster.key"
+  chmod 600 "$s/zk-auth" "$s/redis-auth" "$s/cluster.key" "$s/db-password"
 }
 
 up() {
@@ -153,6 +196,11 @@ up() {
   # the trap runs.
   trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster.sh: start failed; stopping what started" >&2; down '"$(printf %q "$dir")"' >/dev/null 2>&1 || true; fi' EXIT
   make_secrets "$dir"
+  make_ca "$dir"
+  server_cert "$dir" mariadb
+  server_cert "$dir" gateway-tls
+  local client_tls=${PARLEY_CLUSTER_TLS:-1}
+  [ "$client_tls" = 0 ] || [ "$client_tls" = 1 ] || die "PARLEY_CLUSTER_TLS: expected 0 or 1"
   local zk_nodes=${PARLEY_ZK_NODES:-1}
   local redis_port mariadb_port nginx_port zk=""
   if [ "$zk_nodes" -eq 1 ]; then
@@ -177,18 +225,22 @@ up() {
   "$servers" redis "$dir/redis" "$redis_port" "@$dir/secrets/redis-auth"
   mariadb_port=$(free_port)
   MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
-    "$servers" mariadb "$dir/mariadb" "$mariadb_port"
+    "$servers" mariadb "$dir/mariadb" "$mariadb_port" "$dir/pki/mariadb.pem" \
+    "$dir/pki/mariadb.key" "$dir/pki/ca.pem" "$dir/secrets/db-password"
   cat >"$dir/cluster.env" <<ENV
 ZK=$zk
 ZK_NODES=$zk_nodes
 REDIS=127.0.0.1:$redis_port
-DB=mariadb://parley:parley@127.0.0.1:$mariadb_port/parley
+DB=mariadb://parley@127.0.0.1:$mariadb_port/parley
+DB_CA=$dir/pki/ca.pem
+DB_PASSWORD_FILE=$dir/secrets/db-password
+CLIENT_TLS=$client_tls
+CA=$dir/pki/ca.pem
 ZK_AUTH_FILE=$dir/secrets/zk-auth
 REDIS_AUTH_FILE=$dir/secrets/redis-auth
 CLUSTER_KEY_FILE=$dir/secrets/cluster.key
 ENV
   load_env "$dir"
-  make_ca "$dir"
   local svc n
   for svc in user social message; do
     for n in 1 2; do
@@ -201,7 +253,8 @@ ENV
     local gp; gp=$(free_port)
     node_cert "$dir" "gateway$g" gateway
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
-      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g")
+      --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g") \
+      $(gateway_tls_args "$dir")
     gw_ports+=("127.0.0.1:$gp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
   done
@@ -218,7 +271,13 @@ ENV
   rm -f "$dir/nginx.err"
   echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
   trap - EXIT
-  echo "Parley cluster is up in $dir. Connect with: $root/build/parley --port $nginx_port"
+  if [ "$client_tls" = 1 ]; then
+    echo "Parley cluster is up in $dir (TLS on the client port)." \
+      "Connect with: $root/build/parley --tls --ca $dir/pki/ca.pem --port $nginx_port"
+  else
+    echo "Parley cluster is up in $dir (plain TCP on the client port)." \
+      "Connect with: $root/build/parley --port $nginx_port"
+  fi
   echo "Admin: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
 }
 
@@ -275,9 +334,10 @@ case "$cmd" in
     load_env "$dir"
     make_ca "$dir"
     node_cert "$dir" "$name" "$role"
+    server_cert "$dir" gateway-tls
     if [ "$role" = gateway ]; then
       start_parleyd "$dir" "$name" --role gateway --zk "$ZK" --redis "$REDIS" $GATEWAY_LIMITS \
-        $(secret_args) $(tls_args "$dir" "$name") "$@"
+        $(secret_args) $(tls_args "$dir" "$name") $(gateway_tls_args "$dir") "$@"
     else
       start_parleyd "$dir" "$name" $(node_args "$role") $(tls_args "$dir" "$name") "$@"
     fi ;;

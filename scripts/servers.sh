@@ -11,7 +11,8 @@
 #        @FILE reads USER:PASS from FILE (keeps it off command lines).
 #   servers.sh zookeeper DIR CLIENT_PORT [ID PEER_PORT ELECTION_PORT ENSEMBLE]
 #        ENSEMBLE = "1:PEER:ELECT,2:PEER:ELECT,3:PEER:ELECT" (omit for standalone)
-#   servers.sh mariadb   DIR PORT          (database "parley", user root over the socket,
+#   servers.sh mariadb   DIR PORT [CERT KEY CA PASSWORD_FILE]
+#                                         (database "parley", user root over the socket,
 #                                          user parley/parley over TCP; the redo log is
 #                                          written at each commit and flushed to disk once
 #                                          a second: a crash of any process loses nothing
@@ -20,6 +21,13 @@
 #                                          InnoDB, default 32M and 8M; MARIADB_ARGS adds
 #                                          flags, e.g. --performance-schema=ON to see
 #                                          where statements spend their time)
+#        With CERT KEY CA PASSWORD_FILE (PEM files; the password on the file's
+#        first line): TLS 1.2/1.3 only and required on every TCP connection,
+#        and user parley@127.0.0.1 with that password and TLS required may
+#        use database parley only, with the rights Parley needs (its data
+#        plus the schema changes of its migrations: see docs/security.md) and
+#        no other; no parley@localhost and no parley_% databases (those are
+#        for tests, which start without these arguments).
 #   servers.sh nginx     DIR PORT BACKEND... (BACKEND = host:port, stream balancing)
 #   servers.sh stop      DIR               (stops whatever was started in DIR)
 #   servers.sh wait-port PORT [SECONDS]
@@ -122,9 +130,19 @@ start_zookeeper() {
   wait_port "$port" 30 || { tail -30 "$dir/zookeeper.log" >&2; die "zookeeper did not start on $port"; }
 }
 
+# What Parley's database user may do on its own database, and nothing more:
+# its rows (SELECT, INSERT, UPDATE, DELETE) and what its migrations at start
+# run (CREATE and ALTER TABLE, indexes, foreign keys, one trigger). No DROP,
+# no FILE, PROCESS or SUPER, no other database, no GRANT OPTION.
+MARIADB_PARLEY_RIGHTS="SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, REFERENCES, TRIGGER"
+
 start_mariadb() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 cert=${3:-} key=${4:-} ca=${5:-} pwfile=${6:-} tls=()
   mkdir -p "$dir"
+  if [ -n "$cert" ]; then
+    tls=(--ssl-cert="$cert" --ssl-key="$key" --ssl-ca="$ca" --tls-version=TLSv1.2,TLSv1.3
+         --require-secure-transport=ON)
+  fi
   if [ ! -d "$dir/data/mysql" ]; then
     mariadb-install-db --no-defaults --datadir="$dir/data" --user=root \
       --auth-root-authentication-method=socket --skip-test-db --skip-name-resolve \
@@ -134,7 +152,8 @@ start_mariadb() {
     --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
     --log-error="$dir/error.log" --innodb-buffer-pool-size="${MARIADB_BUFFER_POOL:-32M}" \
     --innodb-log-file-size="${MARIADB_REDO_LOG:-8M}" \
-    --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 ${MARIADB_ARGS:-} \
+    --skip-name-resolve --max-connections=500 --innodb-flush-log-at-trx-commit=2 "${tls[@]}" \
+    ${MARIADB_ARGS:-} \
     >/dev/null 2>&1 </dev/null &
   local i
   for ((i = 0; i < 600; i++)); do
@@ -143,6 +162,21 @@ start_mariadb() {
   done
   mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 ||
     { tail -20 "$dir/error.log" >&2; die "mariadb did not start on $port"; }
+  if [ -n "$cert" ]; then
+    local pw
+    pw=$(head -n1 "$pwfile") || die "mariadb: cannot read $pwfile"
+    # Goes into SQL text: letters, digits and a few marks only.
+    [[ "$pw" =~ ^[A-Za-z0-9._-]{16,}$ ]] || die "mariadb: the password in $pwfile must be 16+ of [A-Za-z0-9._-]"
+    mariadb --no-defaults -S "$dir/mysqld.sock" -uroot -e "
+      CREATE DATABASE IF NOT EXISTS parley CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+      DROP USER IF EXISTS 'parley'@'localhost';
+      CREATE USER IF NOT EXISTS 'parley'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+      ALTER USER 'parley'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+      REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'parley'@'127.0.0.1';
+      GRANT $MARIADB_PARLEY_RIGHTS ON parley.* TO 'parley'@'127.0.0.1';" ||
+      die "mariadb: cannot create the parley user"
+    return 0
+  fi
   mariadb --no-defaults -S "$dir/mysqld.sock" -uroot -e "
     CREATE DATABASE IF NOT EXISTS parley CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
     CREATE USER IF NOT EXISTS 'parley'@'127.0.0.1' IDENTIFIED BY 'parley';
@@ -194,7 +228,8 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   redis) [ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: redis DIR PORT [USER:PASS]"; start_redis "$@" ;;
   zookeeper) [ $# -eq 2 ] || [ $# -eq 6 ] || die "usage: zookeeper DIR PORT [ID PEER ELECT ENSEMBLE]"; start_zookeeper "$@" ;;
-  mariadb) [ $# -eq 2 ] || die "usage: mariadb DIR PORT"; start_mariadb "$@" ;;
+  mariadb) [ $# -eq 2 ] || [ $# -eq 6 ] || die "usage: mariadb DIR PORT [CERT KEY CA PASSWORD_FILE]"
+    start_mariadb "$@" ;;
   nginx) [ $# -ge 3 ] || die "usage: nginx DIR PORT BACKEND..."; start_nginx "$@" ;;
   stop) [ $# -eq 1 ] || die "usage: stop DIR"; stop_all "$1" ;;
   wait-port) wait_port "$1" "${2:-20}" ;;

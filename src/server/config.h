@@ -56,6 +56,9 @@ typedef struct config {
     char redis_auth_file[1024];  /* ... or read from this file (mode 0600) */
     char cluster_key_file[1024]; /* 32 bytes that MAC every bus message; empty: none */
     char db[1024];               /* store URI; empty: SQLite under data */
+    char db_tls[16];             /* "require": TLS to MariaDB or no start; else "" / "off" */
+    char db_ca[1024];            /* ... and verify MariaDB's certificate with this CA */
+    char db_password_file[1024]; /* MariaDB's password from this file (mode 0600) */
     int rpc_port;                /* service nodes: RPC port (0 picks one) */
     char advertise[256];         /* address other nodes use to reach this one */
     unsigned gateway_id;         /* 0: chosen at random */
@@ -70,6 +73,8 @@ typedef struct config {
     char admin_bind[256];
     pwhash_cost cost;
     log_level level;
+    char log_format[8];  /* "text" or "json" */
+    char log_file[1024]; /* empty: stderr */
 } config;
 
 /* Defaults, then the file named by --config (if any), then the flags.

@@ -299,6 +299,48 @@ static void server_log_fingerprint(server *s, const char *what)
     log_info("%s: SHA-256 fingerprint %s", what, text);
 }
 
+/* Appends PATH to uri as the value of a query option, %XX-escaping what
+ * a URI would misread. -1 if it does not fit. */
+static int server_uri_option(char *uri, size_t cap, const char *name, const char *path)
+{
+    size_t n = strlen(uri);
+    int w = snprintf(uri + n, cap - n, "%c%s=", strchr(uri, '?') ? '&' : '?', name);
+    if (w < 0 || (size_t)w >= cap - n)
+        return -1;
+    n += (size_t)w;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || strchr("/-_.~", *p);
+        w = plain ? snprintf(uri + n, cap - n, "%c", *p) : snprintf(uri + n, cap - n, "%%%02X", *p);
+        if (w < 0 || (size_t)w >= cap - n)
+            return -1;
+        n += (size_t)w;
+    }
+    return 0;
+}
+
+/* --db with --db-tls, --db-ca and --db-password-file folded into the
+ * MariaDB URI's options, which every store connection is opened from. */
+static int server_db_uri(server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    char *uri = s->db_path;
+    size_t cap = sizeof(s->db_path);
+    snprintf(uri, cap, "%s", cfg->db);
+    if ((strcmp(cfg->db_tls, "require") == 0 && !cfg->db_ca[0] &&
+         server_uri_option(uri, cap, "tls", "require") < 0) ||
+        (cfg->db_ca[0] && server_uri_option(uri, cap, "tls-ca", cfg->db_ca) < 0) ||
+        (cfg->db_password_file[0] &&
+         server_uri_option(uri, cap, "password-file", cfg->db_password_file) < 0)) {
+        snprintf(err, errlen, "--db and its --db-* options make too long a URI");
+        return -1;
+    }
+    if (cfg->db_tls[0] && strcmp(cfg->db_tls, "require") == 0 && !cfg->db_ca[0])
+        log_warn("--db-tls require without --db-ca: the connection to MariaDB is encrypted, "
+                 "but whoever answers at its address is trusted (docs/security.md)");
+    return 0;
+}
+
 /* --tls-cert and --tls-key: loaded before anything is made, so that a bad
  * file stops the start with nothing left behind. */
 static int server_tls_files(server *s, char *err, size_t errlen)
@@ -362,6 +404,9 @@ static void server_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     server *s = arg;
     char err[512];
+    /* logrotate moved the log file: write to a new one under its name. */
+    if (log_reopen(err, sizeof(err)) < 0)
+        log_error("SIGHUP: %s; still writing to the old file", err);
     if (!s->tls) {
         log_info("SIGHUP: no TLS certificate to reload");
         return;
@@ -653,7 +698,8 @@ static int server_start(server *s, char *err, size_t errlen)
 
     if (s->nlocal) {
         if (cfg->db[0]) {
-            snprintf(s->db_path, sizeof(s->db_path), "%s", cfg->db);
+            if (server_db_uri(s, err, errlen) < 0)
+                return -1;
         } else {
             if (server_mkdirs(cfg->data, err, errlen) < 0 ||
                 server_lock_data(s, cfg->data, err, errlen) < 0)
@@ -858,6 +904,13 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(s.cfg.level);
+    log_format lf = LOG_TEXT;
+    log_format_parse(s.cfg.log_format, &lf);
+    log_set_format(lf);
+    if (s.cfg.log_file[0] && log_open_file(s.cfg.log_file, err, sizeof(err)) < 0) {
+        fprintf(stderr, "parleyd: %s\n", err);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     server_raise_nofile();
     server_tune_malloc();

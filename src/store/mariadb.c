@@ -3,7 +3,13 @@
  * through libmariadb's prepared statements only: every value travels as a
  * bound parameter and no SQL text is ever built from data.
  *
- *   mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH]
+ *   mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?OPTION&...]
+ *
+ * with the options socket=PATH (a unix socket instead of TCP), tls=require
+ * (TLS 1.2 or 1.3, or no connection), tls-ca=PATH (as tls=require, and the
+ * server's certificate must chain to the CA certificates in PATH and name
+ * HOST) and password-file=PATH (the password is the first line of PATH, a
+ * file only its owner may read; read at each connect, never kept).
  *
  * One handle is one connection, used by one thread at a time. Statements are
  * prepared on first use and kept for the life of the handle (lazily, because
@@ -31,12 +37,15 @@
  */
 #include "store/store_impl.h"
 
+#include "common/log.h"
+#include "common/secret.h"
 #include "store/cache.h"
 
 #include <errmsg.h>
 #include <mysql.h>
 #include <mysqld_error.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1973,6 +1982,9 @@ typedef struct {
     char host[256];
     char db[65];
     char socket[108]; /* sun_path's size */
+    char tls_ca[1024];
+    char password_file[1024];
+    int tls; /* tls=require or tls-ca=: no connection without TLS */
     unsigned port;
 } mdb_uri;
 
@@ -2011,8 +2023,8 @@ static int mdb_unescape(const char *s, size_t n, char *out, size_t cap)
     return 0;
 }
 
-/* Splits mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH].
- * The message never repeats the password. */
+/* Splits mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?OPTION&...] (the
+ * options at the top of this file). The message never repeats the password. */
 static int mdb_parse_uri(const char *uri, mdb_uri *u, char *err, size_t errlen)
 {
     const char *why = NULL;
@@ -2100,8 +2112,21 @@ static int mdb_parse_uri(const char *uri, mdb_uri *u, char *err, size_t errlen)
                 why = "bad socket path";
                 goto bad;
             }
+        } else if (n == 11 && strncmp(q, "tls=require", 11) == 0) {
+            u->tls = 1;
+        } else if (n > 7 && strncmp(q, "tls-ca=", 7) == 0) {
+            if (mdb_unescape(q + 7, n - 7, u->tls_ca, sizeof u->tls_ca) != 0) {
+                why = "bad tls-ca path";
+                goto bad;
+            }
+            u->tls = 1;
+        } else if (n > 14 && strncmp(q, "password-file=", 14) == 0) {
+            if (mdb_unescape(q + 14, n - 14, u->password_file, sizeof u->password_file) != 0) {
+                why = "bad password-file path";
+                goto bad;
+            }
         } else {
-            why = "unknown option (only socket=PATH)";
+            why = "unknown option (socket=PATH, tls=require, tls-ca=PATH, password-file=PATH)";
             goto bad;
         }
         q += n;
@@ -2114,17 +2139,69 @@ static int mdb_parse_uri(const char *uri, mdb_uri *u, char *err, size_t errlen)
         why = "no host";
         goto bad;
     }
+    if (u->password[0] && u->password_file[0]) {
+        why = "a password and a password-file: give one of them";
+        goto bad;
+    }
     return 0;
 bad:
     if (err && errlen)
         snprintf(err, errlen,
                  "bad MariaDB URI (want mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-                 "[?socket=PATH]): %s",
+                 "[?OPTION&...]): %s",
                  why);
     return -1;
 }
 
 /* ---- open / close ---- */
+
+/* tls=require / tls-ca=: TLS 1.2 or 1.3 or no connection at all; with a
+ * CA, the server's certificate must chain to it and name the host we dial
+ * (the library checks both with SSL_VERIFY_SERVER_CERT). */
+static store_status mdb_tls_options(mdb_store *st, const mdb_uri *u)
+{
+    my_bool on = 1;
+    if (!u->tls)
+        return STORE_OK;
+    if (mysql_options(st->db, MYSQL_OPT_SSL_ENFORCE, &on) != 0 ||
+        mysql_options(st->db, MARIADB_OPT_TLS_VERSION, "TLSv1.2,TLSv1.3") != 0 ||
+        (u->tls_ca[0] && (mysql_options(st->db, MYSQL_OPT_SSL_CA, u->tls_ca) != 0 ||
+                          mysql_options(st->db, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on) != 0))) {
+        mdb_set_err(st, "cannot set MariaDB TLS options: %s", mysql_error(st->db));
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+/* Says once per process (then at debug level) how the store's connection
+ * is protected, and refuses one without TLS when TLS was asked for: the
+ * library's enforcement is checked, not trusted. */
+static store_status mdb_tls_check(mdb_store *st, const mdb_uri *u)
+{
+    static atomic_int said;
+    const char *version = NULL;
+    if (mariadb_get_infov(st->db, MARIADB_CONNECTION_TLS_VERSION, &version) != 0)
+        version = NULL;
+    if (u->tls && !version) {
+        mdb_set_err(st,
+                    "cannot connect to MariaDB at %s: TLS required, and the connection has none",
+                    st->where);
+        return STORE_ERROR;
+    }
+    log_level level = atomic_exchange(&said, 1) ? LOG_DEBUG : LOG_INFO;
+    if (version)
+        log_msg(level, "mariadb: connected over %s to %s (%s)", version, st->where,
+                u->tls_ca[0] ? "server certificate verified with tls-ca"
+                             : "server certificate not verified: no tls-ca");
+    else if (level == LOG_INFO && !u->socket[0] && strcmp(u->host, "127.0.0.1") != 0 &&
+             strcmp(u->host, "localhost") != 0 && strcmp(u->host, "::1") != 0)
+        log_warn("mariadb: connected without TLS to %s: passwords and messages cross the "
+                 "network in plain text (docs/security.md)",
+                 st->where);
+    else
+        log_msg(level, "mariadb: connected without TLS to %s", st->where);
+    return STORE_OK;
+}
 
 static store_status mdb_connect(mdb_store *st, const mdb_uri *u)
 {
@@ -2155,15 +2232,30 @@ static store_status mdb_connect(mdb_store *st, const mdb_uri *u)
         mdb_set_err(st, "cannot set MariaDB client options: %s", mysql_error(st->db));
         return STORE_ERROR;
     }
-    /* CLIENT_FOUND_ROWS: an UPDATE reports the rows it matched, so an ack
-     * or recall that changes nothing is not mistaken for a missing row. */
-    if (!mysql_real_connect(st->db, u->host[0] ? u->host : "localhost", u->user,
-                            u->password[0] ? u->password : NULL, u->db, u->port,
-                            u->socket[0] ? u->socket : NULL, CLIENT_FOUND_ROWS)) {
-        mdb_set_err(st, "cannot connect to MariaDB at %s: %s", st->where, mysql_error(st->db));
+    if (mdb_tls_options(st, u) != STORE_OK)
+        return STORE_ERROR;
+    char password[sizeof u->password], why[256];
+    snprintf(password, sizeof password, "%s", u->password);
+    if (u->password_file[0] &&
+        secret_read_line(u->password_file, password, sizeof password, why, sizeof why) < 0) {
+        mdb_set_err(st, "MariaDB password-file: %s", why);
         return STORE_ERROR;
     }
-    return STORE_OK;
+    /* CLIENT_FOUND_ROWS: an UPDATE reports the rows it matched, so an ack
+     * or recall that changes nothing is not mistaken for a missing row. */
+    MYSQL *ok = mysql_real_connect(st->db, u->host[0] ? u->host : "localhost", u->user,
+                                   password[0] ? password : NULL, u->db, u->port,
+                                   u->socket[0] ? u->socket : NULL, CLIENT_FOUND_ROWS);
+    explicit_bzero(password, sizeof password);
+    if (!ok) {
+        mdb_set_err(st, "cannot connect to MariaDB at %s%s: %s", st->where,
+                    u->tls ? (u->tls_ca[0] ? " (TLS required, server verified with tls-ca)"
+                                           : " (TLS required)")
+                           : "",
+                    mysql_error(st->db));
+        return STORE_ERROR;
+    }
+    return mdb_tls_check(st, u);
 }
 
 static store_status mdb_configure(mdb_store *st)

@@ -84,7 +84,9 @@ typedef int (*store_msg_cb)(void *arg, const store_msg *m);
  *   mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=SOCKET_PATH]
  *       a connection to an existing MariaDB database (port 3306 by default;
  *       with socket=, over that unix socket). %XX escapes are undone in the
- *       user, password, database and socket path.
+ *       user, password, database and socket path. Further options,
+ *       &-separated: tls=require, tls-ca=PATH, password-file=PATH (the
+ *       top of mariadb.c says what they do).
  * Any other "scheme://" is an error rather than a file name. A MariaDB handle
  * is one connection; open and close it on the thread that uses it (it sets
  * up the client library's per-thread state) and open a new one if calls

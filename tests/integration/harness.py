@@ -836,12 +836,16 @@ CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
 
 class Cluster:
     """ZooKeeper, Redis, MariaDB, nginx, two gateways and two nodes of each
-    service, started by scripts/cluster.sh in a temporary directory."""
+    service, started by scripts/cluster.sh in a temporary directory. With
+    tls the gateways serve TLS on their client port (cluster.sh's default;
+    the CA that verifies them is self.ca), else plain TCP."""
 
-    def __init__(self, zk_nodes=1, admin=False):
+    def __init__(self, zk_nodes=1, tls=False, admin=False):
         self.dir = tempfile.mkdtemp(prefix="parley-cluster-")
         self.env = dict(os.environ, PARLEYD=PARLEYD, PARLEY_PWHASH_COST="min",
-                        PARLEY_ZK_NODES=str(zk_nodes), PARLEY_ADMIN="1" if admin else "")
+                        PARLEY_ZK_NODES=str(zk_nodes), PARLEY_CLUSTER_TLS="1" if tls else "0",
+                        PARLEY_ADMIN="1" if admin else "")
+        self.ca = os.path.join(self.dir, "pki", "ca.pem")
         self.vars = {}
 
     def sh(self, *args, check=True, timeout=180):
