@@ -453,9 +453,11 @@ static void put_histogram(FILE *f, const metrics_def *d, unsigned base, unsigned
         put_micros(f, sum_slot(at + d->nb + 1));
     else
         fprintf(f, "%llu", (unsigned long long)sum_slot(at + d->nb + 1));
+    /* The +Inf bucket's count, not the count slot: read a moment apart,
+     * they could differ while observations are made. */
     fprintf(f, "\n%s_count", d->name);
     put_labels(f, d, i1, 0, 0);
-    fprintf(f, " %llu\n", (unsigned long long)sum_slot(at + d->nb + 2));
+    fprintf(f, " %llu\n", (unsigned long long)cum);
 }
 
 static void put_metric(FILE *f, metrics_id id)

@@ -59,7 +59,7 @@ typedef enum metrics_rpc_status {
     METRICS_RPC_OK = 0,
     METRICS_RPC_ERROR,       /* failed there, or the reply was malformed */
     METRICS_RPC_TIMEOUT,     /* the deadline passed */
-    METRICS_RPC_UNAVAILABLE, /* no node, or none would take it */
+    METRICS_RPC_UNAVAILABLE, /* no node to send it to */
 } metrics_rpc_status;
 
 /* Counters: adds n to the series of label indexes (l1, l2). */

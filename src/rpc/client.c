@@ -176,7 +176,10 @@ static void rpc_complete(rpc_loop *rl, rpc_call *call, const ProtobufCMessage *r
     rpc_detach(rl, call);
     rpc_calls_unlink(rl, call);
     metrics_rpc_done(0, metrics_rpc_method(rpc_service_name(rl), call->method),
-                     result ? METRICS_RPC_OK : METRICS_RPC_ERROR, call->start_us);
+                     result           ? METRICS_RPC_OK
+                     : call->attempts ? METRICS_RPC_ERROR
+                                      : METRICS_RPC_UNAVAILABLE,
+                     call->start_us);
     call->closure(result, call->closure_data);
     free(call->payload);
     free(call);
