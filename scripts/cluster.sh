@@ -40,6 +40,7 @@
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
 # 32M/8M the tests use, InnoDB flushes pages all the time once a few hundred
 # thousand messages are stored, and the database caps the cluster's rate).
+# PARLEY_ADMIN=1 gives every parleyd an admin port (ADMIN_PORT_<name> in cluster.env).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -93,8 +94,11 @@ start_parleyd() {
   [ -x "$PARLEYD" ] || die "$PARLEYD not built (make build)"
   mkdir -p "$dir/run" "$dir/log" "$dir/data/$name"
   rotate_log "$dir/log/$name.log"
+  local admin=()
+  [ -n "${PARLEY_ADMIN:-}" ] && admin=(--admin-port "$(free_port)") &&
+    echo "ADMIN_PORT_$name=${admin[1]}" >>"$dir/cluster.env"
   setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" \
-    --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "$@" \
+    --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "${admin[@]}" "$@" \
     >>"$dir/log/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/run/$name.pid"
   local i

@@ -22,6 +22,8 @@ pkgs=(
   default-jre-headless libzookeeper-java libslf4j-java
   # make bench and test_bench: mosquitto, the MQTT broker measured beside Parley
   mosquitto
+  # metrics: test_metrics scrapes a local cluster with a real Prometheus
+  prometheus
 )
 
 missing=()
