@@ -25,6 +25,7 @@
 
 #include "bus/bus.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/pwhash.h"
 #include "common/secret.h"
 #include "gateway/gateway.h"
@@ -904,6 +905,8 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(s.cfg.level);
+    if (s.cfg.no_metrics)
+        metrics_disable();
     log_format lf = LOG_TEXT;
     log_format_parse(s.cfg.log_format, &lf);
     log_set_format(lf);
