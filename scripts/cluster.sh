@@ -110,6 +110,7 @@ node_cert() { # DIR NAME ROLE: signs NAME's certificate unless it exists
   for r in ${role//,/ }; do
     case "$r" in
       gateway) ou="$ou/OU=gateway" ;;
+      admin) ou="$ou/OU=admin" ;;
       all) ou="$ou/OU=gateway/OU=service" ;;
       *) [[ "$ou" == */OU=service* ]] || ou="$ou/OU=service" ;;
     esac
@@ -194,6 +195,8 @@ up() {
   make_secrets "$dir"
   make_ca "$dir"
   server_cert "$dir" mariadb
+  # parleyctl's: calls admin methods only (docs/operations.md "Admin").
+  node_cert "$dir" admin admin
   server_cert "$dir" gateway-tls
   local client_tls=${PARLEY_CLUSTER_TLS:-1}
   [ "$client_tls" = 0 ] || [ "$client_tls" = 1 ] || die "PARLEY_CLUSTER_TLS: expected 0 or 1"

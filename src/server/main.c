@@ -36,6 +36,7 @@
 #include "rpc/local.h"
 #include "rpc/server.h"
 #include "server/config.h"
+#include "services/admin.h"
 #include "services/limits.h"
 #include "services/svc.h"
 
@@ -64,6 +65,8 @@ typedef struct server {
     listener *ls_plain; /* with TLS, --plain-port */
     tls_ctx *tls;
     rpc_server *rpc;
+    rpc_server *admin_rpc;                      /* embedded: the admin socket DATA/admin.sock */
+    const svc_def *rpc_defs[4];                 /* what rpc serves: local, and admin */
     tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
     int lock_fd; /* holds the data directory's lock; 0: none */
@@ -779,8 +782,11 @@ static int server_start(server *s, char *err, size_t errlen)
         }
     }
     if (s->cluster && s->nlocal) {
+        /* Admin methods too, for a peer with an admin certificate only. */
+        memcpy(s->rpc_defs, s->local, s->nlocal * sizeof(s->local[0]));
+        s->rpc_defs[s->nlocal] = &svc_admin;
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
-                                s->local, s->nlocal, s->node_tls_server, err, errlen);
+                                s->rpc_defs, s->nlocal + 1, s->node_tls_server, err, errlen);
         if (!s->rpc)
             return -1;
         char addr[300];
@@ -791,6 +797,19 @@ static int server_start(server *s, char *err, size_t errlen)
                 return -1;
         }
         log_info("serving RPC on %s", addr);
+    }
+    /* Embedded: parleyctl --data DIR speaks to this, trusted by the file's
+     * permissions (docs/operations.md "Admin"). Only where the data
+     * directory's lock is ours: the socket there is then ours too. */
+    if (!s->cluster && s->nlocal && s->lock_fd > 0) {
+        static const svc_def *const admin_only[] = {&svc_admin};
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%.4000s/admin.sock", cfg->data);
+        s->admin_rpc = rpc_server_new_unix(s->base, path, s->loops, s->nloops, s->rt, admin_only, 1,
+                                           err, errlen);
+        if (!s->admin_rpc)
+            return -1;
+        log_info("admin socket on %s (parleyctl --data %s)", path, cfg->data);
     }
     if (s->has_gateway) {
         if (s->cluster) {
@@ -824,6 +843,9 @@ static void server_stop(server *s)
     s->ls = NULL;
     listener_free(s->ls_plain);
     s->ls_plain = NULL;
+    /* No admin call may come in once the runtime is going. */
+    if (s->admin_rpc)
+        rpc_server_close_all(s->admin_rpc);
     /* Queued logins and registrations are answered, not hashed. */
     svc_runtime_stop(s->rt);
     if (s->gw)
@@ -842,6 +864,7 @@ static void server_stop(server *s)
         loop_free(s->loops[i]);
     free(s->loops);
     rpc_server_free(s->rpc);
+    rpc_server_free(s->admin_rpc);
     bus_free(s->bus);
     if (s->trim)
         event_free(s->trim);

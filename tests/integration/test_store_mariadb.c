@@ -267,8 +267,9 @@ static int mariadb_raw_exec(const char *uri, const char *sql)
     return raw_exec(db_of(uri), sql);
 }
 
-/* Undoes mariadb.c's step 4 -> 5. */
+/* Undoes mariadb.c's steps 5 -> 6 and 4 -> 5. */
 static const char *const mariadb_to_v4[] = {
+    "ALTER TABLE users DROP COLUMN banned",
     "ALTER TABLE sessions DROP INDEX sessions_last_used",
     "ALTER TABLE sessions DROP COLUMN last_used",
     "ALTER TABLE members ADD INDEX members_by_user (user_id)",
@@ -283,7 +284,7 @@ static const store_suite_backend mariadb_backend = {
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
-    .schema_version = 5,
+    .schema_version = 6,
     .raw_exec = mariadb_raw_exec,
     .to_v4 = mariadb_to_v4,
     /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
