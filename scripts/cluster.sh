@@ -278,6 +278,9 @@ ENV
       "Connect with: $root/build/parley --port $nginx_port"
   fi
   echo "Admin: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
+  echo "Users: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
+    "--cluster-ca $dir/pki/ca.pem --admin-cert $dir/pki/admin.pem" \
+    "--admin-key $dir/pki/admin.key users find ''"
 }
 
 down() {

@@ -224,5 +224,95 @@ class AdminEmbedded(unittest.TestCase):
                 self.assertNotIn(name.encode(), data, f)
 
 
+class AdminCluster(unittest.TestCase):
+    """A cluster by scripts/cluster.sh; parleyctl calls a service node found
+    in ZooKeeper, with mutual TLS and the admin certificate it made."""
+
+    def setUp(self):
+        self.cluster = Cluster()
+        self.addCleanup(self.cluster.down)
+        self.cluster.up()
+        self.addCleanup(self._check_logs)
+        self.pki = os.path.join(self.cluster.dir, "pki")
+
+    def _check_logs(self):
+        bad = self.cluster.logs_with_errors()
+        if bad:
+            raise AssertionError("a parleyd reported a sanitizer error:\n" + bad)
+
+    def ctl(self, *args, ok=True, cert="admin"):
+        v = self.cluster.vars
+        p = subprocess.run([PARLEYCTL, "--zk", v["ZK"], "--zk-auth-file", v["ZK_AUTH_FILE"],
+                            "--cluster-ca", os.path.join(self.pki, "ca.pem"),
+                            "--admin-cert", os.path.join(self.pki, cert + ".pem"),
+                            "--admin-key", os.path.join(self.pki, cert + ".key")] + list(args),
+                           capture_output=True, text=True, timeout=60)
+        if ok:
+            self.assertEqual(p.returncode, 0, "parleyctl %s: %s" % (args, p.stderr))
+        return p
+
+    def ctl_json(self, *args, ok=True):
+        return json.loads(self.ctl("--json", *args, ok=ok).stdout)
+
+    def peer(self, port, name=None, register=False):
+        p = Peer(port)
+        self.addCleanup(p.close)
+        if register:
+            self.assertIsNone(error(p.register(name)))
+        if name:
+            self.assertIsNotNone(body(p.login(name), S_LOGIN_OK))
+        return p
+
+    def test_admin_commands_across_gateways(self):
+        g1, g2 = self.cluster.gateway_port(1), self.cluster.gateway_port(2)
+        a1 = self.peer(g1, "alice", register=True)
+        a2 = self.peer(g2, "alice")
+        bob = self.peer(self.cluster.port, "bob", register=True)
+        show = self.ctl_json("users", "show", "alice")["user"]
+        self.assertEqual((show["sessions"], show["online"]), (2, 2))
+        self.assertEqual(len(self.ctl_json("sessions", "alice")["sessions"]), 2)
+        self.assertEqual([u["name"] for u in self.ctl_json("users", "find", "")["users"]],
+                         ["alice", "bob"])
+
+        # A ban ends the sessions on both gateways and refuses the login.
+        self.ctl("ban", "alice")
+        for p in (a1, a2):
+            self.assertTrue(p.closed_within(15))
+            self.assertEqual([bye_reason(f) for f in p.pushes if S_BYE in f],
+                             ["account suspended"])
+        self.assertFalse(bob.closed_within(0.5))
+        f = self.peer(self.cluster.port).login("alice")
+        self.assertEqual((error(f).code, error(f).text), (FORBIDDEN, "account suspended"))
+        self.ctl("unban", "alice")
+        a3 = self.peer(self.cluster.port, "alice")
+
+        self.ctl("kick", "alice")
+        self.assertTrue(a3.closed_within(15))
+        new = self.ctl_json("reset-password", "alice")["password"]
+        self.assertIsNotNone(body(self.peer(g1).login("alice", new), S_LOGIN_OK))
+
+        secret = "cluster-secret-body-5521"
+        expect_ok(bob.send(a1.user_id, secret), S_SEND_OK)
+        z = self.peer(g2, "zed", register=True)
+        expect_ok(z.send(bob.user_id, secret + "-zed"), S_SEND_OK)
+        j = self.ctl_json("delete-user", "zed")
+        self.assertTrue(j["user"]["deleted"])
+        self.assertTrue(z.closed_within(15))
+        self.assertEqual(error(self.peer(g1).login("zed")).code, UNAUTHENTICATED)
+        hist = bob.history_messages(peer=z.user_id)
+        self.assertEqual([m["body"] for m in hist if m["from"] == z.user_id], [b""])
+
+    def test_only_the_admin_certificate_may_call_admin_methods(self):
+        # A gateway's certificate is refused admin methods.
+        p = self.ctl("users", "find", "", ok=False, cert="gateway1")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("admin methods need an admin certificate", p.stderr)
+        # And a service node's is refused everything (neither gateway nor admin).
+        p = self.ctl("users", "find", "", ok=False, cert="user1")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("only a gateway or an admin", p.stderr)
+        self.assertEqual(self.ctl_json("users", "find", "")["users"], [])
+
+
 if __name__ == "__main__":
     unittest.main()
