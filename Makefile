@@ -3,6 +3,7 @@
 #   make test   install what is missing, build, run unit + integration tests
 #               (under AddressSanitizer and UndefinedBehaviorSanitizer), then
 #               each fuzz target for FUZZ_TEST_SECONDS
+#   make install, make deb   install, or build a Debian package (docs/deploy.md)
 #   make fuzz   build the fuzz targets (clang, libFuzzer) and run each one for
 #               FUZZ_SECONDS on a copy of its seed corpus (tests/fuzz)
 BUILD      ?= build
@@ -13,7 +14,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS      ?= 60
 FUZZ_TEST_SECONDS ?= 15
 
-.PHONY: all deps build run test fuzz fuzz-build cluster cluster-down format clean bench
+.PHONY: all deps build run test fuzz fuzz-build cluster cluster-down format clean bench install deb
 
 all: build
 
@@ -60,8 +61,22 @@ cluster-down:
 bench:
 	@bash bench/run.sh
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: parleyd, parley and parleyctl in
+# PREFIX/bin, their man pages, the example config in PREFIX/share/doc/parley.
+# make deb: dist/parley_VERSION_ARCH.deb with the systemd units, the parley
+# user and /var/lib/parley (docs/deploy.md).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+DEB_DIR ?= dist
+VERSION ?= 0.1
+install: build
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX) --strip
+
+deb: build
+	@bash deploy/debian/build-deb.sh $(BUILD) $(DEB_DIR) $(VERSION)
+
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(DEB_DIR)

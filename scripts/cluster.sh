@@ -4,13 +4,18 @@
 #   cluster.sh up DIR        ZooKeeper, Redis, MariaDB, two nodes of each service
 #                            (user, social, message), two gateways and nginx in front,
 #                            all on loopback with every bit of state under DIR
-#   cluster.sh down DIR      stop everything started in DIR
-#   cluster.sh status DIR    what runs, with pids and addresses
+#   cluster.sh down DIR      stop everything started in DIR: the gateways first (their
+#                            clients get a bye and reconnect elsewhere), within 5 s
+#   cluster.sh status DIR    every process (servers too), alive or not, with pids and
+#                            addresses
 #   cluster.sh start NAME ROLE DIR    start one more parleyd (e.g. message3 message)
 #   cluster.sh kill NAME DIR [SIGNAL] send SIGNAL (default KILL) to one process
 #
-# Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log;
-# DIR/cluster.env holds the addresses (ZK, REDIS, DB, NGINX_PORT, ...).
+# Each process's pid is in DIR/run/<name>.pid and its log in DIR/log/<name>.log
+# (the previous runs' in <name>.log.1 ... .5); DIR/cluster.env holds the
+# addresses (ZK, REDIS, DB, NGINX_PORT, ...). The ports are chosen at the first
+# up and kept in DIR/ports.env: the next up in DIR (after a down) uses the same
+# ones, so what connects to the cluster need not change.
 # The cluster trusts only itself (docs/security.md): DIR/secrets (0700) holds
 # zk-auth and redis-auth (USER:PASS, made at random) and cluster.key (32
 # random bytes), each 0600; every node gets them as --zk-auth-file,
@@ -55,12 +60,39 @@ load_env() { [ -f "$1/cluster.env" ] || die "no cluster in $1"; . "$1/cluster.en
 # here (docs/security.md). Per-connection and per-user limits stay.
 GATEWAY_LIMITS="--max-conns-per-ip 0 --reg-rate 0 --login-fail-rate 0 --auth-queue-per-ip 0"
 
+# rotate_log FILE: keeps the last runs' logs as FILE.1 (newest) ... FILE.5.
+rotate_log() {
+  local f=$1 i
+  [ -s "$f" ] || return 0
+  for ((i = 4; i >= 1; i--)); do
+    [ -f "$f.$i" ] && mv -f "$f.$i" "$f.$((i + 1))"
+  done
+  mv -f "$f" "$f.1"
+}
+
+# port VAR: the port kept in DIR/ports.env as VAR, or a free one, then kept.
+# ports_file must be set. A kept port that is taken now is an error: the
+# cluster's users know it, and another process has it.
+port() {
+  local var=$1 p
+  p=$(sed -n "s/^$var=//p" "$ports_file" 2>/dev/null | tail -n1)
+  if [ -n "$p" ]; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      die "port $p (kept as $var in $ports_file) is in use by another process; stop it, or remove $ports_file to pick new ports"
+    fi
+  else
+    p=$(free_port)
+    echo "$var=$p" >>"$ports_file"
+  fi
+  echo "$p"
+}
+
 # start_parleyd DIR NAME ARGS...: runs parleyd in the background, waits until ready.
 start_parleyd() {
   local dir=$1 name=$2; shift 2
   [ -x "$PARLEYD" ] || die "$PARLEYD not built (make build)"
   mkdir -p "$dir/run" "$dir/log" "$dir/data/$name"
-  : >"$dir/log/$name.log"
+  rotate_log "$dir/log/$name.log"
   setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" \
     --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "$@" \
     >>"$dir/log/$name.log" 2>&1 </dev/null &
@@ -202,14 +234,15 @@ up() {
   [ "$client_tls" = 0 ] || [ "$client_tls" = 1 ] || die "PARLEY_CLUSTER_TLS: expected 0 or 1"
   local zk_nodes=${PARLEY_ZK_NODES:-1}
   local redis_port mariadb_port nginx_port zk=""
+  ports_file=$dir/ports.env
   if [ "$zk_nodes" -eq 1 ]; then
-    local p; p=$(free_port)
+    local p; p=$(port ZK1_PORT)
     "$servers" zookeeper "$dir/zk1" "$p"
     zk="127.0.0.1:$p"
   else
     local ens="" ports=() i
     for ((i = 1; i <= zk_nodes; i++)); do
-      ports+=("$(free_port):$(free_port):$(free_port)")
+      ports+=("$(port ZK${i}_PORT):$(port ZK${i}_PEER_PORT):$(port ZK${i}_ELECTION_PORT)")
       IFS=: read -r c pe el <<<"${ports[$((i - 1))]}"
       ens="$ens${ens:+,}$i:$pe:$el"
       zk="$zk${zk:+,}127.0.0.1:$c"
@@ -220,9 +253,9 @@ up() {
     done
   fi
   # Each port picked just before its server starts (see nginx below).
-  redis_port=$(free_port)
+  redis_port=$(port REDIS_PORT)
   "$servers" redis "$dir/redis" "$redis_port" "@$dir/secrets/redis-auth"
-  mariadb_port=$(free_port)
+  mariadb_port=$(port MARIADB_PORT)
   MARIADB_BUFFER_POOL=${MARIADB_BUFFER_POOL:-256M} MARIADB_REDO_LOG=${MARIADB_REDO_LOG:-256M} \
     "$servers" mariadb "$dir/mariadb" "$mariadb_port" "$dir/pki/mariadb.pem" \
     "$dir/pki/mariadb.key" "$dir/pki/ca.pem" "$dir/secrets/db-password"
@@ -249,7 +282,7 @@ ENV
   done
   local gw_ports=() g
   for g in 1 2; do
-    local gp; gp=$(free_port)
+    local gp; gp=$(port GATEWAY${g}_PORT)
     node_cert "$dir" "gateway$g" gateway
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
       --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g") \
@@ -262,14 +295,19 @@ ENV
   # connection (every server above makes some).
   local try
   for try in 1 2 3; do
-    nginx_port=$(free_port)
+    nginx_port=$(port NGINX_PORT)
     "$servers" nginx "$dir/nginx" "$nginx_port" "${gw_ports[@]}" 2>"$dir/nginx.err" && break
-    grep -q "Address already in use" "$dir/nginx.err" && [ "$try" -lt 3 ] ||
+    # Only a port picked now may be given up for another.
+    grep -q "Address already in use" "$dir/nginx.err" && [ "$try" -lt 3 ] &&
+      [ "$(grep -c '^NGINX_PORT=' "$ports_file")" -eq "$try" ] ||
       { cat "$dir/nginx.err" >&2; die "nginx did not start"; }
+    sed -i '/^NGINX_PORT=/d' "$ports_file"
   done
   rm -f "$dir/nginx.err"
   echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
   trap - EXIT
+  local me=$0
+  [ "$me" = "$here/cluster.sh" ] || me="bash $here/cluster.sh"
   if [ "$client_tls" = 1 ]; then
     echo "Parley cluster is up in $dir (TLS on the client port)." \
       "Connect with: $root/build/parley --tls --ca $dir/pki/ca.pem --port $nginx_port"
@@ -277,51 +315,152 @@ ENV
     echo "Parley cluster is up in $dir (plain TCP on the client port)." \
       "Connect with: $root/build/parley --port $nginx_port"
   fi
-  echo "Admin: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
-  echo "Users: $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
+  echo "Nodes:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
+  echo "Status: $me status $dir    Logs: $dir/log/    Stop: $me down $dir"
+  echo "Users:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
     "--cluster-ca $dir/pki/ca.pem --admin-cert $dir/pki/admin.pem" \
     "--admin-key $dir/pki/admin.key users find ''"
 }
 
-down() {
-  local dir=$1 f
-  [ -d "$dir" ] || return 0
-  "$servers" stop "$dir/nginx" 2>/dev/null || true
-  if [ -d "$dir/run" ]; then
-    for f in "$dir"/run/gateway*.pid "$dir"/run/*.pid; do
-      [ -f "$f" ] || continue
-      kill -TERM "$(cat "$f")" 2>/dev/null || true
-    done
-    for f in "$dir"/run/*.pid; do
-      [ -f "$f" ] || continue
-      local pid i; pid=$(cat "$f")
-      for ((i = 0; i < 200; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && break
-        sleep 0.05
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-      rm -f "$f"
-    done
-  fi
-  for f in "$dir"/zk* "$dir/redis" "$dir/mariadb"; do
-    [ -d "$f" ] && "$servers" stop "$f"
-  done
-  rm -f "$dir/cluster.env"
+# alive PID: the process runs (a zombie does not count). Builtins only: a
+# stop polls this, and forks cost on a loaded machine.
+alive() {
+  local a b st
+  [ -n "$1" ] && read -r a b st _ <"/proc/$1/stat" 2>/dev/null && [ "$st" != Z ]
 }
 
-status() {
-  local dir=$1 f
-  load_env "$dir"
-  echo "zookeeper $ZK  redis $REDIS  nginx 127.0.0.1:$NGINX_PORT"
-  for f in "$dir"/run/*.pid; do
-    [ -f "$f" ] || continue
-    local name pid; name=$(basename "$f" .pid); pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
-      echo "$name running (pid $pid)"
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+
+pid_of() { local p=""; read -r p <"$1" 2>/dev/null || true; echo "$p"; }
+
+# stop_pids DEADLINE_MS NAME...: SIGTERM to each parleyd NAME of DIR (in $dir),
+# all at once; waits until they are gone or the deadline passes, then
+# SIGKILL. Adds what it stopped to `stopped`.
+stop_pids() {
+  local deadline=$1 name pid left
+  shift
+  local names=()
+  for name in "$@"; do
+    [ -f "$dir/run/$name.pid" ] || continue
+    pid=$(pid_of "$dir/run/$name.pid")
+    if alive "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      names+=("$name")
     else
-      echo "$name stopped"
+      rm -f "$dir/run/$name.pid"
     fi
+  done
+  while :; do
+    left=0
+    for name in "${names[@]}"; do
+      alive "$(pid_of "$dir/run/$name.pid")" && left=1
+    done
+    [ "$left" = 0 ] || [ "$(now_ms)" -ge "$deadline" ] && break
+    sleep 0.02
+  done
+  for name in "${names[@]}"; do
+    pid=$(pid_of "$dir/run/$name.pid")
+    if alive "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      stopped+=("$name (killed: no clean exit in time)")
+    else
+      stopped+=("$name")
+    fi
+    rm -f "$dir/run/$name.pid"
+  done
+}
+
+# The gateways go first, with a SIGTERM: each tells its clients (bye) and
+# closes them, so they reconnect to what remains or wait. Then nginx (no
+# client is left on it to wait for), the services, and the servers, those
+# in parallel. Everything is gone within 5 s; what had to be killed is said.
+down() {
+  dir=$1
+  local f t0 name
+  [ -d "$dir" ] || return 0
+  t0=$(now_ms)
+  stopped=()
+  local gateways=() services=()
+  if [ -d "$dir/run" ]; then
+    for f in "$dir"/run/*.pid; do
+      [ -f "$f" ] || continue
+      name=$(basename "$f" .pid)
+      case "$name" in gateway*) gateways+=("$name") ;; *) services+=("$name") ;; esac
+    done
+  fi
+  [ ${#gateways[@]} -eq 0 ] || stop_pids $((t0 + 2000)) "${gateways[@]}"
+  if [ -f "$dir/nginx/nginx.pid" ]; then
+    alive "$(pid_of "$dir/nginx/nginx.pid")" && stopped+=(nginx)
+    nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -e "$dir/nginx/logs/error.log" -s stop \
+      2>/dev/null || true
+  fi
+  [ ${#services[@]} -eq 0 ] || stop_pids $((t0 + 3500)) "${services[@]}"
+  local pids=() dirs=()
+  for f in "$dir/nginx" "$dir"/zk* "$dir/redis" "$dir/mariadb"; do
+    [ -d "$f" ] || continue
+    ls "$f"/*.pid >/dev/null 2>&1 || continue
+    "$servers" stop "$f" &
+    pids+=($!)
+    dirs+=("$(basename "$f")")
+  done
+  local i
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || true
+    stopped+=("${dirs[$i]}")
+  done
+  rm -f "$dir/cluster.env"
+  if [ ${#stopped[@]} -gt 0 ]; then
+    local IFS=,
+    echo "Stopped in $dir in $(( ($(now_ms) - t0) / 1000 )).$(( ($(now_ms) - t0) % 1000 / 100 )) s: ${stopped[*]}" | sed 's/,/, /g'
+  else
+    echo "Nothing was running in $dir"
+  fi
+}
+
+# One line per process: the servers, nginx, every parleyd.
+status() {
+  local dir=$1 f name pid
+  if [ -f "$dir/cluster.env" ]; then
+    load_env "$dir"
+  elif [ -f "$dir/ports.env" ]; then
+    # Down: the kept ports still say where everything would be.
+    . "$dir/ports.env"
+    ZK=127.0.0.1:${ZK1_PORT:-?}
+    REDIS=127.0.0.1:${REDIS_PORT:-?}
+    DB=@127.0.0.1:${MARIADB_PORT:-?}/parley
+    echo "The cluster in $dir is down (cluster.sh up $dir starts it on these ports)."
+  else
+    die "no cluster in $dir"
+  fi
+  show() { # NAME PIDFILE WHAT
+    local st="stopped"
+    if [ -f "$2" ]; then
+      pid=$(cat "$2" 2>/dev/null || true)
+      [ -n "$pid" ] && alive "$pid" && st="running (pid $pid)"
+    fi
+    printf '%-10s %-22s %s\n' "$1" "$st" "$3"
+  }
+  local i=1 z
+  IFS=, read -ra zks <<<"$ZK"
+  for z in "${zks[@]}"; do
+    show "zk$i" "$dir/zk$i/zookeeper.pid" "zookeeper $z"
+    i=$((i + 1))
+  done
+  show redis "$dir/redis/redis.pid" "redis $REDIS"
+  show mariadb "$dir/mariadb/mysqld.pid" "mariadb ${DB#*@}"
+  show nginx "$dir/nginx/nginx.pid" "clients: 127.0.0.1:$NGINX_PORT$([ "${CLIENT_TLS:-0}" = 1 ] && echo ' (TLS)')"
+  for f in "$dir"/log/*.log; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f" .log)
+    f=$dir/run/$name.pid
+    local what="" gp
+    case "$name" in
+      gateway*)
+        gp=$(sed -n "s/^GATEWAY${name#gateway}_PORT=//p" "$dir/ports.env")
+        what="gateway${gp:+ 127.0.0.1:$gp}" ;;
+      *) what="${name%%[0-9]*} service" ;;
+    esac
+    show "$name" "$f" "${what:-parleyd}"
   done
 }
 

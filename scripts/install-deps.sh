@@ -5,10 +5,14 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config clang-format python3
+  # tests/integration/test_package.py reads the Kubernetes manifests with it
+  python3-yaml
   libevent-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev libsodium-dev libssl-dev libedit-dev libcmocka-dev
   # the openssl tool: test_tls makes certificates and runs s_client with it
   openssl
+  # test_tui drives the terminal client in a real terminal
+  tmux
   # fuzz targets (make fuzz, make test): clang and its libFuzzer and sanitizer
   # runtimes, which clang itself only recommends
   clang libclang-rt-14-dev

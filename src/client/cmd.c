@@ -31,14 +31,19 @@ static const cmd_def cmd_words[] = {
     {"recall", CMD_RECALL},
     {"loginout", CMD_LOGOUT},
     {"logout", CMD_LOGOUT},
+    {"whoami", CMD_WHOAMI},
+    {"clear", CMD_CLEAR},
     {"quit", CMD_QUIT},
 };
 
 /* Indexed by cmd_kind. */
 static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
     [CMD_HELP] = {"help", "show this list"},
-    [CMD_REGISTER] = {"register:NAME:PASSWORD", "create an account; prints your user id"},
-    [CMD_LOGIN] = {"login:ID_OR_NAME:PASSWORD", "log in by user id or name"},
+    [CMD_REGISTER] = {"register:NAME:PASSWORD",
+                      "create an account; prints your user id (on a terminal, register:NAME "
+                      "asks for the password)"},
+    [CMD_LOGIN] = {"login:ID_OR_NAME:PASSWORD",
+                   "log in by user id or name (on a terminal, login:NAME asks for the password)"},
     [CMD_CHAT] = {"chat:USERID:TEXT", "send TEXT to a user"},
     [CMD_ADDFRIEND] = {"addfriend:USERID", "add a friend"},
     [CMD_DELFRIEND] = {"delfriend:USERID", "remove a friend"},
@@ -53,6 +58,8 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
                           "the last N (default 20) messages of a group"},
     [CMD_RECALL] = {"recall:MSGID", "take back a message you sent"},
     [CMD_LOGOUT] = {"logout[:all]", "log out (also: loginout); all: on every device"},
+    [CMD_WHOAMI] = {"whoami", "who you are logged in as, and where"},
+    [CMD_CLEAR] = {"clear", "clear the screen"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
 };
 
@@ -75,6 +82,8 @@ static const char *const cmd_names[CMD_COUNT_] = {
     [CMD_GROUPHISTORY] = "grouphistory",
     [CMD_RECALL] = "recall",
     [CMD_LOGOUT] = "logout",
+    [CMD_WHOAMI] = "whoami",
+    [CMD_CLEAR] = "clear",
     [CMD_QUIT] = "quit",
 };
 
@@ -95,6 +104,8 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_GROUPHISTORY] = "usage: grouphistory:GROUPID[:N]",
     [CMD_RECALL] = "usage: recall:MSGID",
     [CMD_LOGOUT] = "usage: logout[:all]",
+    [CMD_WHOAMI] = "usage: whoami",
+    [CMD_CLEAR] = "usage: clear",
     [CMD_QUIT] = "usage: quit",
 };
 
@@ -121,7 +132,57 @@ const char *cmd_usage(cmd_kind kind)
 
 bool cmd_is_local(cmd_kind kind)
 {
-    return kind == CMD_NONE || kind == CMD_UNKNOWN || kind == CMD_HELP || kind == CMD_QUIT;
+    return kind == CMD_NONE || kind == CMD_UNKNOWN || kind == CMD_HELP || kind == CMD_QUIT ||
+           kind == CMD_WHOAMI || kind == CMD_CLEAR;
+}
+
+const char *cmd_word(size_t i)
+{
+    return i < sizeof(cmd_words) / sizeof(cmd_words[0]) ? cmd_words[i].word : NULL;
+}
+
+bool cmd_word_takes_args(const char *w)
+{
+    for (size_t i = 0; i < sizeof(cmd_words) / sizeof(cmd_words[0]); i++) {
+        if (strcasecmp(w, cmd_words[i].word) != 0)
+            continue;
+        switch (cmd_words[i].kind) {
+        case CMD_HELP:
+        case CMD_SHOWFRIENDLIST:
+        case CMD_LOGOUT:
+        case CMD_WHOAMI:
+        case CMD_CLEAR:
+        case CMD_QUIT:
+            return false;
+        default:
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t cmd_history_len(const char *line)
+{
+    size_t n = strlen(line);
+    const char *s = line;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    const char *colon = strchr(s, ':');
+    if (!colon)
+        return n;
+    char word[16];
+    size_t wn = (size_t)(colon - s);
+    while (wn > 0 && (s[wn - 1] == ' ' || s[wn - 1] == '\t'))
+        wn--;
+    if (wn >= sizeof(word))
+        return n;
+    memcpy(word, s, wn);
+    word[wn] = '\0';
+    if (strcasecmp(word, "login") != 0 && strcasecmp(word, "register") != 0)
+        return n;
+    /* The password is everything after the second colon. */
+    const char *second = strchr(colon + 1, ':');
+    return second ? (size_t)(second - line) : n;
 }
 
 const cmd_help_entry *cmd_help(size_t *n)
@@ -221,6 +282,8 @@ static void cmd_args(cmd *c, char *rest)
         return;
     case CMD_HELP:
     case CMD_SHOWFRIENDLIST:
+    case CMD_WHOAMI:
+    case CMD_CLEAR:
     case CMD_QUIT:
         if (rest && !cmd_blank(rest))
             cmd_fail(c, "takes no arguments");
@@ -275,6 +338,8 @@ static void cmd_args(cmd *c, char *rest)
         }
         if (!tail || *tail == '\0') {
             cmd_fail(c, "the password is empty");
+            c->needs_password = true;
+            c->a = rest;
             return;
         }
         c->a = rest;
@@ -289,6 +354,7 @@ static void cmd_args(cmd *c, char *rest)
         }
         if (!tail || *tail == '\0') {
             cmd_fail(c, "the password is empty");
+            c->needs_password = true;
             return;
         }
         if (cmd_all_digits(rest)) {

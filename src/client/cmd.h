@@ -30,6 +30,8 @@ typedef enum {
     CMD_GROUPHISTORY,
     CMD_RECALL,
     CMD_LOGOUT,
+    CMD_WHOAMI,
+    CMD_CLEAR,
     CMD_QUIT,
     CMD_COUNT_
 } cmd_kind;
@@ -54,6 +56,9 @@ typedef struct cmd {
     const char *a;
     const char *b;
     char *line; /* owned copy of the input the pointers above point into */
+    /* login:NAME or register:NAME without a password (c->error is set): a
+     * terminal may ask for it without echo and run the command then. */
+    bool needs_password;
 } cmd;
 
 /* Parses line (without its line ending). Returns 0, or -1 when out of memory.
@@ -70,6 +75,15 @@ const char *cmd_reply_name(const cmd *c);
 const char *cmd_usage(cmd_kind kind);
 /* True when kind is handled without asking the server. */
 bool cmd_is_local(cmd_kind kind);
+
+/* The i-th command word as typed (for completion), or NULL past the last. */
+const char *cmd_word(size_t i);
+/* True when the command word w (case-insensitive) takes arguments. */
+bool cmd_word_takes_args(const char *w);
+
+/* The length of the part of line to keep in a history that must never hold
+ * a password: up to the password of a login or register, else all of it. */
+size_t cmd_history_len(const char *line);
 
 /* The help text: n entries of a synopsis and a one-line description. */
 typedef struct cmd_help_entry {

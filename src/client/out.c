@@ -127,39 +127,51 @@ void out_free(out_ctx *o)
     o->names = NULL;
     o->nnames = 0;
     o->names_cap = 0;
+    for (size_t i = 0; i < o->ngroups; i++)
+        free(o->groups[i].name);
+    free(o->groups);
+    o->groups = NULL;
+    o->ngroups = 0;
+    o->groups_cap = 0;
 }
 
-/* Remembers id's name; best effort (a failed allocation only loses it). */
-static void out_learn(out_ctx *o, uint64_t id, const char *name)
+/* Remembers id's name in a table; best effort (a failed allocation only
+ * loses it). */
+static void out_learn_in(out_name **tab, size_t *n, size_t *cap, uint64_t id, const char *name)
 {
     if (id == 0 || !name || !name[0])
         return;
-    for (size_t i = 0; i < o->nnames; i++) {
-        if (o->names[i].id == id) {
-            if (strcmp(o->names[i].name, name) != 0) {
+    for (size_t i = 0; i < *n; i++) {
+        if ((*tab)[i].id == id) {
+            if (strcmp((*tab)[i].name, name) != 0) {
                 char *copy = strdup(name);
                 if (copy) {
-                    free(o->names[i].name);
-                    o->names[i].name = copy;
+                    free((*tab)[i].name);
+                    (*tab)[i].name = copy;
                 }
             }
             return;
         }
     }
-    if (o->nnames == o->names_cap) {
-        size_t cap = o->names_cap ? o->names_cap * 2 : 16;
-        out_name *n = realloc(o->names, cap * sizeof(*n));
-        if (!n)
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        out_name *t = realloc(*tab, ncap * sizeof(*t));
+        if (!t)
             return;
-        o->names = n;
-        o->names_cap = cap;
+        *tab = t;
+        *cap = ncap;
     }
     char *copy = strdup(name);
     if (!copy)
         return;
-    o->names[o->nnames].id = id;
-    o->names[o->nnames].name = copy;
-    o->nnames++;
+    (*tab)[*n].id = id;
+    (*tab)[*n].name = copy;
+    (*n)++;
+}
+
+static void out_learn(out_ctx *o, uint64_t id, const char *name)
+{
+    out_learn_in(&o->names, &o->nnames, &o->names_cap, id, name);
 }
 
 static const char *out_lookup(const out_ctx *o, uint64_t id)
@@ -175,9 +187,11 @@ static void out_learn_lists(out_ctx *o, size_t nf, Parley__User *const *friends,
 {
     for (size_t i = 0; i < nf; i++)
         out_learn(o, friends[i]->id, friends[i]->name);
-    for (size_t i = 0; i < ng; i++)
+    for (size_t i = 0; i < ng; i++) {
+        out_learn_in(&o->groups, &o->ngroups, &o->groups_cap, groups[i]->id, groups[i]->name);
         for (size_t k = 0; k < groups[i]->n_members; k++)
             out_learn(o, groups[i]->members[k]->id, groups[i]->members[k]->name);
+    }
 }
 
 void out_set_sink(out_ctx *o, out_sink_fn sink, void *ctx)
@@ -321,24 +335,49 @@ static void out_text_user(out_ctx *o, tbuf *t, uint64_t id, const char *name)
         tbuf_printf(t, "user %" PRIu64, id);
 }
 
-static void out_text_time(tbuf *t, uint64_t ts_ms, bool with_date)
+/* "[12:01] " for a time today, "[2026-12-03 12:01] " for any other day;
+ * ts_ms 0 means now. */
+static void out_text_time(tbuf *t, uint64_t ts_ms)
 {
-    if (ts_ms == 0)
-        return;
-    time_t secs = (time_t)(ts_ms / 1000);
-    struct tm tm;
+    time_t now = time(NULL);
+    time_t secs = ts_ms ? (time_t)(ts_ms / 1000) : now;
+    struct tm tm, today;
     char buf[32];
-    if (!localtime_r(&secs, &tm))
+    if (!localtime_r(&secs, &tm) || !localtime_r(&now, &today))
         return;
-    strftime(buf, sizeof(buf), with_date ? "[%Y-%m-%d %H:%M:%S] " : "[%H:%M:%S] ", &tm);
+    bool same_day = tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday;
+    strftime(buf, sizeof(buf), same_day ? "[%H:%M] " : "[%Y-%m-%d %H:%M] ", &tm);
     tbuf_raw(t, buf, strlen(buf));
 }
 
-static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m, bool with_date)
+/* The start of an event line: its time, and a star. */
+static void out_text_event(tbuf *t)
 {
-    out_text_time(t, m->ts, with_date);
+    out_text_time(t, 0);
+    tbuf_str(t, "* ");
+}
+
+/* "[group 1]" or "[team (1)]" when the group's name is known. */
+static void out_text_group(out_ctx *o, tbuf *t, uint64_t gid)
+{
+    const char *name = NULL;
+    for (size_t i = 0; i < o->ngroups; i++)
+        if (o->groups[i].id == gid)
+            name = o->groups[i].name;
+    if (name) {
+        tbuf_str(t, "[");
+        tbuf_safe(t, name);
+        tbuf_printf(t, " (%" PRIu64 ")] ", gid);
+    } else {
+        tbuf_printf(t, "[group %" PRIu64 "] ", gid);
+    }
+}
+
+static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m)
+{
+    out_text_time(t, m->ts);
     if (m->group) {
-        tbuf_printf(t, "[group %" PRIu64 "] ", m->group);
+        out_text_group(o, t, m->group);
         out_text_user(o, t, m->from, m->from_name);
     } else {
         out_text_user(o, t, m->from, m->from_name);
@@ -351,6 +390,23 @@ static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m, bool
     else
         tbuf_safe(t, m->body);
     tbuf_printf(t, "  #msg %" PRIu64 "\n", m->msgid);
+}
+
+/* A send of ours as a conversation line, without its end:
+ * "[12:01] you -> bob (2): hi" or "[12:01] [group 1] you: hi". */
+static void out_text_own_send(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t to, uint64_t ts_ms,
+                              const char *body)
+{
+    out_text_time(t, ts_ms);
+    if (kind == CMD_GROUPCHAT) {
+        out_text_group(o, t, to);
+        tbuf_str(t, "you");
+    } else {
+        tbuf_str(t, "you -> ");
+        out_text_user(o, t, to, NULL);
+    }
+    tbuf_str(t, ": ");
+    tbuf_safe(t, body ? body : "");
 }
 
 static void out_text_lists(out_ctx *o, tbuf *t, size_t nf, Parley__User *const *friends, size_t ng,
@@ -475,7 +531,7 @@ static void out_json_reply_ok(json_writer *j, cmd_kind kind, uint64_t cmid,
     json_obj_end(j);
 }
 
-static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
+static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, const char *body,
                               const Parley__ServerFrame *f)
 {
     switch (kind) {
@@ -498,10 +554,15 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
         break;
     case CMD_CHAT:
     case CMD_GROUPCHAT:
-        tbuf_printf(t, "ok: sent to %s %" PRIu64, kind == CMD_CHAT ? "user" : "group", arg);
-        if (f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK)
-            tbuf_printf(t, "  #msg %" PRIu64, f->send_ok->msgid);
-        tbuf_str(t, "\n");
+        /* Stored by the server: the line, with a mark and the id recall
+         * takes. */
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK) {
+            out_text_own_send(o, t, kind, arg, f->send_ok->ts, body);
+            tbuf_printf(t, "  \u2713 #msg %" PRIu64 "\n", f->send_ok->msgid);
+        } else {
+            out_text_own_send(o, t, kind, arg, 0, body);
+            tbuf_str(t, "  \u2713\n");
+        }
         break;
     case CMD_ADDFRIEND:
         tbuf_printf(t, "ok: user %" PRIu64 " is now your friend\n", arg);
@@ -550,7 +611,7 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
                     n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++) {
             tbuf_str(t, "  ");
-            out_text_message(o, t, f->history_ok->messages[i], true);
+            out_text_message(o, t, f->history_ok->messages[i]);
         }
         break;
     }
@@ -560,7 +621,7 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg,
     }
 }
 
-void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid,
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid, const char *body,
                   const Parley__ServerFrame *f)
 {
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
@@ -579,7 +640,7 @@ void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid,
         out_json_done(o, &j);
     } else {
         tbuf t = {0};
-        out_text_reply_ok(o, &t, kind, arg, f);
+        out_text_reply_ok(o, &t, kind, arg, body, f);
         out_text_done(o, &t);
     }
 }
@@ -592,6 +653,7 @@ void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const cha
 void out_reply_fail_send(out_ctx *o, const char *cmdname, const char *code, const char *text,
                          uint64_t cmid)
 {
+    o->fails++;
     if (o->json) {
         json_writer j;
         json_init(&j);
@@ -659,7 +721,7 @@ void out_message(out_ctx *o, const Parley__Message *m)
         return;
     }
     tbuf t = {0};
-    out_text_message(o, &t, m, false);
+    out_text_message(o, &t, m);
     out_text_done(o, &t);
 }
 
@@ -676,7 +738,8 @@ void out_recall(out_ctx *o, const Parley__RecallEvent *e)
         return;
     }
     tbuf t = {0};
-    tbuf_printf(&t, "* message %" PRIu64 " was recalled", e->msgid);
+    out_text_event(&t);
+    tbuf_printf(&t, "message %" PRIu64 " was recalled", e->msgid);
     if (e->by) {
         tbuf_str(&t, " by ");
         out_text_user(o, &t, e->by, NULL);
@@ -698,7 +761,8 @@ void out_group_deleted(out_ctx *o, const Parley__GroupDeletedEvent *e)
         return;
     }
     tbuf t = {0};
-    tbuf_printf(&t, "* group %" PRIu64 " was deleted", e->group_id);
+    out_text_event(&t);
+    tbuf_printf(&t, "group %" PRIu64 " was deleted", e->group_id);
     if (e->by) {
         tbuf_str(&t, " by ");
         out_text_user(o, &t, e->by, NULL);
@@ -721,7 +785,7 @@ void out_presence(out_ctx *o, const Parley__PresenceEvent *e)
         return;
     }
     tbuf t = {0};
-    tbuf_str(&t, "* ");
+    out_text_event(&t);
     out_text_user(o, &t, e->user_id, NULL);
     tbuf_printf(&t, " is now %s\n", e->online ? "online" : "offline");
     out_text_done(o, &t);
@@ -740,7 +804,8 @@ void out_bye(out_ctx *o, const char *reason)
         return;
     }
     tbuf t = {0};
-    tbuf_str(&t, "* the server says goodbye: ");
+    out_text_event(&t);
+    tbuf_str(&t, "the server says goodbye: ");
     tbuf_safe(&t, reason && reason[0] ? reason : "(no reason given)");
     tbuf_str(&t, "\n");
     out_text_done(o, &t);
@@ -761,13 +826,14 @@ void out_server_error(out_ctx *o, const Parley__Error *e)
         return;
     }
     tbuf t = {0};
-    tbuf_printf(&t, "* server error: %s: ", code);
+    out_text_event(&t);
+    tbuf_printf(&t, "server error: %s: ", code);
     tbuf_safe(&t, e->text);
     tbuf_str(&t, "\n");
     out_text_done(o, &t);
 }
 
-void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid)
+void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid, const char *body)
 {
     bool group = kind == CMD_GROUPCHAT;
     if (o->json) {
@@ -783,8 +849,56 @@ void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid)
         return;
     }
     tbuf t = {0};
-    tbuf_printf(&t, "queued: will send when reconnected (to %s %" PRIu64 ")\n",
-                group ? "group" : "user", to);
+    out_text_own_send(o, &t, kind, to, 0, body);
+    tbuf_str(&t, "  (pending: goes when reconnected)\n");
+    out_text_done(o, &t);
+}
+
+void out_reconnecting(out_ctx *o, int64_t ms, const char *why)
+{
+    if (o->json)
+        return; /* not part of the JSON contract: "disconnected" says it */
+    tbuf t = {0};
+    out_text_event(&t);
+    tbuf_printf(&t, "reconnecting (next try in %lld s)", (long long)((ms + 999) / 1000));
+    if (why && why[0]) {
+        tbuf_str(&t, ": ");
+        tbuf_safe(&t, why);
+    }
+    tbuf_str(&t, "\n");
+    out_text_done(o, &t);
+}
+
+void out_whoami(out_ctx *o, const char *name, uint64_t id, const char *server, bool tls, bool up)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", "whoami");
+        json_kbool(&j, "ok", true);
+        if (name) {
+            json_ku64(&j, "id", id);
+            json_kstr(&j, "name", name);
+        }
+        json_kstr(&j, "server", server);
+        json_kbool(&j, "tls", tls);
+        json_kbool(&j, "connected", up);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    if (name) {
+        tbuf_safe(&t, name);
+        tbuf_printf(&t, " (%" PRIu64 ")", id);
+    } else {
+        tbuf_str(&t, "not logged in");
+    }
+    tbuf_str(&t, up ? ", connected to " : ", offline from ");
+    tbuf_safe(&t, server);
+    tbuf_str(&t, tls ? " with TLS\n" : "\n");
     out_text_done(o, &t);
 }
 
@@ -801,7 +915,8 @@ void out_resending(out_ctx *o, size_t n)
         return;
     }
     tbuf t = {0};
-    tbuf_printf(&t, "* sending %zu unconfirmed message%s (each is stored once)\n", n,
+    out_text_event(&t);
+    tbuf_printf(&t, "sending %zu unconfirmed message%s (each is stored once)\n", n,
                 n == 1 ? "" : "s");
     out_text_done(o, &t);
 }
@@ -839,7 +954,8 @@ void out_disconnected(out_ctx *o, const char *reason)
         return;
     }
     tbuf t = {0};
-    tbuf_str(&t, "* disconnected: ");
+    out_text_event(&t);
+    tbuf_str(&t, "disconnected: ");
     tbuf_safe(&t, reason);
     tbuf_str(&t, "\n");
     out_text_done(o, &t);
@@ -861,12 +977,13 @@ void out_reconnected(out_ctx *o, const char *resume_error)
         return;
     }
     tbuf t = {0};
+    out_text_event(&t);
     if (resume_error) {
-        tbuf_str(&t, "* reconnected, but the session could not be resumed (");
+        tbuf_str(&t, "reconnected, but the session could not be resumed (");
         tbuf_safe(&t, resume_error);
         tbuf_str(&t, "): please log in again\n");
     } else {
-        tbuf_str(&t, "* reconnected\n");
+        tbuf_str(&t, "reconnected\n");
     }
     out_text_done(o, &t);
 }

@@ -34,6 +34,9 @@ typedef struct out_ctx {
     bool failed; /* writing to stdout failed (e.g. the reader went away) */
     out_name *names;
     size_t nnames, names_cap;
+    out_name *groups; /* group names, likewise (for completion) */
+    size_t ngroups, groups_cap;
+    unsigned fails; /* failed replies printed so far (script mode exits 1) */
 } out_ctx;
 
 void out_init(out_ctx *o, bool json);
@@ -46,8 +49,9 @@ const char *out_code_name(int code);
 
 /* A successful reply to a request of kind; arg is the command's id argument
  * (user, group or message id) for the human form; cmid a send's
- * client_msg_id (0 for other requests). */
-void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid,
+ * client_msg_id (0 for other requests) and body its text (the human form
+ * shows a confirmed send as a conversation line). */
+void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid, const char *body,
                   const Parley__ServerFrame *f);
 /* A failed reply: "ok":false with error text and code. */
 void out_reply_fail(out_ctx *o, const char *cmdname, const char *code, const char *text);
@@ -56,7 +60,12 @@ void out_reply_fail_send(out_ctx *o, const char *cmdname, const char *code, cons
                          uint64_t cmid);
 /* A send (chat to user `to`, groupchat to group `to`) typed while
  * disconnected: it goes once the session is back. */
-void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid);
+void out_send_queued(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid, const char *body);
+/* The link is down: the next attempt is in ms (human form only). */
+void out_reconnecting(out_ctx *o, int64_t ms, const char *why);
+/* The reply to whoami: the user (NULL if not logged in) and the server. */
+void out_whoami(out_ctx *o, const char *name, uint64_t id, const char *server, bool tls, bool up);
+
 /* After a reconnect: n sends the server had not confirmed go again. */
 void out_resending(out_ctx *o, size_t n);
 /* quit with n sends not yet confirmed: asks for a second quit. */

@@ -15,7 +15,11 @@
 #include "common/frame.h"
 
 enum { SESS_PROTOCOL_VERSION = 1 };
-#define SESS_CLIENT_NAME "parley/0.1"
+#ifdef PARLEY_VERSION
+#define SESS_CLIENT_NAME "parley/" PARLEY_VERSION
+#else
+#define SESS_CLIENT_NAME "parley"
+#endif
 
 int64_t sess_clock_ms(void)
 {
@@ -34,6 +38,7 @@ void sess_init(sess *s, const char *host, const char *port, bool reconnect, out_
     conn_init(&s->conn);
     seen_init(&s->seen);
     s->next_id = 1;
+    s->give_up_ms = SESS_GIVE_UP_MS;
     srand((unsigned)time(NULL) ^ (unsigned)sess_clock_ms());
     if (getrandom(&s->cmid_salt, sizeof(s->cmid_salt), 0) != sizeof(s->cmid_salt))
         s->cmid_salt = (uint64_t)rand() ^ (uint64_t)getpid() << 11;
@@ -196,7 +201,8 @@ static void sess_remove_pending(sess *s, size_t i)
     s->npend--;
 }
 
-static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame *f)
+static void sess_reply(sess *s, const sess_pending *p, const char *body,
+                       const Parley__ServerFrame *f)
 {
     if (f->error) {
         out_reply_fail_send(s->out, cmd_name(p->kind), out_code_name(f->error->code),
@@ -225,7 +231,7 @@ static void sess_reply(sess *s, const sess_pending *p, const Parley__ServerFrame
         sess_forget_login(s);
         identity = true;
     }
-    out_reply_ok(s->out, p->kind, p->arg, p->cmid, f);
+    out_reply_ok(s->out, p->kind, p->arg, p->cmid, body, f);
     if (identity)
         sess_identity_changed(s);
 }
@@ -340,10 +346,12 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
                 if (s->pend[i].cmid && f->error &&
                     (!s->pend[i].on_wire || sess_send_retry(s, &s->pend[i], f->error)))
                     return;
+                /* The body outlives the entry: the reply shows it. */
                 sess_pending p = s->pend[i];
-                p.body = NULL;
+                s->pend[i].body = NULL;
                 sess_remove_pending(s, i);
-                sess_reply(s, &p, f);
+                sess_reply(s, &p, p.body, f);
+                free(p.body);
                 return;
             }
         }
@@ -605,6 +613,22 @@ static void sess_drop(sess *s, const char *reason)
     s->down_since = now;
     s->backoff_ms = SESS_BACKOFF_START_MS;
     s->next_attempt = now + sess_jitter(s->backoff_ms);
+    s->told_at = 0;
+    s->told_wait_s = -1;
+    sess_identity_changed(s); /* the prompt says offline */
+}
+
+/* Says when the next attempt is: when the wait (in whole seconds) changes,
+ * and once a minute while it stays the same. */
+static void sess_tell_retry(sess *s, int64_t now, const char *why)
+{
+    int64_t wait = s->next_attempt - now;
+    int64_t secs = (wait + 999) / 1000;
+    if (secs == s->told_wait_s && now - s->told_at < 60000)
+        return;
+    s->told_wait_s = secs;
+    s->told_at = now;
+    out_reconnecting(s->out, wait, why);
 }
 
 static void sess_attempt(sess *s)
@@ -618,8 +642,7 @@ static void sess_attempt(sess *s)
         s->up = true;
         s->last_rx = s->last_tx = sess_clock_ms();
         out_reconnected(s->out, resume_failed ? rerr : NULL);
-        if (resume_failed)
-            sess_identity_changed(s);
+        sess_identity_changed(s); /* online again, perhaps logged out */
         sess_send_acks(s);
         /* Then every unconfirmed send, in the order typed (those of a
          * session that could not be resumed fail instead). */
@@ -634,10 +657,10 @@ static void sess_attempt(sess *s)
     conn_close(&s->conn);
 
     int64_t now = sess_clock_ms();
-    if (now - s->down_since >= SESS_GIVE_UP_MS) {
+    if (s->give_up_ms > 0 && now - s->down_since >= s->give_up_ms) {
         fprintf(stderr,
-                "parley: lost the connection to %s:%s and could not reconnect for %d s: %s\n",
-                s->host, s->port, SESS_GIVE_UP_MS / 1000, why);
+                "parley: lost the connection to %s:%s and could not reconnect for %lld s: %s\n",
+                s->host, s->port, (long long)(s->give_up_ms / 1000), why);
         while (s->npend > 0)
             sess_fail_send(s, 0, "UNAVAILABLE", "could not reconnect to the server");
         s->done = true;
@@ -649,8 +672,9 @@ static void sess_attempt(sess *s)
         s->backoff_ms = SESS_BACKOFF_MAX_MS;
     s->next_attempt = now + sess_jitter(s->backoff_ms);
     /* Make one last attempt when the time is up rather than well after. */
-    if (s->next_attempt > s->down_since + SESS_GIVE_UP_MS)
-        s->next_attempt = s->down_since + SESS_GIVE_UP_MS;
+    if (s->give_up_ms > 0 && s->next_attempt > s->down_since + s->give_up_ms)
+        s->next_attempt = s->down_since + s->give_up_ms;
+    sess_tell_retry(s, now, why);
 }
 
 /* ---- requests ---- */
@@ -693,7 +717,7 @@ static int sess_submit_send(sess *s, const cmd *c)
     p->body = body;
     if (!s->up) {
         s->npend++;
-        out_send_queued(s->out, c->kind, c->id, p->cmid);
+        out_send_queued(s->out, c->kind, c->id, p->cmid, body);
         return 0;
     }
     if (sess_write_send(s, p) < 0) {

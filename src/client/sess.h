@@ -38,7 +38,7 @@ enum {
     SESS_DEAD_AFTER_MS = 60000,       /* drop the link after this long without a byte */
     SESS_BACKOFF_START_MS = 100,
     SESS_BACKOFF_MAX_MS = 3000,
-    SESS_GIVE_UP_MS = 60000, /* stop reconnecting after this long */
+    SESS_GIVE_UP_MS = 60000, /* by default, stop reconnecting after this long */
     /* A send is given up after this many timeouts or UNAVAILABLE/INTERNAL
      * answers, or this many BUSY answers (each names when to try again). */
     SESS_SEND_TRIES = 5,
@@ -100,11 +100,15 @@ typedef struct sess {
 
     int64_t down_since, next_attempt; /* while reconnecting */
     int backoff_ms;
+    int64_t give_up_ms;  /* stop reconnecting after this long down; 0: never */
+    int64_t told_at;     /* when "reconnecting" was last printed */
+    int64_t told_wait_s; /* and the wait it named */
 
     bool done; /* the client must exit with exit_code */
     int exit_code;
 
-    sess_identity_fn on_identity; /* called after login, logout, lost session */
+    sess_identity_fn on_identity; /* called after login, logout, lost session,
+                                     and when the link goes down or comes up */
     void *identity_ctx;
 } sess;
 

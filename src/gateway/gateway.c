@@ -206,11 +206,8 @@ static void gw_audit_limit(gateway *gw, unsigned kind, const char *limit, const 
     if (now - last < 1000 || !__atomic_compare_exchange_n(&gw->audit_last[kind], &last, now, 0,
                                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;
-    if (user)
-        log_info("audit event=limit limit=%s addr=%s user=%llu", limit, addr,
-                 (unsigned long long)user);
-    else
-        log_info("audit event=limit limit=%s addr=%s", limit, addr);
+    log_audit("limit", LOG_STR("limit", limit), LOG_STR("addr", addr),
+              user ? LOG_U64("user", user) : LOG_SKIP);
 }
 
 /* Answers a request over a limit: BUSY, and when to try again. */
@@ -475,21 +472,21 @@ static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
     gw_addr(c, addr, sizeof(addr));
     if (call->kind == CALL_REGISTER) {
         if (f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK)
-            log_info("audit event=register user=%llu name=%s addr=%s",
-                     (unsigned long long)f->register_ok->user_id, call->name, addr);
+            log_audit("register", LOG_U64("user", f->register_ok->user_id),
+                      LOG_STR("name", call->name), LOG_STR("addr", addr));
         return;
     }
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && f->login_ok->user) {
         if (call->fail_key)
             limiter_fail_clear(gw->lim, call->fail_key);
-        log_info("audit event=login user=%llu addr=%s%s", (unsigned long long)f->login_ok->user->id,
-                 addr, call->fail_key ? "" : " resume=1");
+        log_audit("login", LOG_U64("user", f->login_ok->user->id), LOG_STR("addr", addr),
+                  call->fail_key ? LOG_SKIP : LOG_U64("resume", 1));
         return;
     }
     if (!f->error || f->error->code != PARLEY__ERROR_CODE__UNAUTHENTICATED)
         return;
     if (!call->fail_key) {
-        log_info("audit event=login_failed resume=1 addr=%s", addr);
+        log_audit("login_failed", LOG_U64("resume", 1), LOG_STR("addr", addr));
         return;
     }
     int64_t now = limiter_now_ms();
@@ -500,9 +497,10 @@ static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
                         ? limiter_fail_note(gw->lim, call->fail_key, a->fail_free,
                                             a->fail_max_delay_s * 1000u, now)
                         : 0;
-    log_info("audit event=login_failed name=%s addr=%s", call->name, addr);
+    log_audit("login_failed", LOG_STR("name", call->name), LOG_STR("addr", addr));
     if (wait)
-        log_info("audit event=login_delayed name=%s addr=%s wait_ms=%u", call->name, addr, wait);
+        log_audit("login_delayed", LOG_STR("name", call->name), LOG_STR("addr", addr),
+                  LOG_U64("wait_ms", wait));
 }
 
 static void gw_login_done(conn *c, gw_pending *call, const Parley__Result *res)
@@ -1125,8 +1123,8 @@ static void gw_push_run(void *arg)
                 conn *next = gw_sess(c)->next_of_user;
                 if (bp->msgid == BUS_KICK) {
                     char addr[64];
-                    log_info("audit event=kick user=%llu addr=%s", (unsigned long long)bp->users[i],
-                             gw_addr(c, addr, sizeof(addr)));
+                    log_audit("kick", LOG_U64("user", bp->users[i]),
+                              LOG_STR("addr", gw_addr(c, addr, sizeof(addr))));
                     conn_send_raw(c, bp->frame->data, bp->frame->len);
                     conn_close_after_flush(c, "session ended by the server");
                 } else if (!gw_sent_before(gw_sess(c), bp->msgid)) {

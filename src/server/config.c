@@ -124,7 +124,86 @@ static const opt opts[] = {
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
      "debug, info (default), warn or error"},
+    {"log-format", STR(log_format), "text (default) or json: one object per line"},
+    {"log-file", STR(log_file), "write the log to FILE, not stderr; SIGHUP reopens it"},
 };
+
+/* What --help shows after an option's name: what its value is. Options
+ * not listed get one from their kind. */
+static const char *config_placeholder(const opt *o)
+{
+    static const struct {
+        const char *name, *arg;
+    } args[] = {
+        {"bind", "ADDR"},
+        {"data", "DIR"},
+        {"role", "ROLES"},
+        {"tls", "MODE"},
+        {"tls-cert", "FILE"},
+        {"tls-key", "FILE"},
+        {"zk", "HOSTS"},
+        {"redis", "HOST:PORT"},
+        {"zk-auth", "USER:PASS"},
+        {"zk-auth-file", "FILE"},
+        {"redis-auth", "USER:PASS"},
+        {"redis-auth-file", "FILE"},
+        {"cluster-key-file", "FILE"},
+        {"db", "URI"},
+        {"advertise", "ADDR"},
+        {"balance-user", "POLICY"},
+        {"balance-social", "POLICY"},
+        {"balance-message", "POLICY"},
+        {"cluster-ca", "FILE"},
+        {"node-cert", "FILE"},
+        {"node-key", "FILE"},
+        {"log-format", "FORMAT"},
+        {"log-file", "FILE"},
+        {"admin-bind", "ADDR"},
+        {"db-tls", "MODE"},
+        {"db-ca", "FILE"},
+        {"db-password-file", "FILE"},
+        {"idle-timeout", "SECONDS"},
+        {"hello-timeout", "SECONDS"},
+        {"login-timeout", "SECONDS"},
+        {"frame-timeout", "SECONDS"},
+        {"recall-window", "SECONDS"},
+        {"login-fail-max-delay", "SECONDS"},
+        {"session-ttl", "DAYS"},
+        {"max-frame", "BYTES"},
+        {"batch-wait", "USEC"},
+        {"zk-timeout", "MS"},
+        {"rpc-timeout", "MS"},
+    };
+    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+        if (strcmp(args[i].name, o->name) == 0)
+            return args[i].arg;
+    switch (o->kind) {
+    case OPT_UINT:
+        return "N";
+    case OPT_PORT:
+        return "PORT";
+    case OPT_COST:
+        return "COST";
+    case OPT_LEVEL:
+        return "LEVEL";
+    case OPT_BOOL:
+        return "[yes|no]";
+    case OPT_STR:
+        break;
+    }
+    return "VALUE";
+}
+
+/* One option of --help: the help on the same line if the name is short. */
+static void config_usage_line(const char *name, const char *arg, const char *help)
+{
+    char left[96];
+    snprintf(left, sizeof(left), "--%s%s%s", name, arg ? " " : "", arg ? arg : "");
+    if (strlen(left) <= 27)
+        printf("  %-27s %s\n", left, help);
+    else
+        printf("  %s\n  %-27s %s\n", left, "", help);
+}
 
 void config_usage(const char *prog)
 {
@@ -133,10 +212,13 @@ void config_usage(const char *prog)
            "this one process, stores data with SQLite under ./parley-data and listens\n"
            "on 127.0.0.1:7070.\n\noptions:\n",
            prog);
-    printf("  --%-21s %s\n", "config FILE", "read settings (key = value lines) from FILE first");
+    config_usage_line("config", "FILE", "read settings (key = value lines) from FILE first");
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
-        printf("  --%-21s %s\n", opts[i].name, opts[i].help);
-    printf("  --%-21s %s\n  --%-21s %s\n", "help", "show this help", "version", "show the version");
+        config_usage_line(opts[i].name, config_placeholder(&opts[i]), opts[i].help);
+    config_usage_line("help", NULL, "show this help");
+    config_usage_line("version", NULL, "show the version");
+    printf("\nIn a config file each option is a `key = value` line, the key being the option's\n"
+           "name without the dashes (idle-timeout = 60); see parley.conf.example.\n");
 }
 
 /* 1, 0, or -1 if val is not a yes or a no. */
@@ -268,6 +350,11 @@ static int config_file(config *cfg, const char *path, char *err, size_t errlen)
 static int config_check(const config *cfg, char *err, size_t errlen)
 {
     int tls_auto = strcmp(cfg->tls, "auto") == 0;
+    log_format lf;
+    if (log_format_parse(cfg->log_format, &lf) < 0) {
+        snprintf(err, errlen, "--log-format: expected text or json, got '%s'", cfg->log_format);
+        return -1;
+    }
     if (cfg->tls[0] && !tls_auto && strcmp(cfg->tls, "off") != 0) {
         snprintf(err, errlen, "--tls: expected auto (or off), got '%s'", cfg->tls);
         return -1;
@@ -356,6 +443,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     strcpy(cfg->balance_message, "ring");
     cfg->cost = PWHASH_INTERACTIVE;
     cfg->level = LOG_INFO;
+    strcpy(cfg->log_format, "text");
 
     /* The file first, so that flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
@@ -388,6 +476,13 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
         if (eq) {
             snprintf(keybuf, sizeof(keybuf), "%.*s", (int)(eq - key), key);
             key = keybuf;
+        }
+        /* Named as unknown before its value is looked for. */
+        if (strcmp(key, "config") != 0 && !config_find(key)) {
+            snprintf(err, errlen, "unknown option '--%s' (see --help)", key);
+            return -1;
+        }
+        if (eq) {
             val = eq + 1;
         } else if (config_find(key) && config_find(key)->kind == OPT_BOOL) {
             /* A switch: `--allow-plain`, or `--allow-plain no`. */

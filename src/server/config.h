@@ -70,6 +70,8 @@ typedef struct config {
     char node_cert[1024], node_key[1024]; /* this node's, signed by it */
     pwhash_cost cost;
     log_level level;
+    char log_format[8];  /* "text" or "json" */
+    char log_file[1024]; /* empty: stderr */
 } config;
 
 /* Defaults, then the file named by --config (if any), then the flags.

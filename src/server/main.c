@@ -405,6 +405,9 @@ static void server_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     server *s = arg;
     char err[512];
+    /* logrotate moved the log file: write to a new one under its name. */
+    if (log_reopen(err, sizeof(err)) < 0)
+        log_error("SIGHUP: %s; still writing to the old file", err);
     if (!s->tls) {
         log_info("SIGHUP: no TLS certificate to reload");
         return;
@@ -898,6 +901,13 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(s.cfg.level);
+    log_format lf = LOG_TEXT;
+    log_format_parse(s.cfg.log_format, &lf);
+    log_set_format(lf);
+    if (s.cfg.log_file[0] && log_open_file(s.cfg.log_file, err, sizeof(err)) < 0) {
+        fprintf(stderr, "parleyd: %s\n", err);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     server_raise_nofile();
     server_tune_malloc();
