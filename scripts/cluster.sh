@@ -93,7 +93,8 @@ start_parleyd() {
   [ -x "$PARLEYD" ] || die "$PARLEYD not built (make build)"
   mkdir -p "$dir/run" "$dir/log" "$dir/data/$name"
   rotate_log "$dir/log/$name.log"
-  setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" \
+  # --node-name: parleyctl nodes shows this process as NAME.
+  setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" --node-name "$name" \
     --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "$@" \
     >>"$dir/log/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/run/$name.pid"

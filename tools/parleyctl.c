@@ -105,16 +105,20 @@ static void ctl_print_nodes(void *arg, const char *service, const registry_node 
 {
     ctl_nodes *cn = arg;
     for (size_t i = 0; i < n; i++) {
+        char name[REGISTRY_NAME_MAX + 16];
+        registry_node_name(nodes[i].name, name, sizeof(name));
         if (cn->json) {
             printf("%s{\"service\":", cn->count ? "," : "");
             ctl_json_str(service);
             printf(",\"name\":");
+            ctl_json_str(name);
+            printf(",\"znode\":");
             ctl_json_str(nodes[i].name);
             printf(",\"addr\":");
             ctl_json_str(nodes[i].addr);
             printf("}");
         } else {
-            printf("%-10s %-20s %s\n", service, nodes[i].name, nodes[i].addr);
+            printf("%-10s %-24s %-22s %s\n", service, name, nodes[i].addr, nodes[i].name);
         }
         cn->count++;
     }
@@ -694,6 +698,8 @@ static int ctl_nodes_ring(const ctl_opts *o, const char *cmd, const char *const 
         ctl_nodes cn = {.json = o->json};
         if (o->json)
             printf("{\"nodes\":[");
+        else
+            printf("%-10s %-24s %-22s %s\n", "SERVICE", "NAME", "ADDRESS", "ZNODE");
         if (registry_list_all(reg, ctl_print_nodes, &cn, err, sizeof(err)) < 0) {
             if (o->json)
                 printf("]}\n");

@@ -515,6 +515,11 @@ static int server_roles(server *s, char *err, size_t errlen)
         return -1;
     }
     s->cluster = s->cfg.zk[0] != 0;
+    if (s->cfg.node_name[0] && !registry_name_ok(s->cfg.node_name)) {
+        snprintf(err, errlen, "--node-name: 1 to %d letters, digits, '.', '_' or '-'",
+                 REGISTRY_NAME_MAX);
+        return -1;
+    }
     int all_local = s->has_gateway && s->nlocal == 3;
     if (!all_local && !s->cluster) {
         snprintf(err, errlen, "role '%s' is part of a cluster: it needs --zk (and --redis)",
@@ -526,6 +531,21 @@ static int server_roles(server *s, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* --node-name, or ROLE-ADDR-PORT with what a name may not hold made '_':
+ * the name parleyctl shows (docs/operations.md "Admin"). */
+static void server_node_name(const server *s, int port, char *out, size_t len)
+{
+    const config *cfg = &s->cfg;
+    if (cfg->node_name[0]) {
+        snprintf(out, len, "%s", cfg->node_name);
+        return;
+    }
+    snprintf(out, len, "%.20s-%.40s-%d", cfg->role, cfg->advertise, port);
+    for (char *p = out; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", *p))
+            *p = '_';
 }
 
 static int server_svc_index(const svc_def *d)
@@ -792,11 +812,12 @@ static int server_start(server *s, char *err, size_t errlen)
                                 s->rpc_defs, s->nlocal + 1, s->node_tls_server, err, errlen);
         if (!s->rpc)
             return -1;
-        char addr[300];
+        char addr[300], name[REGISTRY_NAME_MAX + 1];
         snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, rpc_server_port(s->rpc));
+        server_node_name(s, rpc_server_port(s->rpc), name, sizeof(name));
         for (size_t i = 0; i < s->nlocal; i++) {
-            if (registry_register(s->reg, server_service_names[server_svc_index(s->local[i])], addr,
-                                  err, errlen) < 0)
+            if (registry_register_named(s->reg, server_service_names[server_svc_index(s->local[i])],
+                                        name, addr, err, errlen) < 0)
                 return -1;
         }
         log_info("serving RPC on %s", addr);
@@ -816,9 +837,10 @@ static int server_start(server *s, char *err, size_t errlen)
     }
     if (s->has_gateway) {
         if (s->cluster) {
-            char addr[300];
+            char addr[300], name[REGISTRY_NAME_MAX + 1];
             snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
-            if (registry_register(s->reg, "gateway", addr, err, errlen) < 0)
+            server_node_name(s, listener_port(s->ls), name, sizeof(name));
+            if (registry_register_named(s->reg, "gateway", name, addr, err, errlen) < 0)
                 return -1;
         }
     }

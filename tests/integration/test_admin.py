@@ -302,7 +302,19 @@ class AdminCluster(unittest.TestCase):
         hist = bob.history_messages(peer=z.user_id)
         self.assertEqual([m["body"] for m in hist if m["from"] == z.user_id], [b""])
 
-    def test_only_the_admin_certificate_may_call_admin_methods(self):
+    def test_nodes_have_stable_names_and_only_admins_call_admin_methods(self):
+        # cluster.sh names every process (--node-name): parleyctl shows the names.
+        nodes = self.ctl_json("nodes")["nodes"]
+        names = sorted((n["service"], n["name"]) for n in nodes)
+        want = sorted([(s, "%s%d" % (s, i)) for s in ("user", "social", "message")
+                       for i in (1, 2)] + [("gateway", "gateway1"), ("gateway", "gateway2")])
+        self.assertEqual(names, want)
+        for n in nodes:
+            self.assertRegex(n["znode"], r"^%s-\d{10}$" % n["name"])
+            self.assertRegex(n["addr"], r"^127\.0\.0\.1:\d+$")
+        text = self.ctl("nodes").stdout
+        self.assertIn("gateway1", text)
+        self.assertIn(str(self.cluster.gateway_port(1)), text)
         # A gateway's certificate is refused admin methods.
         p = self.ctl("users", "find", "", ok=False, cert="gateway1")
         self.assertEqual(p.returncode, 1)
