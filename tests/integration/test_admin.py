@@ -5,6 +5,7 @@ node's RPC port with the admin certificate."""
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -301,6 +302,32 @@ class AdminCluster(unittest.TestCase):
         self.assertEqual(error(self.peer(g1).login("zed")).code, UNAUTHENTICATED)
         hist = bob.history_messages(peer=z.user_id)
         self.assertEqual([m["body"] for m in hist if m["from"] == z.user_id], [b""])
+        # MariaDB's rows, as Parley's database user sees them.
+        zid = z.user_id
+        rows = self.sql("SELECT name, pwhash, banned FROM users WHERE id = %d" % zid)
+        self.assertEqual(rows, "deleted:%d\t\t1" % zid)
+        for sql in ("SELECT count(*) FROM sessions WHERE user_id = %d",
+                    "SELECT count(*) FROM friends WHERE user_id = %d OR friend_id = %d",
+                    "SELECT count(*) FROM members WHERE user_id = %d AND role > 0",
+                    "SELECT count(*) FROM messages WHERE sender = %d AND"
+                    " (length(body) > 0 OR recalled = 0)",
+                    "SELECT count(*) FROM users WHERE name = 'zed'"):
+            self.assertEqual(self.sql(sql.replace("%d", str(zid))), "0", sql)
+        self.assertEqual(self.sql("SELECT count(*) FROM messages WHERE body LIKE '%%%s%%'"
+                                  % secret), "1")  # bob's, to alice: not zed's data
+
+    def sql(self, sql):
+        if not shutil.which("mariadb"):
+            self.skipTest("no mariadb client")
+        v = self.cluster.vars
+        port = v["DB"].rsplit(":", 1)[1].split("/")[0]
+        with open(v["DB_PASSWORD_FILE"]) as f:
+            pw = f.readline().strip()
+        p = subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", port, "-u",
+                            "parley", "-p" + pw, "--ssl", "--ssl-ca=" + v["DB_CA"], "-N", "-B",
+                            "parley", "-e", sql], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.strip()
 
     def test_nodes_have_stable_names_and_only_admins_call_admin_methods(self):
         # cluster.sh names every process (--node-name): parleyctl shows the names.
