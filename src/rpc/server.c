@@ -151,8 +151,8 @@ static int rpc_peer(conn *c)
                    : tc && tls_peer_has_role(tc, TLS_ROLE_ADMIN) ? RPC_PEER_ADMIN
                                                                  : RPC_PEER_OTHER;
         if (rc->peer == RPC_PEER_OTHER)
-            log_warn("rpc: refusing the calls of %s: its node certificate is neither a "
-                     "gateway's nor an admin's",
+            log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's "
+                     "(nor an admin's)",
                      rc->addr);
         if (rc->peer == RPC_PEER_ADMIN)
             log_info("rpc: admin connection from %s", rc->addr);
