@@ -360,12 +360,16 @@ static void test_mariadb_socket(void **state)
 
 /* What version 2 added, a nullable ref and the unique (sender, ref) key,
  * version 3, the trigger that takes the next seq, version 4, messages
- * without the index on sender alone, and version 5, sessions' last_used
- * with its index and members_by_user with role. */
+ * without the index on sender alone, version 5, sessions' last_used
+ * with its index and members_by_user with role, and version 6, users.banned. */
 static void assert_schema_latest(const char *u)
 {
-    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 5);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 5);
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 6);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 6);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
+                                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'users'"
+                                " AND COLUMN_NAME = 'banned' AND IS_NULLABLE = 'NO'"),
+                     1);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sessions'"
                                 " AND COLUMN_NAME = 'last_used' AND IS_NULLABLE = 'NO'"
