@@ -310,6 +310,8 @@ static void out_json_message(json_writer *j, const Parley__Message *m)
         json_kstr(j, "from_name", m->from_name);
     if (m->group)
         json_ku64(j, "group", m->group);
+    if (m->group && m->group_name && m->group_name[0])
+        json_kstr(j, "group_name", m->group_name);
     else
         json_ku64(j, "to", m->to);
     json_kstr(j, "body", m->body);
@@ -321,17 +323,17 @@ static void out_json_message(json_writer *j, const Parley__Message *m)
 
 /* ---- shared records, human ---- */
 
-/* "alice (1)", "user 1" or "you". */
+/* "alice", "user 1" (name unknown) or "you". User names are unique, so a
+ * name alone says who it is. */
 static void out_text_user(out_ctx *o, tbuf *t, uint64_t id, const char *name)
 {
     if (!name || !name[0])
         name = out_lookup(o, id);
     if (o->me && id == o->me)
         tbuf_str(t, "you");
-    else if (name && name[0]) {
+    else if (name && name[0])
         tbuf_safe(t, name);
-        tbuf_printf(t, " (%" PRIu64 ")", id);
-    } else
+    else
         tbuf_printf(t, "user %" PRIu64, id);
 }
 
@@ -357,17 +359,25 @@ static void out_text_event(tbuf *t)
     tbuf_str(t, "* ");
 }
 
-/* "[group 1]" or "[team (1)]" when the group's name is known. */
+/* "[team]" when the group's name is known, "[team (1)]" when another
+ * known group has that name too (group names need not be unique), else
+ * "[group 1]". */
 static void out_text_group(out_ctx *o, tbuf *t, uint64_t gid)
 {
     const char *name = NULL;
     for (size_t i = 0; i < o->ngroups; i++)
         if (o->groups[i].id == gid)
             name = o->groups[i].name;
+    int twin = 0;
+    for (size_t i = 0; name && i < o->ngroups; i++)
+        if (o->groups[i].id != gid && strcmp(o->groups[i].name, name) == 0)
+            twin = 1;
     if (name) {
         tbuf_str(t, "[");
         tbuf_safe(t, name);
-        tbuf_printf(t, " (%" PRIu64 ")] ", gid);
+        if (twin)
+            tbuf_printf(t, " (%" PRIu64 ")", gid);
+        tbuf_str(t, "] ");
     } else {
         tbuf_printf(t, "[group %" PRIu64 "] ", gid);
     }
@@ -713,6 +723,8 @@ void out_help(out_ctx *o)
 void out_message(out_ctx *o, const Parley__Message *m)
 {
     out_learn(o, m->from, m->from_name);
+    if (m->group)
+        out_learn_in(&o->groups, &o->ngroups, &o->groups_cap, m->group, m->group_name);
     if (o->json) {
         json_writer j;
         json_init(&j);

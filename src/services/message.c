@@ -32,9 +32,12 @@ typedef struct {
     const char *body; /* what the send carried, to tell a repeat from a reuse */
     size_t body_len;
     uint64_t client_id; /* the client's client_msg_id, 0 if none */
+    /* Looked up before the append: the push is built inside the store's
+     * callback, where no other store call may run. NULL: not known. */
+    const char *from_name, *group_name;
 } message_fanout;
 
-static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n);
+static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *f);
 
 /* 1 if m, stored earlier under the reference of send f, is what f sends:
  * the same conversation and text. A recalled message counts whatever its
@@ -84,7 +87,7 @@ static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store
     /* Pushing a recalled message again would show its recipients an empty
      * message: they had it, or get it marked recalled from history. */
     if (!(m->existed && m->recalled))
-        message_push(ctx, m, f->to, f->n);
+        message_push(ctx, m, f);
 }
 
 /* Stores body in conv, pushed to to[0..n) (memory that outlives the
@@ -100,9 +103,11 @@ static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store
  * sender's, so a random client id and a gateway ref could only collide by
  * chance (2^-64 a pair), and message_is_repeat turns that into an error. */
 static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64_t client_id,
-                           const uint64_t *to, size_t n)
+                           const uint64_t *to, size_t n, const char *group_name)
 {
     message_fanout *f = arena_alloc(ctx->a, sizeof(*f));
+    f->from_name = view_user_name(ctx, ctx->call->caller->user_id);
+    f->group_name = group_name;
     f->conv = conv;
     f->to = to;
     f->n = n;
@@ -118,12 +123,16 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64
     svc_defer_append(ctx, &req, message_stored, f);
 }
 
-static void message_push(svc_ctx *ctx, const store_msg *m, const uint64_t *to, size_t n)
+static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *fan)
 {
     Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
     f.body_case = PARLEY__SERVER_FRAME__BODY_MESSAGE;
     f.message = view_message(ctx, m);
-    svc_push(ctx, to, n, &f);
+    if (fan->from_name)
+        f.message->from_name = (char *)fan->from_name;
+    if (m->group && fan->group_name)
+        f.message->group_name = (char *)fan->group_name;
+    svc_push(ctx, fan->to, fan->n, &f);
 }
 
 static void message_send_direct(svc_ctx *ctx)
@@ -149,7 +158,7 @@ static void message_send_direct(svc_ctx *ctx)
         svc_fail_store(ctx, st, "conversation");
         return;
     }
-    message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1);
+    message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1, NULL);
 }
 
 /* A send with client id client_id that its checks refuse may repeat one
@@ -175,7 +184,7 @@ static int message_answer_repeat(svc_ctx *ctx, uint64_t client_id, const char *b
  * conversation in *conv, or -1 with the request failed (or, for a send
  * with a client id, answered as the repeat of one already stored). */
 static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv, uint64_t client_id,
-                              const char *body)
+                              const char *body, const char **name)
 {
     store_group g;
     int role;
@@ -199,6 +208,8 @@ static int message_group_conv(svc_ctx *ctx, uint64_t gid, uint64_t *conv, uint64
         return -1;
     }
     *conv = g.conv;
+    if (name)
+        *name = arena_strdup(ctx->a, g.name);
     return 0;
 }
 
@@ -227,12 +238,13 @@ static void message_send_group(svc_ctx *ctx)
     if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
         return;
     uint64_t conv;
-    if (message_group_conv(ctx, r->group_id, &conv, r->client_msg_id, r->body) < 0)
+    const char *gname = NULL;
+    if (message_group_conv(ctx, r->group_id, &conv, r->client_msg_id, r->body, &gname) < 0)
         return;
     view_ids to;
     if (message_others(ctx, conv, &to) < 0)
         return;
-    message_append(ctx, conv, r->body, r->client_msg_id, to.v, to.n);
+    message_append(ctx, conv, r->body, r->client_msg_id, to.v, to.n, gname);
 }
 
 typedef struct {
@@ -268,7 +280,7 @@ static void message_history(svc_ctx *ctx)
         return;
     }
     if (r->group_id) {
-        if (message_group_conv(ctx, r->group_id, &conv, 0, NULL) < 0)
+        if (message_group_conv(ctx, r->group_id, &conv, 0, NULL, NULL) < 0)
             return;
     } else {
         if (r->peer == me) {
@@ -297,6 +309,8 @@ static void message_history(svc_ctx *ctx)
     }
     Parley__HistoryOk *ok = arena_alloc(ctx->a, sizeof(*ok));
     parley__history_ok__init(ok);
+    for (size_t i = 0; i < l.n; i++)
+        view_message_names(ctx, l.v[i]);
     ok->messages = l.v;
     ok->n_messages = l.n;
     Parley__ServerFrame *out = svc_reply(ctx);
@@ -411,6 +425,8 @@ static void message_sync(svc_ctx *ctx)
         svc_fail_store(ctx, st, "pending messages");
         return;
     }
+    for (size_t i = 0; i < l.n; i++)
+        view_message_names(ctx, l.v[i]);
     ctx->res->messages = l.v;
     ctx->res->n_messages = l.n;
     ctx->res->more = l.n == LIMIT_SYNC_BATCH;

@@ -1,6 +1,78 @@
 #include "services/view.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Names shown on messages, cached per worker thread: a push then costs no
+ * store lookup (on MariaDB a round trip) for a sender or group just seen.
+ * An entry is trusted for VIEW_NAME_TTL_MS only, so a name an operator
+ * changed (a deleted user's is replaced by a tombstone) shows as it is now
+ * within that time on every node. Direct-mapped: a collision just looks the
+ * name up again. */
+enum { VIEW_NAMES = 1024, VIEW_NAME_TTL_MS = 60 * 1000 };
+
+typedef struct {
+    uint64_t key; /* id << 1 | is_group; 0: empty */
+    int64_t until;
+    char name[STORE_NAME_MAX * 4 + 1];
+} view_name;
+
+static pthread_key_t view_names_key;
+static pthread_once_t view_names_once = PTHREAD_ONCE_INIT;
+
+static void view_names_init(void)
+{
+    /* The destructor frees a worker's table when its thread ends. */
+    if (pthread_key_create(&view_names_key, free) != 0)
+        abort();
+}
+
+static view_name *view_names(void)
+{
+    pthread_once(&view_names_once, view_names_init);
+    view_name *t = pthread_getspecific(view_names_key);
+    if (!t) {
+        t = calloc(VIEW_NAMES, sizeof(*t));
+        if (t && pthread_setspecific(view_names_key, t) != 0) {
+            free(t);
+            t = NULL;
+        }
+    }
+    return t; /* NULL on OOM: every name is looked up */
+}
+
+/* The name of user id (or of group id), in ctx's arena; NULL if it cannot
+ * be had. A name is decoration: a failed lookup fails nothing. */
+static const char *view_name_of(svc_ctx *ctx, uint64_t id, int group)
+{
+    if (!id || id >> 63)
+        return NULL;
+    uint64_t key = id << 1 | (uint64_t)(group != 0);
+    view_name *t = view_names();
+    view_name *e = t ? &t[(key * 0x9e3779b97f4a7c15ull) >> 54] : NULL;
+    if (e && e->key == key && ctx->now_ms < e->until)
+        return arena_strdup(ctx->a, e->name);
+    const char *name;
+    store_user u;
+    store_group g;
+    if (group) {
+        if (store_group_get(ctx->st, id, &g) != STORE_OK)
+            return NULL;
+        name = g.name;
+    } else {
+        if (store_user_by_id(ctx->st, id, &u) != STORE_OK)
+            return NULL;
+        name = u.name;
+    }
+    if (e) {
+        e->key = key;
+        e->until = ctx->now_ms + VIEW_NAME_TTL_MS;
+        memcpy(e->name, name, sizeof(e->name));
+        e->name[sizeof(e->name) - 1] = '\0';
+    }
+    return arena_strdup(ctx->a, name);
+}
 
 void view_ids_init(view_ids *ids, arena *a)
 {
@@ -162,4 +234,26 @@ Parley__Message *view_message(svc_ctx *ctx, const store_msg *m)
     pm->recalled = m->recalled != 0;
     pm->body = m->recalled ? "" : arena_strndup(ctx->a, m->body, m->body_len);
     return pm;
+}
+
+const char *view_user_name(svc_ctx *ctx, uint64_t id)
+{
+    return view_name_of(ctx, id, 0);
+}
+
+const char *view_group_name(svc_ctx *ctx, uint64_t id)
+{
+    return view_name_of(ctx, id, 1);
+}
+
+void view_message_names(svc_ctx *ctx, Parley__Message *pm)
+{
+    const char *from = view_name_of(ctx, pm->from, 0);
+    if (from)
+        pm->from_name = (char *)from;
+    if (pm->group) {
+        const char *g = view_name_of(ctx, pm->group, 1);
+        if (g)
+            pm->group_name = (char *)g;
+    }
 }

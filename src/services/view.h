@@ -26,7 +26,17 @@ Parley__User *view_user(svc_ctx *ctx, uint64_t id, const char *name, int online)
 int view_friends(svc_ctx *ctx, uint64_t user, Parley__User ***out, size_t *n);
 /* Groups of user with their members and roles. -1 on error. */
 int view_groups(svc_ctx *ctx, uint64_t user, Parley__Group ***out, size_t *n);
-/* A copy of m in the arena (a recalled message shows no body). */
+/* m as a protobuf Message in the arena (a recalled message shows no body),
+ * without names: this may run inside a store call's row callback, where no
+ * other store call may run. */
 Parley__Message *view_message(svc_ctx *ctx, const store_msg *m);
+/* Fills pm's from_name and group_name. Names are cached per worker thread
+ * for a minute; a miss is one store lookup, so never call this from a store
+ * callback. A name that cannot be had is left empty. */
+void view_message_names(svc_ctx *ctx, Parley__Message *pm);
+/* The name of a user or a group (cached likewise), in ctx's arena; NULL if
+ * there is none or it cannot be had. */
+const char *view_user_name(svc_ctx *ctx, uint64_t id);
+const char *view_group_name(svc_ctx *ctx, uint64_t id);
 
 #endif

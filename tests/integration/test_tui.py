@@ -155,8 +155,9 @@ class TuiTest(ParleyTest):
         self.keys(name, "Enter")
         bob.wait_events(lambda e: e.get("type") == "message" and
                         e.get("body") == "half a thought")
-        # The own send, as a conversation line with its mark.
-        self.wait_screen(name, r"\[\d\d:\d\d\] you -> user %d: half a thought  \u2713 #msg \d+" % bob_id)
+        # The own send, as a conversation line with its mark; bob is named
+        # (his message came with his name).
+        self.wait_screen(name, r"\[\d\d:\d\d\] you -> bob: half a thought  \u2713 #msg \d+")
 
     def test_non_ascii_under_lang_c(self):
         """LANG=C: the text still arrives byte for byte."""
