@@ -125,7 +125,7 @@ void store_test_admin(void **state);
         STORE_SUITE_T(store_test_append_ref_persist),                                              \
         STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
         STORE_SUITE_T(store_test_txn_flags), STORE_SUITE_T(store_test_append_many),                \
-        STORE_SUITE_T(store_test_ack_many), STORE_SUITE_T(store_test_message_by_ref),        \
+        STORE_SUITE_T(store_test_ack_many), STORE_SUITE_T(store_test_message_by_ref),              \
         STORE_SUITE_T(store_test_admin)
 
 #endif

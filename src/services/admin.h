@@ -2,8 +2,8 @@
  * admin service: parleyctl's methods (parley.AdminService), for the admin
  * socket and the admin role on a service node's RPC port. See admin.c.
  */
-#ifndef PARLEY_ADMIN_H
-#define PARLEY_ADMIN_H
+#ifndef PARLEY_SERVICES_ADMIN_H
+#define PARLEY_SERVICES_ADMIN_H
 
 #include "services/svc.h"
 
