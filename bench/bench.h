@@ -76,6 +76,7 @@ typedef struct {
     int users;            /* login: users registered before the run (>= conns) */
     bool reconnect;       /* login: each login on a new connection */
     bool tls;             /* TLS to the server (no verification) */
+    bool mqtt;            /* speak MQTT 3.1.1 at QoS 1 to a broker (mqtt.h) */
     /* regflood: the last flood_conns of --conns flood the server with
      * Register from flood_addrs addresses from flood_src on; the others
      * are the uninvolved pairs. */
@@ -164,7 +165,7 @@ void engine_worker(const bopts *o, shared *sh, int w, int nw, int lo, int hi)
     __attribute__((noreturn));
 
 /* Phases a scenario goes through, in order, ending with PH_STOP. */
-int scenario_phases(scenario sc, phase out[PH_N]);
+int scenario_phases(const bopts *o, phase out[PH_N]);
 const char *phase_name(phase p);
 
 /* How many deliveries one message makes: 1 (direct), group_size - 1. */

@@ -25,6 +25,14 @@
  * With --tls each connection runs a non-blocking OpenSSL handshake once TCP
  * is up, and then reads and writes through SSL_read / SSL_write on the same
  * events; a plain connection (ssl NULL) takes the plain path unchanged.
+ *
+ * With --mqtt the same scenarios (direct, idle) run against an MQTT broker,
+ * at QoS 1: connecting is CONNECT / CONNACK, logging in a SUBSCRIBE to the
+ * user's own topic b<run>/<n>, a send a PUBLISH to the partner's topic whose
+ * PUBACK stands for SendOk, and a receiver answers each PUBLISH it gets with
+ * a PUBACK, as a Parley client acknowledges. MQTT has no msgid and no seq:
+ * every message counts as msgid 1 (so a second copy is a duplicate), and the
+ * order checked is the sender's counter, which the broker must keep.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -45,6 +53,7 @@
 #include <arpa/inet.h>
 
 #include "bench.h"
+#include "mqtt.h"
 #include "wire.h"
 
 enum {
@@ -60,6 +69,8 @@ enum {
     MAX_CONVS = 4,
     READ_MAX = 1 << 24,
     SCRATCH = 64 * 1024,
+    MQTT_READ_MAX = 64 * 1024, /* a broker's packet to the bench is ~200 bytes */
+    MQTT_PKT_MAX = 4096 + 128, /* the bench's largest packet: --size 4000 + topic */
 };
 
 /* Request ids at or above this are setup and control requests (id = base +
@@ -299,6 +310,33 @@ static void send_frame(bconn *c, Parley__ClientFrame *f)
     c->last_tx = bench_now();
 }
 
+/* --mqtt: queues one packet, as send_frame does a frame. */
+static void send_mqtt(bconn *c, const uint8_t *p, size_t n)
+{
+    if (c->fd < 0)
+        return;
+    if (n == 0 || evbuffer_add(c->out, p, n) < 0)
+        bench_fail(c->th->w->sh, "cannot queue an MQTT packet (%zu bytes)", n);
+    if (!c->dirty) {
+        c->dirty = true;
+        c->th->dirty[c->th->ndirty++] = c;
+    }
+    c->last_tx = bench_now();
+}
+
+/* --mqtt: user n's topic, b<run>/<n>; its length. */
+static size_t mqtt_topic(worker *w, int n, char *out, size_t len)
+{
+    int r = snprintf(out, len, "b%s/%d", w->o->run_id, n);
+    return r > 0 && (size_t)r < len ? (size_t)r : 0;
+}
+
+/* --mqtt: the packet id of message k (1..65535, then round again). */
+static uint16_t mqtt_pid(uint64_t k)
+{
+    return (uint16_t)((k - 1) % 65535 + 1);
+}
+
 static void send_ctl(bconn *c, int op, Parley__ClientFrame *f)
 {
     f->id = CTL_ID + (uint64_t)op;
@@ -311,6 +349,18 @@ static void send_ctl(bconn *c, int op, Parley__ClientFrame *f)
 
 static void send_hello(bconn *c)
 {
+    if (c->th->w->o->mqtt) {
+        /* The broker drops a client silent for 1.5 keep-alives; the bench
+         * pings after ping_every. */
+        char id[64];
+        uint8_t pkt[128];
+        snprintf(id, sizeof id, "b%s_%d", c->th->w->o->run_id, c->idx);
+        double ka = c->th->w->o->ping_every * 3 + 1;
+        c->op = OP_HELLO;
+        c->op_t = bench_now();
+        send_mqtt(c, pkt, mqtt_connect(pkt, sizeof pkt, id, (uint16_t)(ka > 65535 ? 65535 : ka)));
+        return;
+    }
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__Hello h = PARLEY__HELLO__INIT;
     h.version = 1;
@@ -343,6 +393,16 @@ static void send_register(bconn *c)
 
 static void send_login(bconn *c)
 {
+    if (c->th->w->o->mqtt) {
+        /* Logging in is subscribing to the user's own topic, at QoS 1. */
+        char topic[64];
+        uint8_t pkt[128];
+        size_t tlen = mqtt_topic(c->th->w, c->idx, topic, sizeof topic);
+        c->op = OP_LOGIN;
+        c->op_t = bench_now();
+        send_mqtt(c, pkt, mqtt_subscribe(pkt, sizeof pkt, 1, topic, tlen, 1));
+        return;
+    }
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__Login l = PARLEY__LOGIN__INIT;
     l.user_id = c->user;
@@ -371,6 +431,12 @@ static void send_logout(bconn *c)
 
 static void send_ping(bconn *c)
 {
+    if (c->th->w->o->mqtt) {
+        uint8_t pkt[2];
+        send_mqtt(c, pkt, mqtt_pingreq(pkt, sizeof pkt));
+        cnt(&c->th->st->pings, 1);
+        return;
+    }
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__Ping p = PARLEY__PING__INIT;
     p.nonce = (uint64_t)c->idx;
@@ -439,20 +505,12 @@ static uint64_t msg_cmid(bconn *c, uint64_t k)
     return id ? id : 1;
 }
 
-/* Sends the next message of sender c, stamped `stamp` (bench clock, ns). */
-static void send_msg_at(bconn *c, uint64_t stamp)
+/* Queues message k of sender c as a Parley SendDirect / SendGroup, its
+ * body already in th->body. */
+static void send_parley_msg(bconn *c, uint64_t k)
 {
     bthread *th = c->th;
     worker *w = th->w;
-    uint64_t k = c->nsent + 1;
-    if (k >= CTL_ID || !grow(&c->okid, &c->okcap, k)) {
-        bench_fail(w->sh, "out of memory for message bookkeeping");
-        return;
-    }
-    c->nsent = k;
-    put_hex(th->body, 6, (uint64_t)c->idx);
-    put_hex(th->body + 6, 8, k);
-    put_hex(th->body + 14, 12, stamp);
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     f.id = k;
     Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
@@ -471,6 +529,40 @@ static void send_msg_at(bconn *c, uint64_t stamp)
         f.send_group = &sg;
     }
     send_frame(c, &f);
+}
+
+/* --mqtt: queues message k of sender c as a PUBLISH at QoS 1 to the
+ * partner's topic. */
+static void send_mqtt_msg(bconn *c, uint64_t k)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    char topic[64];
+    uint8_t pkt[MQTT_PKT_MAX];
+    size_t tlen = mqtt_topic(w, c->partner, topic, sizeof topic);
+    send_mqtt(
+        c, pkt,
+        mqtt_publish(pkt, sizeof pkt, topic, tlen, mqtt_pid(k), th->body, (size_t)w->o->size));
+}
+
+/* Sends the next message of sender c, stamped `stamp` (bench clock, ns). */
+static void send_msg_at(bconn *c, uint64_t stamp)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    uint64_t k = c->nsent + 1;
+    if (k >= CTL_ID || !grow(&c->okid, &c->okcap, k)) {
+        bench_fail(w->sh, "out of memory for message bookkeeping");
+        return;
+    }
+    c->nsent = k;
+    put_hex(th->body, 6, (uint64_t)c->idx);
+    put_hex(th->body + 6, 8, k);
+    put_hex(th->body + 14, 12, stamp);
+    if (w->o->mqtt)
+        send_mqtt_msg(c, k);
+    else
+        send_parley_msg(c, k);
     c->inflight++;
     cnt(&th->st->sent, 1);
     if (in_window(w, stamp))
@@ -767,6 +859,8 @@ static bool start_op(bconn *c, phase ph)
     case PH_CONNECT:
         return start_connect(c);
     case PH_REGISTER:
+        if (o->mqtt)
+            return false; /* an MQTT broker has no accounts */
         send_register(c);
         return true;
     case PH_LOGIN:
@@ -889,42 +983,52 @@ static stream *stream_of(bconn *c, int src)
     return &c->in[m];
 }
 
-static void on_message(bconn *c, const Parley__Message *m)
+/* Checks and counts one delivered message: its body (b, blen bytes), and
+ * Parley's conversation, seq and msgid. With --mqtt, which has none of
+ * them, the conversation is the sender's, seq its counter and msgid 1. */
+static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_t seq,
+                    uint64_t msgid)
 {
     bthread *th = c->th;
     worker *w = th->w;
     uint64_t now = bench_now();
     uint64_t src, k, t;
-    const char *b = m->body;
-    if (!b || strlen(b) < BODY_HDR || !get_hex(b, 6, &src) || !get_hex(b + 6, 8, &k) ||
-        !get_hex(b + 14, 12, &t) || k == 0 || m->msgid == 0) {
+    if (!b || blen < BODY_HDR || !get_hex(b, 6, &src) || !get_hex(b + 6, 8, &k) ||
+        !get_hex(b + 14, 12, &t) || k == 0 || (msgid == 0 && !w->o->mqtt)) {
         cnt(&th->st->bogus, 1);
         return;
     }
+    if (w->o->mqtt) {
+        conv = src + 1;
+        seq = k;
+        msgid = 1;
+    }
     stream *s = stream_of(c, (int)src);
-    convst *cv = conv_of(c, m->conv);
+    convst *cv = conv_of(c, conv);
     if (!s || !cv) {
         cnt(&th->st->bogus, 1);
         return;
     }
     /* Acknowledge every copy, as a client does: the server resends what it
-     * has not seen acknowledged. */
-    if (m->seq > cv->ack_hi)
-        cv->ack_hi = m->seq;
-    c->ack_due = true;
+     * has not seen acknowledged. (MQTT: each PUBLISH has had its PUBACK.) */
+    if (!w->o->mqtt) {
+        if (seq > cv->ack_hi)
+            cv->ack_hi = seq;
+        c->ack_due = true;
+    }
     if (!grow(&s->got, &s->cap, k)) {
         bench_fail(w->sh, "out of memory for message bookkeeping");
         return;
     }
     if (s->got[k]) {
-        cnt(s->got[k] == m->msgid ? &th->st->dups : &th->st->mismatch, 1);
+        cnt(s->got[k] == msgid ? &th->st->dups : &th->st->mismatch, 1);
         if (!atomic_load_explicit(&th->st->first_dup, memory_order_relaxed))
             atomic_store_explicit(&th->st->first_dup, now, memory_order_relaxed);
         return;
     }
-    s->got[k] = m->msgid;
+    s->got[k] = msgid;
     cnt(&th->st->unique, 1);
-    if (m->seq <= cv->last_seq) {
+    if (seq <= cv->last_seq) {
         cnt(&th->st->ooo, 1);
         int expect = 0;
         if (atomic_compare_exchange_strong(&w->sh->disordered, &expect, 1)) {
@@ -933,12 +1037,12 @@ static void on_message(bconn *c, const Parley__Message *m)
             snprintf(w->sh->first_ooo, sizeof w->sh->first_ooo,
                      "connection %d (user %llu) got seq %llu (msgid %llu, message %llu of "
                      "connection %llu) after seq %llu in conversation %llu",
-                     c->idx, (unsigned long long)c->user, (unsigned long long)m->seq,
-                     (unsigned long long)m->msgid, (unsigned long long)k, (unsigned long long)src,
-                     (unsigned long long)cv->last_seq, (unsigned long long)m->conv);
+                     c->idx, (unsigned long long)c->user, (unsigned long long)seq,
+                     (unsigned long long)msgid, (unsigned long long)k, (unsigned long long)src,
+                     (unsigned long long)cv->last_seq, (unsigned long long)conv);
         }
     } else
-        cv->last_seq = m->seq;
+        cv->last_seq = seq;
     if (in_window(w, now)) {
         cnt(&th->st->recv_win, 1);
         hist_record(&th->st->lat, now > t ? now - t : 0);
@@ -946,6 +1050,29 @@ static void on_message(bconn *c, const Parley__Message *m)
         cnt(&th->st->recv_win2, 1);
         hist_record(&th->st->lat2, now > t ? now - t : 0);
     }
+}
+
+static void on_message(bconn *c, const Parley__Message *m)
+{
+    deliver(c, m->body, m->body ? strlen(m->body) : 0, m->conv, m->seq, m->msgid);
+}
+
+/* A send of c was answered: message k has msgid `msgid` (REFUSED: an error
+ * reply). Counts it and, in a closed loop, sends the next. */
+static void send_answered(bconn *c, uint64_t k, uint64_t msgid)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    c->inflight--;
+    c->okid[k] = msgid;
+    if (msgid == REFUSED) {
+        cnt(&th->st->errors, 1);
+    } else {
+        cnt(&th->st->answered, 1);
+        cnt(&th->st->expected, (uint64_t)w->fanout);
+    }
+    if (th->sending && w->o->rate <= 0)
+        send_msg(c);
 }
 
 static void on_send_reply(bconn *c, const Parley__ServerFrame *f)
@@ -957,26 +1084,19 @@ static void on_send_reply(bconn *c, const Parley__ServerFrame *f)
         cnt(&th->st->bogus, 1);
         return;
     }
-    c->inflight--;
     if (f->error && f->error->code != PARLEY__ERROR_CODE__OK) {
         /* Not a loss: the sender is told the message was not taken. */
-        c->okid[k] = REFUSED;
-        cnt(&th->st->errors, 1);
         bench_note_error(w->sh, "%s: %s", err_name(f->error->code),
                          f->error->text ? f->error->text : "");
-        if (th->sending && w->o->rate <= 0)
-            send_msg(c);
+        send_answered(c, k, REFUSED);
         return;
     }
     if (f->body_case != PARLEY__SERVER_FRAME__BODY_SEND_OK || f->send_ok->msgid == 0) {
+        c->inflight--;
         cnt(&th->st->bogus, 1);
         return;
     }
-    c->okid[k] = f->send_ok->msgid;
-    cnt(&th->st->answered, 1);
-    cnt(&th->st->expected, (uint64_t)w->fanout);
-    if (th->sending && w->o->rate <= 0)
-        send_msg(c);
+    send_answered(c, k, f->send_ok->msgid);
 }
 
 static void on_ctl_reply(bconn *c, const Parley__ServerFrame *f)
@@ -1161,6 +1281,123 @@ static int on_frame(void *arg, const uint8_t *p, size_t n)
     return c->redial ? -2 : 0;
 }
 
+/* --mqtt: one packet from the broker (first: its first byte, b[0, n) its
+ * body). 0, or -1 if the run failed and the connection is to be closed. */
+static int on_mqtt_packet(bconn *c, uint8_t first, const uint8_t *b, size_t n)
+{
+    bthread *th = c->th;
+    worker *w = th->w;
+    int type = first >> 4;
+    switch (type) {
+    case MQTT_PUBLISH: {
+        mqtt_pub p;
+        char topic[64];
+        size_t tlen = mqtt_topic(w, c->idx, topic, sizeof topic);
+        if (mqtt_parse_publish(first, b, n, &p) < 0) {
+            bench_fail(w->sh, "connection %d: a malformed PUBLISH from the broker", c->idx);
+            return -1;
+        }
+        /* Acknowledge every copy, as a Parley client acks every push. */
+        if (p.qos == 1) {
+            uint8_t ack[4];
+            send_mqtt(c, ack, mqtt_puback(ack, sizeof ack, p.pid));
+        }
+        if (p.qos != 1 || p.tlen != tlen || memcmp(p.topic, topic, tlen) != 0) {
+            cnt(&th->st->bogus, 1); /* not what the bench subscribed to */
+            return 0;
+        }
+        deliver(c, (const char *)p.payload, p.plen, 0, 0, 1);
+        return 0;
+    }
+    case MQTT_PUBACK: {
+        if (n != 2)
+            break;
+        /* Packet ids go round every 65,535 messages; the one answered is
+         * the latest of c's sends with this id. */
+        uint16_t pid = (uint16_t)(b[0] << 8 | b[1]);
+        uint64_t back = c->nsent ? (mqtt_pid(c->nsent) + 65535u - pid) % 65535u : 0;
+        uint64_t k = c->nsent - back;
+        if (!c->nsent || !pid || back >= c->nsent || k >= c->okcap || c->okid[k] ||
+            c->inflight == 0) {
+            cnt(&th->st->bogus, 1);
+            return 0;
+        }
+        send_answered(c, k, 1);
+        return 0;
+    }
+    case MQTT_CONNACK:
+        if (n != 2 || c->op != OP_HELLO)
+            break;
+        if (b[1] != 0) {
+            bench_fail(w->sh, "connection %d: the broker refused the connection (CONNACK %d)",
+                       c->idx, b[1]);
+            return -1;
+        }
+        c->op = OP_NONE;
+        c->hello_ok = true;
+        c->user = (uint64_t)c->idx;
+        phase_done(c);
+        return 0;
+    case MQTT_SUBACK:
+        if (n != 3 || c->op != OP_LOGIN || b[0] != 0 || b[1] != 1)
+            break;
+        if (b[2] != 1) {
+            bench_fail(w->sh, "connection %d: the broker granted %s, not QoS 1", c->idx,
+                       b[2] == 0x80 ? "no subscription"
+                       : b[2]       ? "QoS 2"
+                                    : "QoS 0");
+            return -1;
+        }
+        c->op = OP_NONE;
+        phase_done(c);
+        return 0;
+    case MQTT_PINGRESP:
+        if (n != 0)
+            break;
+        return 0;
+    default:
+        break;
+    }
+    bench_fail(w->sh, "connection %d: an unexpected MQTT packet (type %d, %zu bytes) during %s",
+               c->idx, type, n, phase_name(th->seen));
+    return -1;
+}
+
+/* --mqtt: hands every whole packet in c->inb to on_mqtt_packet and drains
+ * them. 0, or -2 if the run failed and the connection is to be closed. */
+static int mqtt_read_packets(bconn *c)
+{
+    size_t len = evbuffer_get_length(c->inb);
+    if (len < 2)
+        return 0;
+    const uint8_t *buf = evbuffer_pullup(c->inb, -1);
+    if (!buf) {
+        bench_fail(c->th->w->sh, "out of memory reading connection %d", c->idx);
+        return -2;
+    }
+    size_t off = 0;
+    for (;;) {
+        uint8_t first;
+        const uint8_t *body;
+        size_t blen, used;
+        mqtt_status st =
+            mqtt_next(buf + off, len - off, MQTT_READ_MAX, &first, &body, &blen, &used);
+        if (st == MQTT_NEED_MORE)
+            break;
+        if (st != MQTT_OK) {
+            bench_fail(c->th->w->sh, "connection %d: %s from the broker", c->idx,
+                       st == MQTT_TOO_LARGE ? "a packet over 64 KiB"
+                                            : "a malformed remaining length");
+            return -2;
+        }
+        if (on_mqtt_packet(c, first, body, blen) < 0)
+            return -2;
+        off += used;
+    }
+    evbuffer_drain(c->inb, off);
+    return 0;
+}
+
 static void flush_acks(bconn *c)
 {
     c->ack_due = false;
@@ -1257,7 +1494,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    int r = wire_read_frames(c->inb, READ_MAX, on_frame, c);
+    int r = th->w->o->mqtt ? mqtt_read_packets(c) : wire_read_frames(c->inb, READ_MAX, on_frame, c);
     if (c->redial) {
         /* login --reconnect: the logout is answered; a new connection. */
         c->redial = false;

@@ -9,6 +9,7 @@
  * writes the result as JSON, and exits 1 if anything was lost, duplicated
  * under another msgid, out of order, or failed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -113,11 +114,13 @@ void bench_note_flood_error(shared *sh, const char *fmt, ...)
 
 /* ---- scenarios ---- */
 
-int scenario_phases(scenario sc, phase out[PH_N])
+int scenario_phases(const bopts *o, phase out[PH_N])
 {
+    scenario sc = o->sc;
     int n = 0;
     out[n++] = PH_CONNECT;
-    out[n++] = PH_REGISTER;
+    if (!o->mqtt)
+        out[n++] = PH_REGISTER; /* a broker has no accounts */
     if (sc != SC_LOGIN)
         out[n++] = PH_LOGIN;
     if (sc == SC_GROUP) {
@@ -216,6 +219,12 @@ static void usage(FILE *f)
                "  --quiet            no progress lines\n"
                "  --tls              speak TLS to the server, as parleyd --tls serves it (its\n"
                "                     certificate is not verified: the bench is on loopback)\n"
+               "  --mqtt             speak MQTT 3.1.1 to a broker instead (direct and idle):\n"
+               "                     connect, subscribe to the user's topic b<run>/<n> at\n"
+               "                     QoS 1, publish at QoS 1 to the partner's; PUBACK stands\n"
+               "                     for SendOk, and receivers PUBACK every message\n"
+               "  --server-pid PID   the server process: its CPU time in the measured window\n"
+               "                     (direct, group), per delivered message; idle: its VmRSS\n"
                "direct and group:\n"
                "  --inflight K       messages in flight per sender (default 1; 16 with --rate)\n"
                "  --size BYTES       message body size (default 32, at least 26)\n"
@@ -228,7 +237,6 @@ static void usage(FILE *f)
                "                     random start, then counting), random (drawn for each\n"
                "                     message) or none\n"
                "idle:\n"
-               "  --server-pid PID   the server process whose VmRSS to measure\n"
                "  --settle S         seconds to wait before reading it (default 2)\n"
                "  --ping-every S     ping a connection quiet for S seconds (default 20)\n"
                "  --per-proc N       connections per worker process at most (default 15000)\n"
@@ -315,6 +323,7 @@ enum {
     O_USERS,
     O_RECONNECT,
     O_TLS,
+    O_MQTT,
     O_FLOOD_CONNS,
     O_FLOOD_ADDRS,
     O_FLOOD_SRC,
@@ -359,6 +368,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"users", required_argument, NULL, O_USERS},
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"tls", no_argument, NULL, O_TLS},
+        {"mqtt", no_argument, NULL, O_MQTT},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
         {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
         {"flood-src", required_argument, NULL, O_FLOOD_SRC},
@@ -523,6 +533,9 @@ static void parse(int argc, char **argv, bopts *o)
         case O_TLS:
             o->tls = true;
             break;
+        case O_MQTT:
+            o->mqtt = true;
+            break;
         case O_RECONNECT:
             o->reconnect = true;
             break;
@@ -559,6 +572,10 @@ static void parse(int argc, char **argv, bopts *o)
     }
     if (o->conns < 0)
         o->conns = o->sc == SC_LOGIN ? 16 : o->sc == SC_REGFLOOD ? 2 : 1000;
+    if (o->mqtt && ((o->sc != SC_DIRECT && o->sc != SC_IDLE) || o->tls || o->cross)) {
+        fprintf(stderr, "parley-bench: --mqtt runs direct and idle, without --tls or --cross\n");
+        exit(2);
+    }
     if (o->sc == SC_LOGIN) {
         if (o->users == 0)
             o->users = o->conns;
@@ -710,6 +727,62 @@ static long rss_kb(pid_t pid)
     return kb;
 }
 
+/* The CPU time (user + system, every thread) process pid has used so far,
+ * in seconds; < 0 if unknown. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The name in parentheses may hold anything: the fields follow the
+     * last ')'. After it: state, then ppid ... cmajflt (10), utime, stime. */
+    char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
+}
+
+/* How long the threads of process pid have waited, runnable, for a CPU
+ * (the run_delay of /proc/PID/task/TID/schedstat, summed), in seconds; < 0
+ * if unknown. On a shared machine this is what the server lost to others. */
+static double proc_wait_s(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    unsigned long long sum = 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[400];
+        unsigned long long run, wait;
+        if (e->d_name[0] == '.')
+            continue;
+        if (snprintf(p, sizeof p, "%s/%.32s/schedstat", path, e->d_name) >= (int)sizeof p)
+            continue;
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue; /* the thread has just exited */
+        if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+            sum += wait;
+            n++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n ? (double)sum / 1e9 : -1;
+}
+
 /* The 1-minute load average: other work on the machine skews the figures. */
 static double loadavg1(void)
 {
@@ -837,6 +910,10 @@ static void sleep_ms(int n)
 typedef struct {
     double phase_s[PH_N];
     long rss_before, rss_after;
+    /* --server-pid: its CPU seconds within the measured window, and how
+     * long the window was between the two readings; cpu_s < 0: unknown */
+    double cpu_s, cpu_wall_s;
+    double wait_s; /* ... and how long its threads waited for a CPU; < 0: unknown */
     bool drained;
     double drain_s;
 } runinfo;
@@ -926,7 +1003,7 @@ static void drain(const bopts *o, shared *sh, runinfo *ri, progress *pg)
 static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
 {
     phase ph[PH_N];
-    int n = scenario_phases(o->sc, ph);
+    int n = scenario_phases(o, ph);
     pg->t = bench_now();
     for (int i = 0; i < n && ph[i] != PH_STOP; i++) {
         if (ph[i] < PH_RUN) {
@@ -964,10 +1041,29 @@ static void run_phases(const bopts *o, shared *sh, runinfo *ri, progress *pg)
                 if (!run_until(o, sh, PH_RUN, t0, bench_now() + (uint64_t)(o->duration * 1e9), pg,
                                NULL))
                     return;
-            } else if (!run_until(o, sh, PH_RUN, t0, end, pg, NULL)) {
-                if (o->sc != SC_IDLE)
+            } else {
+                /* The server's CPU time, read where the window starts and
+                 * where it ends (within the 5 ms of run_until's sleep). */
+                uint64_t we = atomic_load(&sh->win_end);
+                bool ok = run_until(o, sh, PH_RUN, t0, ws, pg, NULL);
+                double c0 = ok && o->server_pid ? proc_cpu_s(o->server_pid) : -1;
+                double w0 = ok && o->server_pid ? proc_wait_s(o->server_pid) : -1;
+                uint64_t c0_t = bench_now();
+                ok = ok && run_until(o, sh, PH_RUN, t0, we, pg, NULL);
+                if (ok && c0 >= 0) {
+                    double c1 = proc_cpu_s(o->server_pid);
+                    double w1 = w0 >= 0 ? proc_wait_s(o->server_pid) : -1;
+                    if (c1 >= c0) {
+                        ri->cpu_s = c1 - c0;
+                        ri->cpu_wall_s = (double)(bench_now() - c0_t) / 1e9;
+                    }
+                    if (w1 >= w0 && w0 >= 0)
+                        ri->wait_s = w1 - w0;
+                }
+                if (!ok || !run_until(o, sh, PH_RUN, t0, end, pg, NULL)) {
                     drain(o, sh, ri, pg);
-                return;
+                    return;
+                }
             }
             ri->phase_s[PH_RUN] = (double)(bench_now() - t0) / 1e9;
         } else if (ph[i] == PH_DRAIN) {
@@ -1118,6 +1214,14 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
     char settings[256];
     char rate[32];
     char dups[80];
+    char cpu[160] = "";
+    if (ri->cpu_s >= 0 && ri->cpu_wall_s > 0 && t->recv_win) {
+        int len = snprintf(cpu, sizeof cpu, "; server CPU %.1f us/msg (%.0f%% of a core)",
+                           ri->cpu_s * 1e6 / (double)t->recv_win, 100 * ri->cpu_s / ri->cpu_wall_s);
+        if (ri->wait_s >= 0 && len > 0 && (size_t)len < sizeof cpu)
+            snprintf(cpu + len, sizeof cpu - (size_t)len, ", waited for a CPU %.0f%% of the time",
+                     100 * ri->wait_s / ri->cpu_wall_s);
+    }
     if (t->dups && oc->first_dup_s >= 0)
         snprintf(dups, sizeof dups, "%llu duplicates (the first %.2f s into the run)",
                  (unsigned long long)t->dups, oc->first_dup_s);
@@ -1133,11 +1237,12 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         snprintf(rate, sizeof rate, "max");
     switch (o->sc) {
     case SC_DIRECT:
-        snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s%s", o->conns,
-                 o->inflight, o->size, rate, o->cross ? " cross" : "", o->tls ? " tls" : "");
-        printf("direct %s: %.0f msg/s delivered%s; %llu sent, %llu lost, %s, %llu out "
+        snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s%s%s", o->conns,
+                 o->inflight, o->size, rate, o->cross ? " cross" : "", o->tls ? " tls" : "",
+                 o->mqtt ? " mqtt" : "");
+        printf("direct %s: %.0f msg/s delivered%s%s; %llu sent, %llu lost, %s, %llu out "
                "of order: %s\n",
-               settings, (double)t->recv_win / d, lat, (unsigned long long)t->sent,
+               settings, (double)t->recv_win / d, lat, cpu, (unsigned long long)t->sent,
                (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
                oc->ok ? "OK" : "FAIL");
         break;
@@ -1145,9 +1250,9 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         snprintf(settings, sizeof settings,
                  "conns=%d group-size=%d senders=%d inflight=%d size=%d rate=%s%s", o->conns,
                  o->group_size, o->senders, o->inflight, o->size, rate, o->cross ? " cross" : "");
-        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s; %llu lost, %s, %llu "
+        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s%s; %llu lost, %s, %llu "
                "out of order: %s\n",
-               settings, (double)t->recv_win / d, (double)t->sent_win / d, lat,
+               settings, (double)t->recv_win / d, (double)t->sent_win / d, lat, cpu,
                (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
                oc->ok ? "OK" : "FAIL");
         break;
@@ -1157,13 +1262,20 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
             snprintf(mem, sizeof mem, "server RSS %.1f -> %.1f MiB, %.0f bytes/connection",
                      ri->rss_before / 1024.0, ri->rss_after / 1024.0,
                      (double)(ri->rss_after - ri->rss_before) * 1024.0 / o->conns);
-        printf(
-            "idle conns=%d procs=%d%s: %s; %.0f connects/s, %.0f registers/s, %.0f logins/s: %s\n",
-            o->conns, o->procs, o->tls ? " tls" : "", mem,
-            ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
-            ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
-            ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
-            oc->ok ? "OK" : "FAIL");
+        if (o->mqtt) /* no registration; "logins" are subscriptions */
+            printf("idle conns=%d procs=%d mqtt: %s; %.0f connects/s, %.0f subscribes/s: %s\n",
+                   o->conns, o->procs, mem,
+                   ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
+                   ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+                   oc->ok ? "OK" : "FAIL");
+        else
+            printf("idle conns=%d procs=%d%s: %s; %.0f connects/s, %.0f registers/s, %.0f "
+                   "logins/s: %s\n",
+                   o->conns, o->procs, o->tls ? " tls" : "", mem,
+                   ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
+                   ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
+                   ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0,
+                   oc->ok ? "OK" : "FAIL");
         break;
     }
     case SC_LOGIN:
@@ -1228,6 +1340,8 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     static const char *const ids_name[] = {"none", "time", "count", "random"};
     fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
+    fprintf(f, ",\"protocol\":\"%s\",\"server_pid\":%d", o->mqtt ? "mqtt" : "parley",
+            (int)o->server_pid);
     fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
     fprintf(f,
             "\"sent\":%llu,\"answered\":%llu,\"errors\":%llu,\"delivered\":%llu,"
@@ -1254,6 +1368,20 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             ri->phase_s[PH_GCREATE], ri->phase_s[PH_GJOIN]);
     if (o->sc == SC_LOGIN)
         fprintf(f, "\"reconnects\":%llu,", (unsigned long long)t->reconnects);
+    /* The server's CPU time in the window, per message delivered in it. */
+    if (ri->cpu_s >= 0 && ri->cpu_wall_s > 0) {
+        fprintf(f, "\"server_cpu_s\":%.3f,\"server_cpu_share\":%.4f,\"server_cpu_us_per_msg\":",
+                ri->cpu_s, ri->cpu_s / ri->cpu_wall_s);
+        if (t->recv_win)
+            fprintf(f, "%.3f,", ri->cpu_s * 1e6 / (double)t->recv_win);
+        else
+            fprintf(f, "null,");
+        /* Runnable but not running: the CPU others took from the server
+         * (its threads summed, so it can pass 1). */
+        if (ri->wait_s >= 0)
+            fprintf(f, "\"server_wait_s\":%.3f,\"server_wait_share\":%.4f,", ri->wait_s,
+                    ri->wait_s / ri->cpu_wall_s);
+    }
     if (o->sc == SC_REGFLOOD) {
         /* latency_ms is the pair without the flood, flood_latency_ms during it. */
         const hist_snap *h2 = &t->lat2;
@@ -1287,10 +1415,15 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
         if (ri->rss_before > 0 && ri->rss_after > 0)
             fprintf(f, "\"bytes_per_conn\":%.1f,",
                     (double)(ri->rss_after - ri->rss_before) * 1024.0 / o->conns);
-        fprintf(f, "\"connects_per_s\":%.1f,\"registers_per_s\":%.1f,\"idle_logins_per_s\":%.1f,",
-                ri->phase_s[PH_CONNECT] > 0 ? o->conns / ri->phase_s[PH_CONNECT] : 0,
-                ri->phase_s[PH_REGISTER] > 0 ? o->conns / ri->phase_s[PH_REGISTER] : 0,
-                ri->phase_s[PH_LOGIN] > 0 ? o->conns / ri->phase_s[PH_LOGIN] : 0);
+        /* A phase that did not run (--mqtt registers nobody): null. */
+        static const char *const key[] = {"connects_per_s", "registers_per_s", "idle_logins_per_s"};
+        static const phase ph[] = {PH_CONNECT, PH_REGISTER, PH_LOGIN};
+        for (int i = 0; i < 3; i++) {
+            if (ri->phase_s[ph[i]] > 0)
+                fprintf(f, "\"%s\":%.1f,", key[i], o->conns / ri->phase_s[ph[i]]);
+            else
+                fprintf(f, "\"%s\":null,", key[i]);
+        }
     }
     fprintf(f,
             "\"latency_ms\":{\"count\":%llu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,"
@@ -1343,6 +1476,8 @@ int main(int argc, char **argv)
     atomic_store(&sh->phase, PH_INIT);
 
     runinfo ri = {0};
+    ri.cpu_s = -1;
+    ri.wait_s = -1;
     if (o.sc == SC_IDLE && o.server_pid) {
         ri.rss_before = rss_kb(o.server_pid);
         if (ri.rss_before < 0)

@@ -12,6 +12,9 @@ compared with plain Parley's run of OTHER (DIR/OTHER.parley.json) instead of
 the floor: its ratio is TLS / plain, and latest.json's "tls" holds those
 figures against issue 14's targets. With OTHER2 (and DIR/NAME.again.tls.json)
 each side's figures are the means of its two runs.
+Where DIR/NAME.mosquitto.json exists (the same scenario against mosquitto, the
+bench speaking MQTT), the row also shows mosquitto's figure and Parley /
+mosquitto, and latest.json's "mosquitto" holds issue 15's comparisons.
 """
 import argparse
 import json
@@ -24,6 +27,15 @@ import time
 # the same run; an idle TLS connection at most this much server memory.
 TLS_MIN_RATIO = 0.6
 TLS_MAX_IDLE_BYTES = 16 * 1024
+
+# Issue 15's targets, Parley / mosquitto in the same run, by row name:
+# (metric, the bound, "max" or "min").
+MQ_TARGETS = {
+    "mq-direct-r5000": [("server CPU per msg", 2.0, "max"), ("latency p99", 3.0, "max")],
+    "mq-direct-r20000": [("server CPU per msg", 2.0, "max"), ("latency p99", 3.0, "max")],
+    "mq-direct-if1": [("delivered", 0.8, "min")],
+    "mq-direct-if8": [("delivered", 1.5, "min")],
+}
 
 
 def machine():
@@ -86,20 +98,33 @@ def fmt_ratio(r):
     return "%.3f" % r if r < 10 else "%.1f" % r
 
 
+def cpu(run):
+    """The server's CPU time per message delivered in the window (us), its
+    share of one core (%), and how long its threads waited for a core (% of
+    the window, summed over threads): None when not measured (the cluster)."""
+    r = run.get("results", {})
+    share = r.get("server_cpu_share")
+    wait = r.get("server_wait_share")
+    return [("server CPU per msg", "us", r.get("server_cpu_us_per_msg")),
+            ("server CPU", "% of a core", None if share is None else share * 100),
+            # runnable, waiting for a core (threads summed): what others took
+            ("server waiting for a CPU", "% of the time", None if wait is None else wait * 100)]
+
+
 def figures(kind, run):
     """[(metric, unit, value)] for one run."""
     r = run.get("results", {})
     if kind == "rate":
         return [("delivered", "msg/s", r.get("delivered_per_s")),
-                ("latency p99", "ms", lat(run).get("p99"))]
+                ("latency p99", "ms", lat(run).get("p99"))] + cpu(run)
     if kind == "deliveries":
         return [("deliveries", "/s", r.get("delivered_per_s")),
-                ("latency p99", "ms", lat(run).get("p99"))]
+                ("latency p99", "ms", lat(run).get("p99"))] + cpu(run)
     if kind == "latency":
         return [("latency p50", "ms", lat(run).get("p50")),
                 ("latency p99", "ms", lat(run).get("p99")),
                 ("latency p99.9", "ms", lat(run).get("p999")),
-                ("delivered", "msg/s", r.get("delivered_per_s"))]
+                ("delivered", "msg/s", r.get("delivered_per_s"))] + cpu(run)
     if kind == "memory":
         return [("server memory", "bytes/conn", r.get("bytes_per_conn")),
                 ("connects", "/s", r.get("connects_per_s")),
@@ -187,6 +212,31 @@ def tls_summary(rows, runs):
     return out
 
 
+def mq_summary(rows):
+    """Issue 15's comparisons (Parley / mosquitto) against its targets: {}
+    when the run had no mosquitto rows."""
+    out, lines = {}, []
+    for name, targets in MQ_TARGETS.items():
+        for metric, bound, how in targets:
+            r = next((r for r in rows if r["name"] == name and r["metric"] == metric), None)
+            if r is None or r.get("mosquitto_run") is not True:
+                continue
+            v = r["ratio_mosquitto"]
+            met = v is not None and (v <= bound if how == "max" else v >= bound)
+            out.setdefault(name, {})[metric] = {
+                "settings": r["settings"], "parley": r["parley"], "mosquitto": r["mosquitto"],
+                "ratio": v, "target": ("at most " if how == "max" else "at least ") + str(bound),
+                "met": met}
+            lines.append("%s, %s: %s: Parley %s, mosquitto %s: Parley / mosquitto %s (target %s "
+                         "%s): %s" % (r["scenario"], r["settings"], metric, fmt_num(r["parley"]),
+                                      fmt_num(r["mosquitto"]), fmt_ratio(v),
+                                      "at most" if how == "max" else "at least", bound,
+                                      "met" if met else "MISSED"))
+    if out:
+        out["_lines"] = lines
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", required=True)
@@ -220,15 +270,20 @@ def main():
         pa = load(os.path.join(a.json_dir, name + "." + target + ".json"))
         runs[name] = {target: pa} if solo else {"plain" if plain else "floor": fl, target: pa}
         runs[name].update(again)
+        mq_path = os.path.join(a.json_dir, name + ".mosquitto.json")
+        mq = load(mq_path) if os.path.exists(mq_path) else None
+        if mq is not None:
+            runs[name]["mosquitto"] = mq
         for who, run in runs[name].items():
             if not run.get("ok", False):
                 failures.append("%s on %s: %s" % (name, who, run.get("failure") or "failed"))
         pf = figures(kind, pa)
         ff = [(m, u, None) for m, u, _ in pf] if solo else figures(kind, fl)
+        mf = figures(kind, mq) if mq is not None else [(m, u, None) for m, u, _ in pf]
         if again:
             pf = mean_figures(pf, figures(kind, again[target + "_again"]))
             ff = mean_figures(ff, figures(kind, again["plain_again"]))
-        for (metric, unit, pv), (_, _, fv) in zip(pf, ff):
+        for (metric, unit, pv), (_, _, fv), (_, _, mv) in zip(pf, ff, mf):
             row = {
                 "name": name, "scenario": what, "settings": settings, "target": target,
                 "metric": metric, "unit": unit,
@@ -241,6 +296,11 @@ def main():
             if again:
                 row["runs"] = 2
             row["ratio"] = ratio(row["parley"], row["floor"])
+            if mq is not None:
+                row["mosquitto"] = mv
+                row["mosquitto_ok"] = bool(mq.get("ok"))
+                row["mosquitto_run"] = True
+                row["ratio_mosquitto"] = ratio(pv, mv)
             offered = pa.get("settings", {}).get("rate") or 0
             got = pa.get("results", {}).get("delivered_per_s") or 0
             if metric.startswith("latency") and offered and got < 0.95 * offered:
@@ -248,8 +308,15 @@ def main():
                     fmt_num(got), fmt_num(offered))
             rows.append(row)
 
+    # Rows whose figure no run has (CPU time for the cluster) are left out.
+    rows = [r for r in rows if not r["metric"].startswith("server CPU") or r["parley"] is not None
+            or r["floor"] is not None or r.get("mosquitto") is not None]
+
     # ---- the table ----
+    with_mq = any(r.get("mosquitto_run") for r in rows)
     head = ("scenario", "settings", "figure", "Parley", "floor", "Parley/floor")
+    if with_mq:
+        head += ("mosquitto", "Parley/mosquitto")
     table = []
     for r in rows:
         par = fmt_num(r["parley"])
@@ -264,8 +331,14 @@ def main():
             flo = fmt_num(r["floor"]) + " (plain)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
-        table.append((r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
-                      flo, fmt_ratio(r["ratio"])))
+        cells = (r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
+                 flo, fmt_ratio(r["ratio"]))
+        if with_mq and r.get("mosquitto_run"):
+            cells += (fmt_num(r["mosquitto"]) + ("" if r["mosquitto_ok"] else " FAIL"),
+                      fmt_ratio(r["ratio_mosquitto"]))
+        elif with_mq:
+            cells += ("", "")
+        table.append(cells)
     widths = [max(len(str(x[i])) for x in table + [head]) for i in range(len(head))]
     out = []
     out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
@@ -326,8 +399,18 @@ def main():
         print()
         for r in remarks:
             print("note: " + r)
-    print("\nratios: above 1 for latency and memory means Parley needs more than the floor; "
-          "below 1 for throughput means it does less.")
+    print("\nratios: above 1 for latency, memory and CPU means Parley needs more than the floor "
+          "(or mosquitto); below 1 for throughput means it does less. server CPU: the server "
+          "process's user + system time in the measured window (/proc/PID/stat), per message "
+          "delivered in it, and as a share of one core; waiting for a CPU: the time its threads were "
+          "runnable but not running (/proc/PID/task/*/schedstat, summed over threads), which "
+          "other work on the machine took from it.")
+    mqs = mq_summary(rows)
+    if mqs:
+        print("mosquitto: Debian's broker, in memory (persistence false), QoS 1 both ways, the "
+              "bench speaking MQTT 3.1.1 (--mqtt); issue 15's targets, Parley / mosquitto:")
+        for line in mqs.pop("_lines"):
+            print("  " + line)
     tls = tls_summary(rows, runs)
     if tls:
         print("TLS rows: Parley with --tls auto, the bench speaking TLS; the floor column holds "
@@ -359,6 +442,7 @@ def main():
         "ok": not failures,
         "failures": failures,
         "tls": tls,
+        "mosquitto": mqs,
         "rows": rows,
         "runs": runs,
     }
@@ -383,7 +467,7 @@ def main():
                     pts.append((x, r["parley"] or 0, r["floor"] or 0))
         with open(os.path.join(pd, fname), "w") as f:
             f.write("# x parley floor\n")
-            for x, p, fl in sorted(pts):
+            for x, p, fl in sorted(pts) or [(1, 0, 0)]:  # none (BENCH_ONLY): a chart all the same
                 f.write("%s %s %s\n" % (x, p, fl))
 
     # Only the 8-in-flight runs belong on the connections axis.
@@ -394,7 +478,7 @@ def main():
                         r["parley"] or 0, r["floor"] or 0))
     with open(os.path.join(pd, "direct.dat"), "w") as f:
         f.write("# conns parley floor\n")
-        for x, p, fl in sorted(pts):
+        for x, p, fl in sorted(pts) or [(1, 0, 0)]:
             f.write("%s %s %s\n" % (x, p, fl))
     series("group-m", "group_size", "group.dat")
 
@@ -402,7 +486,9 @@ def main():
     for name, kind, what, settings, target, floor in lines:
         if kind != "latency":
             continue
-        for who in ("floor", target):
+        for who in ("floor", "mosquitto", target):
+            if who not in runs[name]:
+                continue
             run = runs[name][who]
             pts = cdf(run)
             if not pts:
@@ -412,15 +498,45 @@ def main():
                 for x, y in pts:
                     f.write("%g %g\n" % (x, y))
             rate = run.get("settings", {}).get("rate", 0)
-            title = "%s %s/s" % ({"parley": "Parley", "cluster": "cluster"}.get(who, who),
-                                 fmt_num(rate))
+            title = "%s %s/s%s" % ({"parley": "Parley", "cluster": "cluster"}.get(who, who),
+                                   fmt_num(rate), " (mq)" if name.startswith("mq-") else "")
             plots.append("dir.'/%s' using 1:2 with lines lw 2 title '%s'" % (fn, title))
     with open(os.path.join(pd, "lat.gp"), "w") as f:
         if plots:
             f.write("plot " + ", \\\n  ".join(plots) + "\n")
         else:
-            f.write("set label 1 'no latency runs' at graph 0.4, 0.5\nplot NaN notitle\n")
+            # (a constant: gnuplot fails a plot with no valid point at all)
+            f.write("set label 1 'no latency runs' at graph 0.4, 0.5\n"
+                    "plot 1 lc rgb 'white' notitle\nunset label 1\n")
 
+    # Server CPU per delivered message, by scenario: floor, mosquitto, Parley
+    # (a mosquitto run missing: 0, a gap in the chart).
+    with open(os.path.join(pd, "cpu.dat"), "w") as f:
+        f.write("# scenario floor mosquitto parley (us per message)\n")
+        n = 0
+        for r in rows:
+            if r["metric"] != "server CPU per msg" or r["base"] != "floor" or r["parley"] is None:
+                continue
+            f.write('"%s" %g %g %g\n' % (r["name"], r["floor"] or 0, r.get("mosquitto") or 0,
+                                         r["parley"] or 0))
+            n += 1
+        if not n:
+            f.write('"none" 0 0 0\n')
+    # Parley / mosquitto: issue 15's figures (throughput in the closed loop;
+    # p99 and CPU per message at an offered rate).
+    with open(os.path.join(pd, "ratios_mq.dat"), "w") as f:
+        n = 0
+        for name, targets in MQ_TARGETS.items():
+            for metric, bound, how in targets:
+                r = next((r for r in rows if r["name"] == name and r["metric"] == metric), None)
+                if r is None or r.get("ratio_mosquitto") is None:
+                    continue
+                label = "%s %s" % (name, {"delivered": "msg/s", "latency p99": "p99",
+                                          "server CPU per msg": "CPU/msg"}[metric])
+                f.write('"%s" %g %g\n' % (label, r["ratio_mosquitto"], bound))
+                n += 1
+        if not n:
+            f.write('"none" 1 1\n')
     with open(os.path.join(pd, "ratios.dat"), "w") as f:
         for r in rows:
             if r["base"] != "floor":

@@ -13,6 +13,12 @@
 # compared with plain Parley in the same run rather than with the floor
 # (which has no TLS): direct-tls (throughput, issue 14 asks for at least 0.6
 # of plain) and idle-tls (server memory per connection, at most 16 KiB).
+# A second reference (issue 15): mosquitto, the MQTT broker from Debian, run
+# with the same scenarios (direct with 200 users in pairs and 190-byte
+# bodies, closed loop at 1 and 8 in flight, paced at 5,000 and 20,000/s;
+# idle) as a plain process on a free loopback port, with parley-bench
+# speaking MQTT 3.1.1 at QoS 1 to it (--mqtt). Every server's CPU time in
+# the measured window (from /proc/PID/stat) goes into the table per message.
 #
 # Environment:
 #   BENCH_QUICK=1        a smoke run of about a minute (small and short)
@@ -21,6 +27,10 @@
 #   BENCH_CLUSTER=0      skip the cluster runs
 #   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
 #   BENCH_THREADS=T      bench event loops (default: cores)
+#   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
+#   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
+#                        cluster starts only if a cluster row matches; a TLS
+#                        row needs its plain rows, direct-cC-if8 and idle-cN)
 # Exit status: 0 if every run passed its checks, 1 if any failed (lost,
 # duplicated under another msgid, out of order, or a run that broke).
 set -euo pipefail
@@ -31,6 +41,10 @@ build=$root/build
 quick=${BENCH_QUICK:-0}
 results=${BENCH_RESULTS:-$here/results}
 use_cluster=${BENCH_CLUSTER:-1}
+only=${BENCH_ONLY:-}
+if [ -n "$only" ] && ! [[ cluster-cross-max =~ $only || cluster-cross-r =~ $only ]]; then
+  use_cluster=0
+fi
 if [ "$quick" = 1 ]; then
   dur=${BENCH_DURATION:-2} warm=${BENCH_WARMUP:-1}
 else
@@ -89,6 +103,10 @@ if ! command -v gnuplot >/dev/null 2>&1; then
     say "could not install gnuplot-nox: no chart this time"
 fi
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report (make deps installs it)"
+# mosquitto (make deps installs it): /usr/sbin may not be on a user's PATH.
+mosquitto_bin=$(command -v mosquitto 2>/dev/null || true)
+[ -z "$mosquitto_bin" ] && [ -x /usr/sbin/mosquitto ] && mosquitto_bin=/usr/sbin/mosquitto
+[ -n "$mosquitto_bin" ] || say "mosquitto is missing (make deps installs it): its column stays empty"
 
 mkdir -p "$tmp/json" "$results"
 
@@ -168,6 +186,41 @@ start_parleyd() {
   server_port=$(wait_ready "$log" "is ready" "$server_pid")
 }
 
+# mosquitto on a free loopback port, in memory only (persistence false),
+# anonymous, its own defaults otherwise but these: up to 64 QoS 1 messages
+# in flight to a client (default 20; the bench has at most 16 in flight per
+# sender, one sender per subscriber) and 10,000 queued (default 1,000). Its
+# sockets keep Nagle's algorithm on, its default (issue 15 measured it so);
+# BENCH_MQTT_NODELAY=1 sets TCP_NODELAY, as parleyd, the floor and the bench
+# do. It logs its start (information) but not each connection. Run as root
+# it drops to the mosquitto user after reading its config.
+start_mosquitto() {
+  local log=$tmp/mosquitto.$n.log conf=$tmp/mosquitto.$n.conf port try i
+  for try in 1 2 3; do
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf '%s\n' "listener $port 127.0.0.1" "allow_anonymous true" "persistence false" \
+      "max_inflight_messages 64" "max_queued_messages 10000" \
+      "set_tcp_nodelay $([ "${BENCH_MQTT_NODELAY:-0}" = 1 ] && echo true || echo false)" \
+      "log_dest stderr" "log_type error" "log_type warning" "log_type notice" "log_type information" \
+      "connection_messages false" >"$conf"
+    (ulimit -n "$(ulimit -Hn)" && exec "$mosquitto_bin" -c "$conf") >"$log" 2>&1 &
+    server_pid=$!
+    for ((i = 0; i < 200; i++)); do
+      if grep -q "listen socket on port $port" "$log" 2>/dev/null && grep -q " running" "$log"; then
+        server_port=$port
+        return 0
+      fi
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_pid "$server_pid"
+    server_pid=""
+    tail -5 "$log" >&2
+    say "mosquitto did not start on port $port (try $try of 3)"
+  done
+  die "mosquitto did not start"
+}
+
 stop_server() {
   stop_pid "$server_pid"
   server_pid=""
@@ -184,14 +237,19 @@ stop_server() {
 one() {
   local target=$1 name=$2 sc=$3
   shift 3
+  if [ -n "$only" ] && ! [[ $name =~ $only ]]; then
+    return 0
+  fi
   local ports=() extra=()
   case $target in
     floor) start_floor; ports=(--port "$server_port") ;;
     parley) start_parleyd; ports=(--port "$server_port") ;;
     tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
+    mosquitto) start_mosquitto; ports=(--port "$server_port"); extra+=(--mqtt) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
   esac
-  [ "$sc" = idle ] && [ -n "$server_pid" ] && extra+=(--server-pid "$server_pid")
+  # idle: its memory; the others: its CPU time in the measured window
+  [ -n "$server_pid" ] && extra+=(--server-pid "$server_pid")
   local json=$tmp/json/$name.$target.json rc=0
   say "$name on $target: parley-bench $sc $* ${extra[*]}"
   "$build/parley-bench" "$sc" "${ports[@]}" --threads "$threads" --json "$json" --label "$name" \
@@ -211,13 +269,29 @@ one() {
 # regflood. FLOOR is "none" for a scenario run on Parley alone, and
 # "plain:OTHER[+OTHER2]" for a TLS run (and NAME.again, if run) compared with
 # plain Parley's run(s) of OTHER.
-row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-floor}" >>"$manifest"; }
+row() {
+  if [ -n "$only" ] && ! [[ $1 =~ $only ]]; then
+    return 0
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-floor}" >>"$manifest"
+}
 
 # pair NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, then Parley.
 pair() {
   local name=$1 kind=$2 what=$3 settings=$4
   shift 4
   one floor "$name" "$@"
+  one parley "$name" "$@"
+  row "$name" "$kind" "$what" "$settings" parley
+}
+
+# trio NAME KIND WHAT SETTINGS SCENARIO [bench args]: the floor, mosquitto
+# (the bench speaking MQTT), then Parley. Without mosquitto, as pair.
+trio() {
+  local name=$1 kind=$2 what=$3 settings=$4
+  shift 4
+  one floor "$name" "$@"
+  [ -n "$mosquitto_bin" ] && one mosquitto "$name" "$@"
   one parley "$name" "$@"
   row "$name" "$kind" "$what" "$settings" parley
 }
@@ -272,6 +346,17 @@ pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --
 for r in "${RATES[@]}"; do
   pair "direct-c$C-r$r" latency direct "$C conns, $r msg/s offered" direct --conns "$C" --rate "$r" "${common[@]}"
 done
+# Beside mosquitto (issue 15): 200 users in 100 pairs, 190-byte bodies, every
+# message acknowledged by its receiver (Ack; PUBACK at QoS 1). Quick or not.
+mq=(--conns 200 --size 190)
+for k in 1 8; do
+  trio "mq-direct-if$k" rate "direct (+mosquitto)" "200 conns, 190 B, $k in flight" direct "${mq[@]}" \
+    --inflight "$k" "${common[@]}"
+done
+for r in 5000 20000; do
+  trio "mq-direct-r$r" latency "direct (+mosquitto)" "200 conns, 190 B, $r msg/s offered" direct \
+    "${mq[@]}" --rate "$r" "${common[@]}"
+done
 for g in "${GSIZES[@]}"; do
   gc=$C
   [ "$gc" -lt "$g" ] && gc=$g
@@ -279,7 +364,7 @@ for g in "${GSIZES[@]}"; do
   pair "group-m$g" deliveries group "$g members, $gc conns, 1 sender/group, 4 in flight" group --conns "$gc" \
     --group-size "$g" --senders 1 --inflight 4 "${common[@]}"
 done
-pair "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 4 \
+trio "idle-c$IDLE" memory idle "$IDLE conns, ping every 20 s" idle --conns "$IDLE" --settle 4 \
   --duration "$HOLD"
 one tls "idle-tls-c$IDLE" idle --conns "$IDLE" --settle 4 --duration "$HOLD"
 row "idle-tls-c$IDLE" memory "idle, TLS" "$IDLE conns, ping every 20 s; vs plain Parley" tls \

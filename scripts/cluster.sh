@@ -40,6 +40,8 @@
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
 # 32M/8M the tests use, InnoDB flushes pages all the time once a few hundred
 # thousand messages are stored, and the database caps the cluster's rate).
+# Every parleyd gets an admin port (/metrics, /healthz, /readyz; ADMIN_PORT_<name> in
+# cluster.env, kept in ports.env like the others); PARLEY_ADMIN= (empty) leaves them off.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -93,9 +95,16 @@ start_parleyd() {
   [ -x "$PARLEYD" ] || die "$PARLEYD not built (make build)"
   mkdir -p "$dir/run" "$dir/log" "$dir/data/$name"
   rotate_log "$dir/log/$name.log"
+  local admin=()
+  if [ -n "${PARLEY_ADMIN-1}" ]; then
+    local ap
+    if [ -n "${ports_file:-}" ]; then ap=$(port "ADMIN_PORT_$name"); else ap=$(free_port); fi
+    admin=(--admin-port "$ap")
+    echo "ADMIN_PORT_$name=$ap" >>"$dir/cluster.env"
+  fi
   # --node-name: parleyctl nodes shows this process as NAME.
   setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" --node-name "$name" \
-    --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "$@" \
+    --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "${admin[@]}" "$@" \
     >>"$dir/log/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/run/$name.pid"
   local i
@@ -317,6 +326,10 @@ ENV
       "Connect with: $root/build/parley --port $nginx_port"
   fi
   echo "Nodes:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
+  if grep -q '^ADMIN_PORT_' "$dir/cluster.env"; then
+    echo "Admin ports (http://127.0.0.1:PORT/metrics, /healthz, /readyz):" \
+      $(sed -n 's/^ADMIN_PORT_\(.*\)=\(.*\)/\1=\2/p' "$dir/cluster.env")
+  fi
   echo "Status: $me status $dir    Logs: $dir/log/    Stop: $me down $dir"
   echo "Users:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
     "--cluster-ca $dir/pki/ca.pem --admin-cert $dir/pki/admin.pem" \
@@ -474,6 +487,7 @@ case "$cmd" in
     [ $# -ge 4 ] || die "usage: cluster.sh start NAME ROLE DIR [parleyd args]"
     name=$2 role=$3 dir=$4; shift 4
     load_env "$dir"
+    ports_file=$dir/ports.env
     make_ca "$dir"
     node_cert "$dir" "$name" "$role"
     server_cert "$dir" gateway-tls

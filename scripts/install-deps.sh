@@ -20,6 +20,10 @@ pkgs=(
   libhiredis-dev libmariadb-dev libzookeeper-mt-dev
   redis-server mariadb-server nginx libnginx-mod-stream
   default-jre-headless libzookeeper-java libslf4j-java
+  # make bench and test_bench: mosquitto, the MQTT broker measured beside Parley
+  mosquitto
+  # metrics: test_metrics scrapes a local cluster with a real Prometheus
+  prometheus
 )
 
 missing=()

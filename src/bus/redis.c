@@ -58,6 +58,7 @@
 #include "bus/bus.h"
 #include "bus/redis_decode.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/u64map.h"
 
 #define REDIS_ALIVE_TTL_MS   3000
@@ -271,6 +272,7 @@ static redisContext *redis_pool_take(bus_redis *b)
     redisContext *c = redis_connect_sync(b->host, b->port, b->user, b->pass, why, sizeof(why));
     if (!c) {
         log_debug("bus: cannot reach Redis at %s:%d: %s", b->host, b->port, why);
+        metrics_gauge_set(M_BUS_UP, 2, 0);
         pthread_mutex_lock(&b->pool_lock);
         b->down_until_ms = redis_now_ms() + REDIS_HOLDOFF_MS;
         pthread_mutex_unlock(&b->pool_lock);
@@ -284,6 +286,7 @@ static void redis_pool_give(bus_redis *b, redisContext *c, int failed)
 {
     if (!c)
         return;
+    metrics_gauge_set(M_BUS_UP, 2, !failed && !c->err);
     if (failed || c->err)
         goto drop;
     pthread_mutex_lock(&b->pool_lock);
@@ -643,6 +646,7 @@ static void redis_publish(bus *base, const bus_push *pushes, size_t np)
     uint64_t *users = NULL, *scratch = NULL;
     size_t n = 0, pending = 0, most = 0, total = 0;
     int failed = 1;
+    uint64_t start = metrics_now_us();
     for (size_t k = 0; k < np; k++) {
         total += pushes[k].n;
         if (pushes[k].n > most)
@@ -698,6 +702,8 @@ static void redis_publish(bus *base, const bus_push *pushes, size_t np)
 out:
     if (failed)
         log_debug("bus: %zu pushes were not published (Redis at %s:%d)", np, b->host, b->port);
+    metrics_add(M_BUS_PUBLISHES, 0, 0, failed ? 0 : np);
+    metrics_since(M_BUS_PUBLISH_SECONDS, 0, start);
     redis_lookup_free(&lk);
     redis_pool_give(b, c, failed);
     free(wh.off);
@@ -838,6 +844,8 @@ static void redis_link_lost(redis_link *l, const char *why)
 {
     bus_redis *b = l->b;
     l->up = 0;
+    metrics_gauge_set(M_BUS_UP, l == &b->sub, 0);
+    metrics_add(M_BUS_RECONNECTS, 0, 0, !l->failing);
     if (l == &b->cmd)
         b->cmd_synced = 0;
     b->need_resync = 1;
@@ -1004,6 +1012,7 @@ static void redis_on_connect(const redisAsyncContext *cac, int status)
         redis_link_lost(l, cac->c.errstr);
         return;
     }
+    metrics_gauge_set(M_BUS_UP, l == &b->sub, 1);
     /* First in the pipeline: whatever follows runs as our user. (Not freed
      * here if it cannot be queued: hiredis still uses the context after this
      * callback; the commands after it fail the same way and the link with them.) */

@@ -31,6 +31,8 @@ static const cmd_def cmd_words[] = {
     {"recall", CMD_RECALL},
     {"loginout", CMD_LOGOUT},
     {"logout", CMD_LOGOUT},
+    {"whois", CMD_WHOIS},
+    {"who", CMD_WHO},
     {"whoami", CMD_WHOAMI},
     {"clear", CMD_CLEAR},
     {"quit", CMD_QUIT},
@@ -44,20 +46,21 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
                       "asks for the password)"},
     [CMD_LOGIN] = {"login:ID_OR_NAME:PASSWORD",
                    "log in by user id or name (on a terminal, login:NAME asks for the password)"},
-    [CMD_CHAT] = {"chat:USERID:TEXT", "send TEXT to a user"},
-    [CMD_ADDFRIEND] = {"addfriend:USERID", "add a friend"},
-    [CMD_DELFRIEND] = {"delfriend:USERID", "remove a friend"},
+    [CMD_CHAT] = {"chat:USER:TEXT", "send TEXT to a user (USER: a name or an id)"},
+    [CMD_ADDFRIEND] = {"addfriend:USER", "add a friend"},
+    [CMD_DELFRIEND] = {"delfriend:USER", "remove a friend"},
     [CMD_SHOWFRIENDLIST] = {"showfriendlist", "list your friends and groups"},
     [CMD_CREATEGROUP] = {"creategroup:NAME:DESC", "create a group; prints its id"},
     [CMD_ADDGROUP] = {"addgroup:GROUPID", "join a group"},
-    [CMD_QUITGROUP] = {"quitgroup:GROUPID", "leave a group"},
-    [CMD_DELGROUP] = {"delgroup:GROUPID", "delete a group you created"},
-    [CMD_GROUPCHAT] = {"groupchat:GROUPID:TEXT", "send TEXT to a group"},
-    [CMD_HISTORY] = {"history:USERID[:N]", "the last N (default 20) messages with a user"},
-    [CMD_GROUPHISTORY] = {"grouphistory:GROUPID[:N]",
-                          "the last N (default 20) messages of a group"},
+    [CMD_QUITGROUP] = {"quitgroup:GROUP", "leave a group (GROUP: a name or an id)"},
+    [CMD_DELGROUP] = {"delgroup:GROUP", "delete a group you created"},
+    [CMD_GROUPCHAT] = {"groupchat:GROUP:TEXT", "send TEXT to a group"},
+    [CMD_HISTORY] = {"history:USER[:N]", "the last N (default 20) messages with a user"},
+    [CMD_GROUPHISTORY] = {"grouphistory:GROUP[:N]", "the last N (default 20) messages of a group"},
     [CMD_RECALL] = {"recall:MSGID", "take back a message you sent"},
     [CMD_LOGOUT] = {"logout[:all]", "log out (also: loginout); all: on every device"},
+    [CMD_WHOIS] = {"whois:USER", "a user's id and name (and presence, for a friend)"},
+    [CMD_WHO] = {"who", "your friends who are online"},
     [CMD_WHOAMI] = {"whoami", "who you are logged in as, and where"},
     [CMD_CLEAR] = {"clear", "clear the screen"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
@@ -82,6 +85,8 @@ static const char *const cmd_names[CMD_COUNT_] = {
     [CMD_GROUPHISTORY] = "grouphistory",
     [CMD_RECALL] = "recall",
     [CMD_LOGOUT] = "logout",
+    [CMD_WHOIS] = "whois",
+    [CMD_WHO] = "who",
     [CMD_WHOAMI] = "whoami",
     [CMD_CLEAR] = "clear",
     [CMD_QUIT] = "quit",
@@ -91,19 +96,21 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_HELP] = "usage: help",
     [CMD_REGISTER] = "usage: register:NAME:PASSWORD",
     [CMD_LOGIN] = "usage: login:ID_OR_NAME:PASSWORD",
-    [CMD_CHAT] = "usage: chat:USERID:TEXT",
-    [CMD_ADDFRIEND] = "usage: addfriend:USERID",
-    [CMD_DELFRIEND] = "usage: delfriend:USERID",
+    [CMD_CHAT] = "usage: chat:USER:TEXT",
+    [CMD_ADDFRIEND] = "usage: addfriend:USER",
+    [CMD_DELFRIEND] = "usage: delfriend:USER",
     [CMD_SHOWFRIENDLIST] = "usage: showfriendlist",
     [CMD_CREATEGROUP] = "usage: creategroup:NAME:DESC",
     [CMD_ADDGROUP] = "usage: addgroup:GROUPID",
-    [CMD_QUITGROUP] = "usage: quitgroup:GROUPID",
-    [CMD_DELGROUP] = "usage: delgroup:GROUPID",
-    [CMD_GROUPCHAT] = "usage: groupchat:GROUPID:TEXT",
-    [CMD_HISTORY] = "usage: history:USERID[:N]",
-    [CMD_GROUPHISTORY] = "usage: grouphistory:GROUPID[:N]",
+    [CMD_QUITGROUP] = "usage: quitgroup:GROUP",
+    [CMD_DELGROUP] = "usage: delgroup:GROUP",
+    [CMD_GROUPCHAT] = "usage: groupchat:GROUP:TEXT",
+    [CMD_HISTORY] = "usage: history:USER[:N]",
+    [CMD_GROUPHISTORY] = "usage: grouphistory:GROUP[:N]",
     [CMD_RECALL] = "usage: recall:MSGID",
     [CMD_LOGOUT] = "usage: logout[:all]",
+    [CMD_WHOIS] = "usage: whois:USER",
+    [CMD_WHO] = "usage: who",
     [CMD_WHOAMI] = "usage: whoami",
     [CMD_CLEAR] = "usage: clear",
     [CMD_QUIT] = "usage: quit",
@@ -150,6 +157,7 @@ bool cmd_word_takes_args(const char *w)
         case CMD_HELP:
         case CMD_SHOWFRIENDLIST:
         case CMD_LOGOUT:
+        case CMD_WHO:
         case CMD_WHOAMI:
         case CMD_CLEAR:
         case CMD_QUIT:
@@ -237,6 +245,19 @@ static bool cmd_number(char *s, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* A user or group given by id (all digits) or by name: c->id, or
+ * c->ref_name (trimmed, in s). false if neither. */
+static bool cmd_ref(cmd *c, char *s)
+{
+    s = cmd_trim(s);
+    if (cmd_all_digits(s))
+        return cmd_number(s, UINT64_MAX, &c->id);
+    if (*s == '\0')
+        return false;
+    c->ref_name = s;
+    return true;
+}
+
 /* Splits s at its first colon: returns what follows it, or NULL. */
 static char *cmd_split(char *s)
 {
@@ -282,6 +303,7 @@ static void cmd_args(cmd *c, char *rest)
         return;
     case CMD_HELP:
     case CMD_SHOWFRIENDLIST:
+    case CMD_WHO:
     case CMD_WHOAMI:
     case CMD_CLEAR:
     case CMD_QUIT:
@@ -289,21 +311,26 @@ static void cmd_args(cmd *c, char *rest)
             cmd_fail(c, "takes no arguments");
         return;
 
-    case CMD_ADDFRIEND:
-    case CMD_DELFRIEND:
     case CMD_ADDGROUP:
-    case CMD_QUITGROUP:
-    case CMD_DELGROUP:
     case CMD_RECALL:
         if (!rest || strchr(rest, ':') || !cmd_number(rest, UINT64_MAX, &c->id))
             cmd_fail(c, "the id must be a positive integer");
         return;
 
+    case CMD_ADDFRIEND:
+    case CMD_DELFRIEND:
+    case CMD_QUITGROUP:
+    case CMD_DELGROUP:
+    case CMD_WHOIS:
+        if (!rest || strchr(rest, ':') || !cmd_ref(c, rest))
+            cmd_fail(c, "give a name or a positive id");
+        return;
+
     case CMD_CHAT:
     case CMD_GROUPCHAT:
         tail = rest ? cmd_split(rest) : NULL;
-        if (!rest || !cmd_number(rest, UINT64_MAX, &c->id)) {
-            cmd_fail(c, "the id must be a positive integer");
+        if (!rest || !cmd_ref(c, rest)) {
+            cmd_fail(c, "give a name or a positive id");
             return;
         }
         if (!tail || *tail == '\0') {
@@ -316,8 +343,8 @@ static void cmd_args(cmd *c, char *rest)
     case CMD_HISTORY:
     case CMD_GROUPHISTORY:
         tail = rest ? cmd_split(rest) : NULL;
-        if (!rest || !cmd_number(rest, UINT64_MAX, &c->id)) {
-            cmd_fail(c, "the id must be a positive integer");
+        if (!rest || !cmd_ref(c, rest)) {
+            cmd_fail(c, "give a name or a positive id");
             return;
         }
         c->count = CMD_HISTORY_DEFAULT;

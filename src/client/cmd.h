@@ -30,6 +30,8 @@ typedef enum {
     CMD_GROUPHISTORY,
     CMD_RECALL,
     CMD_LOGOUT,
+    CMD_WHOIS,
+    CMD_WHO,
     CMD_WHOAMI,
     CMD_CLEAR,
     CMD_QUIT,
@@ -52,6 +54,9 @@ typedef struct cmd {
      *  a, b:  NAME and PASSWORD (register, login by name: a = name),
      *         TEXT (chat, groupchat: b), NAME and DESC (creategroup) */
     uint64_t id;
+    /* A user or group named where an id goes ("chat:bob:hi"): id is 0 and
+     * this is the name (points into line), for the caller to resolve. */
+    const char *ref_name;
     uint32_t count;
     const char *a;
     const char *b;

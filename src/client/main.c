@@ -291,6 +291,30 @@ static void app_quit(app *a)
     a->quit = true;
 }
 
+/* Turns the user or group c names into its id, from the names this client
+ * has seen (friends, groups and their members, senders, whois answers).
+ * -1 (and said why) if it has seen none or, for a group, two. */
+static int app_resolve(app *a, cmd *c)
+{
+    bool group = c->kind == CMD_GROUPCHAT || c->kind == CMD_QUITGROUP || c->kind == CMD_DELGROUP ||
+                 c->kind == CMD_GROUPHISTORY;
+    char why[200];
+    int r = group ? out_find_group(&a->out, c->ref_name, &c->id)
+                  : out_find_user(&a->out, c->ref_name, &c->id);
+    if (r > 0)
+        return 0;
+    if (r < 0)
+        snprintf(why, sizeof(why), "two of your groups are named '%.64s': use its id", c->ref_name);
+    else if (group)
+        snprintf(why, sizeof(why), "you are in no group named '%.64s' (showfriendlist)",
+                 c->ref_name);
+    else
+        snprintf(why, sizeof(why), "who is '%.64s'? ask with whois:%.64s first, or use the id",
+                 c->ref_name, c->ref_name);
+    out_reply_fail(&a->out, cmd_reply_name(c), "NOT_FOUND", why);
+    return -1;
+}
+
 /* Runs one line: prints local replies, sends requests. */
 static void app_command(app *a, const char *line)
 {
@@ -307,6 +331,8 @@ static void app_command(app *a, const char *line)
     }
     if (c.kind != CMD_QUIT)
         a->quit_warned = false;
+    if (c.ref_name && c.kind != CMD_WHOIS && app_resolve(a, &c) < 0)
+        goto out;
     switch (c.kind) {
     case CMD_HELP:
         out_help(&a->out);

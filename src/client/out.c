@@ -174,6 +174,29 @@ static void out_learn(out_ctx *o, uint64_t id, const char *name)
     out_learn_in(&o->names, &o->nnames, &o->names_cap, id, name);
 }
 
+int out_find_user(const out_ctx *o, const char *name, uint64_t *id)
+{
+    for (size_t i = 0; i < o->nnames; i++)
+        if (strcmp(o->names[i].name, name) == 0) {
+            *id = o->names[i].id;
+            return 1;
+        }
+    return 0;
+}
+
+int out_find_group(const out_ctx *o, const char *name, uint64_t *id)
+{
+    int found = 0;
+    for (size_t i = 0; i < o->ngroups; i++)
+        if (strcmp(o->groups[i].name, name) == 0) {
+            if (found)
+                return -1;
+            *id = o->groups[i].id;
+            found = 1;
+        }
+    return found;
+}
+
 static const char *out_lookup(const out_ctx *o, uint64_t id)
 {
     for (size_t i = 0; i < o->nnames; i++)
@@ -526,6 +549,33 @@ static void out_json_reply_ok(json_writer *j, cmd_kind kind, uint64_t cmid,
             out_json_groups(j, 0, NULL);
         }
         break;
+    case CMD_WHOIS:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_WHOIS_OK && f->whois_ok->user) {
+            json_ku64(j, "id", f->whois_ok->user->id);
+            json_kstr(j, "name", f->whois_ok->user->name);
+            json_kbool(j, "online", f->whois_ok->user->online);
+        }
+        break;
+    case CMD_WHO: {
+        size_t n = 0;
+        Parley__User **on = NULL;
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
+            on = f->friend_list_ok->friends;
+            n = f->friend_list_ok->n_friends;
+        }
+        json_key(j, "online");
+        json_arr_begin(j);
+        for (size_t i = 0; i < n; i++) {
+            if (!on[i]->online)
+                continue;
+            json_obj_begin(j);
+            json_ku64(j, "id", on[i]->id);
+            json_kstr(j, "name", on[i]->name);
+            json_obj_end(j);
+        }
+        json_arr_end(j);
+        break;
+    }
     case CMD_HISTORY:
     case CMD_GROUPHISTORY:
         json_key(j, "messages");
@@ -608,6 +658,31 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, 
         else
             out_text_lists(o, t, 0, NULL, 0, NULL);
         break;
+    case CMD_WHOIS:
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_WHOIS_OK && f->whois_ok->user) {
+            const Parley__User *u = f->whois_ok->user;
+            tbuf_safe(t, u->name);
+            tbuf_printf(t, " is user %" PRIu64 "%s\n", u->id, u->online ? ", online" : "");
+        } else {
+            tbuf_str(t, "ok\n");
+        }
+        break;
+    case CMD_WHO: {
+        size_t n = 0, shown = 0;
+        Parley__User **fr = NULL;
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
+            fr = f->friend_list_ok->friends;
+            n = f->friend_list_ok->n_friends;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!fr[i]->online)
+                continue;
+            tbuf_str(t, shown++ ? ", " : "online: ");
+            tbuf_safe(t, fr[i]->name);
+        }
+        tbuf_str(t, shown ? "\n" : "none of your friends is online\n");
+        break;
+    }
     case CMD_HISTORY:
     case CMD_GROUPHISTORY: {
         const char *what = kind == CMD_HISTORY ? "user" : "group";
@@ -642,6 +717,8 @@ void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid, const 
     } else if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
         const Parley__FriendListOk *l = f->friend_list_ok;
         out_learn_lists(o, l->n_friends, l->friends, l->n_groups, l->groups);
+    } else if (f->body_case == PARLEY__SERVER_FRAME__BODY_WHOIS_OK && f->whois_ok->user) {
+        out_learn(o, f->whois_ok->user->id, f->whois_ok->user->name);
     }
     if (o->json) {
         json_writer j;

@@ -46,6 +46,11 @@ void out_set_sink(out_ctx *o, out_sink_fn sink, void *ctx);
 
 /* The name of an ErrorCode ("FORBIDDEN"), or "UNKNOWN". */
 const char *out_code_name(int code);
+/* The id of the user named name, as this client learned it: 1 and *id, or
+ * 0 if it has not. User names are unique. */
+int out_find_user(const out_ctx *o, const char *name, uint64_t *id);
+/* The same for a group: -1 if two known groups have that name. */
+int out_find_group(const out_ctx *o, const char *name, uint64_t *id);
 
 /* A successful reply to a request of kind; arg is the command's id argument
  * (user, group or message id) for the human form; cmid a send's

@@ -759,6 +759,7 @@ int sess_submit(sess *s, const cmd *c)
     Parley__GroupDelete gdel = PARLEY__GROUP_DELETE__INIT;
     Parley__History hist = PARLEY__HISTORY__INIT;
     Parley__Recall recall = PARLEY__RECALL__INIT;
+    Parley__Whois whois = PARLEY__WHOIS__INIT;
 
     switch (c->kind) {
     case CMD_REGISTER:
@@ -791,8 +792,16 @@ int sess_submit(sess *s, const cmd *c)
         f.friend_del = &fdel;
         break;
     case CMD_SHOWFRIENDLIST:
+    case CMD_WHO: /* the friends, of whom the reply shows those online */
         f.body_case = PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST;
         f.friend_list = &flist;
+        break;
+    case CMD_WHOIS:
+        whois.user_id = c->id;
+        if (c->ref_name)
+            whois.name = (char *)c->ref_name;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_WHOIS;
+        f.whois = &whois;
         break;
     case CMD_CREATEGROUP:
         gcreate.name = (char *)c->a;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 
 struct worker {
     pool *p;
@@ -165,6 +166,12 @@ out:
     return NULL;
 }
 
+/* Queue depth for the metrics: tasks submitted and not yet run. */
+static int64_t pool_depth(void *arg)
+{
+    return (int64_t)__atomic_load_n(&((pool *)arg)->pending, __ATOMIC_RELAXED);
+}
+
 static pool *pool_start(const char *name, unsigned n, unsigned max_batch, unsigned linger_us,
                         const pool_hooks *hooks, void *arg, int fair)
 {
@@ -212,6 +219,7 @@ static pool *pool_start(const char *name, unsigned n, unsigned max_batch, unsign
         pool_free(p);
         return NULL;
     }
+    metrics_gauge_fn(M_POOL_QUEUE, metrics_pool_label(name), pool_depth, p);
     return p;
 }
 
@@ -279,6 +287,7 @@ void pool_free(pool *p)
 {
     if (!p)
         return;
+    metrics_gauge_fn_remove(p);
     pthread_mutex_lock(&p->flock);
     p->fstop = 1;
     pthread_cond_broadcast(&p->fcond);

@@ -15,6 +15,7 @@
 #include "common/keys.h"
 #include "common/limiter.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/pbcheck.h"
 #include "common/pwhash.h"
 #include "common/u64map.h"
@@ -30,7 +31,8 @@ enum {
     SOC_GROUP_CREATE,
     SOC_GROUP_JOIN,
     SOC_GROUP_QUIT,
-    SOC_GROUP_DELETE
+    SOC_GROUP_DELETE,
+    SOC_WHOIS
 };
 enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
 
@@ -130,6 +132,7 @@ typedef struct gw_pending {
     uint64_t req_id;
     gw_call_kind kind;
     uint8_t auth; /* holds a place in the auth queue */
+    uint8_t type; /* the request's ClientFrame body, for the metrics */
     uint64_t fail_key;
     char name[]; /* auth calls only */
 } gw_pending;
@@ -202,6 +205,7 @@ static uint64_t gw_ip_key(const gw_session *s, unsigned kind)
 static void gw_audit_limit(gateway *gw, unsigned kind, const char *limit, const char *addr,
                            uint64_t user)
 {
+    metrics_inc(M_LIMIT_HITS, kind);
     int64_t now = gw_now_ms(), last = __atomic_load_n(&gw->audit_last[kind], __ATOMIC_RELAXED);
     if (now - last < 1000 || !__atomic_compare_exchange_n(&gw->audit_last[kind], &last, now, 0,
                                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -320,6 +324,7 @@ static void gw_session_add(conn *c, uint64_t user)
         return;
     }
     gw_count(s->gl->gw, user, +1);
+    metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, 1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
 }
 
@@ -340,6 +345,7 @@ static int gw_sent_before(gw_session *s, uint64_t msgid)
 static void gw_sync_end(gw_session *s)
 {
     if (s->syncs && --s->syncs == 0) {
+        metrics_gauge_add(M_CATCHUP_SESSIONS, 0, -1);
         u64map_free(s->sent);
         s->sent = NULL;
     }
@@ -350,6 +356,8 @@ static void gw_session_remove(conn *c)
     gw_session *s = gw_sess(c);
     u64map_free(s->sent);
     s->sent = NULL;
+    if (s->syncs)
+        metrics_gauge_add(M_CATCHUP_SESSIONS, 0, -1);
     s->syncs = 0;
     if (!s->user)
         return;
@@ -370,6 +378,7 @@ static void gw_session_remove(conn *c)
     }
     s->next_of_user = NULL;
     gw_count(s->gl->gw, s->user, -1);
+    metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, -1);
     bus_presence_remove(s->gl->gw->bus, s->user, s->gl->gw->cfg.gateway_id);
     /* The session's acks go before it is gone: its next login then
      * catches up from where it stopped reading. */
@@ -399,6 +408,7 @@ static void gw_call_ex(conn *c, ProtobufCService *svc, unsigned method, gw_call_
     call->c = c;
     call->req_id = frame->id;
     call->kind = kind;
+    call->type = (uint8_t)frame->body_case;
     call->auth = auth != NULL;
     call->fail_key = auth ? auth->fail_key : 0;
     if (auth) {
@@ -439,7 +449,8 @@ static void gw_sync(conn *c, uint64_t after)
 {
     gw_session *s = gw_sess(c);
     if (!after) {
-        s->syncs++;
+        if (++s->syncs == 1)
+            metrics_gauge_add(M_CATCHUP_SESSIONS, 0, 1);
         if (!s->sent)
             s->sent = u64map_new(); /* NULL on OOM: repeats are allowed */
     }
@@ -471,6 +482,7 @@ static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
     char addr[64];
     gw_addr(c, addr, sizeof(addr));
     if (call->kind == CALL_REGISTER) {
+        metrics_add(M_REGISTRATIONS, 0, 0, f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK);
         if (f->body_case == PARLEY__SERVER_FRAME__BODY_REGISTER_OK)
             log_audit("register", LOG_U64("user", f->register_ok->user_id),
                       LOG_STR("name", call->name), LOG_STR("addr", addr));
@@ -479,12 +491,14 @@ static void gw_auth_done(conn *c, gw_pending *call, const Parley__Result *res)
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK && f->login_ok->user) {
         if (call->fail_key)
             limiter_fail_clear(gw->lim, call->fail_key);
+        metrics_inc(M_LOGINS, 0);
         log_audit("login", LOG_U64("user", f->login_ok->user->id), LOG_STR("addr", addr),
                   call->fail_key ? LOG_SKIP : LOG_U64("resume", 1));
         return;
     }
     if (!f->error || f->error->code != PARLEY__ERROR_CODE__UNAUTHENTICATED)
         return;
+    metrics_inc(M_LOGINS, 1);
     if (!call->fail_key) {
         log_audit("login_failed", LOG_U64("resume", 1), LOG_STR("addr", addr));
         return;
@@ -554,6 +568,12 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
     conn *c = call->c;
     const Parley__Result *res = (const Parley__Result *)msg;
     conn_inflight_dec(c);
+    if (call->kind != CALL_QUIET && call->kind != CALL_SYNC)
+        metrics_add(M_REQUESTS, call->type,
+                    !res || !res->frame ? PARLEY__ERROR_CODE__UNAVAILABLE
+                    : res->frame->error ? res->frame->error->code
+                                        : 0,
+                    1);
     if (call->auth)
         gw_auth_done(c, call, res);
     if (!conn_is_open(c)) {
@@ -599,6 +619,7 @@ static void gw_call_done(const ProtobufCMessage *msg, void *data)
                 continue;
             f.message = res->messages[i];
             conn_send_msg(c, &f.base);
+            metrics_inc(M_DELIVERIES, 1);
         }
         if (res->more && res->n_messages && conn_is_open(c)) {
             uint64_t after = res->messages[res->n_messages - 1]->msgid;
@@ -857,6 +878,7 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         break;
     }
     case PARLEY__CLIENT_FRAME__BODY_ACK:
+        metrics_inc(M_ACKS, 0);
         gw_ack_add(s->gl, s->user, f->ack->conv, f->ack->seq);
         break;
     case PARLEY__CLIENT_FRAME__BODY_REG: {
@@ -922,6 +944,9 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
     case PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST:
         gw_call(c, gw->social, SOC_FRIEND_LIST, CALL_REPLY, f, 0, 0);
         break;
+    case PARLEY__CLIENT_FRAME__BODY_WHOIS:
+        gw_call(c, gw->social, SOC_WHOIS, CALL_REPLY, f, 0, 0);
+        break;
     case PARLEY__CLIENT_FRAME__BODY_GROUP_CREATE:
         gw_call(c, gw->social, SOC_GROUP_CREATE, CALL_REPLY, f, 0, 0);
         break;
@@ -971,6 +996,7 @@ static void gw_on_close(conn *c, const char *why)
 {
     gw_session *s = gw_sess(c);
     log_debug("session %llu closed: %s", (unsigned long long)s->session_id, why);
+    metrics_gauge_add(M_CONNECTIONS, conn_tls(c) != NULL, -1);
     /* Its queued reads and logins are dropped before they run. */
     __atomic_store_n(&s->gone, 1, __ATOMIC_RELEASE);
     limiter_count(s->gl->gw->lim, s->addr_key, -1, 0);
@@ -1035,6 +1061,7 @@ static void gw_adopt_run(void *arg)
         return;
     }
     gw_session *s = gw_sess(c);
+    metrics_gauge_add(M_CONNECTIONS, conn_tls(c) != NULL, 1);
     s->gl = gl;
     s->addr_key = key;
     s->session_id = __atomic_add_fetch(&gl->gw->next_session, 1, __ATOMIC_RELAXED);
@@ -1129,6 +1156,7 @@ static void gw_push_run(void *arg)
                     conn_close_after_flush(c, "session ended by the server");
                 } else if (!gw_sent_before(gw_sess(c), bp->msgid)) {
                     conn_send_raw(c, bp->frame->data, bp->frame->len);
+                    metrics_inc(M_DELIVERIES, 0);
                 }
                 c = next;
             }

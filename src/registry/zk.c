@@ -45,6 +45,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "registry/registry.h"
 
 #define ZK_SERVICES       "/parley/services"
@@ -357,6 +358,7 @@ static void zk_global_watcher(zhandle_t *zh, int type, int state, const char *pa
 
     if (!current)
         return;
+    metrics_gauge_set(M_REGISTRY_UP, 0, state == ZOO_CONNECTED_STATE);
     if (state == ZOO_CONNECTING_STATE)
         log_warn(
             "registry: lost the connection to ZooKeeper; reconnecting, keeping the last lists");
@@ -522,6 +524,7 @@ static void zk_watch_deliver(zk_watch *w, zk_list *l)
     zk_list_free(&w->last);
     w->last = *l;
     w->delivered = 1;
+    metrics_gauge_set(M_REGISTRY_NODES, metrics_service_label(w->service), (int64_t)w->last.n);
     w->fn(w->arg, w->service, w->last.nodes, w->last.n);
 }
 

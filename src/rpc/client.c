@@ -14,6 +14,7 @@
 
 #include "common/arena.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/u64map.h"
 #include "net/conn.h"
 #include "rpc.pb-c.h"
@@ -69,6 +70,7 @@ struct rpc_call {
     rpc_node *tried[RPC_MAX_TRIED];
     ProtobufCClosure closure;
     void *closure_data;
+    uint64_t start_us; /* for the metrics */
 };
 
 struct rpc_loop {
@@ -173,6 +175,11 @@ static void rpc_complete(rpc_loop *rl, rpc_call *call, const ProtobufCMessage *r
 {
     rpc_detach(rl, call);
     rpc_calls_unlink(rl, call);
+    metrics_rpc_done(0, metrics_rpc_method(rpc_service_name(rl), call->method),
+                     result           ? METRICS_RPC_OK
+                     : call->attempts ? METRICS_RPC_ERROR
+                                      : METRICS_RPC_UNAVAILABLE,
+                     call->start_us);
     call->closure(result, call->closure_data);
     free(call->payload);
     free(call);
@@ -542,6 +549,7 @@ static void rpc_invoke(ProtobufCService *service, unsigned method, const Protobu
     call->method = method;
     call->key = ((const Parley__Call *)input)->key;
     call->deadline = rpc_now() + cl->cfg.timeout_ms;
+    call->start_us = metrics_now_us();
     call->closure = closure;
     call->closure_data = closure_data;
     call->next = rl->calls;
@@ -574,6 +582,8 @@ static void rpc_on_sweep(evutil_socket_t fd, short what, void *arg)
         expired = call->next;
         log_warn("%s.%s: deadline exceeded", rpc_service_name(rl),
                  rl->cl->base.descriptor->methods[call->method].name);
+        metrics_rpc_done(0, metrics_rpc_method(rpc_service_name(rl), call->method),
+                         METRICS_RPC_TIMEOUT, call->start_us);
         call->closure(NULL, call->closure_data);
         free(call->payload);
         free(call);

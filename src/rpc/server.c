@@ -10,6 +10,7 @@
 #include "common/blob.h"
 #include "common/frame.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/pbcheck.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -81,6 +82,8 @@ typedef struct {
     uint64_t call_id;
     arena *a;
     blob *response;
+    uint64_t start_us; /* for the metrics */
+    unsigned method;   /* metrics_rpc_method() */
 } rpc_inflight;
 
 static void rpc_send_status(conn *c, uint64_t call_id, Parley__RpcStatus status, const char *error)
@@ -125,6 +128,11 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
             r.payload.len = parley__result__pack(res, r.payload.data);
         }
     }
+    metrics_rpc_done(1, f->method,
+                     r.status == PARLEY__RPC_STATUS__RPC_OK                  ? METRICS_RPC_OK
+                     : r.status == PARLEY__RPC_STATUS__RPC_DEADLINE_EXCEEDED ? METRICS_RPC_TIMEOUT
+                                                                             : METRICS_RPC_ERROR,
+                     f->start_us);
     size_t len = parley__rpc_response__get_packed_size(&r);
     f->response = blob_new(FRAME_HDR + len);
     frame_put_header(f->response->data, (uint32_t)len);
@@ -250,6 +258,8 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
     f->c = c;
     f->call_id = d.call_id;
     f->a = a;
+    f->start_us = metrics_now_us();
+    f->method = metrics_rpc_method(d.def->desc->name, d.method);
     conn_ref(c);
     conn_inflight_inc(c);
     if (!__atomic_exchange_n(&srv->served, 1, __ATOMIC_RELAXED))

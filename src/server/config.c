@@ -122,6 +122,9 @@ static const opt opts[] = {
     {"node-cert", STR(node_cert),
      "... this node's certificate, signed by that CA (OU=gateway or OU=service)"},
     {"node-key", STR(node_key), "... and its key"},
+    {"admin-port", OPT_PORT, offsetof(config, admin_port), 0, 0, 65535,
+     "HTTP port for /metrics, /healthz and /readyz (default 0: none)"},
+    {"admin-bind", STR(admin_bind), "address of the admin port (default 127.0.0.1)"},
     {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,
@@ -407,6 +410,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     memset(cfg, 0, sizeof(*cfg));
     strcpy(cfg->bind, "127.0.0.1");
+    strcpy(cfg->admin_bind, "127.0.0.1");
     cfg->port = 7070;
     strcpy(cfg->data, "./parley-data");
     strcpy(cfg->role, "all");

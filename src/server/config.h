@@ -69,6 +69,9 @@ typedef struct config {
     /* node-to-node mutual TLS (docs/security.md, "The cluster's trust") */
     char cluster_ca[1024];                /* the cluster CA's certificate */
     char node_cert[1024], node_key[1024]; /* this node's, signed by it */
+    /* the admin port (/metrics, /healthz, /readyz); 0: none */
+    int admin_port;
+    char admin_bind[256];
     pwhash_cost cost;
     log_level level;
     char log_format[8];  /* "text" or "json" */

@@ -35,6 +35,7 @@
 #include "rpc/client.h"
 #include "rpc/local.h"
 #include "rpc/server.h"
+#include "server/admin.h"
 #include "server/config.h"
 #include "services/admin.h"
 #include "services/limits.h"
@@ -69,7 +70,8 @@ typedef struct server {
     const svc_def *rpc_defs[4];                 /* what rpc serves: local, and admin */
     tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
-    int lock_fd; /* holds the data directory's lock; 0: none */
+    int lock_fd;  /* holds the data directory's lock; 0: none */
+    admin *admin; /* --admin-port */
 } server;
 
 static const char *const server_service_names[3] = {"user", "social", "message"};
@@ -601,6 +603,26 @@ oom:
     return -1;
 }
 
+/* --admin-port: ready when what this role uses is reachable. */
+static int server_admin(server *s, char *err, size_t errlen)
+{
+    int redis = s->cfg.redis[0] != 0;
+    admin_needs needs = {.registry = s->cluster,
+                         .bus_links = redis && s->has_gateway,
+                         .bus_publish = redis && !s->has_gateway,
+                         .store = s->nlocal};
+    static const svc_def *const defs[3] = {&svc_user, &svc_social, &svc_message};
+    for (int k = 0, n = 0; k < 3 && s->has_gateway; k++)
+        if (!server_is_local(s, defs[k]))
+            needs.services[n++] = server_service_names[k];
+    s->admin = admin_new(s->base, s->cfg.admin_bind, s->cfg.admin_port, &needs, err, errlen);
+    if (!s->admin)
+        return -1;
+    log_info("admin port on %s:%d: /metrics, /healthz, /readyz", s->cfg.admin_bind,
+             admin_port(s->admin));
+    return 0;
+}
+
 static int server_start(server *s, char *err, size_t errlen)
 {
     config *cfg = &s->cfg;
@@ -844,6 +866,8 @@ static int server_start(server *s, char *err, size_t errlen)
                 return -1;
         }
     }
+    if (cfg->admin_port && server_admin(s, err, errlen) < 0)
+        return -1;
     s->trim = event_new(s->base, -1, EV_PERSIST, server_on_trim, s);
     struct timeval every = {1, 0};
     event_add(s->trim, &every);
@@ -862,6 +886,8 @@ static int server_start(server *s, char *err, size_t errlen)
  * queued storage work and send its results, then stop the loops. */
 static void server_stop(server *s)
 {
+    admin_free(s->admin);
+    s->admin = NULL;
     registry_free(s->reg);
     s->reg = NULL;
     listener_free(s->ls);

@@ -253,13 +253,71 @@ static void social_group_delete(svc_ctx *ctx)
     social_done(ctx);
 }
 
+typedef struct {
+    uint64_t id;
+    int found;
+} social_is_friend;
+
+static int social_find_friend(void *arg, uint64_t id, const char *name)
+{
+    social_is_friend *f = arg;
+    (void)name;
+    if (id == f->id)
+        f->found = 1;
+    return 0;
+}
+
+/* A user by id or name. Presence is told for friends only: anyone may ask
+ * who a name is, not whether its owner is online. */
+static void social_whois(svc_ctx *ctx)
+{
+    if (social_begin(ctx, PARLEY__CLIENT_FRAME__BODY_WHOIS) < 0)
+        return;
+    const Parley__Whois *r = ctx->call->frame->whois;
+    store_user u;
+    store_status st;
+    if (r->user_id)
+        st = store_user_by_id(ctx->st, r->user_id, &u);
+    else if (r->name && r->name[0])
+        st = store_user_by_name(ctx->st, r->name, &u);
+    else {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "whois needs a user id or a name");
+        return;
+    }
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "no such user");
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "user");
+        return;
+    }
+    social_is_friend f = {.id = u.id};
+    int online = 0;
+    if (u.id != ctx->call->caller->user_id) {
+        st = store_friend_list(ctx->st, ctx->call->caller->user_id, social_find_friend, &f);
+        if (st != STORE_OK) {
+            svc_fail_store(ctx, st, "friends");
+            return;
+        }
+    }
+    if (f.found || u.id == ctx->call->caller->user_id)
+        online = bus_presence_count(ctx->bus, u.id, 0) > 0;
+    Parley__WhoisOk *ok = arena_alloc(ctx->a, sizeof(*ok));
+    parley__whois_ok__init(ok);
+    ok->user = view_user(ctx, u.id, u.name, online);
+    Parley__ServerFrame *out = svc_reply(ctx);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_WHOIS_OK;
+    out->whois_ok = ok;
+}
+
 static const svc_method_fn social_methods[] = {
     social_friend_add, social_friend_del, social_friend_list,  social_group_create,
-    social_group_join, social_group_quit, social_group_delete,
+    social_group_join, social_group_quit, social_group_delete, social_whois,
 };
 
 const svc_def svc_social = {
     .desc = &parley__social_service__descriptor,
     .methods = social_methods,
-    .droppable = 1u << 2, /* FriendList only reads */
+    .droppable = (1u << 2) | (1u << 7), /* FriendList and Whois only read */
 };

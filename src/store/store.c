@@ -4,6 +4,8 @@
  */
 #include "store/store_impl.h"
 
+#include "common/metrics.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,7 +136,11 @@ store_status store_begin(store *st)
 
 store_status store_commit(store *st)
 {
-    return st->ops->commit(st);
+    uint64_t start = metrics_now_us();
+    store_status rc = st->ops->commit(st);
+    metrics_since(M_STORE_COMMIT_SECONDS, 0, start);
+    metrics_gauge_set(M_STORE_LOST, 0, store_is_dead(st));
+    return rc;
 }
 
 store_status store_rollback(store *st)
@@ -383,8 +389,14 @@ store_status store_message_append(store *st, uint64_t conv, uint64_t sender, uin
 store_status store_message_append_many(store *st, const store_append *reqs, size_t n,
                                        store_append_cb cb, void *arg)
 {
-    if (st->ops->message_append_many)
-        return st->ops->message_append_many(st, reqs, n, cb, arg);
+    metrics_observe(M_STORE_APPEND_BATCH, 0, n);
+    metrics_add(M_MESSAGES_STORED, 0, 0, n);
+    uint64_t start = metrics_now_us();
+    if (st->ops->message_append_many) {
+        store_status rc = st->ops->message_append_many(st, reqs, n, cb, arg);
+        metrics_since(M_STORE_APPEND_SECONDS, 0, start);
+        return rc;
+    }
     for (size_t i = 0; i < n; i++) {
         const store_append *r = &reqs[i];
         store_msg m;

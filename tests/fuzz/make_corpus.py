@@ -132,6 +132,10 @@ def recall(i, msgid):
     return client(i, 53, u(1, msgid))
 
 
+def whois(i, user_id=0, name=""):
+    return client(i, 33, u(1, user_id) + (ld(2, name) if name else b""))
+
+
 def stream(*payloads):
     return b"".join(frame(p) for p in payloads)
 
@@ -206,6 +210,7 @@ def gateway_seeds():
     s["alice_group_history"] = as_alice(history(4, group=LOBBY, before=3))
     s["alice_recall"] = as_alice(send_direct(4, BOB, "oops"), recall(5, 1))
     s["alice_ack"] = as_alice(ack(1, 1), ack(1, 2))
+    s["alice_whois"] = as_alice(whois(4, name="bob"), whois(5, user_id=BOB), whois(6))
     s["alice_logout"] = as_alice(logout(4), login(5, "alice"))
     s["alice_logout_all"] = as_alice(logout(4, everywhere=True))
     s["alice_login_twice"] = as_alice(login(4, "alice"))
@@ -399,6 +404,10 @@ def cmd_seeds():
         "history:2:50",
         "grouphistory:1:10",
         "recall:7",
+        "whois:bob",
+        "who",
+        "chat:bob:by name",
+        "groupchat:team:by name",
         "loginout",
         "logout:all",
         "quit",
@@ -437,7 +446,7 @@ def dict_line(data):
 def dictionaries():
     # Field keys of ClientFrame's bodies and of the requests inside them.
     gw = [key(1, 0)] + [key(f, 2) for f in (10, 11, 12, 20, 21, 22, 23, 30, 31, 32, 40, 41, 42,
-                                              43, 50, 51, 52, 53)]
+                                              43, 50, 51, 52, 53, 33)]
     gw += [key(f, w) for f in (1, 2, 3, 4) for w in (0, 2)]
     gw += [struct.pack(">I", n) for n in (0, 2, 4, 0x10000, 0x10001)]
     gw += [b"\xc3\x28", b"\xe2\x80\xae", b"\x00", b"alice", b"secret123", b"bob", b"bobsecret1"]
@@ -445,11 +454,12 @@ def dictionaries():
         "parley.UserService", "parley.SocialService", "parley.MessageService",
         "CreateAccount", "Login", "Resume", "Logout", "FriendAdd", "FriendDel", "FriendList",
         "GroupCreate", "GroupJoin", "GroupQuit", "GroupDelete", "SendDirect", "SendGroup",
-        "History", "Recall", "Ack", "Sync")]
+        "History", "Recall", "Ack", "Sync", "Whois")]
     cmd = [x.encode() for x in (
         "help", "register:", "login:", "chat:", "addfriend:", "delfriend:", "showfriendlist",
         "creategroup:", "addgroup:", "quitgroup:", "delgroup:", "groupchat:", "history:",
-        "grouphistory:", "recall:", "loginout", "logout", ":all", "quit", ":", "#",
+        "grouphistory:", "recall:", "whois:", "who", "loginout", "logout", ":all", "quit", ":",
+        "#",
         "18446744073709551615", "4294967296")]
     bus = [struct.pack("<I", n) for n in (0, 1, 2, 0xFFFFFFFF)] + [b"\xff" * 8]
     return {"fuzz_gateway": gw, "fuzz_frame": gw, "fuzz_rpc": rpc, "fuzz_cmd": cmd,

@@ -840,10 +840,11 @@ class Cluster:
     tls the gateways serve TLS on their client port (cluster.sh's default;
     the CA that verifies them is self.ca), else plain TCP."""
 
-    def __init__(self, zk_nodes=1, tls=False):
+    def __init__(self, zk_nodes=1, tls=False, admin=False):
         self.dir = tempfile.mkdtemp(prefix="parley-cluster-")
         self.env = dict(os.environ, PARLEYD=PARLEYD, PARLEY_PWHASH_COST="min",
-                        PARLEY_ZK_NODES=str(zk_nodes), PARLEY_CLUSTER_TLS="1" if tls else "0")
+                        PARLEY_ZK_NODES=str(zk_nodes), PARLEY_CLUSTER_TLS="1" if tls else "0",
+                        PARLEY_ADMIN="1" if admin else "")
         self.ca = os.path.join(self.dir, "pki", "ca.pem")
         self.vars = {}
 
@@ -857,6 +858,9 @@ class Cluster:
 
     def up(self):
         self.sh("up", self.dir)
+        return self.read_env()
+
+    def read_env(self):
         with open(os.path.join(self.dir, "cluster.env")) as f:
             for line in f:
                 k, _, v = line.strip().partition("=")
@@ -874,6 +878,10 @@ class Cluster:
     @property
     def port(self):
         return int(self.vars["NGINX_PORT"])
+
+    def admin_port(self, name):
+        """The admin port of node name (Cluster(admin=True))."""
+        return int(self.read_env().vars["ADMIN_PORT_" + name])
 
     def gateway_port(self, n):
         return int(self.vars["GATEWAY%d_PORT" % n])

@@ -1,16 +1,19 @@
 """parley-bench as a user of `make bench` relies on it: it fails loudly when a
 message is lost, passes a server that loses nothing, and reports figures in
-its JSON. Run against parley-floor (which can be told to drop pushes) and a
-real parleyd."""
+its JSON. Run against parley-floor (which can be told to drop pushes), a
+real parleyd, and with --mqtt against mosquitto (make bench's second reference)
+and against a fake broker that sends what no broker should."""
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import unittest
 
-from harness import ParleyTest
+from harness import ParleyTest, free_port, wait_port
 
 BUILD = os.path.join(os.path.dirname(__file__), "../../build")
 BENCH = os.environ.get("PARLEY_BENCH", os.path.join(BUILD, "parley-bench"))
@@ -85,6 +88,136 @@ class BenchAgainstFloorTest(unittest.TestCase):
         self.assertGreater(result["delivered_per_s"], 4000 * 0.8, result)
         self.assertLess(result["delivered_per_s"], 4000 * 1.2, result)
         self.assertGreater(result["latency_ms"]["p50"], 0, result)
+
+
+def mosquitto_binary():
+    for d in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/sbin", "/sbin"]:
+        p = os.path.join(d, "mosquitto")
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+class Mosquitto:
+    """mosquitto on a free loopback port, as bench/run.sh starts it."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="parley-mosquitto-")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_inflight_messages 64\nmax_queued_messages 10000\n"
+                    "log_dest stderr\nlog_type error\n" % self.port)
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", conf], stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FakeBroker:
+    """Accepts MQTT connections and answers CONNECT and SUBSCRIBE properly, then
+    sends `hostile` (bytes) to each connection, once subscribed."""
+
+    def __init__(self, hostile):
+        self.hostile = hostile
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        buf = b""
+        try:
+            while True:
+                data = c.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while len(buf) >= 2:
+                    # Only the bench talks to it: one-byte remaining lengths.
+                    n = 2 + buf[1]
+                    if len(buf) < n:
+                        break
+                    kind, body, buf = buf[0] >> 4, buf[2:n], buf[n:]
+                    if kind == 1:  # CONNECT
+                        c.sendall(b"\x20\x02\x00\x00")
+                    elif kind == 8:  # SUBSCRIBE: SUBACK, granted QoS 1; then the hostile bytes
+                        c.sendall(b"\x90\x03" + body[:2] + b"\x01" + self.hostile)
+        except OSError:
+            return
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@unittest.skipIf(mosquitto_binary() is None, "mosquitto is not installed (make deps installs it)")
+class BenchAgainstMosquittoTest(unittest.TestCase):
+    def test_every_message_is_delivered_and_acknowledged(self):
+        m = Mosquitto()
+        self.addCleanup(m.stop)
+        rc, text, result = run_bench(m.port, "direct", "--mqtt", "--conns", "20", "--size", "190",
+                                     "--rate", "300", "--duration", "1", "--warmup", "0.5",
+                                     "--server-pid", str(m.proc.pid))
+        self.assertEqual(rc, 0, text)
+        self.assertGreater(result["sent"], 200, result)
+        # Every PUBLISH got its PUBACK and reached its receiver, once.
+        self.assertEqual(result["answered"], result["sent"], result)
+        self.assertEqual(result["delivered"], result["sent"], result)
+        self.assertEqual((result["lost"], result["out_of_order"], result["unexpected"]), (0, 0, 0),
+                         result)
+        self.assertGreater(result["server_cpu_s"], 0, result)
+
+
+class BenchAgainstHostileBrokerTest(unittest.TestCase):
+    def test_a_broker_that_breaks_the_protocol_fails_the_run_cleanly(self):
+        cases = [
+            (b"\x30\xff\xff\xff\xff\x01", "malformed remaining length"),  # a fifth length byte
+            (b"\x30\xff\xff\xff\x7f", "over 64 KiB"),  # 256 MiB announced
+            (b"\x32\x05\x00\x40abc", "malformed PUBLISH"),  # a topic longer than the packet
+            (b"\x32\x04\x00\x00\x00\x00", "malformed PUBLISH"),  # packet id 0
+            (b"\xf0\x00", "unexpected MQTT packet"),  # type 15
+        ]
+        for hostile, why in cases:
+            with self.subTest(why=why, hostile=hostile):
+                b = FakeBroker(hostile)
+                try:
+                    rc, text, _ = run_bench(b.port, "direct", "--mqtt", "--conns", "2",
+                                            "--inflight", "1", "--duration", "1", "--warmup",
+                                            "0", "--straggle", "1", timeout=60)
+                finally:
+                    b.stop()
+                self.assertEqual(rc, 1, text)
+                self.assertIn(why, text)
 
 
 class BenchAgainstParleyTest(ParleyTest):
