@@ -102,7 +102,8 @@ start_parleyd() {
     admin=(--admin-port "$ap")
     echo "ADMIN_PORT_$name=$ap" >>"$dir/cluster.env"
   fi
-  setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" \
+  # --node-name: parleyctl nodes shows this process as NAME.
+  setsid "$PARLEYD" --bind 127.0.0.1 --data "$dir/data/$name" --node-name "$name" \
     --pwhash-cost "${PARLEY_PWHASH_COST:-interactive}" "${admin[@]}" "$@" \
     >>"$dir/log/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/run/$name.pid"
@@ -151,6 +152,7 @@ node_cert() { # DIR NAME ROLE: signs NAME's certificate unless it exists
   for r in ${role//,/ }; do
     case "$r" in
       gateway) ou="$ou/OU=gateway" ;;
+      admin) ou="$ou/OU=admin" ;;
       all) ou="$ou/OU=gateway/OU=service" ;;
       *) [[ "$ou" == */OU=service* ]] || ou="$ou/OU=service" ;;
     esac
@@ -235,6 +237,8 @@ up() {
   make_secrets "$dir"
   make_ca "$dir"
   server_cert "$dir" mariadb
+  # parleyctl's: calls admin methods only (docs/operations.md "Admin").
+  node_cert "$dir" admin admin
   server_cert "$dir" gateway-tls
   local client_tls=${PARLEY_CLUSTER_TLS:-1}
   [ "$client_tls" = 0 ] || [ "$client_tls" = 1 ] || die "PARLEY_CLUSTER_TLS: expected 0 or 1"
@@ -327,6 +331,9 @@ ENV
       $(sed -n 's/^ADMIN_PORT_\(.*\)=\(.*\)/\1=\2/p' "$dir/cluster.env")
   fi
   echo "Status: $me status $dir    Logs: $dir/log/    Stop: $me down $dir"
+  echo "Users:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
+    "--cluster-ca $dir/pki/ca.pem --admin-cert $dir/pki/admin.pem" \
+    "--admin-key $dir/pki/admin.key users find ''"
 }
 
 # alive PID: the process runs (a zombie does not count). Builtins only: a

@@ -2334,3 +2334,132 @@ void store_test_ack_many(void **state)
         assert_int_equal(acked_seq(f->uri, conv[i], u[i]), i == 3 || i == 10 ? 2 : 3);
     assert_int_equal(raw_int(f->uri, "SELECT count(*) FROM members"), 2 * N);
 }
+
+/* ---- administration (parleyctl) ---- */
+
+typedef struct {
+    char names[8][STORE_NAME_MAX * 4 + 1];
+    int banned[8];
+    size_t n;
+} found_users;
+
+static int found_user(void *arg, const store_user *u)
+{
+    found_users *f = arg;
+    assert_true(f->n < 8);
+    assert_string_equal(u->pwhash, "");
+    snprintf(f->names[f->n], sizeof f->names[0], "%s", u->name);
+    f->banned[f->n++] = u->banned;
+    return 0;
+}
+
+static int count_session(void *arg, int64_t created_ms, int64_t last_used_ms)
+{
+    int64_t *prev = arg;
+    assert_true(last_used_ms >= created_ms);
+    assert_true(last_used_ms <= *prev); /* most recently used first */
+    *prev = last_used_ms;
+    return 0;
+}
+
+void store_test_admin(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t ann = mkuser(f->st, "ann"), anna = mkuser(f->st, "anna"), bo = mkuser(f->st, "bo");
+    mkuser(f->st, "an\xc3\xa9"); /* "ané": bytes above 'n' */
+    mkuser(f->st, "Ann");
+    found_users fu = {.n = 0};
+
+    /* A prefix's names, in byte order, paged with `after`. */
+    assert_int_equal(store_users_find(f->st, "ann", "", 10, found_user, &fu), STORE_OK);
+    assert_int_equal(fu.n, 2);
+    assert_string_equal(fu.names[0], "ann");
+    assert_string_equal(fu.names[1], "anna");
+    fu.n = 0;
+    assert_int_equal(store_users_find(f->st, "an", "ann", 10, found_user, &fu), STORE_OK);
+    assert_int_equal(fu.n, 2);
+    assert_string_equal(fu.names[0], "anna");
+    assert_string_equal(fu.names[1], "an\xc3\xa9");
+    fu.n = 0;
+    assert_int_equal(store_users_find(f->st, "", "", 2, found_user, &fu), STORE_OK);
+    assert_int_equal(fu.n, 2);
+    assert_string_equal(fu.names[0], "Ann");
+    fu.n = 0;
+    assert_int_equal(store_users_find(f->st, "zz", "", 10, found_user, &fu), STORE_OK);
+    assert_int_equal(fu.n, 0);
+    assert_int_equal(store_users_find(f->st, "a", "", 0, found_user, &fu), STORE_ERROR);
+
+    /* Sessions: listed, counted; a ban deletes them and is seen by lookups. */
+    for (unsigned i = 0; i < 3; i++)
+        mksession(f->st, i, ann, 1000 + i * 100000, 0);
+    mksession(f->st, 9, bo, 1000, 0);
+    uint64_t n = 0;
+    assert_int_equal(store_user_session_count(f->st, ann, &n), STORE_OK);
+    assert_int_equal(n, 3);
+    int64_t prev = INT64_MAX;
+    assert_int_equal(store_user_sessions(f->st, ann, count_session, &prev), STORE_OK);
+    assert_int_equal(prev, 1000);
+    assert_int_equal(store_user_set_banned(f->st, ann, 1), STORE_OK);
+    assert_int_equal(store_user_set_banned(f->st, ann, 1), STORE_OK); /* again: no error */
+    assert_int_equal(store_user_session_count(f->st, ann, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_user_session_count(f->st, bo, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    store_user u;
+    assert_int_equal(store_user_by_name(f->st, "ann", &u), STORE_OK);
+    assert_int_equal(u.banned, 1);
+    assert_int_equal(u.created_ms, 1000);
+    assert_int_equal(store_user_set_banned(f->st, ann, 0), STORE_OK);
+    assert_int_equal(store_user_by_id(f->st, ann, &u), STORE_OK);
+    assert_int_equal(u.banned, 0);
+    assert_int_equal(store_user_set_banned(f->st, 999999, 1), STORE_NOT_FOUND);
+
+    /* A new password hash ends the sessions too. */
+    mksession(f->st, 20, ann, 5000, 0);
+    assert_int_equal(store_user_set_password(f->st, ann, "$argon2id$new"), STORE_OK);
+    assert_int_equal(store_user_by_id(f->st, ann, &u), STORE_OK);
+    assert_string_equal(u.pwhash, "$argon2id$new");
+    assert_int_equal(sessions_of(f->uri, ann), 0);
+    assert_int_equal(store_user_set_password(f->st, 999999, "$x"), STORE_NOT_FOUND);
+
+    /* Erase: tombstone, no friends, no group memberships, no bodies. */
+    assert_int_equal(store_friend_add(f->st, ann, bo, 1000), STORE_OK);
+    store_group g;
+    assert_int_equal(store_group_create(f->st, "bos", "", bo, 1000, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, ann, 1000), STORE_OK);
+    uint64_t conv;
+    assert_int_equal(store_direct_conv(f->st, ann, bo, &conv), STORE_OK);
+    store_msg m1, m2, m3, got;
+    assert_int_equal(store_message_append(f->st, conv, ann, 0, "hers", 4, 10, &m1), STORE_OK);
+    assert_int_equal(store_message_append(f->st, g.conv, ann, 0, "hers2", 5, 11, &m2), STORE_OK);
+    assert_int_equal(store_message_append(f->st, conv, bo, 0, "his", 3, 12, &m3), STORE_OK);
+    mksession(f->st, 30, ann, 6000, 0);
+    assert_int_equal(store_user_erase(f->st, ann), STORE_OK);
+    assert_int_equal(store_user_by_id(f->st, ann, &u), STORE_OK);
+    char tomb[64];
+    snprintf(tomb, sizeof tomb, STORE_TOMBSTONE_PREFIX "%llu", (unsigned long long)ann);
+    assert_string_equal(u.name, tomb);
+    assert_string_equal(u.pwhash, "");
+    assert_int_equal(u.banned, 1);
+    assert_int_equal(store_user_by_name(f->st, "ann", &u), STORE_NOT_FOUND);
+    assert_int_equal(sessions_of(f->uri, ann), 0);
+    assert_int_equal(store_friend_count(f->st, bo, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_user_group_count(f->st, ann, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_group_member_count(f->st, g.id, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_message_get(f->st, m1.msgid, &got), STORE_OK);
+    assert_int_equal(got.recalled, 1);
+    assert_int_equal(got.body_len, 0);
+    assert_int_equal(store_message_get(f->st, m2.msgid, &got), STORE_OK);
+    assert_int_equal(got.body_len, 0);
+    assert_int_equal(store_message_get(f->st, m3.msgid, &got), STORE_OK);
+    assert_int_equal(got.recalled, 0);
+    assert_int_equal(got.body_len, 3);
+    /* The name is free again; erasing twice is harmless. */
+    mkuser(f->st, "ann");
+    assert_int_equal(store_user_erase(f->st, ann), STORE_OK);
+    assert_int_equal(store_user_erase(f->st, 999999), STORE_NOT_FOUND);
+    (void)anna;
+}

@@ -99,6 +99,7 @@ void store_test_txn_flags(void **state);
 void store_test_append_many(void **state);
 void store_test_ack_many(void **state);
 void store_test_message_by_ref(void **state);
+void store_test_admin(void **state);
 
 #define STORE_SUITE_T(fn)                                                                          \
     cmocka_unit_test_setup_teardown(fn, store_suite_setup, store_suite_teardown)
@@ -124,6 +125,7 @@ void store_test_message_by_ref(void **state);
         STORE_SUITE_T(store_test_append_ref_persist),                                              \
         STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
         STORE_SUITE_T(store_test_txn_flags), STORE_SUITE_T(store_test_append_many),                \
-        STORE_SUITE_T(store_test_ack_many), STORE_SUITE_T(store_test_message_by_ref)
+        STORE_SUITE_T(store_test_ack_many), STORE_SUITE_T(store_test_message_by_ref),              \
+        STORE_SUITE_T(store_test_admin)
 
 #endif

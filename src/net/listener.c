@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -21,6 +23,7 @@ struct listener {
     listener_fn on_accept;
     void *arg;
     int port;
+    char *path; /* a Unix socket's, removed at free */
 };
 
 static void listener_on_accept(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa,
@@ -28,7 +31,8 @@ static void listener_on_accept(struct evconnlistener *ev, evutil_socket_t fd, st
 {
     listener *ls = arg;
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!ls->path)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ls->on_accept(fd, ls->arg);
 }
 
@@ -95,6 +99,58 @@ fail:
     return NULL;
 }
 
+listener *listener_new_unix(struct event_base *base, const char *path, listener_fn on_accept,
+                            void *arg, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "socket path %.200s is too long", path);
+        return NULL;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    listener *ls = calloc(1, sizeof(*ls));
+    if (!ls || !(ls->path = strdup(path))) {
+        free(ls);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ls->on_accept = on_accept;
+    ls->arg = arg;
+    /* A socket file that nobody accepts on is a dead process's: replace it.
+     * One that answers is another's, and stays. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        close(probe);
+        snprintf(err, errlen, "another process is serving %.300s", path);
+        free(ls->path);
+        free(ls);
+        return NULL;
+    }
+    if (probe >= 0)
+        close(probe);
+    unlink(path);
+    /* 0600 before listen(): nobody else can connect at any moment. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0) {
+        snprintf(err, errlen, "cannot listen on %.300s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        goto fail;
+    }
+    ls->ev = evconnlistener_new(base, listener_on_accept, ls, LEV_OPT_CLOSE_ON_FREE, 16, fd);
+    if (!ls->ev) {
+        snprintf(err, errlen, "cannot listen on %.300s: %s", path, strerror(errno));
+        close(fd);
+        goto fail;
+    }
+    evconnlistener_set_error_cb(ls->ev, listener_on_error);
+    ls->retry = evtimer_new(base, listener_on_retry, ls);
+    return ls;
+fail:
+    listener_free(ls); /* removes the file too */
+    return NULL;
+}
+
 int listener_port(const listener *ls)
 {
     return ls->port;
@@ -108,5 +164,9 @@ void listener_free(listener *ls)
         event_free(ls->retry);
     if (ls->ev)
         evconnlistener_free(ls->ev);
+    if (ls->path) {
+        unlink(ls->path);
+        free(ls->path);
+    }
     free(ls);
 }

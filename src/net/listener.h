@@ -17,7 +17,13 @@ typedef void (*listener_fn)(int fd, void *arg);
  * NULL on failure with the reason in err. The caller owns the listener. */
 listener *listener_new(struct event_base *base, const char *host, int port, listener_fn on_accept,
                        void *arg, char *err, size_t errlen);
-/* The port actually bound. */
+/* Binds a Unix stream socket at path, mode 0600 (whoever may open it is
+ * trusted: see the caller), replacing a file left there by a process that
+ * is gone; the file is removed by listener_free. NULL on failure with the
+ * reason in err (also if another process is accepting on path). */
+listener *listener_new_unix(struct event_base *base, const char *path, listener_fn on_accept,
+                            void *arg, char *err, size_t errlen);
+/* The port actually bound (0 for a Unix socket). */
 int listener_port(const listener *ls);
 void listener_free(listener *ls);
 

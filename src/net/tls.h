@@ -68,6 +68,8 @@ void tls_ctx_free(tls_ctx *t);
  * its role rather than from where it is (docs/security.md). */
 #define TLS_ROLE_GATEWAY "gateway"
 #define TLS_ROLE_SERVICE "service"
+/* parleyctl's certificate: may call admin methods only (rpc/server.c). */
+#define TLS_ROLE_ADMIN "admin"
 
 /* A context for one side of node-to-node TLS, presenting cert_file and
  * key_file and trusting ca_file alone. A server requires a client

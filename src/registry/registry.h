@@ -21,7 +21,11 @@ typedef struct registry registry;
 
 /* One provider of a service. */
 typedef struct registry_node {
-    const char *name; /* the znode's name, e.g. "node-0000000003" (stable while it lives) */
+    /* the znode's name, NAME-SEQUENCE: "user1-0000000003" for a node
+     * registered as user1 (registry_register_named), "node-0000000003"
+     * otherwise. Unique (ZooKeeper's sequence), so the ring's keys are too;
+     * registry_node_name gives NAME. */
+    const char *name;
     const char *addr; /* "host:port" */
 } registry_node;
 
@@ -49,6 +53,16 @@ void registry_free(registry *r);
 /* Publishes addr as a provider of service (creating the parent path) and
  * keeps it published across session expiry. 0, or -1 with the reason in err. */
 int registry_register(registry *r, const char *service, const char *addr, char *err, size_t errlen);
+/* registry_register under the node's name (1..REGISTRY_NAME_MAX of
+ * letters, digits, '.', '_', '-'): the znode is NAME-SEQUENCE. */
+enum { REGISTRY_NAME_MAX = 48 };
+int registry_register_named(registry *r, const char *service, const char *name, const char *addr,
+                            char *err, size_t errlen);
+/* 1 if name is a valid node name (above). */
+int registry_name_ok(const char *name);
+/* The node name in a znode's name (what precedes "-SEQUENCE"), into out
+ * (outlen bytes). */
+void registry_node_name(const char *znode, char *out, size_t outlen);
 /* Calls fn with the current providers of service now (from the calling
  * thread, before returning) and again after every change, until
  * registry_free. 0, or -1 with the reason in err. */

@@ -77,6 +77,7 @@ typedef struct zk_reg {
     struct zk_reg *next;
     char *service;
     char *addr;
+    char *name;             /* the znode is NAME-SEQUENCE */
     char path[ZK_PATH_MAX]; /* the node, valid while gen is current */
     unsigned gen;           /* session generation the node lives in; 0: none */
     unsigned lost_gen;      /* a create in this generation may have succeeded unseen */
@@ -393,7 +394,7 @@ static int zk_reg_create(registry *r, zhandle_t *zh, zk_reg *g)
     int rc = zk_ensure_path(zh, base, r->acl);
     if (rc != ZOK)
         return rc;
-    snprintf(prefix, sizeof prefix, "%s/node-", base);
+    snprintf(prefix, sizeof prefix, "%s/%s-", base, g->name);
     rc = zoo_create(zh, prefix, g->addr, (int)strlen(g->addr), r->acl, ZOO_EPHEMERAL_SEQUENTIAL,
                     made, (int)sizeof made);
     if (rc == ZOK)
@@ -669,6 +670,7 @@ static void zk_destroy(registry *r)
         r->regs = g->next;
         free(g->service);
         free(g->addr);
+        free(g->name);
         free(g);
     }
     while (r->watches) {
@@ -783,18 +785,50 @@ void registry_free(registry *r)
     zk_destroy(r);
 }
 
+int registry_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > REGISTRY_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+void registry_node_name(const char *znode, char *out, size_t outlen)
+{
+    size_t n = strlen(znode);
+    const char *dash = strrchr(znode, '-');
+    /* ZooKeeper's sequence: ten digits after the last dash. */
+    if (dash && n - (size_t)(dash - znode) == 11 && strspn(dash + 1, "0123456789") == 10)
+        n = (size_t)(dash - znode);
+    snprintf(out, outlen, "%.*s", (int)n, znode);
+}
+
 int registry_register(registry *r, const char *service, const char *addr, char *err, size_t errlen)
 {
-    if (!r || !zk_valid_service(service) || !addr || !*addr || strlen(addr) >= ZK_DATA_MAX) {
-        zk_err(err, errlen, "registry: bad service name or address");
+    return registry_register_named(r, service, "node", addr, err, errlen);
+}
+
+int registry_register_named(registry *r, const char *service, const char *name, const char *addr,
+                            char *err, size_t errlen)
+{
+    if (!r || !zk_valid_service(service) || !addr || !*addr || strlen(addr) >= ZK_DATA_MAX ||
+        !registry_name_ok(name)) {
+        zk_err(err, errlen, "registry: bad service name, node name or address");
         return -1;
     }
     zk_reg *g = calloc(1, sizeof *g);
     if (g) {
         g->service = strdup(service);
         g->addr = strdup(addr);
+        g->name = strdup(name);
     }
-    if (!g || !g->service || !g->addr) {
+    if (!g || !g->service || !g->addr || !g->name) {
         zk_err(err, errlen, "out of memory");
         goto fail;
     }
@@ -825,6 +859,7 @@ fail:
     if (g) {
         free(g->service);
         free(g->addr);
+        free(g->name);
         free(g);
     }
     return -1;

@@ -96,7 +96,8 @@ static int ring_rebuild(ring *r)
             n++;
         }
     }
-    qsort(pts, n, sizeof(*pts), ring_cmp);
+    if (n) /* an empty ring has no array to sort (qsort's pointer must not be NULL) */
+        qsort(pts, n, sizeof(*pts), ring_cmp);
     free(r->points);
     r->points = pts;
     r->npoints = n;

@@ -16,6 +16,7 @@
 #include "net/listener.h"
 #include "rpc.pb-c.h"
 #include "rpc/server_decode.h"
+#include "services/admin.h"
 
 /* Frame limits of the two directions; rpc/client.c holds the same numbers
  * and keeps to them before sending, so that one oversized call fails alone
@@ -56,7 +57,8 @@ struct rpc_server {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     unsigned closed;
-    int served; /* atomic: set at the first request */
+    int served;      /* atomic: set at the first request */
+    int local_admin; /* a Unix socket: every peer is an admin */
 };
 
 typedef struct {
@@ -71,7 +73,7 @@ typedef struct {
  * whose user id (and session, gateway id) the services believe: only a
  * gateway may assert one. Service nodes never call each other, so a peer of
  * any other role has no call to make at all. */
-enum { RPC_PEER_UNKNOWN = 0, RPC_PEER_GATEWAY, RPC_PEER_OTHER };
+enum { RPC_PEER_UNKNOWN = 0, RPC_PEER_GATEWAY, RPC_PEER_OTHER, RPC_PEER_ADMIN };
 
 /* One call on its way through the runtime; lives in the call's arena. */
 typedef struct {
@@ -140,23 +142,44 @@ static void rpc_done(void *arg, arena *a, Parley__Result *res, svc_outcome outco
     loop_post_node(conn_loop(f->c), &f->node);
 }
 
-/* 1 if the peer of c may make calls. Without node TLS everyone may (the
- * node warned at start). With it the handshake is over by the first frame,
- * and the peer's verified certificate says whether it is a gateway. */
-static int rpc_peer_allowed(conn *c)
+/* Who the peer of c is: RPC_PEER_ADMIN on the admin socket; without node
+ * TLS everyone is taken for a gateway (the node warned at start); with it
+ * the handshake is over by the first frame, and the peer's verified
+ * certificate says gateway, admin or neither. */
+static int rpc_peer(conn *c)
 {
     rpc_conn *rc = conn_udata(c);
+    if (rc->srv->local_admin)
+        return RPC_PEER_ADMIN;
     if (!rc->srv->cls.tls)
-        return 1;
+        return RPC_PEER_GATEWAY;
     if (rc->peer == RPC_PEER_UNKNOWN) {
         tls_conn *tc = conn_tls(c);
-        rc->peer =
-            tc && tls_peer_has_role(tc, TLS_ROLE_GATEWAY) ? RPC_PEER_GATEWAY : RPC_PEER_OTHER;
+        rc->peer = tc && tls_peer_has_role(tc, TLS_ROLE_GATEWAY) ? RPC_PEER_GATEWAY
+                   : tc && tls_peer_has_role(tc, TLS_ROLE_ADMIN) ? RPC_PEER_ADMIN
+                                                                 : RPC_PEER_OTHER;
         if (rc->peer == RPC_PEER_OTHER)
-            log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's",
+            log_warn("rpc: refusing the calls of %s: its node certificate is not a gateway's "
+                     "(nor an admin's)",
                      rc->addr);
+        if (rc->peer == RPC_PEER_ADMIN)
+            log_info("rpc: admin connection from %s", rc->addr);
     }
-    return rc->peer == RPC_PEER_GATEWAY;
+    return rc->peer;
+}
+
+/* NULL if peer may call def, else why not. Admin methods and the rest are
+ * apart: a gateway speaks for users, an admin for the operator. */
+static const char *rpc_refusal(int peer, const rpc_server *srv, const svc_def *def)
+{
+    int admin_def = def == &svc_admin;
+    if (peer == RPC_PEER_ADMIN && !admin_def)
+        return "an admin may call admin methods only";
+    if (peer != RPC_PEER_ADMIN && admin_def)
+        return srv->cls.tls ? "admin methods need an admin certificate"
+                            : "admin methods need node TLS (--cluster-ca) and an admin "
+                              "certificate";
+    return NULL;
 }
 
 void rpc_server_decode(const svc_def *const *defs, size_t ndefs, arena *a, const uint8_t *payload,
@@ -213,14 +236,21 @@ static void rpc_on_frame(conn *c, const uint8_t *payload, size_t len)
         abort();
     rpc_decoded d;
     rpc_server_decode(srv->defs, srv->ndefs, a, payload, len, &d);
-    if (!rpc_peer_allowed(c)) {
+    int peer = rpc_peer(c);
+    if (peer == RPC_PEER_OTHER) {
         rpc_send_status(c, d.call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED,
-                        "only a gateway may call a service node");
+                        "only a gateway or an admin may call a service node");
         arena_free(a);
         return;
     }
     if (d.status != PARLEY__RPC_STATUS__RPC_OK) {
         rpc_send_status(c, d.call_id, d.status, d.error);
+        arena_free(a);
+        return;
+    }
+    const char *refused = rpc_refusal(peer, srv, d.def);
+    if (refused) {
+        rpc_send_status(c, d.call_id, PARLEY__RPC_STATUS__RPC_UNAUTHORISED, refused);
         arena_free(a);
         return;
     }
@@ -296,9 +326,8 @@ static void rpc_on_accept(int fd, void *arg)
     loop_post(srv->loops[i], rpc_adopt_run, ad);
 }
 
-rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
-                           unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
-                           size_t ndefs, tls_ctx *tls, char *err, size_t errlen)
+static rpc_server *rpc_server_make(loop **loops, unsigned nloops, svc_runtime *rt,
+                                   const svc_def *const *defs, size_t ndefs, tls_ctx *tls)
 {
     rpc_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
@@ -319,7 +348,37 @@ rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, 
                             .tls = tls};
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
+    return srv;
+}
+
+rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
+                           unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
+                           size_t ndefs, tls_ctx *tls, char *err, size_t errlen)
+{
+    rpc_server *srv = rpc_server_make(loops, nloops, rt, defs, ndefs, tls);
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     srv->ls = listener_new(base, host, port, rpc_on_accept, srv, err, errlen);
+    if (!srv->ls) {
+        rpc_server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+rpc_server *rpc_server_new_unix(struct event_base *base, const char *path, loop **loops,
+                                unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
+                                size_t ndefs, char *err, size_t errlen)
+{
+    rpc_server *srv = rpc_server_make(loops, nloops, rt, defs, ndefs, NULL);
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->local_admin = 1;
+    srv->ls = listener_new_unix(base, path, rpc_on_accept, srv, err, errlen);
     if (!srv->ls) {
         rpc_server_free(srv);
         return NULL;

@@ -27,6 +27,16 @@ typedef struct rpc_server rpc_server;
 rpc_server *rpc_server_new(struct event_base *base, const char *host, int port, loop **loops,
                            unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
                            size_t ndefs, tls_ctx *tls, char *err, size_t errlen);
+/* Admin methods (services/admin.h) among defs go only to a peer whose
+ * certificate says admin, which may call nothing else; a gateway never gets
+ * them, and without tls nobody does. */
+/* As rpc_server_new, on a Unix socket at path (made mode 0600, replacing
+ * a stale one; removed when the server is freed): whoever can open it is
+ * trusted as an admin (file permissions), and may call admin methods only.
+ * The embedded parleyd's admin socket. */
+rpc_server *rpc_server_new_unix(struct event_base *base, const char *path, loop **loops,
+                                unsigned nloops, svc_runtime *rt, const svc_def *const *defs,
+                                size_t ndefs, char *err, size_t errlen);
 int rpc_server_port(const rpc_server *s);
 /* Stops accepting and closes every connection (callers retry elsewhere);
  * waits until each loop has done so. */

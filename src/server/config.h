@@ -62,6 +62,7 @@ typedef struct config {
     int rpc_port;                /* service nodes: RPC port (0 picks one) */
     char advertise[256];         /* address other nodes use to reach this one */
     unsigned gateway_id;         /* 0: chosen at random */
+    char node_name[64];          /* in the registry (parleyctl nodes); empty: ROLE-HOST-PORT */
     unsigned zk_timeout_ms;      /* ZooKeeper session timeout */
     unsigned rpc_timeout_ms;
     char balance_user[32], balance_social[32], balance_message[32];

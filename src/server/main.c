@@ -38,6 +38,7 @@
 #include "rpc/server.h"
 #include "server/admin.h"
 #include "server/config.h"
+#include "services/admin.h"
 #include "services/limits.h"
 #include "services/svc.h"
 
@@ -66,6 +67,8 @@ typedef struct server {
     listener *ls_plain; /* with TLS, --plain-port */
     tls_ctx *tls;
     rpc_server *rpc;
+    rpc_server *admin_rpc;                      /* embedded: the admin socket DATA/admin.sock */
+    const svc_def *rpc_defs[4];                 /* what rpc serves: local, and admin */
     tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
     int lock_fd;  /* holds the data directory's lock; 0: none */
@@ -515,6 +518,11 @@ static int server_roles(server *s, char *err, size_t errlen)
         return -1;
     }
     s->cluster = s->cfg.zk[0] != 0;
+    if (s->cfg.node_name[0] && !registry_name_ok(s->cfg.node_name)) {
+        snprintf(err, errlen, "--node-name: 1 to %d letters, digits, '.', '_' or '-'",
+                 REGISTRY_NAME_MAX);
+        return -1;
+    }
     int all_local = s->has_gateway && s->nlocal == 3;
     if (!all_local && !s->cluster) {
         snprintf(err, errlen, "role '%s' is part of a cluster: it needs --zk (and --redis)",
@@ -526,6 +534,21 @@ static int server_roles(server *s, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* --node-name, or ROLE-ADDR-PORT with what a name may not hold made '_':
+ * the name parleyctl shows (docs/operations.md "Admin"). */
+static void server_node_name(const server *s, int port, char *out, size_t len)
+{
+    const config *cfg = &s->cfg;
+    if (cfg->node_name[0]) {
+        snprintf(out, len, "%s", cfg->node_name);
+        return;
+    }
+    snprintf(out, len, "%.20s-%.40s-%d", cfg->role, cfg->advertise, port);
+    for (char *p = out; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", *p))
+            *p = '_';
 }
 
 static int server_svc_index(const svc_def *d)
@@ -805,24 +828,42 @@ static int server_start(server *s, char *err, size_t errlen)
         }
     }
     if (s->cluster && s->nlocal) {
+        /* Admin methods too, for a peer with an admin certificate only. */
+        memcpy(s->rpc_defs, s->local, s->nlocal * sizeof(s->local[0]));
+        s->rpc_defs[s->nlocal] = &svc_admin;
         s->rpc = rpc_server_new(s->base, cfg->bind, cfg->rpc_port, s->loops, s->nloops, s->rt,
-                                s->local, s->nlocal, s->node_tls_server, err, errlen);
+                                s->rpc_defs, s->nlocal + 1, s->node_tls_server, err, errlen);
         if (!s->rpc)
             return -1;
-        char addr[300];
+        char addr[300], name[REGISTRY_NAME_MAX + 1];
         snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, rpc_server_port(s->rpc));
+        server_node_name(s, rpc_server_port(s->rpc), name, sizeof(name));
         for (size_t i = 0; i < s->nlocal; i++) {
-            if (registry_register(s->reg, server_service_names[server_svc_index(s->local[i])], addr,
-                                  err, errlen) < 0)
+            if (registry_register_named(s->reg, server_service_names[server_svc_index(s->local[i])],
+                                        name, addr, err, errlen) < 0)
                 return -1;
         }
         log_info("serving RPC on %s", addr);
     }
+    /* Embedded: parleyctl --data DIR speaks to this, trusted by the file's
+     * permissions (docs/operations.md "Admin"). Only where the data
+     * directory's lock is ours: the socket there is then ours too. */
+    if (!s->cluster && s->nlocal && s->lock_fd > 0) {
+        static const svc_def *const admin_only[] = {&svc_admin};
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%.4000s/admin.sock", cfg->data);
+        s->admin_rpc = rpc_server_new_unix(s->base, path, s->loops, s->nloops, s->rt, admin_only, 1,
+                                           err, errlen);
+        if (!s->admin_rpc)
+            return -1;
+        log_info("admin socket on %s (parleyctl --data %s)", path, cfg->data);
+    }
     if (s->has_gateway) {
         if (s->cluster) {
-            char addr[300];
+            char addr[300], name[REGISTRY_NAME_MAX + 1];
             snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
-            if (registry_register(s->reg, "gateway", addr, err, errlen) < 0)
+            server_node_name(s, listener_port(s->ls), name, sizeof(name));
+            if (registry_register_named(s->reg, "gateway", name, addr, err, errlen) < 0)
                 return -1;
         }
     }
@@ -854,6 +895,9 @@ static void server_stop(server *s)
     s->ls = NULL;
     listener_free(s->ls_plain);
     s->ls_plain = NULL;
+    /* No admin call may come in once the runtime is going. */
+    if (s->admin_rpc)
+        rpc_server_close_all(s->admin_rpc);
     /* Queued logins and registrations are answered, not hashed. */
     svc_runtime_stop(s->rt);
     if (s->gw)
@@ -872,6 +916,7 @@ static void server_stop(server *s)
         loop_free(s->loops[i]);
     free(s->loops);
     rpc_server_free(s->rpc);
+    rpc_server_free(s->admin_rpc);
     bus_free(s->bus);
     if (s->trim)
         event_free(s->trim);

@@ -142,6 +142,11 @@ static void user_login(svc_ctx *ctx)
         svc_fail_store(ctx, st, "user");
         return;
     }
+    /* After the password: only its holder learns of the suspension. */
+    if (u.banned) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "account suspended");
+        return;
+    }
     user_expire_sessions(ctx);
     char token[PWHASH_TOKEN_LEN + 1];
     uint8_t hash[32];
@@ -183,6 +188,11 @@ static void user_resume(svc_ctx *ctx)
     }
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "session");
+        return;
+    }
+    /* A ban deletes the tokens too: this is a resume that raced it. */
+    if (u.banned) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "account suspended");
         return;
     }
     user_login_reply(ctx, &u, token);

@@ -199,8 +199,14 @@ static const char *const mdb_schema_v5[] = {
     NULL,
 };
 
+/* 5 -> 6: an operator may suspend an account (parleyctl ban). */
+static const char *const mdb_schema_v6[] = {
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS banned TINYINT UNSIGNED NOT NULL DEFAULT 0",
+    NULL,
+};
+
 static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2, mdb_schema_v3,
-                                                    mdb_schema_v4, mdb_schema_v5};
+                                                    mdb_schema_v4, mdb_schema_v5, mdb_schema_v6};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -294,6 +300,15 @@ enum {
     Q_ACK,
     Q_ACK_STORED,
     Q_CONV_LAST_SEQ,
+    Q_USERS_FIND,
+    Q_USER_SESSIONS,
+    Q_SESSION_COUNT,
+    Q_USER_SET_BANNED,
+    Q_USER_SET_PWHASH,
+    Q_USER_TOMBSTONE,
+    Q_UNLINK_FRIENDS,
+    Q_UNLINK_GROUPS,
+    Q_UNLINK_BODIES,
     Q_COUNT
 };
 
@@ -328,8 +343,10 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_SCHEMA_SET] = {"INSERT INTO schema_version (version) VALUES (?)", "u", ""},
 
     [Q_USER_INSERT] = {"INSERT INTO users (name, pwhash, created_ms) VALUES (?, ?, ?)", "tti", ""},
-    [Q_USER_BY_ID] = {"SELECT id, name, pwhash FROM users WHERE id = ?", "u", "utt"},
-    [Q_USER_BY_NAME] = {"SELECT id, name, pwhash FROM users WHERE name = ?", "t", "utt"},
+    [Q_USER_BY_ID] = {"SELECT id, name, pwhash, created_ms, banned FROM users WHERE id = ?", "u",
+                      "uttii"},
+    [Q_USER_BY_NAME] = {"SELECT id, name, pwhash, created_ms, banned FROM users WHERE name = ?",
+                        "t", "uttii"},
 
     [Q_SESSION_INSERT] = {"INSERT INTO sessions (token_hash, user_id, created_ms, last_used)"
                           " VALUES (?, ?, ?, ?)",
@@ -488,6 +505,24 @@ static const mdb_query mdb_sql[Q_COUNT] = {
      * shared lock on the conversation that a concurrent send holds
      * exclusively, and batches of acks and sends would deadlock. */
     [Q_CONV_LAST_SEQ] = {"SELECT last_seq FROM convs WHERE id = ?", "u", "u"},
+
+    /* Administration. A range of users_name from the prefix on; the caller
+     * stops at the first name without it. */
+    [Q_USERS_FIND] = {"SELECT id, name, '', created_ms, banned FROM users"
+                      " WHERE name >= ? AND name > ? ORDER BY name LIMIT ?",
+                      "ttu", "uttii"},
+    [Q_USER_SESSIONS] = {"SELECT created_ms, last_used FROM sessions WHERE user_id = ?"
+                         " ORDER BY last_used DESC LIMIT ?",
+                         "uu", "ii"},
+    [Q_SESSION_COUNT] = {"SELECT COUNT(*) FROM sessions WHERE user_id = ?", "u", "u"},
+    [Q_USER_SET_BANNED] = {"UPDATE users SET banned = ? WHERE id = ?", "du", ""},
+    [Q_USER_SET_PWHASH] = {"UPDATE users SET pwhash = ? WHERE id = ?", "tu", ""},
+    [Q_USER_TOMBSTONE] = {"UPDATE users SET name = ?, pwhash = '', banned = 1 WHERE id = ?", "tu",
+                          ""},
+    [Q_UNLINK_FRIENDS] = {"DELETE FROM friends WHERE user_id = ? OR friend_id = ?", "uu", ""},
+    [Q_UNLINK_GROUPS] = {"DELETE FROM members WHERE user_id = ? AND role > 0", "u", ""},
+    /* As recall; messages_sender_ref leads with sender. */
+    [Q_UNLINK_BODIES] = {"UPDATE messages SET recalled = 1, body = '' WHERE sender = ?", "u", ""},
 };
 
 /* Statement k of the multi-row ones has this many rows. */
@@ -1140,6 +1175,8 @@ static void mdb_user_row(mdb_store *st, store_user *out)
     out->id = st->col_u[0];
     mdb_copy_text(st, 1, out->name, sizeof out->name);
     mdb_copy_text(st, 2, out->pwhash, sizeof out->pwhash);
+    out->created_ms = st->col_i[3];
+    out->banned = st->col_i[4] != 0;
 }
 
 static store_status mdb_user_by_id(store *base, uint64_t id, store_user *out)
@@ -1221,6 +1258,9 @@ static store_status mdb_count(store *base, store_count_kind what, uint64_t id, u
         break;
     case STORE_COUNT_GROUP_MEMBERS:
         ret = mdb_first(st, Q_GROUP_MEMBER_COUNT, id);
+        break;
+    case STORE_COUNT_SESSIONS:
+        ret = mdb_first(st, Q_SESSION_COUNT, id);
         break;
     default:
         mdb_set_err(st, "unknown count %d", (int)what);
@@ -2428,6 +2468,70 @@ fail:
     return NULL;
 }
 
+/* ---- administration ---- */
+
+static store_status mdb_users_find(store *base, const char *from, const char *after, unsigned limit,
+                                   store_userrow_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_USERS_FIND, from, after, (uint64_t)limit);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_user u;
+        mdb_user_row(st, &u);
+        if (cb(arg, &u) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_user_sessions(store *base, uint64_t user, unsigned limit,
+                                      store_session_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_USER_SESSIONS, user, (uint64_t)limit);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        if (cb(arg, st->col_i[0], st->col_i[1]) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_user_set_banned(store *base, uint64_t user, int banned)
+{
+    return mdb_exec(mdb_of(base), Q_USER_SET_BANNED, NULL, banned, user);
+}
+
+static store_status mdb_user_set_pwhash(store *base, uint64_t user, const char *pwhash)
+{
+    return mdb_exec(mdb_of(base), Q_USER_SET_PWHASH, NULL, pwhash, user);
+}
+
+static store_status mdb_user_tombstone(store *base, uint64_t user, const char *name)
+{
+    return mdb_exec(mdb_of(base), Q_USER_TOMBSTONE, NULL, name, user);
+}
+
+static store_status mdb_user_unlink(store *base, uint64_t user, store_unlink_kind what)
+{
+    mdb_store *st = mdb_of(base);
+    if (what == STORE_UNLINK_FRIENDS)
+        return mdb_exec(st, Q_UNLINK_FRIENDS, NULL, user, user);
+    return mdb_exec(st, what == STORE_UNLINK_GROUPS ? Q_UNLINK_GROUPS : Q_UNLINK_BODIES, NULL,
+                    user);
+}
+
 static const store_ops mdb_ops = {
     .name = "mariadb",
     .close = mdb_close,
@@ -2476,4 +2580,10 @@ static const store_ops mdb_ops = {
     .history = mdb_history,
     .pending = mdb_pending,
     .ack = mdb_ack,
+    .users_find = mdb_users_find,
+    .user_sessions = mdb_user_sessions,
+    .user_set_banned = mdb_user_set_banned,
+    .user_set_pwhash = mdb_user_set_pwhash,
+    .user_tombstone = mdb_user_tombstone,
+    .user_unlink = mdb_user_unlink,
 };

@@ -137,6 +137,9 @@ static const char *const store_migrations[] = {
     "DROP INDEX messages_sender_ref;"
     "CREATE UNIQUE INDEX messages_ref_sender ON messages (ref, sender) WHERE ref IS NOT NULL;"
     "PRAGMA user_version = 6;",
+    /* 6 -> 7: an operator may suspend an account (parleyctl ban). */
+    "ALTER TABLE users ADD COLUMN banned INTEGER NOT NULL DEFAULT 0;"
+    "PRAGMA user_version = 7;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -206,6 +209,15 @@ enum {
     Q_HISTORY,
     Q_PENDING,
     Q_ACK,
+    Q_USERS_FIND,
+    Q_USER_SESSIONS,
+    Q_SESSION_COUNT,
+    Q_USER_SET_BANNED,
+    Q_USER_SET_PWHASH,
+    Q_USER_TOMBSTONE,
+    Q_UNLINK_FRIENDS,
+    Q_UNLINK_GROUPS,
+    Q_UNLINK_BODIES,
     Q_COUNT
 };
 
@@ -224,8 +236,8 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_OP_ROLLBACK_TO] = "ROLLBACK TO store_op",
 
     [Q_USER_INSERT] = "INSERT INTO users (name, pwhash, created_ms) VALUES (?1, ?2, ?3)",
-    [Q_USER_BY_ID] = "SELECT id, name, pwhash FROM users WHERE id = ?1",
-    [Q_USER_BY_NAME] = "SELECT id, name, pwhash FROM users WHERE name = ?1",
+    [Q_USER_BY_ID] = "SELECT id, name, pwhash, created_ms, banned FROM users WHERE id = ?1",
+    [Q_USER_BY_NAME] = "SELECT id, name, pwhash, created_ms, banned FROM users WHERE name = ?1",
 
     [Q_SESSION_INSERT] = "INSERT INTO sessions (token_hash, user_id, created_ms, last_used)"
                          " VALUES (?1, ?2, ?3, ?3)",
@@ -332,6 +344,22 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_ACK] = "UPDATE members SET acked_seq = max(acked_seq, min(?3, " STORE_LAST_SEQ(
         "?2") "))"
               " WHERE conv_id = ?2 AND user_id = ?1",
+
+    /* Administration. A range of the name index from the prefix on; the
+     * caller stops at the first name without it. */
+    [Q_USERS_FIND] = "SELECT id, name, '', created_ms, banned FROM users"
+                     " WHERE name >= ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+    [Q_USER_SESSIONS] = "SELECT created_ms, last_used FROM sessions WHERE user_id = ?1"
+                        " ORDER BY last_used DESC LIMIT ?2",
+    [Q_SESSION_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1",
+    [Q_USER_SET_BANNED] = "UPDATE users SET banned = ?2 WHERE id = ?1",
+    [Q_USER_SET_PWHASH] = "UPDATE users SET pwhash = ?2 WHERE id = ?1",
+    [Q_USER_TOMBSTONE] = "UPDATE users SET name = ?2, pwhash = '', banned = 1 WHERE id = ?1",
+    [Q_UNLINK_FRIENDS] = "DELETE FROM friends WHERE user_id = ?1 OR friend_id = ?1",
+    [Q_UNLINK_GROUPS] = "DELETE FROM members WHERE user_id = ?1 AND role > 0",
+    /* As recall: secure_delete zeroes the freed bytes. No index leads with
+     * sender here (it would cost every send): a scan, for a rare command. */
+    [Q_UNLINK_BODIES] = "UPDATE messages SET recalled = 1, body = '' WHERE sender = ?1",
 };
 
 /* The checkpointer of a handle that writes: a thread with a connection of
@@ -620,7 +648,7 @@ static store_status store_configure(sq_store *st)
      * cache); a power loss or OS crash may lose the last few transactions
      * but never corrupts the database. That trade buys far fewer fsyncs. */
     if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-                           " PRAGMA secure_delete = ON") != STORE_OK)
+                          " PRAGMA secure_delete = ON") != STORE_OK)
         return STORE_ERROR;
     /* The writer touches the tail of every busy conversation's index: with
      * SQLite's default 2 MB cache those pages were read again (a pread
@@ -961,6 +989,8 @@ static void store_user_row(sqlite3_stmt *s, store_user *out)
     out->id = store_col_u64(s, 0);
     store_col_text(s, 1, out->name, sizeof out->name);
     store_col_text(s, 2, out->pwhash, sizeof out->pwhash);
+    out->created_ms = sqlite3_column_int64(s, 3);
+    out->banned = sqlite3_column_int(s, 4) != 0;
 }
 
 static store_status sq_user_by_id(store *base, uint64_t id, store_user *out)
@@ -1056,6 +1086,10 @@ static store_status sq_count(store *base, store_count_kind what, uint64_t id, ui
         break;
     case STORE_COUNT_GROUP_MEMBERS:
         s = st->q[Q_GROUP_MEMBER_COUNT];
+        ret = store_first(st, s, "u", id);
+        break;
+    case STORE_COUNT_SESSIONS:
+        s = st->q[Q_SESSION_COUNT];
         ret = store_first(st, s, "u", id);
         break;
     default:
@@ -1608,6 +1642,73 @@ static void sq_keep_small(store *base)
         log_warn("store: cannot shrink a handle's cache: %s", sqlite3_errmsg(st->db));
 }
 
+/* ---- administration ---- */
+
+static store_status sq_users_find(store *base, const char *from, const char *after, unsigned limit,
+                                  store_userrow_cb cb, void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_USERS_FIND];
+    store_status ret = store_bind(st, s, "tti", from, after, (int64_t)limit);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_user u;
+        store_user_row(s, &u);
+        if (cb(arg, &u) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_user_sessions(store *base, uint64_t user, unsigned limit,
+                                     store_session_cb cb, void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_USER_SESSIONS];
+    store_status ret = store_bind(st, s, "ui", user, (int64_t)limit);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cb(arg, sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1)) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_user_set_banned(store *base, uint64_t user, int banned)
+{
+    return store_exec(sq_of(base), Q_USER_SET_BANNED, NULL, "ud", user, banned);
+}
+
+static store_status sq_user_set_pwhash(store *base, uint64_t user, const char *pwhash)
+{
+    return store_exec(sq_of(base), Q_USER_SET_PWHASH, NULL, "ut", user, pwhash);
+}
+
+static store_status sq_user_tombstone(store *base, uint64_t user, const char *name)
+{
+    return store_exec(sq_of(base), Q_USER_TOMBSTONE, NULL, "ut", user, name);
+}
+
+static store_status sq_user_unlink(store *base, uint64_t user, store_unlink_kind what)
+{
+    int q = what == STORE_UNLINK_FRIENDS  ? Q_UNLINK_FRIENDS
+            : what == STORE_UNLINK_GROUPS ? Q_UNLINK_GROUPS
+                                          : Q_UNLINK_BODIES;
+    return store_exec(sq_of(base), q, NULL, "u", user);
+}
+
 static const store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1656,4 +1757,10 @@ static const store_ops sq_ops = {
     .history = sq_history,
     .pending = sq_pending,
     .ack = sq_ack,
+    .users_find = sq_users_find,
+    .user_sessions = sq_user_sessions,
+    .user_set_banned = sq_user_set_banned,
+    .user_set_pwhash = sq_user_set_pwhash,
+    .user_tombstone = sq_user_tombstone,
+    .user_unlink = sq_user_unlink,
 };

@@ -456,3 +456,106 @@ store_status store_ack_many(store *st, const store_cursor *c, size_t n)
     }
     return STORE_OK;
 }
+
+/* ---- administration: the logic of both backends, over their single statements ---- */
+
+typedef struct {
+    const char *prefix;
+    size_t len;
+    store_userrow_cb cb;
+    void *arg;
+    int stopped;
+} store_find;
+
+/* Names with the prefix are one run in name order, from the prefix on: the
+ * first name without it ends the run. */
+static int store_find_row(void *arg, const store_user *u)
+{
+    store_find *f = arg;
+    if (strncmp(u->name, f->prefix, f->len) != 0) {
+        f->stopped = 1;
+        return 1;
+    }
+    return f->cb(f->arg, u);
+}
+
+store_status store_users_find(store *st, const char *prefix, const char *after, unsigned limit,
+                              store_userrow_cb cb, void *arg)
+{
+    if (!prefix || !after || limit == 0 || limit > STORE_FIND_MAX ||
+        !store_text_ok(st, prefix, STORE_NAME_MAX * 4, "prefix") ||
+        !store_text_ok(st, after, STORE_NAME_MAX * 4, "name"))
+        return STORE_ERROR;
+    store_find f = {.prefix = prefix, .len = strlen(prefix), .cb = cb, .arg = arg};
+    return st->ops->users_find(st, prefix, after, limit, store_find_row, &f);
+}
+
+store_status store_user_sessions(store *st, uint64_t user, store_session_cb cb, void *arg)
+{
+    return st->ops->user_sessions(st, user, STORE_SESSIONS_LIST_MAX, cb, arg);
+}
+
+store_status store_user_session_count(store *st, uint64_t user, uint64_t *n)
+{
+    return st->ops->count(st, STORE_COUNT_SESSIONS, user, n);
+}
+
+/* The row must exist: an UPDATE's count of changed rows cannot tell (on
+ * MariaDB it counts only rows whose values changed). */
+static store_status store_user_exists(store *st, uint64_t user)
+{
+    store_user u;
+    return st->ops->user_by_id(st, user, &u);
+}
+
+store_status store_user_set_banned(store *st, uint64_t user, int banned)
+{
+    int own;
+    store_status ret = st->ops->op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_user_exists(st, user);
+    if (ret == STORE_OK)
+        ret = st->ops->user_set_banned(st, user, banned ? 1 : 0);
+    if (ret == STORE_OK && banned)
+        ret = st->ops->session_delete_user(st, user);
+    return st->ops->op_end(st, own, ret);
+}
+
+store_status store_user_set_password(store *st, uint64_t user, const char *pwhash)
+{
+    if (!store_text_ok(st, pwhash, STORE_HASH_MAX, "password hash"))
+        return STORE_ERROR;
+    int own;
+    store_status ret = st->ops->op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_user_exists(st, user);
+    if (ret == STORE_OK)
+        ret = st->ops->user_set_pwhash(st, user, pwhash);
+    if (ret == STORE_OK)
+        ret = st->ops->session_delete_user(st, user);
+    return st->ops->op_end(st, own, ret);
+}
+
+store_status store_user_erase(store *st, uint64_t user)
+{
+    char name[64];
+    snprintf(name, sizeof(name), STORE_TOMBSTONE_PREFIX "%llu", (unsigned long long)user);
+    int own;
+    store_status ret = st->ops->op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = store_user_exists(st, user);
+    if (ret == STORE_OK)
+        ret = st->ops->user_tombstone(st, user, name);
+    if (ret == STORE_OK)
+        ret = st->ops->session_delete_user(st, user);
+    if (ret == STORE_OK)
+        ret = st->ops->user_unlink(st, user, STORE_UNLINK_FRIENDS);
+    if (ret == STORE_OK)
+        ret = st->ops->user_unlink(st, user, STORE_UNLINK_GROUPS);
+    if (ret == STORE_OK)
+        ret = st->ops->user_unlink(st, user, STORE_UNLINK_BODIES);
+    return st->ops->op_end(st, own, ret);
+}

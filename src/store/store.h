@@ -46,6 +46,8 @@ typedef struct {
     uint64_t id;
     char name[STORE_NAME_MAX * 4 + 1]; /* UTF-8, up to 32 characters */
     char pwhash[STORE_HASH_MAX + 1];   /* argon2id string, empty if not asked for */
+    int64_t created_ms;                /* unix ms */
+    int banned;                        /* suspended by an operator: no login, no resume */
 } store_user;
 
 typedef struct {
@@ -76,6 +78,8 @@ typedef int (*store_member_cb)(void *arg, uint64_t id, const char *name, int rol
 typedef int (*store_id_cb)(void *arg, uint64_t id);
 typedef int (*store_group_cb)(void *arg, const store_group *g);
 typedef int (*store_msg_cb)(void *arg, const store_msg *m);
+typedef int (*store_userrow_cb)(void *arg, const store_user *u); /* pwhash empty */
+typedef int (*store_session_cb)(void *arg, int64_t created_ms, int64_t last_used_ms);
 
 /* Opens a store and creates or migrates its schema. `path` is a URI that
  * picks the backend:
@@ -267,5 +271,36 @@ typedef struct store_cursor {
  * a multi-row UPDATE moves many at once. STORE_OK, or the first error other
  * than NOT_FOUND. */
 store_status store_ack_many(store *st, const store_cursor *c, size_t n);
+
+/* ---- administration (parleyctl, services/admin.c) ----
+ *
+ * Users whose name starts with prefix and sorts after `after` ("" for the
+ * first page), in name order (bytes), at most limit (1..STORE_FIND_MAX):
+ * one range of the name index. */
+enum { STORE_FIND_MAX = 1000, STORE_SESSIONS_LIST_MAX = 1000 };
+store_status store_users_find(store *st, const char *prefix, const char *after, unsigned limit,
+                              store_userrow_cb cb, void *arg);
+/* The user's sessions (never their token hashes), the most recently used
+ * first, at most STORE_SESSIONS_LIST_MAX. */
+store_status store_user_sessions(store *st, uint64_t user, store_session_cb cb, void *arg);
+/* How many session tokens user has. */
+store_status store_user_session_count(store *st, uint64_t user, uint64_t *n);
+/* Bans (banned = 1) or unbans a user; a ban deletes every session token too,
+ * in the same unit. NOT_FOUND for no such user. */
+store_status store_user_set_banned(store *st, uint64_t user, int banned);
+/* Replaces the password hash and deletes every session token, as one unit.
+ * NOT_FOUND for no such user. */
+store_status store_user_set_password(store *st, uint64_t user, const char *pwhash);
+/* Deletes a user's personal data, as one unit (docs/operations.md "Admin"):
+ * the name becomes STORE_TOMBSTONE_PREFIX and the id (which registration
+ * can never produce: ':' is refused), the password hash is emptied (no
+ * password matches it) and the row banned; every session token, friendship
+ * (both directions) and group membership goes; the body of every message the
+ * user sent is erased as a recall erases it. What stays: the id and row
+ * (other rows refer to it), created_ms, the user's cursors in direct
+ * conversations, groups the user created (creator keeps the id) and the
+ * erased messages' ids, seqs and times. NOT_FOUND for no such user. */
+#define STORE_TOMBSTONE_PREFIX "deleted:"
+store_status store_user_erase(store *st, uint64_t user);
 
 #endif

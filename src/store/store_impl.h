@@ -22,7 +22,15 @@ typedef enum {
     STORE_COUNT_FRIENDS,       /* user: friends */
     STORE_COUNT_USER_GROUPS,   /* user: groups the user is a member of */
     STORE_COUNT_GROUP_MEMBERS, /* group: members; NOT_FOUND for no group */
+    STORE_COUNT_SESSIONS,      /* user: session tokens */
 } store_count_kind;
+
+/* What store_ops.user_unlink removes of a user. */
+typedef enum {
+    STORE_UNLINK_FRIENDS, /* friendships, both directions */
+    STORE_UNLINK_GROUPS,  /* group memberships (not direct conversations) */
+    STORE_UNLINK_BODIES,  /* the bodies of the messages sent, as recall does */
+} store_unlink_kind;
 
 typedef struct store_ops {
     const char *name; /* "sqlite", "mariadb": for messages */
@@ -112,6 +120,19 @@ typedef struct store_ops {
     store_status (*ack)(store *st, uint64_t user, uint64_t conv, uint64_t seq);
     /* Optional: store_ack_many calls ack in turn without it. */
     store_status (*ack_many)(store *st, const store_cursor *c, size_t n);
+
+    /* Administration: one statement each; store.c composes them. find:
+     * name >= from and > after, in name order, at most limit rows (store.c
+     * stops at the first name without the prefix). */
+    store_status (*users_find)(store *st, const char *from, const char *after, unsigned limit,
+                               store_userrow_cb cb, void *arg);
+    store_status (*user_sessions)(store *st, uint64_t user, unsigned limit, store_session_cb cb,
+                                  void *arg);
+    store_status (*user_set_banned)(store *st, uint64_t user, int banned);
+    store_status (*user_set_pwhash)(store *st, uint64_t user, const char *pwhash);
+    /* name = name, pwhash = '', banned = 1. */
+    store_status (*user_tombstone)(store *st, uint64_t user, const char *name);
+    store_status (*user_unlink)(store *st, uint64_t user, store_unlink_kind what);
 } store_ops;
 
 /* The first member of every backend handle. */

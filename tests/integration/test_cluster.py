@@ -96,7 +96,7 @@ class ChatAcrossGatewaysTest(ClusterTestCase):
         for svc in ("user", "social", "message", "gateway"):
             self.assertEqual(sum(1 for l in out.splitlines() if l.split()[0] == svc), 2, out)
         got = self.ctl("ring", "get", "direct:1:2").strip()
-        self.assertRegex(got, r"^direct:1:2 -> node-\d+$")
+        self.assertRegex(got, r"^direct:1:2 -> message[12]-\d{10}$")
         self.assertEqual(self.ctl("ring", "get", "direct:2:1").split()[-1], got.split()[-1])
         listing = self.ctl("ring", "list", "--vnodes", "10").splitlines()
         self.assertEqual(len(listing), 1 + 2 * 10)
