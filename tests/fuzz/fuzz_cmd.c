@@ -36,8 +36,11 @@ static void fz_line(const char *line)
         return; /* out of memory */
     if (c.kind < CMD_NONE || c.kind >= CMD_COUNT_)
         fz_fail("kind out of range", line);
-    if (!fz_inside(&c, n, c.word) || !fz_inside(&c, n, c.a))
+    if (!fz_inside(&c, n, c.word) || !fz_inside(&c, n, c.a) || !fz_inside(&c, n, c.ref_name))
         fz_fail("an argument points outside the line", line);
+    /* A user or group named in an id's place: a name, never with the id. */
+    if (c.ref_name && (c.id || !*c.ref_name || strchr(c.ref_name, ':')))
+        fz_fail("a name in an id's place that is empty, has a colon or comes with an id", line);
     /* creategroup's empty description is a literal, not part of the line */
     if (!(c.kind == CMD_CREATEGROUP && c.b && *c.b == '\0') && !fz_inside(&c, n, c.b))
         fz_fail("an argument points outside the line", line);
@@ -51,7 +54,7 @@ static void fz_line(const char *line)
         switch (c.kind) {
         case CMD_CHAT:
         case CMD_GROUPCHAT:
-            if (!c.id || !c.b || !*c.b)
+            if ((!c.id && !c.ref_name) || !c.b || !*c.b)
                 fz_fail("a message without a target or text", line);
             break;
         case CMD_REGISTER:
@@ -62,18 +65,22 @@ static void fz_line(const char *line)
             if ((!c.id && (!c.a || !*c.a)) || !c.b || !*c.b)
                 fz_fail("login without account or password", line);
             break;
-        case CMD_ADDFRIEND:
-        case CMD_DELFRIEND:
         case CMD_ADDGROUP:
-        case CMD_QUITGROUP:
-        case CMD_DELGROUP:
         case CMD_RECALL:
             if (!c.id)
                 fz_fail("an id of 0 accepted", line);
             break;
+        case CMD_ADDFRIEND:
+        case CMD_DELFRIEND:
+        case CMD_QUITGROUP:
+        case CMD_DELGROUP:
+        case CMD_WHOIS:
+            if (!c.id && !c.ref_name)
+                fz_fail("an id of 0 accepted", line);
+            break;
         case CMD_HISTORY:
         case CMD_GROUPHISTORY:
-            if (!c.id || !c.count)
+            if ((!c.id && !c.ref_name) || !c.count)
                 fz_fail("history without id or count", line);
             break;
         case CMD_CREATEGROUP:
