@@ -335,6 +335,19 @@ void conn_want_drain(conn *c)
         conn_queue_flush(c);
 }
 
+void conn_loop_drop_flush(loop *l)
+{
+    conn *c = l->flushing;
+    l->flushing = NULL;
+    while (c) {
+        conn *next = c->flush_next;
+        c->flush_next = NULL;
+        c->flags &= (uint16_t)~CF_FLUSH_QUEUED;
+        conn_unref(c);
+        c = next;
+    }
+}
+
 void conn_loop_flush(loop *l)
 {
     conn *c = l->flushing;

@@ -178,6 +178,9 @@ void loop_free(loop *l)
     while (l->posts_head)
         loop_run_posts(l);
     loop_self = NULL;
+    /* Output queued just before the stop (a gateway's last calls) is never
+     * written: without this its connections would keep a reference each. */
+    conn_loop_drop_flush(l);
     if (l->wake)
         event_free(l->wake);
     if (l->tick)

@@ -38,5 +38,8 @@ void loop_update_now(struct loop *l);
 
 void conn_loop_tick(struct loop *l);
 void conn_loop_flush(struct loop *l);
+/* The loop has stopped for good: drops the references of the connections
+ * still queued for a flush that will never run, calling no handler. */
+void conn_loop_drop_flush(struct loop *l);
 
 #endif
