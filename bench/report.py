@@ -212,6 +212,29 @@ def tls_summary(rows, runs):
     return out
 
 
+# Issue 18: throughput with metrics counted and scraped each second, as a
+# share of --no-metrics's in the same run: "within the noise" taken as this.
+METRICS_MIN_RATIO = 0.95
+
+
+def metrics_summary(rows):
+    """Issue 18's figure: metrics on (scraped) / off, from the first
+    "metrics:" row; {} when the run had none."""
+    for r in rows:
+        if r["base"] != "metrics" or r["metric"] != "delivered":
+            continue
+        met = r["ratio"] is not None and r["ratio"] >= METRICS_MIN_RATIO
+        return {"run": r["name"], "settings": r["settings"], "on_msg_per_s": r["parley"],
+                "off_msg_per_s": r["floor"], "ratio": r["ratio"],
+                "target_min_ratio": METRICS_MIN_RATIO, "met": met,
+                "_lines": ["metrics: %s msg/s counted and scraped each second, %s msg/s with "
+                           "--no-metrics (means of 2 runs each): on / off %s (within the noise: "
+                           "at least %.2f): %s" %
+                           (fmt_num(r["parley"]), fmt_num(r["floor"]), fmt_ratio(r["ratio"]),
+                            METRICS_MIN_RATIO, "met" if met else "MISSED")]}
+    return {}
+
+
 def mq_summary(rows):
     """Issue 15's comparisons (Parley / mosquitto) against its targets: {}
     when the run had no mosquitto rows."""
@@ -254,12 +277,15 @@ def main():
     lines = [l + ["floor"] * (6 - len(l)) for l in lines]
     for name, kind, what, settings, target, floor in lines:
         solo = floor == "none"
-        plain = floor.startswith("plain:")
+        # "plain:" (TLS against plain) and "metrics:" (metrics on against
+        # off): the floor column is another Parley run's.
+        base = floor.split(":", 1)[0] if floor.startswith(("plain:", "metrics:")) else "floor"
+        plain = base != "floor"
         again = {}  # TLS rows: the second run of each side
         if solo:
             fl = {"ok": True, "settings": {}, "results": {}}
         elif plain:
-            others = floor[len("plain:"):].split("+")
+            others = floor.split(":", 1)[1].split("+")
             fl = load(os.path.join(a.json_dir, others[0] + ".parley.json"))
             if len(others) > 1:
                 again["plain_again"] = load(os.path.join(a.json_dir, others[1] + ".parley.json"))
@@ -291,7 +317,7 @@ def main():
                 "parley_ok": bool(pa.get("ok")), "floor_ok": bool(fl.get("ok")),
                 "floor_run": not solo,
                 # "plain": the floor column is plain Parley's run, the ratio TLS / plain
-                "base": "plain" if plain else "floor",
+                "base": base,
             }
             if again:
                 row["runs"] = 2
@@ -329,6 +355,8 @@ def main():
         flo = fmt_num(r["floor"]) + ("" if r["floor_ok"] else " FAIL")
         if r["base"] == "plain":
             flo = fmt_num(r["floor"]) + " (plain)" + ("" if r["floor_ok"] else " FAIL")
+        if r["base"] == "metrics":
+            flo = fmt_num(r["floor"]) + " (no metrics)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
         cells = (r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
@@ -417,6 +445,10 @@ def main():
               "plain Parley's figure from this run and the ratio is TLS / plain.")
         for line in tls.pop("_lines"):
             print(line)
+    mets = metrics_summary(rows)
+    if mets:
+        for line in mets.pop("_lines"):
+            print(line)
     if any(not r["floor_run"] for r in rows):
         print("floor (none): run on Parley alone at the default argon2id cost, which the floor "
               "does not pay; regflood compares the pair with itself, without and during the flood.")
@@ -442,6 +474,7 @@ def main():
         "ok": not failures,
         "failures": failures,
         "tls": tls,
+        "metrics": mets,
         "mosquitto": mqs,
         "rows": rows,
         "runs": runs,

@@ -179,11 +179,27 @@ start_parleyd() {
   mkdir -p "$data"
   [ "$srv_limits" = raised ] && limits=("${raised_limits[@]}")
   [ "$srv_tls" = 1 ] && limits+=(--tls auto)
+  [ "${srv_metrics:-on}" = off ] && limits+=(--no-metrics)
+  [ "${srv_metrics:-on}" = scraped ] && limits+=(--admin-port "$(free_port)")
   # parleyd raises its own open-file limit to the hard one; so does this.
   (ulimit -n "$(ulimit -Hn)" && exec "$build/parleyd" --bind 127.0.0.1 --port 0 --data "$data" \
     --pwhash-cost "$srv_cost" "${limits[@]}") >"$log" 2>&1 &
   server_pid=$!
   server_port=$(wait_ready "$log" "is ready" "$server_pid")
+  if [ "${srv_metrics:-on}" = scraped ]; then
+    # As a Prometheus would, every second, for as long as the server runs.
+    local ap=${limits[-1]}
+    (while kill -0 "$server_pid" 2>/dev/null; do
+       { exec 3<>"/dev/tcp/127.0.0.1/$ap" &&
+         printf 'GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' >&3 &&
+         cat <&3 >/dev/null; } 2>/dev/null
+       sleep 1
+     done) &
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # mosquitto on a free loopback port, in memory only (persistence false),
@@ -244,6 +260,7 @@ one() {
   case $target in
     floor) start_floor; ports=(--port "$server_port") ;;
     parley) start_parleyd; ports=(--port "$server_port") ;;
+    scraped) srv_metrics=scraped start_parleyd; ports=(--port "$server_port") ;;
     tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
     mosquitto) start_mosquitto; ports=(--port "$server_port"); extra+=(--mqtt) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
@@ -340,6 +357,15 @@ for c in "${CONNS[@]}"; do
     row "direct-tls-c$C-if8" rate "direct, TLS" \
       "$C conns, 8 in flight; vs plain Parley, mean of 2 runs each (plain, TLS, TLS, plain)" tls \
       "plain:direct-c$C-if8+direct-c$C-if8.again"
+    # What metrics cost (issue 18): parleyd counting and scraped each second
+    # against parleyd --no-metrics, in the same order (off, on, on, off).
+    srv_metrics=off one parley "direct-nometrics-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"
+    one scraped "direct-metrics-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"
+    one scraped "direct-metrics-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    srv_metrics=off one parley "direct-nometrics-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    row "direct-metrics-c$C-if8" rate "direct, metrics scraped" \
+      "$C conns, 8 in flight, /metrics read each second; vs --no-metrics, mean of 2 runs each" scraped \
+      "metrics:direct-nometrics-c$C-if8+direct-nometrics-c$C-if8.again"
   fi
 done
 pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --inflight 1 "${common[@]}"

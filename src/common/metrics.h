@@ -62,6 +62,11 @@ typedef enum metrics_rpc_status {
     METRICS_RPC_UNAVAILABLE, /* no node to send it to */
 } metrics_rpc_status;
 
+/* Stops counters and histograms (and metrics_now_us reads no clock): what
+ * `parleyd --no-metrics` does, so that the bench can measure their cost.
+ * Gauges go on: readiness is read from them. Call before any thread counts. */
+void metrics_disable(void);
+
 /* Counters: adds n to the series of label indexes (l1, l2). */
 void metrics_add(metrics_id id, unsigned l1, unsigned l2, uint64_t n);
 static inline void metrics_inc(metrics_id id, unsigned l1)

@@ -125,6 +125,8 @@ static const opt opts[] = {
     {"admin-port", OPT_PORT, offsetof(config, admin_port), 0, 0, 65535,
      "HTTP port for /metrics, /healthz and /readyz (default 0: none)"},
     {"admin-bind", STR(admin_bind), "address of the admin port (default 127.0.0.1)"},
+    {"no-metrics", BOOL(no_metrics),
+     "count nothing (gauges and /healthz stay): to measure what metrics cost"},
     {"pwhash-cost", OPT_COST, offsetof(config, cost), 0, 0, 0,
      "argon2id cost: interactive (default), moderate, or min (tests only)"},
     {"log-level", OPT_LEVEL, offsetof(config, level), 0, 0, 0,

@@ -71,6 +71,7 @@ typedef struct config {
     char node_cert[1024], node_key[1024]; /* this node's, signed by it */
     /* the admin port (/metrics, /healthz, /readyz); 0: none */
     int admin_port;
+    unsigned no_metrics; /* --no-metrics */
     char admin_bind[256];
     pwhash_cost cost;
     log_level level;

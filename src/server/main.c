@@ -25,6 +25,7 @@
 
 #include "bus/bus.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/pwhash.h"
 #include "common/secret.h"
 #include "gateway/gateway.h"
@@ -563,11 +564,19 @@ static int server_roles(server *s, char *err, size_t errlen)
 static void server_node_name(const server *s, int port, char *out, size_t len)
 {
     const config *cfg = &s->cfg;
+    /* A name cut to fit is still a name: the results are only checked so
+     * that GCC knows the cut is meant. */
+    if (!len)
+        return;
     if (cfg->node_name[0]) {
-        snprintf(out, len, "%s", cfg->node_name);
+        size_t k = strnlen(cfg->node_name, len - 1);
+        memcpy(out, cfg->node_name, k);
+        out[k] = '\0';
         return;
     }
-    snprintf(out, len, "%.20s-%.40s-%d", cfg->role, cfg->advertise, port);
+    int n = snprintf(out, len, "%.20s-%.40s-%d", cfg->role, cfg->advertise, port);
+    if (n < 0)
+        out[0] = '\0';
     for (char *p = out; *p; p++)
         if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", *p))
             *p = '_';
@@ -978,6 +987,8 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(s.cfg.level);
+    if (s.cfg.no_metrics)
+        metrics_disable();
     log_format lf = LOG_TEXT;
     log_format_parse(s.cfg.log_format, &lf);
     log_set_format(lf);

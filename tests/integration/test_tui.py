@@ -39,6 +39,8 @@ class TuiTest(ParleyTest):
         self.home = tempfile.mkdtemp(prefix="parley-tui-home-")
         self.addCleanup(shutil.rmtree, self.home, True)
         self.addCleanup(self.tmux_quiet, "kill-server")
+        self.pids = []
+        self.addCleanup(self.kill_leftovers)
         self.n = 0
         # One session that stays, so that the tmux server does not exit
         # (and race the next new-session) whenever a client's session ends.
@@ -62,13 +64,30 @@ class TuiTest(ParleyTest):
         and the client's pid. wait: until it shows its banner."""
         self.n += 1
         name = "w%d" % self.n
+        # No leak check at exit here: LeakSanitizer stops the world with a
+        # helper process of its own, which a terminal's SIGHUP can take down,
+        # leaving the client spinning for ever (seen). Leaks of the client
+        # are checked by every other client test.
+        asan = os.environ.get("ASAN_OPTIONS", "")
         cmd = ["env", "HOME=" + self.home, "LANG=" + lang, "LC_ALL=", "TERM=screen",
+               "ASAN_OPTIONS=" + (asan + ":" if asan else "") + "detect_leaks=0",
                PARLEY, "--port", str(self.server.port)] + list(extra)
         self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", *cmd)
         pid = int(self.tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip())
+        self.pids.append(pid)
         if wait:
             self.wait_screen(name, "type help for the commands")
         return name, pid
+
+    def kill_leftovers(self):
+        """Whatever client of this test is still running, even after a
+        failure: it must not outlive the test."""
+        for pid in self.pids:
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def screen(self, name):
         return self.tmux("capture-pane", "-p", "-J", "-t", name)
