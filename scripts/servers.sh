@@ -67,7 +67,7 @@ wait_gone() { # pidfile seconds
 # The ACL of Parley's Redis user: the commands src/bus/redis.c sends (and
 # its scripts call), on its own keys and channels only.
 REDIS_PARLEY_CMDS="+ping +info +auth +hello +get +set +mget +del +hset +hdel +hgetall +eval \
-+publish +subscribe +unsubscribe"
++publish +subscribe +unsubscribe +pubsub|channels"
 
 start_redis() {
   local dir=$1 port=$2 auth=${3:-} conf=()

@@ -16,6 +16,9 @@
  *   users find PREFIX [--after NAME] [--limit N], users show USER,
  *   sessions USER, kick USER, ban USER, unban USER, delete-user USER,
  *   reset-password USER [--password-stdin]
+ * and, of a cluster, drain GATEWAY: the gateway of that name (parleyctl
+ * nodes) leaves the registry, tells its clients to reconnect elsewhere and
+ * exits once they are gone.
  *
  * --json: every command prints one JSON document on stdout instead.
  *
@@ -483,6 +486,47 @@ out:
 
 /* ---- admin commands ---- */
 
+typedef struct {
+    const char *name;
+    int found;
+} ctl_find_gw;
+
+static void ctl_find_gateway(void *arg, const char *service, const registry_node *nodes, size_t n)
+{
+    ctl_find_gw *f = arg;
+    if (strcmp(service, "gateway") != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char name[REGISTRY_NAME_MAX + 16];
+        registry_node_name(nodes[i].name, name, sizeof(name));
+        f->found |= strcmp(name, f->name) == 0;
+    }
+}
+
+/* 1 if a gateway named name is registered, 0 if not, -1 if unknown. */
+static int ctl_gateway_listed(const ctl_opts *o, const char *name)
+{
+    char err[512];
+    registry *reg = ctl_registry(o);
+    if (!reg)
+        return -1;
+    ctl_find_gw f = {.name = name};
+    int rc = registry_list_all(reg, ctl_find_gateway, &f, err, sizeof(err));
+    registry_free(reg);
+    if (rc < 0) {
+        fprintf(stderr, "parleyctl: %s\n", err);
+        return -1;
+    }
+    return f.found;
+}
+
+static int64_t ctl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void ctl_json_user(const Parley__AdminUser *u, int full)
 {
     printf("{\"id\":%" PRIu64 ",\"name\":", u->id);
@@ -529,6 +573,17 @@ static int ctl_admin(const ctl_opts *o, const char *cmd, const char *const *pos,
         req.after = (char *)(o->after ? o->after : "");
         req.limit = o->limit;
         find = 1;
+    } else if (strcmp(cmd, "drain") == 0 && npos == 1) {
+        method = "Drain";
+        req.node = (char *)pos[0];
+        /* A name nobody registered would be asked of every gateway for
+         * nothing: say so instead. */
+        if (!o->data && o->zk && ctl_gateway_listed(o, pos[0]) == 0) {
+            if (o->json)
+                printf("{\"ok\":false,\"error\":\"no such gateway\",\"code\":\"NOT_FOUND\"}\n");
+            fprintf(stderr, "parleyctl: no gateway named %s (parleyctl nodes)\n", pos[0]);
+            return 1;
+        }
     } else if (strcmp(cmd, "users") == 0 && npos == 2 && strcmp(pos[0], "show") == 0) {
         method = "UsersShow";
         req.user = (char *)pos[1];
@@ -612,6 +667,33 @@ static int ctl_admin(const ctl_opts *o, const char *cmd, const char *const *pos,
                 printf("%d connected\n", u->online);
             printf("friends:  %u\ngroups:   %u\n", u->friends, u->groups);
         }
+    } else if (strcmp(method, "Drain") == 0) {
+        /* Done when the gateway has left the registry (it does so first,
+         * then says bye to its clients and exits). */
+        int64_t t0 = ctl_now_ms(), limit = o->timeout_ms;
+        int gone = -1;
+        while (o->zk && ctl_now_ms() - t0 < limit) {
+            gone = ctl_gateway_listed(o, req.node) == 0;
+            if (gone)
+                break;
+            usleep(100 * 1000);
+        }
+        double secs = (double)(ctl_now_ms() - t0) / 1000.0;
+        if (o->json) {
+            printf("{\"ok\":true,\"gateway\":");
+            ctl_json_str(req.node);
+            printf(",\"left_registry\":%s,\"seconds\":%.1f}\n",
+                   gone == 1   ? "true"
+                   : gone == 0 ? "false"
+                               : "null",
+                   secs);
+        } else if (gone == 1)
+            printf("draining %s: it left the registry after %.1f s; its clients are told to "
+                   "reconnect elsewhere\n",
+                   req.node, secs);
+        else
+            printf("asked %s to drain%s\n", req.node,
+                   gone == 0 ? " (still registered: see its log)" : "");
     } else if (strcmp(method, "Sessions") == 0) {
         if (o->json) {
             printf("{\"ok\":true");
@@ -672,6 +754,7 @@ static void ctl_usage(FILE *f)
                "       parleyctl WHERE [--json] sessions USER\n"
                "       parleyctl WHERE [--json] kick|ban|unban|delete-user USER\n"
                "       parleyctl WHERE [--json] reset-password USER [--password-stdin]\n"
+               "       parleyctl WHERE [--json] drain GATEWAY   (a cluster's gateway, by name)\n"
                "WHERE is --data DIR (an embedded parleyd: DIR/admin.sock), or a cluster:\n"
                "  --zk HOSTS (or --rpc HOST:PORT of a service node) --cluster-ca FILE\n"
                "  --admin-cert FILE --admin-key FILE (a certificate with OU=admin).\n"

@@ -31,6 +31,11 @@ typedef struct bus_push {
 /* A push whose msgid is BUS_KICK ends each session it reaches once the
  * frame (a Bye) is written: logout from every device, a ban. */
 #define BUS_KICK UINT64_MAX
+/* A push whose msgid is BUS_DRAIN asks the gateway whose name is its frame
+ * (the bytes of the name, not a ServerFrame) to drain (docs/operations.md
+ * "Admin"). It names user 0, who has no sessions: a gateway that does not
+ * know it delivers it to nobody. */
+#define BUS_DRAIN (UINT64_MAX - 1)
 
 /* What a gateway hands the bus to receive pushes. Both run on a bus or
  * publisher thread, never on a gateway loop: they must hand work over. */
@@ -56,6 +61,10 @@ typedef struct bus_ops {
     void (*publish)(bus *b, const bus_push *pushes, size_t n);
     void (*subscribe)(bus *b, uint32_t gateway, const bus_handler *h);
     void (*free)(bus *b);
+    /* Optional: a drain for the gateway named name, on every live
+     * gateway's channel (each compares the name with its own). The number
+     * of gateways it went to, or -1. */
+    long (*drain)(bus *b, const char *name);
 } bus_ops;
 
 struct bus {
@@ -127,6 +136,14 @@ static inline void bus_subscribe(bus *b, uint32_t gateway, const bus_handler *h)
 {
     b->ops->subscribe(b, gateway, h);
 }
+/* Asks the gateway named name to drain: -1 where the bus has no other
+ * gateway to send clients to (the local bus), else the live gateways the
+ * request went to (0: none). Service worker threads; may block. */
+static inline long bus_drain(bus *b, const char *name)
+{
+    return b->ops->drain ? b->ops->drain(b, name) : -1;
+}
+
 static inline void bus_free(bus *b)
 {
     if (b)

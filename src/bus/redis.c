@@ -1321,6 +1321,61 @@ static void redis_free(bus *base)
     redis_destroy(b);
 }
 
+/* Every gateway subscribed to its channel gets, MAC'd like any push, one
+ * push BUS_DRAIN for user 0 whose frame is the name (PUBSUB CHANNELS: the
+ * one command this adds to the Redis user's ACL). */
+static long redis_drain(bus *base, const char *name)
+{
+    bus_redis *b = (bus_redis *)base;
+    size_t nlen = strlen(name), head = b->keyed ? REDIS_MAC_LEN : 0;
+    long sent = 0;
+    int failed = 1;
+    redis_buf msg = {0};
+    redisContext *c = redis_pool_take(b);
+    if (!c)
+        return 0;
+    uint8_t *p = redis_buf_grow(&msg, head + REDIS_PUSH_HDR + 8 + nlen);
+    if (!p)
+        goto out;
+    redis_put_le32(p + head, 1);
+    redis_put_le32(p + head + 4, (uint32_t)nlen);
+    redis_put_le64(p + head + 8, BUS_DRAIN);
+    redis_put_le64(p + head + REDIS_PUSH_HDR, 0);
+    memcpy(p + head + REDIS_PUSH_HDR + 8, name, nlen);
+    /* The live gateways: each is subscribed to its own channel. */
+    redisReply *r = redisCommand(c, "PUBSUB CHANNELS parley:gw:*");
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        log_warn("bus: cannot list the gateways' channels for a drain: %s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        if (r)
+            freeReplyObject(r);
+        goto out;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *k = r->element[i];
+        unsigned long id;
+        char tail;
+        if (k->type != REDIS_REPLY_STRING || sscanf(k->str, "parley:gw:%lu%c", &id, &tail) != 1 ||
+            id == 0 || id > UINT32_MAX)
+            continue;
+        char channel[32];
+        snprintf(channel, sizeof(channel), "parley:gw:%lu", id);
+        if (b->keyed)
+            redis_mac(b, channel, msg.p + REDIS_MAC_LEN, msg.len - REDIS_MAC_LEN, msg.p);
+        redisReply *pr = redisCommand(c, "PUBLISH %s %b", channel, msg.p, msg.len);
+        if (pr && pr->type == REDIS_REPLY_INTEGER)
+            sent += pr->integer > 0;
+        if (pr)
+            freeReplyObject(pr);
+    }
+    freeReplyObject(r);
+    failed = 0;
+out:
+    redis_pool_give(b, c, failed);
+    free(msg.p);
+    return sent;
+}
+
 static const bus_ops redis_ops = {
     .presence_add = redis_presence_add,
     .presence_remove = redis_presence_remove,
@@ -1328,6 +1383,7 @@ static const bus_ops redis_ops = {
     .publish = redis_publish,
     .subscribe = redis_subscribe,
     .free = redis_free,
+    .drain = redis_drain,
 };
 
 static void redis_new_epoch(char *out)

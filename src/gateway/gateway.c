@@ -1174,6 +1174,12 @@ static void gw_push_run(void *arg)
 static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
 {
     gateway *gw = arg;
+    /* A drain names its gateway; its user 0 has no session to deliver to. */
+    for (size_t k = 0; k < n; k++)
+        if (pushes[k].msgid == BUS_DRAIN && gw->cfg.on_drain && gw->cfg.node_name &&
+            pushes[k].frame->len == strlen(gw->cfg.node_name) &&
+            memcmp(pushes[k].frame->data, gw->cfg.node_name, pushes[k].frame->len) == 0)
+            gw->cfg.on_drain(gw->cfg.drain_arg);
     size_t nusers = 0;
     for (size_t k = 0; k < n; k++)
         nusers += pushes[k].n;

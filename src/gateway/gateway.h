@@ -42,6 +42,11 @@ typedef struct gateway_config {
     /* The server side of TLS for gateway_accept_tls (NULL: none); must
      * outlive the gateway. */
     tls_ctx *tls;
+    /* Drain (parleyctl drain NAME): a BUS_DRAIN push naming node_name calls
+     * on_drain(drain_arg) on the bus thread, which must hand it over. */
+    const char *node_name;
+    void (*on_drain)(void *arg);
+    void *drain_arg;
 } gateway_config;
 
 typedef struct gateway gateway;

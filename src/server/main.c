@@ -69,6 +69,9 @@ typedef struct server {
     rpc_server *rpc;
     rpc_server *admin_rpc;                      /* embedded: the admin socket DATA/admin.sock */
     const svc_def *rpc_defs[4];                 /* what rpc serves: local, and admin */
+    char gw_name[REGISTRY_NAME_MAX + 1];        /* the gateway's node name */
+    struct event *drain_ev;                     /* parleyctl drain: stop as SIGTERM would */
+    const char *bye;                            /* what clients are told at the stop */
     tls_ctx *node_tls_server, *node_tls_client; /* RPC's mutual TLS, or NULL */
     const char *stop_reason;
     int lock_fd;  /* holds the data directory's lock; 0: none */
@@ -196,6 +199,26 @@ static void server_on_trim(evutil_socket_t fd, short what, void *arg)
     if (n == s->trim_seen)
         malloc_trim(0);
     s->trim_seen = n;
+}
+
+/* parleyctl drain named this gateway (on the bus thread): the main loop
+ * stops as at SIGTERM (leave the registry, stop accepting, bye to every
+ * client, close each after its output, exit 0), the bye saying to
+ * reconnect. */
+static void server_on_drain(void *arg)
+{
+    server *s = arg;
+    event_active(s->drain_ev, 0, 0);
+}
+
+static void server_on_drain_ev(evutil_socket_t fd, short what, void *arg)
+{
+    server *s = arg;
+    log_info("audit event=drain gateway=%s: leaving the registry, sending every client elsewhere",
+             s->gw_name);
+    s->stop_reason = "drain";
+    s->bye = "this gateway is draining: reconnect to another gateway";
+    event_base_loopbreak(s->base);
 }
 
 static void server_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -794,6 +817,8 @@ static int server_start(server *s, char *err, size_t errlen)
     if (s->has_gateway) {
         if (server_gateway_services(s, err, errlen) < 0)
             return -1;
+        server_node_name(s, listener_port(s->ls), s->gw_name, sizeof(s->gw_name));
+        s->drain_ev = event_new(s->base, -1, 0, server_on_drain_ev, s);
         gateway_config gcfg = {
             .gateway_id = cfg->gateway_id,
             /* A call to a remote node, or a statement on a MariaDB connection
@@ -822,6 +847,9 @@ static int server_start(server *s, char *err, size_t errlen)
                       .auth_per_ip = cfg->auth_queue_per_ip,
                       .auth_total = cfg->auth_queue},
             .tls = s->tls,
+            .node_name = s->gw_name,
+            .on_drain = s->cluster ? server_on_drain : NULL,
+            .drain_arg = s,
         };
         s->gw = gateway_new(&gcfg, s->loops, s->nloops, s->svc[0], s->svc[1], s->svc[2], s->bus);
         if (!s->gw) {
@@ -868,10 +896,9 @@ static int server_start(server *s, char *err, size_t errlen)
     }
     if (s->has_gateway) {
         if (s->cluster) {
-            char addr[300], name[REGISTRY_NAME_MAX + 1];
+            char addr[300];
             snprintf(addr, sizeof(addr), "%s:%d", cfg->advertise, listener_port(s->ls));
-            server_node_name(s, listener_port(s->ls), name, sizeof(name));
-            if (registry_register_named(s->reg, "gateway", name, addr, err, errlen) < 0)
+            if (registry_register_named(s->reg, "gateway", s->gw_name, addr, err, errlen) < 0)
                 return -1;
         }
     }
@@ -909,7 +936,7 @@ static void server_stop(server *s)
     /* Queued logins and registrations are answered, not hashed. */
     svc_runtime_stop(s->rt);
     if (s->gw)
-        gateway_close_all(s->gw, "server shutting down");
+        gateway_close_all(s->gw, s->bye ? s->bye : "server shutting down");
     svc_runtime_free(s->rt);
     if (s->rpc)
         rpc_server_close_all(s->rpc);
@@ -934,6 +961,8 @@ static void server_stop(server *s)
         event_free(s->sigterm);
     if (s->sighup)
         event_free(s->sighup);
+    if (s->drain_ev)
+        event_free(s->drain_ev);
     /* After the loops: their connections are gone. */
     tls_ctx_free(s->tls);
     tls_ctx_free(s->node_tls_server);

@@ -336,9 +336,34 @@ static void admin_reset_password(svc_ctx *ctx)
     explicit_bzero(made, sizeof(made));
 }
 
+/* Asks the gateway named in the request, over the bus (a BUS_DRAIN push on
+ * every live gateway's channel, MAC'd like any), to drain. */
+static void admin_drain(svc_ctx *ctx)
+{
+    const Parley__AdminRequest *r = admin_req(ctx);
+    if (!r || !r->node[0] || svc_check_text(ctx, r->node, 1, 64, "node") < 0) {
+        if (!ctx->failed)
+            svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "name the gateway to drain");
+        return;
+    }
+    long n = bus_drain(ctx->bus, r->node);
+    if (n < 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNSUPPORTED,
+                 "drain needs a cluster: an embedded parleyd is its only gateway (stop it with "
+                 "SIGTERM)");
+        return;
+    }
+    if (n == 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "no live gateway reached over the bus");
+        return;
+    }
+    log_info("audit event=admin_drain gateway=%s (asked %ld gateways)", r->node, n);
+    admin_reply(ctx);
+}
+
 static const svc_method_fn admin_methods[] = {
-    admin_users_find, admin_users_show, admin_sessions,    admin_kick_user,
-    admin_ban,        admin_unban,      admin_delete_user, admin_reset_password,
+    admin_users_find, admin_users_show,  admin_sessions,       admin_kick_user, admin_ban,
+    admin_unban,      admin_delete_user, admin_reset_password, admin_drain,
 };
 
 const svc_def svc_admin = {

@@ -9,9 +9,12 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import threading
+import time
 import unittest
+from collections import defaultdict
 
-from harness import (F_GROUP_JOIN, S_BYE, S_GROUP_CREATE_OK, S_HISTORY_OK, S_LOGIN_OK,
+from harness import (Client, F_GROUP_JOIN, S_BYE, S_GROUP_CREATE_OK, S_HISTORY_OK, S_LOGIN_OK,
                      S_SEND_OK, ROOT, Cluster, Peer, Server, body, describe, error, expect_ok,
                      message_of, one, pb, pb_decode)
 
@@ -73,6 +76,10 @@ class AdminEmbedded(unittest.TestCase):
         j = self.ctl_json("ban", "nobody", ok=False)
         self.assertEqual((j["ok"], j["code"]), (False, "NOT_FOUND"))
         self.assertEqual(self.ctl("frobnicate", "x", ok=False).returncode, 2)
+        # An embedded parleyd is its own only gateway: nowhere to drain to.
+        j = self.ctl_json("drain", "gateway1", ok=False)
+        self.assertEqual((j["ok"], j["code"]), (False, "UNSUPPORTED"))
+        self.assertIn("drain needs a cluster", j["error"])
 
     def test_ban_ends_sessions_and_refuses_login_until_unban(self):
         a1 = self.peer("alice", register=True)
@@ -328,6 +335,72 @@ class AdminCluster(unittest.TestCase):
                             "parley", "-e", sql], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         return p.stdout.strip()
+
+    def client(self, port):
+        c = Client(port)
+        self.addCleanup(c.kill)
+        return c
+
+    def test_drain_moves_clients_with_nothing_lost(self):
+        alice = self.client(self.cluster.gateway_port(2))
+        a = alice.ok("register:alice:secret123")["id"]
+        alice.ok("login:alice:secret123")
+        victims = []
+        for i in range(6):  # through nginx: spread over both gateways
+            c = self.client(self.cluster.port)
+            uid = c.ok("register:v%d:secret123" % i)["id"]
+            c.ok("login:v%d:secret123" % i)
+            victims.append((c, uid))
+        sent = defaultdict(list)  # receiver -> msgids send_ok'd to it
+        for c, uid in victims:
+            sent[a].append(c.ok("chat:%d:before %d" % (a, uid))["msgid"])
+        stop = threading.Event()
+
+        def alice_sends():
+            k = 0
+            while not stop.is_set() and k < 60:
+                uid = victims[k % len(victims)][1]
+                r = alice.cmd("chat:%d:during %d" % (uid, k))
+                if r.get("ok"):
+                    sent[uid].append(r["msgid"])
+                k += 1
+                time.sleep(0.05)
+
+        t = threading.Thread(target=alice_sends)
+        t.start()
+        try:
+            time.sleep(0.5)
+            j = self.ctl_json("drain", "gateway1")
+            self.assertTrue(j["left_registry"], j)
+            # The victims keep sending across their reconnection.
+            for c, uid in victims:
+                for k in range(3):
+                    r = c.cmd("chat:%d:after %d %d" % (a, uid, k), timeout=60)
+                    self.assertTrue(r.get("ok"), r)
+                    sent[a].append(r["msgid"])
+        finally:
+            stop.set()
+            t.join(120)
+        # gateway1 said why, left, and exited cleanly once its clients were gone.
+        byes = [e.get("reason") for c, _ in victims for e in c.events if e.get("type") == "bye"]
+        self.assertIn("this gateway is draining: reconnect to another gateway", byes)
+        self.assertNotIn("gateway1", [n["name"] for n in self.ctl_json("nodes")["nodes"]])
+        deadline = time.time() + 30
+        while "stopped cleanly" not in self.cluster.log("gateway1") and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertIn("stopped cleanly", self.cluster.log("gateway1"))
+        # Every send_ok'd message delivered once, none twice.
+        for c, uid in victims + [(alice, a)]:
+            deadline = time.time() + 30
+            while set(sent[uid]) - {m["msgid"] for m in c.messages()} and time.time() < deadline:
+                c.drain(0.2)
+            got = [m["msgid"] for m in c.messages()]
+            self.assertEqual(sorted(set(got)), sorted(sent[uid]), "user %d lost messages" % uid)
+            self.assertEqual(len(got), len(set(got)), "user %d got a message twice" % uid)
+        # A name nobody registered is an error, not a silent no-op.
+        p = self.ctl("drain", "gateway9", ok=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no gateway named gateway9", p.stderr)
 
     def test_nodes_have_stable_names_and_only_admins_call_admin_methods(self):
         # cluster.sh names every process (--node-name): parleyctl shows the names.
