@@ -77,6 +77,7 @@ typedef struct {
     bool reconnect;       /* login: each login on a new connection */
     bool tls;             /* TLS to the server (no verification) */
     bool mqtt;            /* speak MQTT 3.1.1 at QoS 1 to a broker (mqtt.h) */
+    bool ws;              /* WebSocket: the ports are parleyd's --ws-port */
     /* regflood: the last flood_conns of --conns flood the server with
      * Register from flood_addrs addresses from flood_src on; the others
      * are the uninvolved pairs. */

@@ -109,6 +109,9 @@ typedef struct bconn {
      * waits for it to be readable (OpenSSL may need either for either). */
     SSL *ssl;
     bool tls_up, read_wants_write, write_wants_read;
+    /* --ws: the server answered the upgrade; the masking keys' generator */
+    bool ws_up;
+    uint32_t ws_rng;
     struct bthread *th;
     int idx;  /* global index */
     int port; /* index into o->ports */
@@ -301,7 +304,8 @@ static void send_frame(bconn *c, Parley__ClientFrame *f)
 {
     if (c->fd < 0)
         return;
-    if (wire_put_client(c->out, f) < 0)
+    if ((c->th->w->o->ws ? wire_put_client_ws(c->out, f, &c->ws_rng) : wire_put_client(c->out, f)) <
+        0)
         bench_fail(c->th->w->sh, "out of memory queueing a frame");
     if (!c->dirty) {
         c->dirty = true;
@@ -805,6 +809,8 @@ static bool start_connect(bconn *c)
     }
     c->fd = fd;
     c->connected = false;
+    c->ws_up = false;
+    c->ws_rng = (uint32_t)(c->idx * 2654435761u) | 1;
     if (w->tls) {
         /* The handshake starts once TCP is up (on_writable). */
         c->ssl = SSL_new(w->tls);
@@ -1494,7 +1500,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    int r = th->w->o->mqtt ? mqtt_read_packets(c) : wire_read_frames(c->inb, READ_MAX, on_frame, c);
+    int r = th->w->o->mqtt ? mqtt_read_packets(c)
+            : th->w->o->ws ? wire_read_ws(c->inb, READ_MAX, &c->ws_up, on_frame, c)
+                           : wire_read_frames(c->inb, READ_MAX, on_frame, c);
     if (c->redial) {
         /* login --reconnect: the logout is answered; a new connection. */
         c->redial = false;
@@ -1505,6 +1513,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     } else {
         if (r == -1)
             bench_fail(th->w->sh, "connection %d: a frame over %d bytes", c->idx, READ_MAX);
+        if (r == -3)
+            bench_fail(th->w->sh, "connection %d: the server refused the WebSocket or closed it",
+                       c->idx);
         if (r < 0)
             conn_close(c);
         else if (c->ack_due)
@@ -1530,6 +1541,13 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             return;
         }
         c->connected = true;
+        /* --ws: the upgrade, and the Hello right behind it (the server
+         * reads frames that follow the request). */
+        if (th->w->o->ws && wire_ws_request(c->out, th->w->o->host, th->w->o->ports[c->port]) < 0) {
+            bench_fail(th->w->sh, "out of memory queueing the upgrade of connection %d", c->idx);
+            conn_close(c);
+            return;
+        }
         send_hello(c); /* with TLS, written once the handshake is done */
     }
     /* The read first (it may queue an Ack), then what waited for room,

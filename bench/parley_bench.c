@@ -219,6 +219,8 @@ static void usage(FILE *f)
                "  --quiet            no progress lines\n"
                "  --tls              speak TLS to the server, as parleyd --tls serves it (its\n"
                "                     certificate is not verified: the bench is on loopback)\n"
+               "  --ws               speak WebSocket (each --port a parleyd --ws-port; with\n"
+               "                     --tls, wss): one binary message per frame, masked\n"
                "  --mqtt             speak MQTT 3.1.1 to a broker instead (direct and idle):\n"
                "                     connect, subscribe to the user's topic b<run>/<n> at\n"
                "                     QoS 1, publish at QoS 1 to the partner's; PUBACK stands\n"
@@ -324,6 +326,7 @@ enum {
     O_RECONNECT,
     O_TLS,
     O_MQTT,
+    O_WS,
     O_FLOOD_CONNS,
     O_FLOOD_ADDRS,
     O_FLOOD_SRC,
@@ -369,6 +372,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"tls", no_argument, NULL, O_TLS},
         {"mqtt", no_argument, NULL, O_MQTT},
+        {"ws", no_argument, NULL, O_WS},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
         {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
         {"flood-src", required_argument, NULL, O_FLOOD_SRC},
@@ -536,6 +540,9 @@ static void parse(int argc, char **argv, bopts *o)
         case O_MQTT:
             o->mqtt = true;
             break;
+        case O_WS:
+            o->ws = true;
+            break;
         case O_RECONNECT:
             o->reconnect = true;
             break;
@@ -574,6 +581,10 @@ static void parse(int argc, char **argv, bopts *o)
         o->conns = o->sc == SC_LOGIN ? 16 : o->sc == SC_REGFLOOD ? 2 : 1000;
     if (o->mqtt && ((o->sc != SC_DIRECT && o->sc != SC_IDLE) || o->tls || o->cross)) {
         fprintf(stderr, "parley-bench: --mqtt runs direct and idle, without --tls or --cross\n");
+        exit(2);
+    }
+    if (o->ws && o->mqtt) {
+        fprintf(stderr, "parley-bench: --ws and --mqtt: one protocol at a time\n");
         exit(2);
     }
     if (o->sc == SC_LOGIN) {
@@ -1239,7 +1250,9 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
     case SC_DIRECT:
         snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s%s%s", o->conns,
                  o->inflight, o->size, rate, o->cross ? " cross" : "", o->tls ? " tls" : "",
-                 o->mqtt ? " mqtt" : "");
+                 o->mqtt ? " mqtt"
+                 : o->ws ? " ws"
+                         : "");
         printf("direct %s: %.0f msg/s delivered%s%s; %llu sent, %llu lost, %s, %llu out "
                "of order: %s\n",
                settings, (double)t->recv_win / d, lat, cpu, (unsigned long long)t->sent,
@@ -1340,7 +1353,10 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     static const char *const ids_name[] = {"none", "time", "count", "random"};
     fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
-    fprintf(f, ",\"protocol\":\"%s\",\"server_pid\":%d", o->mqtt ? "mqtt" : "parley",
+    fprintf(f, ",\"protocol\":\"%s\",\"server_pid\":%d",
+            o->mqtt ? "mqtt"
+            : o->ws ? "parley-ws"
+                    : "parley",
             (int)o->server_pid);
     fprintf(f, ",\"loadavg_at_start\":%.2f},\n\"results\":{", load_at_start);
     fprintf(f,

@@ -11,7 +11,9 @@ and DIR/NAME.TARGET.json; FLOOR "none" marks a scenario run on Parley alone
 compared with plain Parley's run of OTHER (DIR/OTHER.parley.json) instead of
 the floor: its ratio is TLS / plain, and latest.json's "tls" holds those
 figures against issue 14's targets. With OTHER2 (and DIR/NAME.again.tls.json)
-each side's figures are the means of its two runs.
+each side's figures are the means of its two runs. "tcp:OTHER[+OTHER2]" is
+the same for a WebSocket run (TARGET ws) against TCP runs: latest.json's
+"ws" holds its ratio against issue 17's target.
 Where DIR/NAME.mosquitto.json exists (the same scenario against mosquitto, the
 bench speaking MQTT), the row also shows mosquitto's figure and Parley /
 mosquitto, and latest.json's "mosquitto" holds issue 15's comparisons.
@@ -22,6 +24,9 @@ import os
 import platform
 import sys
 import time
+
+# Issue 17: WebSocket throughput at least this share of TCP's, in the same run.
+WS_MIN_RATIO = 0.8
 
 # Issue 14: TLS throughput at least this share of plain TCP's, measured in
 # the same run; an idle TLS connection at most this much server memory.
@@ -212,6 +217,31 @@ def tls_summary(rows, runs):
     return out
 
 
+def ws_summary(rows, runs):
+    """Issue 17's WebSocket figure against its target, from the first
+    "tcp:" row: {} when the run had none."""
+    for r in rows:
+        if r["base"] != "tcp" or r["metric"] != "delivered":
+            continue
+        met = r["ratio"] is not None and r["ratio"] >= WS_MIN_RATIO
+        each = [runs[r["name"]][k].get("results", {}).get("delivered_per_s")
+                for k in ("plain", r["target"], r["target"] + "_again", "plain_again")
+                if k in runs[r["name"]]]
+        lines = ["WebSocket direct throughput: %s msg/s, TCP %s msg/s%s: WS / TCP %s (target at "
+                 "least %.1f): %s" %
+                 (fmt_num(r["parley"]), fmt_num(r["floor"]),
+                  " (means of 2 runs each)" if r.get("runs") == 2 else "",
+                  fmt_ratio(r["ratio"]), WS_MIN_RATIO, "met" if met else "MISSED")]
+        if len(each) == 4:
+            lines.append("  each run (msg/s): TCP %s, WS %s, WS %s, TCP %s" %
+                         tuple(fmt_num(x) for x in each))
+        return {"run": r["name"], "settings": r["settings"], "ws_msg_per_s": r["parley"],
+                "tcp_msg_per_s": r["floor"], "ratio": r["ratio"],
+                "target_min_ratio": WS_MIN_RATIO, "met": met, "each_msg_per_s": each,
+                "_lines": lines}
+    return {}
+
+
 # Issue 18: throughput with metrics counted and scraped each second, as a
 # share of --no-metrics's in the same run: "within the noise" taken as this.
 METRICS_MIN_RATIO = 0.95
@@ -279,7 +309,8 @@ def main():
         solo = floor == "none"
         # "plain:" (TLS against plain) and "metrics:" (metrics on against
         # off): the floor column is another Parley run's.
-        base = floor.split(":", 1)[0] if floor.startswith(("plain:", "metrics:")) else "floor"
+        base = (floor.split(":", 1)[0] if floor.startswith(("plain:", "metrics:", "tcp:"))
+                else "floor")
         plain = base != "floor"
         again = {}  # TLS rows: the second run of each side
         if solo:
@@ -347,7 +378,7 @@ def main():
     for r in rows:
         par = fmt_num(r["parley"])
         if r["target"] != "parley":
-            par += " (%s)" % {"tls": "TLS"}.get(r["target"], r["target"])
+            par += " (%s)" % {"tls": "TLS", "ws": "WebSocket"}.get(r["target"], r["target"])
         if r.get("note"):
             par += " *"
         if not r["parley_ok"]:
@@ -357,6 +388,8 @@ def main():
             flo = fmt_num(r["floor"]) + " (plain)" + ("" if r["floor_ok"] else " FAIL")
         if r["base"] == "metrics":
             flo = fmt_num(r["floor"]) + " (no metrics)" + ("" if r["floor_ok"] else " FAIL")
+        if r["base"] == "tcp":
+            flo = fmt_num(r["floor"]) + " (TCP)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
         cells = (r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
@@ -445,6 +478,12 @@ def main():
               "plain Parley's figure from this run and the ratio is TLS / plain.")
         for line in tls.pop("_lines"):
             print(line)
+    wss = ws_summary(rows, runs)
+    if wss:
+        print("WebSocket rows: Parley with --ws-port, the bench speaking WebSocket; the floor column "
+              "holds TCP Parley's figure from this run and the ratio is WS / TCP.")
+        for line in wss.pop("_lines"):
+            print(line)
     mets = metrics_summary(rows)
     if mets:
         for line in mets.pop("_lines"):
@@ -474,6 +513,7 @@ def main():
         "ok": not failures,
         "failures": failures,
         "tls": tls,
+        "ws": wss,
         "metrics": mets,
         "mosquitto": mqs,
         "rows": rows,

@@ -13,6 +13,9 @@
 # compared with plain Parley in the same run rather than with the floor
 # (which has no TLS): direct-tls (throughput, issue 14 asks for at least 0.6
 # of plain) and idle-tls (server memory per connection, at most 16 KiB).
+# One runs over WebSocket (--ws-port, the bench speaking it) and is compared
+# with TCP runs of its own in the same run: ws-direct-if8 (issue 17 asks for
+# at least 0.8 of TCP's throughput).
 # A second reference (issue 15): mosquitto, the MQTT broker from Debian, run
 # with the same scenarios (direct with 200 users in pairs and 190-byte
 # bodies, closed loop at 1 and 8 in flight, paced at 5,000 and 20,000/s;
@@ -62,6 +65,8 @@ cluster_dir=""
 srv_cost=min     # parleyd's --pwhash-cost for the next run
 srv_limits=raised # raised: the limits below; default: parleyd's own
 srv_tls=0        # 1: parleyd serves TLS on its client port (--tls auto, no plain port)
+srv_ws=0         # 1: parleyd serves WebSocket on ws_port too (--ws-port)
+ws_port=""
 
 stop_pid() { # pid: TERM, up to 10 s, then KILL
   local pid=$1 i
@@ -179,6 +184,7 @@ start_parleyd() {
   mkdir -p "$data"
   [ "$srv_limits" = raised ] && limits=("${raised_limits[@]}")
   [ "$srv_tls" = 1 ] && limits+=(--tls auto)
+  [ "$srv_ws" = 1 ] && limits+=(--ws-port "$ws_port")
   [ "${srv_metrics:-on}" = off ] && limits+=(--no-metrics)
   [ "${srv_metrics:-on}" = scraped ] && limits+=(--admin-port "$(free_port)")
   # parleyd raises its own open-file limit to the hard one; so does this.
@@ -249,7 +255,8 @@ stop_server() {
 
 # one TARGET NAME SCENARIO [bench args]: runs parley-bench once; TARGET is
 # floor, parley (a fresh server each), tls (a fresh server serving TLS, and
-# the bench speaking it) or cluster (the running cluster).
+# the bench speaking it), ws (a fresh server with --ws-port, the bench
+# speaking WebSocket to it) or cluster (the running cluster).
 one() {
   local target=$1 name=$2 sc=$3
   shift 3
@@ -262,6 +269,7 @@ one() {
     parley) start_parleyd; ports=(--port "$server_port") ;;
     scraped) srv_metrics=scraped start_parleyd; ports=(--port "$server_port") ;;
     tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
+    ws) ws_port=$(free_port); srv_ws=1 start_parleyd; ports=(--port "$ws_port"); extra+=(--ws) ;;
     mosquitto) start_mosquitto; ports=(--port "$server_port"); extra+=(--mqtt) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
   esac
@@ -357,6 +365,16 @@ for c in "${CONNS[@]}"; do
     row "direct-tls-c$C-if8" rate "direct, TLS" \
       "$C conns, 8 in flight; vs plain Parley, mean of 2 runs each (plain, TLS, TLS, plain)" tls \
       "plain:direct-c$C-if8+direct-c$C-if8.again"
+    # WebSocket (issue 17: at least 0.8 of TCP): the same load over --ws-port,
+    # against TCP runs of its own in the same order (TCP, WS, WS, TCP), so
+    # that BENCH_ONLY='^ws-' measures the ratio by itself.
+    one parley "ws-direct-if8.tcp" direct --conns "$C" --inflight 8 "${common[@]}"
+    one ws "ws-direct-if8" direct --conns "$C" --inflight 8 "${common[@]}"
+    one ws "ws-direct-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    one parley "ws-direct-if8.tcp.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    row "ws-direct-if8" rate "direct, WebSocket" \
+      "$C conns, 8 in flight; vs TCP, mean of 2 runs each (TCP, WS, WS, TCP)" ws \
+      "tcp:ws-direct-if8.tcp+ws-direct-if8.tcp.again"
     # What metrics cost (issue 18): parleyd counting and scraped each second
     # against parleyd --no-metrics, in the same order (off, on, on, off).
     srv_metrics=off one parley "direct-nometrics-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"

@@ -6,6 +6,7 @@
 #define PARLEY_BENCH_WIRE_H
 
 #include <event2/buffer.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,5 +27,18 @@ typedef int (*wire_frame_fn)(void *arg, const uint8_t *payload, size_t len);
 /* Hands every whole frame in `in` to fn and drains them. Returns 0, -1 if a
  * header announces more than max bytes, -2 if fn stopped. */
 int wire_read_frames(struct evbuffer *in, size_t max, wire_frame_fn fn, void *arg);
+
+/* ---- WebSocket (parley-bench --ws): one binary message per frame ---- */
+
+/* Appends the upgrade request for host:port (a fresh random key). 0 or -1. */
+int wire_ws_request(struct evbuffer *out, const char *host, int port);
+/* Appends one ClientFrame as a masked binary message; *rng (nonzero) draws
+ * the masking keys. 0, or -1 if out of memory. */
+int wire_put_client_ws(struct evbuffer *out, const Parley__ClientFrame *f, uint32_t *rng);
+/* As wire_read_frames for a WebSocket: first the 101 answer (*up is set
+ * once it came), then each binary message to fn. Returns 0, -1 for a
+ * message over max bytes or a frame no server may send, -2 if fn stopped,
+ * -3 if the server refused the upgrade or sent a Close. */
+int wire_read_ws(struct evbuffer *in, size_t max, bool *up, wire_frame_fn fn, void *arg);
 
 #endif
