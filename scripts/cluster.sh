@@ -35,6 +35,11 @@
 #   (--db-ca). Parley's database user has a random password
 #   (DIR/secrets/db-password, given as --db-password-file) and rights on
 #   database parley only (scripts/servers.sh, docs/security.md).
+# Browsers: every gateway also serves WebSocket and the web client on a
+# --ws-port (GATEWAYn_WS_PORT), and a second nginx (DIR/nginx-ws, HTTP, from
+# deploy/nginx-ws.conf.template) serves them on NGINX_WS_PORT: https with
+# DIR/pki/gateway-tls.pem (http with PARLEY_CLUSTER_TLS=0), /ws proxied as a
+# WebSocket, everything else as the web client's files.
 # Environment: PARLEYD (default build/parleyd), PARLEY_PWHASH_COST (default
 # interactive), PARLEY_ZK_NODES=3 for a three-node ZooKeeper ensemble,
 # MARIADB_BUFFER_POOL and MARIADB_REDO_LOG (default 256M each: with the
@@ -290,15 +295,18 @@ ENV
       start_parleyd "$dir" "$svc$n" $(node_args "$svc") $(tls_args "$dir" "$svc$n")
     done
   done
-  local gw_ports=() g
+  local gw_ports=() gw_ws_ports=() g
   for g in 1 2; do
     local gp; gp=$(port GATEWAY${g}_PORT)
+    local gwp; gwp=$(port GATEWAY${g}_WS_PORT)
     node_cert "$dir" "gateway$g" gateway
     start_parleyd "$dir" "gateway$g" --role gateway --zk "$ZK" --redis "$REDIS" --port "$gp" \
       --gateway-id "$g" $GATEWAY_LIMITS $(secret_args) $(tls_args "$dir" "gateway$g") \
-      $(gateway_tls_args "$dir")
+      $(gateway_tls_args "$dir") --ws-port "$gwp"
     gw_ports+=("127.0.0.1:$gp")
+    gw_ws_ports+=("127.0.0.1:$gwp")
     echo "GATEWAY${g}_PORT=$gp" >>"$dir/cluster.env"
+    echo "GATEWAY${g}_WS_PORT=$gwp" >>"$dir/cluster.env"
   done
   # nginx's port is picked last and tried again if taken: a port free when
   # picked can be taken meanwhile as the source port of an outgoing
@@ -315,6 +323,18 @@ ENV
   done
   rm -f "$dir/nginx.err"
   echo "NGINX_PORT=$nginx_port" >>"$dir/cluster.env"
+  local nginx_ws_port
+  for try in 1 2 3; do
+    nginx_ws_port=$(port NGINX_WS_PORT)
+    start_nginx_ws "$dir" "$nginx_ws_port" "$client_tls" "${gw_ws_ports[@]}" 2>"$dir/nginx.err" &&
+      break
+    grep -q "Address already in use" "$dir/nginx.err" && [ "$try" -lt 3 ] &&
+      [ "$(grep -c '^NGINX_WS_PORT=' "$ports_file")" -eq "$try" ] ||
+      { cat "$dir/nginx.err" >&2; die "nginx (WebSocket) did not start"; }
+    sed -i '/^NGINX_WS_PORT=/d' "$ports_file"
+  done
+  rm -f "$dir/nginx.err"
+  echo "NGINX_WS_PORT=$nginx_ws_port" >>"$dir/cluster.env"
   trap - EXIT
   local me=$0
   [ "$me" = "$here/cluster.sh" ] || me="bash $here/cluster.sh"
@@ -325,6 +345,12 @@ ENV
     echo "Parley cluster is up in $dir (plain TCP on the client port)." \
       "Connect with: $root/build/parley --port $nginx_port"
   fi
+  if [ "$client_tls" = 1 ]; then
+    echo "Web:    https://127.0.0.1:$nginx_ws_port/ (WebSocket /ws; the certificate is signed by" \
+      "$dir/pki/ca.pem)"
+  else
+    echo "Web:    http://127.0.0.1:$nginx_ws_port/ (WebSocket /ws)"
+  fi
   echo "Nodes:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE nodes"
   if grep -q '^ADMIN_PORT_' "$dir/cluster.env"; then
     echo "Admin ports (http://127.0.0.1:PORT/metrics, /healthz, /readyz):" \
@@ -334,6 +360,33 @@ ENV
   echo "Users:  $root/build/parleyctl --zk $ZK --zk-auth-file $ZK_AUTH_FILE" \
     "--cluster-ca $dir/pki/ca.pem --admin-cert $dir/pki/admin.pem" \
     "--admin-key $dir/pki/admin.key users find ''"
+}
+
+# start_nginx_ws DIR PORT TLS BACKEND...: the browsers' nginx (HTTP and
+# WebSocket) in DIR/nginx-ws, laid out as servers.sh lays out its nginx
+# (nginx.conf, nginx.pid, logs/), so that `servers.sh stop` stops it too.
+start_nginx_ws() {
+  local dir=$1 port=$2 tls=$3; shift 3
+  local n=$dir/nginx-ws upstreams="" b
+  mkdir -p "$n/logs" "$n/tmp"
+  for b in "$@"; do upstreams="$upstreams        server $b max_fails=2 fail_timeout=2s;\n"; done
+  if [ "$tls" = 1 ]; then
+    # The gateways' own server certificate (localhost, 127.0.0.1), checked
+    # again on the way to them against the cluster's CA.
+    printf '%s\n' "ssl_certificate $dir/pki/gateway-tls.pem;" \
+      "ssl_certificate_key $dir/pki/gateway-tls.key;" "ssl_protocols TLSv1.2 TLSv1.3;" \
+      "proxy_ssl_trusted_certificate $dir/pki/ca.pem;" "proxy_ssl_verify on;" \
+      "proxy_ssl_name localhost;" "proxy_ssl_server_name on;" >"$n/tls.conf"
+  else
+    : >"$n/tls.conf"
+  fi
+  sed -e "s|@PREFIX@|$n|g" -e "s|@LISTEN@|127.0.0.1:$port|" \
+    -e "s|@SSL@|$([ "$tls" = 1 ] && echo ' ssl')|" -e "s|@TLS_CONF@|$n/tls.conf|" \
+    -e "s|@SCHEME@|$([ "$tls" = 1 ] && echo https || echo http)|g" -e "s|@SERVERS@|$upstreams|" \
+    "$root/deploy/nginx-ws.conf.template" >"$n/nginx.conf"
+  nginx -p "$n" -c "$n/nginx.conf" -e "$n/logs/error.log" ||
+    { tail -20 "$n/logs/error.log" >&2; return 1; }
+  "$servers" wait-port "$port" 10 || { echo "nginx does not listen on $port" >&2; return 1; }
 }
 
 # alive PID: the process runs (a zombie does not count). Builtins only: a
@@ -408,9 +461,14 @@ down() {
     nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -e "$dir/nginx/logs/error.log" -s stop \
       2>/dev/null || true
   fi
+  if [ -f "$dir/nginx-ws/nginx.pid" ]; then
+    alive "$(pid_of "$dir/nginx-ws/nginx.pid")" && stopped+=(nginx-ws)
+    nginx -p "$dir/nginx-ws" -c "$dir/nginx-ws/nginx.conf" -e "$dir/nginx-ws/logs/error.log" \
+      -s stop 2>/dev/null || true
+  fi
   [ ${#services[@]} -eq 0 ] || stop_pids $((t0 + 3500)) "${services[@]}"
   local pids=() dirs=()
-  for f in "$dir/nginx" "$dir"/zk* "$dir/redis" "$dir/mariadb"; do
+  for f in "$dir/nginx" "$dir/nginx-ws" "$dir"/zk* "$dir/redis" "$dir/mariadb"; do
     [ -d "$f" ] || continue
     ls "$f"/*.pid >/dev/null 2>&1 || continue
     "$servers" stop "$f" &
@@ -463,6 +521,8 @@ status() {
   show redis "$dir/redis/redis.pid" "redis $REDIS"
   show mariadb "$dir/mariadb/mysqld.pid" "mariadb ${DB#*@}"
   show nginx "$dir/nginx/nginx.pid" "clients: 127.0.0.1:$NGINX_PORT$([ "${CLIENT_TLS:-0}" = 1 ] && echo ' (TLS)')"
+  [ -z "${NGINX_WS_PORT:-}" ] ||
+    show nginx-ws "$dir/nginx-ws/nginx.pid" "web: $([ "${CLIENT_TLS:-0}" = 1 ] && echo https || echo http)://127.0.0.1:$NGINX_WS_PORT/ (WebSocket /ws)"
   for f in "$dir"/log/*.log; do
     [ -f "$f" ] || continue
     name=$(basename "$f" .log)
@@ -471,7 +531,9 @@ status() {
     case "$name" in
       gateway*)
         gp=$(sed -n "s/^GATEWAY${name#gateway}_PORT=//p" "$dir/ports.env")
-        what="gateway${gp:+ 127.0.0.1:$gp}" ;;
+        what="gateway${gp:+ 127.0.0.1:$gp}"
+        gp=$(sed -n "s/^GATEWAY${name#gateway}_WS_PORT=//p" "$dir/ports.env")
+        what="$what${gp:+, ws 127.0.0.1:$gp}" ;;
       *) what="${name%%[0-9]*} service" ;;
     esac
     show "$name" "$f" "${what:-parleyd}"
