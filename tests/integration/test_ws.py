@@ -698,6 +698,47 @@ class WsTest(unittest.TestCase):
         self.assertEqual(c.close_code(), 1003)
 
 
+class WsClusterTest(unittest.TestCase):
+    """make cluster: browsers reach the gateways through nginx (HTTP, TLS
+    terminated there and made again to the gateways' --ws-port)."""
+
+    def test_websocket_through_nginx(self):
+        from harness import Cluster
+        c = Cluster(tls=True)
+        self.addCleanup(c.down)
+        out = c.sh("up", c.dir)
+        c.read_env()
+        port = int(c.vars["NGINX_WS_PORT"])
+        self.assertIn("https://127.0.0.1:%d/" % port, out)
+        self.assertRegex(c.sh("status", c.dir), r"nginx-ws\s+running .*:%d/" % port)
+        ctx = ssl.create_default_context(cafile=c.ca)
+        origin = "https://127.0.0.1:%d" % port
+        # Two users through nginx: least_conn puts them on both gateways,
+        # so the messages cross Redis too.
+        a = WsPeer(port, tls=ctx, timeout=20, origin=origin)
+        b = WsPeer(port, tls=ctx, timeout=20, origin=origin)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        for p, name in ((a, "nga"), (b, "ngb")):
+            expect_ok(p.register(name), S_REGISTER_OK)
+            expect_ok(p.login(name), S_LOGIN_OK)
+        for i in range(3):
+            expect_ok(a.send(b.user_id, "via nginx %d" % i), S_SEND_OK)
+            push = b.wait_push(lambda f: S_MESSAGE in f)
+            self.assertEqual(message_of(push[S_MESSAGE][0])["body"], b"via nginx %d" % i)
+            expect_ok(b.send(a.user_id, "back %d" % i), S_SEND_OK)
+            push = a.wait_push(lambda f: S_MESSAGE in f)
+            self.assertEqual(message_of(push[S_MESSAGE][0])["body"], b"back %d" % i)
+        # Another site's page is refused by the gateway behind nginx.
+        w = Ws(port, tls=ctx)
+        self.addCleanup(w.close)
+        w.sock.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n\r\n"
+                        % port).encode())
+        self.assertTrue(w.sock.recv(64).startswith(b"HTTP/1.1 403"))
+
+
 def free_ws_port():
     return free_port()
 
