@@ -1071,6 +1071,9 @@ int main(int argc, char **argv)
                "(Ctrl-C stops the server)\n",
                s.cfg.bind, port, s.tls ? " (TLS)" : "", client, s.tls ? " --tls" : "", pin,
                s.cfg.bind, port);
+        if (s.ls_ws)
+            printf("Web client: %s://%s:%d/\n", s.tls ? "https" : "http", s.cfg.bind,
+                   listener_port(s.ls_ws));
     } else {
         printf("Parley %s node is ready (RPC on %s:%d)\n", s.cfg.role, s.cfg.advertise,
                rpc_server_port(s.rpc));

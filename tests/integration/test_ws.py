@@ -357,6 +357,7 @@ class WsTest(unittest.TestCase):
     def test_ws_user_and_tcp_user_chat(self):
         srv = self.ws_server()
         self.assertIn("web client at http://127.0.0.1:%d/" % self.ws_port, srv.logs())
+        self.assertIn("Web client: http://127.0.0.1:%d/" % self.ws_port, srv.logs())
         alice = WsPeer(self.ws_port)
         bob = Peer(srv.port)
         self.addCleanup(alice.close)
