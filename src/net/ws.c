@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,22 +384,32 @@ int ws_check_upgrade(const ws_config *cfg, const char *buf, const ws_request *re
     return 101;
 }
 
+/* SHA-1 fetched once: an implicit fetch per handshake (EVP_sha1() in
+ * EVP_DigestInit) costs a provider lookup each time. */
+static EVP_MD *ws_sha1;
+static pthread_once_t ws_sha1_once = PTHREAD_ONCE_INIT;
+
+static void ws_sha1_fetch(void)
+{
+    ws_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
 int ws_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_LEN + 1])
 {
+    /* A valid key is 24 characters; with the GUID, hashed in one go. */
+    unsigned char in[128 + sizeof(ws_guid)];
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    int rc = -1;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx)
+    pthread_once(&ws_sha1_once, ws_sha1_fetch);
+    if (!ws_sha1 || key_len > 128)
         return -1;
-    if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 && EVP_DigestUpdate(ctx, key, key_len) == 1 &&
-        EVP_DigestUpdate(ctx, ws_guid, sizeof(ws_guid) - 1) == 1 &&
-        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20) {
-        EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
-        rc = 0;
-    }
-    EVP_MD_CTX_free(ctx);
-    return rc;
+    memcpy(in, key, key_len);
+    memcpy(in + key_len, ws_guid, sizeof(ws_guid) - 1);
+    if (EVP_Digest(in, key_len + sizeof(ws_guid) - 1, md, &mdlen, ws_sha1, NULL) != 1 ||
+        mdlen != 20)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
+    return 0;
 }
 
 static int ws_hex(char ch)

@@ -101,7 +101,7 @@ int ws_parse_request(const char *buf, size_t len, ws_request *req);
  * status (400, 403, 405, 426). */
 int ws_check_upgrade(const ws_config *cfg, const char *buf, const ws_request *req, int tls);
 /* The Sec-WebSocket-Accept value for a key: base64(SHA-1(key + GUID)),
- * NUL-terminated. 0, or -1 if the digest failed. */
+ * NUL-terminated. 0, or -1 if the digest failed (or key_len > 128). */
 int ws_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_LEN + 1]);
 /* Decodes the request target (percent escapes) into a path relative to
  * the web root (no leading '/', "index.html" for a directory), refusing
