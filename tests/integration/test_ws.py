@@ -241,11 +241,15 @@ class WsPeer(Peer):
 
 
 class WsChatPair(ChatPair):
-    """harness.ChatPair with both users on WebSocket."""
+    """harness.ChatPair with both users on WebSocket (over TLS with tls)."""
+
+    def __init__(self, port, tls=None, **kw):
+        super().__init__(port, **kw)
+        self.tls = tls
 
     def start(self):
-        a = WsPeer(self.port, timeout=30)
-        b = WsPeer(self.port, timeout=30)
+        a = WsPeer(self.port, tls=self.tls, timeout=30)
+        b = WsPeer(self.port, tls=self.tls, timeout=30)
         self.peers = [a, b]
         for p, name in ((a, self.prefix + "-a"), (b, self.prefix + "-b")):
             expect_ok(p.register(name), S_REGISTER_OK, "register " + name)
@@ -481,7 +485,7 @@ class WsTest(unittest.TestCase):
     # ---- hostile ----
 
     def expect_http(self, raw, want, what):
-        c = Ws(self.ws_port)
+        c = Ws(self.ws_port, tls=self.tls_ctx)
         try:
             status, hdrs, b = c.request(raw)
         finally:
@@ -520,7 +524,7 @@ class WsTest(unittest.TestCase):
                          "huge head")
 
     def open_ws(self):
-        c = Ws(self.ws_port)
+        c = Ws(self.ws_port, tls=self.tls_ctx)
         self.addCleanup(c.close)
         self.assertEqual(c.handshake()[0], 101)
         return c
@@ -691,12 +695,13 @@ class WsTest(unittest.TestCase):
         except (ConnectionResetError, BrokenPipeError):
             pass
         c.close()
-        # A text frame over TLS: the same answer.
-        c = Ws(self.ws_port, tls=self.tls_ctx)
-        self.addCleanup(c.close)
-        self.assertEqual(c.handshake()[0], 101)
-        c.send_frame(OP_TEXT, b"hi")
-        self.assertEqual(c.close_code(), 1003)
+        # The hostile pass over TLS: the same answers, while a pair chats.
+        pair = WsChatPair(self.ws_port, prefix="wssp", tls=self.tls_ctx).start()
+        try:
+            self.bad_handshakes()
+            self.hostile_frames()
+        finally:
+            pair.check(self)
 
 
 class WsClusterTest(unittest.TestCase):
