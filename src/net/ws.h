@@ -70,8 +70,10 @@ enum {
 ws_config *ws_config_new(const char *origins, const char *web_root, char *err, size_t errlen);
 void ws_config_free(ws_config *cfg);
 /* 1 if a handshake with this Origin (origin_len 0: none was sent, i.e.
- * not a browser) and this Host may open a WebSocket, else 0. tls: the
- * connection is TLS (the default port of a Host without one). */
+ * not a browser) and this Host may open a WebSocket, else 0. A Host
+ * without a port matches an Origin without one whatever the connection
+ * (a proxy may listen on 443 and pass plain text), so tls is not looked
+ * at today; it is there for a rule that would need it. */
 int ws_origin_allowed(const ws_config *cfg, const char *origin, size_t origin_len, const char *host,
                       size_t host_len, int tls);
 
