@@ -427,9 +427,14 @@ class WsTest(unittest.TestCase):
         status, _, _ = http_get(self.ws_port, "/", extra="X-Big: %s\r\n" % ("a" * 9000))
         self.assertEqual(status, 431)
 
-    def test_no_web_root(self):
+    def test_empty_web_root(self):
+        # An empty directory: nothing to serve (as with no web root at all),
+        # and WebSocket works all the same.
+        empty = tempfile.mkdtemp(prefix="parley-web-")
+        self.addCleanup(shutil.rmtree, empty, True)
         port = free_ws_port()
-        self.start_server(["--ws-port", str(port), "--web-root", ""])
+        self.start_server(["--ws-port", str(port), "--web-root", empty])
+        self.assertEqual(hs(port), 101)
         self.assertEqual(http_get(port, "/")[0], 404)
         self.assertEqual(http_get(port, "/index.html")[0], 404)
 
