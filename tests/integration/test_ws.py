@@ -10,6 +10,7 @@ and all of it over TLS (wss).
 """
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (F_HELLO, S_HELLO_OK, S_LOGIN_OK, S_MESSAGE, S_PONG, S_REGISTER_OK,
+from harness import (PARLEYD, F_HELLO, S_HELLO_OK, S_LOGIN_OK, S_MESSAGE, S_PONG, S_REGISTER_OK,
                      S_SEND_OK, TOO_LARGE, ChatPair, Peer, Server, body,
                      describe, error, expect_ok, free_port, message_of, one, pb, pb_decode,
                      pb_field)
@@ -665,6 +666,33 @@ class WsTest(unittest.TestCase):
         finally:
             ws_pair.check(self)
             tcp_pair.check(self)
+
+    # ---- parley-bench --ws ----
+
+    def test_bench_over_websocket(self):
+        """make bench's WebSocket row: parley-bench --ws loses nothing."""
+        bench = os.environ.get("PARLEY_BENCH",
+                               os.path.join(os.path.dirname(PARLEYD), "parley-bench"))
+        if not os.access(bench, os.X_OK):
+            self.skipTest("parley-bench is not built")
+        port = free_ws_port()
+        self.start_server(["--ws-port", str(port), "--max-conns-per-ip", "0", "--reg-rate", "0",
+                           "--auth-queue-per-ip", "0", "--auth-queue", "0", "--msg-rate", "0",
+                           "--req-rate", "0"])
+        out = os.path.join(tempfile.mkdtemp(prefix="parley-bench-ws-"), "r.json")
+        self.addCleanup(shutil.rmtree, os.path.dirname(out), True)
+        p = subprocess.run([bench, "direct", "--ws", "--port", str(port), "--conns", "100",
+                            "--inflight", "4", "--duration", "1.5", "--warmup", "0.5", "--quiet",
+                            "--json", out], stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=120)
+        text = (p.stdout + p.stderr).decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, text)
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual(result["settings"]["protocol"], "parley-ws")
+        res = result["results"]
+        self.assertEqual((res["lost"], res["out_of_order"]), (0, 0), res)
+        self.assertGreater(res["delivered"], 0, res)
 
     # ---- TLS ----
 
