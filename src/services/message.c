@@ -435,6 +435,7 @@ static void message_sync(svc_ctx *ctx)
 static const svc_method_fn message_methods[] = {
     message_send_direct, message_send_group, message_history,
     message_recall,      message_ack,        message_sync,
+    NULL, NULL, NULL, /* FileBegin, FileChunk, FileGet: services/file.c */
 };
 
 const svc_def svc_message = {
