@@ -1,0 +1,120 @@
+"""Files attached to messages (docs/protocol.md "Files"): uploads in chunks,
+resumed after a cut connection, stored once by SHA-256, downloaded only by
+the conversation's members; size and quota limits; recall removes a file
+nobody else refers to. Through raw frames and through the terminal client."""
+import hashlib
+import os
+import random
+import socket
+import tempfile
+import unittest
+
+from harness import (BAD_REQUEST, BUSY, FORBIDDEN, NOT_FOUND, TOO_LARGE, Closed, ParleyTest,
+                     Peer, S_GROUP_CREATE_OK, S_MESSAGE, S_SEND_OK, Server, body, describe,
+                     error, expect_ok, one, pb, pb_decode)
+
+# ClientFrame / ServerFrame fields of the file requests (proto/parley.proto)
+F_FILE_BEGIN, F_FILE_CHUNK, F_FILE_GET = 60, 61, 62
+S_FILE_BEGIN_OK, S_FILE_CHUNK_OK, S_FILE_DATA = 60, 61, 62
+F_SEND_DIRECT, F_SEND_GROUP, F_RECALL, F_GROUP_JOIN, F_GROUP_QUIT = 50, 51, 53, 41, 42
+S_HISTORY_OK, S_DONE = 52, 22
+
+CHUNK = 60 * 1024  # under the default 64 KiB frame
+
+
+def attachment(sha):
+    return pb((1, sha))
+
+
+def begin(p, data, name="blob.bin", type_="application/octet-stream", size=None, sha=None):
+    return p.call(F_FILE_BEGIN, pb((1, name), (2, len(data) if size is None else size),
+                                   (3, type_), (4, sha or hashlib.sha256(data).digest())))
+
+
+def upload(p, data, name="blob.bin", type_="application/octet-stream", window=4):
+    """Uploads data (resuming where the server stands); returns its sha256."""
+    ok = expect_ok(begin(p, data, name, type_), S_FILE_BEGIN_OK, "file_begin")
+    uid, off = one(ok, 1), one(ok, 2)
+    step = min(CHUNK, one(ok, 4) or CHUNK)
+    pending = []
+    while off < len(data) or pending:
+        while off < len(data) and len(pending) < window:
+            chunk = data[off:off + step]
+            pending.append(p.send_req(F_FILE_CHUNK, pb((1, uid), (2, off), (3, chunk))))
+            off += len(chunk)
+        f = p.wait_reply(pending.pop(0), timeout=60)
+        expect_ok(f, S_FILE_CHUNK_OK, "file_chunk")
+    return hashlib.sha256(data).digest()
+
+
+def download(p, msgid, limit=0):
+    out, off = b"", 0
+    while True:
+        f = p.call(F_FILE_GET, pb((1, msgid), (2, off), (3, limit or None)), timeout=60)
+        d = body(f, S_FILE_DATA)
+        if d is None:
+            return f
+        data = one(d, 3, b"")
+        out += data
+        off += len(data)
+        if one(d, 5):
+            return out
+
+
+def send_file(p, to, sha, text="", group=False):
+    field = F_SEND_GROUP if group else F_SEND_DIRECT
+    f = p.call(field, pb((1, to), (2, text or None), (4, attachment(sha))))
+    return one(expect_ok(f, S_SEND_OK, "send with a file"), 1)
+
+
+def stored_path(server, sha):
+    h = sha.hex()
+    return os.path.join(server.data, "files", h[:2], h)
+
+
+class FilesTest(ParleyTest):
+    server_extra = ("--max-file-size", str(3 * 1024 * 1024), "--file-quota",
+                    str(8 * 1024 * 1024), "--req-rate", "1000")
+
+    def peer(self, name):
+        p = Peer(self.server.port, timeout=30)
+        self.addCleanup(p.close)
+        p.register(name)
+        f = p.login(name)
+        self.assertIsNone(error(f), describe(f))
+        return p
+
+    def test_roundtrip_raw(self):
+        a, b, c = self.peer("ann"), self.peer("bob"), self.peer("cat")
+        data = os.urandom(1024 * 1024 + 12345)
+        sha = upload(a, data, "photo.png", "image/png")
+        path = stored_path(self.server, sha)
+        self.assertTrue(os.path.exists(path))
+        with open(path, "rb") as fh:
+            self.assertEqual(hashlib.sha256(fh.read()).digest(), sha)
+        msgid = send_file(a, b.user_id, sha, "look")
+        push = b.wait_push(lambda f: S_MESSAGE in f)
+        m = pb_decode(push[S_MESSAGE][0])
+        att = pb_decode(one(m, 12, b""))
+        self.assertEqual(one(att, 1, b""), sha)
+        self.assertEqual(one(att, 2, b""), b"photo.png")
+        self.assertEqual(one(att, 3), len(data))
+        self.assertEqual(one(att, 4, b""), b"image/png")
+        got = download(b, msgid)
+        self.assertIsInstance(got, bytes, "download failed: %r" % (got,))
+        self.assertEqual(hashlib.sha256(got).digest(), sha)
+        self.assertEqual(download(a, msgid), data)  # the sender too
+        # history carries the attachment
+        h = expect_ok(b.history(peer=a.user_id), S_HISTORY_OK)
+        hm = pb_decode(h[1][-1])
+        self.assertEqual(one(pb_decode(one(hm, 12, b"")), 1, b""), sha)
+        # a stranger cannot read it
+        f = download(c, msgid)
+        self.assertEqual(error(f).code, FORBIDDEN, describe(f))
+        # nor send a file it has not uploaded
+        f = c.call(F_SEND_DIRECT, pb((1, a.user_id), (4, attachment(sha))))
+        self.assertEqual(error(f).code, BAD_REQUEST, describe(f))
+
+
+if __name__ == "__main__":
+    unittest.main()
