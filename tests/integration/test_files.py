@@ -115,6 +115,110 @@ class FilesTest(ParleyTest):
         f = c.call(F_SEND_DIRECT, pb((1, a.user_id), (4, attachment(sha))))
         self.assertEqual(error(f).code, BAD_REQUEST, describe(f))
 
+    def test_resume_after_cuts(self):
+        """An upload whose connection is cut at random points, again and
+        again, resumes where the server stands and stores the file once."""
+        self.peer("ann")
+        b = self.peer("bob")
+        rng = random.Random(17)
+        data = os.urandom(2 * 1024 * 1024 + 777)
+        sha = hashlib.sha256(data).digest()
+        cuts = 0
+        while True:
+            p = Peer(self.server.port, timeout=30)
+            self.addCleanup(p.close)
+            p.login("ann")
+            ok = expect_ok(begin(p, data), S_FILE_BEGIN_OK, "file_begin")
+            uid, off = one(ok, 1), one(ok, 2)
+            if one(ok, 3):
+                break
+            # Send a few chunks, some maybe half, then cut the socket.
+            n = rng.randint(1, 6)
+            for _ in range(n):
+                if off >= len(data):
+                    break
+                chunk = data[off:off + CHUNK]
+                p.send_req(F_FILE_CHUNK, pb((1, uid), (2, off), (3, chunk)))
+                off += len(chunk)
+            if rng.random() < 0.5:
+                # a frame cut in its middle
+                raw = pb((1, uid), (2, off), (3, data[off:off + CHUNK]))
+                p.send_raw(b"\0\0\xff\xff" + raw[:rng.randint(1, len(raw) - 1)])
+            if rng.random() < 0.5:
+                p.reset()
+            else:
+                p.close()
+            cuts += 1
+            self.assertLess(cuts, 200, "the upload never completed")
+        self.assertGreater(cuts, 2)
+        msgid = send_file(p, b.user_id, sha)
+        self.assertEqual(download(b, msgid), data)
+        # One content, one file: no leftover parts once complete.
+        files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(self.server.data,
+                                                                         "files")) for f in fs]
+        self.assertEqual(files, [stored_path(self.server, sha)])
+
+    def test_limits(self):
+        a, b = self.peer("ann"), self.peer("bob")
+        # over the size limit: refused up front, clearly
+        big = 3 * 1024 * 1024 + 1
+        f = begin(a, b"", size=big, sha=b"\1" * 32)
+        self.assertEqual(error(f).code, TOO_LARGE, describe(f))
+        self.assertIn("limit of 3145728 bytes", error(f).text)
+        # a SHA-256 that does not match: nothing stored
+        data = os.urandom(100000)
+        f = begin(a, data, sha=hashlib.sha256(b"other").digest())
+        uid = one(expect_ok(f, S_FILE_BEGIN_OK), 1)
+        f = a.call(F_FILE_CHUNK, pb((1, uid), (2, 0), (3, data[:CHUNK])))
+        expect_ok(f, S_FILE_CHUNK_OK)
+        f = a.call(F_FILE_CHUNK, pb((1, uid), (2, CHUNK), (3, data[CHUNK:])))
+        self.assertEqual(error(f).code, BAD_REQUEST, describe(f))
+        self.assertIn("SHA-256", error(f).text)
+        self.assertFalse(os.path.exists(stored_path(self.server, hashlib.sha256(b"other").digest())))
+        # the quota (8 MiB): two files of 3 MiB fit, the third does not
+        for i in range(2):
+            blob = os.urandom(3 * 1024 * 1024)
+            send_file(a, b.user_id, upload(a, blob))
+        f = begin(a, os.urandom(3 * 1024 * 1024))
+        self.assertEqual(error(f).code, TOO_LARGE, describe(f))
+        self.assertIn("quota", error(f).text)
+        # a dedup still counts: bob re-sending a stored file is charged too
+        f = begin(b, blob)
+        ok = expect_ok(f, S_FILE_BEGIN_OK)
+        self.assertTrue(one(ok, 3), "stored content needs no upload")
+        self.assertEqual(one(ok, 2), len(blob))
+
+    def test_group_members_only(self):
+        a, b, c = self.peer("ann"), self.peer("bob"), self.peer("cat")
+        gid = one(expect_ok(a.group_create("team"), S_GROUP_CREATE_OK), 1)
+        expect_ok(b.call(F_GROUP_JOIN, pb((1, gid))), S_DONE)
+        data = os.urandom(200000)
+        msgid = send_file(a, gid, upload(a, data, "notes.txt", "text/plain"), group=True)
+        self.assertEqual(download(b, msgid), data)
+        f = download(c, msgid)
+        self.assertEqual(error(f).code, FORBIDDEN, describe(f))
+        expect_ok(b.call(F_GROUP_QUIT, pb((1, gid))), S_DONE)
+        f = download(b, msgid)
+        self.assertEqual(error(f).code, FORBIDDEN, describe(f))
+
+    def test_recall_removes_unreferenced(self):
+        a, b = self.peer("ann"), self.peer("bob")
+        data = os.urandom(150000)
+        sha = upload(a, data)
+        m1 = send_file(a, b.user_id, sha, "one")
+        # the same content again: no upload, a second reference
+        ok = expect_ok(begin(a, data), S_FILE_BEGIN_OK)
+        self.assertTrue(one(ok, 3))
+        m2 = send_file(a, b.user_id, sha, "two")
+        path = stored_path(self.server, sha)
+        expect_ok(a.call(F_RECALL, pb((1, m1))), S_DONE)
+        self.assertTrue(os.path.exists(path), "still referred to by the second message")
+        f = download(b, m1)
+        self.assertEqual(error(f).code, NOT_FOUND, describe(f))
+        self.assertEqual(download(b, m2), data)
+        expect_ok(a.call(F_RECALL, pb((1, m2))), S_DONE)
+        self.assertFalse(os.path.exists(path), "nothing refers to it any more")
+
 
 if __name__ == "__main__":
     unittest.main()
