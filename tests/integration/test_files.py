@@ -5,13 +5,16 @@ nobody else refers to. Through raw frames and through the terminal client."""
 import hashlib
 import os
 import random
-import socket
+import shutil
 import tempfile
 import unittest
 
-from harness import (BAD_REQUEST, BUSY, FORBIDDEN, NOT_FOUND, TOO_LARGE, Closed, ParleyTest,
-                     Peer, S_GROUP_CREATE_OK, S_MESSAGE, S_SEND_OK, Server, body, describe,
-                     error, expect_ok, one, pb, pb_decode)
+import signal
+import time
+
+from harness import (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE, Client, ParleyTest, Peer,
+                     S_GROUP_CREATE_OK, S_MESSAGE, S_SEND_OK, Server, body, describe, error,
+                     expect_ok, one, pb, pb_decode)
 
 # ClientFrame / ServerFrame fields of the file requests (proto/parley.proto)
 F_FILE_BEGIN, F_FILE_CHUNK, F_FILE_GET = 60, 61, 62
@@ -218,6 +221,115 @@ class FilesTest(ParleyTest):
         self.assertEqual(download(b, m2), data)
         expect_ok(a.call(F_RECALL, pb((1, m2))), S_DONE)
         self.assertFalse(os.path.exists(path), "nothing refers to it any more")
+
+    def test_roundtrip_client(self):
+        """sendfile / groupsendfile / getfile in the terminal client: the
+        file arrives whole, with its name, size, type and hash shown."""
+        a, aid = self.user("ann")
+        b, bid = self.user("bob")
+        tmp = tempfile.mkdtemp(prefix="parley-files-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        src = os.path.join(tmp, "cat: the photo.png")
+        data = os.urandom(700 * 1024 + 3)
+        with open(src, "wb") as fh:
+            fh.write(data)
+        sha = hashlib.sha256(data).hexdigest()
+        r = a.ok("sendfile:%d:%s" % (bid, src))
+        self.assertEqual(r["file"], {"name": "cat: the photo.png", "size": len(data),
+                                     "type": "image/png", "sha256": sha})
+        ev = b.wait_events(lambda e: e.get("type") == "message" and "file" in e)[0]
+        self.assertEqual(ev["msgid"], r["msgid"])
+        self.assertEqual(ev["file"]["sha256"], sha)
+        self.assertEqual(ev["file"]["name"], "cat: the photo.png")
+        dst = os.path.join(tmp, "saved.png")
+        got = b.ok("getfile:%d:%s" % (ev["msgid"], dst))
+        self.assertEqual(got["file"]["sha256"], sha)
+        with open(dst, "rb") as fh:
+            self.assertEqual(fh.read(), data)
+        # a group: by name, as groupchat takes it
+        gid = a.ok("creategroup:team:files")["id"]
+        b.ok("addgroup:%d" % gid)
+        a.ok("showfriendlist")
+        r = a.ok("groupsendfile:team:%s" % src)  # stored already: no upload
+        ev = b.wait_events(lambda e: e.get("type") == "message" and e.get("group") == gid)[0]
+        self.assertEqual(ev["file"]["size"], len(data))
+        self.assertTrue(r["ok"])
+        # history shows the file too
+        h = b.ok("grouphistory:%d" % gid)
+        self.assertEqual(h["messages"][-1]["file"]["sha256"], sha)
+        # someone outside the group cannot fetch it
+        c, _ = self.user("cat")
+        r = c.cmd("getfile:%d:%s" % (ev["msgid"], os.path.join(tmp, "nope")))
+        self.assertEqual((r["ok"], r["code"]), (False, "FORBIDDEN"))
+        self.assertFalse(os.path.exists(os.path.join(tmp, "nope")))
+        # a missing local file is a clear local error
+        r = a.cmd("sendfile:%d:%s" % (bid, os.path.join(tmp, "missing")))
+        self.assertEqual((r["ok"], r["code"]), (False, "LOCAL"))
+        self.assertIn("missing", r["error"])
+
+    def test_client_over_size(self):
+        a, aid = self.user("ann")
+        b, bid = self.user("bob")
+        tmp = tempfile.mkdtemp(prefix="parley-files-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        src = os.path.join(tmp, "huge.bin")
+        with open(src, "wb") as fh:
+            fh.write(os.urandom(3 * 1024 * 1024 + 1))
+        r = a.cmd("sendfile:%d:%s" % (bid, src))
+        self.assertEqual((r["ok"], r["code"]), (False, "TOO_LARGE"))
+        self.assertIn("limit", r["error"])
+
+
+class ClientResumeTest(ParleyTest):
+    """The terminal client's upload survives a server crash: it reconnects,
+    resumes the session and the upload where the server stands, and the
+    file is stored once and delivered."""
+    # Small frames: many chunks, so that the crash lands mid-upload.
+    server_extra = ("--max-frame", "4096", "--req-rate", "100000")
+
+    def test_upload_resumes_after_crash(self):
+        a, aid = self.user("ann")
+        b, bid = self.user("bob")
+        tmp = tempfile.mkdtemp(prefix="parley-files-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        src = os.path.join(tmp, "long.bin")
+        data = os.urandom(3 * 1024 * 1024)
+        with open(src, "wb") as fh:
+            fh.write(data)
+        a.send_line("sendfile:%d:%s" % (bid, src))
+        part_dir = os.path.join(self.server.data, "files", "tmp")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            parts = os.listdir(part_dir) if os.path.isdir(part_dir) else []
+            if parts and os.path.getsize(os.path.join(part_dir, parts[0])) > 256 * 1024:
+                break
+            time.sleep(0.02)
+        else:
+            self.fail("the upload never started")
+        self.server.stop(signal.SIGKILL)
+        self.server.proc = None  # killed on purpose: not a failure of its own
+        # The same data directory and port, as a restart would have it.
+        again = Server(data=self.server.data, extra=self.server_extra)
+        again.port = self.server.port
+        again.own_data = False
+        self.addCleanup(again.cleanup)
+        again.start()
+        r = None
+        deadline = time.time() + 120
+        while r is None:
+            obj = a._next(deadline)
+            if obj.get("type") == "reply":
+                r = obj
+            else:
+                a.events.append(obj)
+        self.assertTrue(r.get("ok"), r)
+        self.assertEqual(r["file"]["sha256"], hashlib.sha256(data).hexdigest())
+        dst = os.path.join(tmp, "got.bin")
+        b.ok("getfile:%d:%s" % (r["msgid"], dst), timeout=120)
+        with open(dst, "rb") as fh:
+            self.assertEqual(fh.read(), data)
+        stored = [f for d, _, fs in os.walk(os.path.join(self.server.data, "files")) for f in fs]
+        self.assertEqual(stored, [hashlib.sha256(data).hexdigest()])
 
 
 if __name__ == "__main__":
