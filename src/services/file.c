@@ -116,6 +116,51 @@ static int file_expired_add(void *arg, const store_upload *u)
     return e->n == sizeof(e->u) / sizeof(e->u[0]);
 }
 
+typedef struct {
+    uint8_t sha[256][32];
+    unsigned n;
+} file_contents;
+
+static int file_contents_add(void *arg, const uint8_t sha256[32], uint64_t size)
+{
+    (void)size;
+    file_contents *c = arg;
+    memcpy(c->sha[c->n++], sha256, 32);
+    return c->n == sizeof(c->sha) / sizeof(c->sha[0]);
+}
+
+/* Contents whose last reference went without a recall (a group deleted
+ * with its messages, a user erased, a crash between a commit and the
+ * removal of the bytes) are found by walking every content a slice at a
+ * time, in hash order, and released if nothing refers to them. */
+static void file_sweep_contents(svc_ctx *ctx)
+{
+    static __thread uint8_t after[32];
+    static __thread file_contents c;
+    c.n = 0;
+    if (store_files_after(ctx->st, after, 256, file_contents_add, &c) != STORE_OK)
+        return;
+    unsigned gone = 0;
+    for (unsigned i = 0; i < c.n; i++) {
+        int g;
+        if (store_file_release(ctx->st, c.sha[i], &g) != STORE_OK)
+            return;
+        if (g) {
+            char path[FILE_PATH_MAX];
+            file_content_path(ctx, c.sha[i], path, sizeof(path));
+            file_unlink(path);
+            gone++;
+        }
+    }
+    /* Past the last: from the start again next time. */
+    if (c.n < 256)
+        memset(after, 0, sizeof(after));
+    else
+        memcpy(after, c.sha[c.n - 1], 32);
+    if (gone)
+        log_info("file: %u contents nothing refers to removed", gone);
+}
+
 /* Uploads older than LIMIT_UPLOAD_TTL_MS go, finished or not (a complete
  * one never sent releases its content). At most once a minute per worker,
  * a bounded number per call: a sweep must not hold the writer long. */
@@ -144,6 +189,7 @@ static void file_sweep(svc_ctx *ctx)
     }
     if (e.n)
         log_info("file: %u expired uploads removed", e.n);
+    file_sweep_contents(ctx);
 }
 
 /* ---- FileBegin ---- */
@@ -188,7 +234,18 @@ static void file_begin_ok(svc_ctx *ctx, const store_upload *u)
     out->file_begin_ok = ok;
 }
 
+static void file_begin_upload(svc_ctx *ctx);
+
 void file_begin(svc_ctx *ctx)
+{
+    file_begin_upload(ctx);
+    /* Housekeeping after the request's own work, which a failed request
+     * would undo with it. */
+    if (!ctx->failed)
+        file_sweep(ctx);
+}
+
+static void file_begin_upload(svc_ctx *ctx)
 {
     if (svc_require_user(ctx) < 0 || !file_enabled(ctx))
         return;
@@ -221,9 +278,6 @@ void file_begin(svc_ctx *ctx)
                  (unsigned long long)r->size, (unsigned long long)ctx->cfg->max_file_size);
         return;
     }
-    file_sweep(ctx);
-    if (ctx->failed)
-        return;
     store_upload u;
     store_status st = store_upload_find(ctx->st, me, r->sha256.data, &u);
     if (st == STORE_OK) {

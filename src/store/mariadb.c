@@ -358,6 +358,7 @@ enum {
     Q_FILE_PUT,
     Q_FILE_REFS,
     Q_FILE_DELETE,
+    Q_FILES_AFTER,
     Q_MSG_FILE_INSERT,
     Q_MSG_FILE_GET,
     Q_MSG_FILE_DELETE,
@@ -604,6 +605,8 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                      " + (SELECT COUNT(*) FROM uploads WHERE sha256 = ? AND received = size)",
                      "hh", "u"},
     [Q_FILE_DELETE] = {"DELETE FROM files WHERE sha256 = ?", "h", ""},
+    [Q_FILES_AFTER] = {"SELECT sha256, size FROM files WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+                       "hu", "tu"},
     [Q_MSG_FILE_INSERT] = {"INSERT INTO msg_files (msgid, sender, sha256, name, type, size)"
                            " VALUES (?, ?, ?, ?, ?, ?)",
                            "uuhttu", ""},
@@ -2772,6 +2775,26 @@ static store_status mdb_file_delete(store *base, const uint8_t sha256[32])
     return mdb_one_row(ret, n);
 }
 
+static store_status mdb_files_after(store *base, const uint8_t after[32], unsigned limit,
+                                    store_content_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_FILES_AFTER, after, (uint64_t)limit);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        uint8_t sha[32];
+        mdb_copy_hash(st, 0, sha);
+        if (cb(arg, sha, st->col_u[1]) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
 static store_status mdb_msg_file_insert(store *base, uint64_t msgid, uint64_t sender,
                                         const store_file *f)
 {
@@ -2881,6 +2904,7 @@ static const store_ops mdb_ops = {
     .file_put = mdb_file_put,
     .file_refs = mdb_file_refs,
     .file_delete = mdb_file_delete,
+    .files_after = mdb_files_after,
     .msg_file_insert = mdb_msg_file_insert,
     .msg_file_get = mdb_msg_file_get,
     .msg_file_delete = mdb_msg_file_delete,

@@ -260,6 +260,7 @@ enum {
     Q_FILE_PUT,
     Q_FILE_REFS,
     Q_FILE_DELETE,
+    Q_FILES_AFTER,
     Q_MSG_FILE_INSERT,
     Q_MSG_FILE_GET,
     Q_MSG_FILE_DELETE,
@@ -427,6 +428,7 @@ static const char *const store_sql[Q_COUNT] = {
     [Q_FILE_REFS] = "SELECT (SELECT count(*) FROM msg_files WHERE sha256 = ?1)"
                     " + (SELECT count(*) FROM uploads WHERE sha256 = ?1 AND received = size)",
     [Q_FILE_DELETE] = "DELETE FROM files WHERE sha256 = ?1",
+    [Q_FILES_AFTER] = "SELECT sha256, size FROM files WHERE sha256 > ?1 ORDER BY sha256 LIMIT ?2",
     [Q_MSG_FILE_INSERT] = "INSERT INTO msg_files (msgid, sender, sha256, name, type, size)"
                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_MSG_FILE_GET] = "SELECT msgid, sha256, name, type, size FROM msg_files WHERE msgid = ?1",
@@ -1935,6 +1937,25 @@ static store_status sq_file_delete(store *base, const uint8_t sha256[32])
     return ret == STORE_OK && !changes ? STORE_NOT_FOUND : ret;
 }
 
+static store_status sq_files_after(store *base, const uint8_t after[32], unsigned limit,
+                                   store_content_cb cb, void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_FILES_AFTER];
+    store_status ret = store_bind(st, s, "hi", after, (int64_t)limit);
+    int rc = SQLITE_ROW;
+    while (ret == STORE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        uint8_t sha[32];
+        store_col_hash(s, 0, sha);
+        if (cb(arg, sha, store_col_u64(s, 1)))
+            break;
+    }
+    if (ret == STORE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+    store_finish(s);
+    return ret;
+}
+
 static store_status sq_msg_file_insert(store *base, uint64_t msgid, uint64_t sender,
                                        const store_file *f)
 {
@@ -2044,6 +2065,7 @@ static const store_ops sq_ops = {
     .file_put = sq_file_put,
     .file_refs = sq_file_refs,
     .file_delete = sq_file_delete,
+    .files_after = sq_files_after,
     .msg_file_insert = sq_msg_file_insert,
     .msg_file_get = sq_msg_file_get,
     .msg_file_delete = sq_msg_file_delete,

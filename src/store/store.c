@@ -647,6 +647,12 @@ store_status store_file_put(store *st, const uint8_t sha256[32], uint64_t size, 
     return st->ops->file_put(st, sha256, size, now_ms);
 }
 
+store_status store_files_after(store *st, const uint8_t after[32], unsigned limit,
+                               store_content_cb cb, void *arg)
+{
+    return st->ops->files_after(st, after, limit, cb, arg);
+}
+
 store_status store_file_release(store *st, const uint8_t sha256[32], int *gone)
 {
     uint64_t refs = 0;

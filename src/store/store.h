@@ -354,6 +354,11 @@ store_status store_file_usage(store *st, uint64_t user, uint64_t *uploads, uint6
 store_status store_file_get(store *st, const uint8_t sha256[32], uint64_t *size_out);
 /* Records a stored content; OK if it was recorded already. */
 store_status store_file_put(store *st, const uint8_t sha256[32], uint64_t size, int64_t now_ms);
+/* Contents stored, in sha256 order after `after` (all zero: from the
+ * start), at most limit: for a sweep that walks them a few at a time. */
+typedef int (*store_content_cb)(void *arg, const uint8_t sha256[32], uint64_t size);
+store_status store_files_after(store *st, const uint8_t after[32], unsigned limit,
+                               store_content_cb cb, void *arg);
 /* Forgets content sha256 if nothing refers to it any more: *gone gets 1 if
  * it did (the caller then removes the bytes), 0 if a reference remains. */
 store_status store_file_release(store *st, const uint8_t sha256[32], int *gone);

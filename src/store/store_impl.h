@@ -151,6 +151,8 @@ typedef struct store_ops {
     /* References to the content: msg_files rows and complete uploads. */
     store_status (*file_refs)(store *st, const uint8_t sha256[32], uint64_t *n);
     store_status (*file_delete)(store *st, const uint8_t sha256[32]);
+    store_status (*files_after)(store *st, const uint8_t after[32], unsigned limit,
+                                store_content_cb cb, void *arg);
     store_status (*msg_file_insert)(store *st, uint64_t msgid, uint64_t sender,
                                     const store_file *f);
     store_status (*msg_file_get)(store *st, uint64_t msgid, store_file *out);

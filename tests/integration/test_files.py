@@ -12,7 +12,7 @@ import unittest
 import signal
 import time
 
-from harness import (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE, Client, ParleyTest, Peer,
+from harness import (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE, Client, Cluster, ParleyTest, Peer,
                      S_GROUP_CREATE_OK, S_MESSAGE, S_SEND_OK, Server, body, describe, error,
                      expect_ok, one, pb, pb_decode)
 
@@ -222,6 +222,33 @@ class FilesTest(ParleyTest):
         expect_ok(a.call(F_RECALL, pb((1, m2))), S_DONE)
         self.assertFalse(os.path.exists(path), "nothing refers to it any more")
 
+    def test_deleted_group_files_are_swept(self):
+        """A group's deletion takes its messages' files with it: the
+        contents nothing refers to any more leave the disk at the next
+        sweep (the first upload after a start, then once a minute)."""
+        a, b = self.peer("ann"), self.peer("bob")
+        gid = one(expect_ok(a.group_create("tmp"), S_GROUP_CREATE_OK), 1)
+        data = os.urandom(100000)
+        sha = upload(a, data)
+        send_file(a, gid, sha, group=True)
+        kept = upload(a, os.urandom(1000))
+        send_file(a, b.user_id, kept)  # still referred to: stays
+        expect_ok(a.call(43, pb((1, gid))), S_DONE)  # group_delete
+        a.close()
+        b.close()
+        self.server.stop()
+        again = Server(data=self.server.data, extra=self.server_extra)
+        again.port = self.server.port
+        again.own_data = False
+        self.addCleanup(again.cleanup)
+        again.start()
+        c = Peer(again.port, timeout=30)
+        self.addCleanup(c.close)
+        c.login("ann")
+        upload(c, os.urandom(500))
+        self.assertFalse(os.path.exists(stored_path(self.server, sha)))
+        self.assertTrue(os.path.exists(stored_path(self.server, kept)))
+
     def test_roundtrip_client(self):
         """sendfile / groupsendfile / getfile in the terminal client: the
         file arrives whole, with its name, size, type and hash shown."""
@@ -330,6 +357,70 @@ class ClientResumeTest(ParleyTest):
             self.assertEqual(fh.read(), data)
         stored = [f for d, _, fs in os.walk(os.path.join(self.server.data, "files")) for f in fs]
         self.assertEqual(stored, [hashlib.sha256(data).hexdigest()])
+
+
+class ClusterFilesTest(unittest.TestCase):
+    """In the cluster (MariaDB, two message nodes sharing one file
+    directory): a file uploaded through one gateway is downloaded through
+    the other, an upload cut on one gateway resumes on the other, and a
+    recall removes the content from the shared directory."""
+
+    def setUp(self):
+        self.cluster = Cluster()
+        self.addCleanup(self.cluster.down)
+        self.cluster.up()
+
+    def test_files_across_gateways(self):
+        tmp = tempfile.mkdtemp(prefix="parley-files-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        a = Client(self.cluster.gateway_port(1))
+        self.addCleanup(a.kill)
+        b = Client(self.cluster.gateway_port(2))
+        self.addCleanup(b.kill)
+        a.ok("register:ann:secret123")
+        bid = b.ok("register:bob:secret123")["id"]
+        a.ok("login:ann:secret123")
+        b.ok("login:bob:secret123")
+        src = os.path.join(tmp, "doc.pdf")
+        data = os.urandom(1500 * 1024)
+        with open(src, "wb") as fh:
+            fh.write(data)
+        r = a.ok("sendfile:%d:%s" % (bid, src), timeout=120)
+        sha = hashlib.sha256(data).hexdigest()
+        self.assertEqual(r["file"]["sha256"], sha)
+        shared = os.path.join(self.cluster.dir, "files", sha[:2], sha)
+        self.assertTrue(os.path.exists(shared), "the content is in the shared directory")
+        dst = os.path.join(tmp, "got.pdf")
+        b.ok("getfile:%d:%s" % (r["msgid"], dst), timeout=120)
+        with open(dst, "rb") as fh:
+            self.assertEqual(fh.read(), data)
+
+        # An upload cut on gateway 1 resumes on gateway 2.
+        more = os.urandom(700 * 1024)
+        p = Peer(self.cluster.gateway_port(1), timeout=30)
+        self.addCleanup(p.close)
+        self.assertIsNone(error(p.login("ann")))
+        ok = expect_ok(begin(p, more), S_FILE_BEGIN_OK)
+        uid = one(ok, 1)
+        for off in range(0, 4 * CHUNK, CHUNK):
+            expect_ok(p.call(F_FILE_CHUNK, pb((1, uid), (2, off), (3, more[off:off + CHUNK]))),
+                      S_FILE_CHUNK_OK)
+        p.reset()
+        q = Peer(self.cluster.gateway_port(2), timeout=30)
+        self.addCleanup(q.close)
+        self.assertIsNone(error(q.login("ann")))
+        ok = expect_ok(begin(q, more), S_FILE_BEGIN_OK)
+        self.assertEqual((one(ok, 1), one(ok, 2)), (uid, 4 * CHUNK))
+        upload(q, more)
+        m2 = send_file(q, bid, hashlib.sha256(more).digest())
+        d = Peer(self.cluster.gateway_port(1), timeout=30)
+        self.addCleanup(d.close)
+        self.assertIsNone(error(d.login("bob")))
+        self.assertEqual(download(d, m2), more)
+
+        # Recall: the content leaves the shared directory.
+        a.ok("recall:%d" % r["msgid"])
+        self.assertFalse(os.path.exists(shared))
 
 
 if __name__ == "__main__":

@@ -427,7 +427,7 @@ static void test_mariadb_schema(void **state)
     const char *u = f->uri;
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.TABLES"
                                 " WHERE TABLE_SCHEMA = DATABASE()"),
-                     8);
+                     11);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.TABLES"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND ENGINE <> 'InnoDB'"),
                      0);
@@ -439,10 +439,11 @@ static void test_mariadb_schema(void **state)
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
                                 " WHERE TABLE_SCHEMA = DATABASE()"
                                 " AND COLLATION_NAME = 'utf8mb4_nopad_bin'"),
-                     4); /* users.name, users.pwhash, groups_.name, groups_.description */
+                     8); /* users.name, users.pwhash, groups_.name, groups_.description,
+                            uploads.name, uploads.type, msg_files.name, msg_files.type */
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS"
                                 " WHERE CONSTRAINT_SCHEMA = DATABASE()"),
-                     11);
+                     13);
     /* The keys pending and history walk. */
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.STATISTICS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'"
