@@ -372,6 +372,9 @@ def rpc_seeds():
         "msg_ack": (msg, "Ack", call(0, b"", acks=[(2, 1, 1), (1, 2, 1)])),
         "msg_sync": (msg, "Sync", call(2, b"", after=0)),
         "msg_sync_after": (msg, "Sync", call(2, b"", after=1)),
+        "msg_file_begin": (msg, "FileBegin", call(1, file_begin(1, "a.png", FILE))),
+        "msg_file_chunk": (msg, "FileChunk", call(1, file_chunk(1, 1, 0, FILE[:100]))),
+        "msg_file_get": (msg, "FileGet", call(2, file_get(1, 1, limit=10))),
     }
     s = {}
     for i, (name, (svc, method, payload)) in enumerate(sorted(reqs.items()), 1):
