@@ -139,6 +139,11 @@ def figures(kind, run):
         return [("logins", "/s", r.get("logins_per_s")),
                 ("login latency p50", "ms", lat(run).get("p50")),
                 ("login latency p99", "ms", lat(run).get("p99"))]
+    if kind == "file":
+        return [("upload", "MB/s", r.get("upload_mb_per_s")),
+                ("download", "MB/s", r.get("download_mb_per_s")),
+                ("upload time", "s", r.get("upload_s")),
+                ("download time", "s", r.get("download_s"))]
     if kind == "regflood":
         fl = r.get("flood", {})
         # No message in a window: no latency to show (not 0).

@@ -442,6 +442,13 @@ solo interactive default "regflood-f$FLOODERS" regflood regflood \
   "1 pair at $PAIR_RATE msg/s; $FLOODERS flooders from $FLOODERS addresses; default limits, pwhash-cost interactive" \
   regflood --conns 2 --rate "$PAIR_RATE" --flood-conns "$FLOODERS" --flood-addrs "$FLOODERS" "${common[@]}"
 
+# Files (issue 17): one user uploads a 25 MiB file (parleyd's default
+# --max-file-size) and sends it, the other downloads it; in 64 KiB frames
+# (the default --max-frame), 8 chunks in flight each way.
+solo min raised "file-25mib" file "file, 25 MiB" \
+  "one upload and one download of 25 MiB, default frame size, 8 chunks in flight; SHA-256 checked" \
+  file --file-mib 25
+
 if [ "$use_cluster" = 1 ]; then
   cluster_dir=$tmp/cluster
   say "starting a local cluster (ZooKeeper, Redis, MariaDB, 2 gateways, 2 nodes of each service; PARLEY_PWHASH_COST=min)"

@@ -89,7 +89,8 @@ static const char *const m_rpc_methods[RPC_SERVICES * RPC_METHODS_MAX + 1] = {
     [32] = RPC("message", "SendDirect"), [33] = RPC("message", "SendGroup"),
     [34] = RPC("message", "History"),    [35] = RPC("message", "Recall"),
     [36] = RPC("message", "Ack"),        [37] = RPC("message", "Sync"),
-    [48] = RPC("other", "other"),
+    [38] = RPC("message", "FileBegin"),  [39] = RPC("message", "FileChunk"),
+    [40] = RPC("message", "FileGet"),    [48] = RPC("other", "other"),
 };
 
 /* 100 us to 5 s. */
