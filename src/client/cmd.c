@@ -35,6 +35,11 @@ static const cmd_def cmd_words[] = {
     {"who", CMD_WHO},
     {"whoami", CMD_WHOAMI},
     {"clear", CMD_CLEAR},
+    {"find", CMD_FIND},
+    {"unread", CMD_UNREAD},
+    {"read", CMD_READ},
+    {"typing", CMD_TYPING},
+    {"grouptyping", CMD_GROUPTYPING},
     {"quit", CMD_QUIT},
 };
 
@@ -63,6 +68,13 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
     [CMD_WHO] = {"who", "your friends who are online"},
     [CMD_WHOAMI] = {"whoami", "who you are logged in as, and where"},
     [CMD_CLEAR] = {"clear", "clear the screen"},
+    [CMD_FIND] = {"find:PREFIX[:AFTER]", "users whose name starts with PREFIX (a page of 20; "
+                                         "AFTER: the last name of the previous page)"},
+    [CMD_UNREAD] = {"unread", "conversations with messages you have not read"},
+    [CMD_READ] = {"read:CONV:SEQ", "mark a conversation read up to SEQ (a terminal does it "
+                                   "for what it shows)"},
+    [CMD_TYPING] = {"typing:USER", "tell a user you are typing"},
+    [CMD_GROUPTYPING] = {"grouptyping:GROUP", "tell a group you are typing"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
 };
 
@@ -89,6 +101,11 @@ static const char *const cmd_names[CMD_COUNT_] = {
     [CMD_WHO] = "who",
     [CMD_WHOAMI] = "whoami",
     [CMD_CLEAR] = "clear",
+    [CMD_FIND] = "find",
+    [CMD_UNREAD] = "unread",
+    [CMD_READ] = "read",
+    [CMD_TYPING] = "typing",
+    [CMD_GROUPTYPING] = "grouptyping",
     [CMD_QUIT] = "quit",
 };
 
@@ -113,6 +130,11 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_WHO] = "usage: who",
     [CMD_WHOAMI] = "usage: whoami",
     [CMD_CLEAR] = "usage: clear",
+    [CMD_FIND] = "usage: find:PREFIX[:AFTER]",
+    [CMD_UNREAD] = "usage: unread",
+    [CMD_READ] = "usage: read:CONV:SEQ",
+    [CMD_TYPING] = "usage: typing:USER",
+    [CMD_GROUPTYPING] = "usage: grouptyping:GROUP",
     [CMD_QUIT] = "usage: quit",
 };
 
@@ -140,7 +162,7 @@ const char *cmd_usage(cmd_kind kind)
 bool cmd_is_local(cmd_kind kind)
 {
     return kind == CMD_NONE || kind == CMD_UNKNOWN || kind == CMD_HELP || kind == CMD_QUIT ||
-           kind == CMD_WHOAMI || kind == CMD_CLEAR;
+           kind == CMD_WHOAMI || kind == CMD_CLEAR || kind == CMD_UNREAD;
 }
 
 const char *cmd_word(size_t i)
@@ -160,6 +182,7 @@ bool cmd_word_takes_args(const char *w)
         case CMD_WHO:
         case CMD_WHOAMI:
         case CMD_CLEAR:
+        case CMD_UNREAD:
         case CMD_QUIT:
             return false;
         default:
@@ -306,9 +329,27 @@ static void cmd_args(cmd *c, char *rest)
     case CMD_WHO:
     case CMD_WHOAMI:
     case CMD_CLEAR:
+    case CMD_UNREAD:
     case CMD_QUIT:
         if (rest && !cmd_blank(rest))
             cmd_fail(c, "takes no arguments");
+        return;
+
+    case CMD_FIND:
+        tail = rest ? cmd_split(rest) : NULL;
+        if (!rest || cmd_blank(rest)) {
+            cmd_fail(c, "the prefix is empty");
+            return;
+        }
+        c->a = rest;
+        c->b = tail ? tail : "";
+        return;
+
+    case CMD_READ:
+        tail = rest ? cmd_split(rest) : NULL;
+        if (!rest || !tail || strchr(tail, ':') || !cmd_number(rest, UINT64_MAX, &c->id) ||
+            !cmd_number(tail, UINT64_MAX, &c->seq))
+            cmd_fail(c, "CONV and SEQ must be positive integers");
         return;
 
     case CMD_ADDGROUP:
@@ -322,6 +363,8 @@ static void cmd_args(cmd *c, char *rest)
     case CMD_QUITGROUP:
     case CMD_DELGROUP:
     case CMD_WHOIS:
+    case CMD_TYPING:
+    case CMD_GROUPTYPING:
         if (!rest || strchr(rest, ':') || !cmd_ref(c, rest))
             cmd_fail(c, "give a name or a positive id");
         return;

@@ -34,6 +34,11 @@ typedef enum {
     CMD_WHO,
     CMD_WHOAMI,
     CMD_CLEAR,
+    CMD_FIND,
+    CMD_UNREAD,
+    CMD_READ,
+    CMD_TYPING,
+    CMD_GROUPTYPING,
     CMD_QUIT,
     CMD_COUNT_
 } cmd_kind;
@@ -52,12 +57,15 @@ typedef struct cmd {
      *  id:    USERID, GROUPID or MSGID; for login the user id (0 if by name)
      *  count: history length
      *  a, b:  NAME and PASSWORD (register, login by name: a = name),
-     *         TEXT (chat, groupchat: b), NAME and DESC (creategroup) */
+     *         TEXT (chat, groupchat: b), NAME and DESC (creategroup),
+     *         PREFIX and AFTER (find)
+     *  id, seq: CONV and SEQ (read) */
     uint64_t id;
     /* A user or group named where an id goes ("chat:bob:hi"): id is 0 and
      * this is the name (points into line), for the caller to resolve. */
     const char *ref_name;
     uint32_t count;
+    uint64_t seq;
     const char *a;
     const char *b;
     char *line; /* owned copy of the input the pointers above point into */

@@ -297,7 +297,7 @@ static void app_quit(app *a)
 static int app_resolve(app *a, cmd *c)
 {
     bool group = c->kind == CMD_GROUPCHAT || c->kind == CMD_QUITGROUP || c->kind == CMD_DELGROUP ||
-                 c->kind == CMD_GROUPHISTORY;
+                 c->kind == CMD_GROUPHISTORY || c->kind == CMD_GROUPTYPING;
     char why[200];
     int r = group ? out_find_group(&a->out, c->ref_name, &c->id)
                   : out_find_user(&a->out, c->ref_name, &c->id);
@@ -355,6 +355,9 @@ static void app_command(app *a, const char *line)
         break;
     case CMD_QUIT:
         app_quit(a);
+        break;
+    case CMD_UNREAD:
+        out_unread(&a->out);
         break;
     default:
         (void)sess_submit(&a->sess, &c);
@@ -1208,6 +1211,8 @@ int main(int argc, char **argv)
         a.sess.give_up_ms = (int64_t)a.opt.reconnect_for * 1000;
     else if (tty)
         a.sess.give_up_ms = 0;
+    /* What a person is shown is read; a script's output is nobody's. */
+    a.sess.auto_read = tty && !a.opt.json;
     if (a.opt.tls) {
         char err[512];
         a.trust = trust_new(a.opt.ca, a.opt.fingerprint, a.opt.insecure, err, sizeof(err));

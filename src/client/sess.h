@@ -94,6 +94,8 @@ typedef struct sess {
     sess_ack *acks; /* one entry per conversation seen */
     size_t nacks, acks_cap;
     bool acks_due; /* some entry has shown > acked */
+    /* Interactive: what is shown is read (Read with each ack). */
+    bool auto_read;
 
     bool got_bye;
     char bye_reason[160];
