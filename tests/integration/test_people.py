@@ -6,11 +6,10 @@ import subprocess
 import time
 import unittest
 
-from harness import (PARLEY, BUSY, NOT_FOUND, ParleyTest, Peer, body, error, one, pb,
-                     pb_decode)
+from harness import PARLEY, ParleyTest, Peer, body, error, one, pb, pb_decode
 
-F_FIND, F_READ, F_TYPING = 34, 54, 55
-S_FIND_OK, S_DONE, S_READ_EVENT, S_TYPING_EVENT = 32, 22, 105, 106
+F_FIND = 34
+S_FIND_OK = 32
 
 
 def is_msg(body_text):
@@ -246,44 +245,6 @@ class SocialEventsTest(ParleyTest):
         self.assertEqual([e["kind"] for e in h["events"]],
                          ["member_joined", "member_joined", "member_left"])
         self.assertEqual(bob.cmd("recall:%d" % h["events"][0]["msgid"])["code"], "FORBIDDEN")
-
-
-class HostilePeopleTest(ParleyTest):
-    """Raw frames: what only a hostile client sends."""
-
-    def test_reads_and_typing_from_a_raw_client(self):
-        p = Peer(self.server.port)
-        self.addCleanup(p.close)
-        q = Peer(self.server.port)
-        self.addCleanup(q.close)
-        p.register("mallory")
-        p.login("mallory")
-        q.register("victim")
-        q.login("victim")
-        r = body(q.send(p.user_id, "hi"), 50)
-        conv = one(r, 2)
-        # A conversation of others, or none: not found.
-        self.assertEqual(error(p.call(F_READ, pb((1, 999), (2, 1)))).code, NOT_FOUND)
-        x = Peer(self.server.port)
-        self.addCleanup(x.close)
-        x.register("other")
-        x.login("other")
-        self.assertEqual(error(x.call(F_READ, pb((1, conv), (2, 1)))).code, NOT_FOUND)
-        # Beyond the end: capped, done.
-        self.assertIn(S_DONE, p.call(F_READ, pb((1, conv), (2, 1 << 60))))
-        # Typing needs one target, an existing one.
-        self.assertEqual(error(p.call(F_TYPING, b"")).code, 1)
-        self.assertEqual(error(p.call(F_TYPING, pb((1, 424242)))).code, NOT_FOUND)
-        self.assertEqual(error(p.call(F_TYPING, pb((2, 424242)))).code, NOT_FOUND)
-        # Floods: BUSY, and the victim gets at most a few events.
-        codes = [error(p.call(F_TYPING, pb((1, q.user_id))))
-                 for _ in range(20)]
-        self.assertTrue(any(e and e.code == BUSY for e in codes))
-        reads = [error(p.call(F_READ, pb((1, conv), (2, 1)))) for _ in range(60)]
-        self.assertTrue(any(e and e.code == BUSY for e in reads))
-        q.closed_within(1.0)
-        typing = [f for f in q.pushes if S_TYPING_EVENT in f]
-        self.assertLessEqual(len(typing), 2, "one typing event per 2 s")
 
 
 if __name__ == "__main__":
