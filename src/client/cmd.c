@@ -341,8 +341,9 @@ static void cmd_args(cmd *c, char *rest)
             cmd_fail(c, "the prefix is empty");
             return;
         }
-        c->a = rest;
-        c->b = tail ? tail : "";
+        c->a = cmd_trim(rest);
+        /* No AFTER: the empty end of the line (a pointer into it). */
+        c->b = tail ? cmd_trim(tail) : c->a + strlen(c->a);
         return;
 
     case CMD_READ:
