@@ -6,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from harness import PARLEY, ParleyTest, Peer, body, error, one, pb, pb_decode
+from harness import PARLEY, Client, Cluster, ParleyTest, Peer, body, error, one, pb, pb_decode
 
 F_FIND = 34
 S_FIND_OK = 32
@@ -245,6 +245,66 @@ class SocialEventsTest(ParleyTest):
         self.assertEqual([e["kind"] for e in h["events"]],
                          ["member_joined", "member_joined", "member_left"])
         self.assertEqual(bob.cmd("recall:%d" % h["events"][0]["msgid"])["code"], "FORBIDDEN")
+
+
+class PeopleClusterTest(unittest.TestCase):
+    """The cluster path: Redis carries own copies, read, typing and social
+    events between gateways; presence counts sessions on every gateway;
+    read cursors and unread counts live in MariaDB."""
+
+    def setUp(self):
+        self.cluster = Cluster()
+        self.addCleanup(self.cluster.down)
+        self.cluster.up()
+
+    def client(self, port):
+        c = Client(port)
+        self.addCleanup(c.kill)
+        return c
+
+    def test_devices_read_typing_and_events_across_gateways(self):
+        g1, g2 = self.cluster.gateway_port(1), self.cluster.gateway_port(2)
+        alice = self.client(g1)
+        a = alice.ok("register:alice:secret123")["id"]
+        alice.ok("login:alice:secret123")
+        bob1 = self.client(g1)
+        b = bob1.ok("register:bob:secret123")["id"]
+        alice.ok("addfriend:%d" % b)
+        bob1.ok("login:bob:secret123")
+        ev = bob1.wait_events(is_social("friend_added"))[0]  # caught up at login
+        self.assertEqual(ev["by"], a)
+        alice.wait_events(lambda e: e.get("type") == "presence" and e["online"])
+        # Bob's second and third sessions, on the other gateway and on the
+        # same one: nobody hears "online" again.
+        bob2 = self.client(g2)
+        bob2.ok("login:bob:secret123")
+        bob3 = self.client(g1)
+        bob3.ok("login:bob:secret123")
+        # An own send reaches both other sessions, across gateways.
+        r = bob1.ok("chat:%d:sent from session 1" % a)
+        for other in (bob2, bob3):
+            m = other.wait_events(is_msg("sent from session 1"))[0]
+            self.assertEqual((m["from"], m["msgid"]), (b, r["msgid"]))
+        alice.wait_events(is_msg("sent from session 1"))
+        bob1.drain(0.5)
+        self.assertEqual([e for e in bob1.messages() if e["from"] == b], [])
+        alice.drain(0.5)
+        self.assertEqual(len([e for e in alice.events if e.get("type") == "presence"]), 1,
+                         "a second session repeated online")
+        # Read and typing cross gateways too.
+        alice.ok("read:%d:%d" % (r["conv"], r["seq"]))
+        ev = bob2.wait_events(lambda e: e.get("type") == "read")[0]
+        self.assertEqual((ev["user"], ev["seq"]), (a, r["seq"]))
+        alice.ok("typing:%d" % b)
+        bob2.wait_events(lambda e: e.get("type") == "typing" and e["user"] == a)
+        # Unread counts at login come from MariaDB.
+        bob2.ok("logout")
+        alice.ok("chat:%d:one" % b)
+        alice.ok("chat:%d:two" % b)
+        bob2.ok("login:bob:secret123")
+        login = [e for e in bob2.all if e.get("cmd") == "login"][-1]
+        self.assertEqual([(u["peer"], u["count"]) for u in login["unread"]], [(a, 3)],
+                         "friend_added and the two texts")
 
 
 if __name__ == "__main__":
