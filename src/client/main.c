@@ -1098,6 +1098,42 @@ static void app_tty_signals_act(app *a)
     }
 }
 
+/* While a chat or groupchat line with some text is being typed, tell its
+ * target (sess_typing bounds how often). Only names and ids this client
+ * knows: a line aimed at nobody yet tells nobody. */
+static void app_typing_check(app *a)
+{
+    const char *line = rl_line_buffer;
+    if (!line || a->ui != APP_UI_EDIT)
+        return;
+    while (*line == ' ')
+        line++;
+    bool group = strncasecmp(line, "groupchat:", 10) == 0;
+    if (!group && strncasecmp(line, "chat:", 5) != 0)
+        return;
+    const char *who = line + (group ? 10 : 5);
+    const char *colon = strchr(who, ':');
+    if (!colon || colon == who || colon[1] == '\0')
+        return;
+    char name[200];
+    size_t n = (size_t)(colon - who);
+    if (n >= sizeof(name))
+        return;
+    memcpy(name, who, n);
+    name[n] = '\0';
+    uint64_t id = 0;
+    char *end;
+    unsigned long long v = strtoull(name, &end, 10);
+    if (*name >= '0' && *name <= '9' && *end == '\0')
+        id = (uint64_t)v;
+    else if ((group ? out_find_group(&a->out, name, &id) : out_find_user(&a->out, name, &id)) <= 0)
+        return;
+    if (group)
+        sess_typing(&a->sess, 0, id);
+    else
+        sess_typing(&a->sess, id, 0);
+}
+
 static int app_run_tty(app *a)
 {
     int rc = 0;
@@ -1170,6 +1206,8 @@ static int app_run_tty(app *a)
                     rl_callback_read_char();
                     a->draining = false;
                 }
+                if (!a->line_done && !a->searching)
+                    app_typing_check(a);
             }
         } else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
             break; /* the terminal went away */

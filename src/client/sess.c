@@ -203,6 +203,29 @@ static void sess_send_acks(sess *s)
     s->acks_due = false;
 }
 
+void sess_typing(sess *s, uint64_t peer, uint64_t group)
+{
+    int64_t now = sess_clock_ms();
+    if (!s->up || !s->logged_in || (!peer && !group))
+        return;
+    if (peer == s->typing_peer && group == s->typing_group &&
+        now - s->typing_ms < SESS_TYPING_EVERY_MS)
+        return;
+    Parley__Typing t = PARLEY__TYPING__INIT;
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    t.peer = peer;
+    t.group_id = group;
+    /* An id no pending request has: its reply (done or BUSY) is dropped. */
+    f.id = s->next_id++;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_TYPING;
+    f.typing = &t;
+    if (sess_queue(s, &f) == 0) {
+        s->typing_peer = peer;
+        s->typing_group = group;
+        s->typing_ms = now;
+    }
+}
+
 /* ---- receiving ---- */
 
 /* Removes pend[i] and frees what it owns: copy what is needed first. */
