@@ -41,7 +41,9 @@ typedef struct bus_push {
  * BUS_OWN_PREFIX bytes, the sending session's gateway (u32) and session id
  * (u64) in host order, which the gateway skips (it has its send_ok) before
  * writing the rest to the user's sessions. users names that user alone;
- * msgid & ~BUS_OWN is the message's. */
+ * msgid & ~BUS_OWN is the message's. The Redis bus sends it only to the
+ * gateways where the user has another session (none if the sender is the
+ * only one). */
 #define BUS_OWN        (1ULL << 62)
 #define BUS_OWN_PREFIX 12
 
