@@ -1118,27 +1118,29 @@ void store_test_pending(void **state)
     /* Interleaved across conversations; msgid order is the global order. */
     uint64_t m1 = append(f->st, ab, b, "1");     /* for a */
     uint64_t m2 = append(f->st, g.conv, c, "2"); /* for a */
-    append(f->st, ab, a, "own");                 /* a's own: never pending for a */
+    uint64_t m3 = append(f->st, ab, a, "own");   /* a's own: pending for a's other devices */
     append(f->st, bc, b, "not a's");
     uint64_t m5 = append(f->st, ab, b, "5");     /* for a */
-    uint64_t m6 = append(f->st, g.conv, a, "6"); /* a's own in the group */
+    uint64_t m6 = append(f->st, g.conv, a, "6"); /* a's own in the group, likewise */
     uint64_t m7 = append(f->st, g.conv, c, "7"); /* for a */
 
     msgs p = {0};
     assert_int_equal(store_pending(f->st, a, 0, 100, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 4);
+    assert_int_equal(p.n, 6);
     assert_int_equal(p.m[0].msgid, m1);
     assert_int_equal(p.m[1].msgid, m2);
-    assert_int_equal(p.m[2].msgid, m5);
-    assert_int_equal(p.m[3].msgid, m7);
-    assert_string_equal(p.body[3], "7");
+    assert_int_equal(p.m[2].msgid, m3);
+    assert_int_equal(p.m[3].msgid, m5);
+    assert_int_equal(p.m[4].msgid, m6);
+    assert_int_equal(p.m[5].msgid, m7);
+    assert_string_equal(p.body[5], "7");
     assert_int_equal(p.m[0].to, a);
     assert_int_equal(p.m[0].group, 0);
     assert_int_equal(p.m[1].group, g.id);
     assert_int_equal(p.m[1].to, 0);
     assert_int_equal(p.m[1].conv, g.conv);
-    for (size_t i = 0; i < p.n; i++)
-        assert_int_not_equal(p.m[i].sender, a);
+    assert_int_equal(p.m[2].sender, a);
+    assert_int_equal(p.m[2].to, b);
 
     /* limit keeps the oldest; after_msgid pages on from the last one seen. */
     memset(&p, 0, sizeof p);
@@ -1149,8 +1151,8 @@ void store_test_pending(void **state)
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, m2, 2, on_msg, &p), STORE_OK);
     assert_int_equal(p.n, 2);
-    assert_int_equal(p.m[0].msgid, m5);
-    assert_int_equal(p.m[1].msgid, m7);
+    assert_int_equal(p.m[0].msgid, m3);
+    assert_int_equal(p.m[1].msgid, m5);
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, m7, 2, on_msg, &p), STORE_OK);
     assert_int_equal(p.n, 0);
@@ -1163,27 +1165,31 @@ void store_test_pending(void **state)
     assert_int_equal(store_ack(f->st, a, ab, 1), STORE_OK);
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, 0, 100, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 3);
+    assert_int_equal(p.n, 5);
     assert_int_equal(p.m[0].msgid, m2);
     assert_int_equal(store_ack(f->st, a, g.conv, 1), STORE_OK);
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, 0, 100, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 2);
-    assert_int_equal(p.m[0].msgid, m5);
-    assert_int_equal(p.m[1].msgid, m7);
+    assert_int_equal(p.n, 4);
+    assert_int_equal(p.m[0].msgid, m3);
+    assert_int_equal(p.m[1].msgid, m5);
+    assert_int_equal(p.m[2].msgid, m6);
+    assert_int_equal(p.m[3].msgid, m7);
 
-    /* c's view: the group (minus its own) is pending; m6 is a's. */
+    /* c's view: bc and the group, its own sends included. */
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, c, 0, 100, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 2); /* "not a's" in bc, and m6 */
-    assert_int_equal(p.m[1].msgid, m6);
+    assert_int_equal(p.n, 4); /* m2 (its own), "not a's" in bc, m6, m7 (its own) */
+    assert_int_equal(p.m[0].msgid, m2);
+    assert_int_equal(p.m[2].msgid, m6);
 
     /* Leaving the group drops its messages from pending. */
     assert_int_equal(store_group_quit(f->st, g.id, a), STORE_OK);
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, 0, 100, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 1);
-    assert_int_equal(p.m[0].msgid, m5);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.m[0].msgid, m3);
+    assert_int_equal(p.m[1].msgid, m5);
 }
 
 void store_test_ack(void **state)
@@ -1227,6 +1233,86 @@ void store_test_ack(void **state)
     assert_int_equal(store_ack(f->st, a, 9999, 1), STORE_NOT_FOUND);
 }
 
+/* Read cursors: apart from delivery, forward only, capped at the end;
+ * unread counts others' messages above them. */
+typedef struct {
+    store_unread u[8];
+    size_t n;
+} unreads;
+
+static int on_unread(void *arg, const store_unread *u)
+{
+    unreads *l = arg;
+    if (l->n < 8)
+        l->u[l->n++] = *u;
+    return 0;
+}
+
+void store_test_read_cursor(void **state)
+{
+    store_fixture *f = *state;
+    uint64_t a = mkuser(f->st, "alice");
+    uint64_t b = mkuser(f->st, "bob");
+    uint64_t c = mkuser(f->st, "carol");
+    uint64_t ab, prev, now;
+    store_group g;
+    assert_int_equal(store_direct_conv(f->st, a, b, &ab), STORE_OK);
+    assert_int_equal(store_group_create(f->st, "g", "", c, 1, &g), STORE_OK);
+    assert_int_equal(store_group_join(f->st, g.id, a, 1), STORE_OK);
+    for (int i = 0; i < 5; i++)
+        append(f->st, ab, b, "x");
+    append(f->st, ab, a, "mine"); /* seq 6: a's own never counts for a */
+    append(f->st, g.conv, c, "g1");
+    append(f->st, g.conv, c, "g2");
+
+    unreads l = {0};
+    assert_int_equal(store_unread_list(f->st, a, 10, on_unread, &l), STORE_OK);
+    assert_int_equal(l.n, 2);
+    /* Newest conversation first: the group. */
+    assert_int_equal(l.u[0].conv, g.conv);
+    assert_int_equal(l.u[0].group, g.id);
+    assert_int_equal(l.u[0].peer, 0);
+    assert_int_equal(l.u[0].count, 2);
+    assert_int_equal(l.u[1].conv, ab);
+    assert_int_equal(l.u[1].peer, b);
+    assert_int_equal(l.u[1].count, 5);
+    assert_int_equal(l.u[1].read_seq, 0);
+    assert_int_equal(l.u[1].last_seq, 6);
+
+    /* Reading part of it; the delivery cursor is another thing. */
+    assert_int_equal(store_read_set(f->st, a, ab, 3, &prev, &now), STORE_OK);
+    assert_int_equal(prev, 0);
+    assert_int_equal(now, 3);
+    msgs p = {0};
+    assert_int_equal(store_pending(f->st, a, 0, 100, on_msg, &p), STORE_OK);
+    assert_int_equal(p.n, 8);
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_unread_list(f->st, a, 10, on_unread, &l), STORE_OK);
+    assert_int_equal(l.u[1].count, 2);
+    assert_int_equal(l.u[1].read_seq, 3);
+    /* Never backwards; past the end is the end. */
+    assert_int_equal(store_read_set(f->st, a, ab, 1, &prev, &now), STORE_OK);
+    assert_int_equal(prev, 3);
+    assert_int_equal(now, 3);
+    assert_int_equal(store_read_set(f->st, a, ab, UINT64_MAX, &prev, &now), STORE_OK);
+    assert_int_equal(now, 6);
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_unread_list(f->st, a, 10, on_unread, &l), STORE_OK);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.u[0].conv, g.conv);
+    /* Others' cursors are their own; strangers have none. */
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_unread_list(f->st, b, 10, on_unread, &l), STORE_OK);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.u[0].count, 1);
+    assert_int_equal(store_read_set(f->st, c, ab, 1, &prev, &now), STORE_NOT_FOUND);
+    assert_int_equal(store_read_set(f->st, a, 99999, 1, &prev, &now), STORE_NOT_FOUND);
+    /* A limit of one: the newest conversation. */
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_unread_list(f->st, b, 1, on_unread, &l), STORE_OK);
+    assert_int_equal(l.n, 1);
+}
+
 /* Many pending in one conversation, paged through: nothing is cut short
  * (MariaDB stops recursive queries at 1000 steps by default). */
 void store_test_pending_many(void **state)
@@ -1248,9 +1334,7 @@ void store_test_pending_many(void **state)
         memset(&p, 0, sizeof p);
         assert_int_equal(store_pending(f->st, a, after, PAGE, on_msg, &p), STORE_OK);
         for (size_t i = 0; i < p.n; i++) {
-            if (want_seq % 10 == 0)
-                want_seq++; /* a's own: skipped */
-            assert_int_equal(p.m[i].seq, want_seq);
+            assert_int_equal(p.m[i].seq, want_seq); /* a's own too */
             assert_true(p.m[i].msgid > after);
             after = p.m[i].msgid;
             want_seq++;
@@ -1259,12 +1343,12 @@ void store_test_pending_many(void **state)
         if (p.n < PAGE)
             break;
     }
-    assert_int_equal(total, N - N / 10);
+    assert_int_equal(total, N);
     /* The cursor near the end leaves only the tail. */
     assert_int_equal(store_ack(f->st, a, ab, N - 5), STORE_OK);
     memset(&p, 0, sizeof p);
     assert_int_equal(store_pending(f->st, a, 0, PAGE, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 4); /* N - 4 .. N, less a's own N */
+    assert_int_equal(p.n, 5); /* N - 4 .. N */
     assert_int_equal(p.m[0].seq, N - 4);
 }
 

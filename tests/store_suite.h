@@ -87,6 +87,7 @@ void store_test_history(void **state);
 void store_test_pending(void **state);
 void store_test_pending_many(void **state);
 void store_test_ack(void **state);
+void store_test_read_cursor(void **state);
 void store_test_join_cursor(void **state);
 void store_test_transactions(void **state);
 void store_test_persistence(void **state);
@@ -120,10 +121,10 @@ void store_test_admin(void **state);
         STORE_SUITE_T(store_test_message_get_recall), STORE_SUITE_T(store_test_big_bodies),        \
         STORE_SUITE_T(store_test_history), STORE_SUITE_T(store_test_pending),                      \
         STORE_SUITE_T(store_test_pending_many), STORE_SUITE_T(store_test_ack),                     \
-        STORE_SUITE_T(store_test_join_cursor), STORE_SUITE_T(store_test_transactions),             \
-        STORE_SUITE_T(store_test_persistence), STORE_SUITE_T(store_test_concurrent_append),        \
-        STORE_SUITE_T(store_test_append_ref), STORE_SUITE_T(store_test_append_ref_txn),            \
-        STORE_SUITE_T(store_test_append_ref_persist),                                              \
+        STORE_SUITE_T(store_test_read_cursor), STORE_SUITE_T(store_test_join_cursor),              \
+        STORE_SUITE_T(store_test_transactions), STORE_SUITE_T(store_test_persistence),             \
+        STORE_SUITE_T(store_test_concurrent_append), STORE_SUITE_T(store_test_append_ref),         \
+        STORE_SUITE_T(store_test_append_ref_txn), STORE_SUITE_T(store_test_append_ref_persist),    \
         STORE_SUITE_T(store_test_append_ref_blocked), STORE_SUITE_T(store_test_append_ref_race),   \
         STORE_SUITE_T(store_test_txn_flags), STORE_SUITE_T(store_test_append_many),                \
         STORE_SUITE_T(store_test_ack_many), STORE_SUITE_T(store_test_message_by_ref),              \

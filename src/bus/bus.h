@@ -36,6 +36,16 @@ typedef struct bus_push {
  * "Admin"). It names user 0, who has no sessions: a gateway that does not
  * know it delivers it to nobody. */
 #define BUS_DRAIN (UINT64_MAX - 1)
+/* A push whose msgid has BUS_OWN set (and is neither of the above) is a
+ * user's own message for their other sessions: its frame starts with
+ * BUS_OWN_PREFIX bytes, the sending session's gateway (u32) and session id
+ * (u64) in host order, which the gateway skips (it has its send_ok) before
+ * writing the rest to the user's sessions. users names that user alone;
+ * msgid & ~BUS_OWN is the message's. The Redis bus sends it only to the
+ * gateways where the user has another session (none if the sender is the
+ * only one). */
+#define BUS_OWN        (1ULL << 62)
+#define BUS_OWN_PREFIX 12
 
 /* What a gateway hands the bus to receive pushes. Both run on a bus or
  * publisher thread, never on a gateway loop: they must hand work over. */

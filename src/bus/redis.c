@@ -570,6 +570,7 @@ static void redis_mac(const bus_redis *b, const char *channel, const uint8_t *bo
 typedef struct redis_where {
     size_t *off;
     uint32_t *gw;
+    uint32_t *cnt; /* the user's sessions on gw[k] */
 } redis_where;
 
 static int redis_publish_where(redisContext *c, redis_lookup *lk, const uint64_t *users, size_t n,
@@ -581,7 +582,8 @@ static int redis_publish_where(redisContext *c, redis_lookup *lk, const uint64_t
             total += lk->hashes[i]->elements / 2;
     wh->off = malloc((n + 1) * sizeof(*wh->off));
     wh->gw = malloc((total ? total : 1) * sizeof(*wh->gw));
-    if (!wh->off || !wh->gw)
+    wh->cnt = malloc((total ? total : 1) * sizeof(*wh->cnt));
+    if (!wh->off || !wh->gw || !wh->cnt)
         return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -593,7 +595,9 @@ static int redis_publish_where(redisContext *c, redis_lookup *lk, const uint64_t
             const char *epoch;
             int stale;
             redis_gw *g = redis_field_gw(lk, h->element[j], &epoch, &stale);
-            if (g && redis_field_count(h->element[j + 1]) > 0) {
+            long long cnt = g ? redis_field_count(h->element[j + 1]) : 0;
+            if (g && cnt > 0) {
+                wh->cnt[k] = cnt > UINT32_MAX ? UINT32_MAX : (uint32_t)cnt;
                 wh->gw[k++] = (uint32_t)(g - lk->gws);
             } else if (stale) {
                 if (redis_append_cleanup(c, users[i], h->element[j], epoch) < 0)
@@ -606,9 +610,23 @@ static int redis_publish_where(redisContext *c, redis_lookup *lk, const uint64_t
     return 0;
 }
 
+/* An own copy (BUS_OWN) goes to the gateways where its user has a session
+ * other than the sender: not to the sending session's gateway if that is
+ * the only one there. With one session in all, to none (no bytes). */
+static int redis_own_skip(const bus_push *bp, uint32_t gw_id, uint32_t sessions)
+{
+    uint32_t from;
+    if (bp->msgid == BUS_KICK || bp->msgid == BUS_DRAIN || !(bp->msgid & BUS_OWN) ||
+        bp->frame->len < BUS_OWN_PREFIX)
+        return 0;
+    memcpy(&from, bp->frame->data, 4);
+    return from == gw_id && sessions <= 1;
+}
+
 /* Appends to out the pushes for gateway g: each with only its users there. */
 static int redis_publish_build(const bus_push *pushes, size_t np, const u64map *index,
-                               const redis_where *wh, uint32_t g, redis_buf *out, uint64_t *scratch)
+                               const redis_where *wh, const redis_lookup *lk, uint32_t g,
+                               redis_buf *out, uint64_t *scratch)
 {
     for (size_t k = 0; k < np; k++) {
         const bus_push *bp = &pushes[k];
@@ -617,7 +635,8 @@ static int redis_publish_build(const bus_push *pushes, size_t np, const u64map *
             size_t u = (uintptr_t)u64map_get(index, bp->users[i]) - 1;
             for (size_t j = wh->off[u]; j < wh->off[u + 1]; j++)
                 if (wh->gw[j] == g) {
-                    scratch[m++] = bp->users[i];
+                    if (!redis_own_skip(bp, lk->gws[g].id, wh->cnt[j]))
+                        scratch[m++] = bp->users[i];
                     break;
                 }
         }
@@ -684,7 +703,7 @@ static void redis_publish(bus *base, const bus_push *pushes, size_t np)
         msg.len = 0;
         if (head && !redis_buf_grow(&msg, head))
             goto out;
-        if (redis_publish_build(pushes, np, index, &wh, (uint32_t)g, &msg, scratch) < 0)
+        if (redis_publish_build(pushes, np, index, &wh, &lk, (uint32_t)g, &msg, scratch) < 0)
             goto out;
         if (msg.len == head)
             continue;
@@ -708,6 +727,7 @@ out:
     redis_pool_give(b, c, failed);
     free(wh.off);
     free(wh.gw);
+    free(wh.cnt);
     free(msg.p);
     free(scratch);
     free(users);

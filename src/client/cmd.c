@@ -35,6 +35,11 @@ static const cmd_def cmd_words[] = {
     {"who", CMD_WHO},
     {"whoami", CMD_WHOAMI},
     {"clear", CMD_CLEAR},
+    {"find", CMD_FIND},
+    {"unread", CMD_UNREAD},
+    {"read", CMD_READ},
+    {"typing", CMD_TYPING},
+    {"grouptyping", CMD_GROUPTYPING},
     {"quit", CMD_QUIT},
     {"sendfile", CMD_SENDFILE},
     {"groupsendfile", CMD_GROUPSENDFILE},
@@ -66,6 +71,13 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
     [CMD_WHO] = {"who", "your friends who are online"},
     [CMD_WHOAMI] = {"whoami", "who you are logged in as, and where"},
     [CMD_CLEAR] = {"clear", "clear the screen"},
+    [CMD_FIND] = {"find:PREFIX[:AFTER]", "users whose name starts with PREFIX (a page of 20; "
+                                         "AFTER: the last name of the previous page)"},
+    [CMD_UNREAD] = {"unread", "conversations with messages you have not read"},
+    [CMD_READ] = {"read:CONV:SEQ", "mark a conversation read up to SEQ (a terminal does it "
+                                   "for what it shows)"},
+    [CMD_TYPING] = {"typing:USER", "tell a user you are typing"},
+    [CMD_GROUPTYPING] = {"grouptyping:GROUP", "tell a group you are typing"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
     [CMD_SENDFILE] = {"sendfile:USER:PATH", "send a file (up to the server's limit) to a user"},
     [CMD_GROUPSENDFILE] = {"groupsendfile:GROUP:PATH", "send a file to a group"},
@@ -95,6 +107,11 @@ static const char *const cmd_names[CMD_COUNT_] = {
     [CMD_WHO] = "who",
     [CMD_WHOAMI] = "whoami",
     [CMD_CLEAR] = "clear",
+    [CMD_FIND] = "find",
+    [CMD_UNREAD] = "unread",
+    [CMD_READ] = "read",
+    [CMD_TYPING] = "typing",
+    [CMD_GROUPTYPING] = "grouptyping",
     [CMD_QUIT] = "quit",
     [CMD_SENDFILE] = "sendfile",
     [CMD_GROUPSENDFILE] = "groupsendfile",
@@ -122,6 +139,11 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_WHO] = "usage: who",
     [CMD_WHOAMI] = "usage: whoami",
     [CMD_CLEAR] = "usage: clear",
+    [CMD_FIND] = "usage: find:PREFIX[:AFTER]",
+    [CMD_UNREAD] = "usage: unread",
+    [CMD_READ] = "usage: read:CONV:SEQ",
+    [CMD_TYPING] = "usage: typing:USER",
+    [CMD_GROUPTYPING] = "usage: grouptyping:GROUP",
     [CMD_QUIT] = "usage: quit",
     [CMD_SENDFILE] = "usage: sendfile:USER:PATH",
     [CMD_GROUPSENDFILE] = "usage: groupsendfile:GROUP:PATH",
@@ -152,7 +174,7 @@ const char *cmd_usage(cmd_kind kind)
 bool cmd_is_local(cmd_kind kind)
 {
     return kind == CMD_NONE || kind == CMD_UNKNOWN || kind == CMD_HELP || kind == CMD_QUIT ||
-           kind == CMD_WHOAMI || kind == CMD_CLEAR;
+           kind == CMD_WHOAMI || kind == CMD_CLEAR || kind == CMD_UNREAD;
 }
 
 const char *cmd_word(size_t i)
@@ -172,6 +194,7 @@ bool cmd_word_takes_args(const char *w)
         case CMD_WHO:
         case CMD_WHOAMI:
         case CMD_CLEAR:
+        case CMD_UNREAD:
         case CMD_QUIT:
             return false;
         default:
@@ -318,9 +341,28 @@ static void cmd_args(cmd *c, char *rest)
     case CMD_WHO:
     case CMD_WHOAMI:
     case CMD_CLEAR:
+    case CMD_UNREAD:
     case CMD_QUIT:
         if (rest && !cmd_blank(rest))
             cmd_fail(c, "takes no arguments");
+        return;
+
+    case CMD_FIND:
+        tail = rest ? cmd_split(rest) : NULL;
+        if (!rest || cmd_blank(rest)) {
+            cmd_fail(c, "the prefix is empty");
+            return;
+        }
+        c->a = cmd_trim(rest);
+        /* No AFTER: the empty end of the line (a pointer into it). */
+        c->b = tail ? cmd_trim(tail) : c->a + strlen(c->a);
+        return;
+
+    case CMD_READ:
+        tail = rest ? cmd_split(rest) : NULL;
+        if (!rest || !tail || strchr(tail, ':') || !cmd_number(rest, UINT64_MAX, &c->id) ||
+            !cmd_number(tail, UINT64_MAX, &c->seq))
+            cmd_fail(c, "CONV and SEQ must be positive integers");
         return;
 
     case CMD_ADDGROUP:
@@ -334,6 +376,8 @@ static void cmd_args(cmd *c, char *rest)
     case CMD_QUITGROUP:
     case CMD_DELGROUP:
     case CMD_WHOIS:
+    case CMD_TYPING:
+    case CMD_GROUPTYPING:
         if (!rest || strchr(rest, ':') || !cmd_ref(c, rest))
             cmd_fail(c, "give a name or a positive id");
         return;

@@ -34,6 +34,11 @@ typedef enum {
     CMD_WHO,
     CMD_WHOAMI,
     CMD_CLEAR,
+    CMD_FIND,
+    CMD_UNREAD,
+    CMD_READ,
+    CMD_TYPING,
+    CMD_GROUPTYPING,
     CMD_QUIT,
     CMD_SENDFILE,
     CMD_GROUPSENDFILE,
@@ -56,12 +61,15 @@ typedef struct cmd {
      *  count: history length
      *  a, b:  NAME and PASSWORD (register, login by name: a = name),
      *         TEXT (chat, groupchat: b), NAME and DESC (creategroup),
-     *         PATH (sendfile, groupsendfile, getfile: b) */
+     *         PATH (sendfile, groupsendfile, getfile: b),
+     *         PREFIX and AFTER (find)
+     *  id, seq: CONV and SEQ (read) */
     uint64_t id;
     /* A user or group named where an id goes ("chat:bob:hi"): id is 0 and
      * this is the name (points into line), for the caller to resolve. */
     const char *ref_name;
     uint32_t count;
+    uint64_t seq;
     const char *a;
     const char *b;
     char *line; /* owned copy of the input the pointers above point into */

@@ -297,7 +297,8 @@ static void app_quit(app *a)
 static int app_resolve(app *a, cmd *c)
 {
     bool group = c->kind == CMD_GROUPCHAT || c->kind == CMD_QUITGROUP || c->kind == CMD_DELGROUP ||
-                 c->kind == CMD_GROUPHISTORY || c->kind == CMD_GROUPSENDFILE;
+                 c->kind == CMD_GROUPHISTORY || c->kind == CMD_GROUPSENDFILE ||
+                 c->kind == CMD_GROUPTYPING;
     char why[200];
     int r = group ? out_find_group(&a->out, c->ref_name, &c->id)
                   : out_find_user(&a->out, c->ref_name, &c->id);
@@ -355,6 +356,9 @@ static void app_command(app *a, const char *line)
         break;
     case CMD_QUIT:
         app_quit(a);
+        break;
+    case CMD_UNREAD:
+        out_unread(&a->out);
         break;
     default:
         (void)sess_submit(&a->sess, &c);
@@ -1095,6 +1099,42 @@ static void app_tty_signals_act(app *a)
     }
 }
 
+/* While a chat or groupchat line with some text is being typed, tell its
+ * target (sess_typing bounds how often). Only names and ids this client
+ * knows: a line aimed at nobody yet tells nobody. */
+static void app_typing_check(app *a)
+{
+    const char *line = rl_line_buffer;
+    if (!line || a->ui != APP_UI_EDIT)
+        return;
+    while (*line == ' ')
+        line++;
+    bool group = strncasecmp(line, "groupchat:", 10) == 0;
+    if (!group && strncasecmp(line, "chat:", 5) != 0)
+        return;
+    const char *who = line + (group ? 10 : 5);
+    const char *colon = strchr(who, ':');
+    if (!colon || colon == who || colon[1] == '\0')
+        return;
+    char name[200];
+    size_t n = (size_t)(colon - who);
+    if (n >= sizeof(name))
+        return;
+    memcpy(name, who, n);
+    name[n] = '\0';
+    uint64_t id = 0;
+    char *end;
+    unsigned long long v = strtoull(name, &end, 10);
+    if (*name >= '0' && *name <= '9' && *end == '\0')
+        id = (uint64_t)v;
+    else if ((group ? out_find_group(&a->out, name, &id) : out_find_user(&a->out, name, &id)) <= 0)
+        return;
+    if (group)
+        sess_typing(&a->sess, 0, id);
+    else
+        sess_typing(&a->sess, id, 0);
+}
+
 static int app_run_tty(app *a)
 {
     int rc = 0;
@@ -1167,6 +1207,8 @@ static int app_run_tty(app *a)
                     rl_callback_read_char();
                     a->draining = false;
                 }
+                if (!a->line_done && !a->searching)
+                    app_typing_check(a);
             }
         } else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
             break; /* the terminal went away */
@@ -1208,6 +1250,8 @@ int main(int argc, char **argv)
         a.sess.give_up_ms = (int64_t)a.opt.reconnect_for * 1000;
     else if (tty)
         a.sess.give_up_ms = 0;
+    /* What a person is shown is read; a script's output is nobody's. */
+    a.sess.auto_read = tty && !a.opt.json;
     if (a.opt.tls) {
         char err[512];
         a.trust = trust_new(a.opt.ca, a.opt.fingerprint, a.opt.insecure, err, sizeof(err));

@@ -133,6 +133,42 @@ void out_free(out_ctx *o)
     o->groups = NULL;
     o->ngroups = 0;
     o->groups_cap = 0;
+    free(o->convs);
+    o->convs = NULL;
+    o->nconvs = o->convs_cap = 0;
+}
+
+/* The entry of conv, made on first use; NULL on OOM. */
+static out_conv *out_conv_of(out_ctx *o, uint64_t conv)
+{
+    for (size_t i = 0; i < o->nconvs; i++)
+        if (o->convs[i].conv == conv)
+            return &o->convs[i];
+    if (o->nconvs == o->convs_cap) {
+        size_t cap = o->convs_cap ? o->convs_cap * 2 : 16;
+        out_conv *v = realloc(o->convs, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        o->convs = v;
+        o->convs_cap = cap;
+    }
+    out_conv *c = &o->convs[o->nconvs++];
+    memset(c, 0, sizeof(*c));
+    c->conv = conv;
+    return c;
+}
+
+void out_mark_read(out_ctx *o, uint64_t conv, uint64_t seq)
+{
+    out_conv *c = out_conv_of(o, conv);
+    if (!c || seq <= c->read_seq)
+        return;
+    /* Each seq above the cursor that was unread: at most what it covers. */
+    uint64_t covered = seq - c->read_seq;
+    c->unread = covered >= c->unread || seq >= c->last_seq ? 0 : c->unread - covered;
+    c->read_seq = seq;
+    if (seq > c->last_seq)
+        c->last_seq = seq;
 }
 
 /* Remembers id's name in a table; best effort (a failed allocation only
@@ -347,8 +383,58 @@ static void out_json_file(json_writer *j, const char *name, uint64_t size, const
     json_obj_end(j);
 }
 
+/* A social event's kind as --json names it; NULL for a text. */
+static const char *out_kind_name(Parley__MessageKind k)
+{
+    switch (k) {
+    case PARLEY__MESSAGE_KIND__TEXT:
+        return NULL;
+    case PARLEY__MESSAGE_KIND__FRIEND_ADDED:
+        return "friend_added";
+    case PARLEY__MESSAGE_KIND__FRIEND_REMOVED:
+        return "friend_removed";
+    case PARLEY__MESSAGE_KIND__MEMBER_JOINED:
+        return "member_joined";
+    case PARLEY__MESSAGE_KIND__MEMBER_LEFT:
+        return "member_left";
+    case PARLEY__MESSAGE_KIND__MEMBER_REMOVED:
+        return "member_removed";
+    case PARLEY__MESSAGE_KIND__GROUP_RENAMED:
+        return "group_renamed";
+    default:
+        return "event";
+    }
+}
+
+/* A social event ({"type":"social"}): who did what, where. */
+static void out_json_social(json_writer *j, const Parley__Message *m)
+{
+    json_obj_begin(j);
+    json_kstr(j, "type", "social");
+    json_kstr(j, "kind", out_kind_name(m->kind));
+    json_ku64(j, "msgid", m->msgid);
+    json_ku64(j, "seq", m->seq);
+    json_ku64(j, "conv", m->conv);
+    json_ku64(j, "by", m->from);
+    if (m->from_name && m->from_name[0])
+        json_kstr(j, "by_name", m->from_name);
+    if (m->group) {
+        json_ku64(j, "group", m->group);
+        if (m->group_name && m->group_name[0])
+            json_kstr(j, "group_name", m->group_name);
+    } else {
+        json_ku64(j, "to", m->to);
+    }
+    json_ku64(j, "ts", m->ts);
+    json_obj_end(j);
+}
+
 static void out_json_message(json_writer *j, const Parley__Message *m)
 {
+    if (m->kind != PARLEY__MESSAGE_KIND__TEXT) {
+        out_json_social(j, m);
+        return;
+    }
     json_obj_begin(j);
     json_kstr(j, "type", "message");
     json_ku64(j, "msgid", m->msgid);
@@ -460,8 +546,41 @@ static void out_text_file(tbuf *t, const char *name, uint64_t size, const char *
     tbuf_str(t, "]");
 }
 
+/* "[12:01] * bob added you as a friend", "[12:01] [team] * carol joined". */
+static void out_text_social(out_ctx *o, tbuf *t, const Parley__Message *m)
+{
+    out_text_time(t, m->ts);
+    if (m->group)
+        out_text_group(o, t, m->group);
+    tbuf_str(t, "* ");
+    out_text_user(o, t, m->from, m->from_name);
+    switch (m->kind) {
+    case PARLEY__MESSAGE_KIND__FRIEND_ADDED:
+    case PARLEY__MESSAGE_KIND__FRIEND_REMOVED:
+        tbuf_str(t, m->kind == PARLEY__MESSAGE_KIND__FRIEND_ADDED ? " added " : " removed ");
+        out_text_user(o, t, o->me && m->from == o->me ? m->to : o->me, NULL);
+        tbuf_str(t, m->kind == PARLEY__MESSAGE_KIND__FRIEND_ADDED ? " as a friend"
+                                                                  : " as a friend (no more)");
+        break;
+    case PARLEY__MESSAGE_KIND__MEMBER_JOINED:
+        tbuf_str(t, " joined");
+        break;
+    case PARLEY__MESSAGE_KIND__MEMBER_LEFT:
+        tbuf_str(t, " left");
+        break;
+    default:
+        tbuf_printf(t, " (%s)", out_kind_name(m->kind));
+        break;
+    }
+    tbuf_str(t, "\n");
+}
+
 static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m)
 {
+    if (m->kind != PARLEY__MESSAGE_KIND__TEXT) {
+        out_text_social(o, t, m);
+        return;
+    }
     out_text_time(t, m->ts);
     if (m->group) {
         out_text_group(o, t, m->group);
@@ -584,6 +703,24 @@ static void out_json_reply_ok(json_writer *j, cmd_kind kind, uint64_t cmid,
             json_kstr(j, "name", l->user ? l->user->name : "");
             out_json_users(j, "friends", l->n_friends, l->friends);
             out_json_groups(j, l->n_groups, l->groups);
+            json_key(j, "unread");
+            json_arr_begin(j);
+            for (size_t i = 0; i < l->n_unread; i++) {
+                const Parley__Unread *u = l->unread[i];
+                json_obj_begin(j);
+                json_ku64(j, "conv", u->conv);
+                if (u->group)
+                    json_ku64(j, "group", u->group);
+                else
+                    json_ku64(j, "peer", u->peer);
+                if (u->name && u->name[0])
+                    json_kstr(j, "name", u->name);
+                json_ku64(j, "count", u->count);
+                json_ku64(j, "last_read_seq", u->last_read_seq);
+                json_ku64(j, "last_seq", u->last_seq);
+                json_obj_end(j);
+            }
+            json_arr_end(j);
         }
         break;
     case CMD_CREATEGROUP:
@@ -639,18 +776,41 @@ static void out_json_reply_ok(json_writer *j, cmd_kind kind, uint64_t cmid,
     }
     case CMD_HISTORY:
     case CMD_GROUPHISTORY:
-        json_key(j, "messages");
+        /* Texts in messages, social events apart in events: a script
+         * reading messages keeps seeing texts only. */
+        for (int ev = 0; ev < 2; ev++) {
+            json_key(j, ev ? "events" : "messages");
+            json_arr_begin(j);
+            if (f->body_case == PARLEY__SERVER_FRAME__BODY_HISTORY_OK)
+                for (size_t i = 0; i < f->history_ok->n_messages; i++) {
+                    const Parley__Message *m = f->history_ok->messages[i];
+                    if ((m->kind != PARLEY__MESSAGE_KIND__TEXT) == ev)
+                        out_json_message(j, m);
+                }
+            json_arr_end(j);
+        }
+        break;
+    case CMD_FIND:
+        json_key(j, "users");
         json_arr_begin(j);
-        if (f->body_case == PARLEY__SERVER_FRAME__BODY_HISTORY_OK)
-            for (size_t i = 0; i < f->history_ok->n_messages; i++)
-                out_json_message(j, f->history_ok->messages[i]);
+        if (f->body_case == PARLEY__SERVER_FRAME__BODY_FIND_OK)
+            for (size_t i = 0; i < f->find_ok->n_users; i++) {
+                json_obj_begin(j);
+                json_ku64(j, "id", f->find_ok->users[i]->id);
+                json_kstr(j, "name", f->find_ok->users[i]->name);
+                json_obj_end(j);
+            }
         json_arr_end(j);
+        json_kbool(j, "more",
+                   f->body_case == PARLEY__SERVER_FRAME__BODY_FIND_OK && f->find_ok->more);
         break;
     default:
         break;
     }
     json_obj_end(j);
 }
+
+static void out_learn_unread(out_ctx *o, const Parley__LoginOk *l, tbuf *t);
 
 static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, const char *body,
                               const Parley__ServerFrame *f)
@@ -669,6 +829,7 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, 
             tbuf_safe(t, l->user->name);
             tbuf_printf(t, " (%" PRIu64 ")\n", l->user->id);
             out_text_lists(o, t, l->n_friends, l->friends, l->n_groups, l->groups);
+            out_learn_unread(o, l, t);
         } else {
             tbuf_printf(t, "ok: logged in\n");
         }
@@ -728,6 +889,25 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, 
             tbuf_str(t, "ok\n");
         }
         break;
+    case CMD_FIND: {
+        size_t n = f->body_case == PARLEY__SERVER_FRAME__BODY_FIND_OK ? f->find_ok->n_users : 0;
+        if (n == 0) {
+            tbuf_str(t, "nobody found\n");
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            tbuf_str(t, i ? ", " : "found: ");
+            tbuf_safe(t, f->find_ok->users[i]->name);
+            tbuf_printf(t, " (%" PRIu64 ")", f->find_ok->users[i]->id);
+        }
+        tbuf_str(t, "\n");
+        if (f->find_ok->more) {
+            tbuf_str(t, "more: find:PREFIX:");
+            tbuf_safe(t, f->find_ok->users[n - 1]->name);
+            tbuf_str(t, "\n");
+        }
+        break;
+    }
     case CMD_WHO: {
         size_t n = 0, shown = 0;
         Parley__User **fr = NULL;
@@ -767,14 +947,61 @@ static void out_text_reply_ok(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t arg, 
     }
 }
 
+/* The unread counts of a login, kept and (human form) shown. */
+static void out_learn_unread(out_ctx *o, const Parley__LoginOk *l, tbuf *t)
+{
+    o->nconvs = 0;
+    for (size_t i = 0; i < l->n_unread; i++) {
+        const Parley__Unread *u = l->unread[i];
+        if (u->name && u->name[0] && !u->group)
+            out_learn(o, u->peer, u->name);
+        out_conv *c = out_conv_of(o, u->conv);
+        if (!c)
+            continue;
+        c->peer = u->peer;
+        c->group = u->group;
+        c->read_seq = u->last_read_seq;
+        c->last_seq = u->last_seq;
+        c->unread = u->count;
+        if (!t)
+            continue;
+        tbuf_str(t, i ? ", " : "unread: ");
+        if (u->group) {
+            if (u->name && u->name[0])
+                out_learn_in(&o->groups, &o->ngroups, &o->groups_cap, u->group, u->name);
+            out_text_group(o, t, u->group);
+            t->len--; /* out_text_group ends with a space */
+        } else {
+            out_text_user(o, t, u->peer, u->name);
+        }
+        tbuf_printf(t, " %u", u->count);
+    }
+    if (t && l->n_unread)
+        tbuf_str(t, "\n");
+}
+
 void out_reply_ok(out_ctx *o, cmd_kind kind, uint64_t arg, uint64_t cmid, const char *body,
                   const Parley__ServerFrame *f)
 {
+    if (f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK) {
+        out_conv *c = out_conv_of(o, f->send_ok->conv);
+        if (c) {
+            c->own_seq = f->send_ok->seq;
+            if (kind == CMD_CHAT)
+                c->peer = arg;
+            else
+                c->group = arg;
+            if (f->send_ok->seq > c->last_seq)
+                c->last_seq = f->send_ok->seq;
+        }
+    }
     if (f->body_case == PARLEY__SERVER_FRAME__BODY_LOGIN_OK) {
         const Parley__LoginOk *l = f->login_ok;
         if (l->user)
             out_learn(o, l->user->id, l->user->name);
         out_learn_lists(o, l->n_friends, l->friends, l->n_groups, l->groups);
+        if (o->json)
+            out_learn_unread(o, l, NULL);
     } else if (f->body_case == PARLEY__SERVER_FRAME__BODY_FRIEND_LIST_OK) {
         const Parley__FriendListOk *l = f->friend_list_ok;
         out_learn_lists(o, l->n_friends, l->friends, l->n_groups, l->groups);
@@ -860,6 +1087,19 @@ void out_help(out_ctx *o)
 
 void out_message(out_ctx *o, const Parley__Message *m)
 {
+    out_conv *c = out_conv_of(o, m->conv);
+    if (c) {
+        c->peer = m->group ? 0 : (o->me && m->from == o->me ? m->to : m->from);
+        c->group = m->group;
+        /* What login_ok counted (up to its last_seq) counts once. */
+        if (m->seq > c->last_seq && m->seq > c->read_seq && m->from != o->me &&
+            m->kind == PARLEY__MESSAGE_KIND__TEXT)
+            c->unread++;
+        if (m->seq > c->last_seq)
+            c->last_seq = m->seq;
+        if (o->me && m->from == o->me && m->seq > c->own_seq)
+            c->own_seq = m->seq;
+    }
     out_learn(o, m->from, m->from_name);
     if (m->group)
         out_learn_in(&o->groups, &o->ngroups, &o->groups_cap, m->group, m->group_name);
@@ -938,6 +1178,136 @@ void out_presence(out_ctx *o, const Parley__PresenceEvent *e)
     out_text_event(&t);
     out_text_user(o, &t, e->user_id, NULL);
     tbuf_printf(&t, " is now %s\n", e->online ? "online" : "offline");
+    out_text_done(o, &t);
+}
+
+void out_read_event(out_ctx *o, const Parley__ReadEvent *e)
+{
+    out_learn(o, e->user, e->user_name);
+    out_conv *c = out_conv_of(o, e->conv);
+    /* Human form: a mark when a send of ours is newly seen. */
+    bool news = c && c->own_seq && e->seq >= c->own_seq && c->seen_seq < c->own_seq;
+    if (c && e->seq > c->seen_seq)
+        c->seen_seq = e->seq;
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "read");
+        json_ku64(&j, "conv", e->conv);
+        json_ku64(&j, "user", e->user);
+        if (e->user_name && e->user_name[0])
+            json_kstr(&j, "user_name", e->user_name);
+        json_ku64(&j, "seq", e->seq);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    if (!news)
+        return;
+    tbuf t = {0};
+    out_text_event(&t);
+    if (c->group)
+        out_text_group(o, &t, c->group);
+    out_text_user(o, &t, e->user, e->user_name);
+    tbuf_str(&t, " read your messages \u2713\u2713\n");
+    out_text_done(o, &t);
+}
+
+void out_typing(out_ctx *o, const Parley__TypingEvent *e)
+{
+    out_learn(o, e->user, e->user_name);
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "typing");
+        json_ku64(&j, "user", e->user);
+        if (e->user_name && e->user_name[0])
+            json_kstr(&j, "user_name", e->user_name);
+        if (e->group)
+            json_ku64(&j, "group", e->group);
+        json_ku64(&j, "expires_ms", OUT_TYPING_MS);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    /* Once until it expires: a typist sends one every few seconds. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    out_typing_entry *slot = &o->typing[0];
+    for (size_t i = 0; i < OUT_TYPING_SLOTS; i++) {
+        out_typing_entry *s = &o->typing[i];
+        if (s->user == e->user && s->group == e->group) {
+            if (now < s->until_ms) {
+                s->until_ms = now + OUT_TYPING_MS;
+                return;
+            }
+            slot = s;
+            break;
+        }
+        if (s->until_ms < slot->until_ms)
+            slot = s;
+    }
+    slot->user = e->user;
+    slot->group = e->group;
+    slot->until_ms = now + OUT_TYPING_MS;
+    tbuf t = {0};
+    out_text_event(&t);
+    if (e->group)
+        out_text_group(o, &t, e->group);
+    out_text_user(o, &t, e->user, e->user_name);
+    tbuf_str(&t, " is typing\u2026\n");
+    out_text_done(o, &t);
+}
+
+void out_unread(out_ctx *o)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", "unread");
+        json_kbool(&j, "ok", true);
+        json_key(&j, "unread");
+        json_arr_begin(&j);
+        for (size_t i = 0; i < o->nconvs; i++) {
+            const out_conv *c = &o->convs[i];
+            if (!c->unread)
+                continue;
+            json_obj_begin(&j);
+            json_ku64(&j, "conv", c->conv);
+            if (c->group)
+                json_ku64(&j, "group", c->group);
+            else
+                json_ku64(&j, "peer", c->peer);
+            json_ku64(&j, "count", c->unread);
+            json_ku64(&j, "last_read_seq", c->read_seq);
+            json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    size_t shown = 0;
+    for (size_t i = 0; i < o->nconvs; i++) {
+        const out_conv *c = &o->convs[i];
+        if (!c->unread)
+            continue;
+        tbuf_str(&t, shown++ ? ", " : "unread: ");
+        if (c->group) {
+            out_text_group(o, &t, c->group);
+            t.len--;
+        } else {
+            out_text_user(o, &t, c->peer, NULL);
+        }
+        tbuf_printf(&t, " %" PRIu64, c->unread);
+    }
+    tbuf_str(&t, shown ? "\n" : "nothing unread\n");
     out_text_done(o, &t);
 }
 

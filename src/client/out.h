@@ -26,6 +26,24 @@ typedef struct out_name {
     char *name;
 } out_name;
 
+/* What the client knows of a conversation: read state and its own sends. */
+typedef struct out_conv {
+    uint64_t conv, peer, group;
+    uint64_t last_seq; /* the newest seq seen */
+    uint64_t read_seq; /* the user's read cursor, as far as known */
+    uint64_t unread;   /* others' messages above it */
+    uint64_t own_seq;  /* the newest send of ours */
+    uint64_t seen_seq; /* how far the other party read (direct) */
+} out_conv;
+
+/* Someone typing, shown once until it expires. */
+typedef struct out_typing_entry {
+    uint64_t user, group;
+    int64_t until_ms;
+} out_typing_entry;
+
+enum { OUT_TYPING_MS = 5000, OUT_TYPING_SLOTS = 16 };
+
 typedef struct out_ctx {
     bool json;
     uint64_t me; /* the logged-in user's id, 0 if none: "you" in human form */
@@ -37,6 +55,9 @@ typedef struct out_ctx {
     out_name *groups; /* group names, likewise (for completion) */
     size_t ngroups, groups_cap;
     unsigned fails; /* failed replies printed so far (script mode exits 1) */
+    out_conv *convs;
+    size_t nconvs, convs_cap;
+    out_typing_entry typing[OUT_TYPING_SLOTS];
 } out_ctx;
 
 void out_init(out_ctx *o, bool json);
@@ -89,6 +110,13 @@ void out_file_saved(out_ctx *o, uint64_t msgid, const char *path, const char *na
 void out_recall(out_ctx *o, const Parley__RecallEvent *e);
 void out_group_deleted(out_ctx *o, const Parley__GroupDeletedEvent *e);
 void out_presence(out_ctx *o, const Parley__PresenceEvent *e);
+void out_read_event(out_ctx *o, const Parley__ReadEvent *e);
+/* Shown once per person and conversation until OUT_TYPING_MS pass. */
+void out_typing(out_ctx *o, const Parley__TypingEvent *e);
+/* The reply to unread: conversations with unread messages. */
+void out_unread(out_ctx *o);
+/* The user read conv up to seq (a read request went or is going). */
+void out_mark_read(out_ctx *o, uint64_t conv, uint64_t seq);
 void out_bye(out_ctx *o, const char *reason);
 /* An error the server sent outside any request (id 0). */
 void out_server_error(out_ctx *o, const Parley__Error *e);

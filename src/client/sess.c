@@ -204,9 +204,44 @@ static void sess_send_acks(sess *s)
         if (sess_queue(s, &f) == 0) {
             e->acked = ack.seq;
             e->shown = 0;
+            if (s->auto_read && s->logged_in) {
+                /* Shown on a terminal: read. Its reply (done, or BUSY past
+                 * the rate, when the next one says as much) is not awaited. */
+                Parley__Read rd = PARLEY__READ__INIT;
+                rd.conv = ack.conv;
+                rd.seq = ack.seq;
+                f.id = s->next_id++;
+                f.body_case = PARLEY__CLIENT_FRAME__BODY_READ;
+                f.read = &rd;
+                if (sess_queue(s, &f) == 0)
+                    out_mark_read(s->out, rd.conv, rd.seq);
+            }
         }
     }
     s->acks_due = false;
+}
+
+void sess_typing(sess *s, uint64_t peer, uint64_t group)
+{
+    int64_t now = sess_clock_ms();
+    if (!s->up || !s->logged_in || (!peer && !group))
+        return;
+    if (peer == s->typing_peer && group == s->typing_group &&
+        now - s->typing_ms < SESS_TYPING_EVERY_MS)
+        return;
+    Parley__Typing t = PARLEY__TYPING__INIT;
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    t.peer = peer;
+    t.group_id = group;
+    /* An id no pending request has: its reply (done or BUSY) is dropped. */
+    f.id = s->next_id++;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_TYPING;
+    f.typing = &t;
+    if (sess_queue(s, &f) == 0) {
+        s->typing_peer = peer;
+        s->typing_group = group;
+        s->typing_ms = now;
+    }
 }
 
 /* ---- receiving ---- */
@@ -419,6 +454,12 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
         break;
     case PARLEY__SERVER_FRAME__BODY_PRESENCE:
         out_presence(s->out, f->presence);
+        break;
+    case PARLEY__SERVER_FRAME__BODY_READ_EVENT:
+        out_read_event(s->out, f->read_event);
+        break;
+    case PARLEY__SERVER_FRAME__BODY_TYPING_EVENT:
+        out_typing(s->out, f->typing_event);
         break;
     case PARLEY__SERVER_FRAME__BODY_BYE:
         out_bye(s->out, f->bye->reason ? f->bye->reason : "");
@@ -809,8 +850,33 @@ int sess_submit(sess *s, const cmd *c)
     Parley__History hist = PARLEY__HISTORY__INIT;
     Parley__Recall recall = PARLEY__RECALL__INIT;
     Parley__Whois whois = PARLEY__WHOIS__INIT;
+    Parley__Find find = PARLEY__FIND__INIT;
+    Parley__Read rd = PARLEY__READ__INIT;
+    Parley__Typing typing = PARLEY__TYPING__INIT;
 
     switch (c->kind) {
+    case CMD_FIND:
+        find.prefix = (char *)c->a;
+        find.after = (char *)c->b;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FIND;
+        f.find = &find;
+        break;
+    case CMD_READ:
+        rd.conv = c->id;
+        rd.seq = c->seq;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_READ;
+        f.read = &rd;
+        out_mark_read(s->out, rd.conv, rd.seq);
+        break;
+    case CMD_TYPING:
+    case CMD_GROUPTYPING:
+        if (c->kind == CMD_TYPING)
+            typing.peer = c->id;
+        else
+            typing.group_id = c->id;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_TYPING;
+        f.typing = &typing;
+        break;
     case CMD_REGISTER:
         reg.name = (char *)c->a;
         reg.password = (char *)c->b;

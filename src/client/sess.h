@@ -115,6 +115,11 @@ typedef struct sess {
     sess_ack *acks; /* one entry per conversation seen */
     size_t nacks, acks_cap;
     bool acks_due; /* some entry has shown > acked */
+    /* Interactive: what is shown is read (Read with each ack). */
+    bool auto_read;
+    /* The last typing event sent: to whom, and when. */
+    uint64_t typing_peer, typing_group;
+    int64_t typing_ms;
 
     bool got_bye;
     char bye_reason[160];
@@ -165,6 +170,10 @@ int64_t sess_next_timer(const sess *s);
 void sess_tick(sess *s);
 
 bool sess_up(const sess *s);
+/* Tells peer (or group) that the user is typing, at most once per
+ * SESS_TYPING_EVERY_MS per target; nothing is shown of the reply. */
+void sess_typing(sess *s, uint64_t peer, uint64_t group);
+enum { SESS_TYPING_EVERY_MS = 3000 };
 /* The number of requests waiting for their reply, queued sends included. */
 size_t sess_busy(const sess *s);
 /* The number of sends the server has not confirmed yet. */

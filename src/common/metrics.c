@@ -86,11 +86,13 @@ static const char *const m_rpc_methods[RPC_SERVICES * RPC_METHODS_MAX + 1] = {
     [18] = RPC("social", "FriendList"),  [19] = RPC("social", "GroupCreate"),
     [20] = RPC("social", "GroupJoin"),   [21] = RPC("social", "GroupQuit"),
     [22] = RPC("social", "GroupDelete"), [23] = RPC("social", "Whois"),
+    [24] = RPC("social", "Find"),        [25] = RPC("social", "Typing"),
     [32] = RPC("message", "SendDirect"), [33] = RPC("message", "SendGroup"),
     [34] = RPC("message", "History"),    [35] = RPC("message", "Recall"),
     [36] = RPC("message", "Ack"),        [37] = RPC("message", "Sync"),
     [38] = RPC("message", "FileBegin"),  [39] = RPC("message", "FileChunk"),
-    [40] = RPC("message", "FileGet"),    [48] = RPC("other", "other"),
+    [40] = RPC("message", "FileGet"),    [41] = RPC("message", "Read"),
+    [48] = RPC("other", "other"),
 };
 
 /* 100 us to 5 s. */

@@ -32,10 +32,12 @@ enum {
     SOC_GROUP_JOIN,
     SOC_GROUP_QUIT,
     SOC_GROUP_DELETE,
-    SOC_WHOIS
+    SOC_WHOIS,
+    SOC_FIND,
+    SOC_TYPING
 };
 enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
-enum { MSG_FILE_BEGIN = 6, MSG_FILE_CHUNK, MSG_FILE_GET };
+enum { MSG_FILE_BEGIN = 6, MSG_FILE_CHUNK, MSG_FILE_GET, MSG_READ };
 
 typedef struct gw_loop {
     gateway *gw;
@@ -77,6 +79,13 @@ struct gateway {
 
 /* Kinds of limiter key (limiter_key's `kind`): one table, no collisions. */
 enum { LIM_ADDR = 1, LIM_REG, LIM_FAIL_IP, LIM_FAIL_PAIR, LIM_MSG, LIM_AUTHQ, LIM_REQ, LIM_HIST };
+/* Keys of their own, counted (metrics, audit) with the reads (LIM_HIST):
+ * typing per (user, conversation), read cursors per user. */
+enum { LIM_TYPING = 16, LIM_READ };
+/* Typing: one event per conversation every 2 s per user (it lasts ~5 s on
+ * the client); read cursors: 5 a second per user, bursts of 20. */
+#define GW_TYPING_RATE 0.5
+#define GW_READ_RATE   5.0
 
 /* Per-connection state, in the conn's udata. */
 typedef struct gw_session {
@@ -162,6 +171,10 @@ static unsigned gw_count(gateway *gw, uint64_t user, int delta)
     pthread_mutex_unlock(&gw->count_lock);
     return (unsigned)n;
 }
+
+/* The session's user's other sessions on this gateway: on its own loop
+ * first (no lock), the gateway's count only where that finds none. */
+static unsigned gw_others_here(const gw_session *s);
 
 static long gw_bus_count(void *arg, uint64_t user)
 {
@@ -329,6 +342,17 @@ static void gw_session_add(conn *c, uint64_t user)
     gw_count(s->gl->gw, user, +1);
     metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, 1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
+}
+
+static unsigned gw_others_here(const gw_session *s)
+{
+    conn *head = u64map_get(s->gl->users, s->user);
+    if (head && (gw_sess(head) != s || gw_sess(head)->next_of_user))
+        return 1;
+    if (s->gl->gw->nloops == 1)
+        return 0; /* this loop's list was all of them: no lock per send */
+    unsigned n = gw_count(s->gl->gw, s->user, 0);
+    return n > 0 ? n - 1 : 0;
 }
 
 /* 1 if msgid already went to this session during its catch-up (drop this
@@ -865,7 +889,8 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
     }
     /* A history page reads up to 100 messages on the store worker that
      * stores everyone's sends: per user, over all its sessions. */
-    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HISTORY) {
+    if (f->body_case == PARLEY__CLIENT_FRAME__BODY_HISTORY ||
+        f->body_case == PARLEY__CLIENT_FRAME__BODY_FIND) {
         const gateway_abuse *ab = &gw->cfg.abuse;
         if (limiter_take(gw->lim, limiter_key_u64(LIM_HIST, s->user), ab->history_rate,
                          2.0 * ab->history_rate, limiter_now_ms(), &retry) < 0) {
@@ -943,10 +968,13 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         gw_logout(c, f);
         break;
     case PARLEY__CLIENT_FRAME__BODY_FRIEND_ADD:
-        gw_call(c, gw->social, SOC_FRIEND_ADD, CALL_REPLY, f, 0, 0);
+        /* Its event is a message of the pair's conversation: the pair's key. */
+        gw_call(c, gw->social, SOC_FRIEND_ADD, CALL_REPLY, f,
+                key_direct(s->user, f->friend_add->user_id), 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_FRIEND_DEL:
-        gw_call(c, gw->social, SOC_FRIEND_DEL, CALL_REPLY, f, 0, 0);
+        gw_call(c, gw->social, SOC_FRIEND_DEL, CALL_REPLY, f,
+                key_direct(s->user, f->friend_del->user_id), 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_FRIEND_LIST:
         gw_call(c, gw->social, SOC_FRIEND_LIST, CALL_REPLY, f, 0, 0);
@@ -971,13 +999,40 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_DIRECT:
         /* One conversation, one worker: its messages are stored and pushed
-         * in the order they arrive. */
+         * in the order they arrive. The user's other sessions here tell the
+         * service whether an own copy is wanted (none: no extra work). */
         gw_call_ex(c, gw->message, MSG_SEND_DIRECT, CALL_REPLY, f,
-                   key_direct(s->user, f->send_direct->to), 0, 0, gw_ref(s->gl), NULL);
+                   key_direct(s->user, f->send_direct->to), 0, gw_others_here(s), gw_ref(s->gl),
+                   NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_SEND_GROUP:
         gw_call_ex(c, gw->message, MSG_SEND_GROUP, CALL_REPLY, f,
-                   key_group(f->send_group->group_id), 0, 0, gw_ref(s->gl), NULL);
+                   key_group(f->send_group->group_id), 0, gw_others_here(s), gw_ref(s->gl), NULL);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FIND:
+        gw_call(c, gw->social, SOC_FIND, CALL_REPLY, f, 0, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_TYPING: {
+        const Parley__Typing *t = f->typing;
+        uint64_t target = t->group_id ? key_group(t->group_id) : key_direct(s->user, t->peer);
+        uint8_t kb[16];
+        memcpy(kb, &s->user, 8);
+        memcpy(kb + 8, &target, 8);
+        if (limiter_take(gw->lim, limiter_key(LIM_TYPING, kb, sizeof(kb)), GW_TYPING_RATE, 1.0,
+                         limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_HIST, "typing events", retry);
+            return;
+        }
+        gw_call(c, gw->social, SOC_TYPING, CALL_REPLY, f, target, 0);
+        break;
+    }
+    case PARLEY__CLIENT_FRAME__BODY_READ:
+        if (limiter_take(gw->lim, limiter_key_u64(LIM_READ, s->user), GW_READ_RATE,
+                         4.0 * GW_READ_RATE, limiter_now_ms(), &retry) < 0) {
+            gw_busy(c, f->id, LIM_HIST, "read receipts", retry);
+            return;
+        }
+        gw_call(c, gw->message, MSG_READ, CALL_REPLY, f, f->read->conv, 0);
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);
@@ -1166,12 +1221,44 @@ typedef struct {
     gw_batch *b;
 } gw_push;
 
+/* An own copy (BUS_OWN): the session that sent the message, which has its
+ * send_ok, is skipped; the frame follows the prefix. 1 if bp is one. */
+static int gw_own_copy(const bus_push *bp, uint32_t gateway_id, uint64_t *skip,
+                       const uint8_t **data, size_t *len)
+{
+    if (bp->msgid == BUS_KICK || bp->msgid == BUS_DRAIN || !(bp->msgid & BUS_OWN) ||
+        bp->frame->len < BUS_OWN_PREFIX)
+        return 0;
+    uint32_t gw;
+    memcpy(&gw, bp->frame->data, 4);
+    memcpy(skip, bp->frame->data + 4, 8);
+    if (gw != gateway_id)
+        *skip = 0;
+    *data = bp->frame->data + BUS_OWN_PREFIX;
+    *len = bp->frame->len - BUS_OWN_PREFIX;
+    return 1;
+}
+
 static void gw_push_run(void *arg)
 {
     gw_push *p = arg;
     gw_batch *b = p->b;
     for (size_t k = 0; k < b->n; k++) {
         const bus_push *bp = &b->v[k];
+        uint64_t skip = 0;
+        const uint8_t *data;
+        size_t len;
+        if (gw_own_copy(bp, p->gl->gw->cfg.gateway_id, &skip, &data, &len)) {
+            conn *c = bp->n ? u64map_get(p->gl->users, bp->users[0]) : NULL;
+            for (; c; c = gw_sess(c)->next_of_user) {
+                if (gw_sess(c)->session_id == skip ||
+                    gw_sent_before(gw_sess(c), bp->msgid & ~BUS_OWN))
+                    continue;
+                conn_send_raw(c, data, len);
+                metrics_inc(M_DELIVERIES, 0);
+            }
+            continue;
+        }
         for (size_t i = 0; i < bp->n; i++) {
             conn *c = u64map_get(p->gl->users, bp->users[i]);
             while (c) {

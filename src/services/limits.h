@@ -13,7 +13,12 @@ enum {
     LIMIT_BODY_CHARS = 4000,    /* message text */
     LIMIT_HISTORY_DEFAULT = 20, /* messages per history page */
     LIMIT_HISTORY_MAX = 100,
-    LIMIT_SYNC_BATCH = 200, /* pending messages per sync step */
+    LIMIT_SYNC_BATCH = 200,  /* pending messages per sync step */
+    LIMIT_FIND_DEFAULT = 20, /* users per find page */
+    LIMIT_FIND_MAX = 50,
+    /* Read events go to every member of a group this small at most (and at
+     * most one a second per member and group). */
+    LIMIT_READ_EVENT_MEMBERS = 50,
     PROTOCOL_VERSION = 1,
     LIMIT_UPLOADS_PER_USER = 16,   /* uploads unfinished or not yet sent */
     LIMIT_FILE_CHUNK = 256 * 1024, /* bytes of one chunk, up and down */

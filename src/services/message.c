@@ -9,9 +9,24 @@
 #include <string.h>
 
 #include "services/file.h"
+#include "common/frame.h"
+
 #include "services/limits.h"
 #include "services/svc.h"
 #include "services/view.h"
+
+/* A text as a client sends it: checked, and never what a stored social
+ * event looks like (view.h). */
+static int message_check_body(svc_ctx *ctx, const char *body, long min)
+{
+    if (svc_check_text(ctx, body, min, LIMIT_BODY_CHARS, "message") < 0)
+        return -1;
+    if (body[0] == VIEW_EVENT_MARK) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "message must not start with U+0001");
+        return -1;
+    }
+    return 0;
+}
 
 static int message_begin(svc_ctx *ctx, Parley__ClientFrame__BodyCase body)
 {
@@ -37,10 +52,12 @@ typedef struct {
      * callback, where no other store call may run. NULL: not known. */
     const char *from_name, *group_name;
     const Parley__Attachment *att; /* the file it carries, NULL if none */
+    int own; /* copy it to the sender's other sessions */
 } message_fanout;
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *f);
 static int message_answer_repeat(svc_ctx *ctx, uint64_t client_id, const char *body);
+static int message_want_own(svc_ctx *ctx);
 
 /* 1 if m, stored earlier under the reference of send f, is what f sends:
  * the same conversation and text. A recalled message counts whatever its
@@ -119,6 +136,7 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64
     f->body_len = strlen(body);
     f->client_id = client_id;
     f->att = NULL;
+    f->own = message_want_own(ctx);
     store_append req = {.conv = conv,
                         .sender = ctx->call->caller->user_id,
                         .ref = client_id ? client_id : ctx->call->ref,
@@ -144,7 +162,7 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64
 static int message_check_send(svc_ctx *ctx, const char *body, const Parley__Attachment *att,
                               uint64_t client_id, store_upload *claim)
 {
-    if (svc_check_text(ctx, body, att ? 0 : 1, LIMIT_BODY_CHARS, "message") < 0)
+    if (message_check_body(ctx, body, att ? 0 : 1) < 0)
         return -1;
     if (!att)
         return 0;
@@ -152,6 +170,37 @@ static int message_check_send(svc_ctx *ctx, const char *body, const Parley__Atta
     if (message_answer_repeat(ctx, client_id, body))
         return -1;
     return file_claim(ctx, att, claim);
+}
+
+/* 1 if the sender may have other sessions to copy its send to. The
+ * calling gateway counts its own; in a cluster (the only bus that can drain
+ * a gateway) others may hold some, and the bus finds them in the lookup it
+ * makes for the recipients anyway. With one session, embedded: no work. */
+static int message_want_own(svc_ctx *ctx)
+{
+    return ctx->call->caller->local_sessions > 0 || ctx->bus->ops->drain != NULL;
+}
+
+/* Queues frame as an own copy for the caller's other sessions (BUS_OWN). */
+static void message_push_own(svc_ctx *ctx, const Parley__ServerFrame *frame, uint64_t msgid)
+{
+    const Parley__Caller *c = ctx->call->caller;
+    svc_pushq *p = arena_alloc(ctx->a, sizeof(*p));
+    p->next = NULL;
+    p->users = arena_alloc(ctx->a, sizeof(*p->users));
+    p->users[0] = c->user_id;
+    p->n = 1;
+    p->msgid = msgid | BUS_OWN;
+    size_t len = parley__server_frame__get_packed_size(frame);
+    p->frame = blob_new(BUS_OWN_PREFIX + FRAME_HDR + len);
+    uint32_t gw = c->gateway_id;
+    uint64_t sess = c->session_id;
+    memcpy(p->frame->data, &gw, 4);
+    memcpy(p->frame->data + 4, &sess, 8);
+    frame_put_header(p->frame->data + BUS_OWN_PREFIX, (uint32_t)len);
+    parley__server_frame__pack(frame, p->frame->data + BUS_OWN_PREFIX + FRAME_HDR);
+    *ctx->pushes_tail = p;
+    ctx->pushes_tail = &p->next;
 }
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *fan)
@@ -166,6 +215,8 @@ static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout 
     if (fan->att)
         f.message->attachment = (Parley__Attachment *)fan->att;
     svc_push(ctx, fan->to, fan->n, &f);
+    if (fan->own)
+        message_push_own(ctx, &f, m->msgid);
 }
 
 static void message_send_direct(svc_ctx *ctx)
@@ -373,7 +424,7 @@ static void message_recall(svc_ctx *ctx)
         svc_fail_store(ctx, st, "message");
         return;
     }
-    if (m.sender != me) {
+    if (m.sender != me || view_event_kind(m.body, m.body_len)) {
         svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "you can only recall your own messages");
         return;
     }
@@ -475,9 +526,73 @@ static void message_sync(svc_ctx *ctx)
     ctx->res->more = l.n == LIMIT_SYNC_BATCH;
 }
 
+/* When each (reader, conversation) last told a group it read, per worker
+ * thread (a conversation's calls go to one worker): at most one event a
+ * second each. Direct-mapped; a collision only lets an event through. */
+enum { MESSAGE_READ_SLOTS = 4096 };
+static _Thread_local struct {
+    uint64_t key;
+    int64_t ms;
+} message_read_last[MESSAGE_READ_SLOTS];
+
+static int message_read_event_due(uint64_t user, uint64_t conv, int64_t now)
+{
+    uint64_t key = user * 0x9e3779b97f4a7c15ull ^ conv;
+    size_t i = (size_t)((key * 0xff51afd7ed558ccdull) >> 52) % MESSAGE_READ_SLOTS;
+    if (message_read_last[i].key == key && now - message_read_last[i].ms < 1000)
+        return 0;
+    message_read_last[i].key = key;
+    message_read_last[i].ms = now;
+    return 1;
+}
+
+/* Moves the caller's read cursor; tells the other party of a direct chat,
+ * or the members of a group of at most LIMIT_READ_EVENT_MEMBERS. */
+static void message_read(svc_ctx *ctx)
+{
+    if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_READ) < 0)
+        return;
+    const Parley__Read *r = ctx->call->frame->read;
+    uint64_t me = ctx->call->caller->user_id, prev, now;
+    store_status st = store_read_set(ctx->st, me, r->conv, r->seq, &prev, &now);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "not a conversation of yours");
+        return;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "read cursor");
+        return;
+    }
+    Parley__ServerFrame *out = svc_reply(ctx);
+    Parley__Done *d = arena_alloc(ctx->a, sizeof(*d));
+    parley__done__init(d);
+    out->body_case = PARLEY__SERVER_FRAME__BODY_DONE;
+    out->done = d;
+    if (now <= prev)
+        return;
+    view_ids to;
+    if (message_others(ctx, r->conv, &to) < 0)
+        return;
+    /* A direct conversation has the caller and one other; a group of two
+     * is told as a direct chat would be, which is what it looks like. */
+    if (to.n > 1 &&
+        (to.n >= LIMIT_READ_EVENT_MEMBERS || !message_read_event_due(me, r->conv, ctx->now_ms)))
+        return;
+    Parley__ReadEvent ev = PARLEY__READ_EVENT__INIT;
+    ev.conv = r->conv;
+    ev.user = me;
+    ev.seq = now;
+    const char *name = view_user_name(ctx, me);
+    ev.user_name = name ? (char *)name : "";
+    Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
+    f.body_case = PARLEY__SERVER_FRAME__BODY_READ_EVENT;
+    f.read_event = &ev;
+    svc_push(ctx, to.v, to.n, &f);
+}
+
 static const svc_method_fn message_methods[] = {
     message_send_direct, message_send_group, message_history, message_recall, message_ack,
-    message_sync,        file_begin,         file_chunk,      file_get,
+    message_sync,        file_begin,         file_chunk,      file_get,       message_read,
 };
 
 const svc_def svc_message = {

@@ -76,6 +76,28 @@ static long user_sessions_elsewhere(svc_ctx *ctx, uint64_t user)
     return others < 0 ? -1 : others + (long)c->local_sessions;
 }
 
+typedef struct {
+    svc_ctx *ctx;
+    Parley__Unread **v;
+    size_t n;
+} user_unread;
+
+static int user_unread_row(void *arg, const store_unread *u)
+{
+    user_unread *l = arg;
+    Parley__Unread *pu = arena_alloc(l->ctx->a, sizeof(*pu));
+    parley__unread__init(pu);
+    pu->conv = u->conv;
+    pu->peer = u->peer;
+    pu->group = u->group;
+    pu->count = u->count > UINT32_MAX ? UINT32_MAX : (uint32_t)u->count;
+    pu->last_read_seq = u->read_seq;
+    pu->last_seq = u->last_seq;
+    l->v[l->n++] = pu;
+    /* Names after the walk: no store call inside its callback. */
+    return 0;
+}
+
 /* Fills the reply of a successful login or resume. */
 static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *token)
 {
@@ -87,11 +109,30 @@ static void user_login_reply(svc_ctx *ctx, const store_user *u, const char *toke
     if (view_friends(ctx, u->id, &ok->friends, &ok->n_friends) < 0 ||
         view_groups(ctx, u->id, &ok->groups, &ok->n_groups) < 0)
         return;
+    /* Unread counts are a convenience: a login does not fail for them. */
+    user_unread ur = {.ctx = ctx};
+    ur.v = arena_alloc(ctx->a, STORE_UNREAD_MAX * sizeof(*ur.v));
+    store_status st = store_unread_list(ctx->st, u->id, STORE_UNREAD_MAX, user_unread_row, &ur);
+    if (st == STORE_OK) {
+        for (size_t i = 0; i < ur.n; i++) {
+            const char *name = ur.v[i]->group ? view_group_name(ctx, ur.v[i]->group)
+                                              : view_user_name(ctx, ur.v[i]->peer);
+            if (name)
+                ur.v[i]->name = (char *)name;
+        }
+        ok->unread = ur.v;
+        ok->n_unread = ur.n;
+    } else {
+        log_warn("login: no unread counts for user %llu: %s", (unsigned long long)u->id,
+                 store_errmsg(ctx->st));
+    }
     out->body_case = PARLEY__SERVER_FRAME__BODY_LOGIN_OK;
     out->login_ok = ok;
     /* The gateway counts this session only after the reply: nobody anywhere
-     * means the user was offline until now. */
-    if (user_sessions_elsewhere(ctx, u->id) == 0)
+     * (the calling gateway included, whose own count the call cannot carry:
+     * it learns whose login this is from the reply) means the user was
+     * offline until now. A second session does not repeat "online". */
+    if (bus_presence_count(ctx->bus, u->id, 0) == 0)
         user_push_presence(ctx, u->id, 1);
 }
 

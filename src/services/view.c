@@ -232,8 +232,36 @@ Parley__Message *view_message(svc_ctx *ctx, const store_msg *m)
     pm->group = m->group;
     pm->ts = (uint64_t)m->ts;
     pm->recalled = m->recalled != 0;
+    int kind = view_event_kind(m->body, m->body_len);
+    if (kind) {
+        pm->kind = (Parley__MessageKind)kind;
+        pm->body = "";
+        return pm;
+    }
     pm->body = m->recalled ? "" : arena_strndup(ctx->a, m->body, m->body_len);
     return pm;
+}
+
+int view_event_kind(const char *body, size_t len)
+{
+    if (len != 2 || body[0] != VIEW_EVENT_MARK || body[1] < '1' || body[1] > '9')
+        return 0;
+    return body[1] - '0';
+}
+
+store_status view_event_append(svc_ctx *ctx, uint64_t conv, int kind, store_msg *out)
+{
+    /* Static: out->body points at it after the call. */
+    static const char bodies[10][2] = {
+        {VIEW_EVENT_MARK, '0'}, {VIEW_EVENT_MARK, '1'}, {VIEW_EVENT_MARK, '2'},
+        {VIEW_EVENT_MARK, '3'}, {VIEW_EVENT_MARK, '4'}, {VIEW_EVENT_MARK, '5'},
+        {VIEW_EVENT_MARK, '6'}, {VIEW_EVENT_MARK, '7'}, {VIEW_EVENT_MARK, '8'},
+        {VIEW_EVENT_MARK, '9'},
+    };
+    if (kind < 1 || kind > 9)
+        return STORE_ERROR;
+    return store_message_append(ctx->st, conv, ctx->call->caller->user_id, 0, bodies[kind], 2,
+                                ctx->now_ms, out);
 }
 
 const char *view_user_name(svc_ctx *ctx, uint64_t id)

@@ -37,6 +37,20 @@ void view_message_names(svc_ctx *ctx, Parley__Message *pm);
 /* The name of a user or a group (cached likewise), in ctx's arena; NULL if
  * there is none or it cannot be had. */
 const char *view_user_name(svc_ctx *ctx, uint64_t id);
+
+/* Social events (friend added, member joined, ...) are stored as messages
+ * of their conversation, sent by whoever acted, whose body is
+ * VIEW_EVENT_MARK and the kind (Parley__MessageKind) as one digit: they take
+ * a seq, reach offline members through the catch-up and show in history
+ * like any message, with no change to the schema. A client's text never
+ * starts with the mark (message.c refuses it). view_message turns such a
+ * body into Message.kind with an empty body. */
+#define VIEW_EVENT_MARK '\x01'
+/* The kind of an event body, 0 (TEXT) for any other. */
+int view_event_kind(const char *body, size_t len);
+/* Appends an event of kind to conv, sent by the caller, in the request's
+ * transaction. */
+store_status view_event_append(svc_ctx *ctx, uint64_t conv, int kind, store_msg *out);
 const char *view_group_name(svc_ctx *ctx, uint64_t id);
 
 #endif

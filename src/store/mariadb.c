@@ -241,9 +241,21 @@ static const char *const mdb_schema_v7[] = {
     NULL,
 };
 
+/* 7 -> 8: read cursors (Read), apart from the delivery cursor so that a
+ * send's path never touches them. No foreign keys: a deleted group's rows
+ * name a conversation id that is never reused. */
+static const char *const mdb_schema_v8[] = {
+    "CREATE TABLE IF NOT EXISTS read_cursors ("
+    " user_id BIGINT UNSIGNED NOT NULL,"
+    " conv_id BIGINT UNSIGNED NOT NULL,"
+    " seq BIGINT UNSIGNED NOT NULL,"
+    " PRIMARY KEY (user_id, conv_id))" MDB_TABLE,
+    NULL,
+};
+
 static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2, mdb_schema_v3,
                                                     mdb_schema_v4, mdb_schema_v5, mdb_schema_v6,
-                                                    mdb_schema_v7};
+                                                    mdb_schema_v7, mdb_schema_v8};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -363,6 +375,9 @@ enum {
     Q_MSG_FILE_GET,
     Q_MSG_FILE_DELETE,
     Q_MSG_FILES,
+    Q_READ_GET,
+    Q_READ_PUT,
+    Q_UNREAD,
     Q_COUNT
 };
 
@@ -540,11 +555,11 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                    " UNION ALL SELECT conv_id, seq + 1, last_seq FROM p WHERE seq < last_seq)"
                    " SELECT " MDB_MSG_COLS " FROM (SELECT m.id FROM p"
                    " JOIN messages AS m ON m.conv_id = p.conv_id AND m.seq = p.seq"
-                   " WHERE m.sender <> ? AND m.id > ? ORDER BY m.id LIMIT ?) AS pick"
+                   " WHERE m.id > ? ORDER BY m.id LIMIT ?) AS pick"
                    " STRAIGHT_JOIN messages AS m FORCE INDEX (PRIMARY) ON m.id = pick.id"
                    " STRAIGHT_JOIN convs AS c FORCE INDEX (PRIMARY) ON c.id = m.conv_id"
                    " LEFT JOIN groups_ AS g ON g.conv_id = m.conv_id ORDER BY pick.id",
-                   "uuuu", MDB_MSG_TYPES},
+                   "uuu", MDB_MSG_TYPES},
     [Q_ACK] = {"UPDATE members SET acked_seq = GREATEST(acked_seq, ?)"
                " WHERE conv_id = ? AND user_id = ?",
                "uuu", ""},
@@ -559,6 +574,28 @@ static const mdb_query mdb_sql[Q_COUNT] = {
      * shared lock on the conversation that a concurrent send holds
      * exclusively, and batches of acks and sends would deadlock. */
     [Q_CONV_LAST_SEQ] = {"SELECT last_seq FROM convs WHERE id = ?", "u", "u"},
+    /* Read cursors, as in sqlite.c. */
+    [Q_READ_GET] = {"SELECT c.last_seq, COALESCE((SELECT r.seq FROM read_cursors AS r"
+                    " WHERE r.user_id = ? AND r.conv_id = ?), 0)"
+                    " FROM members AS mb JOIN convs AS c ON c.id = mb.conv_id"
+                    " WHERE mb.conv_id = ? AND mb.user_id = ?",
+                    "uuuu", "uu"},
+    [Q_READ_PUT] = {"INSERT INTO read_cursors (user_id, conv_id, seq) VALUES (?, ?, ?)"
+                    " ON DUPLICATE KEY UPDATE seq = GREATEST(seq, VALUES(seq))",
+                    "uuu", ""},
+    [Q_UNREAD] = {"SELECT x.conv_id, x.user_lo, x.user_hi, x.group_id, x.rs, x.ls,"
+                  " (SELECT COUNT(*) FROM messages AS m WHERE m.conv_id = x.conv_id"
+                  " AND m.seq > x.rs AND m.seq + 1000 > x.ls AND m.sender <> ?)"
+                  " FROM (SELECT mb.conv_id AS conv_id, COALESCE(c.user_lo, 0) AS user_lo,"
+                  " COALESCE(c.user_hi, 0) AS user_hi, COALESCE(g.id, 0) AS group_id,"
+                  " COALESCE(r.seq, 0) AS rs, c.last_seq AS ls"
+                  " FROM members AS mb JOIN convs AS c ON c.id = mb.conv_id"
+                  " LEFT JOIN groups_ AS g ON g.conv_id = mb.conv_id"
+                  " LEFT JOIN read_cursors AS r"
+                  " ON r.user_id = mb.user_id AND r.conv_id = mb.conv_id"
+                  " WHERE mb.user_id = ?) AS x"
+                  " WHERE x.ls > x.rs ORDER BY x.conv_id DESC LIMIT ?",
+                  "uuu", "uuuuuuu"},
 
     /* Administration. A range of users_name from the prefix on; the caller
      * stops at the first name without it. */
@@ -1826,7 +1863,7 @@ static store_status mdb_pending(store *base, uint64_t user, uint64_t after_msgid
 {
     mdb_store *st = mdb_of(base);
     unsigned n;
-    store_status ret = mdb_query_run(st, Q_PENDING, user, user, after_msgid, (uint64_t)limit);
+    store_status ret = mdb_query_run(st, Q_PENDING, user, after_msgid, (uint64_t)limit);
     if (ret == STORE_OK)
         ret = mdb_msg_each(st, cb, arg, &n);
     mdb_done(st);
@@ -1854,6 +1891,49 @@ static store_status mdb_ack(store *base, uint64_t user, uint64_t conv, uint64_t 
     ret = mdb_exec(st, Q_ACK, &n, seq, conv, user);
     if (ret == STORE_OK && n == 0)
         return STORE_NOT_FOUND;
+    return ret;
+}
+
+static store_status mdb_read_get(store *base, uint64_t user, uint64_t conv, uint64_t *last,
+                                 uint64_t *cur)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_READ_GET, user, conv, conv, user);
+    if (ret == STORE_OK) {
+        *last = st->col_u[0];
+        *cur = st->col_u[1];
+        mdb_done(st);
+    }
+    return ret;
+}
+
+static store_status mdb_read_put(store *base, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    return mdb_exec(mdb_of(base), Q_READ_PUT, NULL, user, conv, seq);
+}
+
+static store_status mdb_unread(store *base, uint64_t user, unsigned limit, store_unread_row_cb cb,
+                               void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_UNREAD, user, user, (uint64_t)limit);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_unread_row r = {.conv = st->col_u[0],
+                              .user_lo = st->col_u[1],
+                              .user_hi = st->col_u[2],
+                              .group = st->col_u[3],
+                              .read_seq = st->col_u[4],
+                              .last_seq = st->col_u[5],
+                              .tail_count = st->col_u[6]};
+        if (cb(arg, &r) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
     return ret;
 }
 
@@ -2888,6 +2968,9 @@ static const store_ops mdb_ops = {
     .pending = mdb_pending,
     .ack = mdb_ack,
     .users_find = mdb_users_find,
+    .read_get = mdb_read_get,
+    .read_put = mdb_read_put,
+    .unread = mdb_unread,
     .user_sessions = mdb_user_sessions,
     .user_set_banned = mdb_user_set_banned,
     .user_set_pwhash = mdb_user_set_pwhash,

@@ -170,6 +170,15 @@ static const char *const store_migrations[] = {
     "CREATE INDEX msg_files_by_sha ON msg_files (sha256);"
     "CREATE INDEX msg_files_by_sender ON msg_files (sender);"
     "PRAGMA user_version = 8;",
+    /* 8 -> 9: read cursors (Read), apart from the delivery cursor so that a
+     * send's path never touches them. No foreign keys: a deleted group's
+     * rows name a conversation id that is never reused. */
+    "CREATE TABLE IF NOT EXISTS read_cursors ("
+    " user_id INTEGER NOT NULL,"
+    " conv_id INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " PRIMARY KEY (user_id, conv_id)) WITHOUT ROWID;"
+    "PRAGMA user_version = 9;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -265,6 +274,9 @@ enum {
     Q_MSG_FILE_GET,
     Q_MSG_FILE_DELETE,
     Q_MSG_FILES,
+    Q_READ_GET,
+    Q_READ_PUT,
+    Q_UNREAD,
     Q_COUNT
 };
 
@@ -384,13 +396,37 @@ static const char *const store_sql[Q_COUNT] = {
      * planner from scanning all messages in msgid order instead. */
     [Q_PENDING] = "SELECT " STORE_MSG_COLS " FROM members AS mb CROSS JOIN messages AS m"
                   " ON m.conv_id = mb.conv_id AND m.seq > mb.acked_seq" STORE_MSG_CONV
-                  " WHERE mb.user_id = ?1 AND m.sender <> ?1 AND m.id > ?2"
+                  " WHERE mb.user_id = ?1 AND m.id > ?2"
                   " ORDER BY m.id LIMIT ?3",
     /* Capped at the last seq: a cursor past the end would hide future
      * messages. */
     [Q_ACK] = "UPDATE members SET acked_seq = max(acked_seq, min(?3, " STORE_LAST_SEQ(
         "?2") "))"
               " WHERE conv_id = ?2 AND user_id = ?1",
+
+    /* Read cursors: the conversation's last seq and the cursor, if the
+     * user is a member (no row: NOT_FOUND). */
+    [Q_READ_GET] = "SELECT " STORE_LAST_SEQ(
+        "?2") ", coalesce((SELECT seq FROM read_cursors WHERE user_id = ?1 AND conv_id = ?2), 0)"
+              " FROM members WHERE conv_id = ?2 AND user_id = ?1",
+    [Q_READ_PUT] = "INSERT INTO read_cursors (user_id, conv_id, seq) VALUES (?1, ?2, ?3)"
+                   " ON CONFLICT (user_id, conv_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+    /* Conversations with something above the read cursor; others' messages
+     * counted among the newest STORE_UNREAD_SCAN seqs only (one bounded
+     * range of the (conv_id, seq) index each). */
+    [Q_UNREAD] = "SELECT x.conv_id, x.user_lo, x.user_hi, x.group_id, x.rs, x.ls,"
+                 " (SELECT count(*) FROM messages AS m WHERE m.conv_id = x.conv_id"
+                 " AND m.seq > x.rs AND m.seq + 1000 > x.ls AND m.sender <> ?1)"
+                 " FROM (SELECT mb.conv_id AS conv_id, coalesce(c.user_lo, 0) AS user_lo,"
+                 " coalesce(c.user_hi, 0) AS user_hi, coalesce(g.id, 0) AS group_id,"
+                 " coalesce(r.seq, 0) AS rs, " STORE_LAST_SEQ(
+                     "mb.conv_id") " AS ls"
+                                   " FROM members AS mb JOIN convs AS c ON c.id = mb.conv_id"
+                                   " LEFT JOIN groups_ AS g ON g.conv_id = mb.conv_id"
+                                   " LEFT JOIN read_cursors AS r"
+                                   " ON r.user_id = mb.user_id AND r.conv_id = mb.conv_id"
+                                   " WHERE mb.user_id = ?1) AS x"
+                                   " WHERE x.ls > x.rs ORDER BY x.conv_id DESC LIMIT ?2",
 
     /* Administration. A range of the name index from the prefix on; the
      * caller stops at the first name without it. */
@@ -1713,6 +1749,52 @@ static store_status sq_ack(store *base, uint64_t user, uint64_t conv, uint64_t s
     return ret;
 }
 
+static store_status sq_read_get(store *base, uint64_t user, uint64_t conv, uint64_t *last,
+                                uint64_t *cur)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_READ_GET];
+    store_status ret = store_first(st, s, "uu", user, conv);
+    if (ret == STORE_OK) {
+        *last = store_col_u64(s, 0);
+        *cur = store_col_u64(s, 1);
+    }
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_read_put(store *base, uint64_t user, uint64_t conv, uint64_t seq)
+{
+    return store_exec(sq_of(base), Q_READ_PUT, NULL, "uuu", user, conv, seq);
+}
+
+static store_status sq_unread(store *base, uint64_t user, unsigned limit, store_unread_row_cb cb,
+                              void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_UNREAD];
+    store_status ret = store_bind(st, s, "ui", user, (int64_t)limit);
+    if (ret != STORE_OK)
+        goto out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_unread_row r = {.conv = store_col_u64(s, 0),
+                              .user_lo = store_col_u64(s, 1),
+                              .user_hi = store_col_u64(s, 2),
+                              .group = store_col_u64(s, 3),
+                              .read_seq = store_col_u64(s, 4),
+                              .last_seq = store_col_u64(s, 5),
+                              .tail_count = store_col_u64(s, 6)};
+        if (cb(arg, &r) != 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+out:
+    store_finish(s);
+    return ret;
+}
+
 static void sq_keep_small(store *base)
 {
     sq_store *st = (sq_store *)base;
@@ -2049,6 +2131,9 @@ static const store_ops sq_ops = {
     .pending = sq_pending,
     .ack = sq_ack,
     .users_find = sq_users_find,
+    .read_get = sq_read_get,
+    .read_put = sq_read_put,
+    .unread = sq_unread,
     .user_sessions = sq_user_sessions,
     .user_set_banned = sq_user_set_banned,
     .user_set_pwhash = sq_user_set_pwhash,

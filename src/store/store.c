@@ -481,6 +481,61 @@ store_status store_ack_many(store *st, const store_cursor *c, size_t n)
     return STORE_OK;
 }
 
+/* ---- read state ---- */
+
+store_status store_read_set(store *st, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *prev,
+                            uint64_t *now)
+{
+    uint64_t last = 0, cur = 0;
+    store_status ret = st->ops->read_get(st, user, conv, &last, &cur);
+    *prev = *now = cur;
+    if (ret != STORE_OK)
+        return ret;
+    /* A cursor past the end would hide messages still to come. */
+    if (seq > last)
+        seq = last;
+    if (seq <= cur)
+        return STORE_OK;
+    ret = st->ops->read_put(st, user, conv, seq);
+    if (ret == STORE_OK)
+        *now = seq;
+    return ret;
+}
+
+typedef struct {
+    uint64_t user;
+    unsigned found;
+    store_unread_cb cb;
+    void *arg;
+} store_unread_walk;
+
+static int store_unread_row_fn(void *arg, const store_unread_row *r)
+{
+    store_unread_walk *w = arg;
+    store_unread u = {.conv = r->conv,
+                      .group = r->group,
+                      .read_seq = r->read_seq,
+                      .last_seq = r->last_seq,
+                      .count = r->tail_count};
+    if (!r->group)
+        u.peer = r->user_lo == w->user ? r->user_hi : r->user_lo;
+    /* Past the scanned tail every seq counts, the caller's own included. */
+    if (r->last_seq - r->read_seq > STORE_UNREAD_SCAN)
+        u.count += r->last_seq - r->read_seq - STORE_UNREAD_SCAN;
+    if (!u.count)
+        return 0;
+    return w->cb(w->arg, &u);
+}
+
+store_status store_unread_list(store *st, uint64_t user, unsigned limit, store_unread_cb cb,
+                               void *arg)
+{
+    if (limit == 0 || limit > STORE_UNREAD_MAX)
+        limit = STORE_UNREAD_MAX;
+    store_unread_walk w = {.user = user, .cb = cb, .arg = arg};
+    return st->ops->unread(st, user, limit, store_unread_row_fn, &w);
+}
+
 /* ---- administration: the logic of both backends, over their single statements ---- */
 
 typedef struct {

@@ -21,7 +21,9 @@
  *   - a message belongs to one conversation, with a global id (msgid,
  *     increasing) and a per-conversation seq (gap-free from 1);
  *   - members(conv, user) carry the role (groups) and acked_seq, the
- *     delivery cursor: everything above it not sent by the user is pending.
+ *     delivery cursor: everything above it is pending (the user's own
+ *     sends too, for the user's other devices);
+ *   - reads(user, conv) hold the read cursor, apart from delivery.
  */
 #ifndef PARLEY_STORE_H
 #define PARLEY_STORE_H
@@ -255,7 +257,8 @@ store_status store_message_recall(store *st, uint64_t msgid);
 store_status store_history(store *st, uint64_t conv, uint64_t before_seq, unsigned limit,
                            store_msg_cb cb, void *arg);
 /* Messages pending for user: in any of the user's conversations, seq above
- * the user's cursor, not sent by the user, msgid > after_msgid; at most
+ * the user's cursor (the user's own too: their other devices get them),
+ * msgid > after_msgid; at most
  * `limit`, oldest (lowest msgid) first. */
 store_status store_pending(store *st, uint64_t user, uint64_t after_msgid, unsigned limit,
                            store_msg_cb cb, void *arg);
@@ -271,6 +274,31 @@ typedef struct store_cursor {
  * a multi-row UPDATE moves many at once. STORE_OK, or the first error other
  * than NOT_FOUND. */
 store_status store_ack_many(store *st, const store_cursor *c, size_t n);
+
+/* ---- read state (apart from delivery: Read, docs/protocol.md) ----
+ *
+ * Moves user's read cursor in conv up to seq, capped at the conversation's
+ * last seq, never down. *prev gets the cursor before, *now after (equal if
+ * nothing moved). NOT_FOUND if user is not a member of conv. */
+store_status store_read_set(store *st, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *prev,
+                            uint64_t *now);
+
+/* A conversation with messages above the user's read cursor. count: the
+ * others' messages among them, exact up to STORE_UNREAD_SCAN unread seqs
+ * (beyond, every older seq counts as one). */
+typedef struct store_unread {
+    uint64_t conv;
+    uint64_t peer;  /* direct: the other user; 0 for a group */
+    uint64_t group; /* group id; 0 for direct */
+    uint64_t read_seq, last_seq;
+    uint64_t count;
+} store_unread;
+typedef int (*store_unread_cb)(void *arg, const store_unread *u);
+enum { STORE_UNREAD_SCAN = 1000, STORE_UNREAD_MAX = 500 };
+/* The user's conversations with a count above 0, newest conversation
+ * first, at most limit (1..STORE_UNREAD_MAX). */
+store_status store_unread_list(store *st, uint64_t user, unsigned limit, store_unread_cb cb,
+                               void *arg);
 
 /* ---- administration (parleyctl, services/admin.c) ----
  *

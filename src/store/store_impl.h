@@ -33,6 +33,12 @@ typedef enum {
     STORE_UNLINK_FILES,   /* the files of the messages sent (msg_files rows) */
 } store_unlink_kind;
 
+/* One row of the unread query (store_unread_list builds a store_unread from it). */
+typedef struct store_unread_row {
+    uint64_t conv, user_lo, user_hi, group, read_seq, last_seq, tail_count;
+} store_unread_row;
+typedef int (*store_unread_row_cb)(void *arg, const store_unread_row *r);
+
 typedef struct store_ops {
     const char *name; /* "sqlite", "mariadb": for messages */
     void (*close)(store *st);
@@ -158,6 +164,17 @@ typedef struct store_ops {
     store_status (*msg_file_get)(store *st, uint64_t msgid, store_file *out);
     store_status (*msg_file_delete)(store *st, uint64_t msgid);
     store_status (*msg_files)(store *st, uint64_t lo, uint64_t hi, store_msgfile_cb cb, void *arg);
+    /* Read cursors; store.c composes them. get: the conversation's last seq
+     * and user's read cursor (0: none), NOT_FOUND if user is not a member.
+     * put: the cursor up to seq, never down. unread: the user's
+     * conversations with last_seq > read_seq, newest conversation first,
+     * at most limit; tail_count counts the others' messages above the
+     * cursor among the newest STORE_UNREAD_SCAN seqs. */
+    store_status (*read_get)(store *st, uint64_t user, uint64_t conv, uint64_t *last,
+                             uint64_t *cur);
+    store_status (*read_put)(store *st, uint64_t user, uint64_t conv, uint64_t seq);
+    store_status (*unread)(store *st, uint64_t user, unsigned limit, store_unread_row_cb cb,
+                           void *arg);
 } store_ops;
 
 /* The first member of every backend handle. */

@@ -87,6 +87,19 @@ static void fz_line(const char *line)
             if (!c.a || !*c.a || !c.b)
                 fz_fail("creategroup without a name", line);
             break;
+        case CMD_FIND:
+            if (!c.a || !*c.a || !c.b || strchr(c.a, ':'))
+                fz_fail("find without a prefix", line);
+            break;
+        case CMD_READ:
+            if (!c.id || !c.seq)
+                fz_fail("read of conversation or seq 0", line);
+            break;
+        case CMD_TYPING:
+        case CMD_GROUPTYPING:
+            if (!c.id && !c.ref_name)
+                fz_fail("typing to nobody", line);
+            break;
         default:
             break;
         }

@@ -47,13 +47,19 @@ static void fz_deliver(void *arg, const bus_push *pushes, size_t n)
     (void)arg;
     for (size_t k = 0; k < n; k++) {
         const bus_push *p = &pushes[k];
-        const uint8_t *payload;
-        size_t plen, used;
+        const uint8_t *payload, *data = p->frame->data;
+        size_t plen, used, len = p->frame->len;
         if (!p->n || !p->users)
             fz_fail("a push for nobody");
-        if (frame_next(p->frame->data, p->frame->len, SIZE_MAX, &payload, &plen, &used) !=
-                FRAME_OK ||
-            used != p->frame->len)
+        /* An own copy: the sending session first, then the frame, for one
+         * user (bus.h). */
+        if (p->msgid != BUS_KICK && p->msgid != BUS_DRAIN && (p->msgid & BUS_OWN)) {
+            if (p->n != 1 || len < BUS_OWN_PREFIX)
+                fz_fail("an own copy for several users or without its prefix");
+            data += BUS_OWN_PREFIX;
+            len -= BUS_OWN_PREFIX;
+        }
+        if (frame_next(data, len, SIZE_MAX, &payload, &plen, &used) != FRAME_OK || used != len)
             fz_fail("a push that is not one whole frame");
         Parley__ServerFrame *f = parley__server_frame__unpack(NULL, plen, payload);
         if (!f)

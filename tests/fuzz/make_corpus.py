@@ -159,6 +159,19 @@ def send_file(i, to, data, body="", group=False):
 FILE = bytes(range(256)) * 12
 
 
+def find(i, prefix, limit=0, after=""):
+    return client(i, 34, (ld(1, prefix) if prefix else b"") + u(2, limit) +
+                  (ld(3, after) if after else b""))
+
+
+def read(i, conv, seq):
+    return client(i, 54, u(1, conv) + u(2, seq))
+
+
+def typing(i, peer=0, group=0):
+    return client(i, 55, u(1, peer) + u(2, group))
+
+
 def stream(*payloads):
     return b"".join(frame(p) for p in payloads)
 
@@ -234,6 +247,13 @@ def gateway_seeds():
     s["alice_recall"] = as_alice(send_direct(4, BOB, "oops"), recall(5, 1))
     s["alice_ack"] = as_alice(ack(1, 1), ack(1, 2))
     s["alice_whois"] = as_alice(whois(4, name="bob"), whois(5, user_id=BOB), whois(6))
+    s["alice_find"] = as_alice(find(4, "b", 2), find(5, "b", 0, "bob"), find(6, "", 100),
+                               find(7, "a", 1 << 32))
+    s["alice_read"] = as_alice(send_direct(4, BOB, "read me"), read(5, 1, 1),
+                               read(6, 1, (1 << 64) - 1), read(7, 999, 1), read(8, 0, 0))
+    s["alice_typing"] = as_alice(typing(4, peer=BOB), typing(5, group=LOBBY), typing(6),
+                                 typing(7, peer=BOB, group=LOBBY), typing(8, peer=2))
+    s["alice_event_mark"] = as_alice(send_direct(4, BOB, "\x013"), send_group(5, LOBBY, "\x01"))
     s["alice_logout"] = as_alice(logout(4), login(5, "alice"))
     s["alice_logout_all"] = as_alice(logout(4, everywhere=True))
     s["alice_login_twice"] = as_alice(login(4, "alice"))
@@ -375,6 +395,10 @@ def rpc_seeds():
         "msg_file_begin": (msg, "FileBegin", call(1, file_begin(1, "a.png", FILE))),
         "msg_file_chunk": (msg, "FileChunk", call(1, file_chunk(1, 1, 0, FILE[:100]))),
         "msg_file_get": (msg, "FileGet", call(2, file_get(1, 1, limit=10))),
+        "msg_read": (msg, "Read", call(2, read(1, 1, 5), k=1)),
+        "social_find": (social, "Find", call(1, find(1, "b", 5, "alice"))),
+        "social_typing": (social, "Typing", call(1, typing(1, peer=2))),
+        "social_typing_group": (social, "Typing", call(2, typing(1, group=1))),
     }
     s = {}
     for i, (name, (svc, method, payload)) in enumerate(sorted(reqs.items()), 1):
@@ -430,6 +454,9 @@ def bus_seeds():
         "kick": push([1], bye, 0xFFFFFFFFFFFFFFFF),
         "truncated": push([2], server_message(1, 1, 1, 1, 2, "hi"), 1)[:-3],
         "no_users": struct.pack("<IIQ", 0, 4, 0) + b"abcd",
+        # An own copy (BUS_OWN): the sending session's gateway and id, then the frame.
+        "own_copy": push([1], struct.pack("<IQ", 1, 1) + server_message(5, 1, 3, 1, 2, "mine"),
+                         (1 << 62) | 5),
     }
 
 
@@ -463,6 +490,14 @@ def cmd_seeds():
         "sendfile:2:",
         "whois:bob",
         "who",
+        "find:bo",
+        "find:bo:bob",
+        "unread",
+        "read:1:5",
+        "read:1",
+        "typing:bob",
+        "typing:2",
+        "grouptyping:team",
         "chat:bob:by name",
         "groupchat:team:by name",
         "loginout",
@@ -503,7 +538,8 @@ def dict_line(data):
 def dictionaries():
     # Field keys of ClientFrame's bodies and of the requests inside them.
     gw = [key(1, 0)] + [key(f, 2) for f in (10, 11, 12, 20, 21, 22, 23, 30, 31, 32, 40, 41, 42,
-                                              43, 50, 51, 52, 53, 33, 60, 61, 62)]
+                                              43, 50, 51, 52, 53, 33, 60, 61, 62, 34, 54,
+                                              55)]
     gw += [b"\0" * 32, b"image/png"]
     gw += [key(f, w) for f in (1, 2, 3, 4) for w in (0, 2)]
     gw += [struct.pack(">I", n) for n in (0, 2, 4, 0x10000, 0x10001)]
@@ -512,12 +548,14 @@ def dictionaries():
         "parley.UserService", "parley.SocialService", "parley.MessageService",
         "CreateAccount", "Login", "Resume", "Logout", "FriendAdd", "FriendDel", "FriendList",
         "GroupCreate", "GroupJoin", "GroupQuit", "GroupDelete", "SendDirect", "SendGroup",
-        "History", "Recall", "Ack", "Sync", "Whois", "FileBegin", "FileChunk", "FileGet")]
+        "History", "Recall", "Ack", "Sync", "Whois", "FileBegin", "FileChunk", "FileGet",
+        "Find", "Typing", "Read")]
     cmd = [x.encode() for x in (
         "help", "register:", "login:", "chat:", "addfriend:", "delfriend:", "showfriendlist",
         "creategroup:", "addgroup:", "quitgroup:", "delgroup:", "groupchat:", "history:",
         "grouphistory:", "recall:", "whois:", "who", "loginout", "logout", ":all", "quit", ":",
         "sendfile:", "groupsendfile:", "getfile:",
+        "find:", "unread", "read:", "typing:", "grouptyping:",
         "#",
         "18446744073709551615", "4294967296")]
     bus = [struct.pack("<I", n) for n in (0, 1, 2, 0xFFFFFFFF)] + [b"\xff" * 8]

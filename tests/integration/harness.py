@@ -468,7 +468,7 @@ def message_of(raw):
     m = pb_decode(raw)
     return {"msgid": one(m, 1), "conv": one(m, 2), "seq": one(m, 3), "from": one(m, 4),
             "to": one(m, 5), "group": one(m, 6), "body": one(m, 7, b""), "ts": one(m, 8),
-            "recalled": one(m, 9)}
+            "recalled": one(m, 9), "kind": one(m, 13)}
 
 
 def describe(f):
@@ -638,12 +638,14 @@ class Peer:
     def history(self, peer=None, group=None, limit=None, before=None, timeout=None):
         return self.call(F_HISTORY, pb((1, peer), (2, group), (3, limit), (4, before)), timeout)
 
-    def history_messages(self, peer=None, group=None, limit=100):
+    def history_messages(self, peer=None, group=None, limit=100, events=False):
+        """The texts of a history page; with events, social events too."""
         f = self.history(peer=peer, group=group, limit=limit)
         h = body(f, S_HISTORY_OK)
         if h is None:
             raise AssertionError("history refused: %s" % describe(f))
-        return [message_of(m) for m in h.get(1, [])]
+        msgs = [message_of(m) for m in h.get(1, [])]
+        return msgs if events else [m for m in msgs if not m["kind"]]
 
     def friend_add(self, user_id, timeout=None):
         return self.call(F_FRIEND_ADD, pb((1, user_id)), timeout)

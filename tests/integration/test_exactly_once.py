@@ -109,7 +109,8 @@ class Raw:
 
 
 def bodies(msgs):
-    return [m.get(7, [b""])[0].decode() for m in msgs]
+    """The texts (social events, Message.kind 13, left out)."""
+    return [m.get(7, [b""])[0].decode() for m in msgs if not m.get(13, [0])[0]]
 
 
 # ---- the cutting proxy ----

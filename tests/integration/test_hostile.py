@@ -1330,6 +1330,84 @@ class ProtocolAttackTest(HostileTest):
         self.check_pair()
 
 
+class PeopleAttackTest(HostileTest):
+    """The people requests (find, read, typing) from a hostile client: the
+    documented errors, limits that hold, and a pair that never notices."""
+
+    F_FIND, F_READ, F_TYPING = 34, 54, 55
+    S_FIND_OK, S_TYPING_EVENT, S_READ_EVENT = 32, 106, 105
+
+    def assert_code(self, f, code, what):
+        e = error(f)
+        self.assertIsNotNone(e, "%s: accepted (%s)" % (what, describe(f)))
+        self.assertEqual(e.code, code, "%s: %r" % (what, e))
+
+    def test_people_requests_are_checked(self):
+        victim, vid = self.new_user("victim")
+        p, pid = self.new_user("mallory")
+        anon = self.peer(self.setup_addr())
+        for field, b in ((self.F_FIND, pb((1, "vic"))), (self.F_READ, pb((1, 1), (2, 1))),
+                         (self.F_TYPING, pb((1, vid)))):
+            self.assert_code(anon.call(field, b), UNAUTHENTICATED, "request %d before login" % field)
+        conv = one(expect_ok(victim.send(pid, "hi"), S_SEND_OK), 2)
+        # Someone else's conversation, or none: NOT_FOUND, and no event.
+        outsider, _ = self.new_user("outsider")
+        self.assert_code(outsider.call(self.F_READ, pb((1, conv), (2, 1))), NOT_FOUND,
+                         "read of a conversation of others")
+        self.assert_code(p.call(self.F_READ, pb((1, 1 << 62), (2, 1))), NOT_FOUND,
+                         "read of no conversation")
+        # Beyond the end: capped at the end, one event at most.
+        self.assertIn(S_DONE, p.call(self.F_READ, pb((1, conv), (2, (1 << 64) - 1))))
+        self.assertIn(S_DONE, p.call(self.F_READ, pb((1, conv), (2, (1 << 64) - 1))))
+        self.assertIn(S_PONG, victim.ping())
+        reads = [f for f in victim.pushes if self.S_READ_EVENT in f]
+        self.assertEqual(len(reads), 1, "a read that moves nothing tells nobody")
+        self.assertEqual(one(body(reads[0], self.S_READ_EVENT), 3), 1, "capped at the last seq")
+        # Typing: exactly one target that exists, and one the caller is in
+        # (each target once: the limit counts per conversation).
+        gid = one(expect_ok(victim.group_create("private"), S_GROUP_CREATE_OK), 1)
+        self.assert_code(p.call(self.F_TYPING, pb((2, gid))), FORBIDDEN, "typing in a foreign group")
+        self.assert_code(p.call(self.F_TYPING, b""), BAD_REQUEST, "typing to nobody")
+        self.assert_code(p.call(self.F_TYPING, pb((1, vid), (2, 1 << 50))), BAD_REQUEST,
+                         "typing to both")
+        self.assert_code(p.call(self.F_TYPING, pb((1, 1 << 40))), NOT_FOUND, "typing to no user")
+        self.assert_code(p.call(self.F_TYPING, pb((1, pid))), BAD_REQUEST, "typing to yourself")
+        # Find: a prefix is needed, a huge limit is cut, names are checked.
+        self.assert_code(p.call(self.F_FIND, pb((2, 10))), BAD_REQUEST, "find without a prefix")
+        self.assert_code(p.call(self.F_FIND, pb((1, "x" * 33))), BAD_REQUEST, "find, long prefix")
+        f = p.call(self.F_FIND, pb((1, "v"), (2, 1 << 31)))
+        self.assertLessEqual(len(body(f, self.S_FIND_OK).get(1, [])), 50)
+        # A text cannot pass for a stored social event.
+        self.assert_code(p.send(vid, "\x01" + "3"), BAD_REQUEST, "a body with the event mark")
+        self.check_pair()
+
+    def test_typing_read_and_find_floods(self):
+        victim, vid = self.new_user("victim")
+        p, pid = self.new_user("flooder")
+        conv = one(expect_ok(victim.send(pid, "hi"), S_SEND_OK), 2)
+        typing = {i: request(self.F_TYPING, pb((1, vid)), i) for i in range(100, 300)}
+        replies, closed, elapsed = pipeline(p, typing)
+        self.assertFalse(closed)
+        ok = [f for f in replies.values() if S_DONE in f]
+        self.assertTrue(all(S_DONE in f or is_busy(f) for f in replies.values()))
+        self.assert_rate(len(ok), 1, 0.5, elapsed, "typing events")
+        typing_ok = len(ok)
+        reads = {i: request(self.F_READ, pb((1, conv), (2, 1)), i) for i in range(300, 600)}
+        replies, closed, elapsed = pipeline(p, reads)
+        ok = [f for f in replies.values() if S_DONE in f]
+        self.assertTrue(all(S_DONE in f or is_busy(f) for f in replies.values()))
+        self.assert_rate(len(ok), 20, 5, elapsed, "read requests")
+        finds = {i: request(self.F_FIND, pb((1, "v")), i) for i in range(600, 900)}
+        replies, closed, elapsed = pipeline(p, finds)
+        ok = [f for f in replies.values() if self.S_FIND_OK in f]
+        self.assert_rate(len(ok), 20, 10, elapsed, "find requests")
+        # The victim heard at most what the typing limit lets through.
+        self.assertIn(S_PONG, victim.ping())
+        self.assertLessEqual(len([f for f in victim.pushes if self.S_TYPING_EVENT in f]),
+                             typing_ok)
+        self.check_pair()
+
+
 class BacklogTest(HostileTest):
     # The backlog is written by four senders as fast as the store takes it,
     # so the message and request rates are lifted for this test.

@@ -287,7 +287,7 @@ static const store_suite_backend mariadb_backend = {
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
-    .schema_version = 7,
+    .schema_version = 8,
     .raw_exec = mariadb_raw_exec,
     .to_v4 = mariadb_to_v4,
     /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
@@ -364,12 +364,12 @@ static void test_mariadb_socket(void **state)
 /* What version 2 added, a nullable ref and the unique (sender, ref) key,
  * version 3, the trigger that takes the next seq, version 4, messages
  * without the index on sender alone, version 5, sessions' last_used
- * with its index and members_by_user with role, version 6, users.banned, and
- * version 7, the file tables. */
+ * with its index and members_by_user with role, version 6, users.banned,
+ * version 7, the file tables, and version 8, read_cursors. */
 static void assert_schema_latest(const char *u)
 {
-    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 7);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 7);
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 8);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 8);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'users'"
                                 " AND COLUMN_NAME = 'banned' AND IS_NULLABLE = 'NO'"),
@@ -427,7 +427,7 @@ static void test_mariadb_schema(void **state)
     const char *u = f->uri;
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.TABLES"
                                 " WHERE TABLE_SCHEMA = DATABASE()"),
-                     11);
+                     12); /* files, uploads, msg_files since 7; read_cursors since 8 */
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.TABLES"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND ENGINE <> 'InnoDB'"),
                      0);

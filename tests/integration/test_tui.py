@@ -178,6 +178,32 @@ class TuiTest(ParleyTest):
         # (his message came with his name).
         self.wait_screen(name, r"\[\d\d:\d\d\] you -> bob: half a thought  \u2713 #msg \d+")
 
+    def test_typing_and_read_marks_keep_the_half_typed_line(self):
+        """Typing a chat line tells its target; bob typing back shows once,
+        above the line being edited, which stays as typed. What the terminal
+        shows is read (bob hears of it), and bob's read shows as a mark."""
+        bob, bob_id = self.user("bob")
+        alice = self.client()
+        alice_id = alice.ok("register:alice:secret123")["id"]
+        name, _ = self.start()
+        self.login(name, "alice")
+        self.type(name, "chat:%d:half a thou" % bob_id)
+        ev = bob.wait_events(lambda e: e.get("type") == "typing")[0]
+        self.assertEqual((ev["user"], ev.get("user_name")), (alice_id, "alice"))
+        bob.ok("typing:%d" % alice_id)
+        text = self.wait_screen(name, "bob is typing")
+        self.assertRegex(text, r"bob is typing[^\n]*\n(.*\n)*alice> chat:%d:half a thou" % bob_id)
+        r = bob.ok("chat:%d:are you writing" % alice_id)
+        self.wait_screen(name, "are you writing")
+        ev = bob.wait_events(lambda e: e.get("type") == "read")[0]
+        self.assertEqual((ev["user"], ev["seq"]), (alice_id, r["seq"]))
+        self.type(name, "ght")
+        self.keys(name, "Enter")
+        m = bob.wait_events(lambda e: e.get("type") == "message" and
+                            e.get("body") == "half a thought")[0]
+        bob.ok("read:%d:%d" % (m["conv"], m["seq"]))
+        self.wait_screen(name, "bob read your messages")
+
     def test_non_ascii_under_lang_c(self):
         """LANG=C: the text still arrives byte for byte."""
         bob, bob_id = self.user("bob")

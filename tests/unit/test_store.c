@@ -111,7 +111,7 @@ static const store_suite_backend sqlite_backend = {
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
-    .schema_version = 8,
+    .schema_version = 9,
     .raw_exec = sqlite_raw_exec,
     .to_v4 = sqlite_to_v4,
 };
@@ -300,7 +300,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 8);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 9);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM users WHERE banned = 0"), 2);
     assert_int_equal(raw_int(uri, "SELECT last_used FROM sessions"), 777);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('sessions')"
@@ -362,8 +362,8 @@ static void test_migrate_v1(void **state)
     assert_int_equal(u.id, 2);
     msgs p = {0};
     assert_int_equal(store_pending(st, 1, 0, 10, on_msg, &p), STORE_OK);
-    assert_int_equal(p.n, 1);
-    assert_int_equal(p.m[0].msgid, 2);
+    assert_int_equal(p.n, 2); /* its own message 1 too (other devices) */
+    assert_int_equal(p.m[1].msgid, 2);
 
     /* New messages go on from there, with refs, and above every id handed
      * out before. */
@@ -385,13 +385,13 @@ static void test_migrate_v1(void **state)
     assert_int_equal(who, 2);
     store_close(st);
 
-    /* Opening again finds version 7 and leaves it be. */
+    /* Opening again finds version 9 and leaves it be. */
     st = store_suite_open(uri);
     assert_int_equal(store_message_append(st, 1, 2, 77, "again", 5, 60, &again), STORE_OK);
     assert_int_equal(again.existed, 1);
     assert_int_equal(store_session_user(st, tok, 777 + 2001, 1000, &who), STORE_NOT_FOUND);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 8);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 9);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
