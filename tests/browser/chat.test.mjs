@@ -1,0 +1,198 @@
+// The web client in a real browser: two Chromium users (alice, bob) and a
+// terminal user (carol, `parley --json`) chat directly and in a group
+// against a real parleyd serving the page and WebSocket; a reload keeps the
+// conversation; a server restart while alice is connected, with sends
+// typed during the outage, loses and duplicates nothing. Screenshots of
+// each step go to PARLEY_BROWSER_ARTIFACTS (the build tree's
+// browser-artifacts/).
+//
+// Run by ctest (CMakeLists.txt, browser/chat); by hand:
+//   PARLEYD=build/parleyd PARLEY=build/parley PARLEY_WEB_ROOT=build/web node --test tests/browser/
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { ARTIFACTS, CHROMIUM, Server, Terminal, missing, playwright, sleep, stopAll, until } from "./lib.mjs";
+
+const why = missing();
+if (why) {
+  // ctest reads 77 as "skipped" (SKIP_RETURN_CODE).
+  console.log("SKIP: the browser test needs Chromium and node: " + why);
+  process.exit(77);
+}
+
+const PASSWORD = "secret123";
+let browser = null;
+let server = null;
+const terminals = [];
+
+after(async () => {
+  for (const t of terminals) t.close();
+  await stopAll(browser);
+  if (server) await server.cleanup();
+});
+
+async function shot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, name + ".png"), fullPage: true });
+}
+
+/** A browser user on a fresh page: registers (first time) and logs in
+ * through the form, with the keyboard. */
+async function webUser(name, viewport) {
+  const ctx = await browser.newContext({ viewport: viewport || { width: 1100, height: 720 } });
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => console.log(`[${name} page error] ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && console.log(`[${name} console] ${m.text()}`));
+  await page.goto(server.url);
+  await page.getByLabel("Name").fill(name);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.locator("#chat-view").waitFor();
+  await until(`${name} logged in`, async () => (await page.title()) === "Parley: " + name);
+  return page;
+}
+
+/** The li elements of the open conversation that carry body. */
+function bubbles(page, body) {
+  return page.locator("#messages li.msg .body", { hasText: new RegExp("^" + body.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "$") });
+}
+
+async function openConv(page, title) {
+  await page.locator(".conv-item", { hasText: title }).first().click();
+  await page.locator("#conv-title", { hasText: title }).waitFor();
+}
+
+async function say(page, text) {
+  await page.getByRole("textbox", { name: "Message" }).fill(text);
+  await page.getByRole("textbox", { name: "Message" }).press("Enter");
+}
+
+async function seesOnce(page, body, timeout = 30000) {
+  await bubbles(page, body).first().waitFor({ timeout });
+  assert.equal(await bubbles(page, body).count(), 1, `"${body}" shown once`);
+}
+
+test("two browser users and a terminal user chat, reload, and live through a restart", { timeout: 600000 }, async () => {
+  server = await new Server().start();
+  const { chromium } = playwright();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+  });
+
+  // ---- accounts: two in the browser, one in the terminal ----
+  const alice = await webUser("alice");
+  const bob = await webUser("bob", { width: 390, height: 780 }); // a phone
+  const carol = new Terminal(server.port);
+  terminals.push(carol);
+  await carol.ok(`register:carol:${PASSWORD}`);
+  await carol.ok(`login:carol:${PASSWORD}`);
+  assert.equal(await alice.title(), "Parley: alice");
+
+  // ---- friends, by name, with presence ----
+  for (const who of ["bob", "carol"]) {
+    await alice.getByLabel("Add a friend").fill(who);
+    await alice.getByLabel("Add a friend").press("Enter");
+    await alice.locator(".conv-item", { hasText: who }).waitFor();
+  }
+  await until("bob online in alice's list", () => alice.locator(".conv-item", { hasText: "bob" }).locator(".presence.on").count());
+
+  // ---- direct chat, browser to browser ----
+  await openConv(alice, "bob");
+  await say(alice, "hello bob, from a browser");
+  await seesOnce(alice, "hello bob, from a browser");
+  await alice.locator("#messages li.mine .status", { hasText: "sent" }).first().waitFor();
+  // bob has not opened it: an unread count in his list and his tab title.
+  await bob.locator(".conv-item", { hasText: "alice" }).locator(".badge", { hasText: "1" }).waitFor();
+  await until("bob's title to count 1 unread", async () => (await bob.title()).startsWith("(1)"));
+  await openConv(bob, "alice");
+  await seesOnce(bob, "hello bob, from a browser");
+  assert.equal(await bob.title(), "Parley: bob", "opened, nothing unread");
+  await say(bob, "hi alice! 👋 héllo");
+  await seesOnce(alice, "hi alice! 👋 héllo");
+
+  // ---- direct chat with the terminal user ----
+  await carol.ok("whois:alice"); // the terminal learns names it is told
+  await carol.ok("chat:alice:hello from the terminal");
+  await until("carol's message in alice's list", () => alice.locator(".conv-item", { hasText: "carol" }).locator(".badge").count());
+  await openConv(alice, "carol");
+  await seesOnce(alice, "hello from the terminal");
+  await alice.locator("#messages li .from", { hasText: "carol" }).first().waitFor();
+  await say(alice, "hello carol, from a browser");
+  const m = await carol.waitMessage("hello carol, from a browser");
+  assert.equal(m.from_name, "alice");
+
+  // ---- a group: alice creates it, bob joins in the browser, carol in the terminal ----
+  await alice.getByLabel("Create a group").fill("team");
+  await alice.getByLabel("Create a group").press("Enter");
+  await alice.locator("#groups .conv-item", { hasText: "team" }).waitFor();
+  const gid = await alice.evaluate(() => [...window.parley.state.groups.values()].find((g) => g.name === "team").id);
+  await bob.getByRole("button", { name: "Back to the conversations" }).click();
+  await bob.getByLabel("Join a group by number").fill(gid);
+  await bob.getByLabel("Join a group by number").press("Enter");
+  await bob.locator("#groups .conv-item", { hasText: "team" }).waitFor();
+  await carol.ok(`addgroup:${gid}`);
+  await openConv(alice, "team");
+  await say(alice, "welcome to the team");
+  await openConv(bob, "team");
+  await seesOnce(bob, "welcome to the team");
+  const g = await carol.waitMessage("welcome to the team");
+  assert.equal(g.group_name, "team");
+  await carol.ok(`groupchat:${gid}:carol here, from the terminal`);
+  await seesOnce(alice, "carol here, from the terminal");
+  await seesOnce(bob, "carol here, from the terminal");
+  await say(bob, "bob here, on a phone");
+  await seesOnce(alice, "bob here, on a phone");
+  await carol.waitMessage("bob here, on a phone");
+  await alice.locator("#messages li", { hasText: "carol here" }).locator(".from", { hasText: "carol" }).waitFor();
+  await shot(alice, "1-alice-group");
+  await shot(bob, "2-bob-phone-group");
+
+  // ---- reload: the session resumes and the conversation is still there ----
+  await bob.reload();
+  await bob.locator("#conv-title", { hasText: "team" }).waitFor();
+  for (const body of ["welcome to the team", "carol here, from the terminal", "bob here, on a phone"]) await seesOnce(bob, body);
+  await bob.getByRole("button", { name: "Back to the conversations" }).click();
+  await openConv(bob, "alice");
+  await seesOnce(bob, "hello bob, from a browser");
+  await seesOnce(bob, "hi alice! 👋 héllo");
+  await shot(bob, "3-bob-after-reload");
+
+  // ---- restart parleyd while alice is connected; she types during the outage ----
+  await openConv(alice, "bob");
+  await server.stop();
+  await alice.locator("#status", { hasText: "Offline" }).waitFor();
+  const offline = ["typed while the server was down", "and a second one"];
+  for (const t of offline) await say(alice, t);
+  await alice.locator("#messages li.pending", { hasText: offline[1] }).waitFor();
+  await alice.locator("#status", { hasText: "2 messages waiting" }).waitFor();
+  await shot(alice, "4-alice-offline-pending");
+  await sleep(1000);
+  await server.start();
+  await alice.locator("#status", { hasText: "Online" }).waitFor({ timeout: 60000 });
+  for (const t of offline) {
+    await seesOnce(alice, t);
+    await seesOnce(bob, t, 60000);
+  }
+  await until("alice's sends all confirmed", async () => (await alice.locator("#messages li.pending").count()) === 0);
+  // Carol's terminal reconnected too; what she sends reaches alice once.
+  await carol.ok("chat:alice:after the restart");
+  await openConv(alice, "carol");
+  await seesOnce(alice, "after the restart");
+  await openConv(alice, "bob");
+  await sleep(1500); // any repeat would have arrived by now
+  for (const t of [...offline, "hello bob, from a browser", "hi alice! 👋 héllo"]) {
+    assert.equal(await bubbles(alice, t).count(), 1, `alice sees "${t}" once`);
+    assert.equal(await bubbles(bob, t).count(), 1, `bob sees "${t}" once`);
+  }
+  // The server stored each once: bob's history after another reload.
+  await bob.reload();
+  await bob.locator("#conv-title", { hasText: "alice" }).waitFor();
+  for (const t of offline) await seesOnce(bob, t);
+  const hist = await carol.ok(`history:alice`);
+  assert.equal(hist.messages.filter((x) => x.body === "after the restart").length, 1);
+  await shot(alice, "5-alice-after-restart");
+  await shot(bob, "6-bob-after-restart");
+});

@@ -1,0 +1,527 @@
+// Parley's browser client: the page's state and what the user sees. The
+// link to the server (resume, exactly-once sends, acks) is session.js.
+import { Session } from "./session.js";
+import { el, fmtTime, clear } from "./dom.js";
+
+const $ = (id) => document.getElementById(id);
+const RECALL_WINDOW_MS = 2 * 60 * 1000;
+const HISTORY_PAGE = 30;
+
+function wsUrl() {
+  const q = new URLSearchParams(location.search).get("ws");
+  if (q) return q;
+  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+}
+
+const session = new Session(wsUrl(), window.sessionStorage);
+
+const state = {
+  me: null, // {id, name}
+  users: new Map(), // id -> {id, name, online, friend}
+  groups: new Map(), // id -> {id, name, desc, members}
+  convs: new Map(), // key -> conversation
+  active: null, // key of the open conversation
+};
+
+// ---- conversations ----
+
+function convKey(kind, id) {
+  return (kind === "group" ? "g" : "u") + id;
+}
+
+function conv(kind, id) {
+  const key = convKey(kind, id);
+  let c = state.convs.get(key);
+  if (!c) {
+    c = { key, kind, id, msgs: new Map(), unread: 0, loaded: false, noMore: false, loading: false };
+    state.convs.set(key, c);
+  }
+  return c;
+}
+
+function convTitle(c) {
+  if (c.kind === "group") return state.groups.get(c.id)?.name || c.name || "group " + c.id;
+  return state.users.get(c.id)?.name || c.name || "user " + c.id;
+}
+
+function userName(id, hint) {
+  if (state.me && id === state.me.id) return "you";
+  return state.users.get(id)?.name || hint || "user " + id;
+}
+
+/** The conversation a message belongs to, learning names on the way. */
+function convOf(m) {
+  if (m.group !== "0") {
+    const c = conv("group", m.group);
+    if (m.group_name) c.name = m.group_name;
+    return c;
+  }
+  const peer = state.me && m.from === state.me.id ? m.to : m.from;
+  const c = conv("direct", peer);
+  if (m.from === peer && m.from_name) {
+    c.name = m.from_name;
+    const u = state.users.get(peer);
+    if (u && !u.name) u.name = m.from_name;
+  }
+  return c;
+}
+
+/** Adds (or updates) a stored message; returns whether it is new. */
+function addMessage(m) {
+  const c = convOf(m);
+  const old = c.msgs.get(m.msgid);
+  c.msgs.set(m.msgid, old ? { ...old, ...m } : m);
+  return { c, isNew: !old };
+}
+
+// ---- the title and the lists ----
+
+function totalUnread() {
+  let n = 0;
+  for (const c of state.convs.values()) n += c.unread;
+  return n;
+}
+
+function updateTitle() {
+  const n = totalUnread();
+  const base = state.me ? "Parley: " + state.me.name : "Parley";
+  document.title = n > 0 ? `(${n}) ${base}` : base;
+}
+
+function convButton(c, extra) {
+  const label = convTitle(c);
+  const b = el("button", { type: "button", class: "conv-item", "data-key": c.key }, [
+    extra || null,
+    el("span", { class: "conv-name" }, [label]),
+    c.unread > 0 ? el("span", { class: "badge", "aria-label": c.unread + " unread" }, [String(c.unread)]) : null,
+  ]);
+  if (c.key === state.active) b.setAttribute("aria-current", "true");
+  b.addEventListener("click", () => openConv(c.key, true));
+  return el("li", {}, [b]);
+}
+
+function renderLists() {
+  const people = $("people");
+  const focused = document.activeElement?.dataset?.key;
+  clear(people);
+  const direct = new Set();
+  for (const u of [...state.users.values()].filter((x) => x.friend).sort((a, b) => a.name.localeCompare(b.name))) {
+    const c = conv("direct", u.id);
+    direct.add(c.key);
+    const dot = el("span", { class: "presence " + (u.online ? "on" : "off") }, [
+      el("span", { class: "sr-only" }, [u.online ? "online, " : "offline, "]),
+    ]);
+    people.append(convButton(c, dot));
+  }
+  for (const c of state.convs.values()) {
+    if (c.kind === "direct" && !direct.has(c.key)) people.append(convButton(c, el("span", { class: "presence unknown" })));
+  }
+  if (!people.children.length) people.append(el("li", { class: "empty" }, ["No friends yet: add one below."]));
+
+  const groups = $("groups");
+  clear(groups);
+  for (const g of [...state.groups.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    groups.append(convButton(conv("group", g.id), el("span", { class: "gid" }, ["#" + g.id + " "])));
+  }
+  for (const c of state.convs.values()) {
+    if (c.kind === "group" && !state.groups.has(c.id)) groups.append(convButton(c));
+  }
+  if (!groups.children.length) groups.append(el("li", { class: "empty" }, ["No groups yet."]));
+  if (focused) document.querySelector(`.conv-item[data-key="${focused}"]`)?.focus();
+  updateTitle();
+}
+
+// ---- the open conversation ----
+
+function pendingFor(c) {
+  return session.sends.filter((s) => (s.kind === "group" ? "g" : "u") + s.target === c.key);
+}
+
+function messageItem(c, m) {
+  const mine = state.me && m.from === state.me.id;
+  const li = el("li", { class: "msg" + (mine ? " mine" : ""), "data-msgid": m.msgid, "data-seq": m.seq });
+  const who = el("span", { class: "from" }, [userName(m.from, m.from_name)]);
+  const ts = Number(m.ts);
+  const time = el("time", { datetime: new Date(ts).toISOString() }, [fmtTime(ts)]);
+  const body = m.recalled
+    ? el("span", { class: "body recalled" }, ["(recalled)"])
+    : el("span", { class: "body" }, [m.body]);
+  li.append(who, " ", time, " ", body);
+  if (mine && !m.recalled) {
+    li.append(" ", el("span", { class: "status" }, ["sent"]));
+    if (Date.now() - ts < RECALL_WINDOW_MS) {
+      const b = el("button", { type: "button", class: "recall", "aria-label": "Recall this message" }, ["Recall"]);
+      b.addEventListener("click", () => recall(m.msgid, b));
+      li.append(" ", b);
+    }
+  }
+  return li;
+}
+
+function pendingItem(s) {
+  return el("li", { class: "msg mine pending", "data-local": s.local }, [
+    el("span", { class: "from" }, ["you"]),
+    " ",
+    el("span", { class: "body" }, [s.body]),
+    " ",
+    el("span", { class: "status" }, [session.state === "online" ? "sending…" : "waiting for the connection"]),
+  ]);
+}
+
+function sortedMsgs(c) {
+  return [...c.msgs.values()].sort((a, b) => Number(a.seq) - Number(b.seq) || Number(a.msgid) - Number(b.msgid));
+}
+
+/** Redraws the open conversation; keeps the view at the bottom if it was. */
+function renderConv(keepAnchor) {
+  const list = $("messages");
+  const c = state.convs.get(state.active);
+  const scroller = $("scroller");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const oldHeight = scroller.scrollHeight;
+  list.setAttribute("aria-busy", "true");
+  clear(list);
+  if (!c) {
+    list.removeAttribute("aria-busy");
+    return;
+  }
+  for (const m of sortedMsgs(c)) list.append(messageItem(c, m));
+  for (const s of pendingFor(c)) list.append(pendingItem(s));
+  $("older").hidden = c.noMore || !c.loaded;
+  list.removeAttribute("aria-busy");
+  if (keepAnchor) scroller.scrollTop = scroller.scrollHeight - oldHeight + scroller.scrollTop;
+  else if (atBottom || keepAnchor === undefined) scroller.scrollTop = scroller.scrollHeight;
+}
+
+/** Appends one new message to the open log (announced by aria-live). */
+function appendLive(c, m) {
+  const scroller = $("scroller");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const last = $("messages").querySelector("li.msg:not(.pending):last-of-type");
+  const lastSeq = last ? Number(last.dataset.seq) : 0;
+  if (Number(m.seq) < lastSeq || $("messages").querySelector(".pending")) {
+    renderConv(false);
+  } else {
+    $("messages").append(messageItem(c, m));
+  }
+  if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+}
+
+async function openConv(key, focusComposer) {
+  state.active = key;
+  window.sessionStorage.setItem("parley.active", key);
+  const c = state.convs.get(key);
+  $("conv-title").textContent = convTitle(c);
+  $("chat-view").classList.add("show-conv");
+  $("composer-fieldset").disabled = false;
+  if (!document.hidden) c.unread = 0;
+  renderLists();
+  renderConv();
+  if (focusComposer) $("text").focus();
+  if (!c.loaded) await loadHistory(c);
+}
+
+async function loadHistory(c) {
+  if (c.loading || c.noMore) return;
+  c.loading = true;
+  const nums = [...c.msgs.values()].map((m) => Number(m.seq));
+  const before = c.loaded && nums.length ? Math.min(...nums) : 0;
+  const req = { limit: HISTORY_PAGE, before_seq: String(before) };
+  if (c.kind === "group") req.group_id = c.id;
+  else req.peer = c.id;
+  try {
+    const r = await session.request({ history: req });
+    const got = r.history_ok.messages;
+    for (const m of got) {
+      addMessage(m);
+      session.seen.add(m.msgid);
+    }
+    if (got.length < HISTORY_PAGE) c.noMore = true;
+    const first = !c.loaded;
+    c.loaded = true;
+    if (state.active === c.key) renderConv(first ? undefined : true);
+  } catch (e) {
+    note("History: " + e.message);
+  } finally {
+    c.loading = false;
+  }
+}
+
+function closeConvOnPhone() {
+  $("chat-view").classList.remove("show-conv");
+  const b = document.querySelector(`.conv-item[data-key="${state.active}"]`);
+  if (b) b.focus();
+}
+
+// ---- actions ----
+
+function note(text) {
+  $("side-msg").textContent = text;
+}
+
+async function recall(msgid, button) {
+  button.disabled = true;
+  try {
+    await session.request({ recall: { msgid } });
+    markRecalled(msgid);
+  } catch (e) {
+    button.disabled = false;
+    note("Recall: " + e.message);
+  }
+}
+
+function markRecalled(msgid) {
+  for (const c of state.convs.values()) {
+    const m = c.msgs.get(msgid);
+    if (m) {
+      m.recalled = true;
+      m.body = "";
+      if (c.key === state.active) renderConv(false);
+    }
+  }
+}
+
+function sendCurrent() {
+  const text = $("text").value;
+  const c = state.convs.get(state.active);
+  if (!c || !text.trim()) return;
+  if (!session.loggedIn) return;
+  session.send(c.kind, c.id, text);
+  $("text").value = "";
+  renderConv(false);
+  $("scroller").scrollTop = $("scroller").scrollHeight;
+}
+
+async function refreshLists() {
+  const r = await session.request({ friend_list: {} });
+  applyLists(r.friend_list_ok.friends, r.friend_list_ok.groups);
+}
+
+function applyLists(friends, groups) {
+  for (const u of state.users.values()) u.friend = false;
+  for (const f of friends) state.users.set(f.id, { id: f.id, name: f.name, online: f.online, friend: true });
+  state.groups.clear();
+  for (const g of groups) {
+    state.groups.set(g.id, g);
+    for (const m of g.members) if (!state.users.has(m.id)) state.users.set(m.id, { id: m.id, name: m.name, online: false, friend: false });
+  }
+  renderLists();
+}
+
+// ---- session events ----
+
+function showStatus() {
+  const s = session.state;
+  const st = $("status");
+  st.dataset.state = s;
+  const n = session.sends.length;
+  let text = s === "online" ? "Online" : s === "connecting" ? "Connecting…" : "Offline: reconnecting";
+  if (n && s !== "online") text += ` (${n} message${n > 1 ? "s" : ""} waiting)`;
+  st.textContent = text;
+}
+
+session.on("state", () => {
+  showStatus();
+  if (state.active) renderConv(false);
+});
+session.on("pending", showStatus);
+
+session.on("login", (login, how) => {
+  state.me = { id: login.user.id, name: login.user.name };
+  $("whoami").textContent = state.me.name;
+  $("login-view").hidden = true;
+  $("chat-view").hidden = false;
+  $("logout").hidden = false;
+  applyLists(login.friends, login.groups);
+  if (how === "login") {
+    $("password").value = "";
+    const first = document.querySelector(".conv-item");
+    (first || $("friend-name")).focus();
+  }
+  // After a resume, what was missed comes as pushes; history fills gaps
+  // of the open conversation (e.g. after a reload, which reopens it).
+  const saved = window.sessionStorage.getItem("parley.active");
+  if (!state.active && saved && /^[ug]\d+$/.test(saved)) {
+    conv(saved[0] === "g" ? "group" : "direct", saved.slice(1));
+    openConv(saved, false);
+  } else if (state.active) {
+    const c = state.convs.get(state.active);
+    if (c && !c.loaded) loadHistory(c);
+  }
+  renderConv(false);
+});
+
+session.on("loggedout", (why) => {
+  state.me = null;
+  state.convs.clear();
+  state.users.clear();
+  state.groups.clear();
+  state.active = null;
+  window.sessionStorage.removeItem("parley.active");
+  $("chat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("logout").hidden = true;
+  $("whoami").textContent = "";
+  $("login-error").textContent = why || "";
+  $("name").focus();
+  updateTitle();
+});
+
+session.on("message", (m) => {
+  const { c, isNew } = addMessage(m);
+  if (!isNew) return;
+  const mine = state.me && m.from === state.me.id;
+  const visible = c.key === state.active && !document.hidden;
+  if (!mine && !visible) c.unread++;
+  if (c.key === state.active) appendLive(c, m);
+  renderLists();
+});
+
+session.on("sent", (s, ok) => {
+  const c = conv(s.kind, s.target);
+  const m = { msgid: ok.msgid, conv: ok.conv, seq: ok.seq, ts: ok.ts, from: state.me.id, to: s.kind === "group" ? "0" : s.target, group: s.kind === "group" ? s.target : "0", body: s.body, recalled: false, from_name: state.me.name, group_name: "" };
+  c.msgs.set(ok.msgid, { ...m, ...(c.msgs.get(ok.msgid) || {}) });
+  session.seen.add(ok.msgid);
+  if (c.key === state.active) renderConv(false);
+  renderLists();
+});
+
+session.on("sendfailed", (s, e) => {
+  note(`Not sent (${e.code}): "${s.body.slice(0, 40)}"`);
+  if (state.active) renderConv(false);
+});
+
+session.on("recall", (ev) => markRecalled(ev.msgid));
+
+session.on("presence", (ev) => {
+  const u = state.users.get(ev.user_id);
+  if (u) {
+    u.online = ev.online;
+    renderLists();
+  }
+});
+
+session.on("group_deleted", (ev) => {
+  state.groups.delete(ev.group_id);
+  note(`Group ${ev.group_id} was deleted.`);
+  renderLists();
+});
+
+session.on("bye", (reason) => {
+  note("Server: " + reason);
+});
+
+// ---- the forms ----
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const action = ev.submitter?.value || "login";
+  const name = $("name").value.trim();
+  const password = $("password").value;
+  const err = $("login-error");
+  err.textContent = "";
+  for (const b of ev.target.querySelectorAll("button")) b.disabled = true;
+  try {
+    if (action === "register") await session.register(name, password);
+    await session.login(name, password);
+  } catch (e) {
+    err.textContent = (action === "register" ? "Could not register: " : "Could not log in: ") + e.message;
+    $("password").focus();
+  } finally {
+    for (const b of ev.target.querySelectorAll("button")) b.disabled = false;
+  }
+});
+
+$("logout").addEventListener("click", () => session.logout().catch(() => {}));
+
+$("composer").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sendCurrent();
+});
+$("text").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    sendCurrent();
+  } else if (ev.key === "Escape" && window.matchMedia("(max-width: 700px)").matches) {
+    closeConvOnPhone();
+  }
+});
+$("back").addEventListener("click", closeConvOnPhone);
+$("older").addEventListener("click", () => {
+  const c = state.convs.get(state.active);
+  if (c) loadHistory(c);
+});
+$("scroller").addEventListener("scroll", () => {
+  const c = state.convs.get(state.active);
+  if (c && c.loaded && !c.noMore && $("scroller").scrollTop < 20) loadHistory(c);
+});
+
+$("add-friend").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const v = $("friend-name").value.trim();
+  if (!v) return;
+  try {
+    let id = v;
+    if (!/^\d+$/.test(v)) id = (await session.request({ whois: { name: v } })).whois_ok.user.id;
+    await session.request({ friend_add: { user_id: id } });
+    $("friend-name").value = "";
+    note("Added " + v + " as a friend.");
+    await refreshLists();
+  } catch (e) {
+    note("Add friend: " + e.message);
+  }
+});
+
+$("new-group").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = $("group-name").value.trim();
+  if (!name) return;
+  try {
+    const r = await session.request({ group_create: { name, desc: "" } });
+    $("group-name").value = "";
+    note(`Created group ${name} (#${r.group_create_ok.group_id}).`);
+    await refreshLists();
+  } catch (e) {
+    note("Create group: " + e.message);
+  }
+});
+
+$("join-group").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const id = $("group-id").value.trim();
+  if (!/^\d+$/.test(id)) {
+    note("Join group: give the group's number.");
+    return;
+  }
+  try {
+    await session.request({ group_join: { group_id: id } });
+    $("group-id").value = "";
+    note("Joined group #" + id + ".");
+    await refreshLists();
+  } catch (e) {
+    note("Join group: " + e.message);
+  }
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden || !state.active) return;
+  const c = state.convs.get(state.active);
+  if (c && c.unread) {
+    c.unread = 0;
+    renderLists();
+  }
+});
+
+// Until the session says otherwise, show the login form (or, with a saved
+// token, the chat while it resumes).
+if (session.token && session.me) {
+  state.me = session.me;
+  $("login-view").hidden = true;
+  $("chat-view").hidden = false;
+} else {
+  $("name").focus();
+}
+updateTitle();
+showStatus();
+session.connect();
+window.parley = { session, state }; // for the browser test and the curious
