@@ -54,6 +54,8 @@ struct gateway {
     gateway_config cfg;
     conn_class cls;     /* the handler and cfg.limits */
     conn_class cls_tls; /* the same over TLS (cfg.tls) */
+    conn_class cls_ws;  /* WebSocket (cfg.ws) */
+    conn_class cls_wss; /* WebSocket over TLS */
     loop **loops;
     unsigned nloops;
     unsigned next_loop;    /* atomic */
@@ -1122,6 +1124,15 @@ void gateway_accept_tls(gateway *gw, int fd)
     gw_accept(gw, fd, &gw->cls_tls);
 }
 
+void gateway_accept_ws(gateway *gw, int fd, int tls)
+{
+    if (!gw->cls_ws.ws || (tls && !gw->cls_wss.tls)) {
+        close(fd);
+        return;
+    }
+    gw_accept(gw, fd, tls ? &gw->cls_wss : &gw->cls_ws);
+}
+
 /* ---- pushes ---- */
 
 /* A batch of pushes, shared by every loop's gw_push; the last loop done
@@ -1237,6 +1248,9 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
     gw->cfg = *cfg;
     gw->cls = (conn_class){.h = &gw_handler, .lim = cfg->limits};
     gw->cls_tls = (conn_class){.h = &gw_handler, .lim = cfg->limits, .tls = cfg->tls};
+    gw->cls_ws = (conn_class){.h = &gw_handler, .lim = cfg->limits, .ws = cfg->ws};
+    gw->cls_wss =
+        (conn_class){.h = &gw_handler, .lim = cfg->limits, .tls = cfg->tls, .ws = cfg->ws};
     gw->loops = loops;
     gw->nloops = nloops;
     gw->user = user;

@@ -42,6 +42,9 @@ typedef struct gateway_config {
     /* The server side of TLS for gateway_accept_tls (NULL: none); must
      * outlive the gateway. */
     tls_ctx *tls;
+    /* The WebSocket port's origins and static files, for gateway_accept_ws
+     * (NULL: none); must outlive the gateway. */
+    const ws_config *ws;
     /* Drain (parleyctl drain NAME): a BUS_DRAIN push naming node_name calls
      * on_drain(drain_arg) on the bus thread, which must hand it over. */
     const char *node_name;
@@ -63,6 +66,9 @@ void gateway_accept(gateway *gw, int fd);
 /* The same for a socket of the TLS port: the connection speaks TLS with
  * cfg.tls (closed at once if there is none). */
 void gateway_accept_tls(gateway *gw, int fd);
+/* The same for a socket of the WebSocket port (cfg.ws; closed at once if
+ * there is none): WebSocket, over TLS with cfg.tls if tls is set. */
+void gateway_accept_ws(gateway *gw, int fd, int tls);
 /* For rpc_local_set_caller: whether the client of a call (its closure
  * data) has gone. Any thread. */
 int gateway_call_gone(void *closure_data);

@@ -12,6 +12,7 @@
 
 #include "common/frame.h"
 #include "common/log.h"
+#include "net/conn_impl.h"
 #include "net/loop_impl.h"
 
 /* A wake-up reads at most CONN_READ_BUDGET, then lets the other
@@ -54,6 +55,7 @@ struct conn {
     struct evbuffer *out;
     struct inbuf *in;
     tls_conn *tls; /* NULL: plain TCP */
+    ws_conn *ws;   /* NULL: length-prefixed frames */
     int fd;
     /* The last complete frame; once closing after a flush, the time to
      * give up instead. */
@@ -107,6 +109,12 @@ conn *conn_new(loop *l, int fd, const conn_class *cls, size_t udata_size)
             return NULL;
         }
     }
+    if (cls->ws && !(c->ws = ws_conn_new())) {
+        tls_conn_free(c->tls);
+        free(c);
+        close(fd);
+        return NULL;
+    }
     c->loop = l;
     c->cls = cls;
     c->fd = fd;
@@ -158,8 +166,10 @@ void conn_ref(conn *c)
  * the reference it holds keeps the count above zero. */
 __attribute__((noinline)) void conn_unref(conn *c)
 {
-    if (--c->refs == 0)
+    if (--c->refs == 0) {
+        ws_conn_free(c->ws);
         free(c);
+    }
 }
 
 void conn_close(conn *c, const char *why)
@@ -181,6 +191,8 @@ void conn_close(conn *c, const char *why)
     }
     free(c->in);
     c->in = NULL;
+    if (c->ws)
+        ws_conn_closed(c->ws);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -196,6 +208,11 @@ void conn_close_after_flush(conn *c, const char *why)
 {
     if (!(c->flags & CF_OPEN))
         return;
+    if (c->ws && !(c->flags & CF_CLOSE_AFTER_FLUSH)) {
+        ws_conn_goodbye(c, c->ws, WS_CLOSE_NORMAL);
+        if (!(c->flags & CF_OPEN))
+            return;
+    }
     if (!c->out || evbuffer_get_length(c->out) == 0) {
         conn_close(c, why);
         return;
@@ -398,10 +415,32 @@ static int conn_out_ready(conn *c)
     return 0;
 }
 
+/* A frame as one binary WebSocket message (dropped before the upgrade:
+ * there is nothing to carry it yet). */
+static int conn_send_msg_ws(conn *c, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    struct evbuffer_iovec iov;
+    if (evbuffer_reserve_space(c->out, (ev_ssize_t)(WS_MAX_SERVER_HEADER + n), &iov, 1) < 1) {
+        conn_close(c, "out of memory");
+        return -1;
+    }
+    uint8_t *p = iov.iov_base;
+    size_t h = ws_frame_header(p, WS_OP_BINARY, n);
+    protobuf_c_message_pack(m, p + h);
+    iov.iov_len = h + n;
+    evbuffer_commit_space(c->out, &iov, 1);
+    return conn_out_check(c);
+}
+
 int conn_send_msg(conn *c, const ProtobufCMessage *m)
 {
+    if (c->ws && (c->flags & CF_OPEN) && !ws_conn_open(c->ws))
+        return 0;
     if (conn_out_ready(c) < 0)
         return -1;
+    if (c->ws)
+        return conn_send_msg_ws(c, m);
     size_t n = protobuf_c_message_get_packed_size(m);
     struct evbuffer_iovec iov;
     if (evbuffer_reserve_space(c->out, (ev_ssize_t)(FRAME_HDR + n), &iov, 1) < 1) {
@@ -418,6 +457,10 @@ int conn_send_msg(conn *c, const ProtobufCMessage *m)
 
 int conn_send_raw(conn *c, const uint8_t *data, size_t len)
 {
+    if (c->ws)
+        return (c->flags & CF_OPEN) && ws_conn_open(c->ws) ? ws_conn_send_framed(c, data, len)
+               : (c->flags & CF_OPEN)                      ? 0
+                                                           : -1;
     if (conn_out_ready(c) < 0)
         return -1;
     if (evbuffer_add(c->out, data, len) < 0) {
@@ -430,8 +473,12 @@ int conn_send_raw(conn *c, const uint8_t *data, size_t len)
 /* Hands each whole frame in buf[0..len) to the handler; returns how many
  * bytes were consumed (the rest is a partial frame, or unread because the
  * connection paused or closed). */
-static size_t conn_parse(conn *c, const uint8_t *buf, size_t len)
+static size_t conn_parse(conn *c, uint8_t *buf, size_t len)
 {
+    if (c->ws)
+        return (c->flags & CF_OPEN) && !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH))
+                   ? ws_conn_input(c, c->ws, buf, len)
+                   : 0;
     size_t off = 0;
     while ((c->flags & CF_OPEN) && !(c->flags & (CF_PAUSED | CF_CLOSE_AFTER_FLUSH))) {
         const uint8_t *payload;
@@ -653,6 +700,8 @@ void conn_inflight_dec(conn *c)
             loop_update_now(c->loop);
             c->in->since = c->loop->now;
         }
+        if (c->ws)
+            ws_conn_restart_clock(c->ws, c->loop->now);
         /* Parse what was held back on a fresh turn of the loop, not inside
          * the caller's completion callback. */
         conn_ref(c);
@@ -683,12 +732,29 @@ static void conn_deadline_passed(conn *c)
         conn_close(c, "deadline passed");
 }
 
+/* If part of a frame (or of a WebSocket message in pieces) has arrived:
+ * 1 and since when. */
+static int conn_partial_since(const conn *c, uint32_t *since)
+{
+    uint32_t w;
+    int any = 0;
+    if (c->in) {
+        *since = c->in->since;
+        any = 1;
+    }
+    if (c->ws && ws_conn_partial_since(c->ws, &w) && (!any || (int32_t)(w - *since) < 0)) {
+        *since = w;
+        any = 1;
+    }
+    return any;
+}
+
 /* Once a second, O(conns) and without allocating. Each limit of S seconds
  * fires when the clock (in whole seconds, read when its event happened) has
  * moved more than S since: never early, at most about two seconds late. */
 void conn_loop_tick(loop *l)
 {
-    uint32_t now = l->now;
+    uint32_t now = l->now, since;
     conn *c = l->conns;
     while (c) {
         conn *next = c->next;
@@ -696,8 +762,8 @@ void conn_loop_tick(loop *l)
         if (c->flags & CF_CLOSE_AFTER_FLUSH) {
             if ((int32_t)(now - c->last_active) >= 0)
                 conn_close(c, "close grace expired");
-        } else if (lim->frame_timeout_s && c->in && !(c->flags & CF_PAUSED) &&
-                   now - c->in->since > lim->frame_timeout_s) {
+        } else if (lim->frame_timeout_s && !(c->flags & CF_PAUSED) &&
+                   conn_partial_since(c, &since) && now - since > lim->frame_timeout_s) {
             conn_close(c, "frame timeout");
         } else if (c->deadline && (int32_t)(now - c->deadline) > 0) {
             conn_deadline_passed(c);
@@ -738,6 +804,8 @@ int conn_peer_addr(const conn *c, char *buf, size_t len)
 void conn_flush_close(conn *c, const char *why)
 {
     conn_ref(c);
+    if (c->ws && (c->flags & CF_OPEN))
+        ws_conn_goodbye(c, c->ws, WS_CLOSE_GOING_AWAY);
     conn_write(c);
     conn_close(c, why);
     conn_unref(c);
@@ -751,4 +819,48 @@ void conn_foreach(loop *l, void (*each)(conn *c, void *arg), void *arg)
         each(c, arg);
         c = next;
     }
+}
+
+/* ---- for the transports of net/ (conn_impl.h) ---- */
+
+const conn_class *conn_class_of(const conn *c)
+{
+    return c->cls;
+}
+
+int conn_parsing(const conn *c)
+{
+    return (c->flags & (CF_OPEN | CF_PAUSED | CF_CLOSE_AFTER_FLUSH)) == CF_OPEN;
+}
+
+uint32_t conn_now(const conn *c)
+{
+    return c->loop->now;
+}
+
+void conn_active(conn *c)
+{
+    c->last_active = c->loop->now;
+}
+
+void conn_deliver(conn *c, const uint8_t *payload, size_t len)
+{
+    c->last_active = c->loop->now; /* only a whole frame counts as activity */
+    c->cls->h->on_frame(c, payload, len);
+}
+
+void conn_oversize(conn *c, size_t announced)
+{
+    c->cls->h->on_oversize(c, announced);
+}
+
+int conn_out_pair(conn *c, const void *a, size_t alen, const void *b, size_t blen)
+{
+    if (conn_out_ready(c) < 0)
+        return -1;
+    if (evbuffer_add(c->out, a, alen) < 0 || (blen && evbuffer_add(c->out, b, blen) < 0)) {
+        conn_close(c, "out of memory");
+        return -1;
+    }
+    return conn_out_check(c);
 }

@@ -20,7 +20,9 @@
  * below low_water, so a producer (a backlog) goes at the pace of the reader.
  *
  * Transport: plain TCP, or TLS when the conn_class carries a tls_ctx (see
- * net/tls.h). The handler sees the same frames either way. A TLS conn keeps
+ * net/tls.h); framed by a 4-byte length, or by WebSocket when the class
+ * carries a ws_config (net/ws.h). The handler sees the same frames either
+ * way. A TLS conn keeps
  * no record buffers while idle; the handshake runs within its first reads,
  * under the same time limits (a handler's deadline for the first frame
  * covers it).
@@ -36,6 +38,7 @@
 
 #include "net/loop.h"
 #include "net/tls.h"
+#include "net/ws.h"
 
 typedef struct conn conn;
 
@@ -78,6 +81,10 @@ typedef struct conn_class {
     /* NULL: plain TCP. Else each conn speaks TLS as this context's side
      * (a server's accepts; a client's connects, naming no host). */
     tls_ctx *tls;
+    /* NULL: frames are length-prefixed. Else each conn starts as HTTP/1.1
+     * and, once upgraded, carries one frame per binary WebSocket message;
+     * other GETs get the static files of this config (net/ws.h). */
+    const ws_config *ws;
 } conn_class;
 
 /* Adopts the non-blocking socket fd on loop l (called on l's thread) with

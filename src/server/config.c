@@ -87,6 +87,12 @@ static const opt opts[] = {
      "with TLS, also serve plain TCP on this port (default: none)"},
     {"allow-plain", BOOL(allow_plain),
      "serve plain TCP on an address other than loopback (default: refuse)"},
+    {"ws-port", OPT_PORT, offsetof(config, ws_port), 0, 0, 65535,
+     "serve WebSocket and the web client on this port, TLS as --port (default 0: none)"},
+    {"ws-origins", STR(ws_origins),
+     "origins whose pages may open a WebSocket: a comma list, or * (default: same origin)"},
+    {"web-root", STR(web_root),
+     "the web client's files for --ws-port (default: the build's web output, if any)"},
     {"zk", STR(zk), "ZooKeeper hosts (h1:p1,h2:p2): run as part of a cluster"},
     {"redis", STR(redis), "Redis host:port for presence and cross-gateway delivery"},
     {"zk-auth", STR(zk_auth),
@@ -148,6 +154,8 @@ static const char *config_placeholder(const opt *o)
         {"tls", "MODE"},
         {"tls-cert", "FILE"},
         {"tls-key", "FILE"},
+        {"ws-origins", "LIST"},
+        {"web-root", "DIR"},
         {"zk", "HOSTS"},
         {"redis", "HOST:PORT"},
         {"zk-auth", "USER:PASS"},
@@ -383,6 +391,10 @@ static int config_check(const config *cfg, char *err, size_t errlen)
     }
     if (cfg->plain_port > 0 && cfg->plain_port == cfg->port) {
         snprintf(err, errlen, "--plain-port and --port must differ");
+        return -1;
+    }
+    if (cfg->ws_port && (cfg->ws_port == cfg->port || cfg->ws_port == cfg->plain_port)) {
+        snprintf(err, errlen, "--ws-port must differ from --port and --plain-port");
         return -1;
     }
     if (cfg->db_tls[0] && strcmp(cfg->db_tls, "require") != 0 && strcmp(cfg->db_tls, "off") != 0) {

@@ -46,6 +46,10 @@ typedef struct config {
     char tls_cert[1024], tls_key[1024]; /* PEM files */
     int plain_port;                     /* with TLS, a plain port too; -1: none */
     unsigned allow_plain;               /* plain text on a non-loopback address */
+    /* WebSocket and the web client (docs/protocol.md, "WebSocket") */
+    int ws_port;           /* 0: none */
+    char ws_origins[1024]; /* "": same origin only; "*": any; else a comma list */
+    char web_root[1024];   /* static files; "": the build's web output if it exists */
     /* cluster */
     char zk[512];    /* ZooKeeper hosts; empty: no registry */
     char redis[256]; /* host:port; empty: in-process bus */

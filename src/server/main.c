@@ -65,6 +65,8 @@ typedef struct server {
     gateway *gw;
     listener *ls;       /* the client port: TLS if tls is set */
     listener *ls_plain; /* with TLS, --plain-port */
+    listener *ls_ws;    /* --ws-port: WebSocket and the web client, TLS if tls is set */
+    ws_config *ws;
     tls_ctx *tls;
     rpc_server *rpc;
     rpc_server *admin_rpc;                      /* embedded: the admin socket DATA/admin.sock */
@@ -242,6 +244,33 @@ static void server_on_accept_plain(int fd, void *arg)
 {
     server *s = arg;
     gateway_accept(s->gw, fd);
+}
+
+static void server_on_accept_ws(int fd, void *arg)
+{
+    server *s = arg;
+    gateway_accept_ws(s->gw, fd, s->tls != NULL);
+}
+
+/* --ws-port: its listener and what it serves (origins, the web root: the
+ * build's web output when none is named and it exists). */
+static int server_ws(server *s, char *err, size_t errlen)
+{
+    const config *cfg = &s->cfg;
+    const char *root = cfg->web_root;
+#ifdef PARLEY_WEB_DIR
+    struct stat st;
+    if (!root[0] && stat(PARLEY_WEB_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+        root = PARLEY_WEB_DIR;
+#endif
+    s->ws = ws_config_new(cfg->ws_origins, root, err, errlen);
+    if (!s->ws)
+        return -1;
+    if (!root[0])
+        log_info("no web client to serve (--web-root, or build it): --ws-port serves WebSocket "
+                 "only");
+    s->ls_ws = listener_new(s->base, cfg->bind, cfg->ws_port, server_on_accept_ws, s, err, errlen);
+    return s->ls_ws ? 0 : -1;
 }
 
 /* ---- transport: TLS, or plain text where that is safe ---- */
@@ -695,6 +724,8 @@ static int server_start(server *s, char *err, size_t errlen)
             if (!s->ls_plain)
                 return -1;
         }
+        if (cfg->ws_port && server_ws(s, err, errlen) < 0)
+            return -1;
     }
 
     /* Reach the shared servers first: a clear error now beats a node that
@@ -847,6 +878,7 @@ static int server_start(server *s, char *err, size_t errlen)
                       .auth_per_ip = cfg->auth_queue_per_ip,
                       .auth_total = cfg->auth_queue},
             .tls = s->tls,
+            .ws = s->ws,
             .node_name = s->gw_name,
             .on_drain = s->cluster ? server_on_drain : NULL,
             .drain_arg = s,
@@ -930,6 +962,8 @@ static void server_stop(server *s)
     s->ls = NULL;
     listener_free(s->ls_plain);
     s->ls_plain = NULL;
+    listener_free(s->ls_ws);
+    s->ls_ws = NULL;
     /* No admin call may come in once the runtime is going. */
     if (s->admin_rpc)
         rpc_server_close_all(s->admin_rpc);
@@ -965,6 +999,7 @@ static void server_stop(server *s)
         event_free(s->drain_ev);
     /* After the loops: their connections are gone. */
     tls_ctx_free(s->tls);
+    ws_config_free(s->ws);
     tls_ctx_free(s->node_tls_server);
     tls_ctx_free(s->node_tls_client);
     if (s->base)
@@ -1019,6 +1054,10 @@ int main(int argc, char **argv)
         if (s.ls_plain)
             log_info("plain TCP on %s:%d too (--plain-port)", s.cfg.bind,
                      listener_port(s.ls_plain));
+        if (s.ls_ws)
+            log_info("web client at %s://%s:%d/ (WebSocket: %s://%s:%d/ws)",
+                     s.tls ? "https" : "http", s.cfg.bind, listener_port(s.ls_ws),
+                     s.tls ? "wss" : "ws", s.cfg.bind, listener_port(s.ls_ws));
         char client[PATH_MAX], pin[TLS_FP_TEXT + 16] = "";
         server_client_path(client, sizeof(client));
         /* A self-signed certificate: the command pins it. */
