@@ -150,10 +150,35 @@ test("two browser users and a terminal user chat, reload, and live through a res
   await shot(alice, "1-alice-group");
   await shot(bob, "2-bob-phone-group");
 
+  // ---- recall: alice takes a message back; bob sees it go ----
+  await openConv(alice, "bob");
+  await say(alice, "oops, wrong chat");
+  await seesOnce(alice, "oops, wrong chat");
+  await bob.getByRole("button", { name: "Back to the conversations" }).click();
+  await openConv(bob, "alice");
+  await seesOnce(bob, "oops, wrong chat");
+  await alice.locator("#messages li", { hasText: "oops, wrong chat" }).getByRole("button", { name: "Recall this message" }).click();
+  await until("the recall to reach bob", async () => (await bubbles(bob, "oops, wrong chat").count()) === 0);
+  await bob.locator("#messages li .recalled").first().waitFor();
+  await alice.locator("#messages li .recalled").first().waitFor();
+
+  // ---- enough group messages for history to come in pages ----
+  for (let i = 1; i <= 35; i++) await carol.ok(`groupchat:${gid}:scroll ${i}`);
+  await bob.getByRole("button", { name: "Back to the conversations" }).click();
+  await openConv(bob, "team");
+  await seesOnce(bob, "scroll 35");
+
   // ---- reload: the session resumes and the conversation is still there ----
   await bob.reload();
   await bob.locator("#conv-title", { hasText: "team" }).waitFor();
-  for (const body of ["welcome to the team", "carol here, from the terminal", "bob here, on a phone"]) await seesOnce(bob, body);
+  await seesOnce(bob, "scroll 35");
+  // The newest page (30) first; the rest when scrolled back to.
+  await seesOnce(bob, "scroll 10");
+  await bob.locator("#scroller").evaluate((e) => (e.scrollTop = 0));
+  const older = bob.getByRole("button", { name: "Load older messages" });
+  if (await older.isVisible()) await older.click().catch(() => {}); // it may have gone already
+  for (const body of ["welcome to the team", "carol here, from the terminal", "bob here, on a phone", "scroll 1"]) await seesOnce(bob, body);
+  await shot(bob, "3-bob-scrolled-back");
   await bob.getByRole("button", { name: "Back to the conversations" }).click();
   await openConv(bob, "alice");
   await seesOnce(bob, "hello bob, from a browser");
