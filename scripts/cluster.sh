@@ -199,6 +199,8 @@ node_args() { # role
   echo --role "$1" --zk "$ZK" --redis "$REDIS" --db "$DB" --rpc-port 0 --threads 1 \
     --auth-workers 1 $(secret_args)
   [ -z "${DB_CA:-}" ] || echo --db-ca "$DB_CA" --db-password-file "$DB_PASSWORD_FILE"
+  # Files: one directory every message node shares (docs/architecture.md).
+  [ "$1" != message ] || echo --file-dir "$dir/files"
 }
 
 # The client port: TLS with the gateways' certificate unless CLIENT_TLS=0.

@@ -36,6 +36,9 @@ static const cmd_def cmd_words[] = {
     {"whoami", CMD_WHOAMI},
     {"clear", CMD_CLEAR},
     {"quit", CMD_QUIT},
+    {"sendfile", CMD_SENDFILE},
+    {"groupsendfile", CMD_GROUPSENDFILE},
+    {"getfile", CMD_GETFILE},
 };
 
 /* Indexed by cmd_kind. */
@@ -64,6 +67,9 @@ static const cmd_help_entry cmd_helps[CMD_COUNT_] = {
     [CMD_WHOAMI] = {"whoami", "who you are logged in as, and where"},
     [CMD_CLEAR] = {"clear", "clear the screen"},
     [CMD_QUIT] = {"quit", "leave parley (also Ctrl-D)"},
+    [CMD_SENDFILE] = {"sendfile:USER:PATH", "send a file (up to the server's limit) to a user"},
+    [CMD_GROUPSENDFILE] = {"groupsendfile:GROUP:PATH", "send a file to a group"},
+    [CMD_GETFILE] = {"getfile:MSGID:PATH", "save the file of message MSGID to PATH"},
 };
 
 static const char *const cmd_names[CMD_COUNT_] = {
@@ -90,6 +96,9 @@ static const char *const cmd_names[CMD_COUNT_] = {
     [CMD_WHOAMI] = "whoami",
     [CMD_CLEAR] = "clear",
     [CMD_QUIT] = "quit",
+    [CMD_SENDFILE] = "sendfile",
+    [CMD_GROUPSENDFILE] = "groupsendfile",
+    [CMD_GETFILE] = "getfile",
 };
 
 static const char *const cmd_usages[CMD_COUNT_] = {
@@ -114,6 +123,9 @@ static const char *const cmd_usages[CMD_COUNT_] = {
     [CMD_WHOAMI] = "usage: whoami",
     [CMD_CLEAR] = "usage: clear",
     [CMD_QUIT] = "usage: quit",
+    [CMD_SENDFILE] = "usage: sendfile:USER:PATH",
+    [CMD_GROUPSENDFILE] = "usage: groupsendfile:GROUP:PATH",
+    [CMD_GETFILE] = "usage: getfile:MSGID:PATH",
 };
 
 const char *cmd_name(cmd_kind kind)
@@ -335,6 +347,24 @@ static void cmd_args(cmd *c, char *rest)
         }
         if (!tail || *tail == '\0') {
             cmd_fail(c, "the message is empty");
+            return;
+        }
+        c->b = tail;
+        return;
+
+    case CMD_SENDFILE:
+    case CMD_GROUPSENDFILE:
+    case CMD_GETFILE:
+        /* PATH is everything after the second colon: it may hold colons. */
+        tail = rest ? cmd_split(rest) : NULL;
+        if (c->kind == CMD_GETFILE ? !rest || !cmd_number(rest, UINT64_MAX, &c->id)
+                                   : !rest || !cmd_ref(c, rest)) {
+            cmd_fail(c, c->kind == CMD_GETFILE ? "the message id must be a positive integer"
+                                               : "give a name or a positive id");
+            return;
+        }
+        if (!tail || *tail == '\0') {
+            cmd_fail(c, "the path is empty");
             return;
         }
         c->b = tail;

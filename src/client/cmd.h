@@ -35,6 +35,9 @@ typedef enum {
     CMD_WHOAMI,
     CMD_CLEAR,
     CMD_QUIT,
+    CMD_SENDFILE,
+    CMD_GROUPSENDFILE,
+    CMD_GETFILE,
     CMD_COUNT_
 } cmd_kind;
 
@@ -52,7 +55,8 @@ typedef struct cmd {
      *  id:    USERID, GROUPID or MSGID; for login the user id (0 if by name)
      *  count: history length
      *  a, b:  NAME and PASSWORD (register, login by name: a = name),
-     *         TEXT (chat, groupchat: b), NAME and DESC (creategroup) */
+     *         TEXT (chat, groupchat: b), NAME and DESC (creategroup),
+     *         PATH (sendfile, groupsendfile, getfile: b) */
     uint64_t id;
     /* A user or group named where an id goes ("chat:bob:hi"): id is 0 and
      * this is the name (points into line), for the caller to resolve. */

@@ -297,7 +297,7 @@ static void app_quit(app *a)
 static int app_resolve(app *a, cmd *c)
 {
     bool group = c->kind == CMD_GROUPCHAT || c->kind == CMD_QUITGROUP || c->kind == CMD_DELGROUP ||
-                 c->kind == CMD_GROUPHISTORY;
+                 c->kind == CMD_GROUPHISTORY || c->kind == CMD_GROUPSENDFILE;
     char why[200];
     int r = group ? out_find_group(&a->out, c->ref_name, &c->id)
                   : out_find_user(&a->out, c->ref_name, &c->id);

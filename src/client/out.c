@@ -321,6 +321,32 @@ static void out_json_groups(json_writer *j, size_t n, Parley__Group *const *grou
     json_arr_end(j);
 }
 
+static void out_hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* "file": {name, size, type, sha256 (hex)} */
+static void out_json_file(json_writer *j, const char *name, uint64_t size, const char *type,
+                          const uint8_t *sha256, size_t sha_len)
+{
+    char hex[65] = "";
+    if (sha_len == 32)
+        out_hex(sha256, 32, hex);
+    json_key(j, "file");
+    json_obj_begin(j);
+    json_kstr(j, "name", name ? name : "");
+    json_ku64(j, "size", size);
+    json_kstr(j, "type", type ? type : "");
+    json_kstr(j, "sha256", hex);
+    json_obj_end(j);
+}
+
 static void out_json_message(json_writer *j, const Parley__Message *m)
 {
     json_obj_begin(j);
@@ -341,6 +367,9 @@ static void out_json_message(json_writer *j, const Parley__Message *m)
     json_ku64(j, "ts", m->ts);
     if (m->recalled)
         json_kbool(j, "recalled", true);
+    if (m->attachment)
+        out_json_file(j, m->attachment->name, m->attachment->size, m->attachment->type,
+                      m->attachment->sha256.data, m->attachment->sha256.len);
     json_obj_end(j);
 }
 
@@ -406,6 +435,31 @@ static void out_text_group(out_ctx *o, tbuf *t, uint64_t gid)
     }
 }
 
+/* "12.3 KiB" */
+static void out_text_size(tbuf *t, uint64_t n)
+{
+    if (n < 1024)
+        tbuf_printf(t, "%" PRIu64 " bytes", n);
+    else if (n < 1024 * 1024)
+        tbuf_printf(t, "%.1f KiB", n / 1024.0);
+    else
+        tbuf_printf(t, "%.1f MiB", n / (1024.0 * 1024.0));
+}
+
+/* "[file photo.png, 1.2 MiB, image/png]" */
+static void out_text_file(tbuf *t, const char *name, uint64_t size, const char *type)
+{
+    tbuf_str(t, "[file ");
+    tbuf_safe(t, name && name[0] ? name : "(no name)");
+    tbuf_str(t, ", ");
+    out_text_size(t, size);
+    if (type && type[0]) {
+        tbuf_str(t, ", ");
+        tbuf_safe(t, type);
+    }
+    tbuf_str(t, "]");
+}
+
 static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m)
 {
     out_text_time(t, m->ts);
@@ -422,6 +476,13 @@ static void out_text_message(out_ctx *o, tbuf *t, const Parley__Message *m)
         tbuf_str(t, "(recalled)");
     else
         tbuf_safe(t, m->body);
+    if (m->attachment && !m->recalled) {
+        const Parley__Attachment *a = m->attachment;
+        if (m->body && m->body[0])
+            tbuf_str(t, " ");
+        out_text_file(t, a->name, a->size, a->type);
+        tbuf_printf(t, " (getfile:%" PRIu64 ":PATH)", m->msgid);
+    }
     tbuf_printf(t, "  #msg %" PRIu64 "\n", m->msgid);
 }
 
@@ -431,7 +492,7 @@ static void out_text_own_send(out_ctx *o, tbuf *t, cmd_kind kind, uint64_t to, u
                               const char *body)
 {
     out_text_time(t, ts_ms);
-    if (kind == CMD_GROUPCHAT) {
+    if (kind == CMD_GROUPCHAT || kind == CMD_GROUPSENDFILE) {
         out_text_group(o, t, to);
         tbuf_str(t, "you");
     } else {
@@ -1074,5 +1135,63 @@ void out_reconnected(out_ctx *o, const char *resume_error)
     } else {
         tbuf_str(&t, "reconnected\n");
     }
+    out_text_done(o, &t);
+}
+
+void out_file_sent(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid, const Parley__SendOk *ok,
+                   const char *name, uint64_t size, const char *type, const uint8_t *sha256)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", cmd_name(kind));
+        json_kbool(&j, "ok", true);
+        if (ok) {
+            json_ku64(&j, "msgid", ok->msgid);
+            json_ku64(&j, "seq", ok->seq);
+            json_ku64(&j, "conv", ok->conv);
+        }
+        if (cmid)
+            out_json_cmid(&j, cmid);
+        out_json_file(&j, name, size, type, sha256, 32);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    out_text_own_send(o, &t, kind, to, ok ? ok->ts : 0, "");
+    out_text_file(&t, name, size, type);
+    if (ok)
+        tbuf_printf(&t, "  \u2713 #msg %" PRIu64 "\n", ok->msgid);
+    else
+        tbuf_str(&t, "  \u2713\n");
+    out_text_done(o, &t);
+}
+
+void out_file_saved(out_ctx *o, uint64_t msgid, const char *path, const char *name, uint64_t size,
+                    const char *type, const uint8_t *sha256)
+{
+    if (o->json) {
+        json_writer j;
+        json_init(&j);
+        json_obj_begin(&j);
+        json_kstr(&j, "type", "reply");
+        json_kstr(&j, "cmd", "getfile");
+        json_kbool(&j, "ok", true);
+        json_ku64(&j, "msgid", msgid);
+        json_kstr(&j, "path", path);
+        out_json_file(&j, name, size, type, sha256, 32);
+        json_obj_end(&j);
+        out_json_done(o, &j);
+        return;
+    }
+    tbuf t = {0};
+    tbuf_str(&t, "ok: saved ");
+    out_text_file(&t, name, size, type);
+    tbuf_printf(&t, " of message %" PRIu64 " to ", msgid);
+    tbuf_safe(&t, path);
+    tbuf_str(&t, " (SHA-256 checked)\n");
     out_text_done(o, &t);
 }

@@ -79,6 +79,13 @@ void out_unconfirmed(out_ctx *o, size_t n);
 void out_help(out_ctx *o);
 
 void out_message(out_ctx *o, const Parley__Message *m);
+/* A file sent (sendfile, groupsendfile: kind) to `to` and confirmed (ok may
+ * be NULL); sha256 is 32 bytes. */
+void out_file_sent(out_ctx *o, cmd_kind kind, uint64_t to, uint64_t cmid, const Parley__SendOk *ok,
+                   const char *name, uint64_t size, const char *type, const uint8_t *sha256);
+/* The file of message msgid saved at path (getfile), its SHA-256 checked. */
+void out_file_saved(out_ctx *o, uint64_t msgid, const char *path, const char *name, uint64_t size,
+                    const char *type, const uint8_t *sha256);
 void out_recall(out_ctx *o, const Parley__RecallEvent *e);
 void out_group_deleted(out_ctx *o, const Parley__GroupDeletedEvent *e);
 void out_presence(out_ctx *o, const Parley__PresenceEvent *e);

@@ -4,13 +4,17 @@
 #include "client/sess.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "common/frame.h"
 
@@ -75,13 +79,19 @@ static void sess_forget_login(sess *s)
     s->token = NULL;
 }
 
+static void sess_file_free(sess_file *f);
+static void sess_xfer_end(sess *s);
+
 void sess_free(sess *s)
 {
     sess_forget_login(s);
     conn_free(&s->conn);
     seen_free(&s->seen);
-    for (size_t i = 0; i < s->npend; i++)
+    sess_xfer_end(s);
+    for (size_t i = 0; i < s->npend; i++) {
         free(s->pend[i].body);
+        sess_file_free(s->pend[i].file);
+    }
     free(s->pend);
     free(s->acks);
     s->pend = NULL;
@@ -107,6 +117,8 @@ bool sess_up(const sess *s)
 
 size_t sess_busy(const sess *s)
 {
+    if (s->xfer)
+        return s->npend + 1;
     return s->npend;
 }
 
@@ -126,6 +138,12 @@ bool sess_can_queue(const sess *s)
 static bool sess_is_send(cmd_kind kind)
 {
     return kind == CMD_CHAT || kind == CMD_GROUPCHAT;
+}
+
+/* A send to a user, not a group. */
+static bool sess_is_direct(cmd_kind kind)
+{
+    return kind == CMD_CHAT || kind == CMD_SENDFILE;
 }
 
 /* ---- sending ---- */
@@ -197,6 +215,7 @@ static void sess_send_acks(sess *s)
 static void sess_remove_pending(sess *s, size_t i)
 {
     free(s->pend[i].body);
+    sess_file_free(s->pend[i].file);
     memmove(&s->pend[i], &s->pend[i + 1], (s->npend - i - 1) * sizeof(s->pend[0]));
     s->npend--;
 }
@@ -207,6 +226,14 @@ static void sess_reply(sess *s, const sess_pending *p, const char *body,
     if (f->error) {
         out_reply_fail_send(s->out, cmd_name(p->kind), out_code_name(f->error->code),
                             f->error->text ? f->error->text : "", p->cmid);
+        return;
+    }
+    if (p->file) {
+        const sess_file *fl = p->file;
+        const Parley__SendOk *ok =
+            f->body_case == PARLEY__SERVER_FRAME__BODY_SEND_OK ? f->send_ok : NULL;
+        out_file_sent(s->out, p->kind, p->arg, p->cmid, ok, fl->name, fl->size, fl->type,
+                      fl->sha256);
         return;
     }
     bool identity = false;
@@ -272,7 +299,14 @@ static int sess_write_send(sess *s, sess_pending *p)
     Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
     Parley__SendDirect sd = PARLEY__SEND_DIRECT__INIT;
     Parley__SendGroup sg = PARLEY__SEND_GROUP__INIT;
-    if (p->kind == CMD_CHAT) {
+    Parley__Attachment att = PARLEY__ATTACHMENT__INIT;
+    if (p->file) {
+        att.sha256.data = p->file->sha256;
+        att.sha256.len = 32;
+        sd.attachment = &att;
+        sg.attachment = &att;
+    }
+    if (sess_is_direct(p->kind)) {
         sd.to = p->arg;
         sd.body = p->body;
         sd.client_msg_id = p->cmid;
@@ -329,6 +363,8 @@ static void sess_send_due(sess *s, int64_t now)
     }
 }
 
+static bool sess_xfer_reply(sess *s, const Parley__ServerFrame *f);
+
 /* Handles one frame from the server. Never drops the link itself: a bye is
  * noted in s->got_bye for the caller. */
 static void sess_handle(sess *s, const Parley__ServerFrame *f)
@@ -338,6 +374,8 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
             s->ping_id = 0;
             return;
         }
+        if (sess_xfer_reply(s, f))
+            return;
         for (size_t i = 0; i < s->npend; i++) {
             if (s->pend[i].id == f->id) {
                 /* A send's attempts share its id: its first send_ok ends
@@ -349,9 +387,11 @@ static void sess_handle(sess *s, const Parley__ServerFrame *f)
                 /* The body outlives the entry: the reply shows it. */
                 sess_pending p = s->pend[i];
                 s->pend[i].body = NULL;
+                s->pend[i].file = NULL;
                 sess_remove_pending(s, i);
                 sess_reply(s, &p, p.body, f);
                 free(p.body);
+                sess_file_free(p.file);
                 return;
             }
         }
@@ -575,6 +615,9 @@ static int sess_jitter(int ms)
     return ms / 2 + rand() % (ms + 1);
 }
 
+static void sess_xfer_lost(sess *s);
+static void sess_xfer_resume(sess *s);
+
 static void sess_drop(sess *s, const char *reason)
 {
     char why[256];
@@ -588,6 +631,7 @@ static void sess_drop(sess *s, const char *reason)
     s->acks_due = false;
     s->ping_id = 0;
     out_disconnected(s->out, why);
+    sess_xfer_lost(s);
     /* Requests in flight are lost: fail them, they are not sent again.
      * Sends stay: they go again, with their ids, once the session is
      * resumed. */
@@ -650,6 +694,7 @@ static void sess_attempt(sess *s)
         if (n)
             out_resending(s->out, n);
         sess_send_due(s, INT64_MAX);
+        sess_xfer_resume(s);
         if (conn_flush(&s->conn) < 0)
             sess_drop(s, s->conn.err);
         return;
@@ -732,11 +777,15 @@ static int sess_submit_send(sess *s, const cmd *c)
     return 0;
 }
 
+static int sess_xfer_start(sess *s, const cmd *c);
+
 int sess_submit(sess *s, const cmd *c)
 {
     const char *name = cmd_name(c->kind);
     if (sess_is_send(c->kind))
         return sess_submit_send(s, c);
+    if (c->kind == CMD_SENDFILE || c->kind == CMD_GROUPSENDFILE || c->kind == CMD_GETFILE)
+        return sess_xfer_start(s, c);
     if (!s->up) {
         out_reply_fail(s->out, name, "UNAVAILABLE", "not connected to the server");
         return -1;
@@ -912,6 +961,9 @@ void sess_poll_done(sess *s, short revents)
         sess_drop(s, s->conn.err);
 }
 
+static int64_t sess_xfer_deadline(const sess *s);
+static void sess_xfer_tick(sess *s, int64_t now);
+
 int64_t sess_next_timer(const sess *s)
 {
     if (s->done)
@@ -919,6 +971,8 @@ int64_t sess_next_timer(const sess *s)
     if (!s->up)
         return s->reconnect ? s->next_attempt : INT64_MAX;
     int64_t t = s->last_tx + SESS_PING_AFTER_MS;
+    if (sess_xfer_deadline(s) < t)
+        t = sess_xfer_deadline(s);
     if (s->last_rx + SESS_DEAD_AFTER_MS < t)
         t = s->last_rx + SESS_DEAD_AFTER_MS;
     for (size_t i = 0; i < s->npend; i++) {
@@ -961,6 +1015,7 @@ void sess_tick(sess *s)
         }
     }
     sess_send_due(s, now);
+    sess_xfer_tick(s, now);
     if (now - s->last_rx >= SESS_DEAD_AFTER_MS) {
         sess_drop(s, "the server stopped answering");
         return;
@@ -977,4 +1032,447 @@ void sess_tick(sess *s)
     }
     if (conn_flush(&s->conn) < 0)
         sess_drop(s, s->conn.err);
+}
+
+/* ---- files: sendfile, groupsendfile, getfile ---- */
+
+struct sess_xfer {
+    cmd_kind kind;   /* CMD_SENDFILE, CMD_GROUPSENDFILE or CMD_GETFILE */
+    uint64_t target; /* the user or group sent to; the message read */
+    char *path;      /* the local file */
+    uint8_t *data;   /* the whole file (up: read at the start; down: filled in) */
+    uint64_t size;   /* down: 0 until the first chunk says */
+    uint8_t sha256[32];
+    char *name, *type;
+    uint64_t upload_id;
+    uint64_t next;                       /* the next offset to ask for or send */
+    uint64_t done;                       /* bytes confirmed (up) or received (down) */
+    uint32_t chunk;                      /* bytes per chunk */
+    uint64_t ids[SESS_XFER_WINDOW + 1];  /* requests in flight */
+    uint64_t offs[SESS_XFER_WINDOW + 1]; /* ... and the offset each asks for */
+    unsigned nids;
+    bool begun;       /* up: FileBegin answered on this connection */
+    int64_t deadline; /* no answer by then: the transfer fails */
+};
+
+static void sess_file_free(sess_file *f)
+{
+    if (!f)
+        return;
+    free(f->name);
+    free(f->type);
+    free(f);
+}
+
+static void sess_xfer_end(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    if (!x)
+        return;
+    free(x->path);
+    free(x->data);
+    free(x->name);
+    free(x->type);
+    free(x);
+    s->xfer = NULL;
+}
+
+static void sess_xfer_fail(sess *s, const char *code, const char *text)
+{
+    const char *name = cmd_name(s->xfer->kind);
+    sess_xfer_end(s);
+    out_reply_fail(s->out, name, code, text);
+}
+
+static int sess_sha256(const uint8_t *p, size_t n, uint8_t out[32])
+{
+    unsigned len = 0;
+    return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 && len == 32 ? 0 : -1;
+}
+
+/* A media type from the file name's extension (the web client shows
+ * images inline by it). */
+static const char *sess_file_type(const char *name)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".png", "image/png"},  {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},  {".webp", "image/webp"},     {".svg", "image/svg+xml"},
+        {".txt", "text/plain"}, {".pdf", "application/pdf"}, {".zip", "application/zip"},
+        {".mp3", "audio/mpeg"}, {".mp4", "video/mp4"},       {".json", "application/json"},
+    };
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcasecmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/* Reads path whole into *data. 0, or -1 with why. */
+static int sess_read_file(const char *path, uint8_t **data, uint64_t *size, char *why,
+                          size_t whylen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(why, whylen, "cannot read %s: %s", path,
+                 fd < 0 || errno ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (sb.st_size <= 0 || sb.st_size > SESS_FILE_MAX) {
+        snprintf(why, whylen, "%s: %s", path, sb.st_size <= 0 ? "the file is empty" : "too large");
+        close(fd);
+        return -1;
+    }
+    uint8_t *p = malloc((size_t)sb.st_size);
+    size_t got = 0;
+    while (p && got < (size_t)sb.st_size) {
+        ssize_t n = read(fd, p + got, (size_t)sb.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!p || got != (size_t)sb.st_size) {
+        snprintf(why, whylen, "cannot read %s: %s", path, p ? "short read" : "out of memory");
+        free(p);
+        return -1;
+    }
+    *data = p;
+    *size = got;
+    return 0;
+}
+
+static int sess_xfer_queue(sess *s, Parley__ClientFrame *f, uint64_t off)
+{
+    sess_xfer *x = s->xfer;
+    f->id = s->next_id++;
+    if (sess_queue(s, f) < 0)
+        return -1;
+    x->ids[x->nids] = f->id;
+    x->offs[x->nids++] = off;
+    x->deadline = sess_clock_ms() + SESS_REQUEST_TIMEOUT_MS;
+    return 0;
+}
+
+/* Asks where the upload stands: the start, and the resume after a
+ * reconnect. */
+static int sess_xfer_begin(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+    Parley__FileBegin b = PARLEY__FILE_BEGIN__INIT;
+    b.name = x->name;
+    b.type = x->type;
+    b.size = x->size;
+    b.sha256.data = x->sha256;
+    b.sha256.len = 32;
+    f.body_case = PARLEY__CLIENT_FRAME__BODY_FILE_BEGIN;
+    f.file_begin = &b;
+    x->begun = false;
+    return sess_xfer_queue(s, &f, 0);
+}
+
+/* Keeps SESS_XFER_WINDOW chunks in flight, up or down. */
+static int sess_xfer_pump(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    bool up = x->kind != CMD_GETFILE;
+    while (x->nids < SESS_XFER_WINDOW && (up ? x->begun : x->size > 0) && x->next < x->size) {
+        uint64_t n = x->size - x->next < x->chunk ? x->size - x->next : x->chunk;
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        Parley__FileChunk ch = PARLEY__FILE_CHUNK__INIT;
+        Parley__FileGet g = PARLEY__FILE_GET__INIT;
+        if (up) {
+            ch.upload_id = x->upload_id;
+            ch.offset = x->next;
+            ch.data.data = x->data + x->next;
+            ch.data.len = (size_t)n;
+            f.body_case = PARLEY__CLIENT_FRAME__BODY_FILE_CHUNK;
+            f.file_chunk = &ch;
+        } else {
+            g.msgid = x->target;
+            g.offset = x->next;
+            g.limit = (uint32_t)n;
+            f.body_case = PARLEY__CLIENT_FRAME__BODY_FILE_GET;
+            f.file_get = &g;
+        }
+        if (sess_xfer_queue(s, &f, x->next) < 0)
+            return -1;
+        x->next += n;
+    }
+    return 0;
+}
+
+/* The upload is stored: send it as a message, kept and resent like a chat
+ * until the server confirms it. */
+static void sess_xfer_send(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    sess_file *fl = calloc(1, sizeof(*fl));
+    char *body = strdup("");
+    if (!fl || !body || sess_pend_reserve(s) < 0) {
+        free(fl);
+        free(body);
+        sess_xfer_fail(s, "INTERNAL", "out of memory");
+        return;
+    }
+    memcpy(fl->sha256, x->sha256, 32);
+    fl->size = x->size;
+    fl->name = x->name;
+    fl->type = x->type;
+    x->name = x->type = NULL;
+    sess_pending *p = &s->pend[s->npend++];
+    memset(p, 0, sizeof(*p));
+    p->id = s->next_id++;
+    p->kind = x->kind;
+    p->arg = x->target;
+    p->cmid = sess_new_cmid(s);
+    p->sender = s->me;
+    p->body = body;
+    p->file = fl;
+    sess_xfer_end(s);
+    if (s->up && sess_write_send(s, p) < 0)
+        sess_fail_send(s, s->npend - 1, "INTERNAL", s->conn.err);
+}
+
+/* The download is whole: check it and write it. */
+static void sess_xfer_save(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    uint8_t got[32];
+    char why[600];
+    if (sess_sha256(x->data, (size_t)x->size, got) < 0 || memcmp(got, x->sha256, 32) != 0) {
+        sess_xfer_fail(s, "BAD_DATA", "the file received does not match its SHA-256; not saved");
+        return;
+    }
+    size_t plen = strlen(x->path);
+    char *tmp = malloc(plen + 8);
+    if (!tmp) {
+        sess_xfer_fail(s, "INTERNAL", "out of memory");
+        return;
+    }
+    snprintf(tmp, plen + 8, "%s.part", x->path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t off = 0;
+    while (fd >= 0 && off < x->size) {
+        ssize_t n = write(fd, x->data + off, (size_t)x->size - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    if (fd < 0 || off != x->size || fsync(fd) < 0 || close(fd) < 0 || rename(tmp, x->path) < 0) {
+        snprintf(why, sizeof(why), "cannot write %s: %s", x->path, strerror(errno));
+        if (fd >= 0)
+            unlink(tmp);
+        free(tmp);
+        sess_xfer_fail(s, "LOCAL", why);
+        return;
+    }
+    free(tmp);
+    out_file_saved(s->out, x->target, x->path, x->name, x->size, x->type, x->sha256);
+    sess_xfer_end(s);
+}
+
+static int sess_xfer_start(sess *s, const cmd *c)
+{
+    const char *name = cmd_name(c->kind);
+    char why[600];
+    if (!s->up) {
+        out_reply_fail(s->out, name, "UNAVAILABLE", "not connected to the server");
+        return -1;
+    }
+    if (s->xfer) {
+        out_reply_fail(s->out, name, "BUSY", "a file transfer is in progress; wait for it");
+        return -1;
+    }
+    sess_xfer *x = calloc(1, sizeof(*x));
+    if (!x || !(x->path = strdup(c->b))) {
+        free(x);
+        out_reply_fail(s->out, name, "INTERNAL", "out of memory");
+        return -1;
+    }
+    s->xfer = x;
+    x->kind = c->kind;
+    x->target = c->id;
+    /* Under the frame limit, with room for the other fields. */
+    x->chunk = s->conn.max_out > 2048 ? (uint32_t)(s->conn.max_out - 1024) : 1024;
+    if (x->chunk > 256 * 1024)
+        x->chunk = 256 * 1024;
+    if (c->kind == CMD_GETFILE) {
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        Parley__FileGet g = PARLEY__FILE_GET__INIT;
+        g.msgid = x->target;
+        g.limit = x->chunk;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FILE_GET;
+        f.file_get = &g;
+        if (sess_xfer_queue(s, &f, 0) < 0) {
+            sess_xfer_fail(s, "INTERNAL", s->conn.err);
+            return -1;
+        }
+        x->next = 0;
+    } else {
+        if (sess_read_file(x->path, &x->data, &x->size, why, sizeof(why)) < 0) {
+            sess_xfer_fail(s, "LOCAL", why);
+            return -1;
+        }
+        const char *slash = strrchr(x->path, '/');
+        x->name = strdup(slash ? slash + 1 : x->path);
+        x->type = strdup(sess_file_type(x->path));
+        if (!x->name || !x->type || sess_sha256(x->data, (size_t)x->size, x->sha256) < 0) {
+            sess_xfer_fail(s, "INTERNAL", "out of memory");
+            return -1;
+        }
+        if (sess_xfer_begin(s) < 0) {
+            sess_xfer_fail(s, "INTERNAL", s->conn.err);
+            return -1;
+        }
+    }
+    if (conn_flush(&s->conn) < 0)
+        sess_drop(s, s->conn.err);
+    return 0;
+}
+
+/* Handles the reply f if it belongs to the transfer: true if it did. */
+static bool sess_xfer_reply(sess *s, const Parley__ServerFrame *f)
+{
+    sess_xfer *x = s->xfer;
+    unsigned i = 0;
+    while (x && i < x->nids && x->ids[i] != f->id)
+        i++;
+    if (!x || i == x->nids)
+        return false;
+    uint64_t off = x->offs[i];
+    memmove(&x->ids[i], &x->ids[i + 1], (x->nids - i - 1) * sizeof(x->ids[0]));
+    memmove(&x->offs[i], &x->offs[i + 1], (x->nids - i - 1) * sizeof(x->offs[0]));
+    x->nids--;
+    x->deadline = sess_clock_ms() + SESS_REQUEST_TIMEOUT_MS;
+    if (f->error) {
+        sess_xfer_fail(s, out_code_name(f->error->code), f->error->text ? f->error->text : "");
+        return true;
+    }
+    switch (f->body_case) {
+    case PARLEY__SERVER_FRAME__BODY_FILE_BEGIN_OK: {
+        const Parley__FileBeginOk *ok = f->file_begin_ok;
+        x->upload_id = ok->upload_id;
+        x->next = x->done = ok->offset;
+        if (ok->chunk_max && ok->chunk_max < x->chunk)
+            x->chunk = ok->chunk_max;
+        x->begun = true;
+        if (ok->complete || ok->offset >= x->size) {
+            sess_xfer_send(s);
+            return true;
+        }
+        break;
+    }
+    case PARLEY__SERVER_FRAME__BODY_FILE_CHUNK_OK: {
+        const Parley__FileChunkOk *ok = f->file_chunk_ok;
+        if (ok->offset > x->done)
+            x->done = ok->offset;
+        if (ok->complete) {
+            sess_xfer_send(s);
+            return true;
+        }
+        break;
+    }
+    case PARLEY__SERVER_FRAME__BODY_FILE_DATA: {
+        const Parley__FileData *d = f->file_data;
+        const Parley__Attachment *a = d->attachment;
+        if (!a || a->sha256.len != 32 || d->offset != off || (x->size && a->size != x->size) ||
+            a->size > SESS_FILE_MAX || d->data.len > a->size - d->offset ||
+            (d->data.len == 0 && d->offset < a->size)) {
+            sess_xfer_fail(s, "BAD_DATA", "the server sent a chunk that does not fit the file");
+            return true;
+        }
+        if (!x->size) {
+            x->size = a->size;
+            memcpy(x->sha256, a->sha256.data, 32);
+            x->name = strdup(a->name ? a->name : "");
+            x->type = strdup(a->type ? a->type : "");
+            x->data = malloc((size_t)x->size);
+            if (!x->data || !x->name || !x->type) {
+                sess_xfer_fail(s, "INTERNAL", "out of memory");
+                return true;
+            }
+            x->next = d->data.len;
+        }
+        memcpy(x->data + d->offset, d->data.data, d->data.len);
+        x->done += d->data.len;
+        if (x->done >= x->size) {
+            sess_xfer_save(s);
+            return true;
+        }
+        break;
+    }
+    default:
+        sess_xfer_fail(s, "INTERNAL", "an unexpected reply to a file request");
+        return true;
+    }
+    if (sess_xfer_pump(s) < 0)
+        sess_xfer_fail(s, "INTERNAL", s->conn.err);
+    return true;
+}
+
+/* The connection dropped: what was in flight is lost. An upload resumes
+ * from where the server stands, a download from what it has. */
+static void sess_xfer_lost(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    if (!x)
+        return;
+    if (!s->reconnect) {
+        sess_xfer_fail(s, "UNAVAILABLE", "connection lost");
+        return;
+    }
+    x->nids = 0;
+    x->begun = false;
+    /* A download starts again (its chunks may have come in any order); a
+     * file is at most the server's limit, tens of MiB. */
+    if (x->kind == CMD_GETFILE)
+        x->next = x->done = 0;
+}
+
+static void sess_xfer_resume(sess *s)
+{
+    sess_xfer *x = s->xfer;
+    if (!x)
+        return;
+    if (!s->logged_in) {
+        sess_xfer_fail(s, "UNAUTHENTICATED", "the session could not be resumed");
+        return;
+    }
+    int r;
+    if (x->kind != CMD_GETFILE) {
+        r = sess_xfer_begin(s);
+    } else if (!x->size) {
+        Parley__ClientFrame f = PARLEY__CLIENT_FRAME__INIT;
+        Parley__FileGet g = PARLEY__FILE_GET__INIT;
+        g.msgid = x->target;
+        g.limit = x->chunk;
+        f.body_case = PARLEY__CLIENT_FRAME__BODY_FILE_GET;
+        f.file_get = &g;
+        r = sess_xfer_queue(s, &f, 0);
+    } else {
+        r = sess_xfer_pump(s);
+    }
+    if (r < 0)
+        sess_xfer_fail(s, "INTERNAL", s->conn.err);
+}
+
+static int64_t sess_xfer_deadline(const sess *s)
+{
+    return s->xfer && s->xfer->nids ? s->xfer->deadline : INT64_MAX;
+}
+
+static void sess_xfer_tick(sess *s, int64_t now)
+{
+    if (s->xfer && s->xfer->nids && now >= s->xfer->deadline)
+        sess_xfer_fail(s, "TIMEOUT", "no answer from the server");
 }

@@ -5,6 +5,11 @@
  * drops duplicate pushes, acknowledges what it printed, pings when the link
  * is quiet, and reconnects with backoff when the link drops.
  *
+ * sendfile and groupsendfile upload the file in chunks (several in flight;
+ * after a reconnect the upload resumes where the server stands), then send
+ * it as a message like chat; getfile downloads a message's file in chunks
+ * and checks its SHA-256 before it writes PATH.
+ *
  * Sends (chat, groupchat) carry a client_msg_id and are kept until the
  * server confirms them with send_ok: after a reconnect and resume, a reply
  * timeout or a transient error (BUSY, UNAVAILABLE, INTERNAL) they go again
@@ -46,6 +51,21 @@ enum {
     SESS_RESEND_BASE_MS = 250, /* after a transient error; doubles each time */
 };
 
+/* The file a send carries (sendfile, groupsendfile). */
+typedef struct sess_file {
+    uint8_t sha256[32];
+    uint64_t size;
+    char *name, *type; /* owned */
+} sess_file;
+
+/* A file upload or download in progress (one at a time; sess.c). */
+typedef struct sess_xfer sess_xfer;
+
+enum {
+    SESS_XFER_WINDOW = 8,               /* chunks in flight, up or down */
+    SESS_FILE_MAX = 1024 * 1024 * 1024, /* the largest file read into memory */
+};
+
 typedef struct sess_pending {
     uint64_t id; /* request id; a send keeps it over all its attempts */
     cmd_kind kind;
@@ -60,6 +80,7 @@ typedef struct sess_pending {
     uint8_t tries;     /* timeouts and UNAVAILABLE/INTERNAL answers so far */
     uint8_t busy;      /* BUSY answers so far */
     int64_t resend_at; /* not on the wire: goes once up and this is reached */
+    sess_file *file;   /* owned; the file a send carries, NULL if none */
 } sess_pending;
 
 /* Per conversation: the highest seq printed and the highest acknowledged.
@@ -103,6 +124,8 @@ typedef struct sess {
     int64_t give_up_ms;  /* stop reconnecting after this long down; 0: never */
     int64_t told_at;     /* when "reconnecting" was last printed */
     int64_t told_wait_s; /* and the wait it named */
+
+    sess_xfer *xfer; /* owned; the file transfer in progress, NULL if none */
 
     bool done; /* the client must exit with exit_code */
     int exit_code;

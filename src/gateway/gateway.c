@@ -35,6 +35,7 @@ enum {
     SOC_WHOIS
 };
 enum { MSG_SEND_DIRECT = 0, MSG_SEND_GROUP, MSG_HISTORY, MSG_RECALL, MSG_ACK, MSG_SYNC };
+enum { MSG_FILE_BEGIN = 6, MSG_FILE_CHUNK, MSG_FILE_GET };
 
 typedef struct gw_loop {
     gateway *gw;
@@ -809,7 +810,11 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
      * message comes again later), not answered. */
     uint32_t retry;
     int is_ack = f->body_case == PARLEY__CLIENT_FRAME__BODY_ACK;
-    if (gw_req_take(s, is_ack ? 0.1f : 1.0f, &retry) < 0) {
+    /* A file moves in chunks: each is a quarter of a request, so that a
+     * 25 MiB file in 64 KiB frames is not held to 100 frames a second. */
+    int is_chunk = f->body_case == PARLEY__CLIENT_FRAME__BODY_FILE_CHUNK ||
+                   f->body_case == PARLEY__CLIENT_FRAME__BODY_FILE_GET;
+    if (gw_req_take(s, is_ack ? 0.1f : is_chunk ? 0.25f : 1.0f, &retry) < 0) {
         if (!is_ack)
             gw_busy(c, f->id, LIM_REQ, "requests", retry);
         return;
@@ -979,6 +984,18 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
         break;
     case PARLEY__CLIENT_FRAME__BODY_RECALL:
         gw_call(c, gw->message, MSG_RECALL, CALL_REPLY, f, 0, 0);
+        break;
+    /* Files (services/file.c). An upload's chunks are keyed by it: they run
+     * in order on one worker (one node), so several may be in flight. */
+    case PARLEY__CLIENT_FRAME__BODY_FILE_BEGIN:
+        gw_call(c, gw->message, MSG_FILE_BEGIN, CALL_REPLY, f, key_group(s->user) ^ 2, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FILE_CHUNK:
+        gw_call(c, gw->message, MSG_FILE_CHUNK, CALL_REPLY, f,
+                key_group(f->file_chunk->upload_id) ^ 2, 0);
+        break;
+    case PARLEY__CLIENT_FRAME__BODY_FILE_GET:
+        gw_call(c, gw->message, MSG_FILE_GET, CALL_REPLY, f, 0, 0);
         break;
     default:
         gw_send_error(c, f->id, PARLEY__ERROR_CODE__UNSUPPORTED, "unknown request type");

@@ -44,6 +44,12 @@ static const opt opts[] = {
      "requests in flight per connection before reading pauses (default 64)"},
     {"recall-window", UINT(recall_window_s), 0, 86400 * 365,
      "seconds during which a sender may recall a message (default 120)"},
+    {"file-dir", STR(file_dir),
+     "where message nodes keep files (default DATA/files; in a cluster a directory all share)"},
+    {"max-file-size", UINT(max_file_size), 1, 4294967295u,
+     "largest file a message may carry, in bytes (default 26214400: 25 MiB)"},
+    {"file-quota", UINT(file_quota), 1, 4294967295u,
+     "bytes of files each user may have sent or be uploading (default 1073741824: 1 GiB)"},
     {"max-conns-per-ip", UINT(max_conns_per_ip), 0, 1000000,
      "open client connections per source address (default 64; 0: no limit)"},
     {"hello-timeout", UINT(hello_timeout_s), 0, 3600,
@@ -150,6 +156,7 @@ static const char *config_placeholder(const opt *o)
     } args[] = {
         {"bind", "ADDR"},
         {"data", "DIR"},
+        {"file-dir", "DIR"},
         {"role", "ROLES"},
         {"tls", "MODE"},
         {"tls-cert", "FILE"},
@@ -437,6 +444,8 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->max_frame = 64 * 1024;
     cfg->max_inflight = 64;
     cfg->recall_window_s = 120;
+    cfg->max_file_size = 25u * 1024 * 1024;
+    cfg->file_quota = 1024u * 1024 * 1024;
     cfg->max_conns_per_ip = 64;
     cfg->hello_timeout_s = 5;
     cfg->login_timeout_s = 30;

@@ -46,6 +46,7 @@
 typedef struct server {
     config cfg;
     char db_path[PATH_MAX];
+    char file_dir[PATH_MAX];
     svc_config svc_cfg;
     struct event_base *base;
     struct event *sigint, *sigterm, *sighup;
@@ -89,6 +90,14 @@ static int server_is_local(const server *s, const svc_def *def)
         if (s->local[i] == def)
             return 1;
     return 0;
+}
+
+/* The largest file chunk, up or down: its frame (data and a few fields)
+ * must fit under the frame limit. */
+static unsigned server_file_chunk(unsigned max_frame)
+{
+    unsigned room = max_frame > 2048 ? max_frame - 1024 : max_frame / 2;
+    return room < LIMIT_FILE_CHUNK ? room : LIMIT_FILE_CHUNK;
 }
 
 /* One parleyd per data directory: two writers would each believe their
@@ -802,6 +811,12 @@ static int server_start(server *s, char *err, size_t errlen)
          * spare. */
         if (!cfg->store_workers)
             cfg->store_workers = 1;
+        /* Files beside the database by default; a cluster's message nodes
+         * name one directory they all reach (docs/architecture.md). */
+        if (cfg->file_dir[0])
+            snprintf(s->file_dir, sizeof(s->file_dir), "%s", cfg->file_dir);
+        else
+            snprintf(s->file_dir, sizeof(s->file_dir), "%s/files", cfg->data);
         /* A statement to MariaDB is a round trip that costs its server far
          * more than the rows in it: a worker lets a small batch gather for
          * 2 ms (group commit). In a local cluster at 5,000 msg/s offered
@@ -823,6 +838,10 @@ static int server_start(server *s, char *err, size_t errlen)
             .max_members = cfg->max_members,
             .session_ttl_ms = (int64_t)cfg->session_ttl_days * 86400000,
             .sessions_per_user = cfg->sessions_per_user,
+            .file_dir = s->file_dir,
+            .max_file_size = cfg->max_file_size,
+            .file_quota = cfg->file_quota,
+            .file_chunk_max = server_file_chunk(cfg->max_frame),
         };
         s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);
         if (!s->rt)

@@ -15,6 +15,11 @@ enum {
     LIMIT_HISTORY_MAX = 100,
     LIMIT_SYNC_BATCH = 200, /* pending messages per sync step */
     PROTOCOL_VERSION = 1,
+    LIMIT_UPLOADS_PER_USER = 16,   /* uploads unfinished or not yet sent */
+    LIMIT_FILE_CHUNK = 256 * 1024, /* bytes of one chunk, up and down */
 };
+
+/* An upload not finished and sent within a day is dropped. */
+#define LIMIT_UPLOAD_TTL_MS (24LL * 3600 * 1000)
 
 #endif

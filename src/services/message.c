@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "services/file.h"
 #include "services/limits.h"
 #include "services/svc.h"
 #include "services/view.h"
@@ -35,9 +36,11 @@ typedef struct {
     /* Looked up before the append: the push is built inside the store's
      * callback, where no other store call may run. NULL: not known. */
     const char *from_name, *group_name;
+    const Parley__Attachment *att; /* the file it carries, NULL if none */
 } message_fanout;
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *f);
+static int message_answer_repeat(svc_ctx *ctx, uint64_t client_id, const char *body);
 
 /* 1 if m, stored earlier under the reference of send f, is what f sends:
  * the same conversation and text. A recalled message counts whatever its
@@ -103,7 +106,8 @@ static void message_stored(svc_ctx *ctx, void *arg, store_status st, const store
  * sender's, so a random client id and a gateway ref could only collide by
  * chance (2^-64 a pair), and message_is_repeat turns that into an error. */
 static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64_t client_id,
-                           const uint64_t *to, size_t n, const char *group_name)
+                           const uint64_t *to, size_t n, const char *group_name,
+                           const store_upload *claim)
 {
     message_fanout *f = arena_alloc(ctx->a, sizeof(*f));
     f->from_name = view_user_name(ctx, ctx->call->caller->user_id);
@@ -120,7 +124,33 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64
                         .body = body,
                         .body_len = f->body_len,
                         .ts = ctx->now_ms};
+    if (claim) {
+        /* The message and its file's reference are one unit: not left to
+         * the batch's multi-row append, whose callback may not write. */
+        f->att = file_view(ctx, &claim->f);
+        store_msg m;
+        store_status st = store_message_append_file(ctx->st, req.conv, req.sender, req.ref,
+                                                    req.body, req.body_len, req.ts, claim, &m);
+        message_stored(ctx, f, st, st == STORE_OK ? &m : NULL);
+        return;
+    }
     svc_defer_append(ctx, &req, message_stored, f);
+}
+
+/* The body of a send (the caption, when it carries a file: then it may be
+ * empty) and its file, claimed from the caller's uploads into *claim. -1
+ * with the request failed, or answered as a repeat. */
+static int message_check_send(svc_ctx *ctx, const char *body, const Parley__Attachment *att,
+                              uint64_t client_id, store_upload *claim)
+{
+    if (svc_check_text(ctx, body, att ? 0 : 1, LIMIT_BODY_CHARS, "message") < 0)
+        return -1;
+    if (!att)
+        return 0;
+    /* A repeat finds the upload used by its first attempt: answered first. */
+    if (message_answer_repeat(ctx, client_id, body))
+        return -1;
+    return file_claim(ctx, att, claim);
 }
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *fan)
@@ -132,6 +162,8 @@ static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout 
         f.message->from_name = (char *)fan->from_name;
     if (m->group && fan->group_name)
         f.message->group_name = (char *)fan->group_name;
+    if (fan->att)
+        f.message->attachment = (Parley__Attachment *)fan->att;
     svc_push(ctx, fan->to, fan->n, &f);
 }
 
@@ -141,7 +173,8 @@ static void message_send_direct(svc_ctx *ctx)
         return;
     const Parley__SendDirect *r = ctx->call->frame->send_direct;
     uint64_t me = ctx->call->caller->user_id;
-    if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
+    store_upload claim;
+    if (message_check_send(ctx, r->body, r->attachment, r->client_msg_id, &claim) < 0)
         return;
     if (r->to == me) {
         svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "you cannot send a message to yourself");
@@ -158,7 +191,8 @@ static void message_send_direct(svc_ctx *ctx)
         svc_fail_store(ctx, st, "conversation");
         return;
     }
-    message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1, NULL);
+    message_append(ctx, conv, r->body, r->client_msg_id, &r->to, 1, NULL,
+                   r->attachment ? &claim : NULL);
 }
 
 /* A send with client id client_id that its checks refuse may repeat one
@@ -235,7 +269,8 @@ static void message_send_group(svc_ctx *ctx)
     if (message_begin(ctx, PARLEY__CLIENT_FRAME__BODY_SEND_GROUP) < 0)
         return;
     const Parley__SendGroup *r = ctx->call->frame->send_group;
-    if (svc_check_text(ctx, r->body, 1, LIMIT_BODY_CHARS, "message") < 0)
+    store_upload claim;
+    if (message_check_send(ctx, r->body, r->attachment, r->client_msg_id, &claim) < 0)
         return;
     uint64_t conv;
     const char *gname = NULL;
@@ -244,7 +279,8 @@ static void message_send_group(svc_ctx *ctx)
     view_ids to;
     if (message_others(ctx, conv, &to) < 0)
         return;
-    message_append(ctx, conv, r->body, r->client_msg_id, to.v, to.n, gname);
+    message_append(ctx, conv, r->body, r->client_msg_id, to.v, to.n, gname,
+                   r->attachment ? &claim : NULL);
 }
 
 typedef struct {
@@ -311,6 +347,8 @@ static void message_history(svc_ctx *ctx)
     parley__history_ok__init(ok);
     for (size_t i = 0; i < l.n; i++)
         view_message_names(ctx, l.v[i]);
+    if (file_attach_views(ctx, l.v, l.n) < 0)
+        return;
     ok->messages = l.v;
     ok->n_messages = l.n;
     Parley__ServerFrame *out = svc_reply(ctx);
@@ -351,6 +389,8 @@ static void message_recall(svc_ctx *ctx)
             svc_fail_store(ctx, st, "message");
             return;
         }
+        if (file_recalled(ctx, msgid) < 0)
+            return;
         if (message_others(ctx, m.conv, &to) < 0)
             return;
         Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
@@ -427,14 +467,16 @@ static void message_sync(svc_ctx *ctx)
     }
     for (size_t i = 0; i < l.n; i++)
         view_message_names(ctx, l.v[i]);
+    if (file_attach_views(ctx, l.v, l.n) < 0)
+        return;
     ctx->res->messages = l.v;
     ctx->res->n_messages = l.n;
     ctx->res->more = l.n == LIMIT_SYNC_BATCH;
 }
 
 static const svc_method_fn message_methods[] = {
-    message_send_direct, message_send_group, message_history,
-    message_recall,      message_ack,        message_sync,
+    message_send_direct, message_send_group, message_history, message_recall, message_ack,
+    message_sync,        file_begin,         file_chunk,      file_get,
 };
 
 const svc_def svc_message = {
@@ -445,8 +487,10 @@ const svc_def svc_message = {
      * writers can deadlock at all). */
     .alone = 1u << 4,
     /* History and Sync only read: nobody needs them once the caller left. */
-    .droppable = (1u << 2) | (1u << 5),
-    /* All but recall, whose change must go if its push cannot be built.
-     * A send's new direct conversation may stay without its message. */
-    .atomic = ~(1u << 3),
+    .droppable = (1u << 2) | (1u << 5) | (1u << 8),
+    /* All but recall, whose change must go if its push cannot be built,
+     * and the file methods, which write several rows. A send's new direct
+     * conversation may stay without its message; a send with a file makes
+     * its writes one unit itself (store_message_append_file). */
+    .atomic = ~((1u << 3) | (1u << 6) | (1u << 7) | (1u << 8)),
 };

@@ -560,6 +560,17 @@ void svc_fail(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
     ctx->failed = 1;
 }
 
+void svc_refuse(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    svc_fail(ctx, code, "%s", buf);
+    ctx->failed = 0;
+}
+
 void svc_fail_store(svc_ctx *ctx, store_status st, const char *what)
 {
     switch (st) {

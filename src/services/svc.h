@@ -32,6 +32,12 @@ typedef struct svc_config {
     unsigned max_friends, max_groups, max_members;
     int64_t session_ttl_ms;     /* a token unused this long expires (0: never) */
     unsigned sessions_per_user; /* tokens kept per user (0: no bound) */
+    /* Files (services/file.c): where contents live (NULL or "": no files),
+     * the largest file, each user's quota, and the largest chunk taken or
+     * given (under the frame limit). */
+    const char *file_dir;
+    uint64_t max_file_size, file_quota;
+    unsigned file_chunk_max;
 } svc_config;
 
 typedef struct svc_pushq {
@@ -147,6 +153,10 @@ Parley__ServerFrame *svc_reply(svc_ctx *ctx);
 /* Fails the request: the reply carries code and text, its store work is
  * rolled back and its pushes dropped. */
 void svc_fail(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* As svc_fail, but the request's store work is kept (committed with the
+ * batch): for a refusal whose cleanup must stay done. */
+void svc_refuse(svc_ctx *ctx, Parley__ErrorCode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Fails with the code matching a store status; `what` names the object. */
 void svc_fail_store(svc_ctx *ctx, store_status st, const char *what);

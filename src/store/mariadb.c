@@ -205,8 +205,45 @@ static const char *const mdb_schema_v6[] = {
     NULL,
 };
 
+/* 6 -> 7: files (store.h, "files"). Contents by SHA-256 (the bytes live in
+ * the message nodes' shared directory, docs/architecture.md); uploads in
+ * progress or complete and not yet sent; the file of each message that
+ * carries one, gone with its message (a group's deletion cascades). */
+static const char *const mdb_schema_v7[] = {
+    "CREATE TABLE IF NOT EXISTS files ("
+    " sha256 BINARY(32) NOT NULL PRIMARY KEY,"
+    " size BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL)" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS uploads ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " user_id BIGINT UNSIGNED NOT NULL,"
+    " sha256 BINARY(32) NOT NULL,"
+    " name VARCHAR(255) NOT NULL,"
+    " type VARCHAR(127) NOT NULL,"
+    " size BIGINT UNSIGNED NOT NULL,"
+    " received BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " KEY uploads_by_user (user_id, sha256),"
+    " KEY uploads_by_sha (sha256, received),"
+    " KEY uploads_by_created (created_ms),"
+    " CONSTRAINT uploads_user_fk FOREIGN KEY (user_id) REFERENCES users (id))" MDB_TABLE,
+    "CREATE TABLE IF NOT EXISTS msg_files ("
+    " msgid BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " sender BIGINT UNSIGNED NOT NULL,"
+    " sha256 BINARY(32) NOT NULL,"
+    " name VARCHAR(255) NOT NULL,"
+    " type VARCHAR(127) NOT NULL,"
+    " size BIGINT UNSIGNED NOT NULL,"
+    " KEY msg_files_by_sha (sha256),"
+    " KEY msg_files_by_sender (sender),"
+    " CONSTRAINT msg_files_msg_fk FOREIGN KEY (msgid) REFERENCES messages (id)"
+    " ON DELETE CASCADE)" MDB_TABLE,
+    NULL,
+};
+
 static const char *const *const mdb_migrations[] = {mdb_schema_v1, mdb_schema_v2, mdb_schema_v3,
-                                                    mdb_schema_v4, mdb_schema_v5, mdb_schema_v6};
+                                                    mdb_schema_v4, mdb_schema_v5, mdb_schema_v6,
+                                                    mdb_schema_v7};
 
 enum { MDB_SCHEMA_VERSION = sizeof mdb_migrations / sizeof mdb_migrations[0] };
 
@@ -309,6 +346,22 @@ enum {
     Q_UNLINK_FRIENDS,
     Q_UNLINK_GROUPS,
     Q_UNLINK_BODIES,
+    Q_UNLINK_FILES,
+    Q_UPLOAD_INSERT,
+    Q_UPLOAD_GET,
+    Q_UPLOAD_FIND,
+    Q_UPLOAD_SET_RECEIVED,
+    Q_UPLOAD_DELETE,
+    Q_UPLOADS_EXPIRED,
+    Q_FILE_USAGE,
+    Q_FILE_GET,
+    Q_FILE_PUT,
+    Q_FILE_REFS,
+    Q_FILE_DELETE,
+    Q_MSG_FILE_INSERT,
+    Q_MSG_FILE_GET,
+    Q_MSG_FILE_DELETE,
+    Q_MSG_FILES,
     Q_COUNT
 };
 
@@ -523,6 +576,43 @@ static const mdb_query mdb_sql[Q_COUNT] = {
     [Q_UNLINK_GROUPS] = {"DELETE FROM members WHERE user_id = ? AND role > 0", "u", ""},
     /* As recall; messages_sender_ref leads with sender. */
     [Q_UNLINK_BODIES] = {"UPDATE messages SET recalled = 1, body = '' WHERE sender = ?", "u", ""},
+    [Q_UNLINK_FILES] = {"DELETE FROM msg_files WHERE sender = ?", "u", ""},
+
+    /* Files. Every upload query yields these columns (mdb_upload_row). */
+    [Q_UPLOAD_INSERT] = {"INSERT INTO uploads (user_id, sha256, name, type, size, received,"
+                         " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         "uhttuui", ""},
+    [Q_UPLOAD_GET] = {"SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                      " FROM uploads WHERE id = ?",
+                      "u", "uutttuui"},
+    [Q_UPLOAD_FIND] = {"SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                       " FROM uploads WHERE user_id = ? AND sha256 = ? ORDER BY id DESC LIMIT 1",
+                       "uh", "uutttuui"},
+    [Q_UPLOAD_SET_RECEIVED] = {"UPDATE uploads SET received = ? WHERE id = ?", "uu", ""},
+    [Q_UPLOAD_DELETE] = {"DELETE FROM uploads WHERE id = ?", "u", ""},
+    [Q_UPLOADS_EXPIRED] = {"SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                           " FROM uploads WHERE created_ms < ? ORDER BY created_ms LIMIT ?",
+                           "iu", "uutttuui"},
+    [Q_FILE_USAGE] = {"SELECT (SELECT COUNT(*) FROM uploads WHERE user_id = ?),"
+                      " (SELECT COALESCE(SUM(size), 0) FROM uploads WHERE user_id = ?)"
+                      " + (SELECT COALESCE(SUM(size), 0) FROM msg_files WHERE sender = ?)",
+                      "uuu", "uu"},
+    [Q_FILE_GET] = {"SELECT size FROM files WHERE sha256 = ?", "h", "u"},
+    [Q_FILE_PUT] = {"INSERT IGNORE INTO files (sha256, size, created_ms) VALUES (?, ?, ?)", "hui",
+                    ""},
+    [Q_FILE_REFS] = {"SELECT (SELECT COUNT(*) FROM msg_files WHERE sha256 = ?)"
+                     " + (SELECT COUNT(*) FROM uploads WHERE sha256 = ? AND received = size)",
+                     "hh", "u"},
+    [Q_FILE_DELETE] = {"DELETE FROM files WHERE sha256 = ?", "h", ""},
+    [Q_MSG_FILE_INSERT] = {"INSERT INTO msg_files (msgid, sender, sha256, name, type, size)"
+                           " VALUES (?, ?, ?, ?, ?, ?)",
+                           "uuhttu", ""},
+    [Q_MSG_FILE_GET] = {"SELECT msgid, sha256, name, type, size FROM msg_files WHERE msgid = ?",
+                        "u", "utttu"},
+    [Q_MSG_FILE_DELETE] = {"DELETE FROM msg_files WHERE msgid = ?", "u", ""},
+    [Q_MSG_FILES] = {"SELECT msgid, sha256, name, type, size FROM msg_files"
+                     " WHERE msgid BETWEEN ? AND ? ORDER BY msgid",
+                     "uu", "utttu"},
 };
 
 /* Statement k of the multi-row ones has this many rows. */
@@ -2528,8 +2618,202 @@ static store_status mdb_user_unlink(store *base, uint64_t user, store_unlink_kin
     mdb_store *st = mdb_of(base);
     if (what == STORE_UNLINK_FRIENDS)
         return mdb_exec(st, Q_UNLINK_FRIENDS, NULL, user, user);
-    return mdb_exec(st, what == STORE_UNLINK_GROUPS ? Q_UNLINK_GROUPS : Q_UNLINK_BODIES, NULL,
-                    user);
+    return mdb_exec(st,
+                    what == STORE_UNLINK_GROUPS  ? Q_UNLINK_GROUPS
+                    : what == STORE_UNLINK_FILES ? Q_UNLINK_FILES
+                                                 : Q_UNLINK_BODIES,
+                    NULL, user);
+}
+
+/* ---- files ---- */
+
+static void mdb_copy_hash(mdb_store *st, int col, uint8_t out[32])
+{
+    memset(out, 0, 32);
+    if (st->col_len[col] == 32)
+        memcpy(out, st->col_buf[col], 32);
+}
+
+static void mdb_upload_row(mdb_store *st, store_upload *u)
+{
+    u->id = st->col_u[0];
+    u->user = st->col_u[1];
+    mdb_copy_hash(st, 2, u->f.sha256);
+    mdb_copy_text(st, 3, u->f.name, sizeof u->f.name);
+    mdb_copy_text(st, 4, u->f.type, sizeof u->f.type);
+    u->f.size = st->col_u[5];
+    u->received = st->col_u[6];
+    u->created_ms = st->col_i[7];
+}
+
+/* msgid, sha256, name, type, size */
+static uint64_t mdb_msgfile_row(mdb_store *st, store_file *f)
+{
+    mdb_copy_hash(st, 1, f->sha256);
+    mdb_copy_text(st, 2, f->name, sizeof f->name);
+    mdb_copy_text(st, 3, f->type, sizeof f->type);
+    f->size = st->col_u[4];
+    return st->col_u[0];
+}
+
+static store_status mdb_upload_insert(store *base, const store_upload *u, uint64_t *id_out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_exec(st, Q_UPLOAD_INSERT, NULL, u->user, u->f.sha256, u->f.name,
+                                u->f.type, u->f.size, u->received, u->created_ms);
+    if (ret == STORE_OK)
+        *id_out = st->insert_id;
+    return ret;
+}
+
+static store_status mdb_upload_get(store *base, uint64_t id, store_upload *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_UPLOAD_GET, id);
+    if (ret == STORE_OK)
+        mdb_upload_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_upload_find(store *base, uint64_t user, const uint8_t sha256[32],
+                                    store_upload *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_UPLOAD_FIND, user, sha256);
+    if (ret == STORE_OK)
+        mdb_upload_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+/* A write of one row by key: NOT_FOUND if it matched none. */
+static store_status mdb_one_row(store_status ret, uint64_t affected)
+{
+    return ret == STORE_OK && affected == 0 ? STORE_NOT_FOUND : ret;
+}
+
+static store_status mdb_upload_set_received(store *base, uint64_t id, uint64_t received)
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_UPLOAD_SET_RECEIVED, &n, received, id);
+    return mdb_one_row(ret, n);
+}
+
+static store_status mdb_upload_delete(store *base, uint64_t id)
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_UPLOAD_DELETE, &n, id);
+    return mdb_one_row(ret, n);
+}
+
+static store_status mdb_uploads_expired(store *base, int64_t before_ms, unsigned limit,
+                                        store_upload_cb cb, void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_UPLOADS_EXPIRED, before_ms, (uint64_t)limit);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_upload u;
+        mdb_upload_row(st, &u);
+        if (cb(arg, &u) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_file_usage(store *base, uint64_t user, uint64_t *uploads, uint64_t *bytes)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_FILE_USAGE, user, user, user);
+    if (ret == STORE_OK) {
+        *uploads = st->col_u[0];
+        *bytes = st->col_u[1];
+    }
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_file_get(store *base, const uint8_t sha256[32], uint64_t *size_out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_FILE_GET, sha256);
+    if (ret == STORE_OK)
+        *size_out = st->col_u[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_file_put(store *base, const uint8_t sha256[32], uint64_t size,
+                                 int64_t now_ms)
+{
+    return mdb_exec(mdb_of(base), Q_FILE_PUT, NULL, sha256, size, now_ms);
+}
+
+static store_status mdb_file_refs(store *base, const uint8_t sha256[32], uint64_t *n)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_FILE_REFS, sha256, sha256);
+    if (ret == STORE_OK)
+        *n = st->col_u[0];
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_file_delete(store *base, const uint8_t sha256[32])
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_FILE_DELETE, &n, sha256);
+    return mdb_one_row(ret, n);
+}
+
+static store_status mdb_msg_file_insert(store *base, uint64_t msgid, uint64_t sender,
+                                        const store_file *f)
+{
+    return mdb_exec(mdb_of(base), Q_MSG_FILE_INSERT, NULL, msgid, sender, f->sha256, f->name,
+                    f->type, f->size);
+}
+
+static store_status mdb_msg_file_get(store *base, uint64_t msgid, store_file *out)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_first(st, Q_MSG_FILE_GET, msgid);
+    if (ret == STORE_OK)
+        mdb_msgfile_row(st, out);
+    mdb_done(st);
+    return ret;
+}
+
+static store_status mdb_msg_file_delete(store *base, uint64_t msgid)
+{
+    uint64_t n;
+    store_status ret = mdb_exec(mdb_of(base), Q_MSG_FILE_DELETE, &n, msgid);
+    return mdb_one_row(ret, n);
+}
+
+static store_status mdb_msg_files(store *base, uint64_t lo, uint64_t hi, store_msgfile_cb cb,
+                                  void *arg)
+{
+    mdb_store *st = mdb_of(base);
+    store_status ret = mdb_query_run(st, Q_MSG_FILES, lo, hi);
+    if (ret != STORE_OK)
+        return ret;
+    int rc;
+    while ((rc = mdb_fetch(st)) > 0) {
+        store_file f;
+        uint64_t msgid = mdb_msgfile_row(st, &f);
+        if (cb(arg, msgid, &f) != 0)
+            break;
+    }
+    if (rc < 0)
+        ret = STORE_ERROR;
+    mdb_done(st);
+    return ret;
 }
 
 static const store_ops mdb_ops = {
@@ -2586,4 +2870,19 @@ static const store_ops mdb_ops = {
     .user_set_pwhash = mdb_user_set_pwhash,
     .user_tombstone = mdb_user_tombstone,
     .user_unlink = mdb_user_unlink,
+    .upload_insert = mdb_upload_insert,
+    .upload_get = mdb_upload_get,
+    .upload_find = mdb_upload_find,
+    .upload_set_received = mdb_upload_set_received,
+    .upload_delete = mdb_upload_delete,
+    .uploads_expired = mdb_uploads_expired,
+    .file_usage = mdb_file_usage,
+    .file_get = mdb_file_get,
+    .file_put = mdb_file_put,
+    .file_refs = mdb_file_refs,
+    .file_delete = mdb_file_delete,
+    .msg_file_insert = mdb_msg_file_insert,
+    .msg_file_get = mdb_msg_file_get,
+    .msg_file_delete = mdb_msg_file_delete,
+    .msg_files = mdb_msg_files,
 };

@@ -140,6 +140,36 @@ static const char *const store_migrations[] = {
     /* 6 -> 7: an operator may suspend an account (parleyctl ban). */
     "ALTER TABLE users ADD COLUMN banned INTEGER NOT NULL DEFAULT 0;"
     "PRAGMA user_version = 7;",
+    /* 7 -> 8: files (store.h, "files"). Contents by SHA-256; uploads in
+     * progress or complete and not yet sent; the file of each message that
+     * carries one, gone with its message (a group's deletion). Indexes for
+     * the references to a content, a user's quota and the expiry sweep. */
+    "CREATE TABLE files ("
+    " sha256 BLOB PRIMARY KEY,"
+    " size INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE uploads ("
+    " id INTEGER PRIMARY KEY,"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " sha256 BLOB NOT NULL,"
+    " name TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " received INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE INDEX uploads_by_user ON uploads (user_id, sha256);"
+    "CREATE INDEX uploads_by_sha ON uploads (sha256, received);"
+    "CREATE INDEX uploads_by_created ON uploads (created_ms);"
+    "CREATE TABLE msg_files ("
+    " msgid INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    " sender INTEGER NOT NULL,"
+    " sha256 BLOB NOT NULL,"
+    " name TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " size INTEGER NOT NULL);"
+    "CREATE INDEX msg_files_by_sha ON msg_files (sha256);"
+    "CREATE INDEX msg_files_by_sender ON msg_files (sender);"
+    "PRAGMA user_version = 8;",
 };
 
 enum { STORE_SCHEMA_VERSION = sizeof store_migrations / sizeof store_migrations[0] };
@@ -218,6 +248,22 @@ enum {
     Q_UNLINK_FRIENDS,
     Q_UNLINK_GROUPS,
     Q_UNLINK_BODIES,
+    Q_UNLINK_FILES,
+    Q_UPLOAD_INSERT,
+    Q_UPLOAD_GET,
+    Q_UPLOAD_FIND,
+    Q_UPLOAD_SET_RECEIVED,
+    Q_UPLOAD_DELETE,
+    Q_UPLOADS_EXPIRED,
+    Q_FILE_USAGE,
+    Q_FILE_GET,
+    Q_FILE_PUT,
+    Q_FILE_REFS,
+    Q_FILE_DELETE,
+    Q_MSG_FILE_INSERT,
+    Q_MSG_FILE_GET,
+    Q_MSG_FILE_DELETE,
+    Q_MSG_FILES,
     Q_COUNT
 };
 
@@ -360,6 +406,33 @@ static const char *const store_sql[Q_COUNT] = {
     /* As recall: secure_delete zeroes the freed bytes. No index leads with
      * sender here (it would cost every send): a scan, for a rare command. */
     [Q_UNLINK_BODIES] = "UPDATE messages SET recalled = 1, body = '' WHERE sender = ?1",
+    [Q_UNLINK_FILES] = "DELETE FROM msg_files WHERE sender = ?1",
+
+    /* Files. Every upload query yields these columns (store_upload_row). */
+    [Q_UPLOAD_INSERT] = "INSERT INTO uploads (user_id, sha256, name, type, size, received,"
+                        " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_UPLOAD_GET] = "SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                     " FROM uploads WHERE id = ?1",
+    [Q_UPLOAD_FIND] = "SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                      " FROM uploads WHERE user_id = ?1 AND sha256 = ?2 ORDER BY id DESC LIMIT 1",
+    [Q_UPLOAD_SET_RECEIVED] = "UPDATE uploads SET received = ?2 WHERE id = ?1",
+    [Q_UPLOAD_DELETE] = "DELETE FROM uploads WHERE id = ?1",
+    [Q_UPLOADS_EXPIRED] = "SELECT id, user_id, sha256, name, type, size, received, created_ms"
+                          " FROM uploads WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2",
+    [Q_FILE_USAGE] = "SELECT (SELECT count(*) FROM uploads WHERE user_id = ?1),"
+                     " (SELECT coalesce(sum(size), 0) FROM uploads WHERE user_id = ?1)"
+                     " + (SELECT coalesce(sum(size), 0) FROM msg_files WHERE sender = ?1)",
+    [Q_FILE_GET] = "SELECT size FROM files WHERE sha256 = ?1",
+    [Q_FILE_PUT] = "INSERT OR IGNORE INTO files (sha256, size, created_ms) VALUES (?1, ?2, ?3)",
+    [Q_FILE_REFS] = "SELECT (SELECT count(*) FROM msg_files WHERE sha256 = ?1)"
+                    " + (SELECT count(*) FROM uploads WHERE sha256 = ?1 AND received = size)",
+    [Q_FILE_DELETE] = "DELETE FROM files WHERE sha256 = ?1",
+    [Q_MSG_FILE_INSERT] = "INSERT INTO msg_files (msgid, sender, sha256, name, type, size)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_MSG_FILE_GET] = "SELECT msgid, sha256, name, type, size FROM msg_files WHERE msgid = ?1",
+    [Q_MSG_FILE_DELETE] = "DELETE FROM msg_files WHERE msgid = ?1",
+    [Q_MSG_FILES] = "SELECT msgid, sha256, name, type, size FROM msg_files"
+                    " WHERE msgid BETWEEN ?1 AND ?2 ORDER BY msgid",
 };
 
 /* The checkpointer of a handle that writes: a thread with a connection of
@@ -1705,8 +1778,200 @@ static store_status sq_user_unlink(store *base, uint64_t user, store_unlink_kind
 {
     int q = what == STORE_UNLINK_FRIENDS  ? Q_UNLINK_FRIENDS
             : what == STORE_UNLINK_GROUPS ? Q_UNLINK_GROUPS
+            : what == STORE_UNLINK_FILES  ? Q_UNLINK_FILES
                                           : Q_UNLINK_BODIES;
     return store_exec(sq_of(base), q, NULL, "u", user);
+}
+
+/* ---- files ---- */
+
+static void store_col_hash(sqlite3_stmt *s, int col, uint8_t out[32])
+{
+    const void *p = sqlite3_column_blob(s, col);
+    memset(out, 0, 32);
+    if (p && sqlite3_column_bytes(s, col) == 32)
+        memcpy(out, p, 32);
+}
+
+static void store_upload_row(sqlite3_stmt *s, store_upload *u)
+{
+    u->id = store_col_u64(s, 0);
+    u->user = store_col_u64(s, 1);
+    store_col_hash(s, 2, u->f.sha256);
+    store_col_text(s, 3, u->f.name, sizeof(u->f.name));
+    store_col_text(s, 4, u->f.type, sizeof(u->f.type));
+    u->f.size = store_col_u64(s, 5);
+    u->received = store_col_u64(s, 6);
+    u->created_ms = sqlite3_column_int64(s, 7);
+}
+
+/* msgid, sha256, name, type, size */
+static uint64_t store_msgfile_row(sqlite3_stmt *s, store_file *f)
+{
+    store_col_hash(s, 1, f->sha256);
+    store_col_text(s, 2, f->name, sizeof(f->name));
+    store_col_text(s, 3, f->type, sizeof(f->type));
+    f->size = store_col_u64(s, 4);
+    return store_col_u64(s, 0);
+}
+
+static store_status sq_upload_insert(store *base, const store_upload *u, uint64_t *id_out)
+{
+    sq_store *st = sq_of(base);
+    store_status ret = store_exec(st, Q_UPLOAD_INSERT, NULL, "uhttuui", u->user, u->f.sha256,
+                                  u->f.name, u->f.type, u->f.size, u->received, u->created_ms);
+    if (ret == STORE_OK)
+        *id_out = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    return ret;
+}
+
+static store_status sq_upload_one(sq_store *st, sqlite3_stmt *s, store_status ret,
+                                  store_upload *out)
+{
+    if (ret == STORE_OK)
+        store_upload_row(s, out);
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_upload_get(store *base, uint64_t id, store_upload *out)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_UPLOAD_GET];
+    return sq_upload_one(st, s, store_first(st, s, "u", id), out);
+}
+
+static store_status sq_upload_find(store *base, uint64_t user, const uint8_t sha256[32],
+                                   store_upload *out)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_UPLOAD_FIND];
+    return sq_upload_one(st, s, store_first(st, s, "uh", user, sha256), out);
+}
+
+static store_status sq_upload_set_received(store *base, uint64_t id, uint64_t received)
+{
+    int changes;
+    store_status ret = store_exec(sq_of(base), Q_UPLOAD_SET_RECEIVED, &changes, "uu", id, received);
+    return ret == STORE_OK && !changes ? STORE_NOT_FOUND : ret;
+}
+
+static store_status sq_upload_delete(store *base, uint64_t id)
+{
+    int changes;
+    store_status ret = store_exec(sq_of(base), Q_UPLOAD_DELETE, &changes, "u", id);
+    return ret == STORE_OK && !changes ? STORE_NOT_FOUND : ret;
+}
+
+static store_status sq_uploads_expired(store *base, int64_t before_ms, unsigned limit,
+                                       store_upload_cb cb, void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_UPLOADS_EXPIRED];
+    store_status ret = store_bind(st, s, "ii", before_ms, (int64_t)limit);
+    int rc = SQLITE_ROW;
+    while (ret == STORE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_upload u;
+        store_upload_row(s, &u);
+        if (cb(arg, &u))
+            break;
+    }
+    if (ret == STORE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_file_usage(store *base, uint64_t user, uint64_t *uploads, uint64_t *bytes)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_FILE_USAGE];
+    store_status ret = store_first(st, s, "u", user);
+    if (ret == STORE_OK) {
+        *uploads = store_col_u64(s, 0);
+        *bytes = store_col_u64(s, 1);
+    }
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_file_get(store *base, const uint8_t sha256[32], uint64_t *size_out)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_FILE_GET];
+    store_status ret = store_first(st, s, "h", sha256);
+    if (ret == STORE_OK)
+        *size_out = store_col_u64(s, 0);
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_file_put(store *base, const uint8_t sha256[32], uint64_t size,
+                                int64_t now_ms)
+{
+    return store_exec(sq_of(base), Q_FILE_PUT, NULL, "hui", sha256, size, now_ms);
+}
+
+static store_status sq_file_refs(store *base, const uint8_t sha256[32], uint64_t *n)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_FILE_REFS];
+    store_status ret = store_first(st, s, "h", sha256);
+    if (ret == STORE_OK)
+        *n = store_col_u64(s, 0);
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_file_delete(store *base, const uint8_t sha256[32])
+{
+    int changes;
+    store_status ret = store_exec(sq_of(base), Q_FILE_DELETE, &changes, "h", sha256);
+    return ret == STORE_OK && !changes ? STORE_NOT_FOUND : ret;
+}
+
+static store_status sq_msg_file_insert(store *base, uint64_t msgid, uint64_t sender,
+                                       const store_file *f)
+{
+    return store_exec(sq_of(base), Q_MSG_FILE_INSERT, NULL, "uuhttu", msgid, sender, f->sha256,
+                      f->name, f->type, f->size);
+}
+
+static store_status sq_msg_file_get(store *base, uint64_t msgid, store_file *out)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_MSG_FILE_GET];
+    store_status ret = store_first(st, s, "u", msgid);
+    if (ret == STORE_OK)
+        store_msgfile_row(s, out);
+    store_finish(s);
+    return ret;
+}
+
+static store_status sq_msg_file_delete(store *base, uint64_t msgid)
+{
+    int changes;
+    store_status ret = store_exec(sq_of(base), Q_MSG_FILE_DELETE, &changes, "u", msgid);
+    return ret == STORE_OK && !changes ? STORE_NOT_FOUND : ret;
+}
+
+static store_status sq_msg_files(store *base, uint64_t lo, uint64_t hi, store_msgfile_cb cb,
+                                 void *arg)
+{
+    sq_store *st = sq_of(base);
+    sqlite3_stmt *s = st->q[Q_MSG_FILES];
+    store_status ret = store_bind(st, s, "uu", lo, hi);
+    int rc = SQLITE_ROW;
+    while (ret == STORE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_file f;
+        uint64_t msgid = store_msgfile_row(s, &f);
+        if (cb(arg, msgid, &f))
+            break;
+    }
+    if (ret == STORE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = store_fail(st, rc);
+    store_finish(s);
+    return ret;
 }
 
 static const store_ops sq_ops = {
@@ -1763,4 +2028,19 @@ static const store_ops sq_ops = {
     .user_set_pwhash = sq_user_set_pwhash,
     .user_tombstone = sq_user_tombstone,
     .user_unlink = sq_user_unlink,
+    .upload_insert = sq_upload_insert,
+    .upload_get = sq_upload_get,
+    .upload_find = sq_upload_find,
+    .upload_set_received = sq_upload_set_received,
+    .upload_delete = sq_upload_delete,
+    .uploads_expired = sq_uploads_expired,
+    .file_usage = sq_file_usage,
+    .file_get = sq_file_get,
+    .file_put = sq_file_put,
+    .file_refs = sq_file_refs,
+    .file_delete = sq_file_delete,
+    .msg_file_insert = sq_msg_file_insert,
+    .msg_file_get = sq_msg_file_get,
+    .msg_file_delete = sq_msg_file_delete,
+    .msg_files = sq_msg_files,
 };

@@ -557,5 +557,120 @@ store_status store_user_erase(store *st, uint64_t user)
         ret = st->ops->user_unlink(st, user, STORE_UNLINK_GROUPS);
     if (ret == STORE_OK)
         ret = st->ops->user_unlink(st, user, STORE_UNLINK_BODIES);
+    /* Their attachments go as a recall's do; the contents left without a
+     * reference are removed by the file service's sweep. */
+    if (ret == STORE_OK)
+        ret = st->ops->user_unlink(st, user, STORE_UNLINK_FILES);
     return st->ops->op_end(st, own, ret);
+}
+
+/* ---- files ---- */
+
+/* The texts of f fit store_file's buffers (read back whole). */
+static int store_file_ok(store *st, const store_file *f)
+{
+    return store_text_ok(st, f->name, sizeof(f->name) - 1, "file name") &&
+           store_text_ok(st, f->type, sizeof(f->type) - 1, "file type");
+}
+
+store_status store_upload_create(store *st, const store_upload *u, uint64_t *id_out)
+{
+    if (!store_file_ok(st, &u->f))
+        return STORE_ERROR;
+    return st->ops->upload_insert(st, u, id_out);
+}
+
+store_status store_upload_get(store *st, uint64_t id, store_upload *out)
+{
+    return st->ops->upload_get(st, id, out);
+}
+
+store_status store_upload_find(store *st, uint64_t user, const uint8_t sha256[32],
+                               store_upload *out)
+{
+    return st->ops->upload_find(st, user, sha256, out);
+}
+
+store_status store_upload_set_received(store *st, uint64_t id, uint64_t received)
+{
+    return st->ops->upload_set_received(st, id, received);
+}
+
+store_status store_upload_delete(store *st, uint64_t id)
+{
+    return st->ops->upload_delete(st, id);
+}
+
+store_status store_uploads_expired(store *st, int64_t before_ms, unsigned limit, store_upload_cb cb,
+                                   void *arg)
+{
+    return st->ops->uploads_expired(st, before_ms, limit, cb, arg);
+}
+
+store_status store_file_usage(store *st, uint64_t user, uint64_t *uploads, uint64_t *bytes)
+{
+    return st->ops->file_usage(st, user, uploads, bytes);
+}
+
+store_status store_file_get(store *st, const uint8_t sha256[32], uint64_t *size_out)
+{
+    uint64_t size;
+    return st->ops->file_get(st, sha256, size_out ? size_out : &size);
+}
+
+store_status store_file_put(store *st, const uint8_t sha256[32], uint64_t size, int64_t now_ms)
+{
+    return st->ops->file_put(st, sha256, size, now_ms);
+}
+
+store_status store_file_release(store *st, const uint8_t sha256[32], int *gone)
+{
+    uint64_t refs = 0;
+    *gone = 0;
+    store_status ret = st->ops->file_refs(st, sha256, &refs);
+    if (ret != STORE_OK || refs)
+        return ret;
+    ret = st->ops->file_delete(st, sha256);
+    if (ret == STORE_OK)
+        *gone = 1;
+    return ret == STORE_NOT_FOUND ? STORE_OK : ret;
+}
+
+store_status store_message_append_file(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                                       const char *body, size_t body_len, int64_t ts,
+                                       const store_upload *claim, store_msg *out)
+{
+    if (!store_file_ok(st, &claim->f))
+        return STORE_ERROR;
+    int own;
+    store_status ret = st->ops->op_begin(st, &own);
+    if (ret != STORE_OK)
+        return ret;
+    ret = st->ops->message_append(st, conv, sender, ref, body, body_len, ts, out);
+    /* A repeat attached its file the first time. */
+    if (ret == STORE_OK && !out->existed)
+        ret = st->ops->msg_file_insert(st, out->msgid, sender, &claim->f);
+    if (ret == STORE_OK && !out->existed)
+        ret = st->ops->upload_delete(st, claim->id);
+    return st->ops->op_end(st, own, ret);
+}
+
+store_status store_msg_file(store *st, uint64_t msgid, store_file *out)
+{
+    return st->ops->msg_file_get(st, msgid, out);
+}
+
+store_status store_msg_file_drop(store *st, uint64_t msgid, store_file *out)
+{
+    store_status ret = st->ops->msg_file_get(st, msgid, out);
+    if (ret == STORE_OK)
+        ret = st->ops->msg_file_delete(st, msgid);
+    return ret;
+}
+
+store_status store_msg_files(store *st, uint64_t lo, uint64_t hi, store_msgfile_cb cb, void *arg)
+{
+    if (lo > hi)
+        return STORE_OK;
+    return st->ops->msg_files(st, lo, hi, cb, arg);
 }

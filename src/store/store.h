@@ -303,4 +303,74 @@ store_status store_user_set_password(store *st, uint64_t user, const char *pwhas
 #define STORE_TOMBSTONE_PREFIX "deleted:"
 store_status store_user_erase(store *st, uint64_t user);
 
+/* ---- files (services/file.c) ----
+ *
+ * A file's content lives outside the database (services/file.c keeps it on
+ * disk, named by its SHA-256); these rows say which contents exist (files),
+ * what each user is uploading or has uploaded and not yet sent (uploads: an
+ * upload whose received == size is complete, a "claim" the user may attach
+ * to one message), and which message carries which file (msg_files; the row
+ * goes with its message: recall, group deletion, user erasure). A content
+ * is referenced while a msg_files row or a complete upload names it. */
+enum { STORE_FILE_NAME_MAX = 255, STORE_FILE_TYPE_MAX = 127 }; /* characters */
+
+typedef struct {
+    uint8_t sha256[32];
+    uint64_t size;
+    char name[STORE_FILE_NAME_MAX * 4 + 1]; /* UTF-8 */
+    char type[STORE_FILE_TYPE_MAX * 4 + 1]; /* a media type, may be empty */
+} store_file;
+
+typedef struct {
+    uint64_t id;
+    uint64_t user;
+    uint64_t received; /* bytes stored so far; == f.size when complete */
+    int64_t created_ms;
+    store_file f;
+} store_upload;
+
+/* (msgid, its file) for store_msg_files. */
+typedef int (*store_msgfile_cb)(void *arg, uint64_t msgid, const store_file *f);
+typedef int (*store_upload_cb)(void *arg, const store_upload *u);
+
+/* A new upload of u (id ignored); *id_out gets its id. NOT_FOUND if the user
+ * does not exist. */
+store_status store_upload_create(store *st, const store_upload *u, uint64_t *id_out);
+/* NOT_FOUND if there is no such upload. */
+store_status store_upload_get(store *st, uint64_t id, store_upload *out);
+/* user's newest upload of content sha256, complete or not; NOT_FOUND if none. */
+store_status store_upload_find(store *st, uint64_t user, const uint8_t sha256[32],
+                               store_upload *out);
+store_status store_upload_set_received(store *st, uint64_t id, uint64_t received);
+store_status store_upload_delete(store *st, uint64_t id);
+/* Uploads created before before_ms, the oldest first, at most limit. */
+store_status store_uploads_expired(store *st, int64_t before_ms, unsigned limit, store_upload_cb cb,
+                                   void *arg);
+/* How many uploads (complete or not) user holds, and the bytes they and the
+ * user's sent attachments count against the quota. */
+store_status store_file_usage(store *st, uint64_t user, uint64_t *uploads, uint64_t *bytes);
+
+/* Contents: *size_out (may be NULL) gets the size; NOT_FOUND if not stored. */
+store_status store_file_get(store *st, const uint8_t sha256[32], uint64_t *size_out);
+/* Records a stored content; OK if it was recorded already. */
+store_status store_file_put(store *st, const uint8_t sha256[32], uint64_t size, int64_t now_ms);
+/* Forgets content sha256 if nothing refers to it any more: *gone gets 1 if
+ * it did (the caller then removes the bytes), 0 if a reference remains. */
+store_status store_file_release(store *st, const uint8_t sha256[32], int *gone);
+
+/* Appends a message as store_message_append does and attaches the content
+ * of user's complete upload `claim` to it, consuming the upload, as one
+ * unit. A repeat (out->existed) attaches nothing. */
+store_status store_message_append_file(store *st, uint64_t conv, uint64_t sender, uint64_t ref,
+                                       const char *body, size_t body_len, int64_t ts,
+                                       const store_upload *claim, store_msg *out);
+/* The file message msgid carries: NOT_FOUND if none. */
+store_status store_msg_file(store *st, uint64_t msgid, store_file *out);
+/* Drops the file of message msgid (recall): out gets what it was; NOT_FOUND
+ * if it had none. The content may then be unreferenced: store_file_release. */
+store_status store_msg_file_drop(store *st, uint64_t msgid, store_file *out);
+/* The files of messages lo..hi (msgids), in msgid order: one range of an
+ * index, for a page of history or catch-up. */
+store_status store_msg_files(store *st, uint64_t lo, uint64_t hi, store_msgfile_cb cb, void *arg);
+
 #endif

@@ -30,6 +30,7 @@ typedef enum {
     STORE_UNLINK_FRIENDS, /* friendships, both directions */
     STORE_UNLINK_GROUPS,  /* group memberships (not direct conversations) */
     STORE_UNLINK_BODIES,  /* the bodies of the messages sent, as recall does */
+    STORE_UNLINK_FILES,   /* the files of the messages sent (msg_files rows) */
 } store_unlink_kind;
 
 typedef struct store_ops {
@@ -133,6 +134,28 @@ typedef struct store_ops {
     /* name = name, pwhash = '', banned = 1. */
     store_status (*user_tombstone)(store *st, uint64_t user, const char *name);
     store_status (*user_unlink)(store *st, uint64_t user, store_unlink_kind what);
+
+    /* Files: one statement each; store.c composes them (store.h, "files"). */
+    store_status (*upload_insert)(store *st, const store_upload *u, uint64_t *id_out);
+    store_status (*upload_get)(store *st, uint64_t id, store_upload *out);
+    store_status (*upload_find)(store *st, uint64_t user, const uint8_t sha256[32],
+                                store_upload *out);
+    store_status (*upload_set_received)(store *st, uint64_t id, uint64_t received);
+    store_status (*upload_delete)(store *st, uint64_t id);
+    store_status (*uploads_expired)(store *st, int64_t before_ms, unsigned limit,
+                                    store_upload_cb cb, void *arg);
+    store_status (*file_usage)(store *st, uint64_t user, uint64_t *uploads, uint64_t *bytes);
+    store_status (*file_get)(store *st, const uint8_t sha256[32], uint64_t *size_out);
+    /* Inserts unless present. */
+    store_status (*file_put)(store *st, const uint8_t sha256[32], uint64_t size, int64_t now_ms);
+    /* References to the content: msg_files rows and complete uploads. */
+    store_status (*file_refs)(store *st, const uint8_t sha256[32], uint64_t *n);
+    store_status (*file_delete)(store *st, const uint8_t sha256[32]);
+    store_status (*msg_file_insert)(store *st, uint64_t msgid, uint64_t sender,
+                                    const store_file *f);
+    store_status (*msg_file_get)(store *st, uint64_t msgid, store_file *out);
+    store_status (*msg_file_delete)(store *st, uint64_t msgid);
+    store_status (*msg_files)(store *st, uint64_t lo, uint64_t hi, store_msgfile_cb cb, void *arg);
 } store_ops;
 
 /* The first member of every backend handle. */
