@@ -2,7 +2,9 @@
 // terminal user (carol, `parley --json`) chat directly and in a group
 // against a real parleyd serving the page and WebSocket; a reload keeps the
 // conversation; a server restart while alice is connected, with sends
-// typed during the outage, loses and duplicates nothing. Screenshots of
+// typed during the outage, loses and duplicates nothing; an image sent
+// from a browser reaches the other browser and the terminal, and one from
+// the terminal shows in both browsers. Screenshots of
 // each step go to PARLEY_BROWSER_ARTIFACTS (the build tree's
 // browser-artifacts/).
 //
@@ -10,7 +12,8 @@
 //   PARLEYD=build/parleyd PARLEY=build/parley PARLEY_WEB_ROOT=build/web node --test tests/browser/
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { ARTIFACTS, CHROMIUM, Server, Terminal, missing, playwright, sleep, stopAll, until } from "./lib.mjs";
 
@@ -71,6 +74,14 @@ async function say(page, text) {
 async function seesOnce(page, body, timeout = 30000) {
   await bubbles(page, body).first().waitFor({ timeout });
   assert.equal(await bubbles(page, body).count(), 1, `"${body}" shown once`);
+}
+
+/** An image with this name shown (loaded) in the open conversation. */
+async function imageShown(page, name) {
+  const img = page.locator(`#messages img[alt="Image: ${name}"]`);
+  await img.first().waitFor();
+  await until(`${name} to load`, () => img.first().evaluate((e) => e.complete && e.naturalWidth > 0));
+  assert.equal(await img.count(), 1, `${name} shown once`);
 }
 
 test("two browser users and a terminal user chat, reload, and live through a restart", { timeout: 600000 }, async () => {
@@ -147,6 +158,26 @@ test("two browser users and a terminal user chat, reload, and live through a res
   await seesOnce(alice, "bob here, on a phone");
   await carol.waitMessage("bob here, on a phone");
   await alice.locator("#messages li", { hasText: "carol here" }).locator(".from", { hasText: "carol" }).waitFor();
+
+  // ---- images: one from the browser, one from the terminal ----
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "parley-browser-files-"));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const png = path.join(tmp, "chat-so-far.png");
+  writeFileSync(png, await alice.screenshot({ clip: { x: 300, y: 110, width: 420, height: 240 } }));
+  await alice.locator("#file").setInputFiles(png);
+  await alice.locator("#upload-status", { hasText: "Uploaded chat-so-far.png" }).waitFor();
+  await imageShown(alice, "chat-so-far.png");
+  await imageShown(bob, "chat-so-far.png");
+  const fm = await until("the image at the terminal", () => carol.events.find((e) => e.type === "message" && e.file && e.file.name === "chat-so-far.png"));
+  assert.equal(fm.file.type, "image/png");
+  await carol.ok(`getfile:${fm.msgid}:${path.join(tmp, "got.png")}`);
+  assert.ok(readFileSync(path.join(tmp, "got.png")).equals(readFileSync(png)), "the terminal gets the same bytes");
+  const png2 = path.join(tmp, "from-terminal.png");
+  writeFileSync(png2, await bob.screenshot({ clip: { x: 0, y: 0, width: 390, height: 200 } }));
+  await carol.ok(`groupsendfile:${gid}:${png2}`);
+  await imageShown(alice, "from-terminal.png");
+  await imageShown(bob, "from-terminal.png");
+
   await shot(alice, "1-alice-group");
   await shot(bob, "2-bob-phone-group");
 

@@ -2,6 +2,7 @@
 // link to the server (resume, exactly-once sends, acks) is session.js.
 import { Session } from "./session.js";
 import { el, fmtTime, clear } from "./dom.js";
+import { upload, download, fmtSize } from "./files.js";
 
 const $ = (id) => document.getElementById(id);
 const RECALL_WINDOW_MS = 2 * 60 * 1000;
@@ -147,6 +148,7 @@ function messageItem(c, m) {
     ? el("span", { class: "body recalled" }, ["(recalled)"])
     : el("span", { class: "body" }, [m.body]);
   li.append(who, " ", time, " ", body);
+  if (m.attachment && m.attachment.name !== undefined && !m.recalled) li.append(attachmentView(m));
   if (mine && !m.recalled) {
     li.append(" ", el("span", { class: "status" }, ["sent"]));
     if (Date.now() - ts < RECALL_WINDOW_MS) {
@@ -158,11 +160,70 @@ function messageItem(c, m) {
   return li;
 }
 
+// ---- attachments ----
+
+const fileUrls = new Map(); // msgid -> Promise of an object URL
+
+function fileUrl(msgid, type) {
+  if (!fileUrls.has(msgid)) {
+    const p = download(session, msgid, type).then((b) => URL.createObjectURL(b));
+    p.catch(() => fileUrls.delete(msgid));
+    fileUrls.set(msgid, p);
+  }
+  return fileUrls.get(msgid);
+}
+
+function attachmentView(m) {
+  const a = m.attachment;
+  const label = `${a.name} (${fmtSize(a.size)})`;
+  if (a.type && a.type.startsWith("image/")) {
+    const img = el("img", { class: "attach-img", alt: "Image: " + a.name });
+    fileUrl(m.msgid, a.type).then(
+      (u) => (img.src = u),
+      (e) => img.replaceWith(el("span", { class: "attach-err" }, [`${label}: ${e.message}`]))
+    );
+    return el("figure", { class: "attach" }, [img, el("figcaption", {}, [label])]);
+  }
+  const b = el("button", { type: "button", class: "attach-file" }, ["Download " + label]);
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    try {
+      const a2 = el("a", { href: await fileUrl(m.msgid, a.type), download: a.name });
+      document.body.append(a2);
+      a2.click();
+      a2.remove();
+    } catch (e) {
+      note("Download: " + e.message);
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+async function attachFile(file) {
+  const c = state.convs.get(state.active);
+  if (!c || !file) return;
+  const st = $("upload-status");
+  const text = $("text").value;
+  $("text").value = "";
+  try {
+    const att = await upload(session, file, (f) => (st.textContent = `Uploading ${file.name}: ${Math.floor(f * 100)}%`));
+    st.textContent = `Uploaded ${file.name}.`;
+    session.send(c.kind, c.id, text, att);
+    if (state.active === c.key) renderConv(false);
+  } catch (e) {
+    st.textContent = `Could not send ${file.name}: ${e.message}`;
+    if (!$("text").value) $("text").value = text;
+  }
+}
+
 function pendingItem(s) {
   return el("li", { class: "msg mine pending", "data-local": s.local }, [
     el("span", { class: "from" }, ["you"]),
     " ",
     el("span", { class: "body" }, [s.body]),
+    s.attachment ? el("span", { class: "attach-pending" }, [`${s.attachment.name} (${fmtSize(s.attachment.size)})`]) : null,
     " ",
     el("span", { class: "status" }, [session.state === "online" ? "sending…" : "waiting for the connection"]),
   ]);
@@ -379,7 +440,7 @@ session.on("message", (m) => {
 
 session.on("sent", (s, ok) => {
   const c = conv(s.kind, s.target);
-  const m = { msgid: ok.msgid, conv: ok.conv, seq: ok.seq, ts: ok.ts, from: state.me.id, to: s.kind === "group" ? "0" : s.target, group: s.kind === "group" ? s.target : "0", body: s.body, recalled: false, from_name: state.me.name, group_name: "" };
+  const m = { msgid: ok.msgid, conv: ok.conv, seq: ok.seq, ts: ok.ts, from: state.me.id, to: s.kind === "group" ? "0" : s.target, group: s.kind === "group" ? s.target : "0", body: s.body, recalled: false, from_name: state.me.name, group_name: "", attachment: s.attachment };
   c.msgs.set(ok.msgid, { ...m, ...(c.msgs.get(ok.msgid) || {}) });
   session.seen.add(ok.msgid);
   if (c.key === state.active) renderConv(false);
@@ -447,6 +508,11 @@ $("text").addEventListener("keydown", (ev) => {
   }
 });
 $("back").addEventListener("click", closeConvOnPhone);
+$("file").addEventListener("change", () => {
+  const f = $("file").files[0];
+  $("file").value = "";
+  attachFile(f);
+});
 $("older").addEventListener("click", () => {
   const c = state.convs.get(state.active);
   if (c) loadHistory(c);

@@ -43,6 +43,8 @@ export class Session {
     this.retryTimer = null;
     this.pingTimer = null;
     this.idleMs = 60000;
+    this.maxFrame = 65536;
+    this.readyWaiters = [];
     this.lastTx = 0;
     this.pingOut = null;
     this.token = store.getItem("parley.token") || "";
@@ -86,7 +88,7 @@ export class Session {
   }
 
   saveSends() {
-    const keep = this.sends.map(({ kind, target, body, cmid, local }) => ({ kind, target, body, cmid, local }));
+    const keep = this.sends.map(({ kind, target, body, attachment, cmid, local }) => ({ kind, target, body, attachment, cmid, local }));
     this.store.setItem("parley.sends", JSON.stringify(keep));
     this.emit("pending", this.sends);
   }
@@ -184,6 +186,7 @@ export class Session {
     try {
       const hello = await this.rawRequest({ hello: { version: PROTOCOL_VERSION, client: "parley-web/0.1" } });
       if (hello.hello_ok.idle_timeout_ms) this.idleMs = hello.hello_ok.idle_timeout_ms;
+      if (hello.hello_ok.max_frame) this.maxFrame = hello.hello_ok.max_frame;
       if (ws !== this.ws) return;
       let how = null;
       let login = null;
@@ -235,6 +238,13 @@ export class Session {
     this.emit("login", login, how);
     this.flushAcks();
     this.sendDue();
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
+  }
+
+  /** Resolves once the link is up and logged in (at once if it is). */
+  whenReady() {
+    if (this.ready && this.me) return Promise.resolve();
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
   forgetLogin(why) {
@@ -247,6 +257,7 @@ export class Session {
     this.setToken("");
     this.store.removeItem("parley.me");
     this.acks.clear();
+    for (const w of this.readyWaiters.splice(0)) w.reject(new Error("logged out"));
     this.emit("loggedout", why);
   }
 
@@ -298,8 +309,8 @@ export class Session {
   /** A direct (kind "direct", target a user id) or group message: kept until
    * confirmed, written again after a reconnect with the same client_msg_id.
    * Returns the entry; the "sent" or "sendfailed" event ends it. */
-  send(kind, target, body) {
-    const entry = { kind, target, body, cmid: newClientMsgId(), local: "l" + Date.now() + Math.random(), onWire: false, tries: 0, busy: 0, resendAt: 0 };
+  send(kind, target, body, attachment) {
+    const entry = { kind, target, body, attachment: attachment || null, cmid: newClientMsgId(), local: "l" + Date.now() + Math.random(), onWire: false, tries: 0, busy: 0, resendAt: 0 };
     this.sends.push(entry);
     this.saveSends();
     this.sendDue();
@@ -317,10 +328,9 @@ export class Session {
 
   writeSend(s) {
     const id = this.nextId++;
-    const body =
-      s.kind === "group"
-        ? { send_group: { group_id: s.target, body: s.body, client_msg_id: s.cmid } }
-        : { send_direct: { to: s.target, body: s.body, client_msg_id: s.cmid } };
+    const msg = { body: s.body, client_msg_id: s.cmid };
+    if (s.attachment) msg.attachment = { sha256: s.attachment.sha256 }; // base64: fromObject decodes it
+    const body = s.kind === "group" ? { send_group: { group_id: s.target, ...msg } } : { send_direct: { to: s.target, ...msg } };
     if (!this.write({ id, ...body })) return;
     s.onWire = true;
     s.reqId = id;
