@@ -166,6 +166,8 @@ void engine_worker(const bopts *o, shared *sh, int w, int nw, int lo, int hi)
 
 /* Phases a scenario goes through, in order, ending with PH_STOP. */
 int scenario_phases(const bopts *o, phase out[PH_N]);
+/* parley-bench file ... (filebench.c): returns the exit status. */
+int filebench_main(int argc, char **argv);
 const char *phase_name(phase p);
 
 /* How many deliveries one message makes: 1 (direct), group_size - 1. */

@@ -200,6 +200,8 @@ static void usage(FILE *f)
                "  login        logins per second (login, logout, login, ...)\n"
                "  regflood     an uninvolved pair's latency without, then during, a flood of\n"
                "               Register requests from other addresses\n"
+               "  file         one user uploads a file of --file-mib MiB (default 25) and sends\n"
+               "               it, the other downloads it: MB/s up and down (8 chunks in flight)\n"
                "\n"
                "common options:\n"
                "  --host ADDR        server address (default 127.0.0.1)\n"
@@ -1439,6 +1441,9 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
 
 int main(int argc, char **argv)
 {
+    /* The file scenario drives two connections of its own (filebench.c). */
+    if (argc >= 2 && !strcmp(argv[1], "file"))
+        return filebench_main(argc, argv);
     bopts o = {0};
     parse(argc, argv, &o);
 

@@ -2463,3 +2463,156 @@ void store_test_admin(void **state)
     assert_int_equal(store_user_erase(f->st, 999999), STORE_NOT_FOUND);
     (void)anna;
 }
+
+/* ---- files ---- */
+
+static int count_msgfile(void *arg, uint64_t msgid, const store_file *f)
+{
+    (void)msgid;
+    (void)f;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int count_upload(void *arg, const store_upload *u)
+{
+    (void)u;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static uint64_t mkupload(store *st, uint64_t user, uint8_t fill, uint64_t size, uint64_t received,
+                         int64_t created_ms)
+{
+    store_upload u;
+    memset(&u, 0, sizeof u);
+    u.user = user;
+    memset(u.f.sha256, fill, 32);
+    u.f.size = size;
+    snprintf(u.f.name, sizeof u.f.name, "pic \xc3\xa9.png");
+    snprintf(u.f.type, sizeof u.f.type, "image/png");
+    u.received = received;
+    u.created_ms = created_ms;
+    uint64_t id = 0;
+    assert_int_equal(store_upload_create(st, &u, &id), STORE_OK);
+    assert_true(id > 0);
+    return id;
+}
+
+void store_test_files(void **state)
+{
+    store_fixture *f = *state;
+    store *st = f->st;
+    uint64_t a = mkuser(st, "alice"), b = mkuser(st, "bob"), ab;
+    assert_int_equal(store_direct_conv(st, a, b, &ab), STORE_OK);
+    uint8_t sha[32];
+    memset(sha, 7, 32);
+
+    /* An upload: found by id and by (user, content), counted for the quota. */
+    uint64_t id = mkupload(st, a, 7, 1000, 0, 100);
+    store_upload u;
+    assert_int_equal(store_upload_get(st, id, &u), STORE_OK);
+    assert_int_equal(u.user, a);
+    assert_int_equal(u.f.size, 1000);
+    assert_int_equal(u.received, 0);
+    assert_int_equal(u.created_ms, 100);
+    assert_memory_equal(u.f.sha256, sha, 32);
+    assert_string_equal(u.f.name, "pic \xc3\xa9.png");
+    assert_string_equal(u.f.type, "image/png");
+    assert_int_equal(store_upload_find(st, a, sha, &u), STORE_OK);
+    assert_int_equal(u.id, id);
+    assert_int_equal(store_upload_find(st, b, sha, &u), STORE_NOT_FOUND);
+    assert_int_equal(store_upload_get(st, id + 100, &u), STORE_NOT_FOUND);
+    uint64_t n = 9, bytes = 9;
+    assert_int_equal(store_file_usage(st, a, &n, &bytes), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(bytes, 1000);
+    assert_int_equal(store_file_usage(st, b, &n, &bytes), STORE_OK);
+    assert_int_equal(n + bytes, 0);
+
+    /* Complete: the content is recorded (twice is fine), and referenced. */
+    assert_int_equal(store_upload_set_received(st, id, 1000), STORE_OK);
+    assert_int_equal(store_upload_set_received(st, id + 100, 1), STORE_NOT_FOUND);
+    assert_int_equal(store_file_get(st, sha, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_file_put(st, sha, 1000, 5), STORE_OK);
+    assert_int_equal(store_file_put(st, sha, 1000, 6), STORE_OK);
+    uint64_t size = 0;
+    assert_int_equal(store_file_get(st, sha, &size), STORE_OK);
+    assert_int_equal(size, 1000);
+    int gone = 1;
+    assert_int_equal(store_file_release(st, sha, &gone), STORE_OK);
+    assert_int_equal(gone, 0);
+
+    /* Sent: the upload is used up, the message carries the file. */
+    assert_int_equal(store_upload_get(st, id, &u), STORE_OK);
+    store_msg m, m2;
+    assert_int_equal(store_message_append_file(st, ab, a, 0, "", 0, 50, &u, &m), STORE_OK);
+    assert_int_equal(m.existed, 0);
+    assert_int_equal(store_upload_get(st, id, &u), STORE_NOT_FOUND);
+    store_file fl;
+    assert_int_equal(store_msg_file(st, m.msgid, &fl), STORE_OK);
+    assert_memory_equal(fl.sha256, sha, 32);
+    assert_int_equal(fl.size, 1000);
+    assert_string_equal(fl.name, "pic \xc3\xa9.png");
+    assert_string_equal(fl.type, "image/png");
+    assert_int_equal(store_file_usage(st, a, &n, &bytes), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(bytes, 1000);
+    int k = 0;
+    assert_int_equal(store_msg_files(st, m.msgid, m.msgid, count_msgfile, &k), STORE_OK);
+    assert_int_equal(k, 1);
+    k = 0;
+    assert_int_equal(store_msg_files(st, 0, m.msgid - 1, count_msgfile, &k), STORE_OK);
+    assert_int_equal(k, 0);
+    uint64_t plain = append(st, ab, b, "no file");
+    assert_int_equal(store_msg_file(st, plain, &fl), STORE_NOT_FOUND);
+
+    /* A repeat of the send (same ref) attaches nothing and keeps the upload. */
+    uint64_t id2 = mkupload(st, a, 7, 1000, 1000, 200);
+    assert_int_equal(store_upload_get(st, id2, &u), STORE_OK);
+    assert_int_equal(store_message_append_file(st, ab, a, 42, "x", 1, 60, &u, &m2), STORE_OK);
+    assert_int_equal(store_upload_get(st, id2, &u), STORE_NOT_FOUND);
+    uint64_t id3 = mkupload(st, a, 7, 1000, 1000, 300);
+    assert_int_equal(store_upload_get(st, id3, &u), STORE_OK);
+    store_msg again;
+    assert_int_equal(store_message_append_file(st, ab, a, 42, "x", 1, 61, &u, &again), STORE_OK);
+    assert_int_equal(again.existed, 1);
+    assert_int_equal(again.msgid, m2.msgid);
+    assert_int_equal(store_upload_get(st, id3, &u), STORE_OK);
+    assert_int_equal(store_upload_delete(st, id3), STORE_OK);
+    assert_int_equal(store_upload_delete(st, id3), STORE_NOT_FOUND);
+
+    /* Recall of one: the other still refers to the content; then none. */
+    assert_int_equal(store_msg_file_drop(st, m.msgid, &fl), STORE_OK);
+    assert_int_equal(store_msg_file_drop(st, m.msgid, &fl), STORE_NOT_FOUND);
+    assert_int_equal(store_file_release(st, sha, &gone), STORE_OK);
+    assert_int_equal(gone, 0);
+    assert_int_equal(store_msg_file_drop(st, m2.msgid, &fl), STORE_OK);
+    assert_int_equal(store_file_release(st, sha, &gone), STORE_OK);
+    assert_int_equal(gone, 1);
+    assert_int_equal(store_file_get(st, sha, NULL), STORE_NOT_FOUND);
+
+    /* Expiry lists the old uploads only, the oldest first. */
+    mkupload(st, b, 9, 10, 0, 1000);
+    mkupload(st, b, 8, 10, 0, 5);
+    k = 0;
+    assert_int_equal(store_uploads_expired(st, 500, 10, count_upload, &k), STORE_OK);
+    assert_int_equal(k, 1);
+
+    /* A group's deletion takes its messages' files along. */
+    store_group g;
+    assert_int_equal(store_group_create(st, "team", "", a, 1, &g), STORE_OK);
+    uint64_t id4 = mkupload(st, a, 6, 10, 10, 400);
+    assert_int_equal(store_upload_get(st, id4, &u), STORE_OK);
+    store_msg gm;
+    assert_int_equal(store_message_append_file(st, g.conv, a, 0, "", 0, 70, &u, &gm), STORE_OK);
+    assert_int_equal(store_msg_file(st, gm.msgid, &fl), STORE_OK);
+    assert_int_equal(store_group_delete(st, g.id), STORE_OK);
+    assert_int_equal(store_msg_file(st, gm.msgid, &fl), STORE_NOT_FOUND);
+
+    /* Text that does not fit is refused before it reaches the database. */
+    assert_int_equal(store_upload_get(st, id4 - 1, &u), STORE_OK);
+    memset(u.f.name, 'x', sizeof u.f.name);
+    uint64_t bad;
+    assert_int_equal(store_upload_create(st, &u, &bad), STORE_ERROR);
+}

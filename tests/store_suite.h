@@ -60,6 +60,7 @@ store *store_suite_open(const char *uri);
 uint64_t store_suite_mkuser(store *st, const char *name);
 
 void store_test_open_schema(void **state);
+void store_test_files(void **state);
 void store_test_open_concurrent(void **state);
 void store_test_users(void **state);
 void store_test_user_limits(void **state);
@@ -106,16 +107,16 @@ void store_test_admin(void **state);
 
 #define STORE_SUITE_TESTS                                                                          \
     STORE_SUITE_T(store_test_open_schema), STORE_SUITE_T(store_test_open_concurrent),              \
-        STORE_SUITE_T(store_test_users), STORE_SUITE_T(store_test_user_limits),                    \
-        STORE_SUITE_T(store_test_user_name_verbatim), STORE_SUITE_T(store_test_names_exact),       \
-        STORE_SUITE_T(store_test_sessions), STORE_SUITE_T(store_test_session_expiry),              \
-        STORE_SUITE_T(store_test_session_refresh), STORE_SUITE_T(store_test_session_bound),        \
-        STORE_SUITE_T(store_test_session_delete_user), STORE_SUITE_T(store_test_sessions_expire),  \
-        STORE_SUITE_T(store_test_session_migrate), STORE_SUITE_T(store_test_counts),               \
-        STORE_SUITE_T(store_test_friends), STORE_SUITE_T(store_test_groups),                       \
-        STORE_SUITE_T(store_test_group_delete), STORE_SUITE_T(store_test_direct_conv),             \
-        STORE_SUITE_T(store_test_direct_conv_race), STORE_SUITE_T(store_test_append_seq),          \
-        STORE_SUITE_T(store_test_append_seq_handles),                                              \
+        STORE_SUITE_T(store_test_files), STORE_SUITE_T(store_test_users),                          \
+        STORE_SUITE_T(store_test_user_limits), STORE_SUITE_T(store_test_user_name_verbatim),       \
+        STORE_SUITE_T(store_test_names_exact), STORE_SUITE_T(store_test_sessions),                 \
+        STORE_SUITE_T(store_test_session_expiry), STORE_SUITE_T(store_test_session_refresh),       \
+        STORE_SUITE_T(store_test_session_bound), STORE_SUITE_T(store_test_session_delete_user),    \
+        STORE_SUITE_T(store_test_sessions_expire), STORE_SUITE_T(store_test_session_migrate),      \
+        STORE_SUITE_T(store_test_counts), STORE_SUITE_T(store_test_friends),                       \
+        STORE_SUITE_T(store_test_groups), STORE_SUITE_T(store_test_group_delete),                  \
+        STORE_SUITE_T(store_test_direct_conv), STORE_SUITE_T(store_test_direct_conv_race),         \
+        STORE_SUITE_T(store_test_append_seq), STORE_SUITE_T(store_test_append_seq_handles),        \
         STORE_SUITE_T(store_test_message_get_recall), STORE_SUITE_T(store_test_big_bodies),        \
         STORE_SUITE_T(store_test_history), STORE_SUITE_T(store_test_pending),                      \
         STORE_SUITE_T(store_test_pending_many), STORE_SUITE_T(store_test_ack),                     \

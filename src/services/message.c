@@ -118,6 +118,7 @@ static void message_append(svc_ctx *ctx, uint64_t conv, const char *body, uint64
     f->body = body;
     f->body_len = strlen(body);
     f->client_id = client_id;
+    f->att = NULL;
     store_append req = {.conv = conv,
                         .sender = ctx->call->caller->user_id,
                         .ref = client_id ? client_id : ctx->call->ref,

@@ -654,6 +654,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         !(fz_tls_client = tls_client_new(cert, err, sizeof(err))))
         fz_fail(err);
     fz_svc_config(&fz_cfg, fz_db);
+    static char files[4200];
+    snprintf(files, sizeof(files), "%s/files", dir);
+    fz_cfg.file_dir = files;
     fz_bus = bus_local_new();
     if (!fz_bus)
         fz_fail("bus_local_new");

@@ -58,6 +58,11 @@ void fz_svc_config(svc_config *cfg, const char *db_path)
     cfg->max_members = 2000;
     cfg->session_ttl_ms = (int64_t)30 * 86400000;
     cfg->sessions_per_user = 32;
+    /* Files: small limits, so that a few inputs reach them (file_dir is
+     * the target's to set). */
+    cfg->max_file_size = 1024 * 1024;
+    cfg->file_quota = 4 * 1024 * 1024;
+    cfg->file_chunk_max = 60 * 1024;
 }
 
 int fz_count_fds(void)

@@ -12,6 +12,7 @@ the same each time (file names are the seed names).
 
     python3 tests/fuzz/make_corpus.py [OUTDIR]   (default: tests/fuzz)
 """
+import hashlib
 import os
 import struct
 import sys
@@ -136,6 +137,28 @@ def whois(i, user_id=0, name=""):
     return client(i, 33, u(1, user_id) + (ld(2, name) if name else b""))
 
 
+def file_begin(i, name, data, type_="image/png", size=None, sha=None):
+    return client(i, 60, ld(1, name) + u(2, len(data) if size is None else size) + ld(3, type_)
+                  + ld(4, hashlib.sha256(data).digest() if sha is None else sha))
+
+
+def file_chunk(i, upload_id, offset, data):
+    return client(i, 61, u(1, upload_id) + u(2, offset) + ld(3, data))
+
+
+def file_get(i, msgid, offset=0, limit=0):
+    return client(i, 62, u(1, msgid) + u(2, offset) + u(3, limit))
+
+
+def send_file(i, to, data, body="", group=False):
+    att = ld(4, ld(1, hashlib.sha256(data).digest()))
+    return client(i, 51 if group else 50, u(1, to) + (ld(2, body) if body else b"") + att)
+
+
+# A small file the seeds upload (fuzz_gateway takes files up to 1 MiB).
+FILE = bytes(range(256)) * 12
+
+
 def stream(*payloads):
     return b"".join(frame(p) for p in payloads)
 
@@ -248,6 +271,32 @@ def gateway_seeds():
         friend_del(16, BOB),
         logout(17),
     )
+    # Files: an upload in two chunks, sent and read back; a resume; the
+    # hostile ones (a bad offset, a huge size, a wrong hash, someone else's
+    # upload, a file of a message one is not party to).
+    s["alice_file_roundtrip"] = as_alice(
+        file_begin(4, "pic.png", FILE),
+        file_chunk(5, 1, 0, FILE[:2000]),
+        file_chunk(6, 1, 2000, FILE[2000:]),
+        send_file(7, BOB, FILE, "a picture"),
+        file_get(8, 1),
+        file_get(9, 1, offset=1000, limit=100),
+        history(10, peer=BOB),
+    )
+    s["alice_file_resume"] = as_alice(
+        file_begin(4, "pic.png", FILE), file_chunk(5, 1, 0, FILE[:1000]),
+        file_begin(6, "pic.png", FILE), file_chunk(7, 1, 1000, FILE[1000:]))
+    s["alice_file_bad_offset"] = as_alice(file_begin(4, "a.bin", FILE),
+                                          file_chunk(5, 1, 77, FILE[:10]))
+    s["alice_file_huge"] = as_alice(file_begin(4, "huge.bin", b"", size=1 << 62, sha=b"\1" * 32))
+    s["alice_file_bad_sha"] = as_alice(file_begin(4, "x.bin", FILE, sha=b"\2" * 32),
+                                       file_chunk(5, 1, 0, FILE))
+    s["alice_file_short_sha"] = as_alice(file_begin(4, "x.bin", FILE, sha=b"\2" * 7))
+    s["alice_file_other_upload"] = as_alice(file_chunk(4, 12345, 0, b"data"), file_get(5, 99999))
+    s["alice_file_attach_unknown"] = as_alice(send_file(4, BOB, b"never uploaded"))
+    s["alice_file_group"] = as_alice(group_join(4, LOBBY), file_begin(5, "g.txt", FILE, "text/plain"),
+                                     file_chunk(6, 1, 0, FILE),
+                                     send_file(7, LOBBY, FILE, group=True), file_get(8, 1))
     s["bad_utf8_name"] = stream(hello(1), register(2, b"al\xc3\x28ce", "secret123"))
     s["nul_in_body"] = as_alice(send_direct(4, BOB, b"visible\x00hidden"))
     s["bidi_name"] = stream(hello(1), register(2, "evil\u202egnp", "secret123"))
@@ -404,6 +453,11 @@ def cmd_seeds():
         "history:2:50",
         "grouphistory:1:10",
         "recall:7",
+        "sendfile:bob:/tmp/a: file.png",
+        "groupsendfile:1:photo.jpg",
+        "getfile:7:/tmp/out.bin",
+        "getfile:x:/tmp/out.bin",
+        "sendfile:2:",
         "whois:bob",
         "who",
         "chat:bob:by name",
@@ -446,7 +500,8 @@ def dict_line(data):
 def dictionaries():
     # Field keys of ClientFrame's bodies and of the requests inside them.
     gw = [key(1, 0)] + [key(f, 2) for f in (10, 11, 12, 20, 21, 22, 23, 30, 31, 32, 40, 41, 42,
-                                              43, 50, 51, 52, 53, 33)]
+                                              43, 50, 51, 52, 53, 33, 60, 61, 62)]
+    gw += [b"\0" * 32, b"image/png"]
     gw += [key(f, w) for f in (1, 2, 3, 4) for w in (0, 2)]
     gw += [struct.pack(">I", n) for n in (0, 2, 4, 0x10000, 0x10001)]
     gw += [b"\xc3\x28", b"\xe2\x80\xae", b"\x00", b"alice", b"secret123", b"bob", b"bobsecret1"]
@@ -454,11 +509,12 @@ def dictionaries():
         "parley.UserService", "parley.SocialService", "parley.MessageService",
         "CreateAccount", "Login", "Resume", "Logout", "FriendAdd", "FriendDel", "FriendList",
         "GroupCreate", "GroupJoin", "GroupQuit", "GroupDelete", "SendDirect", "SendGroup",
-        "History", "Recall", "Ack", "Sync", "Whois")]
+        "History", "Recall", "Ack", "Sync", "Whois", "FileBegin", "FileChunk", "FileGet")]
     cmd = [x.encode() for x in (
         "help", "register:", "login:", "chat:", "addfriend:", "delfriend:", "showfriendlist",
         "creategroup:", "addgroup:", "quitgroup:", "delgroup:", "groupchat:", "history:",
         "grouphistory:", "recall:", "whois:", "who", "loginout", "logout", ":all", "quit", ":",
+        "sendfile:", "groupsendfile:", "getfile:",
         "#",
         "18446744073709551615", "4294967296")]
     bus = [struct.pack("<I", n) for n in (0, 1, 2, 0xFFFFFFFF)] + [b"\xff" * 8]

@@ -1119,6 +1119,64 @@ class ProtocolAttackTest(HostileTest):
         expect_ok(alice.send_group(gid, "still here"), S_SEND_OK, "the group survived")
         self.check_pair()
 
+    def test_file_requests(self):
+        """Uploads and downloads (docs/protocol.md "Files") refuse what a
+        well-behaved client never sends, and store nothing of it."""
+        import hashlib
+        f_begin, f_chunk, f_get = 60, 61, 62
+        s_begin_ok, s_chunk_ok, s_data = 60, 61, 62
+        alice, aid = self.new_user("alice")
+        mallory, mid = self.new_user("mallory")
+        data = os.urandom(5000)
+        sha = hashlib.sha256(data).digest()
+
+        def begin(p, name="a.bin", size=len(data), digest=sha, type_="text/plain"):
+            return p.call(f_begin, pb((1, name), (2, size), (3, type_), (4, digest)))
+
+        up = one(expect_ok(begin(alice), s_begin_ok, "file_begin"), 1)
+        # a chunk at the wrong offset, past the announced size, empty
+        self.assert_code(alice.call(f_chunk, pb((1, up), (2, 7), (3, data[:100]))), BAD_REQUEST,
+                         "chunk at a bad offset")
+        self.assert_code(alice.call(f_chunk, pb((1, up), (2, 0), (3, data + b"x"))), BAD_REQUEST,
+                         "chunk past the announced size")
+        self.assert_code(alice.call(f_chunk, pb((1, up), (2, 0))), BAD_REQUEST, "empty chunk")
+        # someone else's upload, and one that does not exist
+        self.assert_code(mallory.call(f_chunk, pb((1, up), (2, 0), (3, data))), FORBIDDEN,
+                         "chunk into another user's upload")
+        self.assert_code(mallory.call(f_chunk, pb((1, up + 1000), (2, 0), (3, b"x"))), NOT_FOUND,
+                         "chunk into no upload")
+        # a huge announced size, a malformed hash, bad names and types
+        self.assert_code(begin(mallory, size=(1 << 64) - 1), TOO_LARGE, "a huge file")
+        self.assert_code(begin(mallory, digest=sha[:31]), BAD_REQUEST, "a 31-byte hash")
+        self.assert_code(begin(mallory, size=0, digest=hashlib.sha256(b"").digest()), BAD_REQUEST,
+                         "an empty file")
+        for name in ("a\u202egnp.exe", "../../etc/passwd", "", "x" * 300, "a\x00b"):
+            self.assert_code(begin(mallory, name=name), BAD_REQUEST, "file name %r" % name[:20])
+        self.assert_code(begin(mallory, type_="text/plain; x=<script>"), BAD_REQUEST, "type")
+        # a send naming content the sender never uploaded
+        self.assert_code(mallory.call(F_SEND_DIRECT, pb((1, aid), (4, pb((1, sha))))), BAD_REQUEST,
+                         "attach content not uploaded")
+        # alice finishes and sends to the pair; mallory may not read it
+        expect_ok(alice.call(f_chunk, pb((1, up), (2, 0), (3, data))), s_chunk_ok, "chunk")
+        to = self.pair.peers[0].user_id
+        msgid = one(expect_ok(alice.call(F_SEND_DIRECT, pb((1, to), (4, pb((1, sha))))), S_SEND_OK,
+                              "send the file"), 1)
+        self.assert_code(mallory.call(f_get, pb((1, msgid))), FORBIDDEN, "read a stranger's file")
+        self.assert_code(alice.call(f_get, pb((1, msgid), (2, 1 << 40))), BAD_REQUEST,
+                         "read past the end")
+        plain = one(expect_ok(alice.send(to, "no file"), S_SEND_OK), 1)
+        self.assert_code(alice.call(f_get, pb((1, plain))), NOT_FOUND, "a message without a file")
+        d = expect_ok(alice.call(f_get, pb((1, msgid), (3, 1 << 31))), s_data, "file_get")
+        self.assertEqual(one(d, 3, b""), data)
+        # uploads held per user are bounded
+        codes = []
+        for i in range(20):
+            f = begin(mallory, name="f%d" % i, digest=hashlib.sha256(b"%d" % i).digest(), size=10)
+            codes.append(error(f).code if error(f) else 0)
+        self.assertEqual(codes[:16], [0] * 16)
+        self.assertEqual(set(codes[16:]), {BUSY})
+        self.check_pair()
+
     def test_resume_with_forged_tokens(self):
         alice, aid = self.new_user("alice")
         _, bid = self.new_user("bob")

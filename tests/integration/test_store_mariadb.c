@@ -267,8 +267,11 @@ static int mariadb_raw_exec(const char *uri, const char *sql)
     return raw_exec(db_of(uri), sql);
 }
 
-/* Undoes mariadb.c's steps 5 -> 6 and 4 -> 5. */
+/* Undoes mariadb.c's steps 6 -> 7, 5 -> 6 and 4 -> 5. */
 static const char *const mariadb_to_v4[] = {
+    "DROP TABLE msg_files",
+    "DROP TABLE uploads",
+    "DROP TABLE files",
     "ALTER TABLE users DROP COLUMN banned",
     "ALTER TABLE sessions DROP INDEX sessions_last_used",
     "ALTER TABLE sessions DROP COLUMN last_used",
@@ -284,7 +287,7 @@ static const store_suite_backend mariadb_backend = {
     .destroy = mariadb_destroy,
     .raw_int = mariadb_raw_int,
     .schema_version_sql = "SELECT MAX(version) FROM schema_version",
-    .schema_version = 6,
+    .schema_version = 7,
     .raw_exec = mariadb_raw_exec,
     .to_v4 = mariadb_to_v4,
     /* INNODB_TRX needs the PROCESS privilege; the user's own threads are
@@ -361,11 +364,12 @@ static void test_mariadb_socket(void **state)
 /* What version 2 added, a nullable ref and the unique (sender, ref) key,
  * version 3, the trigger that takes the next seq, version 4, messages
  * without the index on sender alone, version 5, sessions' last_used
- * with its index and members_by_user with role, and version 6, users.banned. */
+ * with its index and members_by_user with role, version 6, users.banned, and
+ * version 7, the file tables. */
 static void assert_schema_latest(const char *u)
 {
-    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 6);
-    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 6);
+    assert_int_equal(raw_int(u, "SELECT MAX(version) FROM schema_version"), 7);
+    assert_int_equal(raw_int(u, "SELECT count(*) FROM schema_version"), 7);
     assert_int_equal(raw_int(u, "SELECT count(*) FROM information_schema.COLUMNS"
                                 " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'users'"
                                 " AND COLUMN_NAME = 'banned' AND IS_NULLABLE = 'NO'"),

@@ -88,8 +88,11 @@ static int sqlite_raw_exec(const char *uri, const char *sql)
     return rc == SQLITE_OK ? 0 : -1;
 }
 
-/* Undoes sqlite.c's steps 6 -> 7, 5 -> 6 and 4 -> 5. */
+/* Undoes sqlite.c's steps 7 -> 8, 6 -> 7, 5 -> 6 and 4 -> 5. */
 static const char *const sqlite_to_v4[] = {
+    "DROP TABLE msg_files",
+    "DROP TABLE uploads",
+    "DROP TABLE files",
     "ALTER TABLE users DROP COLUMN banned",
     "DROP INDEX messages_ref_sender",
     "CREATE UNIQUE INDEX messages_sender_ref ON messages (sender, ref) WHERE ref IS NOT NULL",
@@ -108,7 +111,7 @@ static const store_suite_backend sqlite_backend = {
     .destroy = sqlite_destroy,
     .raw_int = sqlite_raw_int,
     .schema_version_sql = "PRAGMA user_version",
-    .schema_version = 7,
+    .schema_version = 8,
     .raw_exec = sqlite_raw_exec,
     .to_v4 = sqlite_to_v4,
 };
@@ -191,8 +194,18 @@ static void test_open_uri_forms(void **state)
     assert_int_equal(store_user_by_name(st, "alice", &u), STORE_OK);
     store_close(st);
 
+    /* ?sync=full (parleyd --sync full) is an option, not part of the name:
+     * the same file opens, and no "PATH?sync=full" file appears. */
+    snprintf(uri, sizeof uri, "sqlite:%s?sync=full", f->uri);
+    st = store_suite_open(uri);
+    assert_int_equal(store_user_by_name(st, "alice", &u), STORE_OK);
+    store_close(st);
+    snprintf(uri, sizeof uri, "%s?sync=full", f->uri);
+    assert_int_equal(access(uri, F_OK), -1);
+
     open_fails(NULL, "no store URI");
     open_fails("", "no store URI");
+    open_fails("sqlite:?sync=full", "no database file");
     open_fails("sqlite:", "no database file");
     /* A scheme we do not know is not taken for a file name. */
     open_fails("mysql://u@localhost/parley", "unknown store URI scheme");
@@ -287,7 +300,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(raw_int(uri, "PRAGMA user_version"), 1);
 
     store *st = store_suite_open(uri);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 7);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 8);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM users WHERE banned = 0"), 2);
     assert_int_equal(raw_int(uri, "SELECT last_used FROM sessions"), 777);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM pragma_table_info('sessions')"
@@ -378,7 +391,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(again.existed, 1);
     assert_int_equal(store_session_user(st, tok, 777 + 2001, 1000, &who), STORE_NOT_FOUND);
     store_close(st);
-    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 7);
+    assert_int_equal(raw_int(uri, "PRAGMA user_version"), 8);
     assert_int_equal(raw_int(uri, "SELECT count(*) FROM messages"), 4);
     sqlite_destroy(uri);
 }
