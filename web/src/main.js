@@ -178,6 +178,10 @@ function attachmentView(m) {
   const label = `${a.name} (${fmtSize(a.size)})`;
   if (a.type && a.type.startsWith("image/")) {
     const img = el("img", { class: "attach-img", alt: "Image: " + a.name });
+    // A picture that loads grows its message: stay at the bottom if there.
+    img.addEventListener("load", () => {
+      if (stickBottom) $("scroller").scrollTop = $("scroller").scrollHeight;
+    });
     fileUrl(m.msgid, a.type).then(
       (u) => (img.src = u),
       (e) => img.replaceWith(el("span", { class: "attach-err" }, [`${label}: ${e.message}`]))
@@ -517,7 +521,10 @@ $("older").addEventListener("click", () => {
   const c = state.convs.get(state.active);
   if (c) loadHistory(c);
 });
+let stickBottom = true; // the open conversation is scrolled to its end
 $("scroller").addEventListener("scroll", () => {
+  const sc = $("scroller");
+  stickBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < 40;
   const c = state.convs.get(state.active);
   if (c && c.loaded && !c.noMore && $("scroller").scrollTop < 20) loadHistory(c);
 });
