@@ -3,6 +3,10 @@
 import { Session } from "./session.js";
 import { el, fmtTime, clear } from "./dom.js";
 import { upload, download, fmtSize } from "./files.js";
+import { has } from "./proto.js";
+import { HAS_READ, HAS_UNREAD, HAS_TYPING, socialText, Typing } from "./people.js";
+
+const HAS_FILES = has("parley.ClientFrame", "file_begin") && has("parley.Message", "attachment");
 
 const $ = (id) => document.getElementById(id);
 const RECALL_WINDOW_MS = 2 * 60 * 1000;
@@ -34,7 +38,10 @@ function conv(kind, id) {
   const key = convKey(kind, id);
   let c = state.convs.get(key);
   if (!c) {
-    c = { key, kind, id, msgs: new Map(), unread: 0, loaded: false, noMore: false, loading: false };
+    c = { key, kind, id, convId: null, msgs: new Map(), unread: 0, loaded: false, noMore: false, loading: false };
+    c.unreadFloor = 0; // messages up to this seq were counted by login_ok's unread
+    c.readSent = 0; // the read cursor this page has told the server
+    c.readBy = new Map(); // user id -> {seq, name}: how far others have read
     state.convs.set(key, c);
   }
   return c;
@@ -70,6 +77,7 @@ function convOf(m) {
 /** Adds (or updates) a stored message; returns whether it is new. */
 function addMessage(m) {
   const c = convOf(m);
+  if (m.conv && m.conv !== "0") c.convId = m.conv;
   const old = c.msgs.get(m.msgid);
   c.msgs.set(m.msgid, old ? { ...old, ...m } : m);
   return { c, isNew: !old };
@@ -140,6 +148,15 @@ function pendingFor(c) {
 
 function messageItem(c, m) {
   const mine = state.me && m.from === state.me.id;
+  const social = socialText(m, userName);
+  if (social) {
+    const ts = Number(m.ts);
+    return el("li", { class: "msg system", "data-msgid": m.msgid, "data-seq": m.seq }, [
+      el("time", { datetime: new Date(ts).toISOString() }, [fmtTime(ts)]),
+      " ",
+      el("span", { class: "body" }, [social]),
+    ]);
+  }
   const li = el("li", { class: "msg" + (mine ? " mine" : ""), "data-msgid": m.msgid, "data-seq": m.seq });
   const who = el("span", { class: "from" }, [userName(m.from, m.from_name)]);
   const ts = Number(m.ts);
@@ -150,7 +167,7 @@ function messageItem(c, m) {
   li.append(who, " ", time, " ", body);
   if (m.attachment && m.attachment.name !== undefined && !m.recalled) li.append(attachmentView(m));
   if (mine && !m.recalled) {
-    li.append(" ", el("span", { class: "status" }, ["sent"]));
+    li.append(" ", el("span", { class: "status" }, [readStatus(c, m)]));
     if (Date.now() - ts < RECALL_WINDOW_MS) {
       const b = el("button", { type: "button", class: "recall", "aria-label": "Recall this message" }, ["Recall"]);
       b.addEventListener("click", () => recall(m.msgid, b));
@@ -158,6 +175,61 @@ function messageItem(c, m) {
     }
   }
   return li;
+}
+
+/** "sent", or who has read it: "read" (direct), "read by bob, carol". */
+function readStatus(c, m) {
+  const seq = Number(m.seq);
+  const readers = [...c.readBy.entries()].filter(([u, r]) => r.seq >= seq && u !== state.me.id);
+  if (!readers.length) return "sent";
+  if (c.kind === "direct") return "read";
+  return "read by " + readers.map(([u, r]) => userName(u, r.name)).join(", ");
+}
+
+// ---- read state and typing (people.js) ----
+
+/** Tells the server what the user has seen of the open conversation. */
+function markRead(c) {
+  if (!HAS_READ || !c || !c.convId || document.hidden || state.active !== c.key || !session.ready) return;
+  let top = 0;
+  for (const m of c.msgs.values()) if (Number(m.seq) > top) top = Number(m.seq);
+  if (top <= c.readSent) return;
+  const before = c.readSent;
+  c.readSent = top;
+  session.request({ read: { conv: c.convId, seq: String(top) } }).catch(() => {
+    if (c.readSent === top) c.readSent = before; // told again with the next message
+  });
+}
+
+const typing = new Typing((key) => {
+  if (key === state.active) $("typing").textContent = typing.text(key);
+});
+
+function onReadEvent(ev) {
+  let c = null;
+  for (const x of state.convs.values()) if (x.convId === ev.conv) c = x;
+  if (!c && ev.group !== "0") c = conv("group", ev.group);
+  if (!c && state.me && ev.user !== state.me.id) c = conv("direct", ev.user);
+  if (!c) return;
+  const seq = Number(ev.seq);
+  if (state.me && ev.user === state.me.id) {
+    // Read on another device of mine: what is up to seq is not unread here.
+    c.readSent = Math.max(c.readSent, seq);
+    let left = 0;
+    for (const m of c.msgs.values()) if (m.from !== state.me.id && Number(m.seq) > seq) left++;
+    c.unread = Math.min(c.unread, left);
+    renderLists();
+    return;
+  }
+  const old = c.readBy.get(ev.user);
+  if (!old || old.seq < seq) c.readBy.set(ev.user, { seq, name: ev.user_name });
+  if (c.key === state.active) renderConv(false);
+}
+
+let listsTimer = null;
+function refreshListsSoon() {
+  clearTimeout(listsTimer);
+  listsTimer = setTimeout(() => refreshLists().catch(() => {}), 200);
 }
 
 // ---- attachments ----
@@ -280,8 +352,10 @@ async function openConv(key, focusComposer) {
   $("chat-view").classList.add("show-conv");
   $("composer-fieldset").disabled = false;
   if (!document.hidden) c.unread = 0;
+  $("typing").textContent = typing.text(key);
   renderLists();
   renderConv();
+  markRead(c);
   if (focusComposer) $("text").focus();
   if (!c.loaded) await loadHistory(c);
 }
@@ -305,6 +379,7 @@ async function loadHistory(c) {
     const first = !c.loaded;
     c.loaded = true;
     if (state.active === c.key) renderConv(first ? undefined : true);
+    markRead(c);
   } catch (e) {
     note("History: " + e.message);
   } finally {
@@ -398,6 +473,19 @@ session.on("login", (login, how) => {
   $("chat-view").hidden = false;
   $("logout").hidden = false;
   applyLists(login.friends, login.groups);
+  if (HAS_UNREAD) {
+    // The server keeps the read cursors: its counts replace ours.
+    for (const c of state.convs.values()) c.unread = 0;
+    for (const u of login.unread || []) {
+      const c = u.group !== "0" ? conv("group", u.group) : conv("direct", u.peer);
+      if (u.name && !c.name) c.name = u.name;
+      c.convId = u.conv;
+      c.unread = u.count;
+      c.unreadFloor = Number(u.last_seq);
+      c.readSent = Math.max(c.readSent, Number(u.last_read_seq));
+    }
+    renderLists();
+  }
   if (how === "login") {
     $("password").value = "";
     const first = document.querySelector(".conv-item");
@@ -437,8 +525,14 @@ session.on("message", (m) => {
   if (!isNew) return;
   const mine = state.me && m.from === state.me.id;
   const visible = c.key === state.active && !document.hidden;
-  if (!mine && !visible) c.unread++;
-  if (c.key === state.active) appendLive(c, m);
+  const counted = HAS_UNREAD && Number(m.seq) <= c.unreadFloor; // in login_ok's count already
+  if (!mine && !visible && !counted) c.unread++;
+  typing.stopped(c.key, m.from);
+  if (c.key === state.active) {
+    appendLive(c, m);
+    markRead(c);
+  }
+  if (socialText(m, userName) && m.kind !== "TEXT") refreshListsSoon();
   renderLists();
 });
 
@@ -457,6 +551,15 @@ session.on("sendfailed", (s, e) => {
 });
 
 session.on("recall", (ev) => markRecalled(ev.msgid));
+
+session.on("push", (f) => {
+  if (f.body === "read_event" && HAS_READ) onReadEvent(f.read_event);
+  else if (f.body === "typing_event" && HAS_TYPING) {
+    const ev = f.typing_event;
+    if (state.me && ev.user === state.me.id) return;
+    typing.seen(ev, ev.group !== "0" ? "g" + ev.group : "u" + ev.user);
+  }
+});
 
 session.on("presence", (ev) => {
   const u = state.users.get(ev.user_id);
@@ -512,6 +615,12 @@ $("text").addEventListener("keydown", (ev) => {
   }
 });
 $("back").addEventListener("click", closeConvOnPhone);
+$("text").addEventListener("input", () => {
+  const c = state.convs.get(state.active);
+  if (!HAS_TYPING || !c || !$("text").value || !session.ready || !typing.shouldSend(c.key)) return;
+  const to = c.kind === "group" ? { group_id: c.id } : { peer: c.id };
+  session.request({ typing: to }).catch(() => {}); // BUSY or offline: it was only a hint
+});
 $("file").addEventListener("change", () => {
   const f = $("file").files[0];
   $("file").value = "";
@@ -579,11 +688,17 @@ $("join-group").addEventListener("submit", async (ev) => {
 document.addEventListener("visibilitychange", () => {
   if (document.hidden || !state.active) return;
   const c = state.convs.get(state.active);
+  markRead(c);
   if (c && c.unread) {
     c.unread = 0;
     renderLists();
   }
 });
+
+if (!HAS_FILES) {
+  $("file").remove();
+  document.querySelector(".attach-btn").remove();
+}
 
 // Until the session says otherwise, show the login form (or, with a saved
 // token, the chat while it resumes).
