@@ -148,7 +148,7 @@ function pendingFor(c) {
 
 function messageItem(c, m) {
   const mine = state.me && m.from === state.me.id;
-  const social = socialText(m, userName);
+  const social = socialText(m, userName, c.kind === "direct" ? convTitle(c) : "");
   if (social) {
     const ts = Number(m.ts);
     return el("li", { class: "msg system", "data-msgid": m.msgid, "data-seq": m.seq }, [
@@ -526,13 +526,14 @@ session.on("message", (m) => {
   const mine = state.me && m.from === state.me.id;
   const visible = c.key === state.active && !document.hidden;
   const counted = HAS_UNREAD && Number(m.seq) <= c.unreadFloor; // in login_ok's count already
-  if (!mine && !visible && !counted) c.unread++;
+  const social = socialText(m, userName) !== null; // an event, not a message to read
+  if (!mine && !visible && !counted && !social) c.unread++;
   typing.stopped(c.key, m.from);
   if (c.key === state.active) {
     appendLive(c, m);
     markRead(c);
   }
-  if (socialText(m, userName) && m.kind !== "TEXT") refreshListsSoon();
+  if (social) refreshListsSoon();
   renderLists();
 });
 
@@ -712,4 +713,6 @@ if (session.token && session.me) {
 updateTitle();
 showStatus();
 session.connect();
-window.parley = { session, state }; // for the browser test and the curious
+// For the browser test and the curious: the state, and which parts of the
+// protocol this build knows.
+window.parley = { session, state, features: { read: HAS_READ, unread: HAS_UNREAD, typing: HAS_TYPING, files: HAS_FILES } };

@@ -13,16 +13,17 @@ const TYPING_SHOW_MS = 5000;
 const TYPING_EVERY_MS = 3000;
 
 /** A social event (a Message whose kind is not TEXT) in words, or null
- * for a text. name(id, hint) names a user ("you" for oneself). */
-export function socialText(m, name) {
+ * for a text. name(id, hint) names a user ("you" for oneself); other: the
+ * other user of a direct conversation. */
+export function socialText(m, name, other = "them") {
   if (!HAS_KIND || !m.kind || m.kind === "TEXT") return null;
   const who = name(m.from, m.from_name);
   const you = who === "you";
   switch (m.kind) {
     case "FRIEND_ADDED":
-      return you ? "You added them as a friend." : `${who} added you as a friend.`;
+      return you ? `You added ${other} as a friend.` : `${who} added you as a friend.`;
     case "FRIEND_REMOVED":
-      return you ? "You removed them from your friends." : `${who} removed you from their friends.`;
+      return you ? `You removed ${other} from your friends.` : `${who} removed you from their friends.`;
     case "MEMBER_JOINED":
       return you ? "You joined the group." : `${who} joined the group.`;
     case "MEMBER_LEFT":
