@@ -83,6 +83,7 @@ export class Server {
     closeSync(fd);
     live.add(this.proc);
     this.proc.on("exit", () => live.delete(this.proc));
+    this.proc.on("error", () => {}); // exitCode stays null: the wait below times out
     const from = this.logs().length;
     await until("parleyd to be ready", () => {
       if (this.proc.exitCode !== null) throw new Error(`parleyd exited with ${this.proc.exitCode}:\n${this.logs().slice(-3000)}`);
@@ -136,6 +137,8 @@ export class Terminal {
     });
     live.add(this.proc);
     this.proc.on("exit", () => live.delete(this.proc));
+    this.proc.on("error", (e) => (this.stderr += `cannot run ${PARLEY}: ${e.message}\n`));
+    this.proc.stdin.on("error", () => {}); // it exited: cmd() times out and says so
     this.events = [];
     this.replies = [];
     this.waiters = [];
@@ -157,7 +160,11 @@ export class Terminal {
   async cmd(line, timeoutMs = 30000) {
     const before = this.replies.length;
     this.proc.stdin.write(line + "\n");
-    await until(`a reply to ${line}`, () => this.replies.length > before, timeoutMs);
+    await until(`a reply to ${line}`, () => {
+      if (this.proc.exitCode !== null || this.stderr.startsWith("cannot run"))
+        throw new Error(`parley exited (${this.proc.exitCode}): ${this.stderr.slice(-2000)}`);
+      return this.replies.length > before;
+    }, timeoutMs);
     return this.replies[before];
   }
 
