@@ -49,6 +49,7 @@ async function webUser(name, viewport, existing = false) {
   // (a refused WebSocket while the server restarts is expected)
   page.on("console", (m) => m.type() === "error" && !/WebSocket connection/.test(m.text()) && console.log(`[${name} console] ${m.text()}`));
   await page.goto(server.url);
+  if (!existing) await shot(page, `0-${name}-sign-in`);
   await page.getByLabel("Name").fill(name);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: existing ? "Log in" : "Register" }).click();
