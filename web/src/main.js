@@ -506,6 +506,8 @@ session.on("login", (login, how) => {
 
 session.on("loggedout", (why) => {
   state.me = null;
+  for (const p of fileUrls.values()) p.then((u) => URL.revokeObjectURL(u), () => {});
+  fileUrls.clear();
   state.convs.clear();
   state.users.clear();
   state.groups.clear();

@@ -59,7 +59,8 @@ export class Session {
     } catch {
       this.sends = [];
     }
-    for (const s of this.sends) s.onWire = false;
+    // Kept across a reload: sent again, with their ids, once resumed.
+    this.sends = this.sends.map((s) => ({ ...s, onWire: false, tries: 0, busy: 0, resendAt: 0 }));
   }
 
   on(name, fn) {
@@ -158,7 +159,8 @@ export class Session {
       w.reject(new ProtocolError("UNAVAILABLE", "connection lost"));
     }
     this.waiting.clear();
-    for (const s of this.sends) s.onWire = false;
+    // Kept across a reload: sent again, with their ids, once resumed.
+    this.sends = this.sends.map((s) => ({ ...s, onWire: false, tries: 0, busy: 0, resendAt: 0 }));
     this.setState("offline");
     this.scheduleRetry();
   }
