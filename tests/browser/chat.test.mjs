@@ -28,10 +28,12 @@ const PASSWORD = "secret123";
 let browser = null;
 let server = null;
 const terminals = [];
+let tmp = null; // the image files
 
 after(async () => {
   for (const t of terminals) t.close();
   await stopAll(browser);
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
   if (server) await server.cleanup();
 });
 
@@ -44,6 +46,7 @@ async function shot(page, name) {
  * in through the form. */
 async function webUser(name, viewport, existing = false) {
   const ctx = await browser.newContext({ viewport: viewport || { width: 1100, height: 720 } });
+  ctx.setDefaultTimeout(60000); // generous: CI runs this beside sanitized suites on 2 cores
   const page = await ctx.newPage();
   page.on("pageerror", (e) => console.log(`[${name} page error] ${e.message}`));
   // (a refused WebSocket while the server restarts is expected)
@@ -195,23 +198,23 @@ test("two browser users and a terminal user chat, reload, and live through a res
 
   // ---- images: one from the browser, one from the terminal ----
   if (features.files) {
-  const tmp = mkdtempSync(path.join(os.tmpdir(), "parley-browser-files-"));
-  after(() => rmSync(tmp, { recursive: true, force: true }));
-  const png = path.join(tmp, "chat-so-far.png");
-  writeFileSync(png, await alice.screenshot({ clip: { x: 300, y: 110, width: 420, height: 240 } }));
-  await alice.locator("#file").setInputFiles(png);
-  await alice.locator("#upload-status", { hasText: "Uploaded chat-so-far.png" }).waitFor();
-  await imageShown(alice, "chat-so-far.png");
-  await imageShown(bob, "chat-so-far.png");
-  const fm = await until("the image at the terminal", () => carol.events.find((e) => e.type === "message" && e.file && e.file.name === "chat-so-far.png"));
-  assert.equal(fm.file.type, "image/png");
-  await carol.ok(`getfile:${fm.msgid}:${path.join(tmp, "got.png")}`);
-  assert.ok(readFileSync(path.join(tmp, "got.png")).equals(readFileSync(png)), "the terminal gets the same bytes");
-  const png2 = path.join(tmp, "from-terminal.png");
-  writeFileSync(png2, await bob.screenshot({ clip: { x: 0, y: 0, width: 390, height: 200 } }));
-  await carol.ok(`groupsendfile:${gid}:${png2}`);
-  await imageShown(alice, "from-terminal.png");
-  await imageShown(bob, "from-terminal.png");
+    await openConv(alice, "team");
+    tmp = mkdtempSync(path.join(os.tmpdir(), "parley-browser-files-"));
+    const png = path.join(tmp, "chat-so-far.png");
+    writeFileSync(png, await alice.screenshot({ clip: { x: 300, y: 110, width: 420, height: 240 } }));
+    await alice.locator("#file").setInputFiles(png);
+    await alice.locator("#upload-status", { hasText: "Uploaded chat-so-far.png" }).waitFor();
+    await imageShown(alice, "chat-so-far.png");
+    await imageShown(bob, "chat-so-far.png");
+    const fm = await until("the image at the terminal", () => carol.events.find((e) => e.type === "message" && e.file && e.file.name === "chat-so-far.png"));
+    assert.equal(fm.file.type, "image/png");
+    await carol.ok(`getfile:${fm.msgid}:${path.join(tmp, "got.png")}`);
+    assert.ok(readFileSync(path.join(tmp, "got.png")).equals(readFileSync(png)), "the terminal gets the same bytes");
+    const png2 = path.join(tmp, "from-terminal.png");
+    writeFileSync(png2, await bob.screenshot({ clip: { x: 0, y: 0, width: 390, height: 200 } }));
+    await carol.ok(`groupsendfile:${gid}:${png2}`);
+    await imageShown(alice, "from-terminal.png");
+    await imageShown(bob, "from-terminal.png");
   }
 
   await shot(alice, "1-alice-group");
