@@ -528,8 +528,9 @@ session.on("message", (m) => {
   const mine = state.me && m.from === state.me.id;
   const visible = c.key === state.active && !document.hidden;
   const counted = HAS_UNREAD && Number(m.seq) <= c.unreadFloor; // in login_ok's count already
-  const social = socialText(m, userName) !== null; // an event, not a message to read
-  if (!mine && !visible && !counted && !social) c.unread++;
+  // Social events count as unread too, as in login_ok's counts.
+  const social = socialText(m, userName) !== null;
+  if (!mine && !visible && !counted) c.unread++;
   typing.stopped(c.key, m.from);
   if (c.key === state.active) {
     appendLive(c, m);
