@@ -57,7 +57,7 @@ async function webUser(name, viewport, existing = false) {
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: existing ? "Log in" : "Register" }).click();
   await page.locator("#chat-view").waitFor();
-  await until(`${name} logged in`, async () => (await page.title()) === "Parley: " + name);
+  await until(`${name} logged in`, async () => (await page.title()).endsWith("Parley: " + name));
   return page;
 }
 
@@ -301,6 +301,27 @@ test("two browser users and a terminal user chat, reload, and live through a res
   for (const t of offline) await seesOnce(bob, t);
   const hist = await carol.ok(`history:alice`);
   assert.equal(hist.messages.filter((x) => x.body === "after the restart").length, 1);
+  // ---- unread counts at login, and reading them (servers with read state) ----
+  if (features.unread && features.read) {
+    await carol.ok(`register:dave:${PASSWORD}`);
+    await carol.ok("whois:dave");
+    await carol.ok("chat:dave:are you there?");
+    await carol.ok("chat:dave:hello?");
+    const dave = await webUser("dave", null, true);
+    await dave.locator(".conv-item", { hasText: "carol" }).locator(".badge", { hasText: "2" }).waitFor();
+    assert.equal(await dave.title(), "(2) Parley: dave");
+    await openConv(dave, "carol");
+    await seesOnce(dave, "hello?");
+    assert.equal(await dave.title(), "Parley: dave");
+    await sleep(500); // the read goes to the server
+    const dave2 = await webUser("dave", null, true); // another device: nothing unread now
+    await sleep(1000);
+    assert.equal(await dave2.locator(".badge").count(), 0);
+    assert.equal(await dave2.title(), "Parley: dave");
+    await dave.context().close();
+    await dave2.context().close();
+  }
+
   await shot(alice, "5-alice-after-restart");
   await shot(bob, "6-bob-after-restart");
 });
