@@ -129,6 +129,9 @@ test("two browser users and a terminal user chat, reload, and live through a res
   assert.equal(await bob.title(), "Parley: bob", "opened, nothing unread");
   await say(bob, "hi alice! 👋 héllo");
   await seesOnce(alice, "hi alice! 👋 héllo");
+  // Screen readers hear it once, from the live region.
+  await alice.locator("#announce p", { hasText: "bob: hi alice! 👋 héllo" }).waitFor({ state: "attached" });
+  assert.equal(await alice.locator("#messages li").first().evaluate((e) => e.closest("[aria-live]")), null);
 
   // ---- direct chat with the terminal user ----
   await carol.ok("whois:alice"); // the terminal learns names it is told

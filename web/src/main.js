@@ -393,6 +393,16 @@ function closeConvOnPhone() {
   if (b) b.focus();
 }
 
+/** Tells screen readers about one new message (the list itself is redrawn
+ * too often to be a live region). Keeps the last few lines only. */
+let quietUntil = 0; // the catch-up after a login is not read out line by line
+
+function announce(text) {
+  const a = $("announce");
+  a.append(el("p", {}, [text]));
+  while (a.children.length > 5) a.firstChild.remove();
+}
+
 // ---- actions ----
 
 function note(text) {
@@ -468,6 +478,7 @@ session.on("pending", showStatus);
 
 session.on("login", (login, how) => {
   state.me = { id: login.user.id, name: login.user.name };
+  quietUntil = Date.now() + 2000;
   $("whoami").textContent = state.me.name;
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
@@ -535,6 +546,11 @@ session.on("message", (m) => {
   if (c.key === state.active) {
     appendLive(c, m);
     markRead(c);
+  }
+  if (!mine && Date.now() > quietUntil) {
+    const what = social ? socialText(m, userName, convTitle(c)) : m.body || (m.attachment ? "a file: " + m.attachment.name : "");
+    const where = c.key === state.active ? "" : c.kind === "group" ? ` in ${convTitle(c)}` : " (another conversation)";
+    announce(`${userName(m.from, m.from_name)}${where}: ${what}`);
   }
   if (social) refreshListsSoon();
   renderLists();
