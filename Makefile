@@ -25,8 +25,12 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# make run also serves the web client (built into $(BUILD)/web, parleyd's
+# default web root) and its WebSocket: open http://127.0.0.1:$(WS_PORT)/.
+WS_PORT  ?= 7080
+WEB_ARGS ?= --ws-port $(WS_PORT)
 run: build
-	@exec $(BUILD)/parleyd $(ARGS)
+	@exec $(BUILD)/parleyd $(WEB_ARGS) $(ARGS)
 
 test: build
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPARLEY_SANITIZE=ON -DPARLEY_WERROR=ON >/dev/null

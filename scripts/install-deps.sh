@@ -26,6 +26,13 @@ pkgs=(
   prometheus
 )
 
+# The web client's build (web/: npm, esbuild) and its browser test (Debian's
+# Chromium driven by playwright-core): node and npm from Debian unless a node
+# is already there (Debian 12's is 18; web/package.json's versions run on it).
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+pkgs+=(chromium)
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
