@@ -112,20 +112,69 @@ int loop_start(loop *l)
     return 0;
 }
 
-void loop_post_node(loop *l, loop_node *n)
+/* Appends the chain head..tail to l's posts; wakes l if they were empty. */
+static void loop_post_chain(loop *l, loop_node *head, loop_node *tail)
 {
-    n->next = NULL;
     pthread_mutex_lock(&l->lock);
     int was_empty = l->posts_head == NULL;
     if (l->posts_tail)
-        l->posts_tail->next = n;
+        l->posts_tail->next = head;
     else
-        l->posts_head = n;
-    l->posts_tail = n;
+        l->posts_head = head;
+    l->posts_tail = tail;
     pthread_mutex_unlock(&l->lock);
     /* One wake-up per batch of posts is enough. */
     if (was_empty)
         event_active(l->wake, 0, 0);
+}
+
+/* The posts a thread holds back between loop_hold and loop_release, per
+ * loop, in the order posted. */
+#define LOOP_HELD_MAX 16
+static __thread struct {
+    unsigned depth, n;
+    struct {
+        loop *l;
+        loop_node *head, *tail;
+    } v[LOOP_HELD_MAX];
+} loop_held;
+
+void loop_hold(void)
+{
+    loop_held.depth++;
+}
+
+void loop_release(void)
+{
+    if (!loop_held.depth || --loop_held.depth)
+        return;
+    for (unsigned i = 0; i < loop_held.n; i++)
+        loop_post_chain(loop_held.v[i].l, loop_held.v[i].head, loop_held.v[i].tail);
+    loop_held.n = 0;
+}
+
+void loop_post_node(loop *l, loop_node *n)
+{
+    n->next = NULL;
+    if (loop_held.depth) {
+        unsigned i = 0;
+        while (i < loop_held.n && loop_held.v[i].l != l)
+            i++;
+        if (i < loop_held.n) {
+            loop_held.v[i].tail->next = n;
+            loop_held.v[i].tail = n;
+            return;
+        }
+        if (i < LOOP_HELD_MAX) {
+            loop_held.v[i].l = l;
+            loop_held.v[i].head = loop_held.v[i].tail = n;
+            loop_held.n++;
+            return;
+        }
+        /* More loops than slots: this loop's posts go now, still in order
+         * (none of them is held). */
+    }
+    loop_post_chain(l, n, n);
 }
 
 struct loop_heap_post {
