@@ -164,12 +164,13 @@ static unsigned gw_count(gateway *gw, uint64_t user, int delta)
 /* Notes whether loop gl holds a session of user (bit i for loop i): a push
  * goes only to the loops that hold a recipient, not to every loop, since
  * each post wakes its loop. Loops past 63 always get every push. */
-static void gw_home(gw_loop *gl, uint64_t user, int here)
+static int gw_home(gw_loop *gl, uint64_t user, int here)
 {
     gateway *gw = gl->gw;
     unsigned i = (unsigned)(gl - gw->per_loop);
+    int rc = 0;
     if (i >= 64)
-        return;
+        return 0;
     pthread_mutex_lock(&gw->count_lock);
     uintptr_t mask = (uintptr_t)u64map_get(gw->homes, user);
     if (here)
@@ -177,10 +178,11 @@ static void gw_home(gw_loop *gl, uint64_t user, int here)
     else
         mask &= ~((uintptr_t)1 << i);
     if (mask)
-        u64map_put(gw->homes, user, (void *)mask); /* on OOM: the loop is missed */
+        rc = u64map_put(gw->homes, user, (void *)mask);
     else
         u64map_del(gw->homes, user);
     pthread_mutex_unlock(&gw->count_lock);
+    return rc;
 }
 
 static long gw_bus_count(void *arg, uint64_t user)
@@ -347,9 +349,12 @@ static void gw_session_add(conn *c, uint64_t user)
         return;
     }
     gw_count(s->gl->gw, user, +1);
-    gw_home(s->gl, user, 1);
     metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, 1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
+    /* A session its loop's pushes would miss is no session: the client
+     * logs in again and catches up. */
+    if (gw_home(s->gl, user, 1) < 0)
+        conn_close(c, "out of memory");
 }
 
 /* 1 if msgid already went to this session during its catch-up (drop this
