@@ -265,9 +265,11 @@ void pool_submit(pool *p, uint64_t key, pool_task *t)
         w->head = t;
     w->tail = t;
     w->queued++;
+    pthread_mutex_unlock(&w->lock);
+    /* After the unlock: signalled with the lock held, the worker woke only
+     * to wait for it again (a futex wait and wake more per request). */
     if (wake)
         pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
 }
 
 int pool_wait_idle(pool *p, unsigned timeout_ms)

@@ -72,6 +72,7 @@ struct gateway {
     const char *bye_reason;
     pthread_mutex_t count_lock; /* guards sessions */
     u64map *sessions;           /* user -> sessions on this gateway (all loops) */
+    u64map *homes;              /* user -> mask of the loops holding a session (count_lock) */
     limiter *lim;               /* per-address and per-user limits, all loops */
     unsigned auth_queued;       /* atomic: register/login calls in flight */
     int64_t audit_last[9];      /* atomic: when each kind of limit was last logged */
@@ -175,6 +176,30 @@ static unsigned gw_count(gateway *gw, uint64_t user, int delta)
 /* The session's user's other sessions on this gateway: on its own loop
  * first (no lock), the gateway's count only where that finds none. */
 static unsigned gw_others_here(const gw_session *s);
+
+/* Notes whether loop gl holds a session of user (bit i for loop i): a push
+ * goes only to the loops that hold a recipient, not to every loop, since
+ * each post wakes its loop. Loops past 63 always get every push. */
+static int gw_home(gw_loop *gl, uint64_t user, int here)
+{
+    gateway *gw = gl->gw;
+    unsigned i = (unsigned)(gl - gw->per_loop);
+    int rc = 0;
+    if (i >= 64)
+        return 0;
+    pthread_mutex_lock(&gw->count_lock);
+    uintptr_t mask = (uintptr_t)u64map_get(gw->homes, user);
+    if (here)
+        mask |= (uintptr_t)1 << i;
+    else
+        mask &= ~((uintptr_t)1 << i);
+    if (mask)
+        rc = u64map_put(gw->homes, user, (void *)mask);
+    else
+        u64map_del(gw->homes, user);
+    pthread_mutex_unlock(&gw->count_lock);
+    return rc;
+}
 
 static long gw_bus_count(void *arg, uint64_t user)
 {
@@ -342,6 +367,10 @@ static void gw_session_add(conn *c, uint64_t user)
     gw_count(s->gl->gw, user, +1);
     metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, 1);
     bus_presence_add(s->gl->gw->bus, user, s->gl->gw->cfg.gateway_id);
+    /* A session its loop's pushes would miss is no session: the client
+     * logs in again and catches up. */
+    if (gw_home(s->gl, user, 1) < 0)
+        conn_close(c, "out of memory");
 }
 
 static unsigned gw_others_here(const gw_session *s)
@@ -405,6 +434,8 @@ static void gw_session_remove(conn *c)
     }
     s->next_of_user = NULL;
     gw_count(s->gl->gw, s->user, -1);
+    if (!u64map_get(s->gl->users, s->user))
+        gw_home(s->gl, s->user, 0);
     metrics_gauge_add(M_SESSIONS, conn_tls(c) != NULL, -1);
     bus_presence_remove(s->gl->gw->bus, s->user, s->gl->gw->cfg.gateway_id);
     /* The session's acks go before it is gone: its next login then
@@ -1285,7 +1316,8 @@ static void gw_push_run(void *arg)
     free(p);
 }
 
-/* Each loop gets the whole batch: one post per loop, whatever its size. */
+/* Each loop holding a recipient gets the whole batch: one post per such
+ * loop, whatever its size. */
 static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
 {
     gateway *gw = arg;
@@ -1295,13 +1327,32 @@ static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
             pushes[k].frame->len == strlen(gw->cfg.node_name) &&
             memcmp(pushes[k].frame->data, gw->cfg.node_name, pushes[k].frame->len) == 0)
             gw->cfg.on_drain(gw->cfg.drain_arg);
+    /* Only the loops holding a recipient: a session that logs in on
+     * another loop after this look registered before asking for its
+     * catch-up, which reads these messages, already committed. */
+    uint64_t mask = 0;
+    if (gw->nloops > 64) {
+        mask = UINT64_MAX;
+    } else {
+        uint64_t all = gw->nloops == 64 ? UINT64_MAX : ((uint64_t)1 << gw->nloops) - 1;
+        pthread_mutex_lock(&gw->count_lock);
+        for (size_t k = 0; k < n && mask != all; k++)
+            for (size_t i = 0; i < pushes[k].n && mask != all; i++)
+                mask |= (uintptr_t)u64map_get(gw->homes, pushes[k].users[i]);
+        pthread_mutex_unlock(&gw->count_lock);
+    }
+    int nposts = 0;
+    for (unsigned i = 0; i < gw->nloops; i++)
+        nposts += i >= 64 || (mask >> i & 1);
+    if (!nposts)
+        return;
     size_t nusers = 0;
     for (size_t k = 0; k < n; k++)
         nusers += pushes[k].n;
     gw_batch *b = malloc(sizeof(*b) + n * sizeof(bus_push) + nusers * sizeof(uint64_t));
     if (!b)
         abort();
-    b->pending = (int)gw->nloops;
+    b->pending = nposts;
     b->n = n;
     b->v = (bus_push *)(b + 1);
     uint64_t *users = (uint64_t *)(b->v + n);
@@ -1314,6 +1365,8 @@ static void gw_deliver(void *arg, const bus_push *pushes, size_t n)
         users += pushes[k].n;
     }
     for (unsigned i = 0; i < gw->nloops; i++) {
+        if (i < 64 && !(mask >> i & 1))
+            continue;
         gw_push *p = malloc(sizeof(*p));
         if (!p)
             abort();
@@ -1365,10 +1418,11 @@ gateway *gateway_new(const gateway_config *cfg, loop **loops, unsigned nloops,
     pthread_cond_init(&gw->cond, NULL);
     pthread_mutex_init(&gw->count_lock, NULL);
     gw->sessions = u64map_new();
+    gw->homes = u64map_new();
     /* Room for every connection's address and then some; beyond, entries
      * that hold nothing are forgotten. */
     gw->lim = limiter_new(65536);
-    if (!gw->sessions || !gw->lim)
+    if (!gw->sessions || !gw->homes || !gw->lim)
         goto fail;
     gw->per_loop = calloc(nloops, sizeof(*gw->per_loop));
     if (!gw->per_loop)
@@ -1458,6 +1512,7 @@ void gateway_free(gateway *gw)
     }
     free(gw->per_loop);
     u64map_free(gw->sessions);
+    u64map_free(gw->homes);
     limiter_free(gw->lim);
     pthread_mutex_destroy(&gw->count_lock);
     pthread_mutex_destroy(&gw->lock);

@@ -1,10 +1,13 @@
 #include "net/loop.h"
 
+#include <errno.h>
 #include <event2/thread.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "net/loop_impl.h"
@@ -44,8 +47,22 @@ static void loop_run_posts(loop *l)
         event_base_loopexit(l->base, NULL);
 }
 
+/* Wakes l's thread (from any thread): its eventfd becomes readable. */
+static void loop_kick(loop *l)
+{
+    uint64_t one = 1;
+    while (write(l->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+    /* EAGAIN: the counter is full, so a wake-up is pending anyway. */
+}
+
+/* Edge-triggered: every write to the eventfd is an event of its own, so
+ * the counter is never read (a system call less per wake-up); a post after
+ * the queue is taken below writes again. It would take 2^64 posts to fill. */
 static void loop_on_wake(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
     loop_run_posts(arg);
 }
 
@@ -68,6 +85,7 @@ loop *loop_new(unsigned index)
         return NULL;
     l->index = index;
     l->now = loop_clock();
+    l->wake_fd = -1;
     pthread_mutex_init(&l->lock, NULL);
     l->base = event_base_new();
     if (!l->base)
@@ -76,10 +94,17 @@ loop *loop_new(unsigned index)
      * read in one pass is answered with one write per connection. */
     if (event_base_priority_init(l->base, 2) < 0)
         goto fail;
-    l->wake = event_new(l->base, -1, 0, loop_on_wake, l);
+    /* Posts wake the loop through an eventfd of its own, written after the
+     * queue's lock is let go, not with event_active: that writes libevent's
+     * notification while holding the base's lock, which the woken loop
+     * then waits for (a futex wait and wake more per post). */
+    l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->wake_fd < 0)
+        goto fail;
+    l->wake = event_new(l->base, l->wake_fd, EV_READ | EV_PERSIST | EV_ET, loop_on_wake, l);
     l->tick = event_new(l->base, -1, EV_PERSIST, loop_on_tick, l);
     l->flush = event_new(l->base, -1, 0, loop_on_flush, l);
-    if (!l->wake || !l->tick || !l->flush)
+    if (!l->wake || !l->tick || !l->flush || event_add(l->wake, NULL) < 0)
         goto fail;
     event_priority_set(l->wake, 0);
     event_priority_set(l->tick, 0);
@@ -112,20 +137,69 @@ int loop_start(loop *l)
     return 0;
 }
 
-void loop_post_node(loop *l, loop_node *n)
+/* Appends the chain head..tail to l's posts; wakes l if they were empty. */
+static void loop_post_chain(loop *l, loop_node *head, loop_node *tail)
 {
-    n->next = NULL;
     pthread_mutex_lock(&l->lock);
     int was_empty = l->posts_head == NULL;
     if (l->posts_tail)
-        l->posts_tail->next = n;
+        l->posts_tail->next = head;
     else
-        l->posts_head = n;
-    l->posts_tail = n;
+        l->posts_head = head;
+    l->posts_tail = tail;
     pthread_mutex_unlock(&l->lock);
     /* One wake-up per batch of posts is enough. */
     if (was_empty)
-        event_active(l->wake, 0, 0);
+        loop_kick(l);
+}
+
+/* The posts a thread holds back between loop_hold and loop_release, per
+ * loop, in the order posted. */
+#define LOOP_HELD_MAX 16
+static __thread struct {
+    unsigned depth, n;
+    struct {
+        loop *l;
+        loop_node *head, *tail;
+    } v[LOOP_HELD_MAX];
+} loop_held;
+
+void loop_hold(void)
+{
+    loop_held.depth++;
+}
+
+void loop_release(void)
+{
+    if (!loop_held.depth || --loop_held.depth)
+        return;
+    for (unsigned i = 0; i < loop_held.n; i++)
+        loop_post_chain(loop_held.v[i].l, loop_held.v[i].head, loop_held.v[i].tail);
+    loop_held.n = 0;
+}
+
+void loop_post_node(loop *l, loop_node *n)
+{
+    n->next = NULL;
+    if (loop_held.depth) {
+        unsigned i = 0;
+        while (i < loop_held.n && loop_held.v[i].l != l)
+            i++;
+        if (i < loop_held.n) {
+            loop_held.v[i].tail->next = n;
+            loop_held.v[i].tail = n;
+            return;
+        }
+        if (i < LOOP_HELD_MAX) {
+            loop_held.v[i].l = l;
+            loop_held.v[i].head = loop_held.v[i].tail = n;
+            loop_held.n++;
+            return;
+        }
+        /* More loops than slots: this loop's posts go now, still in order
+         * (none of them is held). */
+    }
+    loop_post_chain(l, n, n);
 }
 
 struct loop_heap_post {
@@ -162,7 +236,7 @@ void loop_stop(loop *l)
     pthread_mutex_lock(&l->lock);
     l->stopping = 1;
     pthread_mutex_unlock(&l->lock);
-    event_active(l->wake, 0, 0);
+    loop_kick(l);
     pthread_join(l->thread, NULL);
     l->started = 0;
 }
@@ -189,6 +263,8 @@ void loop_free(loop *l)
         event_free(l->flush);
     if (l->base)
         event_base_free(l->base);
+    if (l->wake_fd >= 0)
+        close(l->wake_fd);
     pthread_mutex_destroy(&l->lock);
     free(l->scratch);
     free(l);

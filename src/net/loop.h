@@ -39,6 +39,12 @@ void loop_free(loop *l);
 /* Runs fn(arg) on l's thread, in the order posted. Thread-safe. Aborts on OOM. */
 void loop_post(loop *l, loop_fn fn, void *arg);
 void loop_post_node(loop *l, loop_node *n);
+/* Between loop_hold and loop_release (they nest), this thread's posts are
+ * kept and then handed to each loop at once: one lock and at most one
+ * wake-up per loop for a whole batch of replies and pushes, instead of one
+ * per post that finds its loop's queue just emptied. */
+void loop_hold(void);
+void loop_release(void);
 
 struct event_base *loop_base(loop *l);
 unsigned loop_index(const loop *l);

@@ -23,6 +23,7 @@ struct loop {
     loop_node *posts_head, *posts_tail;
     int stopping;
     struct event *wake;
+    int wake_fd; /* eventfd: written by a poster that finds the queue empty */
 
     struct event *tick;     /* once a second: clock, idle sweep */
     struct event *flush;    /* low priority: runs after the reads of one pass */

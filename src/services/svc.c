@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/pool.h"
 #include "common/utf8.h"
+#include "net/loop.h"
 #include "services/limits.h"
 
 struct svc_runtime {
@@ -424,7 +425,9 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
     }
     /* Only now, with everything durable, tell anybody: the whole batch's
      * pushes in one publish, in the order the requests ran, which keeps
-     * each conversation in seq order. */
+     * each conversation in seq order. The pushes and replies are posted to
+     * the loops together at the end: one wake-up per loop per batch. */
+    loop_hold();
     svc_publish(w, tasks, n);
     for (unsigned i = 0; i < n; i++) {
         svc_task *t = (svc_task *)tasks[i];
@@ -432,6 +435,7 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
         /* done owns the arena, and t with it: t is gone after this call. */
         t->done(t->done_arg, t->ctx.a, t->ctx.res, t->outcome);
     }
+    loop_release();
 }
 
 static const pool_hooks svc_hooks = {
