@@ -52,7 +52,7 @@ typedef struct {
      * callback, where no other store call may run. NULL: not known. */
     const char *from_name, *group_name;
     const Parley__Attachment *att; /* the file it carries, NULL if none */
-    int own; /* copy it to the sender's other sessions */
+    int own;                       /* copy it to the sender's other sessions */
 } message_fanout;
 
 static void message_push(svc_ctx *ctx, const store_msg *m, const message_fanout *f);
