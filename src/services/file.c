@@ -170,7 +170,9 @@ static void file_sweep(svc_ctx *ctx)
     if (ctx->now_ms - last < 60 * 1000)
         return;
     last = ctx->now_ms;
-    file_expired e = {.n = 0};
+    /* 64 uploads are 100 KiB: not on the worker's stack. */
+    static __thread file_expired e;
+    e.n = 0;
     if (store_uploads_expired(ctx->st, ctx->now_ms - LIMIT_UPLOAD_TTL_MS, 64, file_expired_add,
                               &e) != STORE_OK)
         return;
