@@ -1118,6 +1118,7 @@ struct sess_xfer {
     uint64_t offs[SESS_XFER_WINDOW + 1]; /* ... and the offset each asks for */
     unsigned nids;
     bool begun;       /* up: FileBegin answered on this connection */
+    uint8_t resyncs;  /* up: times a refused chunk made it ask where the upload stands */
     int64_t deadline; /* no answer by then: the transfer fails */
 };
 
@@ -1420,6 +1421,18 @@ static bool sess_xfer_reply(sess *s, const Parley__ServerFrame *f)
     memmove(&x->offs[i], &x->offs[i + 1], (x->nids - i - 1) * sizeof(x->offs[0]));
     x->nids--;
     x->deadline = sess_clock_ms() + SESS_REQUEST_TIMEOUT_MS;
+    /* A chunk refused for its offset (a chunk of the connection before a
+     * reconnect ran late, on another node) or its hash: ask where the
+     * upload stands and go on from there, a few times. Replies to the
+     * chunks still in flight are then ignored. */
+    if (f->error && f->error->code == PARLEY__ERROR_CODE__BAD_REQUEST && x->kind != CMD_GETFILE &&
+        x->begun && x->resyncs < 3) {
+        x->resyncs++;
+        x->nids = 0;
+        if (sess_xfer_begin(s) < 0)
+            sess_xfer_fail(s, "INTERNAL", s->conn.err);
+        return true;
+    }
     if (f->error) {
         sess_xfer_fail(s, out_code_name(f->error->code), f->error->text ? f->error->text : "");
         return true;

@@ -50,6 +50,8 @@ static const opt opts[] = {
      "largest file a message may carry, in bytes (default 26214400: 25 MiB)"},
     {"file-quota", UINT(file_quota), 1, 4294967295u,
      "bytes of files each user may have sent or be uploading (default 1073741824: 1 GiB)"},
+    {"upload-ttl", UINT(upload_ttl_s), 1, 86400 * 365,
+     "seconds an upload may wait, unfinished or not sent, before it is dropped (default 86400)"},
     {"max-conns-per-ip", UINT(max_conns_per_ip), 0, 1000000,
      "open client connections per source address (default 64; 0: no limit)"},
     {"hello-timeout", UINT(hello_timeout_s), 0, 3600,
@@ -460,6 +462,7 @@ int config_load(config *cfg, int argc, char **argv, char *err, size_t errlen)
     cfg->recall_window_s = 120;
     cfg->max_file_size = 25u * 1024 * 1024;
     cfg->file_quota = 1024u * 1024 * 1024;
+    cfg->upload_ttl_s = 86400;
     cfg->max_conns_per_ip = 64;
     cfg->hello_timeout_s = 5;
     cfg->login_timeout_s = 30;

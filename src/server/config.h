@@ -31,6 +31,7 @@ typedef struct config {
     char file_dir[1024];    /* files (services/file.c); empty: DATA/files */
     unsigned max_file_size; /* bytes */
     unsigned file_quota;    /* bytes per user */
+    unsigned upload_ttl_s;  /* an upload not sent by then is dropped */
     /* abuse limits (0 disables one); docs/security.md says what each defends */
     unsigned max_conns_per_ip;
     unsigned hello_timeout_s, login_timeout_s, frame_timeout_s;

@@ -861,6 +861,7 @@ static int server_start(server *s, char *err, size_t errlen)
             .max_file_size = cfg->max_file_size,
             .file_quota = cfg->file_quota,
             .file_chunk_max = server_file_chunk(cfg->max_frame),
+            .upload_ttl_ms = (int64_t)cfg->upload_ttl_s * 1000,
         };
         s->rt = svc_runtime_new(&s->svc_cfg, s->bus, err, errlen);
         if (!s->rt)

@@ -161,7 +161,7 @@ static void file_sweep_contents(svc_ctx *ctx)
         log_info("file: %u contents nothing refers to removed", gone);
 }
 
-/* Uploads older than LIMIT_UPLOAD_TTL_MS go, finished or not (a complete
+/* Uploads older than cfg->upload_ttl_ms go, finished or not (a complete
  * one never sent releases its content). At most once a minute per worker,
  * a bounded number per call: a sweep must not hold the writer long. */
 static void file_sweep(svc_ctx *ctx)
@@ -170,9 +170,11 @@ static void file_sweep(svc_ctx *ctx)
     if (ctx->now_ms - last < 60 * 1000)
         return;
     last = ctx->now_ms;
-    file_expired e = {.n = 0};
-    if (store_uploads_expired(ctx->st, ctx->now_ms - LIMIT_UPLOAD_TTL_MS, 64, file_expired_add,
-                              &e) != STORE_OK)
+    /* 64 uploads are 100 KiB: not on the worker's stack. */
+    static __thread file_expired e;
+    e.n = 0;
+    int64_t ttl = ctx->cfg->upload_ttl_ms ? ctx->cfg->upload_ttl_ms : LIMIT_UPLOAD_TTL_MS;
+    if (store_uploads_expired(ctx->st, ctx->now_ms - ttl, 64, file_expired_add, &e) != STORE_OK)
         return;
     for (unsigned i = 0; i < e.n; i++) {
         const store_upload *u = &e.u[i];

@@ -24,7 +24,7 @@ enum {
     LIMIT_FILE_CHUNK = 256 * 1024, /* bytes of one chunk, up and down */
 };
 
-/* An upload not finished and sent within a day is dropped. */
+/* An upload not finished and sent within a day is dropped (--upload-ttl). */
 #define LIMIT_UPLOAD_TTL_MS (24LL * 3600 * 1000)
 
 #endif

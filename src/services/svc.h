@@ -38,6 +38,7 @@ typedef struct svc_config {
     const char *file_dir;
     uint64_t max_file_size, file_quota;
     unsigned file_chunk_max;
+    int64_t upload_ttl_ms; /* an upload not sent by then is dropped (0: LIMIT_UPLOAD_TTL_MS) */
 } svc_config;
 
 typedef struct svc_pushq {

@@ -242,6 +242,15 @@ class BenchAgainstParleyTest(ParleyTest):
         self.assertEqual(rc, 0, text)
         self.assertGreater(result["bytes_per_conn"], 0, result)
 
+    def test_file_reports_both_directions(self):
+        """make bench's file-25mib row, smaller: an upload and a download
+        whose SHA-256 matches, each with its throughput."""
+        rc, text, result = run_bench(self.server.port, "file", "--file-mib", "3", "--threads",
+                                     "2", "--pwhash-cost", "min")
+        self.assertEqual(rc, 0, text)
+        self.assertGreater(result["upload_mb_per_s"], 0, result)
+        self.assertGreater(result["download_mb_per_s"], 0, result)
+
 
 if __name__ == "__main__":
     unittest.main()

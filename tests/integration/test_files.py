@@ -359,6 +359,47 @@ class ClientResumeTest(ParleyTest):
         self.assertEqual(stored, [hashlib.sha256(data).hexdigest()])
 
 
+class UploadExpiryTest(ParleyTest):
+    """Uploads not finished, or finished and never sent, are dropped after
+    --upload-ttl (a day by default): their parts, their place in the quota
+    and contents nothing else refers to. The sweep runs at the first upload
+    after a start, then once a minute."""
+    server_extra = ("--upload-ttl", "1")
+
+    def test_expired_uploads_are_dropped(self):
+        a = Peer(self.server.port, timeout=30)
+        self.addCleanup(a.close)
+        a.register("ann")
+        a.login("ann")
+        half = os.urandom(200000)
+        ok = expect_ok(begin(a, half), S_FILE_BEGIN_OK)
+        expect_ok(a.call(F_FILE_CHUNK, pb((1, one(ok, 1)), (2, 0), (3, half[:CHUNK]))),
+                  S_FILE_CHUNK_OK)
+        whole = os.urandom(5000)
+        sha = upload(a, whole)  # complete, never sent
+        part_dir = os.path.join(self.server.data, "files", "tmp")
+        self.assertEqual(len(os.listdir(part_dir)), 1)
+        self.assertTrue(os.path.exists(stored_path(self.server, sha)))
+        a.close()
+        self.server.stop()
+        time.sleep(1.5)
+        again = Server(data=self.server.data, extra=self.server_extra)
+        again.port = self.server.port
+        again.own_data = False
+        self.addCleanup(again.cleanup)
+        again.start()
+        b = Peer(again.port, timeout=30)
+        self.addCleanup(b.close)
+        b.login("ann")
+        # The first upload after the start runs the sweep; then the old ones
+        # are gone: a resume starts from 0 under a new id.
+        upload(b, os.urandom(100))
+        self.assertEqual(os.listdir(part_dir), [])
+        self.assertFalse(os.path.exists(stored_path(self.server, sha)))
+        ok = expect_ok(begin(b, whole), S_FILE_BEGIN_OK)
+        self.assertEqual((one(ok, 2), one(ok, 3)), (0, 0))
+
+
 class ClusterFilesTest(unittest.TestCase):
     """In the cluster (MariaDB, two message nodes sharing one file
     directory): a file uploaded through one gateway is downloaded through
