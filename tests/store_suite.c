@@ -1311,6 +1311,20 @@ void store_test_read_cursor(void **state)
     memset(&l, 0, sizeof l);
     assert_int_equal(store_unread_list(f->st, b, 1, on_unread, &l), STORE_OK);
     assert_int_equal(l.n, 1);
+
+    /* A backlog past the scanned tail still counts every message. */
+    uint64_t ca;
+    assert_int_equal(store_direct_conv(f->st, c, a, &ca), STORE_OK);
+    assert_int_equal(store_begin(f->st), STORE_OK);
+    for (int i = 0; i < STORE_UNREAD_SCAN + 100; i++)
+        append(f->st, ca, c, "backlog");
+    assert_int_equal(store_commit(f->st), STORE_OK);
+    assert_int_equal(store_read_set(f->st, a, ca, 50, &prev, &now), STORE_OK);
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_unread_list(f->st, a, 10, on_unread, &l), STORE_OK);
+    assert_int_equal(l.u[0].conv, ca);
+    assert_int_equal(l.u[0].count, STORE_UNREAD_SCAN + 50);
+    assert_int_equal(l.u[0].read_seq, 50);
 }
 
 /* Many pending in one conversation, paged through: nothing is cut short

@@ -1199,6 +1199,8 @@ void out_read_event(out_ctx *o, const Parley__ReadEvent *e)
         if (e->user_name && e->user_name[0])
             json_kstr(&j, "user_name", e->user_name);
         json_ku64(&j, "seq", e->seq);
+        if (e->group)
+            json_ku64(&j, "group", e->group);
         json_obj_end(&j);
         out_json_done(o, &j);
         return;

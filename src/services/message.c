@@ -582,6 +582,10 @@ static void message_read(svc_ctx *ctx)
     ev.conv = r->conv;
     ev.user = me;
     ev.seq = now;
+    /* Which group: the newest message says (one row of an index). */
+    message_list last = {.ctx = ctx};
+    if (store_history(ctx->st, r->conv, 0, 1, message_collect, &last) == STORE_OK && last.n)
+        ev.group = last.v[0]->group;
     const char *name = view_user_name(ctx, me);
     ev.user_name = name ? (char *)name : "";
     Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;

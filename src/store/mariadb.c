@@ -585,7 +585,7 @@ static const mdb_query mdb_sql[Q_COUNT] = {
                     "uuu", ""},
     [Q_UNREAD] = {"SELECT x.conv_id, x.user_lo, x.user_hi, x.group_id, x.rs, x.ls,"
                   " (SELECT COUNT(*) FROM messages AS m WHERE m.conv_id = x.conv_id"
-                  " AND m.seq > x.rs AND m.seq + 1000 > x.ls AND m.sender <> ?)"
+                  " AND m.seq > GREATEST(x.rs + 1000, x.ls) - 1000 AND m.sender <> ?)"
                   " FROM (SELECT mb.conv_id AS conv_id, COALESCE(c.user_lo, 0) AS user_lo,"
                   " COALESCE(c.user_hi, 0) AS user_hi, COALESCE(g.id, 0) AS group_id,"
                   " COALESCE(r.seq, 0) AS rs, c.last_seq AS ls"

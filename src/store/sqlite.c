@@ -416,7 +416,7 @@ static const char *const store_sql[Q_COUNT] = {
      * range of the (conv_id, seq) index each). */
     [Q_UNREAD] = "SELECT x.conv_id, x.user_lo, x.user_hi, x.group_id, x.rs, x.ls,"
                  " (SELECT count(*) FROM messages AS m WHERE m.conv_id = x.conv_id"
-                 " AND m.seq > x.rs AND m.seq + 1000 > x.ls AND m.sender <> ?1)"
+                 " AND m.seq > max(x.rs + 1000, x.ls) - 1000 AND m.sender <> ?1)"
                  " FROM (SELECT mb.conv_id AS conv_id, coalesce(c.user_lo, 0) AS user_lo,"
                  " coalesce(c.user_hi, 0) AS user_hi, coalesce(g.id, 0) AS group_id,"
                  " coalesce(r.seq, 0) AS rs, " STORE_LAST_SEQ(

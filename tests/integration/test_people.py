@@ -136,6 +136,24 @@ class ReadStateTest(ParleyTest):
         bob.ok("login:bob:secret123")
         self.assertEqual([e for e in bob.all if e.get("cmd") == "login"][-1]["unread"], [])
 
+    def test_group_read_events(self):
+        alice, a = self.user("alice")
+        bob, b = self.user("bob")
+        carol, c = self.user("carol")
+        g = alice.ok("creategroup:team:")["id"]
+        bob.ok("addgroup:%d" % g)
+        carol.ok("addgroup:%d" % g)
+        r = bob.ok("groupchat:%d:read me" % g)
+        carol.ok("read:%d:%d" % (r["conv"], r["seq"]))
+        for member in (alice, bob):
+            ev = member.wait_events(lambda e: e.get("type") == "read")[0]
+            self.assertEqual((ev["user"], ev["group"], ev["seq"]), (c, g, r["seq"]))
+        # A second read within the second moves the cursor but tells nobody.
+        r2 = bob.ok("groupchat:%d:and me" % g)
+        carol.ok("read:%d:%d" % (r2["conv"], r2["seq"]))
+        bob.drain(0.5)
+        self.assertEqual(len([e for e in bob.events if e.get("type") == "read"]), 1)
+
     def test_terminal_marks_read_what_it_shows(self):
         """A person's terminal (not --json) reads what it prints; the sender
         sees the mark."""
