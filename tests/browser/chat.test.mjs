@@ -1,15 +1,16 @@
 // The web client in a real browser: two Chromium users (alice, bob) and a
 // terminal user (carol, `parley --json`) chat directly and in a group
-// against a real parleyd serving the page and WebSocket; a reload keeps the
-// conversation; a server restart while alice is connected, with sends
-// typed during the outage, loses and duplicates nothing; an image sent
-// from a browser reaches the other browser and the terminal, and one from
-// the terminal shows in both browsers. Screenshots of
-// each step go to PARLEY_BROWSER_ARTIFACTS (the build tree's
-// browser-artifacts/).
+// against a real parleyd serving the page and WebSocket. Recall, history
+// scroll-back, a reload that keeps the conversation, and a server restart
+// while alice is connected, with sends typed during the outage and one
+// whose reply is lost: nothing lost, nothing shown or stored twice. Where
+// the page's protocol has them (files; people), images both ways, read
+// marks, typing, a second device and unread counts at login too.
+// Screenshots of each step go to PARLEY_BROWSER_ARTIFACTS (the build
+// tree's browser-artifacts/).
 //
 // Run by ctest (CMakeLists.txt, browser/chat); by hand:
-//   PARLEYD=build/parleyd PARLEY=build/parley PARLEY_WEB_ROOT=build/web node --test tests/browser/
+//   PARLEYD=build/parleyd PARLEY=build/parley PARLEY_WEB_ROOT=build/web node tests/browser/chat.test.mjs
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
