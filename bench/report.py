@@ -235,6 +235,23 @@ def metrics_summary(rows):
     return {}
 
 
+def sync_summary(rows):
+    """Issue 15's durability figures: parleyd --sync full (every commit
+    fsynced) against --sync normal in the same run; {} without such rows."""
+    out, lines = {}, []
+    for r in rows:
+        if r["base"] != "sync" or r["metric"] not in ("delivered", "latency p99"):
+            continue
+        out.setdefault(r["name"], {})[r["metric"]] = {
+            "full": r["parley"], "normal": r["floor"], "ratio": r["ratio"]}
+        lines.append("sync full: %s, %s %s against %s with --sync normal (full / normal %s)" %
+                     (r["name"], r["metric"], fmt_num(r["parley"]), fmt_num(r["floor"]),
+                      fmt_ratio(r["ratio"])))
+    if out:
+        out["_lines"] = lines
+    return out
+
+
 def mq_summary(rows):
     """Issue 15's comparisons (Parley / mosquitto) against its targets: {}
     when the run had no mosquitto rows."""
@@ -279,7 +296,8 @@ def main():
         solo = floor == "none"
         # "plain:" (TLS against plain) and "metrics:" (metrics on against
         # off): the floor column is another Parley run's.
-        base = floor.split(":", 1)[0] if floor.startswith(("plain:", "metrics:")) else "floor"
+        base = (floor.split(":", 1)[0] if floor.startswith(("plain:", "metrics:", "sync:"))
+                else "floor")
         plain = base != "floor"
         again = {}  # TLS rows: the second run of each side
         if solo:
@@ -347,7 +365,7 @@ def main():
     for r in rows:
         par = fmt_num(r["parley"])
         if r["target"] != "parley":
-            par += " (%s)" % {"tls": "TLS"}.get(r["target"], r["target"])
+            par += " (%s)" % {"tls": "TLS", "synced": "sync full"}.get(r["target"], r["target"])
         if r.get("note"):
             par += " *"
         if not r["parley_ok"]:
@@ -357,6 +375,8 @@ def main():
             flo = fmt_num(r["floor"]) + " (plain)" + ("" if r["floor_ok"] else " FAIL")
         if r["base"] == "metrics":
             flo = fmt_num(r["floor"]) + " (no metrics)" + ("" if r["floor_ok"] else " FAIL")
+        if r["base"] == "sync":
+            flo = fmt_num(r["floor"]) + " (sync normal)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
         cells = (r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
@@ -449,6 +469,10 @@ def main():
     if mets:
         for line in mets.pop("_lines"):
             print(line)
+    syncs = sync_summary(rows)
+    if syncs:
+        for line in syncs.pop("_lines"):
+            print(line)
     if any(not r["floor_run"] for r in rows):
         print("floor (none): run on Parley alone at the default argon2id cost, which the floor "
               "does not pay; regflood compares the pair with itself, without and during the flood.")
@@ -475,6 +499,7 @@ def main():
         "failures": failures,
         "tls": tls,
         "metrics": mets,
+        "sync": syncs,
         "mosquitto": mqs,
         "rows": rows,
         "runs": runs,

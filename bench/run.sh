@@ -28,6 +28,8 @@
 #   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
 #   BENCH_THREADS=T      bench event loops (default: cores)
 #   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
+# Two rows run parleyd --sync full (every commit fsynced) against the usual
+# --sync normal: direct-syncfull (throughput) and syncfull-r5000 (latency).
 #   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
 #                        cluster starts only if a cluster row matches; a TLS
 #                        row needs its plain rows, direct-cC-if8 and idle-cN)
@@ -180,6 +182,7 @@ start_parleyd() {
   [ "$srv_limits" = raised ] && limits=("${raised_limits[@]}")
   [ "$srv_tls" = 1 ] && limits+=(--tls auto)
   [ "${srv_metrics:-on}" = off ] && limits+=(--no-metrics)
+  [ "${srv_sync:-normal}" = full ] && limits+=(--sync full)
   [ "${srv_metrics:-on}" = scraped ] && limits+=(--admin-port "$(free_port)")
   # parleyd raises its own open-file limit to the hard one; so does this.
   (ulimit -n "$(ulimit -Hn)" && exec "$build/parleyd" --bind 127.0.0.1 --port 0 --data "$data" \
@@ -262,6 +265,7 @@ one() {
     parley) start_parleyd; ports=(--port "$server_port") ;;
     scraped) srv_metrics=scraped start_parleyd; ports=(--port "$server_port") ;;
     tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
+    synced) srv_sync=full start_parleyd; ports=(--port "$server_port") ;;
     mosquitto) start_mosquitto; ports=(--port "$server_port"); extra+=(--mqtt) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
   esac
@@ -366,6 +370,14 @@ for c in "${CONNS[@]}"; do
     row "direct-metrics-c$C-if8" rate "direct, metrics scraped" \
       "$C conns, 8 in flight, /metrics read each second; vs --no-metrics, mean of 2 runs each" scraped \
       "metrics:direct-nometrics-c$C-if8+direct-nometrics-c$C-if8.again"
+    # What a power loss that loses nothing costs (issue 15): --sync full
+    # fsyncs every commit; against the plain runs above (plain, full, full,
+    # plain in time order with the plain pair's second run).
+    one synced "direct-syncfull-c$C-if8" direct --conns "$C" --inflight 8 "${common[@]}"
+    one synced "direct-syncfull-c$C-if8.again" direct --conns "$C" --inflight 8 "${common[@]}"
+    row "direct-syncfull-c$C-if8" rate "direct, --sync full" \
+      "$C conns, 8 in flight, every commit fsynced; vs --sync normal, mean of 2 runs each" synced \
+      "sync:direct-c$C-if8+direct-c$C-if8.again"
   fi
 done
 pair "direct-c$C-if1" rate direct "$C conns, 1 in flight" direct --conns "$C" --inflight 1 "${common[@]}"
@@ -383,6 +395,10 @@ for r in 5000 20000; do
   trio "mq-direct-r$r" latency "direct (+mosquitto)" "200 conns, 190 B, $r msg/s offered" direct \
     "${mq[@]}" --rate "$r" "${common[@]}"
 done
+one synced "syncfull-r5000" direct "${mq[@]}" --rate 5000 "${common[@]}"
+row "syncfull-r5000" latency "direct, --sync full" \
+  "200 conns, 190 B, 5000 msg/s offered, every commit fsynced; vs --sync normal" synced \
+  "sync:mq-direct-r5000"
 for g in "${GSIZES[@]}"; do
   gc=$C
   [ "$gc" -lt "$g" ] && gc=$g

@@ -99,6 +99,9 @@ static const opt opts[] = {
     {"db", STR(db),
      "store: a SQLite path or mariadb://USER:PASS@HOST:PORT/DB (default DATA/parley.db)"},
     {"db-tls", STR(db_tls), "require: connect to MariaDB over TLS 1.2+ or not at all"},
+    {"sync", STR(sync),
+     "SQLite: normal (default; a power loss may lose the last seconds) or full (fsync each "
+     "commit)"},
     {"db-ca", STR(db_ca),
      "... and the MariaDB server's certificate must chain to this CA and name its host"},
     {"db-password-file", STR(db_password_file),
@@ -168,6 +171,7 @@ static const char *config_placeholder(const opt *o)
         {"log-file", "FILE"},
         {"admin-bind", "ADDR"},
         {"db-tls", "MODE"},
+        {"sync", "MODE"},
         {"db-ca", "FILE"},
         {"db-password-file", "FILE"},
         {"idle-timeout", "SECONDS"},
@@ -387,6 +391,16 @@ static int config_check(const config *cfg, char *err, size_t errlen)
     }
     if (cfg->db_tls[0] && strcmp(cfg->db_tls, "require") != 0 && strcmp(cfg->db_tls, "off") != 0) {
         snprintf(err, errlen, "--db-tls: expected require (or off), got '%s'", cfg->db_tls);
+        return -1;
+    }
+    if (cfg->sync[0] && strcmp(cfg->sync, "normal") != 0 && strcmp(cfg->sync, "full") != 0) {
+        snprintf(err, errlen, "--sync: expected normal or full, got '%s'", cfg->sync);
+        return -1;
+    }
+    if (strcmp(cfg->sync, "full") == 0 && strncmp(cfg->db, "mariadb://", 10) == 0) {
+        snprintf(err, errlen,
+                 "--sync is SQLite's: MariaDB syncs each commit by its own setting "
+                 "(innodb_flush_log_at_trx_commit=1, its default)");
         return -1;
     }
     if (cfg->db_ca[0] && strcmp(cfg->db_tls, "off") == 0) {

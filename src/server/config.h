@@ -59,6 +59,7 @@ typedef struct config {
     char db_tls[16];             /* "require": TLS to MariaDB or no start; else "" / "off" */
     char db_ca[1024];            /* ... and verify MariaDB's certificate with this CA */
     char db_password_file[1024]; /* MariaDB's password from this file (mode 0600) */
+    char sync[16];               /* SQLite: "full" fsyncs every commit; "" / "normal" */
     int rpc_port;                /* service nodes: RPC port (0 picks one) */
     char advertise[256];         /* address other nodes use to reach this one */
     unsigned gateway_id;         /* 0: chosen at random */

@@ -368,6 +368,23 @@ static int server_db_uri(server *s, char *err, size_t errlen)
     return 0;
 }
 
+/* --sync full: the SQLite URI's option (store.h), added to the path the
+ * store connections open. */
+static int server_sync_full(server *s, char *err, size_t errlen)
+{
+    char uri[sizeof(s->db_path)];
+    const char *path = s->db_path;
+    if (strncmp(path, "sqlite:", 7) == 0)
+        path += strncmp(path, "sqlite://", 9) == 0 ? 9 : 7;
+    int n = snprintf(uri, sizeof(uri), "sqlite:%s?sync=full", path);
+    if (n < 0 || (size_t)n >= sizeof(uri)) {
+        snprintf(err, errlen, "--sync full: the database path is too long");
+        return -1;
+    }
+    memcpy(s->db_path, uri, (size_t)n + 1);
+    return 0;
+}
+
 /* --tls-cert and --tls-key: loaded before anything is made, so that a bad
  * file stops the start with nothing left behind. */
 static int server_tls_files(server *s, char *err, size_t errlen)
@@ -761,6 +778,8 @@ static int server_start(server *s, char *err, size_t errlen)
                 return -1;
             snprintf(s->db_path, sizeof(s->db_path), "%s/parley.db", cfg->data);
         }
+        if (strcmp(cfg->sync, "full") == 0 && server_sync_full(s, err, errlen) < 0)
+            return -1;
         /* SQLite has a single writer: a second worker would only wait on
          * its lock (sleeping in the busy handler) while batches shrink. On
          * MariaDB one per node too: the ring already spreads conversations

@@ -391,6 +391,7 @@ typedef struct sq_store {
      * committed rows are never reused. */
     store_cache *cache;
     char *path;    /* for the checkpointer's connection */
+    int sync_full; /* PRAGMA synchronous = FULL: every commit fsynced */
     sq_ckpt *ckpt; /* started at the first WAL past SQ_WAL_KICK */
     int kicked_at; /* WAL frames when the checkpointer was last woken */
     char errmsg[256];
@@ -646,9 +647,12 @@ static store_status store_configure(sq_store *st)
     /* With WAL, synchronous=NORMAL syncs at checkpoints, not at each commit.
      * A crash of parleyd loses nothing committed (the WAL is in the OS
      * cache); a power loss or OS crash may lose the last few transactions
-     * but never corrupts the database. That trade buys far fewer fsyncs. */
-    if (store_run_sql(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-                          " PRAGMA secure_delete = ON") != STORE_OK)
+     * but never corrupts the database. That trade buys far fewer fsyncs.
+     * --sync full (FULL) fsyncs the WAL at every commit: a batch's send_ok
+     * then waits for the disk, and a power loss loses nothing answered. */
+    if (store_run_sql(st, st->sync_full ? "PRAGMA synchronous = FULL"
+                                        : "PRAGMA synchronous = NORMAL") != STORE_OK ||
+        store_run_sql(st, "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON") != STORE_OK)
         return STORE_ERROR;
     /* The writer touches the tail of every busy conversation's index: with
      * SQLite's default 2 MB cache those pages were read again (a pread
@@ -848,7 +852,7 @@ static void sq_init_once(void)
     sqlite_vfs_register(); /* if it fails, opens fail and say so */
 }
 
-store *store_sqlite_open(const char *path, char *err, size_t errlen)
+store *store_sqlite_open(const char *path, int sync_full, char *err, size_t errlen)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, sq_init_once);
@@ -861,6 +865,7 @@ store *store_sqlite_open(const char *path, char *err, size_t errlen)
     st->base.ops = &sq_ops;
     st->cache = store_cache_new();
     st->path = strdup(path);
+    st->sync_full = sync_full;
     if (!st->cache || !st->path) {
         store_set_err(st, "out of memory");
         goto fail;

@@ -74,12 +74,36 @@ store *store_open(const char *uri, char *err, size_t errlen)
                      (int)(strchr(uri, ':') - uri), uri);
         return NULL;
     }
+    /* The one option of the sqlite: forms, as a suffix (a file name with
+     * a '?' of its own stays whole unless it ends just so). */
+    int sync_full = 0;
+    char file[4096];
+    size_t plen = strlen(path);
+    if (path != uri) {
+        static const char full[] = "?sync=full", normal[] = "?sync=normal";
+        size_t cut = 0;
+        if (plen >= sizeof(full) - 1 && strcmp(path + plen - (sizeof(full) - 1), full) == 0)
+            cut = sizeof(full) - 1, sync_full = 1;
+        else if (plen >= sizeof(normal) - 1 &&
+                 strcmp(path + plen - (sizeof(normal) - 1), normal) == 0)
+            cut = sizeof(normal) - 1;
+        if (cut) {
+            if (plen - cut >= sizeof(file)) {
+                if (err && errlen)
+                    snprintf(err, errlen, "%s: the file name is too long", uri);
+                return NULL;
+            }
+            memcpy(file, path, plen - cut);
+            file[plen - cut] = '\0';
+            path = file;
+        }
+    }
     if (!*path) {
         if (err && errlen)
             snprintf(err, errlen, "%s: no database file named", uri);
         return NULL;
     }
-    return store_sqlite_open(path, err, errlen);
+    return store_sqlite_open(path, sync_full, err, errlen);
 }
 
 const char *store_uri_redacted(const char *uri, char *out, size_t outlen)

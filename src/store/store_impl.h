@@ -141,7 +141,9 @@ struct store {
 };
 
 /* Opens an SQLite database file (created if missing). */
-store *store_sqlite_open(const char *path, char *err, size_t errlen);
+/* sync_full: fsync every commit (PRAGMA synchronous = FULL), so that a power
+ * loss loses nothing that was acknowledged; else NORMAL (see sqlite.c). */
+store *store_sqlite_open(const char *path, int sync_full, char *err, size_t errlen);
 
 /* Opens a MariaDB connection from a whole "mariadb://..." URI. */
 store *store_mariadb_open(const char *uri, char *err, size_t errlen);

@@ -113,6 +113,22 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(active.get("port"), "7070")
         self.assertEqual(active.get("role"), "all")
 
+    def test_sync_mode(self):
+        """--sync full serves as normal does; a wrong value or MariaDB's
+        store gets a clear refusal, not a start."""
+        r = parleyd("--sync", "always")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--sync: expected normal or full, got 'always'", r.stderr)
+        r = parleyd("--sync", "full", "--db", "mariadb://u@127.0.0.1/parley")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("innodb_flush_log_at_trx_commit", r.stderr)
+        s = Server(extra=["--sync", "full"])
+        self.addCleanup(s.cleanup)
+        s.start()
+        p = Peer(s.port)
+        self.addCleanup(p.close)
+        self.assertIn(S_REGISTER_OK, p.register("syncuser"))
+
 
 if __name__ == "__main__":
     unittest.main()

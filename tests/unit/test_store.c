@@ -191,8 +191,18 @@ static void test_open_uri_forms(void **state)
     assert_int_equal(store_user_by_name(st, "alice", &u), STORE_OK);
     store_close(st);
 
+    /* ?sync=full (parleyd --sync full) is an option, not part of the name:
+     * the same file opens, and no "PATH?sync=full" file appears. */
+    snprintf(uri, sizeof uri, "sqlite:%s?sync=full", f->uri);
+    st = store_suite_open(uri);
+    assert_int_equal(store_user_by_name(st, "alice", &u), STORE_OK);
+    store_close(st);
+    snprintf(uri, sizeof uri, "%s?sync=full", f->uri);
+    assert_int_equal(access(uri, F_OK), -1);
+
     open_fails(NULL, "no store URI");
     open_fails("", "no store URI");
+    open_fails("sqlite:?sync=full", "no database file");
     open_fails("sqlite:", "no database file");
     /* A scheme we do not know is not taken for a file name. */
     open_fails("mysql://u@localhost/parley", "unknown store URI scheme");
