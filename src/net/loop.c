@@ -90,8 +90,12 @@ loop *loop_new(unsigned index)
     l->base = event_base_new();
     if (!l->base)
         goto fail;
-    /* Priority 0: I/O and posts. Priority 1: the flush, so that everything
-     * read in one pass is answered with one write per connection. */
+    /* Priority 0: I/O, posts and the flush. The flush is activated by the
+     * first handler that queues output, so it runs after every event the
+     * same poll made active: everything read in one pass is answered with
+     * one write per connection. At priority 1 it ran only after another
+     * epoll_wait (libevent runs one priority per pass), a system call more
+     * per wake-up. Priority 1: the gateway's ack timer. */
     if (event_base_priority_init(l->base, 2) < 0)
         goto fail;
     /* Posts wake the loop through an eventfd of its own, written after the
@@ -108,7 +112,7 @@ loop *loop_new(unsigned index)
         goto fail;
     event_priority_set(l->wake, 0);
     event_priority_set(l->tick, 0);
-    event_priority_set(l->flush, 1);
+    event_priority_set(l->flush, 0);
     struct timeval one = {1, 0};
     event_add(l->tick, &one);
     return l;
