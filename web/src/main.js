@@ -635,12 +635,24 @@ $("text").addEventListener("keydown", (ev) => {
   }
 });
 $("back").addEventListener("click", closeConvOnPhone);
-$("text").addEventListener("input", () => {
+// Tells the other side of the open conversation that the user is typing.
+// The server takes one a conversation every 2 s: typing again soon after a
+// send is answered BUSY, and then told once more when it allows, if the
+// user is still typing there (else the other side would see nothing).
+function sendTyping(retried) {
   const c = state.convs.get(state.active);
-  if (!HAS_TYPING || !c || !$("text").value || !session.ready || !typing.shouldSend(c.key)) return;
+  if (!HAS_TYPING || !c || !$("text").value || !session.ready) return;
+  if (!retried && !typing.shouldSend(c.key)) return;
+  const key = c.key;
   const to = c.kind === "group" ? { group_id: c.id } : { peer: c.id };
-  session.request({ typing: to }).catch(() => {}); // BUSY or offline: it was only a hint
-});
+  session.request({ typing: to }).catch((e) => {
+    if (retried || !e || e.code !== "BUSY" || !e.retryAfterMs) return; // offline: only a hint
+    setTimeout(() => {
+      if (state.active === key) sendTyping(true);
+    }, Math.min(e.retryAfterMs, 5000) + 50);
+  });
+}
+$("text").addEventListener("input", () => sendTyping(false));
 $("file").addEventListener("change", () => {
   const f = $("file").files[0];
   $("file").value = "";

@@ -18,10 +18,11 @@ const SEND_TRIES = 5;
 const SEEN_MAX = 5000;
 
 export class ProtocolError extends Error {
-  constructor(code, text) {
+  constructor(code, text, retryAfterMs) {
     super(text ? code + ": " + text : code);
     this.code = code;
     this.text = text || "";
+    this.retryAfterMs = retryAfterMs || 0; // BUSY: when to try again
   }
 }
 
@@ -394,7 +395,7 @@ export class Session {
       if (!w) return; // a reply to a request that timed out
       this.waiting.delete(id);
       clearTimeout(w.timer);
-      if (f.error) w.reject(new ProtocolError(f.error.code, f.error.text));
+      if (f.error) w.reject(new ProtocolError(f.error.code, f.error.text, f.error.retry_after_ms));
       else w.resolve(f);
       return;
     }
