@@ -1184,7 +1184,15 @@ void out_presence(out_ctx *o, const Parley__PresenceEvent *e)
 void out_read_event(out_ctx *o, const Parley__ReadEvent *e)
 {
     out_learn(o, e->user, e->user_name);
-    out_conv *c = out_conv_of(o, e->conv);
+    /* Read on another device of ours: no longer unread here (--json says
+     * so as a read event of our own id). */
+    bool mine = o->me && e->user == o->me;
+    if (mine) {
+        out_mark_read(o, e->conv, e->seq);
+        if (!o->json)
+            return;
+    }
+    out_conv *c = mine ? NULL : out_conv_of(o, e->conv);
     /* Human form: a mark when a send of ours is newly seen. */
     bool news = c && c->own_seq && e->seq >= c->own_seq && c->seen_seq < c->own_seq;
     if (c && e->seq > c->seen_seq)

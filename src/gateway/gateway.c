@@ -1063,7 +1063,9 @@ static void gw_on_frame(conn *c, const uint8_t *payload, size_t len)
             gw_busy(c, f->id, LIM_HIST, "read receipts", retry);
             return;
         }
-        gw_call(c, gw->message, MSG_READ, CALL_REPLY, f, f->read->conv, 0);
+        /* Counting the user's other sessions: they are told of the read. */
+        gw_call_ex(c, gw->message, MSG_READ, CALL_REPLY, f, f->read->conv, 0, gw_others_here(s), 0,
+                   NULL);
         break;
     case PARLEY__CLIENT_FRAME__BODY_HISTORY:
         gw_call(c, gw->message, MSG_HISTORY, CALL_REPLY, f, 0, 0);

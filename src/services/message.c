@@ -574,9 +574,13 @@ static void message_read(svc_ctx *ctx)
     if (message_others(ctx, r->conv, &to) < 0)
         return;
     /* A direct conversation has the caller and one other; a group of two
-     * is told as a direct chat would be, which is what it looks like. */
-    if (to.n > 1 &&
-        (to.n >= LIMIT_READ_EVENT_MEMBERS || !message_read_event_due(me, r->conv, ctx->now_ms)))
+     * is told as a direct chat would be, which is what it looks like. The
+     * caller's other sessions are told always: what was read there is not
+     * unread here (every device in sync). */
+    int others = to.n <= 1 || (to.n < LIMIT_READ_EVENT_MEMBERS &&
+                               message_read_event_due(me, r->conv, ctx->now_ms));
+    int own = message_want_own(ctx);
+    if (!others && !own)
         return;
     Parley__ReadEvent ev = PARLEY__READ_EVENT__INIT;
     ev.conv = r->conv;
@@ -591,7 +595,10 @@ static void message_read(svc_ctx *ctx)
     Parley__ServerFrame f = PARLEY__SERVER_FRAME__INIT;
     f.body_case = PARLEY__SERVER_FRAME__BODY_READ_EVENT;
     f.read_event = &ev;
-    svc_push(ctx, to.v, to.n, &f);
+    if (others)
+        svc_push(ctx, to.v, to.n, &f);
+    if (own)
+        message_push_own(ctx, &f, 0);
 }
 
 static const svc_method_fn message_methods[] = {

@@ -136,6 +136,25 @@ class ReadStateTest(ParleyTest):
         bob.ok("login:bob:secret123")
         self.assertEqual([e for e in bob.all if e.get("cmd") == "login"][-1]["unread"], [])
 
+    def test_read_on_one_device_clears_unread_on_the_other(self):
+        alice, a = self.user("alice")
+        bob, b = self.user("bob")
+        alice2 = self.client()
+        alice2.ok("login:alice:secret123")
+        sent = [bob.ok("chat:%d:twice seen %d" % (a, i)) for i in range(3)]
+        conv = sent[0]["conv"]
+        alice2.wait_events(is_msg("twice seen 2"))
+        self.assertEqual(alice2.ok("unread")["unread"][0]["count"], 3)
+        # Read on the first device: the second hears it as her own read
+        # event and counts only what is above it.
+        alice.wait_events(is_msg("twice seen 2"))
+        alice.ok("read:%d:%d" % (conv, sent[1]["seq"]))
+        ev = alice2.wait_events(lambda e: e.get("type") == "read" and e["user"] == a)[0]
+        self.assertEqual((ev["conv"], ev["seq"]), (conv, sent[1]["seq"]))
+        self.assertEqual(alice2.ok("unread")["unread"][0]["count"], 1)
+        # Bob is told as before, once.
+        self.assertEqual(bob.wait_events(lambda e: e.get("type") == "read")[0]["user"], a)
+
     def test_group_read_events(self):
         alice, a = self.user("alice")
         bob, b = self.user("bob")
