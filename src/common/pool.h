@@ -29,8 +29,11 @@ typedef struct pool_hooks {
 } pool_hooks;
 
 /* A worker that wakes to fewer queued tasks than this waits linger_us for
- * more before it runs them; with this many, waiting gains little. */
-enum { POOL_LINGER_ENOUGH = 32 };
+ * more before it runs them; with this many, waiting gains little. It waits
+ * only while requests keep coming, when its previous batch was taken less
+ * than POOL_LINGER_BUSY times linger_us ago: a lone request to an idle
+ * server runs at once. */
+enum { POOL_LINGER_ENOUGH = 32, POOL_LINGER_BUSY = 20 };
 
 /* Starts n worker threads. linger_us: how long a worker lets a small batch
  * gather (0: runs at once). NULL on failure. The caller owns the pool. */

@@ -125,14 +125,18 @@ static void log_batch(void *ctx, pool_task **tasks, unsigned n)
 }
 
 /* With a batch wait, requests that arrive while the first waits run with it
- * as one batch (one transaction, one statement on MariaDB). */
+ * as one batch (one transaction, one statement on MariaDB), once requests
+ * keep coming. */
 static void test_pool_batch_wait_gathers(void **state)
 {
     static const pool_hooks hooks = {.worker_init = log_init, .run_batch = log_batch};
     batch_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
     pool *p = pool_new("test", 1, 64, 1000000, &hooks, &l); /* 1 s: ample */
     assert_non_null(p);
-    pool_task t[5];
+    pool_task t[6];
+    /* A first request: the pool is busy from now on (for 20 s). */
+    pool_submit(p, 7, &t[5]);
+    assert_int_equal(pool_wait_idle(p, 5000), 0);
     pool_submit(p, 7, &t[0]);
     /* Long enough for the worker to wake: without the wait it would run
      * the first request alone. */
@@ -141,8 +145,24 @@ static void test_pool_batch_wait_gathers(void **state)
     for (int i = 1; i < 5; i++)
         pool_submit(p, 7, &t[i]);
     pool_free(p); /* runs what is queued, then joins */
-    assert_int_equal(l.tasks, 5);
-    assert_int_equal(l.batches, 1);
+    assert_int_equal(l.tasks, 6);
+    assert_int_equal(l.batches, 2);
+}
+
+/* A lone request to an idle pool does not wait for company: a user of a
+ * quiet server gets no added latency from the batch wait. */
+static void test_pool_idle_runs_at_once(void **state)
+{
+    static const pool_hooks hooks = {.worker_init = log_init, .run_batch = log_batch};
+    batch_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pool *p = pool_new("test", 1, 64, 10000000, &hooks, &l); /* 10 s */
+    assert_non_null(p);
+    pool_task t;
+    pool_submit(p, 7, &t);
+    /* Well under the 10 s wait, even under a sanitizer on a busy machine. */
+    assert_int_equal(pool_wait_idle(p, 3000), 0);
+    pool_free(p);
+    assert_int_equal(l.tasks, 1);
 }
 
 /* A fair pool serves its flows in turn: one flooded flow does not hold up
@@ -207,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_arena_alloc_and_reset),
         cmocka_unit_test(test_pool_spreads_conversations),
         cmocka_unit_test(test_pool_batch_wait_gathers),
+        cmocka_unit_test(test_pool_idle_runs_at_once),
         cmocka_unit_test(test_pool_fair_serves_flows_in_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
