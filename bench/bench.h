@@ -79,6 +79,7 @@ typedef struct {
     bool mqtt;            /* speak MQTT 3.1.1 at QoS 1 to a broker (mqtt.h) */
     bool ws;              /* WebSocket: the ports are parleyd's --ws-port */
     int devices;          /* direct, group: sessions per user (the others only receive) */
+    bool devices_senders; /* ... only the users who send have the others */
     /* regflood: the last flood_conns of --conns flood the server with
      * Register from flood_addrs addresses from flood_src on; the others
      * are the uninvolved pairs. */

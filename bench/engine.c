@@ -206,7 +206,8 @@ struct worker {
     bool bind_src;
     uint32_t flood_base; /* regflood: the first flooder's address, host order */
     int fanout;
-    int ooo_src; /* the first message out of order: its sender and counter */
+    int dev_fanout; /* --devices: the recipients of a message with other sessions */
+    int ooo_src;    /* the first message out of order: its sender and counter */
     uint64_t ooo_k;
     SSL_CTX *tls; /* --tls: shared by the threads' connections */
 };
@@ -1128,7 +1129,7 @@ static void send_answered(bconn *c, uint64_t k, uint64_t msgid)
         if (w->o->devices > 1) {
             uint64_t more = (uint64_t)w->o->devices - 1;
             cnt(&th->st->own_expected, more);
-            cnt(&th->st->dev_expected, more * (uint64_t)w->fanout);
+            cnt(&th->st->dev_expected, more * (uint64_t)w->dev_fanout);
         }
     }
     if (th->sending && w->o->rate <= 0)
@@ -1790,6 +1791,8 @@ static void verify(worker *w)
          * what it sent as own copies. */
         for (int d = 1; d < o->devices; d++) {
             bconn *dv = dev_at(w, i, d);
+            if (!dv->owner)
+                continue; /* --devices-for senders: x does not send */
             check_conn(w, dv, &other);
             check_stream(w, x, &dv->own, dv, &own);
         }
@@ -1889,6 +1892,9 @@ static void place_device(worker *w, bconn *c, bconn *owner, int d)
 void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
 {
     worker w = {.o = o, .sh = sh, .w = wi, .lo = lo, .hi = hi, .fanout = bench_fanout(o)};
+    /* --devices-for senders: a group's other senders are its only
+     * recipients with more sessions (direct: every user sends). */
+    w.dev_fanout = !o->devices_senders ? w.fanout : o->sc == SC_GROUP ? o->senders - 1 : w.fanout;
     int n = hi - lo, nth = o->threads;
     if (nth > n && n > 0)
         nth = n;
@@ -2003,6 +2009,8 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
      * is d threads away from its first (another loop, when there are two). */
     for (int d = 1; d <= more; d++)
         for (int i = lo; i < hi; i++) {
+            if (o->devices_senders && !bench_is_sender(o, i))
+                continue;
             bconn *c = dev_at(&w, i, d);
             bthread *th = &w.th[(i - lo + d) % nth];
             c->idx = i;

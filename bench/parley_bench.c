@@ -180,7 +180,15 @@ bool bench_is_sender(const bopts *o, int i)
 
 int bench_sockets(const bopts *o)
 {
-    return o->conns * (o->devices > 1 ? o->devices : 1);
+    if (o->devices <= 1)
+        return o->conns;
+    int users = o->conns;
+    if (o->devices_senders) {
+        users = 0;
+        for (int i = 0; i < o->conns; i++)
+            users += bench_is_sender(o, i);
+    }
+    return o->conns + users * (o->devices - 1);
 }
 
 static const char *scenario_name(scenario sc)
@@ -247,6 +255,9 @@ static void usage(FILE *f)
                "                     and received, exactly once; reported apart (own copies/s,\n"
                "                     their latency), the delivered figure stays the first\n"
                "                     sessions'. Not with --mqtt\n"
+               "  --devices-for WHO  all (default) or senders: only the users who send have\n"
+               "                     the other sessions (group --senders 1: the only extra\n"
+               "                     pushes are then own copies)\n"
                "  --client-ids HOW   each send's client_msg_id: time (the time in ms above\n"
                "                     random bits, as parley does; the default), count (a\n"
                "                     random start, then counting), random (drawn for each\n"
@@ -341,6 +352,7 @@ enum {
     O_MQTT,
     O_WS,
     O_DEVICES,
+    O_DEVICES_FOR,
     O_FLOOD_CONNS,
     O_FLOOD_ADDRS,
     O_FLOOD_SRC,
@@ -388,6 +400,7 @@ static void parse(int argc, char **argv, bopts *o)
         {"mqtt", no_argument, NULL, O_MQTT},
         {"ws", no_argument, NULL, O_WS},
         {"devices", required_argument, NULL, O_DEVICES},
+        {"devices-for", required_argument, NULL, O_DEVICES_FOR},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
         {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
         {"flood-src", required_argument, NULL, O_FLOOD_SRC},
@@ -562,6 +575,13 @@ static void parse(int argc, char **argv, bopts *o)
         case O_DEVICES:
             o->devices = (int)num("--devices", optarg, 1, 8);
             break;
+        case O_DEVICES_FOR:
+            if (!strcmp(optarg, "senders") || !strcmp(optarg, "all")) {
+                o->devices_senders = !strcmp(optarg, "senders");
+                break;
+            }
+            fprintf(stderr, "parley-bench: --devices-for %s: give all or senders\n", optarg);
+            exit(2);
         case O_RECONNECT:
             o->reconnect = true;
             break;
@@ -1404,7 +1424,8 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     static const char *const ids_name[] = {"none", "time", "count", "random"};
     fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
-    fprintf(f, ",\"devices\":%d", o->devices);
+    fprintf(f, ",\"devices\":%d,\"devices_for\":\"%s\"", o->devices,
+            o->devices_senders ? "senders" : "all");
     fprintf(f, ",\"protocol\":\"%s\",\"server_pid\":%d",
             o->mqtt ? "mqtt"
             : o->ws ? "parley-ws"

@@ -274,7 +274,7 @@ def devices_summary(rows, runs):
             continue
         d = out.setdefault(r["name"], {"settings": r["settings"]})
         d[r["metric"]] = {"two": r["parley"], "one": r["floor"], "ratio": r["ratio"]}
-        if r["metric"] in ("delivered", "latency p99", "server CPU per msg"):
+        if r["metric"] in ("delivered", "deliveries", "latency p99", "server CPU per msg"):
             lines.append("%s, %s: %s %s with 2 sessions per user, %s with 1 (2 / 1: %s)" %
                          (r["name"], r["metric"], fmt_num(r["parley"]), r["unit"],
                           fmt_num(r["floor"]), fmt_ratio(r["ratio"])))

@@ -31,8 +31,9 @@
 #   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
 #   BENCH_THREADS=T      bench event loops (default: cores)
 #   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
-# Two rows run a second session per user (parley-bench --devices 2) against
-# one, in the same run: direct-devices2-if8 and direct-devices2-r5000.
+# Three rows run a second session per user (parley-bench --devices 2) against
+# one, in the same run: direct-devices2-if8, direct-devices2-r5000 and
+# group-devices2-own-if8 (only the senders have one: own copies alone).
 # Two rows run parleyd --sync full (every commit fsynced) against the usual
 # --sync normal: direct-syncfull (throughput) and syncfull-r5000 (latency).
 #   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
@@ -474,6 +475,17 @@ one devices "$dv.again" direct --conns "$C" --rate 5000 "${common[@]}"
 one parley "$dv.plain.again" direct --conns "$C" --rate 5000 "${common[@]}"
 row "$dv" devices-latency "direct, 2 sessions per user" \
   "$C conns, 5000 msg/s offered, each user's second session receives; vs 1 session, mean of 2 runs each (1, 2, 2, 1)" \
+  devices "devices:$dv.plain+$dv.plain.again"
+# Own copies alone: in groups of 2 with 1 sender (one-way pairs) only the
+# senders have a second session, so the one extra push per message is the
+# own copy (above, each message also reaches the receiver's second session).
+dv=group-devices2-own-if8
+one parley "$dv.plain" group --conns "$C" --group-size 2 --senders 1 --inflight 8 "${common[@]}"
+one devices "$dv" group --conns "$C" --group-size 2 --senders 1 --inflight 8 --devices-for senders "${common[@]}"
+one devices "$dv.again" group --conns "$C" --group-size 2 --senders 1 --inflight 8 --devices-for senders "${common[@]}"
+one parley "$dv.plain.again" group --conns "$C" --group-size 2 --senders 1 --inflight 8 "${common[@]}"
+row "$dv" devices-deliveries "group of 2, senders' 2nd session" \
+  "$C conns in groups of 2, 1 sender each, 8 in flight, a second session for each sender only; vs 1 session, mean of 2 runs each (1, 2, 2, 1)" \
   devices "devices:$dv.plain+$dv.plain.again"
 
 if [ "$use_cluster" = 1 ]; then

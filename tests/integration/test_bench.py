@@ -251,7 +251,10 @@ class BenchAgainstParleyTest(ParleyTest):
         it received, exactly once; delivered stays the first sessions'."""
         for args in (["direct", "--conns", "100", "--inflight", "4"],
                      ["direct", "--conns", "100", "--rate", "1000"],
-                     ["group", "--conns", "40", "--group-size", "10", "--inflight", "2"]):
+                     ["group", "--conns", "40", "--group-size", "10", "--inflight", "2"],
+                     # only the senders have a second session: own copies alone
+                     ["group", "--conns", "40", "--group-size", "2", "--inflight", "2",
+                      "--devices-for", "senders"]):
             rc, text, result = run_bench(self.server.port, *args, "--devices", "2", "--duration",
                                          "1.5", "--warmup", "0.5")
             self.assertEqual(rc, 0, text)
