@@ -667,9 +667,8 @@ static void conn_broke(bconn *c, const char *why)
         return;
     }
     if (th->seen < PH_STOP && !atomic_load(&th->w->sh->failed))
-        bench_fail(th->w->sh, "connection %d%s (port %d, during %s): %s", c->idx,
-                   c->owner ? " (a further device)" : "", th->w->o->ports[c->port],
-                   phase_name(th->seen), why);
+        bench_fail(th->w->sh, "connection %d (session %d of its user; port %d, during %s): %s",
+                   c->idx, c->dev + 1, th->w->o->ports[c->port], phase_name(th->seen), why);
     conn_close(c);
 }
 
@@ -1040,7 +1039,7 @@ static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_
     stream *s = stream_of(c, (int)src);
     convst *cv = conv_of(c, conv);
     bconn *sender = conn_at(w, (int)src);
-    /* An own copy names the receiving user as its sender, like any push. */
+    /* Every push names its sender: for an own copy, the receiving user. */
     if (!s || !cv || (from && (!sender || sender->user != from))) {
         cnt(&th->st->bogus, 1);
         return;
