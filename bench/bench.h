@@ -78,6 +78,8 @@ typedef struct {
     bool tls;             /* TLS to the server (no verification) */
     bool mqtt;            /* speak MQTT 3.1.1 at QoS 1 to a broker (mqtt.h) */
     bool ws;              /* WebSocket: the ports are parleyd's --ws-port */
+    int devices;          /* direct, group: sessions per user (the others only receive) */
+    bool devices_senders; /* ... only the users who send have the others */
     /* regflood: the last flood_conns of --conns flood the server with
      * Register from flood_addrs addresses from flood_src on; the others
      * are the uninvolved pairs. */
@@ -111,8 +113,14 @@ typedef struct {
     _Atomic uint64_t flood_sent, flood_ok, flood_busy, flood_err; /* Register sent, answered */
     _Atomic uint64_t flood_ok_win, flood_busy_win; /* ... answered in the second window */
     _Atomic uint64_t flood_connects, flood_closed; /* connections opened, lost */
-    hist lat;  /* latency of what was received in the window, ns */
-    hist lat2; /* regflood: ... in the second window */
+    /* --devices: a user's other sessions. Own copies (of the user's own
+     * sends) and their copies of what the user received, counted apart so
+     * that the figures above stay those of the first session. */
+    _Atomic uint64_t own_expected, own_unique, own_dups, own_win;
+    _Atomic uint64_t dev_expected, dev_unique, dev_win;
+    hist lat;     /* latency of what was received in the window, ns */
+    hist lat2;    /* regflood: ... in the second window */
+    hist lat_own; /* --devices: latency of own copies received in the window */
 } tstats;
 
 /* What a worker's final check found. */
@@ -122,6 +130,8 @@ typedef struct {
     _Atomic uint64_t unanswered;        /* sent, no reply by the end */
     _Atomic uint64_t refused;           /* sends answered with an error */
     _Atomic uint64_t unacked_delivered; /* delivered though never acknowledged */
+    _Atomic uint64_t lost_own;          /* ... of lost: own copies to the other sessions */
+    _Atomic uint64_t lost_dev;          /* ... received messages to the other sessions */
     char example[256];                  /* one lost message, for the report */
 } wresult;
 
@@ -179,5 +189,7 @@ bool bench_pairs(const bopts *o);
 bool bench_is_flooder(const bopts *o, int i);
 /* Whether connection i sends in the run. */
 bool bench_is_sender(const bopts *o, int i);
+/* Sockets the setup phases go through: --conns, times --devices. */
+int bench_sockets(const bopts *o);
 
 #endif

@@ -26,6 +26,14 @@
  * is up, and then reads and writes through SSL_read / SSL_write on the same
  * events; a plain connection (ssl NULL) takes the plain path unchanged.
  *
+ * With --devices N each user has N - 1 more sessions (connections logged in
+ * as the same user after its first has registered) that only receive and
+ * ack, as a second device would. Each must get, exactly once and under the
+ * msgid its SendOk gave, every message the user sent from the first (an own
+ * copy: `from` is the user), and every message the user received. Own copies
+ * and those other copies are counted apart from the first sessions'
+ * deliveries, which stay the scenario's figure.
+ *
  * With --mqtt the same scenarios (direct, idle) run against an MQTT broker,
  * at QoS 1: connecting is CONNECT / CONNACK, logging in a SUBSCRIBE to the
  * user's own topic b<run>/<n>, a send a PUBLISH to the partner's topic whose
@@ -141,6 +149,12 @@ typedef struct bconn {
     uint32_t src;     /* source address, network order; 0: the worker's */
     uint64_t next_at; /* flooder: no Register before this (bench clock) */
     uint64_t nreg;    /* flooder: Register requests sent */
+    /* --devices: a further session of owner's user (NULL: the user's
+     * first); it takes the owner's place (partner, group) but never sends,
+     * and gets the owner's sends as own copies in `own` */
+    struct bconn *owner;
+    int dev; /* 0: the first session; 1..: the others */
+    stream own;
     /* receiving */
     stream *in; /* by the sender's slot: direct 0, group: member index */
     int nin;
@@ -183,6 +197,7 @@ struct worker {
     shared *sh;
     int w, lo, hi;
     bconn *conns;
+    bconn *devs; /* --devices: the other sessions, devices - 1 per user in turn */
     bthread *th;
     uint64_t *gid; /* group ids, by group index */
     int ngroups;
@@ -191,7 +206,8 @@ struct worker {
     bool bind_src;
     uint32_t flood_base; /* regflood: the first flooder's address, host order */
     int fanout;
-    int ooo_src; /* the first message out of order: its sender and counter */
+    int dev_fanout; /* --devices: the recipients of a message with other sessions */
+    int ooo_src;    /* the first message out of order: its sender and counter */
     uint64_t ooo_k;
     SSL_CTX *tls; /* --tls: shared by the threads' connections */
 };
@@ -209,6 +225,14 @@ static bconn *conn_at(worker *w, int idx)
     if (idx < w->lo || idx >= w->hi)
         return NULL;
     return &w->conns[idx - w->lo];
+}
+
+/* --devices: session d (1..) of connection idx's user. */
+static bconn *dev_at(worker *w, int idx, int d)
+{
+    if (idx < w->lo || idx >= w->hi || d < 1 || d >= w->o->devices)
+        return NULL;
+    return &w->devs[(size_t)(idx - w->lo) * (size_t)(w->o->devices - 1) + (size_t)(d - 1)];
 }
 
 static bool in_window(worker *w, uint64_t now)
@@ -643,8 +667,8 @@ static void conn_broke(bconn *c, const char *why)
         return;
     }
     if (th->seen < PH_STOP && !atomic_load(&th->w->sh->failed))
-        bench_fail(th->w->sh, "connection %d (port %d, during %s): %s", c->idx,
-                   th->w->o->ports[c->port], phase_name(th->seen), why);
+        bench_fail(th->w->sh, "connection %d (session %d of its user; port %d, during %s): %s",
+                   c->idx, c->dev + 1, th->w->o->ports[c->port], phase_name(th->seen), why);
     conn_close(c);
 }
 
@@ -865,20 +889,22 @@ static bool start_op(bconn *c, phase ph)
     case PH_CONNECT:
         return start_connect(c);
     case PH_REGISTER:
-        if (o->mqtt)
-            return false; /* an MQTT broker has no accounts */
+        if (o->mqtt || c->owner)
+            return false; /* an MQTT broker has no accounts; a device logs in as its owner */
         send_register(c);
         return true;
     case PH_LOGIN:
+        if (c->owner)
+            c->user = c->owner->user; /* registered in the phase before */
         send_login(c);
         return true;
     case PH_GCREATE:
-        if (o->sc != SC_GROUP || c->member != 0)
+        if (o->sc != SC_GROUP || c->member != 0 || c->owner)
             return false;
         send_gcreate(c);
         return true;
     case PH_GJOIN:
-        if (o->sc != SC_GROUP || c->member == 0)
+        if (o->sc != SC_GROUP || c->member == 0 || c->owner)
             return false;
         send_gjoin(c);
         return true;
@@ -976,8 +1002,8 @@ static stream *stream_of(bconn *c, int src)
 {
     worker *w = c->th->w;
     const bopts *o = w->o;
-    if (src == c->idx)
-        return NULL;
+    if (src == c->idx) /* the sending session gets SendOk only; the others a copy */
+        return c->owner ? &c->own : NULL;
     if (bench_pairs(o))
         return src == c->partner ? &c->in[0] : NULL;
     if (o->sc != SC_GROUP)
@@ -990,10 +1016,11 @@ static stream *stream_of(bconn *c, int src)
 }
 
 /* Checks and counts one delivered message: its body (b, blen bytes), and
- * Parley's conversation, seq and msgid. With --mqtt, which has none of
- * them, the conversation is the sender's, seq its counter and msgid 1. */
+ * Parley's conversation, seq, msgid and sender (`from`; 0: not checked).
+ * With --mqtt, which has none of them, the conversation is the sender's,
+ * seq its counter and msgid 1. */
 static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_t seq,
-                    uint64_t msgid)
+                    uint64_t msgid, uint64_t from)
 {
     bthread *th = c->th;
     worker *w = th->w;
@@ -1011,10 +1038,13 @@ static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_
     }
     stream *s = stream_of(c, (int)src);
     convst *cv = conv_of(c, conv);
-    if (!s || !cv) {
+    bconn *sender = conn_at(w, (int)src);
+    /* Every push names its sender: for an own copy, the receiving user. */
+    if (!s || !cv || (from && (!sender || sender->user != from))) {
         cnt(&th->st->bogus, 1);
         return;
     }
+    bool own = s == &c->own, other = c->owner && !own;
     /* Acknowledge every copy, as a client does: the server resends what it
      * has not seen acknowledged. (MQTT: each PUBLISH has had its PUBACK.) */
     if (!w->o->mqtt) {
@@ -1028,12 +1058,14 @@ static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_
     }
     if (s->got[k]) {
         cnt(s->got[k] == msgid ? &th->st->dups : &th->st->mismatch, 1);
+        if (own && s->got[k] == msgid)
+            cnt(&th->st->own_dups, 1);
         if (!atomic_load_explicit(&th->st->first_dup, memory_order_relaxed))
             atomic_store_explicit(&th->st->first_dup, now, memory_order_relaxed);
         return;
     }
     s->got[k] = msgid;
-    cnt(&th->st->unique, 1);
+    cnt(own ? &th->st->own_unique : other ? &th->st->dev_unique : &th->st->unique, 1);
     if (seq <= cv->last_seq) {
         cnt(&th->st->ooo, 1);
         int expect = 0;
@@ -1049,7 +1081,13 @@ static void deliver(bconn *c, const char *b, size_t blen, uint64_t conv, uint64_
         }
     } else
         cv->last_seq = seq;
-    if (in_window(w, now)) {
+    if (own || other) {
+        if (in_window(w, now)) {
+            cnt(own ? &th->st->own_win : &th->st->dev_win, 1);
+            if (own)
+                hist_record(&th->st->lat_own, now > t ? now - t : 0);
+        }
+    } else if (in_window(w, now)) {
         cnt(&th->st->recv_win, 1);
         hist_record(&th->st->lat, now > t ? now - t : 0);
     } else if (in_window2(w, now)) {
@@ -1071,7 +1109,7 @@ static void on_message(bconn *c, const Parley__Message *m)
         }
         return;
     }
-    deliver(c, m->body, m->body ? strlen(m->body) : 0, m->conv, m->seq, m->msgid);
+    deliver(c, m->body, m->body ? strlen(m->body) : 0, m->conv, m->seq, m->msgid, m->from);
 }
 
 /* A send of c was answered: message k has msgid `msgid` (REFUSED: an error
@@ -1087,6 +1125,11 @@ static void send_answered(bconn *c, uint64_t k, uint64_t msgid)
     } else {
         cnt(&th->st->answered, 1);
         cnt(&th->st->expected, (uint64_t)w->fanout);
+        if (w->o->devices > 1) {
+            uint64_t more = (uint64_t)w->o->devices - 1;
+            cnt(&th->st->own_expected, more);
+            cnt(&th->st->dev_expected, more * (uint64_t)w->dev_fanout);
+        }
     }
     if (th->sending && w->o->rate <= 0)
         send_msg(c);
@@ -1323,7 +1366,7 @@ static int on_mqtt_packet(bconn *c, uint8_t first, const uint8_t *b, size_t n)
             cnt(&th->st->bogus, 1); /* not what the bench subscribed to */
             return 0;
         }
-        deliver(c, (const char *)p.payload, p.plen, 0, 0, 1);
+        deliver(c, (const char *)p.payload, p.plen, 0, 0, 1, 0);
         return 0;
     }
     case MQTT_PUBACK: {
@@ -1679,11 +1722,61 @@ static void *thread_main(void *arg)
 
 /* ---- the check at the end ---- */
 
+typedef struct {
+    uint64_t lost, unacked, mismatch, phantom;
+} tally;
+
+/* Checks that stream `in` of receiver x holds every message sender s had
+ * acknowledged, under its msgid; counts what it does not. */
+static void check_stream(worker *w, bconn *s, stream *in, bconn *x, tally *t)
+{
+    wresult *r = shared_wresult(w->sh, w->w);
+    for (uint64_t k = 1; k <= s->nsent; k++) {
+        uint64_t ok = k < s->okcap ? s->okid[k] : 0;
+        if (ok == REFUSED)
+            ok = 0; /* refused, yet perhaps stored: "delivered, never acknowledged" */
+        uint64_t got = k < in->cap ? in->got[k] : 0;
+        if (ok && !got) {
+            if (!r->example[0]) /* the first one lost */
+                snprintf(r->example, sizeof r->example,
+                         "message %llu (msgid %llu) of connection %d (user %llu) never reached "
+                         "connection %d (user %llu%s)",
+                         (unsigned long long)k, (unsigned long long)ok, s->idx,
+                         (unsigned long long)s->user, x->idx, (unsigned long long)x->user,
+                         !x->owner       ? ""
+                         : in == &x->own ? ", another session of the sender: an own copy"
+                                         : ", another session of the receiver");
+            t->lost++;
+        } else if (ok && got != ok) {
+            t->mismatch++;
+        } else if (!ok && got) {
+            t->unacked++;
+        }
+    }
+    for (uint64_t k = s->nsent + 1; k < in->cap; k++)
+        if (in->got[k])
+            t->phantom++;
+}
+
+/* Checks every incoming stream of x (a first session or a device). */
+static void check_conn(worker *w, bconn *x, tally *t)
+{
+    const bopts *o = w->o;
+    for (int slot = 0; slot < x->nin; slot++) {
+        int src = bench_pairs(o) ? x->partner : x->group * o->group_size + slot;
+        bconn *s = conn_at(w, src);
+        if (!s || s->idx == x->idx)
+            continue;
+        check_stream(w, s, &x->in[slot], x, t);
+    }
+}
+
 static void verify(worker *w)
 {
     const bopts *o = w->o;
     wresult *r = shared_wresult(w->sh, w->w);
-    uint64_t lost = 0, unanswered = 0, unacked = 0, mismatch = 0, phantom = 0, refused = 0;
+    uint64_t unanswered = 0, refused = 0;
+    tally t = {0}, own = {0}, other = {0};
     for (int i = w->lo; i < w->hi; i++) {
         bconn *x = conn_at(w, i);
         for (uint64_t k = 1; k <= x->nsent; k++) {
@@ -1692,37 +1785,20 @@ static void verify(worker *w)
             else if (x->okid[k] == REFUSED)
                 refused++;
         }
-        for (int slot = 0; slot < x->nin; slot++) {
-            int src = bench_pairs(o) ? x->partner : x->group * o->group_size + slot;
-            bconn *s = conn_at(w, src);
-            stream *in = &x->in[slot];
-            if (!s || s == x)
-                continue;
-            for (uint64_t k = 1; k <= s->nsent; k++) {
-                uint64_t ok = k < s->okcap ? s->okid[k] : 0;
-                if (ok == REFUSED)
-                    ok = 0; /* refused, yet perhaps stored: "delivered, never acknowledged" */
-                uint64_t got = k < in->cap ? in->got[k] : 0;
-                if (ok && !got) {
-                    if (!lost)
-                        snprintf(r->example, sizeof r->example,
-                                 "message %llu (msgid %llu) of connection %d (user %llu) never "
-                                 "reached connection %d (user %llu)",
-                                 (unsigned long long)k, (unsigned long long)ok, s->idx,
-                                 (unsigned long long)s->user, x->idx, (unsigned long long)x->user);
-                    lost++;
-                } else if (ok && got != ok) {
-                    mismatch++;
-                } else if (!ok && got) {
-                    unacked++;
-                }
-            }
-            for (uint64_t k = s->nsent + 1; k < in->cap; k++)
-                if (in->got[k])
-                    phantom++;
+        check_conn(w, x, &t);
+        /* --devices: the user's other sessions got what it received, and
+         * what it sent as own copies. */
+        for (int d = 1; d < o->devices; d++) {
+            bconn *dv = dev_at(w, i, d);
+            if (!dv->owner)
+                continue; /* --devices-for senders: x does not send */
+            check_conn(w, dv, &other);
+            check_stream(w, x, &dv->own, dv, &own);
         }
     }
-    atomic_store(&r->lost, lost);
+    atomic_store(&r->lost, t.lost + own.lost + other.lost);
+    atomic_store(&r->lost_own, own.lost);
+    atomic_store(&r->lost_dev, other.lost);
     atomic_store(&r->unanswered, unanswered);
     atomic_store(&r->refused, refused);
     /* Say what became of the send behind the first message out of order. */
@@ -1735,11 +1811,11 @@ static void verify(worker *w)
                  : ok          ? "acknowledged"
                                : "never answered");
     }
-    atomic_store(&r->unacked_delivered, unacked);
+    atomic_store(&r->unacked_delivered, t.unacked + own.unacked + other.unacked);
     /* Count these with the thread-0 counters of this worker. */
     tstats *st = shared_tstats(w->sh, w->w, 0);
-    atomic_fetch_add(&st->mismatch, mismatch);
-    atomic_fetch_add(&st->bogus, phantom);
+    atomic_fetch_add(&st->mismatch, t.mismatch + own.mismatch + other.mismatch);
+    atomic_fetch_add(&st->bogus, t.phantom + own.phantom + other.phantom);
     atomic_store(&r->finished, 1);
 }
 
@@ -1792,21 +1868,46 @@ static void place(worker *w, bconn *c)
     }
 }
 
+/* --devices: c is session d of owner's user, in owner's place; on another
+ * port than owner's when there are several (a device elsewhere). */
+static void place_device(worker *w, bconn *c, bconn *owner, int d)
+{
+    c->owner = owner;
+    c->dev = d;
+    c->partner = owner->partner;
+    c->group = owner->group;
+    c->member = owner->member;
+    c->port = (owner->port + d) % w->o->nports;
+    c->nin = owner->nin;
+    if (c->nin) {
+        c->in = calloc((size_t)c->nin, sizeof(*c->in));
+        if (!c->in) {
+            fprintf(stderr, "parley-bench: out of memory\n");
+            _exit(1);
+        }
+    }
+}
+
 void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
 {
     worker w = {.o = o, .sh = sh, .w = wi, .lo = lo, .hi = hi, .fanout = bench_fanout(o)};
+    /* --devices-for senders: a group's other senders are its only
+     * recipients with more sessions (direct: every user sends). */
+    w.dev_fanout = !o->devices_senders ? w.fanout : o->sc == SC_GROUP ? o->senders - 1 : w.fanout;
     int n = hi - lo, nth = o->threads;
     if (nth > n && n > 0)
         nth = n;
     if (nth < 1)
         nth = 1;
+    int more = o->devices > 1 ? o->devices - 1 : 0; /* further sessions per user */
     w.conns = calloc((size_t)(n ? n : 1), sizeof(*w.conns));
+    w.devs = calloc((size_t)(n ? n : 1) * (size_t)(more ? more : 1), sizeof(*w.devs));
     w.th = calloc((size_t)nth, sizeof(*w.th));
     if (o->sc == SC_GROUP) {
         w.ngroups = (hi + o->group_size - 1) / o->group_size;
         w.gid = calloc((size_t)w.ngroups, sizeof(*w.gid));
     }
-    if (!w.conns || !w.th || (o->sc == SC_GROUP && !w.gid)) {
+    if (!w.conns || !w.devs || !w.th || (o->sc == SC_GROUP && !w.gid)) {
         bench_fail(sh, "out of memory");
         _exit(1);
     }
@@ -1871,10 +1972,13 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         th->window = window;
         th->seen = PH_INIT;
         th->base = new_base(o->rate > 0);
-        th->c = calloc((size_t)(n / nth + 1), sizeof(*th->c));
+        /* Each thread's connections: its users' first sessions, and with
+         * --devices a share of the others. */
+        size_t per = (size_t)(n / nth + 1) * (size_t)(more + 1);
+        th->c = calloc(per, sizeof(*th->c));
         th->snd = calloc((size_t)(n / nth + 1), sizeof(*th->snd));
         th->body = malloc((size_t)o->size + 1);
-        th->dirty = calloc((size_t)(n / nth + 1), sizeof(*th->dirty));
+        th->dirty = calloc(per, sizeof(*th->dirty));
         th->fl = calloc((size_t)(n / nth + 1), sizeof(*th->fl));
         th->scratch = malloc(SCRATCH);
         if (!th->base || !th->c || !th->snd || !th->body || !th->dirty || !th->fl || !th->scratch) {
@@ -1899,6 +2003,21 @@ void engine_worker(const bopts *o, shared *sh, int wi, int nw, int lo, int hi)
         if (c->flooder)
             th->fl[th->nfl++] = c;
     }
+    /* The other sessions come after every first one in each thread's list,
+     * so a setup phase starts the first sessions first; session d of a user
+     * is d threads away from its first (another loop, when there are two). */
+    for (int d = 1; d <= more; d++)
+        for (int i = lo; i < hi; i++) {
+            if (o->devices_senders && !bench_is_sender(o, i))
+                continue;
+            bconn *c = dev_at(&w, i, d);
+            bthread *th = &w.th[(i - lo + d) % nth];
+            c->idx = i;
+            c->fd = -1;
+            c->th = th;
+            place_device(&w, c, &w.conns[i - lo], d);
+            th->c[th->n++] = c;
+        }
     int total_snd = 0;
     for (int t = 0; t < nth; t++)
         total_snd += w.th[t].nsnd;

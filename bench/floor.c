@@ -5,7 +5,8 @@
  * - one libevent loop per core, each with its own listening socket on the
  *   same port (SO_REUSEPORT: the kernel spreads the connections);
  * - Hello, Ping, Register (increasing ids), Login (by id, any password),
- *   Logout, GroupCreate and GroupJoin answered from memory;
+ *   Logout, GroupCreate and GroupJoin answered from memory; one session per
+ *   user (a second login of a user online elsewhere is refused);
  * - SendDirect / SendGroup: a msgid (global counter) and a seq (per sender for
  *   direct, per group for groups), one `message` push per recipient, and a
  *   SendOk to the sender; Ack is read and ignored.
@@ -363,6 +364,15 @@ static void handle(fconn *c, Parley__ClientFrame *f)
         uint64_t id = f->login->user_id;
         if (!id || id > atomic_load(&nusers)) {
             reply_error(c, f->id, PARLEY__ERROR_CODE__UNAUTHENTICATED, "log in by user id");
+            return;
+        }
+        /* One session per user: no own copies to other devices, so a
+         * second session (parley-bench --devices) is refused, not served
+         * wrongly. */
+        fconn *cur = atomic_load(&users[id].conn);
+        if (cur && cur != c) {
+            reply_error(c, f->id, PARLEY__ERROR_CODE__UNSUPPORTED,
+                        "the floor keeps one session per user (no --devices)");
             return;
         }
         unbind_user(c);

@@ -178,6 +178,19 @@ bool bench_is_sender(const bopts *o, int i)
     }
 }
 
+int bench_sockets(const bopts *o)
+{
+    if (o->devices <= 1)
+        return o->conns;
+    int users = o->conns;
+    if (o->devices_senders) {
+        users = 0;
+        for (int i = 0; i < o->conns; i++)
+            users += bench_is_sender(o, i);
+    }
+    return o->conns + users * (o->devices - 1);
+}
+
 static const char *scenario_name(scenario sc)
 {
     static const char *names[] = {"direct", "group", "idle", "login", "regflood"};
@@ -236,6 +249,15 @@ static void usage(FILE *f)
                "  --group-size M     members per group (default 10)\n"
                "  --senders S        senders per group (default 1)\n"
                "  --straggle S       at the end, wait up to S s for late messages (default 5)\n"
+               "  --devices N        sessions per user (default 1): each user's N - 1 others\n"
+               "                     log in once it has registered, only receive and ack,\n"
+               "                     and must get every message the user sent (an own copy)\n"
+               "                     and received, exactly once; reported apart (own copies/s,\n"
+               "                     their latency), the delivered figure stays the first\n"
+               "                     sessions'. Not with --mqtt\n"
+               "  --devices-for WHO  all (default) or senders: only the users who send have\n"
+               "                     the other sessions (group --senders 1: the only extra\n"
+               "                     pushes are then own copies)\n"
                "  --client-ids HOW   each send's client_msg_id: time (the time in ms above\n"
                "                     random bits, as parley does; the default), count (a\n"
                "                     random start, then counting), random (drawn for each\n"
@@ -329,6 +351,8 @@ enum {
     O_TLS,
     O_MQTT,
     O_WS,
+    O_DEVICES,
+    O_DEVICES_FOR,
     O_FLOOD_CONNS,
     O_FLOOD_ADDRS,
     O_FLOOD_SRC,
@@ -375,6 +399,8 @@ static void parse(int argc, char **argv, bopts *o)
         {"tls", no_argument, NULL, O_TLS},
         {"mqtt", no_argument, NULL, O_MQTT},
         {"ws", no_argument, NULL, O_WS},
+        {"devices", required_argument, NULL, O_DEVICES},
+        {"devices-for", required_argument, NULL, O_DEVICES_FOR},
         {"flood-conns", required_argument, NULL, O_FLOOD_CONNS},
         {"flood-addrs", required_argument, NULL, O_FLOOD_ADDRS},
         {"flood-src", required_argument, NULL, O_FLOOD_SRC},
@@ -429,6 +455,7 @@ static void parse(int argc, char **argv, bopts *o)
     o->flood_src = "127.0.0.2";
     o->flood_inflight = 2;
     o->flood_warmup = -1;
+    o->devices = 1;
     optind = 2;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -545,6 +572,16 @@ static void parse(int argc, char **argv, bopts *o)
         case O_WS:
             o->ws = true;
             break;
+        case O_DEVICES:
+            o->devices = (int)num("--devices", optarg, 1, 8);
+            break;
+        case O_DEVICES_FOR:
+            if (!strcmp(optarg, "senders") || !strcmp(optarg, "all")) {
+                o->devices_senders = !strcmp(optarg, "senders");
+                break;
+            }
+            fprintf(stderr, "parley-bench: --devices-for %s: give all or senders\n", optarg);
+            exit(2);
         case O_RECONNECT:
             o->reconnect = true;
             break;
@@ -583,6 +620,10 @@ static void parse(int argc, char **argv, bopts *o)
         o->conns = o->sc == SC_LOGIN ? 16 : o->sc == SC_REGFLOOD ? 2 : 1000;
     if (o->mqtt && ((o->sc != SC_DIRECT && o->sc != SC_IDLE) || o->tls || o->cross)) {
         fprintf(stderr, "parley-bench: --mqtt runs direct and idle, without --tls or --cross\n");
+        exit(2);
+    }
+    if (o->devices > 1 && ((o->sc != SC_DIRECT && o->sc != SC_GROUP) || o->mqtt)) {
+        fprintf(stderr, "parley-bench: --devices is for direct and group, without --mqtt\n");
         exit(2);
     }
     if (o->ws && o->mqtt) {
@@ -682,8 +723,9 @@ static void on_signal(int sig)
 typedef struct {
     uint64_t done[PH_N], sent, answered, errors, expected, unique, dups, mismatch, ooo, bogus,
         sent_win, recv_win, answered_win, pings, first_dup, reconnects, recv_win2, flood_sent,
-        flood_ok, flood_busy, flood_err, flood_ok_win, flood_busy_win, flood_connects, flood_closed;
-    hist_snap lat, lat2;
+        flood_ok, flood_busy, flood_err, flood_ok_win, flood_busy_win, flood_connects, flood_closed,
+        own_expected, own_unique, own_dups, own_win, dev_expected, dev_unique, dev_win;
+    hist_snap lat, lat2, lat_own;
 } totals;
 
 static void sum_up(shared *sh, totals *t)
@@ -717,11 +759,19 @@ static void sum_up(shared *sh, totals *t)
             t->flood_busy_win += atomic_load(&s->flood_busy_win);
             t->flood_connects += atomic_load(&s->flood_connects);
             t->flood_closed += atomic_load(&s->flood_closed);
+            t->own_expected += atomic_load(&s->own_expected);
+            t->own_unique += atomic_load(&s->own_unique);
+            t->own_dups += atomic_load(&s->own_dups);
+            t->own_win += atomic_load(&s->own_win);
+            t->dev_expected += atomic_load(&s->dev_expected);
+            t->dev_unique += atomic_load(&s->dev_unique);
+            t->dev_win += atomic_load(&s->dev_win);
             uint64_t fd = atomic_load(&s->first_dup);
             if (fd && (!t->first_dup || fd < t->first_dup))
                 t->first_dup = fd;
             hist_add(&t->lat, &s->lat);
             hist_add(&t->lat2, &s->lat2);
+            hist_add(&t->lat_own, &s->lat_own);
         }
 }
 
@@ -865,7 +915,8 @@ static void show_progress(const bopts *o, shared *sh, phase ph, uint64_t phase_t
     if (ph < PH_RUN) {
         uint64_t d = t.done[ph];
         fprintf(stderr, "[%s] %s: %llu/%d connections (%.0f/s)\n", sc, phase_name(ph),
-                (unsigned long long)d, o->conns, dt > 0 ? (double)(d - *prev_count) / dt : 0.0);
+                (unsigned long long)d, bench_sockets(o),
+                dt > 0 ? (double)(d - *prev_count) / dt : 0.0);
         *prev_count = d;
     } else if (o->sc == SC_IDLE) {
         fprintf(stderr, "[idle] holding %d connections, %llu pings sent\n", o->conns,
@@ -948,13 +999,13 @@ static bool setup_phase(const bopts *o, shared *sh, phase ph, runinfo *ri, progr
         totals t;
         sum_up(sh, &t);
         uint64_t now = bench_now();
-        if (t.done[ph] >= (uint64_t)o->conns) {
+        if (t.done[ph] >= (uint64_t)bench_sockets(o)) {
             ri->phase_s[ph] = (double)(now - t0) / 1e9;
             return true;
         }
         if ((double)(now - t0) / 1e9 > o->setup_timeout) {
             bench_fail(sh, "%s: only %llu of %d connections through after %.0f s", phase_name(ph),
-                       (unsigned long long)t.done[ph], o->conns, o->setup_timeout);
+                       (unsigned long long)t.done[ph], bench_sockets(o), o->setup_timeout);
             return false;
         }
         if (now - pg->t >= NS)
@@ -992,7 +1043,8 @@ static bool drained(const bopts *o, shared *sh)
      * answered: wait only for what was acknowledged to arrive. */
     if (t.answered + t.errors < t.sent && !atomic_load(&sh->failed))
         return false;
-    return o->sc == SC_LOGIN || t.unique >= t.expected;
+    return o->sc == SC_LOGIN || (t.unique >= t.expected && t.own_unique >= t.own_expected &&
+                                 t.dev_unique >= t.dev_expected);
 }
 
 /* No new traffic; waits up to --straggle seconds for replies and late
@@ -1142,7 +1194,7 @@ static void json_str(FILE *f, const char *s)
 
 typedef struct {
     totals t;
-    uint64_t lost, unanswered, unacked, refused;
+    uint64_t lost, unanswered, unacked, refused, lost_own, lost_dev;
     char example[256];
     double first_dup_s; /* into the run phase; < 0: none */
     char first_error[256];
@@ -1178,6 +1230,8 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
         oc->unanswered += atomic_load(&r->unanswered);
         oc->unacked += atomic_load(&r->unacked_delivered);
         oc->refused += atomic_load(&r->refused);
+        oc->lost_own += atomic_load(&r->lost_own);
+        oc->lost_dev += atomic_load(&r->lost_dev);
         if (!oc->example[0] && r->example[0])
             snprintf(oc->example, sizeof oc->example, "%s", r->example);
     }
@@ -1206,6 +1260,8 @@ static void judge(const bopts *o, shared *sh, const runinfo *ri, outcome *oc)
 
         if (!atomic_load(&sh->failed) && t->recv_win == 0)
             add_why(oc, "nothing was delivered in the measured window");
+        if (o->devices > 1 && !atomic_load(&sh->failed) && t->own_win == 0)
+            add_why(oc, "no own copy reached a sender's other session in the measured window");
         if (o->sc == SC_REGFLOOD && !atomic_load(&sh->failed) && t->recv_win2 == 0)
             add_why(oc, "nothing was delivered to the pair during the flood");
     }
@@ -1248,6 +1304,19 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         snprintf(rate, sizeof rate, "%.0f/s", o->rate);
     else
         snprintf(rate, sizeof rate, "max");
+    /* --devices: the other sessions' figures, apart from the first's. */
+    char devs[320] = "";
+    if (o->devices > 1) {
+        const hist_snap *ho = &t->lat_own;
+        snprintf(devs, sizeof devs,
+                 "; %d sessions per user: own copies %.0f/s to the senders' other sessions "
+                 "(latency p50 %.2f ms p99 %.2f ms), %.0f/s to the receivers' other sessions, "
+                 "%llu own copies and %llu other copies lost, %llu own duplicates",
+                 o->devices, (double)t->own_win / d, ms(hist_quantile(ho, 0.5)),
+                 ms(hist_quantile(ho, 0.99)), (double)t->dev_win / d,
+                 (unsigned long long)oc->lost_own, (unsigned long long)oc->lost_dev,
+                 (unsigned long long)t->own_dups);
+    }
     switch (o->sc) {
     case SC_DIRECT:
         snprintf(settings, sizeof settings, "conns=%d inflight=%d size=%d rate=%s%s%s%s", o->conns,
@@ -1255,9 +1324,9 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
                  o->mqtt ? " mqtt"
                  : o->ws ? " ws"
                          : "");
-        printf("direct %s: %.0f msg/s delivered%s%s; %llu sent, %llu lost, %s, %llu out "
+        printf("direct %s: %.0f msg/s delivered%s%s%s; %llu sent, %llu lost, %s, %llu out "
                "of order: %s\n",
-               settings, (double)t->recv_win / d, lat, cpu, (unsigned long long)t->sent,
+               settings, (double)t->recv_win / d, lat, cpu, devs, (unsigned long long)t->sent,
                (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
                oc->ok ? "OK" : "FAIL");
         break;
@@ -1265,9 +1334,9 @@ static void summary(const bopts *o, const runinfo *ri, const outcome *oc)
         snprintf(settings, sizeof settings,
                  "conns=%d group-size=%d senders=%d inflight=%d size=%d rate=%s%s", o->conns,
                  o->group_size, o->senders, o->inflight, o->size, rate, o->cross ? " cross" : "");
-        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s%s; %llu lost, %s, %llu "
+        printf("group %s: %.0f deliveries/s (%.0f msg/s sent)%s%s%s; %llu lost, %s, %llu "
                "out of order: %s\n",
-               settings, (double)t->recv_win / d, (double)t->sent_win / d, lat, cpu,
+               settings, (double)t->recv_win / d, (double)t->sent_win / d, lat, cpu, devs,
                (unsigned long long)oc->lost, dups, (unsigned long long)t->ooo,
                oc->ok ? "OK" : "FAIL");
         break;
@@ -1355,6 +1424,8 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
     static const char *const ids_name[] = {"none", "time", "count", "random"};
     fprintf(f, ",\"client_ids\":\"%s\",\"run_id\":", ids_name[o->ids]);
     json_str(f, o->run_id);
+    fprintf(f, ",\"devices\":%d,\"devices_for\":\"%s\"", o->devices,
+            o->devices_senders ? "senders" : "all");
     fprintf(f, ",\"protocol\":\"%s\",\"server_pid\":%d",
             o->mqtt ? "mqtt"
             : o->ws ? "parley-ws"
@@ -1386,6 +1457,24 @@ static void write_json(const bopts *o, const runinfo *ri, const outcome *oc)
             ri->phase_s[PH_GCREATE], ri->phase_s[PH_GJOIN]);
     if (o->sc == SC_LOGIN)
         fprintf(f, "\"reconnects\":%llu,", (unsigned long long)t->reconnects);
+    /* --devices: own copies (the senders' other sessions), and the copies
+     * the receivers' other sessions got; "delivered" is the first's alone. */
+    if (o->devices > 1) {
+        const hist_snap *ho = &t->lat_own;
+        fprintf(f,
+                "\"own_expected\":%llu,\"own_delivered\":%llu,\"own_duplicates\":%llu,"
+                "\"own_lost\":%llu,\"own_delivered_per_s\":%.1f,\"device_expected\":%llu,"
+                "\"device_delivered\":%llu,\"device_lost\":%llu,\"device_delivered_per_s\":%.1f,"
+                "\"own_latency_ms\":{\"count\":%llu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,"
+                "\"p999\":%.4f,\"max\":%.4f,\"mean\":%.4f},",
+                (unsigned long long)t->own_expected, (unsigned long long)t->own_unique,
+                (unsigned long long)t->own_dups, (unsigned long long)oc->lost_own,
+                (double)t->own_win / d, (unsigned long long)t->dev_expected,
+                (unsigned long long)t->dev_unique, (unsigned long long)oc->lost_dev,
+                (double)t->dev_win / d, (unsigned long long)ho->count, ms(hist_quantile(ho, 0.5)),
+                ms(hist_quantile(ho, 0.9)), ms(hist_quantile(ho, 0.99)),
+                ms(hist_quantile(ho, 0.999)), ms(ho->max), hist_mean(ho) / 1e6);
+    }
     /* The server's CPU time in the window, per message delivered in it. */
     if (ri->cpu_s >= 0 && ri->cpu_wall_s > 0) {
         fprintf(f, "\"server_cpu_s\":%.3f,\"server_cpu_share\":%.4f,\"server_cpu_us_per_msg\":",
@@ -1469,7 +1558,7 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    int per = (o.conns + o.procs - 1) / o.procs;
+    int per = (bench_sockets(&o) + o.procs - 1) / o.procs;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)per + 64 > rl.rlim_cur) {
         fprintf(stderr,
                 "parley-bench: %d connections per process, but a process may open only %llu "

@@ -13,7 +13,9 @@ the floor: its ratio is TLS / plain, and latest.json's "tls" holds those
 figures against issue 14's targets. With OTHER2 (and DIR/NAME.again.tls.json)
 each side's figures are the means of its two runs. "tcp:OTHER[+OTHER2]" is
 the same for a WebSocket run (TARGET ws) against TCP runs: latest.json's
-"ws" holds its ratio against issue 17's target.
+"ws" holds its ratio against issue 17's target. "devices:OTHER+OTHER2" is the
+same for runs with a second session per user (TARGET devices, parley-bench
+--devices 2) against one: latest.json's "devices" holds what own copies cost.
 Where DIR/NAME.mosquitto.json exists (the same scenario against mosquitto, the
 bench speaking MQTT), the row also shows mosquitto's figure and Parley /
 mosquitto, and latest.json's "mosquitto" holds issue 15's comparisons.
@@ -116,9 +118,20 @@ def cpu(run):
             ("server waiting for a CPU", "% of the time", None if wait is None else wait * 100)]
 
 
+def own(run):
+    """--devices: the own copies the senders' second sessions got, and their
+    latency (None in a run with one session per user)."""
+    r = run.get("results", {})
+    ol = r.get("own_latency_ms", {}) if r.get("own_latency_ms", {}).get("count") else {}
+    return [("own copies", "/s", r.get("own_delivered_per_s")),
+            ("own copy latency p99", "ms", ol.get("p99"))]
+
+
 def figures(kind, run):
     """[(metric, unit, value)] for one run."""
     r = run.get("results", {})
+    if kind.startswith("devices-"):  # a second session per user: the same, and own copies
+        return figures(kind.split("-", 1)[1], run) + own(run)
     if kind == "rate":
         return [("delivered", "msg/s", r.get("delivered_per_s")),
                 ("latency p99", "ms", lat(run).get("p99"))] + cpu(run)
@@ -252,6 +265,34 @@ def ws_summary(rows, runs):
 METRICS_MIN_RATIO = 0.95
 
 
+def devices_summary(rows, runs):
+    """Issue 16's cost of own copies: 2 sessions per user against 1, in the
+    same run (the "devices:" rows); {} when the run had none."""
+    out, lines = {}, []
+    for r in rows:
+        if r["base"] != "devices":
+            continue
+        d = out.setdefault(r["name"], {"settings": r["settings"]})
+        d[r["metric"]] = {"two": r["parley"], "one": r["floor"], "ratio": r["ratio"]}
+        if r["metric"] in ("delivered", "deliveries", "latency p99", "server CPU per msg"):
+            lines.append("%s, %s: %s %s with 2 sessions per user, %s with 1 (2 / 1: %s)" %
+                         (r["name"], r["metric"], fmt_num(r["parley"]), r["unit"],
+                          fmt_num(r["floor"]), fmt_ratio(r["ratio"])))
+        elif r["metric"] == "own copies":
+            lines.append("%s: own copies %s/s to the senders' second sessions" %
+                         (r["name"], fmt_num(r["parley"])))
+    for name, d in out.items():
+        each = [runs[name][k].get("results", {}).get("delivered_per_s")
+                for k in ("plain", "devices", "devices_again", "plain_again") if k in runs[name]]
+        d["each_msg_per_s"] = each  # in the order they ran: 1, 2, 2, 1 sessions
+        if len(each) == 4:
+            lines.append("  %s, each run (msg/s): 1 session %s, 2 sessions %s, 2 sessions %s, "
+                         "1 session %s" % ((name,) + tuple(fmt_num(x) for x in each)))
+    if out:
+        out["_lines"] = lines
+    return out
+
+
 def metrics_summary(rows):
     """Issue 18's figure: metrics on (scraped) / off, from the first
     "metrics:" row; {} when the run had none."""
@@ -332,7 +373,8 @@ def main():
         # "plain:" (TLS against plain) and "metrics:" (metrics on against
         # off): the floor column is another Parley run's.
         base = (floor.split(":", 1)[0]
-                if floor.startswith(("plain:", "metrics:", "sync:", "tcp:")) else "floor")
+                if floor.startswith(("plain:", "metrics:", "sync:", "tcp:", "devices:"))
+                else "floor")
         plain = base != "floor"
         again = {}  # TLS rows: the second run of each side
         if solo:
@@ -400,8 +442,8 @@ def main():
     for r in rows:
         par = fmt_num(r["parley"])
         if r["target"] != "parley":
-            par += " (%s)" % {"tls": "TLS", "synced": "sync full",
-                              "ws": "WebSocket"}.get(r["target"], r["target"])
+            par += " (%s)" % {"tls": "TLS", "synced": "sync full", "ws": "WebSocket",
+                              "devices": "2 sessions"}.get(r["target"], r["target"])
         if r.get("note"):
             par += " *"
         if not r["parley_ok"]:
@@ -415,6 +457,8 @@ def main():
             flo = fmt_num(r["floor"]) + " (TCP)" + ("" if r["floor_ok"] else " FAIL")
         if r["base"] == "sync":
             flo = fmt_num(r["floor"]) + " (sync normal)" + ("" if r["floor_ok"] else " FAIL")
+        if r["base"] == "devices":
+            flo = fmt_num(r["floor"]) + " (1 session)" + ("" if r["floor_ok"] else " FAIL")
         if not r["floor_run"]:
             flo = "(none)"
         cells = (r["scenario"], r["settings"], "%s (%s)" % (r["metric"], r["unit"]), par,
@@ -517,6 +561,13 @@ def main():
     if syncs:
         for line in syncs.pop("_lines"):
             print(line)
+    devs = devices_summary(rows, runs)
+    if devs:
+        print("second-session rows (issue 16): each user also logged in a second time, that "
+              "session only receiving; the floor column holds the same load with one session "
+              "per user from this run and the ratio is 2 sessions / 1.")
+        for line in devs.pop("_lines"):
+            print("  " + line)
     if any(not r["floor_run"] for r in rows):
         print("floor (none): run on Parley alone at the default argon2id cost, which the floor "
               "does not pay; regflood compares the pair with itself, without and during the flood.")
@@ -545,6 +596,7 @@ def main():
         "ws": wss,
         "metrics": mets,
         "sync": syncs,
+        "devices": devs,
         "mosquitto": mqs,
         "rows": rows,
         "runs": runs,
@@ -587,9 +639,10 @@ def main():
 
     plots = []
     for name, kind, what, settings, target, floor in lines:
-        if kind != "latency":
+        if kind not in ("latency", "devices-latency"):
             continue
-        for who in ("floor", "mosquitto", target):
+        # A second-session row: its runs with 1 session per user beside it.
+        for who in ("floor", "mosquitto", "plain" if kind == "devices-latency" else "", target):
             if who not in runs[name]:
                 continue
             run = runs[name][who]
@@ -601,7 +654,9 @@ def main():
                 for x, y in pts:
                     f.write("%g %g\n" % (x, y))
             rate = run.get("settings", {}).get("rate", 0)
-            title = "%s %s/s%s" % ({"parley": "Parley", "cluster": "cluster"}.get(who, who),
+            title = "%s %s/s%s" % ({"parley": "Parley", "cluster": "cluster",
+                                    "plain": "Parley, 1 session",
+                                    "devices": "Parley, 2 sessions"}.get(who, who),
                                    fmt_num(rate), " (mq)" if name.startswith("mq-") else "")
             plots.append("dir.'/%s' using 1:2 with lines lw 2 title '%s'" % (fn, title))
     with open(os.path.join(pd, "lat.gp"), "w") as f:
@@ -641,6 +696,7 @@ def main():
         if not n:
             f.write('"none" 1 1\n')
     with open(os.path.join(pd, "ratios.dat"), "w") as f:
+        n = 0
         for r in rows:
             if r["base"] != "floor":
                 continue  # TLS / plain is not a ratio to the floor
@@ -655,6 +711,9 @@ def main():
             label = "%s %s" % (r["name"], {"server memory": "memory", "logins": "logins",
                                             "latency p99": "p99"}.get(r["metric"], ""))
             f.write('"%s" %g\n' % (label.replace('"', ""), r["ratio"]))
+            n += 1
+        if not n:  # no floor row (BENCH_ONLY): a chart all the same
+            f.write('"none" 1\n')
     return 1 if failures else 0
 
 

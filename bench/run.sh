@@ -31,6 +31,9 @@
 #   BENCH_RESULTS=DIR    where latest.json / latest.png go (default bench/results)
 #   BENCH_THREADS=T      bench event loops (default: cores)
 #   BENCH_MQTT_NODELAY=1 mosquitto with TCP_NODELAY (default: its default, off)
+# Three rows run a second session per user (parley-bench --devices 2) against
+# one, in the same run: direct-devices2-if8, direct-devices2-r5000 and
+# group-devices2-own-if8 (only the senders have one: own copies alone).
 # Two rows run parleyd --sync full (every commit fsynced) against the usual
 # --sync normal: direct-syncfull (throughput) and syncfull-r5000 (latency).
 #   BENCH_ONLY=REGEX     only the rows whose name matches (e.g. '^mq-'; the
@@ -259,7 +262,8 @@ stop_server() {
 # one TARGET NAME SCENARIO [bench args]: runs parley-bench once; TARGET is
 # floor, parley (a fresh server each), tls (a fresh server serving TLS, and
 # the bench speaking it), ws (a fresh server with --ws-port, the bench
-# speaking WebSocket to it) or cluster (the running cluster).
+# speaking WebSocket to it), devices (a fresh server, the bench with
+# --devices 2: a second session per user) or cluster (the running cluster).
 one() {
   local target=$1 name=$2 sc=$3
   shift 3
@@ -274,6 +278,7 @@ one() {
     tls) srv_tls=1 start_parleyd; ports=(--port "$server_port"); extra+=(--tls) ;;
     ws) ws_port=$(free_port); srv_ws=1 start_parleyd; ports=(--port "$ws_port"); extra+=(--ws) ;;
     synced) srv_sync=full start_parleyd; ports=(--port "$server_port") ;;
+    devices) start_parleyd; ports=(--port "$server_port"); extra+=(--devices 2) ;;
     mosquitto) start_mosquitto; ports=(--port "$server_port"); extra+=(--mqtt) ;;
     cluster) ports=(--port "$GATEWAY1_PORT" --port "$GATEWAY2_PORT") ;;
   esac
@@ -448,6 +453,40 @@ solo interactive default "regflood-f$FLOODERS" regflood regflood \
 solo min raised "file-25mib" file "file, 25 MiB" \
   "one upload and one download of 25 MiB, default frame size, 8 chunks in flight; SHA-256 checked" \
   file --file-mib 25
+
+# A second device per user (issue 16): each user's second session only
+# receives and acks, and gets every message the user sends as an own copy
+# (and every message the user receives). Against 1 session per user with the
+# same settings in the same run, in the order 1, 2, 2, 1 sessions (as the TLS
+# and WS rows), so that BENCH_ONLY='devices' measures it alone. Parley only:
+# the floor keeps one session per user.
+dv=direct-devices2-if8
+one parley "$dv.plain" direct --conns "$C" --inflight 8 "${common[@]}"
+one devices "$dv" direct --conns "$C" --inflight 8 "${common[@]}"
+one devices "$dv.again" direct --conns "$C" --inflight 8 "${common[@]}"
+one parley "$dv.plain.again" direct --conns "$C" --inflight 8 "${common[@]}"
+row "$dv" devices-rate "direct, 2 sessions per user" \
+  "$C conns, 8 in flight, each user's second session receives; vs 1 session, mean of 2 runs each (1, 2, 2, 1)" \
+  devices "devices:$dv.plain+$dv.plain.again"
+dv=direct-devices2-r5000
+one parley "$dv.plain" direct --conns "$C" --rate 5000 "${common[@]}"
+one devices "$dv" direct --conns "$C" --rate 5000 "${common[@]}"
+one devices "$dv.again" direct --conns "$C" --rate 5000 "${common[@]}"
+one parley "$dv.plain.again" direct --conns "$C" --rate 5000 "${common[@]}"
+row "$dv" devices-latency "direct, 2 sessions per user" \
+  "$C conns, 5000 msg/s offered, each user's second session receives; vs 1 session, mean of 2 runs each (1, 2, 2, 1)" \
+  devices "devices:$dv.plain+$dv.plain.again"
+# Own copies alone: in groups of 2 with 1 sender (one-way pairs) only the
+# senders have a second session, so the one extra push per message is the
+# own copy (above, each message also reaches the receiver's second session).
+dv=group-devices2-own-if8
+one parley "$dv.plain" group --conns "$C" --group-size 2 --senders 1 --inflight 8 "${common[@]}"
+one devices "$dv" group --conns "$C" --group-size 2 --senders 1 --inflight 8 --devices-for senders "${common[@]}"
+one devices "$dv.again" group --conns "$C" --group-size 2 --senders 1 --inflight 8 --devices-for senders "${common[@]}"
+one parley "$dv.plain.again" group --conns "$C" --group-size 2 --senders 1 --inflight 8 "${common[@]}"
+row "$dv" devices-deliveries "group of 2, senders' 2nd session" \
+  "$C conns in groups of 2, 1 sender each, 8 in flight, a second session for each sender only; vs 1 session, mean of 2 runs each (1, 2, 2, 1)" \
+  devices "devices:$dv.plain+$dv.plain.again"
 
 if [ "$use_cluster" = 1 ]; then
   cluster_dir=$tmp/cluster

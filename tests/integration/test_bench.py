@@ -78,6 +78,15 @@ class BenchAgainstFloorTest(unittest.TestCase):
             self.assertIn("LOST", text)
             self.assertGreater(result["lost"], 0, result)
 
+    def test_the_floor_refuses_a_second_session(self):
+        """The floor keeps one session per user: --devices fails at login, and
+        says why, rather than measuring a relay that drops own copies."""
+        f = self.floor()
+        rc, text, _ = run_bench(f.port, "direct", "--conns", "20", "--devices", "2",
+                                "--duration", "1", "--warmup", "0", "--straggle", "1")
+        self.assertEqual(rc, 1, text)
+        self.assertIn("one session per user", text)
+
     def test_a_relay_that_loses_nothing_passes(self):
         f = self.floor()
         rc, text, result = run_bench(f.port, "direct", "--conns", "200", "--rate", "4000",
@@ -235,6 +244,28 @@ class BenchAgainstParleyTest(ParleyTest):
             self.assertEqual(rc, 0, text)
             self.assertEqual((result["lost"], result["out_of_order"]), (0, 0), result)
             self.assertGreater(result["delivered"], 0, result)
+
+    def test_a_second_session_gets_every_own_send_once(self):
+        """make bench's direct-devices2 rows (issue 16): each user's second
+        session gets every message the user sent (an own copy) and every one
+        it received, exactly once; delivered stays the first sessions'."""
+        for args in (["direct", "--conns", "100", "--inflight", "4"],
+                     ["direct", "--conns", "100", "--rate", "1000"],
+                     ["group", "--conns", "40", "--group-size", "10", "--inflight", "2"],
+                     # only the senders have a second session: own copies alone
+                     ["group", "--conns", "40", "--group-size", "2", "--inflight", "2",
+                      "--devices-for", "senders"]):
+            rc, text, result = run_bench(self.server.port, *args, "--devices", "2", "--duration",
+                                         "1.5", "--warmup", "0.5")
+            self.assertEqual(rc, 0, text)
+            self.assertEqual((result["lost"], result["own_lost"], result["device_lost"],
+                              result["out_of_order"], result["unexpected"]), (0, 0, 0, 0, 0),
+                             result)
+            self.assertGreater(result["own_delivered"], 0, result)
+            self.assertEqual(result["own_delivered"], result["own_expected"], result)
+            self.assertEqual(result["device_delivered"], result["device_expected"], result)
+            self.assertEqual(result["own_expected"], result["answered"], result)
+            self.assertGreater(result["own_latency_ms"]["p50"], 0, result)
 
     def test_idle_reports_the_servers_memory(self):
         rc, text, result = run_bench(self.server.port, "idle", "--conns", "300", "--settle", "1",
