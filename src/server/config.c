@@ -35,7 +35,7 @@ static const opt opts[] = {
      "password hashing threads (default: number of cores)"},
     {"max-batch", UINT(max_batch), 1, 4096, "requests per store transaction (default 1024)"},
     {"batch-wait", UINT(batch_wait_us), 0, 100000,
-     "microseconds a small batch waits for more (default 2000 on MariaDB, 250 on SQLite)"},
+     "microseconds a small batch waits for more (default 2000 on MariaDB, 500 on SQLite)"},
     {"idle-timeout", UINT(idle_timeout_s), 1, 86400,
      "seconds without a whole frame before a client is dropped (default 60)"},
     {"max-frame", UINT(max_frame), 1024, 16 * 1024 * 1024,

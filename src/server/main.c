@@ -841,11 +841,11 @@ static int server_start(server *s, char *err, size_t errlen)
          * more than the rows in it: 2 ms took MariaDB from 75-93% of a core
          * to 53-64% at 5,000 msg/s in a local cluster, the p99 from 97-814
          * ms to 35-81 ms. On SQLite each commit still costs its locks, a
-         * WAL write and a wake-up of every loop it answers: 250 us cut the
-         * server's CPU per message at a paced 5,000/s by 10-30% for 0.3-0.5
+         * WAL write and a wake-up of every loop it answers: 500 us cut the
+         * server's CPU per message at a paced 5,000/s by about 25% for 0.5
          * ms more p50 (docs/performance.md). */
         if (cfg->batch_wait_us == CONFIG_UNSET)
-            cfg->batch_wait_us = strncmp(s->db_path, "mariadb://", 10) == 0 ? 2000 : 250;
+            cfg->batch_wait_us = strncmp(s->db_path, "mariadb://", 10) == 0 ? 2000 : 500;
         s->svc_cfg = (svc_config){
             .db_path = s->db_path,
             .cost = cfg->cost,
