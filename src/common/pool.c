@@ -42,13 +42,26 @@ struct pool {
     char name[16];
     /* fair pools: one queue of flows, served in turn, under flock */
     int fair, fstop;
+    int ordered; /* one task of a flow at a time (pool_new_fair_ordered) */
     pthread_mutex_t flock;
     pthread_cond_t fcond;
     struct flow *flows, *flows_tail;
+    struct flow *busy; /* ordered pools: flows whose task is running */
 };
 
+/* Appends f to the line of flows waiting to be served (under flock). */
+static void pool_flow_queue(pool *p, struct flow *f)
+{
+    f->next = NULL;
+    if (p->flows_tail)
+        p->flows_tail->next = f;
+    else
+        p->flows = f;
+    p->flows_tail = f;
+}
+
 /* A fair pool's worker: the first flow's first task, then that flow goes
- * to the back of the line. */
+ * to the back of the line (an ordered pool's, once that task is done). */
 static void pool_main_fair(struct worker *w)
 {
     pool *p = w->p;
@@ -63,21 +76,37 @@ static void pool_main_fair(struct worker *w)
         }
         pool_task *t = f->head;
         f->head = t->next;
+        if (!f->head)
+            f->tail = NULL;
         p->flows = f->next;
         if (!p->flows)
             p->flows_tail = NULL;
-        if (f->head) {
-            f->next = NULL;
-            if (p->flows_tail)
-                p->flows_tail->next = f;
-            else
-                p->flows = f;
-            p->flows_tail = f;
+        if (p->ordered) {
+            /* Off the line until its task is done: the flow's next task
+             * cannot overtake this one on another worker. */
+            f->next = p->busy;
+            p->busy = f;
+        } else if (f->head) {
+            pool_flow_queue(p, f);
         } else {
             free(f);
         }
         pthread_mutex_unlock(&p->flock);
         p->hooks->run_batch(w->ctx, &t, 1);
+        if (p->ordered) {
+            pthread_mutex_lock(&p->flock);
+            struct flow **pp = &p->busy;
+            while (*pp != f)
+                pp = &(*pp)->next;
+            *pp = f->next;
+            if (f->head) {
+                pool_flow_queue(p, f);
+                pthread_cond_signal(&p->fcond);
+            } else {
+                free(f);
+            }
+            pthread_mutex_unlock(&p->flock);
+        }
         __atomic_sub_fetch(&p->pending, 1, __ATOMIC_RELEASE);
     }
 }
@@ -89,16 +118,15 @@ static void pool_submit_fair(pool *p, uint64_t key, pool_task *t)
     struct flow *f = p->flows;
     while (f && f->key != key)
         f = f->next;
+    for (struct flow *b = p->busy; !f && b; b = b->next)
+        if (b->key == key)
+            f = b;
     if (!f) {
         f = calloc(1, sizeof(*f));
         if (!f)
             abort();
         f->key = key;
-        if (p->flows_tail)
-            p->flows_tail->next = f;
-        else
-            p->flows = f;
-        p->flows_tail = f;
+        pool_flow_queue(p, f);
     }
     if (f->tail)
         f->tail->next = t;
@@ -204,7 +232,8 @@ static pool *pool_start(const char *name, unsigned n, unsigned max_batch, unsign
     pool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
-    p->fair = fair;
+    p->fair = fair != 0;
+    p->ordered = fair == 2;
     pthread_mutex_init(&p->flock, NULL);
     pthread_cond_init(&p->fcond, NULL);
     p->hooks = hooks;
@@ -258,6 +287,11 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger
 pool *pool_new_fair(const char *name, unsigned n, const pool_hooks *hooks, void *arg)
 {
     return pool_start(name, n, 1, 0, hooks, arg, 1);
+}
+
+pool *pool_new_fair_ordered(const char *name, unsigned n, const pool_hooks *hooks, void *arg)
+{
+    return pool_start(name, n, 1, 0, hooks, arg, 2);
 }
 
 unsigned pool_key_worker(uint64_t key, unsigned n)

@@ -45,6 +45,11 @@ pool *pool_new(const char *name, unsigned n, unsigned max_batch, unsigned linger
  * queued delays another flow's first task by one task per worker, not a
  * thousand. For slow work (password hashing); batches are of one task. */
 pool *pool_new_fair(const char *name, unsigned n, const pool_hooks *hooks, void *arg);
+/* As pool_new_fair, and a flow's tasks run one at a time, in the order
+ * submitted (a fair pool runs a flow's next task on another worker at
+ * once): for a client's pipelined requests that must not overtake each
+ * other (a file's chunks). */
+pool *pool_new_fair_ordered(const char *name, unsigned n, const pool_hooks *hooks, void *arg);
 /* The worker (of n) that a task with non-zero key goes to. */
 unsigned pool_key_worker(uint64_t key, unsigned n);
 /* Queues t (owned by the caller until run_batch has seen it). Thread-safe. */

@@ -2,21 +2,54 @@
  * file service: uploads in chunks, contents stored once by SHA-256 in a
  * directory (the data directory's files/ by default; in a cluster one that
  * every message node shares), downloads of message attachments by the
- * members of their conversation. Runs on the message service's workers
- * like the rest of its store work, so no disk I/O happens on an event loop.
+ * members of their conversation. FileBegin, FileChunk and FileGet run on
+ * the runtime's file pool (svc.c), not on the store worker that commits
+ * everyone's messages: writing a chunk, an upload's fsync and SHA-256 (16
+ * ms for 25 MiB) and the reads of a download held every send behind them.
+ * Their store calls are a few rows each, single statements or short
+ * transactions of their own, none open across file I/O. Recalls (message.c)
+ * still release contents on the store worker, inside its transaction.
  *
  * Under cfg->file_dir:
  *   ab/ab01...ef   a content, named by its SHA-256 in hex; written whole to
- *                  tmp/ first, fsynced, then renamed: never seen half done
+ *                  tmp/ first, fsynced and checked, then renamed: never seen
+ *                  half done
  *   tmp/N.part     upload N while in progress
  *
  * The database says what exists (store.h, "files"); the bytes follow it: a
- * content's file is created before its row and removed after its row goes.
+ * content's bytes are moved into place only after the transaction that
+ * records its row and the complete upload referring to it has committed,
+ * and removed only inside the transaction that deletes its row (before
+ * its commit). A removal and a placement of the same content thus never
+ * cross: the one that commits second sees the other's row (a reference: no
+ * removal; or no row: the placement comes after the removal's unlink). On
+ * SQLite every such transaction takes the one write lock (BEGIN IMMEDIATE).
+ *
+ * Races the file pool opens, and how each is handled:
+ * - Two chunks of one upload at once: a client keeps several in flight,
+ *   and the pool runs one user's requests one at a time in order; across
+ *   the nodes of a cluster (or against the expiry sweep) a chunk holds an
+ *   exclusive flock on the upload's part file and reads the upload's row
+ *   again under it, so a chunk sees where the one before it ended.
+ * - A finalize racing a resend of the last chunk: the resend waits for the
+ *   lock (or its turn) and then finds the upload complete, as before.
+ * - A finalize racing a recall or the sweep of the same content: the order
+ *   above. A crash between the commit and the rename leaves a complete
+ *   upload without bytes: FileBegin finds it so and has it sent again.
+ * - The expiry sweep racing a chunk: it skips a part file locked by a chunk
+ *   and decides on the upload's row read again in its transaction.
+ * - A download racing a recall: an open that fails because the bytes have
+ *   gone is answered NOT_FOUND if the message no longer carries the file.
+ * - A connection closed mid-work: its queued file requests are dropped
+ *   (droppable), and an upload's finalize is skipped if its caller has gone
+ *   by then; nothing of it is recorded, and the client, back, asks where the
+ *   upload stands and sends the last chunk again.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,8 +117,32 @@ static void file_unlink(const char *path)
         log_warn("file: cannot remove %s: %s", path, strerror(errno));
 }
 
+/* A short transaction of the file pool's own (its methods run outside the
+ * runtime's batches). -1 with the request failed if it cannot start. */
+static int file_txn_begin(svc_ctx *ctx)
+{
+    store_status st = store_begin(ctx->st);
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "file");
+        return -1;
+    }
+    return 0;
+}
+
+/* Commits if st is STORE_OK, else rolls back; what came of it. */
+static store_status file_txn_end(svc_ctx *ctx, store_status st)
+{
+    if (st == STORE_OK)
+        st = store_commit(ctx->st);
+    if (st != STORE_OK)
+        store_rollback(ctx->st);
+    return st;
+}
+
 /* Forgets content sha if nothing refers to it any more, and its bytes with
- * it. -1 on a store error (request failed). */
+ * it. Inside a transaction (the recall's batch, the sweep's own): the
+ * bytes go before the row's deletion commits. -1 on a store error (request
+ * failed). */
 static int file_release(svc_ctx *ctx, const uint8_t sha[32])
 {
     int gone;
@@ -142,15 +199,19 @@ static void file_sweep_contents(svc_ctx *ctx)
         return;
     unsigned gone = 0;
     for (unsigned i = 0; i < c.n; i++) {
-        int g;
-        if (store_file_release(ctx->st, c.sha[i], &g) != STORE_OK)
+        int g = 0;
+        /* One content per transaction: the write lock is everyone's. */
+        if (store_begin(ctx->st) != STORE_OK)
             return;
-        if (g) {
+        store_status st = store_file_release(ctx->st, c.sha[i], &g);
+        if (st == STORE_OK && g) {
             char path[FILE_PATH_MAX];
             file_content_path(ctx, c.sha[i], path, sizeof(path));
             file_unlink(path);
             gone++;
         }
+        if (file_txn_end(ctx, st) != STORE_OK)
+            return;
     }
     /* Past the last: from the start again next time. */
     if (c.n < 256)
@@ -176,21 +237,46 @@ static void file_sweep(svc_ctx *ctx)
     int64_t ttl = ctx->cfg->upload_ttl_ms ? ctx->cfg->upload_ttl_ms : LIMIT_UPLOAD_TTL_MS;
     if (store_uploads_expired(ctx->st, ctx->now_ms - ttl, 64, file_expired_add, &e) != STORE_OK)
         return;
+    unsigned removed = 0;
     for (unsigned i = 0; i < e.n; i++) {
-        const store_upload *u = &e.u[i];
-        if (store_upload_delete(ctx->st, u->id) != STORE_OK)
-            return;
-        if (u->received == u->f.size) {
-            if (file_release(ctx, u->f.sha256) < 0)
-                return;
-        } else {
-            char path[FILE_PATH_MAX];
-            file_part_path(ctx, u->id, path, sizeof(path));
-            file_unlink(path);
+        char part[FILE_PATH_MAX];
+        file_part_path(ctx, e.u[i].id, part, sizeof(part));
+        /* A part file a chunk holds is being written now: next time. */
+        int fd = open(part, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            close(fd);
+            continue;
         }
+        /* The row again, in the transaction: it may have completed since. */
+        store_upload u;
+        store_status st = store_begin(ctx->st);
+        if (st == STORE_OK)
+            st = store_upload_get(ctx->st, e.u[i].id, &u);
+        if (st == STORE_OK)
+            st = store_upload_delete(ctx->st, u.id);
+        if (st == STORE_OK) {
+            if (u.received == u.f.size) {
+                int gone;
+                st = store_file_release(ctx->st, u.f.sha256, &gone);
+                if (st == STORE_OK && gone) {
+                    char path[FILE_PATH_MAX];
+                    file_content_path(ctx, u.f.sha256, path, sizeof(path));
+                    file_unlink(path);
+                }
+            } else {
+                file_unlink(part);
+            }
+        }
+        st = file_txn_end(ctx, st);
+        if (fd >= 0)
+            close(fd);
+        if (st == STORE_OK)
+            removed++;
+        else if (st != STORE_NOT_FOUND)
+            return;
     }
-    if (e.n)
-        log_info("file: %u expired uploads removed", e.n);
+    if (removed)
+        log_info("file: %u expired uploads removed", removed);
     file_sweep_contents(ctx);
 }
 
@@ -290,6 +376,17 @@ static void file_begin_upload(svc_ctx *ctx)
                      (unsigned long long)r->size, (unsigned long long)u.f.size);
             return;
         }
+        /* Complete, but its bytes are not in place: a crash between the
+         * finalize's commit and its rename (or a removal undone by a failed
+         * commit). It is uploaded again. */
+        if (u.received == u.f.size && !file_on_disk(ctx, u.f.sha256, u.f.size)) {
+            st = store_upload_set_received(ctx->st, u.id, 0);
+            if (st != STORE_OK) {
+                svc_fail_store(ctx, st, "upload");
+                return;
+            }
+            u.received = 0;
+        }
         file_begin_ok(ctx, &u);
         return;
     }
@@ -329,15 +426,18 @@ static void file_begin_upload(svc_ctx *ctx)
     /* Stored already (whoever sent it): nothing to upload. A row whose bytes
      * are gone (a recall's removal undone by a failed commit) is uploaded
      * again. */
+    /* In one transaction with the upload's row, which refers to the
+     * content once complete: a recall or sweep removing it commits either
+     * before (no row: uploaded again) or after (a reference: it stays). */
     uint64_t size;
+    if (file_txn_begin(ctx) < 0)
+        return;
     st = store_file_get(ctx->st, u.f.sha256, &size);
     if (st == STORE_OK && size == u.f.size && file_on_disk(ctx, u.f.sha256, size))
         u.received = u.f.size;
-    else if (st != STORE_OK && st != STORE_NOT_FOUND) {
-        svc_fail_store(ctx, st, "file");
-        return;
-    }
-    st = store_upload_create(ctx->st, &u, &u.id);
+    if (st == STORE_OK || st == STORE_NOT_FOUND)
+        st = store_upload_create(ctx->st, &u, &u.id);
+    st = file_txn_end(ctx, st);
     if (st != STORE_OK) {
         svc_fail_store(ctx, st, "upload");
         return;
@@ -372,10 +472,9 @@ out:
     return ret;
 }
 
-/* Makes the part file of u, complete, content sha: checks its hash, and
- * moves it into place (fsynced, then renamed, then the directory fsynced).
- * 1 if it is in place, 0 if the hash differs, -1 on an I/O error. */
-static int file_finish(svc_ctx *ctx, int fd, const store_upload *u)
+/* Checks the part file of u, complete: fsynced, then its SHA-256 against
+ * the one announced. 1 if it matches, 0 if not, -1 on an I/O error. */
+static int file_check_part(int fd, const store_upload *u)
 {
     uint8_t got[32];
     if (fsync(fd) < 0 || file_sha256_fd(fd, u->f.size, got) < 0) {
@@ -383,8 +482,13 @@ static int file_finish(svc_ctx *ctx, int fd, const store_upload *u)
                   strerror(errno));
         return -1;
     }
-    if (memcmp(got, u->f.sha256, 32) != 0)
-        return 0;
+    return memcmp(got, u->f.sha256, 32) == 0;
+}
+
+/* Moves the checked part file of u into place: renamed, then the directory
+ * fsynced. 0 or -1. */
+static int file_place(svc_ctx *ctx, const store_upload *u)
+{
     char part[FILE_PATH_MAX], path[FILE_PATH_MAX], dir[FILE_PATH_MAX];
     char hex[65];
     file_hex(u->f.sha256, hex);
@@ -393,6 +497,8 @@ static int file_finish(svc_ctx *ctx, int fd, const store_upload *u)
     file_content_path(ctx, u->f.sha256, path, sizeof(path));
     if (file_mkdir(dir) < 0)
         return -1;
+    /* Over the same content already there (another upload of it): the
+     * same bytes. */
     if (rename(part, path) < 0) {
         log_error("file: cannot rename %s to %s: %s", part, path, strerror(errno));
         return -1;
@@ -402,7 +508,7 @@ static int file_finish(svc_ctx *ctx, int fd, const store_upload *u)
         fsync(dfd);
         close(dfd);
     }
-    return 1;
+    return 0;
 }
 
 static void file_chunk_ok(svc_ctx *ctx, const store_upload *u)
@@ -417,6 +523,62 @@ static void file_chunk_ok(svc_ctx *ctx, const store_upload *u)
     out->file_chunk_ok = ok;
 }
 
+/* Reads upload r->upload_id into *u and checks chunk r against it. 1 if the
+ * chunk is to be written, 0 if it is answered already (a repeat of the
+ * end of a complete upload: ok), -1 if the request failed. */
+static int file_chunk_check(svc_ctx *ctx, const Parley__FileChunk *r, store_upload *u)
+{
+    store_status st = store_upload_get(ctx->st, r->upload_id, u);
+    if (st == STORE_NOT_FOUND) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND,
+                 "no upload %llu (it may have expired): start again with file_begin",
+                 (unsigned long long)r->upload_id);
+        return -1;
+    }
+    if (st != STORE_OK) {
+        svc_fail_store(ctx, st, "upload");
+        return -1;
+    }
+    if (u->user != ctx->call->caller->user_id) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "upload %llu is not yours",
+                 (unsigned long long)r->upload_id);
+        return -1;
+    }
+    if (u->received == u->f.size) {
+        if (r->offset == u->f.size && r->data.len == 0) {
+            file_chunk_ok(ctx, u);
+            return 0;
+        }
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "upload %llu is already complete",
+                 (unsigned long long)u->id);
+        return -1;
+    }
+    if (r->offset != u->received) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                 "chunk at offset %llu, but upload %llu continues at %llu",
+                 (unsigned long long)r->offset, (unsigned long long)u->id,
+                 (unsigned long long)u->received);
+        return -1;
+    }
+    if (r->data.len == 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "empty chunk");
+        return -1;
+    }
+    if (r->data.len > ctx->cfg->file_chunk_max) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__TOO_LARGE, "chunk of %zu bytes: at most %u", r->data.len,
+                 ctx->cfg->file_chunk_max);
+        return -1;
+    }
+    if (r->data.len > u->f.size - u->received) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                 "chunk goes past the announced size of %llu bytes", (unsigned long long)u->f.size);
+        return -1;
+    }
+    return 1;
+}
+
+static void file_chunk_locked(svc_ctx *ctx, const Parley__FileChunk *r, int fd, const char *part);
+
 void file_chunk(svc_ctx *ctx)
 {
     if (svc_require_user(ctx) < 0 || !file_enabled(ctx))
@@ -427,52 +589,10 @@ void file_chunk(svc_ctx *ctx)
     }
     const Parley__FileChunk *r = ctx->call->frame->file_chunk;
     store_upload u;
-    store_status st = store_upload_get(ctx->st, r->upload_id, &u);
-    if (st == STORE_NOT_FOUND) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND,
-                 "no upload %llu (it may have expired): start again with file_begin",
-                 (unsigned long long)r->upload_id);
+    /* Checked first without the lock: a stranger's or a bad chunk creates
+     * no part file and waits for nobody. */
+    if (file_chunk_check(ctx, r, &u) <= 0)
         return;
-    }
-    if (st != STORE_OK) {
-        svc_fail_store(ctx, st, "upload");
-        return;
-    }
-    if (u.user != ctx->call->caller->user_id) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__FORBIDDEN, "upload %llu is not yours",
-                 (unsigned long long)r->upload_id);
-        return;
-    }
-    if (u.received == u.f.size) {
-        if (r->offset == u.f.size && r->data.len == 0) {
-            file_chunk_ok(ctx, &u);
-            return;
-        }
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "upload %llu is already complete",
-                 (unsigned long long)u.id);
-        return;
-    }
-    if (r->offset != u.received) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
-                 "chunk at offset %llu, but upload %llu continues at %llu",
-                 (unsigned long long)r->offset, (unsigned long long)u.id,
-                 (unsigned long long)u.received);
-        return;
-    }
-    if (r->data.len == 0) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST, "empty chunk");
-        return;
-    }
-    if (r->data.len > ctx->cfg->file_chunk_max) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__TOO_LARGE, "chunk of %zu bytes: at most %u", r->data.len,
-                 ctx->cfg->file_chunk_max);
-        return;
-    }
-    if (r->data.len > u.f.size - u.received) {
-        svc_fail(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
-                 "chunk goes past the announced size of %llu bytes", (unsigned long long)u.f.size);
-        return;
-    }
     char dir[FILE_PATH_MAX], part[FILE_PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/tmp", ctx->cfg->file_dir);
     file_part_path(ctx, u.id, part, sizeof(part));
@@ -486,17 +606,46 @@ void file_chunk(svc_ctx *ctx)
         svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
         return;
     }
+    /* This upload's chunks one at a time, whichever node or worker runs
+     * them: the lock is the upload's alone, nobody else waits for it. */
+    int lk;
+    while ((lk = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+        ;
+    if (lk < 0) {
+        log_error("file: cannot lock %s: %s", part, strerror(errno));
+        close(fd);
+        svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
+        return;
+    }
+    file_chunk_locked(ctx, r, fd, part);
+    close(fd); /* and the lock with it */
+}
+
+/* The rest of file_chunk, holding the lock of part (open as fd). */
+static void file_chunk_locked(svc_ctx *ctx, const Parley__FileChunk *r, int fd, const char *part)
+{
+    /* Again under the lock: a chunk before it may have ended since, or the
+     * sweep removed the upload (whose part file this open may have made
+     * again: gone with it). */
+    store_upload u;
+    int go = file_chunk_check(ctx, r, &u);
+    if (go < 0 && ctx->res->frame->error &&
+        ctx->res->frame->error->code == PARLEY__ERROR_CODE__NOT_FOUND)
+        file_unlink(part);
+    if (go <= 0)
+        return;
+    store_status st;
     struct stat sb;
     if (fstat(fd, &sb) < 0 || (uint64_t)sb.st_size < u.received) {
         /* The bytes already taken are gone (tmp/ was cleared): start over. */
         store_upload_set_received(ctx->st, u.id, 0);
-        close(fd);
         svc_refuse(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
                    "upload %llu lost its data: send it again from offset 0",
                    (unsigned long long)u.id);
         return;
     }
-    /* Bytes past the offset are a chunk whose commit was undone. */
+    /* Bytes past the offset are a chunk whose commit was undone, or one
+     * whose client left before its finalize. */
     const uint8_t *p = r->data.data;
     size_t left = r->data.len;
     off_t off = (off_t)r->offset;
@@ -514,46 +663,68 @@ void file_chunk(svc_ctx *ctx)
     }
     if (!ok) {
         log_error("file: cannot write %s: %s", part, strerror(errno));
-        close(fd);
         svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
         return;
     }
     u.received += r->data.len;
-    if (u.received == u.f.size) {
-        int done = file_finish(ctx, fd, &u);
-        close(fd);
-        if (done < 0) {
-            svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
-            return;
-        }
-        if (done == 0) {
-            /* Nothing of it is kept: the client starts again. */
-            file_unlink(part);
-            st = store_upload_delete(ctx->st, u.id);
-            if (st != STORE_OK) {
-                svc_fail_store(ctx, st, "upload");
-                return;
-            }
-            svc_refuse(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
-                       "SHA-256 mismatch: the data sent is not the file announced; upload %llu "
-                       "is dropped",
-                       (unsigned long long)u.id);
-            return;
-        }
-        st = store_file_put(ctx->st, u.f.sha256, u.f.size, ctx->now_ms);
-        if (st == STORE_OK)
-            st = store_upload_set_received(ctx->st, u.id, u.received);
+    if (u.received < u.f.size) {
+        st = store_upload_set_received(ctx->st, u.id, u.received);
         if (st != STORE_OK) {
-            svc_fail_store(ctx, st, "file");
+            svc_fail_store(ctx, st, "upload");
             return;
         }
         file_chunk_ok(ctx, &u);
         return;
     }
-    close(fd);
-    st = store_upload_set_received(ctx->st, u.id, u.received);
+    /* The last chunk. Nobody waits for the finalize of a client that has
+     * gone: back, it resends this chunk (the bytes past the stored offset
+     * are cut first). */
+    if (svc_caller_gone(ctx)) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__UNAVAILABLE, "the client has gone");
+        return;
+    }
+    int good = file_check_part(fd, &u);
+    if (good < 0) {
+        svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
+        return;
+    }
+    if (!good) {
+        /* Nothing of it is kept: the client starts again. */
+        file_unlink(part);
+        st = store_upload_delete(ctx->st, u.id);
+        if (st != STORE_OK) {
+            svc_fail_store(ctx, st, "upload");
+            return;
+        }
+        svc_refuse(ctx, PARLEY__ERROR_CODE__BAD_REQUEST,
+                   "SHA-256 mismatch: the data sent is not the file announced; upload %llu "
+                   "is dropped",
+                   (unsigned long long)u.id);
+        return;
+    }
+    /* The content's row and the complete upload that refers to it commit
+     * before the bytes move into place (see the top of this file). */
+    if (file_txn_begin(ctx) < 0)
+        return;
+    st = store_file_put(ctx->st, u.f.sha256, u.f.size, ctx->now_ms);
+    if (st == STORE_OK)
+        st = store_upload_set_received(ctx->st, u.id, u.received);
+    st = file_txn_end(ctx, st);
+    if (st == STORE_NOT_FOUND) {
+        file_unlink(part);
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND,
+                 "no upload %llu (it may have expired): start again with file_begin",
+                 (unsigned long long)u.id);
+        return;
+    }
     if (st != STORE_OK) {
-        svc_fail_store(ctx, st, "upload");
+        svc_fail_store(ctx, st, "file");
+        return;
+    }
+    if (file_place(ctx, &u) < 0) {
+        /* Not complete after all: the client sends the last chunk again. */
+        store_upload_set_received(ctx->st, u.id, u.received - r->data.len);
+        svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "cannot store files now");
         return;
     }
     file_chunk_ok(ctx, &u);
@@ -631,6 +802,7 @@ void file_get(svc_ctx *ctx)
     char path[FILE_PATH_MAX];
     file_content_path(ctx, f.sha256, path, sizeof(path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int open_err = fd < 0 ? errno : 0;
     size_t got = 0;
     while (fd >= 0 && got < want) {
         ssize_t n = pread(fd, buf + got, want - got, (off_t)(r->offset + got));
@@ -642,8 +814,15 @@ void file_get(svc_ctx *ctx)
     }
     if (fd >= 0)
         close(fd);
+    store_file now;
+    if (open_err == ENOENT && store_msg_file(ctx->st, r->msgid, &now) == STORE_NOT_FOUND) {
+        /* Recalled while this request waited its turn. */
+        svc_fail(ctx, PARLEY__ERROR_CODE__NOT_FOUND, "message %llu not found",
+                 (unsigned long long)r->msgid);
+        return;
+    }
     if (got < want) {
-        log_error("file: cannot read %s: %s", path, fd < 0 ? strerror(errno) : "short file");
+        log_error("file: cannot read %s: %s", path, fd < 0 ? strerror(open_err) : "short file");
         svc_fail(ctx, PARLEY__ERROR_CODE__INTERNAL, "the file cannot be read now");
         return;
     }

@@ -613,11 +613,16 @@ const svc_def svc_message = {
      * sends, whose conversations it shares, it would deadlock them (where
      * writers can deadlock at all). */
     .alone = 1u << 4,
-    /* History and Sync only read: nobody needs them once the caller left. */
-    .droppable = (1u << 2) | (1u << 5) | (1u << 8),
+    /* History and Sync only read: nobody needs them once the caller left.
+     * Nor a file request: a client that comes back asks where its upload
+     * stands (FileBegin) and goes on from the offset stored. */
+    .droppable = (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8),
     /* All but recall, whose change must go if its push cannot be built,
      * and the file methods, which write several rows. A send's new direct
      * conversation may stay without its message; a send with a file makes
      * its writes one unit itself (store_message_append_file). */
     .atomic = ~((1u << 3) | (1u << 6) | (1u << 7) | (1u << 8)),
+    /* FileBegin, FileChunk, FileGet: on the file pool, off the store
+     * worker that commits everyone's sends (services/file.c). */
+    .file = (1u << 6) | (1u << 7) | (1u << 8),
 };

@@ -1,6 +1,7 @@
 #include "services/svc.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@ struct svc_runtime {
     bus *bus;
     pool *store_pool;
     pool *auth_pool;
+    pool *file_pool;
     uint64_t submitted; /* atomic */
     int stopping;       /* atomic */
     char err[256];
@@ -49,7 +51,7 @@ typedef struct svc_worker {
     store_append *appends; /* a batch's deferred appends, for one call */
     svc_task **append_tasks;
     unsigned appends_cap;
-    int small; /* an auth worker: store_keep_small */
+    int small; /* an auth or file worker: store_keep_small, no batch transaction */
 } svc_worker;
 
 static int64_t svc_now_ms(void)
@@ -87,6 +89,24 @@ static void *svc_auth_worker_init(void *arg, unsigned idx)
          * messages) come first. A thread's own nice value on Linux. */
         if (setpriority(PRIO_PROCESS, (id_t)gettid(), 5) < 0)
             log_debug("auth worker: cannot lower its priority");
+    }
+    return w;
+}
+
+/* File workers write and read the bytes of files, and hash an upload's
+ * whole content when it completes (services/file.c): their store calls are
+ * a few rows each, in short transactions of their own that never span the
+ * I/O. Below the store worker and the I/O loops too when the cores are
+ * short: a 25 MiB upload's SHA-256 is CPU, and other users' sends come
+ * first. */
+static void *svc_file_worker_init(void *arg, unsigned idx)
+{
+    svc_worker *w = svc_worker_init(arg, idx);
+    if (w) {
+        w->small = 1;
+        store_keep_small(w->st);
+        if (setpriority(PRIO_PROCESS, (id_t)gettid(), 5) < 0)
+            log_debug("file worker: cannot lower its priority");
     }
     return w;
 }
@@ -269,7 +289,10 @@ static int svc_attempt(svc_worker *w, pool_task **tasks, unsigned n)
         atomic++;
     /* The auth pool's methods hash passwords: slow on purpose. Never in a
      * transaction, which on SQLite would hold the one write lock (everyone's
-     * sends) for the whole hash; their store writes are single statements. */
+     * sends) for the whole hash; their store writes are single statements.
+     * The file pool's likewise: its methods open short transactions of
+     * their own around their metadata, between the reads and writes of
+     * file data. */
     if ((atomic == n && !store_single_writer(w->st)) || w->small) {
         for (unsigned i = 0; i < n; i++) {
             svc_task *t = (svc_task *)tasks[i];
@@ -450,6 +473,12 @@ static const pool_hooks svc_auth_hooks = {
     .worker_fini = svc_worker_fini,
 };
 
+static const pool_hooks svc_file_hooks = {
+    .worker_init = svc_file_worker_init,
+    .run_batch = svc_run_batch,
+    .worker_fini = svc_worker_fini,
+};
+
 svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen)
 {
     svc_runtime *rt = calloc(1, sizeof(*rt));
@@ -471,7 +500,17 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
         pool_new("store", cfg->store_workers, cfg->max_batch, cfg->linger_us, &svc_hooks, rt);
     if (rt->store_pool)
         rt->auth_pool = pool_new_fair("auth", cfg->auth_workers, &svc_auth_hooks, rt);
-    if (!rt->store_pool || !rt->auth_pool) {
+    /* File transfers (services/file.c) off the store worker, which on
+     * SQLite commits everyone's messages: a 25 MiB upload's fsync and hash
+     * held every send behind it. Shared out by user, in turn, and each
+     * user's requests one at a time in order: a client keeps several
+     * chunks of an upload in flight, and each continues where the one
+     * before it ended. A user with a big upload waits behind itself; any
+     * other user's request waits for at most one task per worker. */
+    if (rt->auth_pool)
+        rt->file_pool = pool_new_fair_ordered("file", cfg->file_workers ? cfg->file_workers : 2,
+                                              &svc_file_hooks, rt);
+    if (!rt->store_pool || !rt->auth_pool || !rt->file_pool) {
         snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
         svc_runtime_free(rt);
         return NULL;
@@ -485,6 +524,7 @@ void svc_runtime_free(svc_runtime *rt)
         return;
     /* Logins may queue logouts and those nothing further: auth first. */
     pool_free(rt->auth_pool);
+    pool_free(rt->file_pool);
     pool_free(rt->store_pool);
     free(rt);
 }
@@ -498,6 +538,8 @@ void svc_runtime_stop(svc_runtime *rt)
      * connections, so the clients learn why (a hash under way finishes). */
     if (pool_wait_idle(rt->auth_pool, 3000) < 0)
         log_warn("stop: logins still running after 3 s; their clients will not hear back");
+    if (rt->file_pool && pool_wait_idle(rt->file_pool, 3000) < 0)
+        log_warn("stop: file transfers still running after 3 s");
 }
 
 void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parley__Call *call,
@@ -532,7 +574,20 @@ void svc_submit(svc_runtime *rt, const svc_def *def, unsigned m, arena *a, Parle
         pool_submit(rt->auth_pool, flow, &t->base);
         return;
     }
+    if ((def->file >> m & 1) && call->caller) {
+        /* By user: one user's transfers in turn with everyone else's. */
+        uint64_t flow =
+            call->caller->user_id ? call->caller->user_id : call->caller->session_id | 1ULL << 63;
+        pool_submit(rt->file_pool, flow, &t->base);
+        return;
+    }
     pool_submit(rt->store_pool, call->key, &t->base);
+}
+
+int svc_caller_gone(svc_ctx *ctx)
+{
+    svc_task *t = (svc_task *)((char *)ctx - offsetof(svc_task, ctx));
+    return t->gone && t->gone(t->gone_arg);
 }
 
 Parley__ServerFrame *svc_reply(svc_ctx *ctx)

@@ -25,6 +25,7 @@ typedef struct svc_config {
     pwhash_cost cost;
     unsigned store_workers; /* store pool size */
     unsigned auth_workers;  /* password hashing pool size */
+    unsigned file_workers;  /* file transfer pool size (0: 2) */
     unsigned max_batch;     /* requests per transaction */
     unsigned linger_us;     /* how long a small batch waits for more (group commit) */
     unsigned recall_window_ms;
@@ -99,6 +100,9 @@ typedef struct svc_def {
     /* bit i: method i may be dropped when its caller is gone, or answered
      * UNAVAILABLE at a stop (reads, logins). */
     uint64_t droppable;
+    /* bit i: method i runs on the file pool (file data I/O, services/file.c),
+     * outside any batch transaction, its caller's requests in order. */
+    uint64_t file;
 } svc_def;
 
 extern const svc_def svc_user, svc_social, svc_message;
@@ -175,5 +179,8 @@ int svc_check_text(svc_ctx *ctx, const char *s, long min_chars, long max_chars, 
 int svc_check_name(svc_ctx *ctx, const char *name, const char *what);
 /* Requires a logged-in caller; fails with UNAUTHENTICATED otherwise. */
 int svc_require_user(svc_ctx *ctx);
+/* 1 if the caller's connection has closed (nobody waits for the answer):
+ * for a method to drop slow work it is in the middle of. */
+int svc_caller_gone(svc_ctx *ctx);
 
 #endif
