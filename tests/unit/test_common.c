@@ -218,6 +218,57 @@ static void test_pool_fair_serves_flows_in_turn(void **state)
     assert_in_range(at, 0, 2);
 }
 
+/* An ordered fair pool runs a flow's tasks one at a time, in order, even
+ * with idle workers (a file's chunks), and still serves other flows. */
+typedef struct {
+    pthread_mutex_t mu;
+    int seq[32], n;
+    int running[3], overlap;
+} ordered_log;
+
+typedef struct {
+    pool_task base;
+    int flow, seq;
+} ordered_task;
+
+static void ordered_batch(void *ctx, pool_task **tasks, unsigned n)
+{
+    ordered_log *l = ctx;
+    ordered_task *t = (ordered_task *)tasks[0];
+    assert_int_equal(n, 1);
+    pthread_mutex_lock(&l->mu);
+    if (l->running[t->flow]++)
+        l->overlap++;
+    pthread_mutex_unlock(&l->mu);
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+    pthread_mutex_lock(&l->mu);
+    l->running[t->flow]--;
+    if (t->flow == 1)
+        l->seq[l->n++] = t->seq;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void test_pool_fair_ordered_keeps_a_flow_in_order(void **state)
+{
+    static const pool_hooks hooks = {.worker_init = flow_init, .run_batch = ordered_batch};
+    ordered_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pool *p = pool_new_fair_ordered("ordered", 3, &hooks, &l);
+    assert_non_null(p);
+    ordered_task t[24];
+    for (int i = 0; i < 24; i++) {
+        t[i].flow = i % 3 == 2 ? 2 : 1;
+        t[i].seq = i;
+        pool_submit(p, t[i].flow == 1 ? 111 : 222, &t[i].base);
+    }
+    assert_int_equal(pool_wait_idle(p, 5000), 0);
+    pool_free(p);
+    assert_int_equal(l.overlap, 0);
+    assert_int_equal(l.n, 16);
+    for (int i = 1; i < l.n; i++)
+        assert_true(l.seq[i - 1] < l.seq[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_pool_batch_wait_gathers),
         cmocka_unit_test(test_pool_idle_runs_at_once),
         cmocka_unit_test(test_pool_fair_serves_flows_in_turn),
+        cmocka_unit_test(test_pool_fair_ordered_keeps_a_flow_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
