@@ -10,8 +10,11 @@ import tempfile
 import unittest
 
 import signal
+import subprocess
+import threading
 import time
 
+from harness import PARLEYD as HARNESS_PARLEYD
 from harness import (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE, Client, Cluster, ParleyTest, Peer,
                      S_GROUP_CREATE_OK, S_MESSAGE, S_SEND_OK, Server, body, describe, error,
                      expect_ok, one, pb, pb_decode)
@@ -398,6 +401,67 @@ class UploadExpiryTest(ParleyTest):
         self.assertFalse(os.path.exists(stored_path(self.server, sha)))
         ok = expect_ok(begin(b, whole), S_FILE_BEGIN_OK)
         self.assertEqual((one(ok, 2), one(ok, 3)), (0, 0))
+
+
+class FilesLoadTest(ParleyTest):
+    """Another user's uploads do not hold up a chat: file data is written,
+    hashed and moved on the file workers, not on the store worker that
+    commits every message (docs/architecture.md, "Files")."""
+    server_extra = ("--max-file-size", str(16 * 1024 * 1024), "--file-quota",
+                    str(64 * 1024 * 1024), "--reg-rate", "1000000", "--req-rate", "1000")
+
+    def test_chat_goes_on_during_uploads(self):
+        bench = os.environ.get("PARLEY_BENCH") or os.path.join(
+            os.path.dirname(os.path.abspath(HARNESS_PARLEYD)), "parley-bench")
+        if not os.access(bench, os.X_OK):
+            self.skipTest("no parley-bench (PARLEY_BENCH)")
+        a, b = self.peer_pair()
+        stop = threading.Event()
+        done = []
+
+        # parley-bench file, again and again: a user uploads 8 MiB, sends it,
+        # the other downloads it (its own process: no GIL shared with us).
+        def uploads():
+            while not stop.is_set():
+                rc = subprocess.run([bench, "file", "--port", str(self.server.port),
+                                     "--file-mib", "8"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, timeout=120).returncode
+                done.append(rc)
+
+        t = threading.Thread(target=uploads, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 130)
+        self.addCleanup(stop.set)
+        worst, sent = 0.0, 0
+        deadline = time.monotonic() + 60
+        # For 20 s and at least 3 uploads (at most 60 s).
+        start = time.monotonic()
+        while time.monotonic() < deadline and (time.monotonic() - start < 20 or
+                                               sum(rc == 0 for rc in done) < 3):
+            t0 = time.monotonic()
+            f = a.call(F_SEND_DIRECT, pb((1, b.user_id), (2, "hi %d" % sent)))
+            worst = max(worst, time.monotonic() - t0)
+            expect_ok(f, S_SEND_OK, "send")
+            sent += 1
+            time.sleep(0.05)
+        stop.set()
+        t.join(130)
+        ok = sum(rc == 0 for rc in done)
+        self.assertGreaterEqual(ok, 1, "uploads: exit codes %r" % done)
+        self.assertEqual([rc for rc in done if rc != 0], [], "every upload completed")
+        # Generous: ASan, ctest -j2, a shared machine. On the store worker
+        # each 8 MiB finalize held every send for its fsync and hash.
+        self.assertLess(worst, 2.0, "a send waited %.3f s during %d uploads" % (worst, ok))
+
+    def peer_pair(self):
+        out = []
+        for name in ("chat1", "chat2"):
+            p = Peer(self.server.port, timeout=30)
+            self.addCleanup(p.close)
+            p.register(name)
+            self.assertIsNone(error(p.login(name)))
+            out.append(p)
+        return out
 
 
 class ClusterFilesTest(unittest.TestCase):
