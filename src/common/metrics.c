@@ -69,7 +69,7 @@ static const char *const m_limits[] = {
 };
 static const char *const m_transports[] = {"tcp", "tls"};
 static const char *const m_links[] = {"command", "subscriber", "publisher"};
-static const char *const m_pools[] = {"store", "auth", "other"};
+static const char *const m_pools[] = {"store", "auth", "file", "other"};
 static const char *const m_services[] = {"gateway", "user", "social", "message", "other"};
 static const char *const m_rpc_status[] = {"ok", "error", "timeout", "unavailable"};
 
