@@ -506,7 +506,11 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
      * user's requests one at a time in order: a client keeps several
      * chunks of an upload in flight, and each continues where the one
      * before it ended. A user with a big upload waits behind itself; any
-     * other user's request waits for at most one task per worker. */
+     * other user's request waits for at most one task per worker. Their
+     * few rows are read and written on the file worker's own connection,
+     * as the auth pool's are (short transactions, never across I/O):
+     * handing them back to the store worker would put each chunk through
+     * its queue and batch wait twice. */
     if (rt->auth_pool)
         rt->file_pool = pool_new_fair_ordered("file", cfg->file_workers ? cfg->file_workers : 2,
                                               &svc_file_hooks, rt);
