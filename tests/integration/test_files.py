@@ -403,6 +403,46 @@ class UploadExpiryTest(ParleyTest):
         self.assertEqual((one(ok, 2), one(ok, 3)), (0, 0))
 
 
+class FilesRaceTest(ParleyTest):
+    """Two connections of one user send the same upload's chunks at once,
+    all in flight: every chunk is taken once or refused for its offset, and
+    the content stored is the file, intact (chunks of one upload never run
+    side by side)."""
+    server_extra = FilesTest.server_extra
+    peer = FilesTest.peer
+
+    def test_same_upload_from_two_connections(self):
+        p1 = self.peer("dup")
+        p2 = Peer(self.server.port, timeout=30)
+        self.addCleanup(p2.close)
+        self.assertIsNone(error(p2.login("dup")))
+        b = self.peer("other")
+        data = os.urandom(24 * CHUNK + 777)
+        sha = hashlib.sha256(data).digest()
+        uid = one(expect_ok(begin(p1, data), S_FILE_BEGIN_OK), 1)
+        sent = {p1: [], p2: []}
+        for off in range(0, len(data), CHUNK):
+            for p in (p1, p2):
+                sent[p].append(p.send_req(F_FILE_CHUNK,
+                                          pb((1, uid), (2, off), (3, data[off:off + CHUNK]))))
+        taken = 0
+        for p, rids in sent.items():
+            for rid in rids:
+                f = p.wait_reply(rid, timeout=60)
+                if error(f) is None:
+                    self.assertIn(S_FILE_CHUNK_OK, f, describe(f))
+                    taken += 1
+                else:
+                    self.assertEqual(error(f).code, BAD_REQUEST, describe(f))
+        self.assertEqual(taken, 25, "each of the 25 chunks taken exactly once")
+        ok = expect_ok(begin(p2, data), S_FILE_BEGIN_OK)
+        self.assertEqual((one(ok, 1), one(ok, 2), one(ok, 3)), (uid, len(data), 1))
+        with open(stored_path(self.server, sha), "rb") as fh:
+            self.assertEqual(fh.read(), data)
+        msgid = send_file(p1, b.user_id, sha)
+        self.assertEqual(download(b, msgid), data)
+
+
 class FilesLoadTest(ParleyTest):
     """Another user's uploads do not hold up a chat: file data is written,
     hashed and moved on the file workers, not on the store worker that
