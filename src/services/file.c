@@ -43,7 +43,8 @@
  * - A connection closed mid-work: its queued file requests are dropped
  *   (droppable), and an upload's finalize is skipped if its caller has gone
  *   by then; nothing of it is recorded, and the client, back, asks where the
- *   upload stands and sends the last chunk again.
+ *   upload stands and sends the last chunk again. (Embedded role: over a
+ *   cluster's RPC the runtime cannot tell that the client has gone.)
  */
 #include <errno.h>
 #include <fcntl.h>
