@@ -195,19 +195,17 @@ static void server_raise_nofile(void)
  * every core) only to grow it again. Keep freed memory for reuse; the tick
  * hands it back with malloc_trim when the server is quiet.
  *
- * An arena for each thread that allocates (main, the I/O loops, the store,
- * auth and file workers, a checkpointer), no more: glibc hands a thread the
- * next arena at its first malloc, and once the cap is reached threads share.
- * With a cap of 4, the two file workers (started before the loops) left
- * busy threads sharing arenas, and the closed loop at 1,000 connections
- * lost 10-15% (three alternating pairs; `_int_malloc` rose in the store
- * thread's profile). */
-static void server_tune_malloc(const config *cfg)
+ * glibc gives a thread an arena at its first malloc, a new one until the
+ * cap, then the existing ones in turn. 4: main, the store worker and two
+ * auth workers take theirs at start, the I/O loops share. Each thread with
+ * an arena of its own cost idle connections 34 bytes each; file workers
+ * that took arenas at start (they now allocate nothing before their first
+ * task, services/svc.c) cost the closed loop at 1,000 connections 10-15%. */
+static void server_tune_malloc(void)
 {
-    unsigned stores = cfg->store_workers ? cfg->store_workers : 1;
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    mallopt(M_ARENA_MAX, (int)(1 + cfg->threads + stores + cfg->auth_workers + 2 + 1));
+    mallopt(M_ARENA_MAX, 4);
 }
 
 /* Once a second: if no request came since the last look, hand the
@@ -1083,7 +1081,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     server_raise_nofile();
-    server_tune_malloc(&s.cfg);
+    server_tune_malloc();
     if (server_start(&s, err, sizeof(err)) < 0) {
         log_error("cannot start: %s", err);
         server_stop(&s);

@@ -23,8 +23,9 @@ struct svc_runtime {
     pool *store_pool;
     pool *auth_pool;
     pool *file_pool;
-    uint64_t submitted; /* atomic */
-    int stopping;       /* atomic */
+    struct svc_worker *file_w; /* the file workers, made by the runtime */
+    uint64_t submitted;        /* atomic */
+    int stopping;              /* atomic */
     char err[256];
 };
 
@@ -98,17 +99,25 @@ static void *svc_auth_worker_init(void *arg, unsigned idx)
  * a few rows each, in short transactions of their own that never span the
  * I/O. Below the store worker and the I/O loops too when the cores are
  * short: a 25 MiB upload's SHA-256 is CPU, and other users' sends come
- * first. */
+ * first. A file worker allocates nothing before its first task (its
+ * svc_worker is the runtime's, its store opened by svc_reopen): glibc gives
+ * a thread its arena at its first malloc, and file workers that took theirs
+ * at start made the busy threads share (server_tune_malloc). */
 static void *svc_file_worker_init(void *arg, unsigned idx)
 {
-    svc_worker *w = svc_worker_init(arg, idx);
-    if (w) {
-        w->small = 1;
-        store_keep_small(w->st);
-        if (setpriority(PRIO_PROCESS, (id_t)gettid(), 5) < 0)
-            log_debug("file worker: cannot lower its priority");
-    }
-    return w;
+    svc_runtime *rt = arg;
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 5) < 0)
+        log_debug("file worker: cannot lower its priority");
+    return &rt->file_w[idx];
+}
+
+static void svc_file_worker_fini(void *ctx)
+{
+    svc_worker *w = ctx;
+    store_close(w->st);
+    free(w->pushes);
+    free(w->appends);
+    free(w->append_tasks);
 }
 
 static void svc_worker_fini(void *ctx)
@@ -246,19 +255,22 @@ static void svc_reset(svc_task *t)
 }
 
 /* A worker whose database connection died opens a new one. */
+/* Opens the worker's store on its first task (file workers), or again
+ * after the connection died. */
 static int svc_reopen(svc_worker *w)
 {
-    if (!store_is_dead(w->st))
+    if (w->st && !store_is_dead(w->st))
         return 0;
     char err[256];
     store *st = store_open(w->rt->cfg->db_path, err, sizeof(err));
     if (!st) {
-        log_error("store: cannot reconnect: %s", err);
+        log_error("store: cannot %s: %s", w->st ? "reconnect" : "open", err);
         return -1;
     }
     char shown[512];
-    log_info("store: reconnected to %s",
-             store_uri_redacted(w->rt->cfg->db_path, shown, sizeof(shown)));
+    if (w->st)
+        log_info("store: reconnected to %s",
+                 store_uri_redacted(w->rt->cfg->db_path, shown, sizeof(shown)));
     store_close(w->st);
     w->st = st;
     if (w->small)
@@ -437,8 +449,10 @@ static void svc_run_batch(void *wctx, pool_task **tasks, unsigned n)
         rc = svc_attempt(w, tasks, n);
     }
     if (rc != 0) {
-        log_error("store: giving up on %u requests: %s", n, store_errmsg(w->st));
-        store_rollback(w->st);
+        log_error("store: giving up on %u requests: %s", n,
+                  w->st ? store_errmsg(w->st) : "no database connection");
+        if (w->st)
+            store_rollback(w->st);
         for (unsigned i = 0; i < n; i++) {
             svc_task *t = (svc_task *)tasks[i];
             svc_reset(t);
@@ -476,7 +490,7 @@ static const pool_hooks svc_auth_hooks = {
 static const pool_hooks svc_file_hooks = {
     .worker_init = svc_file_worker_init,
     .run_batch = svc_run_batch,
-    .worker_fini = svc_worker_fini,
+    .worker_fini = svc_file_worker_fini,
 };
 
 svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t errlen)
@@ -511,9 +525,15 @@ svc_runtime *svc_runtime_new(const svc_config *cfg, bus *b, char *err, size_t er
      * as the auth pool's are (short transactions, never across I/O):
      * handing them back to the store worker would put each chunk through
      * its queue and batch wait twice. */
-    if (rt->auth_pool)
-        rt->file_pool = pool_new_fair_ordered("file", cfg->file_workers ? cfg->file_workers : 2,
-                                              &svc_file_hooks, rt);
+    unsigned nfile = cfg->file_workers ? cfg->file_workers : SVC_FILE_WORKERS;
+    rt->file_w = calloc(nfile, sizeof(*rt->file_w));
+    for (unsigned i = 0; rt->file_w && i < nfile; i++) {
+        rt->file_w[i].rt = rt;
+        rt->file_w[i].idx = i;
+        rt->file_w[i].small = 1;
+    }
+    if (rt->auth_pool && rt->file_w)
+        rt->file_pool = pool_new_fair_ordered("file", nfile, &svc_file_hooks, rt);
     if (!rt->store_pool || !rt->auth_pool || !rt->file_pool) {
         snprintf(err, errlen, "%s", rt->err[0] ? rt->err : "cannot start worker threads");
         svc_runtime_free(rt);
@@ -529,6 +549,7 @@ void svc_runtime_free(svc_runtime *rt)
     /* Logins may queue logouts and those nothing further: auth first. */
     pool_free(rt->auth_pool);
     pool_free(rt->file_pool);
+    free(rt->file_w);
     pool_free(rt->store_pool);
     free(rt);
 }

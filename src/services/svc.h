@@ -20,12 +20,15 @@
 #include "services.pb-c.h"
 #include "store/store.h"
 
+/* File transfer workers when svc_config.file_workers is 0. */
+enum { SVC_FILE_WORKERS = 2 };
+
 typedef struct svc_config {
     const char *db_path;
     pwhash_cost cost;
     unsigned store_workers; /* store pool size */
     unsigned auth_workers;  /* password hashing pool size */
-    unsigned file_workers;  /* file transfer pool size (0: 2) */
+    unsigned file_workers;  /* file transfer pool size (0: SVC_FILE_WORKERS) */
     unsigned max_batch;     /* requests per transaction */
     unsigned linger_us;     /* how long a small batch waits for more (group commit) */
     unsigned recall_window_ms;
